@@ -1,0 +1,110 @@
+//! `mbms`: the command-line front end of the MBMS security stack.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+mod inspect;
+
+/// MBMS security (3GPP TS 33.246): MIKEY tools, BSF, BM-SC, UE and demo.
+#[derive(Parser, Debug)]
+#[command(name = "mbms", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// MIKEY (RFC 3830) tools.
+    #[command(subcommand)]
+    Mikey(MikeyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum MikeyCommand {
+    /// Print a MIKEY message as a payload tree; with --psk verify its MAC and
+    /// show the decrypted key data.
+    ///
+    /// Exit status: 0 decoded (and verified, with --psk); 1 the MAC did not
+    /// verify (wrong key or altered message); 2 malformed input, with the
+    /// payload and byte offset of the problem.
+    Decode(DecodeArgs),
+}
+
+#[derive(Args, Debug)]
+struct DecodeArgs {
+    /// The message: HEX (spaces and colons allowed), base64:TEXT, @FILE (hex,
+    /// base64: or raw binary), or - for standard input.
+    input: String,
+    /// Pre-shared key in hex: the MUK for MSK messages and their
+    /// acknowledgements, the MSK for MTK messages. Key data is printed in hex.
+    #[arg(long, value_name = "HEX")]
+    psk: Option<String>,
+    /// For a verification (acknowledgement) message: the message it
+    /// acknowledges, in the same forms as INPUT. Needed to verify its MAC.
+    #[arg(long, value_name = "INPUT")]
+    initiator: Option<String>,
+    /// Print JSON (schema "mbms-mikey-decode/1", see docs/mikey-decode-json.md).
+    #[arg(long)]
+    json: bool,
+}
+
+fn mikey_decode(a: DecodeArgs) -> ExitCode {
+    let run = || -> Result<String, inspect::Failure> {
+        let bytes = inspect::read_input(&a.input)?;
+        let psk = a
+            .psk
+            .as_deref()
+            .map(|p| inspect::decode_text(p).map_err(|e| prefix("--psk", e)))
+            .transpose()?;
+        let initiator = a
+            .initiator
+            .as_deref()
+            .map(|i| inspect::read_input(i).map_err(|e| prefix("--initiator", e)))
+            .transpose()?;
+        inspect::decode(
+            &bytes,
+            &inspect::Options {
+                psk,
+                initiator,
+                json: a.json,
+            },
+        )
+    };
+    match run() {
+        Ok(out) => {
+            let _ = std::io::stdout().write_all(out.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(f) => {
+            let code = f.exit_code();
+            match f {
+                inspect::Failure::Input(m) => eprintln!("error: {m}"),
+                inspect::Failure::Malformed(e) => eprintln!("error: malformed MIKEY message: {e}"),
+                inspect::Failure::Verification { output, reason } => {
+                    let _ = std::io::stdout().write_all(output.as_bytes());
+                    eprintln!(
+                        "error: {reason}: the pre-shared key is wrong or the message was altered"
+                    );
+                }
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn prefix(what: &str, f: inspect::Failure) -> inspect::Failure {
+    match f {
+        inspect::Failure::Input(m) => inspect::Failure::Input(format!("{what}: {m}")),
+        other => other,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Mikey(MikeyCommand::Decode(a)) => mikey_decode(a),
+    }
+}

@@ -1,0 +1,624 @@
+//! MIKEY cryptography: the MIKEY-1 PRF (RFC 3830 4.1.2), key derivation from
+//! a pre-shared key (4.1.4) and from a TGK (4.1.3), KEMAC encryption with
+//! AES-CM-128 or NULL (4.2.3), the KEMAC MAC (4.2.1, 5.2) and the
+//! verification message MAC (5.2).
+//!
+//! MACs are compared in constant time; derived keys are zeroized on drop.
+
+use core::fmt;
+
+use aes::cipher::{KeyIvInit, StreamCipher};
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::codes::{
+    self, EncrAlg, PrfFunc, AUTH_KEY_LEN, ENCR_KEY_LEN, HMAC_SHA1_LEN, SALT_KEY_LEN,
+};
+use crate::error::{CryptoError, OpenError};
+use crate::message::Message;
+use crate::payload::{KeyData, MacAlg, Timestamp};
+use crate::secret::SecretBytes;
+
+type HmacSha1 = Hmac<Sha1>;
+type Aes128Ctr = ctr::Ctr128BE<aes::Aes128>;
+
+/// Size of one PRF input-key piece: 256 bits (RFC 3830 4.1.2).
+const PRF_PIECE: usize = 32;
+
+fn hmac_keyed(key: &[u8]) -> HmacSha1 {
+    // HMAC accepts keys of any length, so this cannot fail.
+    <HmacSha1 as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))
+}
+
+/// The MIKEY-1 PRF of RFC 3830 4.1.2, with the HMAC key schedule of each
+/// 256-bit input-key piece computed once and reused for every block and
+/// every label.
+///
+/// ```text
+/// P(s, label, m) = HMAC(s, A_1 || label) || ... || HMAC(s, A_m || label)
+///     A_0 = label, A_i = HMAC(s, A_{i-1})
+/// PRF(inkey, label) = P(s_1, label, m) XOR ... XOR P(s_n, label, m)
+///     s_1..s_n: inkey cut into 256-bit pieces, the last one possibly shorter
+///     m = ceil(outkey_len / 160 bits)
+/// ```
+/// An input key of exactly 32 bytes is one piece (n = ceil(256/256) = 1).
+/// An empty input key is treated as one empty piece.
+pub struct Prf {
+    pieces: Vec<HmacSha1>,
+}
+
+impl Prf {
+    /// Prepare the PRF for `inkey`.
+    pub fn new(inkey: &[u8]) -> Self {
+        let pieces = if inkey.is_empty() {
+            vec![hmac_keyed(&[])]
+        } else {
+            inkey.chunks(PRF_PIECE).map(hmac_keyed).collect()
+        };
+        Prf { pieces }
+    }
+
+    /// Fill `out` with PRF(inkey, label).
+    pub fn derive_into(&self, label: &[u8], out: &mut [u8]) {
+        out.fill(0);
+        for s in &self.pieces {
+            // A_0 = label; A_i = HMAC(s, A_{i-1}).
+            let mut a = [0u8; HMAC_SHA1_LEN];
+            let mut first = true;
+            for chunk in out.chunks_mut(HMAC_SHA1_LEN) {
+                let mut m = s.clone();
+                if first {
+                    m.update(label);
+                    first = false;
+                } else {
+                    m.update(&a);
+                }
+                a.copy_from_slice(&m.finalize().into_bytes());
+                let mut m = s.clone();
+                m.update(&a);
+                m.update(label);
+                let mut block = m.finalize().into_bytes();
+                for (o, b) in chunk.iter_mut().zip(block.iter()) {
+                    *o ^= *b;
+                }
+                block.as_mut_slice().zeroize();
+            }
+            a.zeroize();
+        }
+    }
+
+    /// PRF(inkey, label) of `len` bytes.
+    pub fn derive(&self, label: &[u8], len: usize) -> SecretBytes {
+        let mut out = vec![0u8; len];
+        self.derive_into(label, &mut out);
+        SecretBytes::new(out)
+    }
+}
+
+impl fmt::Debug for Prf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Prf(<{} piece(s) redacted>)", self.pieces.len())
+    }
+}
+
+/// One-shot MIKEY-1 PRF.
+pub fn prf(inkey: &[u8], label: &[u8], len: usize) -> SecretBytes {
+    Prf::new(inkey).derive(label, len)
+}
+
+/// The PRF label `constant || cs_id || CSB ID || RAND` of RFC 3830 4.1.3/4.1.4.
+pub fn prf_label(constant: u32, cs_id: u8, csb_id: u32, rand: &[u8]) -> Vec<u8> {
+    let mut l = Vec::with_capacity(9 + rand.len());
+    l.extend_from_slice(&constant.to_be_bytes());
+    l.push(cs_id);
+    l.extend_from_slice(&csb_id.to_be_bytes());
+    l.extend_from_slice(rand);
+    l
+}
+
+/// Writes a label into a fixed buffer and returns it; the constant is the
+/// only part that changes between the keys of one derivation.
+struct LabelBuf {
+    buf: Vec<u8>,
+}
+
+impl LabelBuf {
+    fn new(cs_id: u8, csb_id: u32, rand: &[u8]) -> Self {
+        LabelBuf {
+            buf: prf_label(0, cs_id, csb_id, rand),
+        }
+    }
+
+    fn with(&mut self, constant: u32) -> &[u8] {
+        self.buf[..4].copy_from_slice(&constant.to_be_bytes());
+        &self.buf
+    }
+}
+
+/// The keys that protect a pre-shared-key message (RFC 3830 4.1.4):
+/// `encr_key`, `auth_key` and `salt_key`, each `PRF(psk, constant || 0xFF ||
+/// CSB ID || RAND)`.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct PskKeys {
+    /// Encryption key (AES-CM-128), 16 bytes.
+    pub encr_key: [u8; ENCR_KEY_LEN],
+    /// Authentication key (HMAC-SHA-1-160), 20 bytes.
+    pub auth_key: [u8; AUTH_KEY_LEN],
+    /// Salting key (AES-CM IV), 14 bytes.
+    pub salt_key: [u8; SALT_KEY_LEN],
+}
+
+impl PskKeys {
+    /// Derive the three keys. `rand` is the RAND payload of the message
+    /// (empty if the message has none).
+    pub fn derive(psk: &[u8], csb_id: u32, rand: &[u8]) -> Self {
+        let prf = Prf::new(psk);
+        let mut label = LabelBuf::new(codes::PSK_CS_ID, csb_id, rand);
+        let mut k = PskKeys {
+            encr_key: [0; ENCR_KEY_LEN],
+            auth_key: [0; AUTH_KEY_LEN],
+            salt_key: [0; SALT_KEY_LEN],
+        };
+        prf.derive_into(label.with(codes::psk_constant::ENCR), &mut k.encr_key);
+        prf.derive_into(label.with(codes::psk_constant::AUTH), &mut k.auth_key);
+        prf.derive_into(label.with(codes::psk_constant::SALT), &mut k.salt_key);
+        k
+    }
+
+    /// Derive the keys for `message` from its CSB ID and RAND (RFC 3830 4.1.4).
+    pub fn for_message(psk: &[u8], message: &Message<'_>) -> Self {
+        Self::derive(psk, message.header().csb_id, message.rand().unwrap_or(&[]))
+    }
+}
+
+impl fmt::Debug for PskKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PskKeys(<redacted>)")
+    }
+}
+
+/// Which key to derive from a TGK (RFC 3830 4.1.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TgkKey {
+    /// The TEK (constant 0x2AD01C64).
+    Tek,
+    /// An encryption key (0x15798CEF).
+    Encryption,
+    /// An authentication key (0x1B5C7973).
+    Authentication,
+    /// A salting key (0x39A2C14B).
+    Salt,
+}
+
+impl TgkKey {
+    /// The PRF constant.
+    pub fn constant(self) -> u32 {
+        match self {
+            TgkKey::Tek => codes::tgk_constant::TEK,
+            TgkKey::Encryption => codes::tgk_constant::ENCR,
+            TgkKey::Authentication => codes::tgk_constant::AUTH,
+            TgkKey::Salt => codes::tgk_constant::SALT,
+        }
+    }
+}
+
+/// Derive a key of `len` bytes from a TGK: `PRF(TGK, constant || cs_id ||
+/// CSB ID || RAND)` (RFC 3830 4.1.3).
+pub fn derive_from_tgk(
+    tgk: &[u8],
+    which: TgkKey,
+    cs_id: u8,
+    csb_id: u32,
+    rand: &[u8],
+    len: usize,
+) -> SecretBytes {
+    prf(tgk, &prf_label(which.constant(), cs_id, csb_id, rand), len)
+}
+
+/// The 64-bit T of the AES-CM IV (RFC 3830 4.2.3) for a timestamp.
+///
+/// `PROFILE.md` section 6 (choice): a 32-bit COUNTER is left-padded with
+/// zeros to 64 bits; NTP and NTP-UTC are used as they are.
+pub fn iv_timestamp(ts: &Timestamp) -> u64 {
+    match *ts {
+        Timestamp::NtpUtc(v) | Timestamp::Ntp(v) => v,
+        Timestamp::Counter(c) => u64::from(c),
+    }
+}
+
+/// The AES-CM IV of RFC 3830 4.2.3:
+/// `(salt_key XOR (0x0000 || CSB ID || T)) || 0x0000`.
+pub fn aes_cm_iv(salt_key: &[u8; SALT_KEY_LEN], csb_id: u32, t: u64) -> [u8; 16] {
+    let mut iv = [0u8; 16];
+    iv[2..6].copy_from_slice(&csb_id.to_be_bytes());
+    iv[6..14].copy_from_slice(&t.to_be_bytes());
+    for (i, s) in salt_key.iter().enumerate() {
+        iv[i] ^= s;
+    }
+    iv
+}
+
+/// Encrypt or decrypt (the same operation) KEMAC data in place with
+/// AES-CM-128 (RFC 3830 4.2.3).
+pub fn aes_cm_apply(keys: &PskKeys, csb_id: u32, t: u64, data: &mut [u8]) {
+    let iv = aes_cm_iv(&keys.salt_key, csb_id, t);
+    let mut c = Aes128Ctr::new((&keys.encr_key).into(), (&iv).into());
+    c.apply_keystream(data);
+}
+
+fn hmac_excluding(
+    key: &[u8],
+    bytes: &[u8],
+    skip: core::ops::Range<usize>,
+    extra: &[&[u8]],
+) -> [u8; HMAC_SHA1_LEN] {
+    let mut m = hmac_keyed(key);
+    m.update(&bytes[..skip.start]);
+    m.update(&bytes[skip.end..]);
+    for e in extra {
+        m.update(e);
+    }
+    m.finalize().into_bytes().into()
+}
+
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+fn check_encoding(bytes: &[u8], message: &Message<'_>) -> Result<(), CryptoError> {
+    // `bytes` must be the encoding of `message` (emit(parse(b)) == b); a
+    // length check catches passing the wrong buffer.
+    if bytes.len() != message.encoded_len() {
+        return Err(CryptoError::EncodingMismatch);
+    }
+    Ok(())
+}
+
+/// Verify the KEMAC MAC: HMAC-SHA-1-160 keyed with `auth_key` over the whole
+/// message except the MAC field (RFC 3830 5.2; `PROFILE.md` section 6: with
+/// the KEMAC last this is "up to and including the MAC alg byte").
+/// `bytes` must be the encoding `message` was parsed from.
+pub fn verify_kemac_mac(
+    bytes: &[u8],
+    message: &Message<'_>,
+    auth_key: &[u8],
+) -> Result<(), CryptoError> {
+    let k = message.kemac().ok_or(CryptoError::NoKemac)?;
+    if k.mac_alg == MacAlg::Null {
+        return Err(CryptoError::NullMac);
+    }
+    check_encoding(bytes, message)?;
+    let range = message.kemac_mac_range().ok_or(CryptoError::NoKemac)?;
+    let mac = hmac_excluding(auth_key, bytes, range, &[]);
+    if ct_eq(&mac, &k.mac) {
+        Ok(())
+    } else {
+        Err(CryptoError::MacMismatch)
+    }
+}
+
+/// Decrypt the KEMAC of an (already verified) message and parse its key data
+/// sub-payloads.
+pub fn decrypt_kemac(message: &Message<'_>, keys: &PskKeys) -> Result<Vec<KeyData>, CryptoError> {
+    let k = message.kemac().ok_or(CryptoError::NoKemac)?;
+    let base = message.kemac_data_range().map_or(0, |r| r.start);
+    let mut plain = SecretBytes::from_slice(&k.encr_data);
+    match k.encr_alg {
+        EncrAlg::NULL => {}
+        EncrAlg::AES_CM_128 => {
+            let t = message.timestamp().ok_or(CryptoError::NoTimestamp)?;
+            let mut buf = plain.expose().to_vec();
+            aes_cm_apply(keys, message.header().csb_id, iv_timestamp(t), &mut buf);
+            plain = SecretBytes::new(buf);
+        }
+        other => return Err(CryptoError::UnsupportedEncryption(other.0)),
+    }
+    Ok(KeyData::parse_list(plain.expose(), base)?)
+}
+
+/// A verified and decrypted pre-shared-key message.
+#[derive(Debug)]
+pub struct Opened<'a> {
+    /// The parsed message.
+    pub message: Message<'a>,
+    /// The decrypted key data sub-payloads (empty for Encr data len 0).
+    pub key_data: Vec<KeyData>,
+    /// The keys that protected it (needed for the verification message).
+    pub keys: PskKeys,
+}
+
+/// Parse a pre-shared-key message, derive its keys from `psk`, verify the
+/// KEMAC MAC and only then decrypt the key data (RFC 3830 5.2, `PROFILE.md`
+/// section 6).
+pub fn open_psk<'a>(bytes: &'a [u8], psk: &[u8]) -> Result<Opened<'a>, OpenError> {
+    let message = Message::parse(bytes)?;
+    let keys = open_check(bytes, &message, psk)?;
+    let key_data = decrypt_kemac(&message, &keys)?;
+    Ok(Opened {
+        message,
+        key_data,
+        keys,
+    })
+}
+
+/// Verify the MAC of a parsed message with `psk` and return its keys.
+pub fn open_check(bytes: &[u8], message: &Message<'_>, psk: &[u8]) -> Result<PskKeys, CryptoError> {
+    if message.header().prf != PrfFunc::MIKEY_1 {
+        return Err(CryptoError::UnsupportedPrf(message.header().prf.0));
+    }
+    let keys = PskKeys::for_message(psk, message);
+    verify_kemac_mac(bytes, message, &keys.auth_key)?;
+    Ok(keys)
+}
+
+/// The fields of an initiator message that a verification MAC covers
+/// (RFC 3830 5.2): the IDi data, the IDr data and the T value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InitiatorFields {
+    /// Data of the first ID payload (IDi), empty if absent.
+    pub idi: Vec<u8>,
+    /// Data of the second ID payload (IDr), empty if absent.
+    pub idr: Vec<u8>,
+    /// The TS value bytes, empty if absent.
+    pub t: Vec<u8>,
+}
+
+impl InitiatorFields {
+    /// Take the fields from an initiator message.
+    pub fn of(initiator: &Message<'_>) -> Self {
+        let mut ids = initiator.ids();
+        InitiatorFields {
+            idi: ids.next().map(|i| i.data.to_vec()).unwrap_or_default(),
+            idr: ids.next().map(|i| i.data.to_vec()).unwrap_or_default(),
+            t: initiator
+                .timestamp()
+                .map(Timestamp::value_bytes)
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Verify the MAC of a verification message (RFC 3830 5.2, `PROFILE.md`
+/// section 6): `HMAC-SHA-1(auth_key, message-without-MAC || IDi || IDr || T)`
+/// where IDi, IDr and T come from the acknowledged initiator message and
+/// `auth_key` is the one that protected it.
+pub fn verify_verification_mac(
+    bytes: &[u8],
+    message: &Message<'_>,
+    auth_key: &[u8],
+    initiator: &InitiatorFields,
+) -> Result<(), CryptoError> {
+    let v = message.verification().ok_or(CryptoError::NoVerification)?;
+    if v.auth_alg == MacAlg::Null {
+        return Err(CryptoError::NullMac);
+    }
+    check_encoding(bytes, message)?;
+    let range = message
+        .verification_mac_range()
+        .ok_or(CryptoError::NoVerification)?;
+    let mac = hmac_excluding(
+        auth_key,
+        bytes,
+        range,
+        &[&initiator.idi, &initiator.idr, &initiator.t],
+    );
+    if ct_eq(&mac, &v.mac) {
+        Ok(())
+    } else {
+        Err(CryptoError::MacMismatch)
+    }
+}
+
+/// Compute and write the MAC into an encoded message whose MAC field is at
+/// `range` (used by the builder).
+pub(crate) fn write_mac(
+    bytes: &mut [u8],
+    range: core::ops::Range<usize>,
+    auth_key: &[u8],
+    extra: &[&[u8]],
+) -> [u8; HMAC_SHA1_LEN] {
+    let mac = hmac_excluding(auth_key, bytes, range.clone(), extra);
+    bytes[range].copy_from_slice(&mac);
+    mac
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codes::*;
+    use crate::payload::{KeyKind, KeyValidity};
+    use crate::MessageBuilder;
+
+    const MUK: [u8; 32] = [0x5a; 32];
+
+    fn msk() -> KeyData {
+        KeyData {
+            kind: KeyKind::Tgk,
+            key: SecretBytes::new(vec![0x11; 16]),
+            salt: None,
+            validity: KeyValidity::Interval {
+                from: vec![0, 1].into(),
+                to: vec![0, 9].into(),
+            },
+        }
+    }
+
+    fn msk_message(encr: EncrAlg, keys: &[KeyData]) -> crate::Protected {
+        MessageBuilder::new(DataType::PSK_INIT)
+            .verification_requested(true)
+            .timestamp(Timestamp::Counter(42))
+            .rand([0x33; 16])
+            .id(IdType::URI, "bmsc.home1.net")
+            .id(IdType::NAI, "btid@bsf.home1.net")
+            .key_id(KeyIdType::MSK, [0, 0xf1, 0x10, 0, 1, 0, 2])
+            .protect(&MUK, encr, keys)
+            .unwrap()
+    }
+
+    #[test]
+    fn iv_follows_rfc3830_4_2_3() {
+        let salt = [0xffu8; 14];
+        let iv = aes_cm_iv(&salt, 0x0102_0304, 0x0000_0000_0a0b_0c0d);
+        let mut expected = [0xffu8; 16];
+        for (i, b) in [0u8, 0, 1, 2, 3, 4, 0, 0, 0, 0, 0x0a, 0x0b, 0x0c, 0x0d]
+            .iter()
+            .enumerate()
+        {
+            expected[i] ^= b;
+        }
+        expected[14] = 0;
+        expected[15] = 0;
+        assert_eq!(iv, expected);
+        assert_eq!(iv_timestamp(&Timestamp::Counter(0xdead_beef)), 0xdead_beef);
+    }
+
+    #[test]
+    fn aes_cm_and_null_round_trip_and_differ_on_the_wire() {
+        let a = msk_message(EncrAlg::AES_CM_128, &[msk()]);
+        let n = msk_message(EncrAlg::NULL, &[msk()]);
+        let ka = a.message().kemac().unwrap();
+        let kn = n.message().kemac().unwrap();
+        assert_eq!(ka.encr_data.len(), kn.encr_data.len());
+        assert_ne!(ka.encr_data, kn.encr_data);
+        // NULL: the key data is in the clear.
+        assert_eq!(&kn.encr_data[4..20], &[0x11; 16]);
+        for p in [a, n] {
+            let o = open_psk(p.bytes(), &MUK).unwrap();
+            assert_eq!(o.key_data, vec![msk()]);
+        }
+    }
+
+    #[test]
+    fn any_bit_flip_is_detected() {
+        let p = msk_message(EncrAlg::AES_CM_128, &[msk()]);
+        for i in 0..p.bytes().len() * 8 {
+            let mut b = p.bytes().to_vec();
+            b[i / 8] ^= 1 << (i % 8);
+            assert!(open_psk(&b, &MUK).is_err(), "bit {i} flipped undetected");
+        }
+    }
+
+    #[test]
+    fn solicited_pull_has_a_mac_and_no_key() {
+        // Seed 002/003: Encr data len 0, only the MAC.
+        let p = msk_message(EncrAlg::AES_CM_128, &[]);
+        assert_eq!(p.message().kemac().unwrap().encr_data.len(), 0);
+        let o = open_psk(p.bytes(), &MUK).unwrap();
+        assert!(o.key_data.is_empty());
+        assert!(matches!(
+            open_psk(p.bytes(), &[0u8; 32]).unwrap_err(),
+            OpenError::Crypto(CryptoError::MacMismatch)
+        ));
+    }
+
+    #[test]
+    fn acknowledgement_mac_binds_the_acknowledged_message() {
+        // PROFILE.md section 6: HDR(type 1, CSB copied) · T(copied) · IDr ·
+        // EXT(Key ID MSK) · V; MAC over ack || IDi || IDr || T of the MSK message.
+        let p = msk_message(EncrAlg::AES_CM_128, &[msk()]);
+        let opened = open_psk(p.bytes(), &MUK).unwrap();
+        let init = InitiatorFields::of(&opened.message);
+        assert_eq!(init.idi, b"bmsc.home1.net");
+        assert_eq!(init.idr, b"btid@bsf.home1.net");
+        assert_eq!(init.t, 42u32.to_be_bytes());
+        let ack = MessageBuilder::new(DataType::PSK_RESP)
+            .csb_id(opened.message.header().csb_id)
+            .timestamp(Timestamp::Counter(42))
+            .id(IdType::NAI, "btid@bsf.home1.net")
+            .key_id(KeyIdType::MSK, [0, 0xf1, 0x10, 0, 1, 0, 2])
+            .sign_verification(&opened.keys.auth_key, &init)
+            .unwrap();
+        let parsed = Message::parse(ack.bytes()).unwrap();
+        assert_eq!(parsed.header().data_type, DataType::PSK_RESP);
+        verify_verification_mac(ack.bytes(), &parsed, &opened.keys.auth_key, &init).unwrap();
+        // Another initiator counter, or another key: refused.
+        let mut other = init.clone();
+        other.t = 43u32.to_be_bytes().to_vec();
+        assert_eq!(
+            verify_verification_mac(ack.bytes(), &parsed, &opened.keys.auth_key, &other),
+            Err(CryptoError::MacMismatch)
+        );
+        assert_eq!(
+            verify_verification_mac(ack.bytes(), &parsed, &[0u8; 20], &init),
+            Err(CryptoError::MacMismatch)
+        );
+        // The MAC is the last 20 bytes, over everything before it plus the fields.
+        let b = ack.bytes();
+        let mut m = hmac_keyed(&opened.keys.auth_key);
+        m.update(&b[..b.len() - 20]);
+        m.update(b"bmsc.home1.net");
+        m.update(b"btid@bsf.home1.net");
+        m.update(&42u32.to_be_bytes());
+        assert_eq!(&m.finalize().into_bytes()[..], &b[b.len() - 20..]);
+    }
+
+    #[test]
+    fn kemac_mac_covers_everything_up_to_the_mac_alg_byte() {
+        let p = msk_message(EncrAlg::AES_CM_128, &[msk()]);
+        let b = p.bytes();
+        let keys = PskKeys::derive(&MUK, 0, &[0x33; 16]);
+        let mut m = hmac_keyed(&keys.auth_key);
+        m.update(&b[..b.len() - 20]);
+        assert_eq!(&m.finalize().into_bytes()[..], &b[b.len() - 20..]);
+        assert_eq!(b[b.len() - 21], 1, "MAC alg byte HMAC-SHA-1-160");
+    }
+
+    #[test]
+    fn refusals() {
+        // AES-KW-128 is parsed but not implemented.
+        let e = MessageBuilder::new(DataType::PSK_INIT)
+            .timestamp(Timestamp::Counter(1))
+            .protect(&MUK, EncrAlg::AES_KW_128, &[msk()])
+            .unwrap_err();
+        assert_eq!(e, CryptoError::UnsupportedEncryption(2));
+        // AES-CM needs a timestamp for its IV.
+        let e = MessageBuilder::new(DataType::PSK_INIT)
+            .protect(&MUK, EncrAlg::AES_CM_128, &[msk()])
+            .unwrap_err();
+        assert_eq!(e, CryptoError::NoTimestamp);
+        // A KEMAC with a NULL MAC is never accepted.
+        let mut h = crate::CommonHeader::new(DataType::PSK_INIT, 0);
+        h.v = false;
+        let m = Message::new(
+            h,
+            vec![crate::Payload::Kemac(crate::Kemac {
+                encr_alg: EncrAlg::NULL,
+                encr_data: vec![].into(),
+                mac_alg: MacAlg::Null,
+                mac: vec![].into(),
+            })],
+        )
+        .unwrap();
+        let b = m.to_bytes();
+        assert_eq!(
+            open_psk(&b, &MUK).unwrap_err(),
+            OpenError::Crypto(CryptoError::NullMac)
+        );
+        // The bytes must be the message's own encoding.
+        let p = msk_message(EncrAlg::AES_CM_128, &[msk()]);
+        let keys = PskKeys::derive(&MUK, 0, &[0x33; 16]);
+        assert_eq!(
+            verify_kemac_mac(&p.bytes()[1..], p.message(), &keys.auth_key),
+            Err(CryptoError::EncodingMismatch)
+        );
+        // Other PRFs are refused.
+        let e = MessageBuilder::new(DataType::PSK_INIT)
+            .prf(PrfFunc::PRF_HMAC_SHA_256)
+            .timestamp(Timestamp::Counter(1))
+            .protect(&MUK, EncrAlg::AES_CM_128, &[msk()])
+            .unwrap_err();
+        assert_eq!(e, CryptoError::UnsupportedPrf(1));
+    }
+
+    #[test]
+    fn debug_output_hides_keys() {
+        let keys = PskKeys::derive(&MUK, 0, &[]);
+        assert_eq!(format!("{keys:?}"), "PskKeys(<redacted>)");
+        let s = format!("{:?}", msk());
+        assert!(!s.contains("17, 17"), "{s}");
+        assert!(s.contains("redacted"));
+    }
+}
