@@ -20,6 +20,13 @@ enum Command {
     /// MIKEY (RFC 3830) tools.
     #[command(subcommand)]
     Mikey(MikeyCommand),
+    /// GBA Bootstrapping Server Function: Ub bootstrapping (TS 24.109) and
+    /// the Zn key service; `mbms bsf --config FILE` starts it, `mbms bsf
+    /// subscriber ...` manages its subscribers.
+    Bsf(bsf::cli::BsfArgs),
+    /// MBMS UE tools: `mbms ue bootstrap` runs GBA bootstrapping against a
+    /// BSF.
+    Ue(ue::cli::UeArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -102,9 +109,29 @@ fn prefix(what: &str, f: inspect::Failure) -> inspect::Failure {
     }
 }
 
+/// Runs an async subcommand on a Tokio runtime; errors go to standard error
+/// with their causes and exit status 1.
+fn run_async<E>(fut: impl std::future::Future<Output = Result<(), E>>) -> ExitCode
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(fut).map_err(anyhow::Error::from));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Mikey(MikeyCommand::Decode(a)) => mikey_decode(a),
+        Command::Bsf(a) => run_async(bsf::cli::run(a)),
+        Command::Ue(a) => run_async(ue::cli::run(a)),
     }
 }

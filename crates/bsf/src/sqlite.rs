@@ -1,0 +1,477 @@
+//! [`Store`] on a SQLite file (rusqlite, bundled SQLite), the default BSF
+//! store.
+//!
+//! * The file holds secrets (K, OPc and every session's Ks as BLOBs): it is
+//!   created with mode 0600 on Unix, and SQLite gives its `-wal` / `-shm`
+//!   files the same mode.
+//! * WAL journal with `synchronous = FULL`, so that a committed SQN advance
+//!   survives a crash or power loss (the SQN must never repeat, TS 33.102
+//!   Annex C).
+//! * Every method runs in one `BEGIN IMMEDIATE` transaction; the connection
+//!   sits behind a mutex and is meant to be called from blocking threads
+//!   (`tokio::task::spawn_blocking`).
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use gba::aka::Amf;
+use gba::{BTid, Ks, Opc, Sqn48, SubscriberKey};
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+
+use crate::store::{Session, Store, StoreError, Subscriber};
+
+/// Schema version kept in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS subscribers (
+    impi     TEXT PRIMARY KEY NOT NULL,
+    k        BLOB NOT NULL,
+    opc      BLOB NOT NULL,
+    sqn      INTEGER NOT NULL,
+    amf      BLOB NOT NULL,
+    gba_type TEXT NOT NULL DEFAULT 'gba_me'
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    btid       TEXT PRIMARY KEY NOT NULL,
+    impi       TEXT NOT NULL,
+    rand       BLOB NOT NULL,
+    ks         BLOB NOT NULL,
+    gba_type   TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_expires_at ON sessions (expires_at);
+";
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(Box::new(e))
+    }
+}
+
+fn is_constraint(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+/// A [`Store`] on one SQLite database file.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl core::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed, with mode 0600) the database at `path`
+    /// and applies the schema.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let open_err = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
+            path: path.display().to_string(),
+            source: e,
+        };
+        create_private_file(path).map_err(|e| open_err(Box::new(e)))?;
+        let conn = Connection::open(path).map_err(|e| open_err(Box::new(e)))?;
+        Self::init(conn).map_err(|e| match e {
+            StoreError::Backend(b) => open_err(b),
+            other => other,
+        })
+    }
+
+    /// An in-memory database (for tests).
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, StoreError> {
+        conn.busy_timeout(Duration::from_secs(5))?;
+        // journal_mode answers with a row; in-memory databases say "memory".
+        let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Corrupt(format!(
+                "database schema version {version} is newer than this program's {SCHEMA_VERSION}"
+            )));
+        }
+        conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a half-done SQLite
+        // transaction behind (it rolls back on drop), so poisoning is benign.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Creates the file with mode 0600 if it does not exist (it will hold K,
+/// OPc and Ks). An existing file is left as it is.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    match opts.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn sqn_to_sql(sqn: Sqn48) -> i64 {
+    // 48 bits always fit in an i64.
+    sqn.value() as i64
+}
+
+fn sqn_from_sql(v: i64) -> Result<Sqn48, StoreError> {
+    u64::try_from(v)
+        .ok()
+        .and_then(|v| Sqn48::new(v).ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("SQN {v} out of range")))
+}
+
+fn time_to_sql(t: u64) -> i64 {
+    i64::try_from(t).unwrap_or(i64::MAX)
+}
+
+fn blob<'a>(row: &'a Row<'_>, idx: usize) -> Result<&'a [u8], StoreError> {
+    Ok(row.get_ref(idx)?.as_blob().map_err(rusqlite::Error::from)?)
+}
+
+fn corrupt(what: &str) -> impl FnOnce(gba::KeyError) -> StoreError + '_ {
+    move |e| StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+const SUBSCRIBER_COLUMNS: &str = "impi, k, opc, sqn, amf, gba_type";
+
+fn subscriber_from_row(row: &Row<'_>) -> Result<Subscriber, StoreError> {
+    let impi: String = row.get(0)?;
+    let k = SubscriberKey::from_slice(blob(row, 1)?).map_err(corrupt("K"))?;
+    let opc = Opc::from_slice(blob(row, 2)?).map_err(corrupt("OPc"))?;
+    let sqn = sqn_from_sql(row.get(3)?)?;
+    let amf: Amf = blob(row, 4)?
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("AMF of {impi}")))?;
+    let gba_type: String = row.get(5)?;
+    Ok(Subscriber {
+        impi,
+        k,
+        opc,
+        sqn,
+        amf,
+        gba_type: gba_type.parse()?,
+    })
+}
+
+fn session_from_row(row: &Row<'_>) -> Result<Session, StoreError> {
+    let btid_text: String = row.get(0)?;
+    let btid = BTid::parse(&btid_text)
+        .map_err(|e| StoreError::Corrupt(format!("B-TID {btid_text:?}: {e}")))?;
+    let rand = blob(row, 2)?
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("RAND".into()))?;
+    let ks = Ks::from_slice(blob(row, 3)?).map_err(corrupt("Ks"))?;
+    let gba_type: String = row.get(4)?;
+    let created_at: i64 = row.get(5)?;
+    let expires_at: i64 = row.get(6)?;
+    Ok(Session {
+        btid,
+        impi: row.get(1)?,
+        rand,
+        ks,
+        gba_type: gba_type.parse()?,
+        created_at: u64::try_from(created_at).unwrap_or(0),
+        expires_at: u64::try_from(expires_at).unwrap_or(0),
+    })
+}
+
+fn validate(s: &Subscriber) -> Result<(), StoreError> {
+    if s.impi.trim().is_empty() || s.impi.trim() != s.impi {
+        return Err(StoreError::Invalid(format!(
+            "invalid IMPI {:?}: empty or surrounded by spaces",
+            s.impi
+        )));
+    }
+    Ok(())
+}
+
+fn insert_subscriber(tx: &rusqlite::Transaction<'_>, s: &Subscriber) -> rusqlite::Result<usize> {
+    tx.execute(
+        "INSERT OR IGNORE INTO subscribers (impi, k, opc, sqn, amf, gba_type) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            s.impi,
+            &s.k.as_bytes()[..],
+            &s.opc.as_bytes()[..],
+            sqn_to_sql(s.sqn),
+            &s.amf[..],
+            s.gba_type.as_str()
+        ],
+    )
+}
+
+impl Store for SqliteStore {
+    fn add_subscribers(&self, subscribers: &[Subscriber]) -> Result<(), StoreError> {
+        subscribers.iter().try_for_each(validate)?;
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for s in subscribers {
+            if insert_subscriber(&tx, s)? == 0 {
+                // Dropping `tx` rolls back the rows inserted so far.
+                return Err(StoreError::SubscriberExists(s.impi.clone()));
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn provision_subscribers(&self, subscribers: &[Subscriber]) -> Result<usize, StoreError> {
+        subscribers.iter().try_for_each(validate)?;
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut added = 0;
+        for s in subscribers {
+            added += insert_subscriber(&tx, s)?;
+        }
+        tx.commit()?;
+        Ok(added)
+    }
+
+    fn subscriber(&self, impi: &str) -> Result<Option<Subscriber>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE impi = ?1"
+        ))?;
+        let mut rows = stmt.query([impi])?;
+        match rows.next()? {
+            Some(row) => Ok(Some(subscriber_from_row(row)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn subscribers(&self) -> Result<Vec<Subscriber>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {SUBSCRIBER_COLUMNS} FROM subscribers ORDER BY impi"
+        ))?;
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(subscriber_from_row(row)?);
+        }
+        Ok(out)
+    }
+
+    fn remove_subscriber(&self, impi: &str) -> Result<bool, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM sessions WHERE impi = ?1", [impi])?;
+        let n = tx.execute("DELETE FROM subscribers WHERE impi = ?1", [impi])?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    fn next_sqn(&self, impi: &str) -> Result<Option<Subscriber>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current = {
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE impi = ?1"
+            ))?;
+            let mut rows = stmt.query([impi])?;
+            match rows.next()? {
+                Some(row) => subscriber_from_row(row)?,
+                None => return Ok(None),
+            }
+        };
+        let next = current
+            .sqn
+            .next()
+            .map_err(|_| StoreError::SqnExhausted(impi.to_owned()))?;
+        tx.execute(
+            "UPDATE subscribers SET sqn = ?1 WHERE impi = ?2",
+            params![sqn_to_sql(next), impi],
+        )?;
+        // Durable before the vector leaves the BSF (TS 33.102 Annex C).
+        tx.commit()?;
+        Ok(Some(Subscriber {
+            sqn: next,
+            ..current
+        }))
+    }
+
+    fn resync_sqn(&self, impi: &str, sqn_ms: Sqn48) -> Result<Sqn48, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: Option<i64> = tx
+            .query_row("SELECT sqn FROM subscribers WHERE impi = ?1", [impi], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let current =
+            sqn_from_sql(current.ok_or_else(|| StoreError::UnknownSubscriber(impi.to_owned()))?)?;
+        let new = current.max(sqn_ms);
+        if new != current {
+            tx.execute(
+                "UPDATE subscribers SET sqn = ?1 WHERE impi = ?2",
+                params![sqn_to_sql(new), impi],
+            )?;
+        }
+        tx.commit()?;
+        Ok(new)
+    }
+
+    fn insert_session(&self, session: &Session) -> Result<(), StoreError> {
+        let conn = self.lock();
+        let r = conn.execute(
+            "INSERT INTO sessions (btid, impi, rand, ks, gba_type, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                session.btid.as_str(),
+                session.impi,
+                &session.rand[..],
+                &session.ks.as_bytes()[..],
+                session.gba_type.as_str(),
+                time_to_sql(session.created_at),
+                time_to_sql(session.expires_at)
+            ],
+        );
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if is_constraint(&e) => {
+                Err(StoreError::SessionExists(session.btid.as_str().to_owned()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn session(&self, btid: &str, now: u64) -> Result<Option<Session>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT btid, impi, rand, ks, gba_type, created_at, expires_at FROM sessions WHERE btid = ?1 AND expires_at > ?2",
+        )?;
+        let mut rows = stmt.query(params![btid, time_to_sql(now)])?;
+        match rows.next()? {
+            Some(row) => Ok(Some(session_from_row(row)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn purge_expired_sessions(&self, now: u64) -> Result<usize, StoreError> {
+        let conn = self.lock();
+        Ok(conn.execute(
+            "DELETE FROM sessions WHERE expires_at <= ?1",
+            [time_to_sql(now)],
+        )?)
+    }
+
+    fn session_count(&self) -> Result<usize, StoreError> {
+        let conn = self.lock();
+        let n: i64 = conn.query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0))?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::GbaType;
+
+    fn sub(impi: &str, sqn: u64) -> Subscriber {
+        Subscriber {
+            impi: impi.into(),
+            k: SubscriberKey::from_bytes([1; 16]),
+            opc: Opc::from_bytes([2; 16]),
+            sqn: Sqn48::new(sqn).unwrap(),
+            amf: [0x80, 0x00],
+            gba_type: GbaType::GbaMe,
+        }
+    }
+
+    #[test]
+    fn subscribers_crud_and_all_or_nothing() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        s.add_subscribers(&[sub("a@x", 0), sub("b@x", 5)]).unwrap();
+        assert!(matches!(
+            s.add_subscribers(&[sub("c@x", 0), sub("a@x", 0)]),
+            Err(StoreError::SubscriberExists(i)) if i == "a@x"
+        ));
+        assert!(s.subscriber("c@x").unwrap().is_none(), "rolled back");
+        assert_eq!(
+            s.provision_subscribers(&[sub("a@x", 9), sub("c@x", 0)])
+                .unwrap(),
+            1
+        );
+        assert_eq!(s.subscriber("a@x").unwrap().unwrap().sqn.value(), 0);
+        let all: Vec<_> = s
+            .subscribers()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.impi)
+            .collect();
+        assert_eq!(all, ["a@x", "b@x", "c@x"]);
+        assert!(s.remove_subscriber("b@x").unwrap());
+        assert!(!s.remove_subscriber("b@x").unwrap());
+        assert!(s.add_subscribers(&[sub(" a", 0)]).is_err());
+    }
+
+    #[test]
+    fn sqn_advances_and_resync_never_goes_back() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        s.add_subscribers(&[sub("a@x", 10)]).unwrap();
+        assert_eq!(s.next_sqn("a@x").unwrap().unwrap().sqn.value(), 11);
+        assert_eq!(s.next_sqn("a@x").unwrap().unwrap().sqn.value(), 12);
+        assert!(s.next_sqn("nobody").unwrap().is_none());
+        assert_eq!(
+            s.resync_sqn("a@x", Sqn48::new(5).unwrap()).unwrap().value(),
+            12
+        );
+        assert_eq!(
+            s.resync_sqn("a@x", Sqn48::new(500).unwrap())
+                .unwrap()
+                .value(),
+            500
+        );
+        assert_eq!(s.next_sqn("a@x").unwrap().unwrap().sqn.value(), 501);
+        s.add_subscribers(&[sub("max@x", Sqn48::MAX.value())])
+            .unwrap();
+        assert!(matches!(
+            s.next_sqn("max@x"),
+            Err(StoreError::SqnExhausted(_))
+        ));
+    }
+
+    #[test]
+    fn sessions_expire_and_purge() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let session = Session {
+            btid: BTid::new(&[7; 16], "bsf.x"),
+            impi: "a@x".into(),
+            rand: [7; 16],
+            ks: Ks::from_bytes([9; 32]),
+            gba_type: GbaType::GbaU,
+            created_at: 100,
+            expires_at: 200,
+        };
+        s.insert_session(&session).unwrap();
+        assert!(matches!(
+            s.insert_session(&session),
+            Err(StoreError::SessionExists(_))
+        ));
+        let got = s.session(session.btid.as_str(), 199).unwrap().unwrap();
+        assert_eq!(got.ks, session.ks);
+        assert_eq!(got.gba_type, GbaType::GbaU);
+        assert!(s.session(session.btid.as_str(), 200).unwrap().is_none());
+        assert_eq!(s.purge_expired_sessions(199).unwrap(), 0);
+        assert_eq!(s.purge_expired_sessions(200).unwrap(), 1);
+    }
+}
