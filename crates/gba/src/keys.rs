@@ -10,11 +10,8 @@
 //! The sizes follow TS 35.206 (K, OP, OPc, CK, IK: 128 bits; RES of Milenage:
 //! 64 bits) and TS 33.220 (Ks = CK || IK and every NAF key: 256 bits).
 
-use core::fmt;
-
 use base64::Engine as _;
-use subtle::ConstantTimeEq;
-use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+use zeroize::Zeroizing;
 
 /// A key could not be built from caller-supplied bytes or text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,10 +35,15 @@ pub enum KeyError {
     },
 }
 
+/// Defines a fixed-size secret key newtype: zeroized on drop, `Debug` prints
+/// `<redacted N bytes>`, constant-time `PartialEq`, `from_bytes`,
+/// `from_slice`, `from_hex` and `as_bytes`. Exported so that the other crates
+/// of the workspace name their keys (MSK, MTK, ...) the same way.
+#[macro_export]
 macro_rules! secret_bytes {
     ($(#[$meta:meta])* $name:ident, $len:expr) => {
         $(#[$meta])*
-        #[derive(Clone, Zeroize, ZeroizeOnDrop)]
+        #[derive(Clone)]
         pub struct $name([u8; $len]);
 
         impl $name {
@@ -55,8 +57,8 @@ macro_rules! secret_bytes {
 
             /// Copies the key out of a slice, which must have exactly
             /// [`Self::LEN`] bytes.
-            pub fn from_slice(bytes: &[u8]) -> Result<Self, KeyError> {
-                let arr: [u8; $len] = bytes.try_into().map_err(|_| KeyError::Length {
+            pub fn from_slice(bytes: &[u8]) -> Result<Self, $crate::keys::KeyError> {
+                let arr: [u8; $len] = bytes.try_into().map_err(|_| $crate::keys::KeyError::Length {
                     what: stringify!($name),
                     expected: $len,
                     got: bytes.len(),
@@ -65,10 +67,11 @@ macro_rules! secret_bytes {
             }
 
             /// Parses the key from hexadecimal text (either case).
-            pub fn from_hex(text: &str) -> Result<Self, KeyError> {
-                let bytes = Zeroizing::new(hex::decode(text.trim()).map_err(|_| KeyError::Hex {
-                    what: stringify!($name),
-                })?);
+            pub fn from_hex(text: &str) -> Result<Self, $crate::keys::KeyError> {
+                let bytes = $crate::__private::zeroize::Zeroizing::new(
+                    $crate::__private::hex::decode(text.trim())
+                        .map_err(|_| $crate::keys::KeyError::Hex { what: stringify!($name) })?,
+                );
                 Self::from_slice(&bytes)
             }
 
@@ -84,21 +87,29 @@ macro_rules! secret_bytes {
             }
         }
 
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl Drop for $name {
+            fn drop(&mut self) {
+                $crate::__private::zeroize::Zeroize::zeroize(&mut self.0);
+            }
+        }
+
+        impl $crate::__private::zeroize::ZeroizeOnDrop for $name {}
+
+        impl ::core::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
                 write!(f, concat!(stringify!($name), "(<redacted {} bytes>)"), $len)
             }
         }
 
-        impl ConstantTimeEq for $name {
-            fn ct_eq(&self, other: &Self) -> subtle::Choice {
-                self.0.ct_eq(&other.0)
+        impl $crate::__private::subtle::ConstantTimeEq for $name {
+            fn ct_eq(&self, other: &Self) -> $crate::__private::subtle::Choice {
+                $crate::__private::subtle::ConstantTimeEq::ct_eq(&self.0[..], &other.0[..])
             }
         }
 
         impl PartialEq for $name {
             fn eq(&self, other: &Self) -> bool {
-                bool::from(self.ct_eq(other))
+                bool::from($crate::__private::subtle::ConstantTimeEq::ct_eq(self, other))
             }
         }
 

@@ -48,3 +48,11 @@ pub use aka::{AkaError, AkaOutcome, AuthVector, Autn, Auts, Sqn48, Usim};
 pub use kdf::{BTid, KdfError, MbmsKeys, NafId};
 pub use keys::{Ck, Ik, KeyError, Ks, Mrk, Muk, NafKey, Op, Opc, Res, SubscriberKey};
 pub use milenage::Milenage;
+
+#[doc(hidden)]
+pub mod __private {
+    //! Re-exports for the exported `secret_bytes!` macro.
+    pub use hex;
+    pub use subtle;
+    pub use zeroize;
+}

@@ -27,6 +27,17 @@ enum Command {
     /// MBMS UE tools: `mbms ue bootstrap` runs GBA bootstrapping against a
     /// BSF.
     Ue(ue::cli::UeArgs),
+    /// Print the deterministic MBMS MIKEY test vectors (every message type of
+    /// the profile with all inputs, the bytes and the derived keys); the same
+    /// as testvectors/mbms-mikey.json.
+    Vectors(VectorsArgs),
+}
+
+#[derive(Args, Debug)]
+struct VectorsArgs {
+    /// Print the JSON document (schema "mbms-mikey-vectors/1") instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -133,5 +144,15 @@ fn main() -> ExitCode {
         Command::Mikey(MikeyCommand::Decode(a)) => mikey_decode(a),
         Command::Bsf(a) => run_async(bsf::cli::run(a)),
         Command::Ue(a) => run_async(ue::cli::run(a)),
+        Command::Vectors(a) => {
+            let doc = mbms::vectors::generate();
+            let out = if a.json {
+                serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
+            } else {
+                mbms::vectors::to_text(&doc)
+            };
+            let _ = std::io::stdout().write_all(out.as_bytes());
+            ExitCode::SUCCESS
+        }
     }
 }

@@ -1,0 +1,381 @@
+//! The MGV-F: the UE function that validates every MIKEY message and hands
+//! MTKs to the ME (seed 004 6.5.3 and 6.5.4, seed 000 6.3.2.1, seeds 002/003
+//! 6.3.2.2.4, as `PROFILE.md` section 7 states them).
+//!
+//! Every failure is a typed [`MgvError`] and leaves the stored state exactly
+//! as it was: the MGV-F computes the next state on a copy and commits it to
+//! the [`MgvStore`] only when the whole message was accepted.
+
+pub mod store;
+
+use mikey::SrtpIdEntry;
+
+use crate::ids::{KeyGroupName, MskName, MtkId, MukId};
+use crate::keys::{Mtk, Muk};
+use crate::messages::{MskAck, MskEnvelope, MtkEnvelope, ProfileError, Streaming};
+use crate::profile::MAX_MSKS_PER_KEY_GROUP;
+use store::{MgvState, MgvStore, MskRecord, MukRecord, StoreError};
+
+/// Why the MGV-F refused a message. The stored state is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum MgvError {
+    /// Not a well-formed message of the MBMS profile.
+    #[error("malformed: {0}")]
+    Malformed(ProfileError),
+    /// No MUK for this MUK ID and no last-used MUK of this BM-SC.
+    #[error("unknown MUK {0}")]
+    UnknownMuk(MukId),
+    /// The counter is not greater than the stored one.
+    #[error("replay: counter {counter} is not greater than the last accepted {last}")]
+    Replay {
+        /// The message's counter.
+        counter: u32,
+        /// The stored counter.
+        last: u32,
+    },
+    /// The MAC does not verify.
+    #[error("MAC verification failed")]
+    BadMac,
+    /// The MTK message names an MSK the UE does not hold.
+    #[error("unknown MSK {0}")]
+    UnknownMsk(MskName),
+    /// The MSK is inactive (SEQs > SEQu): waiting for its activation.
+    #[error("MSK {0} is inactive")]
+    InactiveMsk(MskName),
+    /// SEQp <= SEQs or SEQp > SEQu (RFC 1982).
+    #[error("MTK ID {mtk_id} outside the window ({seq_s}, {seq_u}] of MSK {msk}")]
+    MtkIdOutOfWindow {
+        /// The MSK.
+        msk: MskName,
+        /// SEQp.
+        mtk_id: MtkId,
+        /// SEQs.
+        seq_s: MtkId,
+        /// SEQu.
+        seq_u: MtkId,
+    },
+    /// The MGV-S could not store the new state.
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl From<ProfileError> for MgvError {
+    fn from(e: ProfileError) -> Self {
+        match e {
+            ProfileError::MacMismatch => MgvError::BadMac,
+            other => MgvError::Malformed(other),
+        }
+    }
+}
+
+/// What an accepted MSK message did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MskOutcome {
+    /// An MSK was stored or its key validity updated.
+    Stored {
+        /// The MSK.
+        msk: MskName,
+        /// SEQs > SEQu: stored but unusable until activated (seed 004 6.3.2.3.3).
+        inactive: bool,
+        /// The older MSK of the key group deleted to keep at most two.
+        replaced: Option<MskName>,
+        /// The acknowledgement to send to the BM-SC when the V bit was set.
+        ack: Option<Vec<u8>>,
+    },
+    /// A solicited pull: the ME must request the current MSK of this key
+    /// group (seeds 002/003 6.3.2.2.4). No key was stored.
+    SolicitedPull {
+        /// The key group.
+        key_group: KeyGroupName,
+    },
+    /// An identical copy of the last accepted message (the BM-SC resent it
+    /// because our acknowledgement was lost): nothing changed; here is the
+    /// acknowledgement again (seed 004 6.4.2 lets the BM-SC resend).
+    Duplicate {
+        /// The acknowledgement, when the V bit is set.
+        ack: Option<Vec<u8>>,
+    },
+}
+
+/// An accepted MTK, handed to the ME.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MtkOutcome {
+    /// The protecting MSK.
+    pub msk: MskName,
+    /// The MTK ID.
+    pub mtk_id: MtkId,
+    /// The MTK and its salt.
+    pub mtk: Mtk,
+    /// CSB ID of the message (download key label).
+    pub csb_id: u32,
+    /// RAND of the message (download key label).
+    pub rand: [u8; 16],
+    /// Streaming parameters (SRTP-ID map with SSRC and ROC, SRTP policy).
+    pub streaming: Option<Streaming>,
+}
+
+impl MtkOutcome {
+    /// The SRTP streams of the message (empty for download).
+    pub fn streams(&self) -> &[SrtpIdEntry] {
+        self.streaming.as_ref().map_or(&[], |s| &s.streams)
+    }
+}
+
+/// The MGV-F over an MGV-S.
+#[derive(Debug)]
+pub struct MgvF<S: MgvStore> {
+    store: S,
+}
+
+impl<S: MgvStore> MgvF<S> {
+    /// An MGV-F over `store`.
+    pub fn new(store: S) -> Self {
+        MgvF { store }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The current state.
+    pub fn state(&self) -> &MgvState {
+        self.store.state()
+    }
+
+    /// Install a MUK (after GBA bootstrapping). MUKs of the same BM-SC that
+    /// are neither this one nor the last one that BM-SC used are dropped.
+    pub fn add_muk(&mut self, muk_id: MukId, muk: Muk) -> Result<(), MgvError> {
+        let mut next = self.store.state().clone();
+        let last_used = next.last_used_muk.get(&muk_id.idi).cloned();
+        next.muks.retain(|id, _| {
+            id.idi != muk_id.idi || Some(id) == last_used.as_ref() || *id == muk_id
+        });
+        let counter = next.muks.get(&muk_id).and_then(|m| m.counter);
+        let last_mac = next.muks.get(&muk_id).and_then(|m| m.last_mac);
+        next.muks.insert(
+            muk_id.clone(),
+            MukRecord {
+                muk_id,
+                muk,
+                counter,
+                last_mac,
+            },
+        );
+        Ok(self.store.commit(next)?)
+    }
+
+    /// Delete a MUK (e.g. when its B-TID expired).
+    pub fn delete_muk(&mut self, muk_id: &MukId) -> Result<(), MgvError> {
+        let mut next = self.store.state().clone();
+        next.muks.remove(muk_id);
+        if next.last_used_muk.get(&muk_id.idi) == Some(muk_id) {
+            next.last_used_muk.remove(&muk_id.idi);
+        }
+        Ok(self.store.commit(next)?)
+    }
+
+    /// Delete the MSKs of a key group (after deregistration; TS 31.102 "MSK
+    /// deletion" by Key Domain ID and Key Group). Returns how many.
+    pub fn delete_msks(&mut self, key_group: KeyGroupName) -> Result<usize, MgvError> {
+        let mut next = self.store.state().clone();
+        let before = next.msks.len();
+        next.msks.retain(|n, _| n.key_group() != key_group);
+        let removed = before - next.msks.len();
+        self.store.commit(next)?;
+        Ok(removed)
+    }
+
+    /// The MSK records of a key group, oldest first.
+    pub fn msks_of(&self, key_group: KeyGroupName) -> Vec<&MskRecord> {
+        let mut v: Vec<_> = self
+            .state()
+            .msks
+            .values()
+            .filter(|m| m.name.key_group() == key_group)
+            .collect();
+        v.sort_by_key(|m| m.arrival);
+        v
+    }
+
+    /// Find the MUK of a message: its own MUK ID, else the MUK last used
+    /// successfully by that BM-SC (seeds 002/003 6.3.2.2.4).
+    fn find_muk<'s>(state: &'s MgvState, muk_id: &MukId) -> Option<&'s MukRecord> {
+        state.muks.get(muk_id).or_else(|| {
+            state
+                .last_used_muk
+                .get(&muk_id.idi)
+                .and_then(|id| state.muks.get(id))
+        })
+    }
+
+    /// Process an MSK message (seed 004 6.5.3; `PROFILE.md` section 7):
+    /// identify the MUK, check the counter, verify the MAC, only then decrypt
+    /// and store; at most two MSKs per key group; Key Number 0 is a
+    /// solicited pull; an acknowledgement is produced when V is set.
+    pub fn process_msk_message(&mut self, bytes: &[u8]) -> Result<MskOutcome, MgvError> {
+        let env = MskEnvelope::parse(bytes)?;
+        let state = self.store.state();
+        let rec = Self::find_muk(state, &env.muk_id)
+            .ok_or_else(|| MgvError::UnknownMuk(env.muk_id.clone()))?;
+        if let Some(last) = rec.counter {
+            if env.counter <= last {
+                if env.counter == last {
+                    // An identical resend of the last accepted message is
+                    // acknowledged again, changing nothing.
+                    let opened = env.open(&rec.muk)?;
+                    if rec.last_mac.as_ref() == Some(&kemac_mac(bytes)) {
+                        let ack = if env.v {
+                            Some(
+                                MskAck::for_message(&env)
+                                    .build(&opened.keys.auth_key, &opened.initiator)?,
+                            )
+                        } else {
+                            None
+                        };
+                        return Ok(MskOutcome::Duplicate { ack });
+                    }
+                }
+                return Err(MgvError::Replay {
+                    counter: env.counter,
+                    last,
+                });
+            }
+        }
+        let opened = env.open(&rec.muk)?;
+        let used_muk_id = rec.muk_id.clone();
+
+        let mut next = state.clone();
+        if let Some(m) = next.muks.get_mut(&used_muk_id) {
+            m.counter = Some(env.counter);
+            m.last_mac = Some(kemac_mac(bytes));
+        }
+        next.last_used_muk
+            .insert(used_muk_id.idi.clone(), used_muk_id);
+
+        let outcome = match &opened.key {
+            None => MskOutcome::SolicitedPull {
+                key_group: env.msk.key_group(),
+            },
+            Some(k) => {
+                let mut replaced = None;
+                if let Some(existing) = next.msks.get_mut(&env.msk) {
+                    // Same MSK: the message may update the key validity
+                    // (seed 004 6.5.3 NOTE; the activation of the 4-way
+                    // procedure). Its MTK counter is kept.
+                    existing.msk = k.msk.clone();
+                    existing.seq_s = k.seq_s;
+                    existing.seq_u = k.seq_u;
+                } else {
+                    let group = env.msk.key_group();
+                    let mut in_group: Vec<(u64, MskName)> = next
+                        .msks
+                        .values()
+                        .filter(|m| m.name.key_group() == group)
+                        .map(|m| (m.arrival, m.name))
+                        .collect();
+                    in_group.sort();
+                    // Seed 000 6.3.2.1: with two MSKs already stored, delete
+                    // the older (the one received first).
+                    while in_group.len() >= MAX_MSKS_PER_KEY_GROUP {
+                        let (_, oldest) = in_group.remove(0);
+                        next.msks.remove(&oldest);
+                        replaced = Some(oldest);
+                    }
+                    let arrival = next.next_arrival;
+                    next.next_arrival += 1;
+                    next.msks.insert(
+                        env.msk,
+                        MskRecord {
+                            name: env.msk,
+                            msk: k.msk.clone(),
+                            seq_s: k.seq_s,
+                            seq_u: k.seq_u,
+                            counter: None,
+                            arrival,
+                        },
+                    );
+                }
+                let ack = if env.v {
+                    Some(
+                        MskAck::for_message(&env)
+                            .build(&opened.keys.auth_key, &opened.initiator)?,
+                    )
+                } else {
+                    None
+                };
+                MskOutcome::Stored {
+                    msk: env.msk,
+                    inactive: k.is_inactive(),
+                    replaced,
+                    ack,
+                }
+            }
+        };
+        self.store.commit(next)?;
+        Ok(outcome)
+    }
+
+    /// Process an MTK message (seed 004 6.5.4; `PROFILE.md` section 7): find
+    /// the MSK; refuse an inactive MSK, SEQp <= SEQs, SEQp > SEQu or a counter
+    /// not greater than the stored one; then verify the MAC; on success set
+    /// SEQs = SEQp, store the counter and hand the MTK to the ME.
+    pub fn process_mtk_message(&mut self, bytes: &[u8]) -> Result<MtkOutcome, MgvError> {
+        let env = MtkEnvelope::parse(bytes)?;
+        let state = self.store.state();
+        let rec = state
+            .msks
+            .get(&env.msk)
+            .ok_or(MgvError::UnknownMsk(env.msk))?;
+        if rec.is_inactive() {
+            return Err(MgvError::InactiveMsk(env.msk));
+        }
+        let seq_p = env.mtk_id.0;
+        // RFC 1982: an undefined comparison is neither greater nor less, so
+        // "SEQp > SEQs" and "SEQp <= SEQu" must both hold positively.
+        let above_s = seq_p.gt(rec.seq_s.0);
+        let within_u = seq_p == rec.seq_u.0 || seq_p.lt(rec.seq_u.0);
+        if !(above_s && within_u) {
+            return Err(MgvError::MtkIdOutOfWindow {
+                msk: env.msk,
+                mtk_id: env.mtk_id,
+                seq_s: rec.seq_s,
+                seq_u: rec.seq_u,
+            });
+        }
+        if let Some(last) = rec.counter {
+            if env.counter <= last {
+                return Err(MgvError::Replay {
+                    counter: env.counter,
+                    last,
+                });
+            }
+        }
+        let mtk = env.open(&rec.msk)?;
+        let mut next = state.clone();
+        if let Some(m) = next.msks.get_mut(&env.msk) {
+            m.seq_s = env.mtk_id;
+            m.counter = Some(env.counter);
+        }
+        self.store.commit(next)?;
+        Ok(MtkOutcome {
+            msk: env.msk,
+            mtk_id: env.mtk_id,
+            mtk,
+            csb_id: env.csb_id(),
+            rand: env.rand,
+            streaming: env.streaming.clone(),
+        })
+    }
+}
+
+/// The KEMAC MAC of an MSK message: its last 20 bytes (the KEMAC with
+/// HMAC-SHA-1-160 is the last payload, as `MskEnvelope::parse` checked).
+/// Equal MACs under the same MUK mean the same message.
+fn kemac_mac(bytes: &[u8]) -> [u8; 20] {
+    let mut m = [0u8; 20];
+    if let Some(tail) = bytes.len().checked_sub(20).map(|at| &bytes[at..]) {
+        m.copy_from_slice(tail);
+    }
+    m
+}
