@@ -13,6 +13,7 @@ use std::path::Path;
 
 use mikey::crypto::InitiatorFields;
 use mikey::*;
+use srtp::{Config, MasterKey, Rcc, RccMode, Receiver, Sender, Suite};
 
 const PSK: [u8; 32] = [0x42; 32];
 const BTID: &str = "I1U8vpY3qJ0hiuZNrke/NQ==@bsf.home1.net";
@@ -157,6 +158,7 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) {
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
+    srtp_seeds(&root);
     let msk = msk_delivery(true, EncrAlg::AES_CM_128, &[msk_key(1, 100)]);
     let messages: Vec<(&str, Vec<u8>)> = vec![
         ("msk_delivery", msk.bytes().to_vec()),
@@ -209,4 +211,87 @@ fn main() {
         lists.len(),
         root.display()
     );
+}
+
+/// The configuration byte of the `srtp_unprotect` target (same mapping).
+fn srtp_config(sel: u8) -> Config {
+    let mut c = Config {
+        suite: if sel & 1 == 0 {
+            Suite::AesCm128HmacSha1_80
+        } else {
+            Suite::AesCm128HmacSha1_32
+        },
+        mki_len: if sel & 2 == 0 { 0 } else { 6 },
+        rcc: match (sel >> 2) & 3 {
+            0 => None,
+            m => Some(Rcc {
+                mode: [RccMode::Rccm1, RccMode::Rccm2, RccMode::Rccm3][m as usize - 1],
+                rate: (sel >> 4) as u16 + 1,
+            }),
+        },
+        srtcp_encryption: sel & 4 == 0,
+        ..Config::default()
+    };
+    if c.validate().is_err() {
+        c.rcc = None;
+    }
+    c
+}
+
+fn rtp_packet(seq: u16, cc: u8, ext: bool, payload: usize) -> Vec<u8> {
+    let mut p = vec![0x80 | cc | if ext { 0x10 } else { 0 }, 96];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 1, 0, 0xca, 0xfe, 0xba, 0xbe]);
+    p.extend((0..cc).flat_map(|i| [i; 4]));
+    if ext {
+        p.extend_from_slice(&[0xbe, 0xde, 0, 1, 0x12, 0x34, 0, 0]);
+    }
+    p.extend((0..payload).map(|i| i as u8));
+    p
+}
+
+/// Seeds for `srtp_unprotect` / `srtcp_unprotect`: the configuration byte,
+/// then length-prefixed packets protected with the targets' fixed key (so
+/// they pass the tag check) mixed with plain ones.
+fn srtp_seeds(root: &Path) {
+    for sel in [0x00u8, 0x01, 0x02, 0x03, 0x06, 0x0a, 0x0e, 0x36, 0x4a] {
+        let cfg = srtp_config(sel);
+        let mki = [0u8, 1, 0, 2, 0, 3];
+        let key = MasterKey::from_slices(&[0x42; 16], &[0x24; 14], &mki[..cfg.mki_len]).unwrap();
+        let mut tx = Sender::new(cfg.clone()).unwrap();
+        tx.add_key(&key).unwrap();
+        let mut rx = Receiver::new(cfg.clone()).unwrap();
+        rx.add_key(&key).unwrap();
+        rx.set_roc(0xcafe_babe, 0).unwrap();
+        let mut rtp_seed = vec![sel];
+        let mut rtcp_seed = vec![sel];
+        for (i, seq) in [65533u16, 65534, 65535, 0, 1, 3].into_iter().enumerate() {
+            let plain = rtp_packet(seq, (i % 3) as u8, i % 2 == 0, 20 + i * 9);
+            let mut p = plain.clone();
+            tx.protect_rtp_vec(&mut p).unwrap();
+            rx.unprotect_rtp(&mut p.clone()).expect("seed unprotects");
+            for pkt in [&p, &plain] {
+                rtp_seed.extend_from_slice(&(pkt.len() as u16).to_be_bytes());
+                rtp_seed.extend_from_slice(pkt);
+            }
+            let mut c = vec![0x80, 200, 0, 6, 0xca, 0xfe, 0xba, 0xbe];
+            c.extend((0..20 + i).map(|j| j as u8));
+            let plain_c = c.clone();
+            tx.protect_rtcp_vec(&mut c).unwrap();
+            for pkt in [&c, &plain_c] {
+                rtcp_seed.extend_from_slice(&(pkt.len() as u16).to_be_bytes());
+                rtcp_seed.extend_from_slice(pkt);
+            }
+        }
+        write(
+            &root.join("srtp_unprotect"),
+            &format!("config_{sel:02x}"),
+            &rtp_seed,
+        );
+        write(
+            &root.join("srtcp_unprotect"),
+            &format!("config_{sel:02x}"),
+            &rtcp_seed,
+        );
+    }
 }
