@@ -98,6 +98,47 @@ pub fn decode_text(s: &str) -> Result<Vec<u8>, Failure> {
     hex::decode(&clean).map_err(|e| Failure::Input(format!("invalid hex: {e}")))
 }
 
+/// Pick the pre-shared key of a message from a key log (`docs/keylog.md`):
+/// the MSK named by the MSK Key ID for an MTK message (it carries an MTK Key
+/// ID), the MUK named by IDi and IDr for an MSK message, and the MUK whose IDr
+/// matches for an acknowledgement. `Ok(None)` when the log has no such key.
+pub fn key_from_keylog(bytes: &[u8], keylog: &str) -> Result<Option<Vec<u8>>, Failure> {
+    let msg = Message::parse(bytes).map_err(Failure::Malformed)?;
+    let mut entries = Vec::new();
+    for (n, line) in keylog.lines().enumerate() {
+        match mbms_capture::parse_keylog_line(line) {
+            Ok(Some(e)) => entries.push(e),
+            Ok(None) => {}
+            Err(e) => return Err(Failure::Input(format!("key log line {}: {e}", n + 1))),
+        }
+    }
+    let msk_key_id = msg
+        .key_ids()
+        .find(|k| k.key_id_type == KeyIdType::MSK)
+        .map(|k| k.key_id.to_vec());
+    let is_mtk = msg.key_ids().any(|k| k.key_id_type == KeyIdType::MTK);
+    let ids: Vec<Vec<u8>> = msg.ids().map(|i| i.data.to_vec()).collect();
+    use mbms_capture::KeyLogEntry as E;
+    let found = entries.into_iter().find_map(|e| match e {
+        E::Msk {
+            key_domain,
+            msk_id,
+            key,
+        } if is_mtk => {
+            let mut id = key_domain.to_vec();
+            id.extend_from_slice(&msk_id);
+            (msk_key_id.as_deref() == Some(&id[..])).then_some(key)
+        }
+        E::Muk { idi, idr, key } if !is_mtk => match ids.as_slice() {
+            [i, r] => (i[..] == *idi.as_bytes() && r[..] == *idr.as_bytes()).then_some(key),
+            [r] => (r[..] == *idr.as_bytes()).then_some(key),
+            _ => None,
+        },
+        _ => None,
+    });
+    Ok(found)
+}
+
 /// What the pre-shared key revealed.
 enum Verified {
     NotAsked,

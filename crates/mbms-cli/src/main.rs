@@ -68,6 +68,11 @@ struct DecodeArgs {
     /// acknowledges, in the same forms as INPUT. Needed to verify its MAC.
     #[arg(long, value_name = "INPUT")]
     initiator: Option<String>,
+    /// Take the pre-shared key from a key log (docs/keylog.md, as written by
+    /// `mbms demo --keylog`): the MUK named by IDi/IDr for MSK messages and
+    /// acknowledgements, the MSK named by the MSK Key ID for MTK messages.
+    #[arg(long, value_name = "FILE", conflicts_with = "psk")]
+    keylog: Option<std::path::PathBuf>,
     /// Print JSON (schema "mbms-mikey-decode/1", see docs/mikey-decode-json.md).
     #[arg(long)]
     json: bool,
@@ -76,11 +81,22 @@ struct DecodeArgs {
 fn mikey_decode(a: DecodeArgs) -> ExitCode {
     let run = || -> Result<String, inspect::Failure> {
         let bytes = inspect::read_input(&a.input)?;
-        let psk = a
+        let mut psk = a
             .psk
             .as_deref()
             .map(|p| inspect::decode_text(p).map_err(|e| prefix("--psk", e)))
             .transpose()?;
+        if let Some(path) = &a.keylog {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                inspect::Failure::Input(format!("--keylog {}: {e}", path.display()))
+            })?;
+            psk = Some(inspect::key_from_keylog(&bytes, &text)?.ok_or_else(|| {
+                inspect::Failure::Input(format!(
+                    "--keylog {}: no key for this message",
+                    path.display()
+                ))
+            })?);
+        }
         let initiator = a
             .initiator
             .as_deref()
