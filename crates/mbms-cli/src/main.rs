@@ -25,6 +25,10 @@ enum Command {
     /// the Zn key service; `mbms bsf --config FILE` starts it, `mbms bsf
     /// subscriber ...` manages its subscribers.
     Bsf(bsf::cli::BsfArgs),
+    /// BM-SC key management server (TS 33.246): Ua registration and MSK
+    /// requests with HTTP Digest, MIKEY MSK/MTK delivery over UDP, SRTP and
+    /// download protection, admin API; `mbms bmsc --config FILE` starts it.
+    Bmsc(bmsc::cli::BmscArgs),
     /// MBMS UE tools: `mbms ue bootstrap` runs GBA bootstrapping against a
     /// BSF.
     Ue(ue::cli::UeArgs),
@@ -163,6 +167,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Mikey(MikeyCommand::Decode(a)) => mikey_decode(a),
         Command::Bsf(a) => run_async(bsf::cli::run(a)),
+        Command::Bmsc(a) => run_async(bmsc::cli::run(a)),
         Command::Bench(a) => bench::run(a),
         Command::Ue(a) => run_async(ue::cli::run(a)),
         Command::Vectors(a) => {

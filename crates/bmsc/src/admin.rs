@@ -1,0 +1,398 @@
+//! The admin REST API under `/admin/v1`: JSON, `Authorization: Bearer
+//! <admin_token>`. Documented in `docs/bmsc-openapi.yaml`.
+//!
+//! | method and path | what |
+//! |---|---|
+//! | `GET /admin/v1/services`, `POST /admin/v1/services` | list, create or replace a service |
+//! | `GET /admin/v1/key-groups`, `POST /admin/v1/key-groups` | list, create or replace a key group |
+//! | `POST /admin/v1/key-groups/{id}/rotate` | rotate the MSK now (pushed to every UE) |
+//! | `POST /admin/v1/key-groups/{id}/solicited-pull` | solicited pull to every UE of the key group |
+//! | `GET /admin/v1/registrations` | the UEs and their services |
+//! | `GET /admin/v1/registrations/{impi}/deliveries` | delivery status of the UE's MSKs |
+//! | `POST /admin/v1/registrations/{impi}/solicited-pull[?key_group=N]` | solicited pull to one UE |
+//! | `GET /admin/v1/charging-records[?after=ID&limit=N&format=csv]` | charging records export |
+//! | `GET /admin/v1/sessions` | sessions and their current MTK |
+//! | `POST /admin/v1/sessions/{name}/objects?name=FILE` | protect the body as a download object |
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::core::{now_ts, CoreError};
+use crate::server::App;
+use crate::store::{KeyGroupDef, ServiceDef};
+
+/// The admin router (state: the app).
+pub fn router() -> Router<Arc<App>> {
+    Router::new()
+        .route("/admin/v1/services", get(list_services).post(put_service))
+        .route(
+            "/admin/v1/key-groups",
+            get(list_key_groups).post(put_key_group),
+        )
+        .route("/admin/v1/key-groups/{id}/rotate", post(rotate))
+        .route("/admin/v1/key-groups/{id}/solicited-pull", post(pull_group))
+        .route("/admin/v1/registrations", get(list_ues))
+        .route("/admin/v1/registrations/{impi}/deliveries", get(deliveries))
+        .route(
+            "/admin/v1/registrations/{impi}/solicited-pull",
+            post(pull_ue),
+        )
+        .route("/admin/v1/charging-records", get(charging))
+        .route("/admin/v1/sessions", get(sessions))
+        .route("/admin/v1/sessions/{name}/objects", post(post_object))
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": msg.into() }))).into_response()
+}
+
+/// `None` when the bearer token is right, else the 401 to answer.
+fn check(app: &App, headers: &HeaderMap) -> Option<Response> {
+    let h = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if app.admin_token.check_bearer(h) {
+        None
+    } else {
+        let mut r = error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
+        r.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer realm=\"bmsc-admin\""),
+        );
+        Some(r)
+    }
+}
+
+fn core_error(e: CoreError) -> Response {
+    match e {
+        CoreError::NotFound(m) => error(StatusCode::NOT_FOUND, m),
+        CoreError::Invalid(m) => error(StatusCode::BAD_REQUEST, m),
+        other => {
+            tracing::error!(error = %crate::ErrorChain(&other), "admin API");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        }
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("malformed JSON: {e}"),
+        ))
+    })
+}
+
+async fn list_services(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
+    if let Some(r) = check(&app, &h) {
+        return r;
+    }
+    Json(app.core.run(|c| c.services()).await).into_response()
+}
+
+async fn put_service(State(app): State<Arc<App>>, h: HeaderMap, body: Bytes) -> Response {
+    if let Some(r) = check(&app, &h) {
+        return r;
+    }
+    let d: ServiceDef = match parse_json(&body) {
+        Ok(d) => d,
+        Err(r) => return *r,
+    };
+    match app.core.run(move |c| c.put_service(d, now_ts())).await {
+        Ok(d) => {
+            app.core.wake();
+            tracing::info!(service = %d.id, "admin: service stored");
+            (StatusCode::CREATED, Json(d)).into_response()
+        }
+        Err(e) => core_error(e),
+    }
+}
+
+async fn list_key_groups(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
+    if let Some(r) = check(&app, &h) {
+        return r;
+    }
+    Json(app.core.run(|c| c.key_groups()).await).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyGroupBody {
+    key_group: u16,
+    #[serde(default = "default_window")]
+    window_len: u16,
+    #[serde(default)]
+    charging: bool,
+    #[serde(default = "yes")]
+    ack: bool,
+    #[serde(default)]
+    rotate_interval: u64,
+}
+
+fn default_window() -> u16 {
+    mbms::engine::DEFAULT_WINDOW_LEN
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn put_key_group(State(app): State<Arc<App>>, h: HeaderMap, body: Bytes) -> Response {
+    if let Some(r) = check(&app, &h) {
+        return r;
+    }
+    let b: KeyGroupBody = match parse_json(&body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    let d = KeyGroupDef {
+        key_group: b.key_group,
+        window_len: b.window_len,
+        charging: b.charging,
+        ack: b.ack,
+        rotate_interval: b.rotate_interval,
+    };
+    match app.core.run(move |c| c.put_key_group(d, now_ts())).await {
+        Ok(v) => {
+            tracing::info!(key_group = v.def.key_group, "admin: key group stored");
+            (StatusCode::CREATED, Json(v)).into_response()
+        }
+        Err(e) => core_error(e),
+    }
+}
+
+async fn rotate(State(app): State<Arc<App>>, h: HeaderMap, Path(id): Path<u16>) -> Response {
+    if let Some(r) = check(&app, &h) {
+        return r;
+    }
+    match app.core.run(move |c| c.rotate(id, now_ts())).await {
+        Ok(info) => {
+            app.core.wake();
+            app.rotated();
+            Json(json!({
+                "key_group": id,
+                "current": info.current.name.msk_id.to_string(),
+                "next": info.next.name.msk_id.to_string(),
+            }))
+            .into_response()
+        }
+        Err(e) => core_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct PullQuery {
+    key_group: Option<u16>,
+}
+
+async fn pull_group(State(app): State<Arc<App>>, h: HeaderMap, Path(id): Path<u16>) -> Response {
+    if let Some(r) = check(&app, &h) {
+        return r;
+    }
+    match app.core.run(move |c| c.solicited_pull(id, None)).await {
+        Ok(d) => {
+            let n = app.send_mikey(&d).await;
+            Json(json!({ "key_group": id, "sent": n })).into_response()
+        }
+        Err(e) => core_error(e),
+    }
+}
+
+async fn pull_ue(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Path(impi): Path<String>,
+    Query(q): Query<PullQuery>,
+) -> Response {
+    if let Some(r) = check(&app, &h) {
+        return r;
+    }
+    let i2 = impi.clone();
+    let r = app
+        .core
+        .run(move |c| -> Result<_, CoreError> {
+            let groups: Vec<u16> = match q.key_group {
+                Some(g) => vec![g],
+                None => {
+                    c.ues()
+                        .into_iter()
+                        .find(|u| u.impi == i2)
+                        .ok_or_else(|| CoreError::NotFound(format!("UE {i2}")))?
+                        .key_groups
+                }
+            };
+            let mut out = Vec::new();
+            for g in groups {
+                out.extend(c.solicited_pull(g, Some(&i2))?);
+            }
+            Ok(out)
+        })
+        .await;
+    match r {
+        Ok(d) => {
+            let n = app.send_mikey(&d).await;
+            Json(json!({ "impi": impi, "sent": n })).into_response()
+        }
+        Err(e) => core_error(e),
+    }
+}
+
+async fn list_ues(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
+    if let Some(r) = check(&app, &h) {
+        return r;
+    }
+    Json(app.core.run(|c| c.ues()).await).into_response()
+}
+
+async fn deliveries(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Path(impi): Path<String>,
+) -> Response {
+    if let Some(r) = check(&app, &h) {
+        return r;
+    }
+    let i2 = impi.clone();
+    match app.core.run(move |c| c.deliveries(&i2)).await {
+        Some(d) => Json(json!({ "impi": impi, "deliveries": d })).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("UE {impi} is not registered"),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct ChargingQuery {
+    #[serde(default)]
+    after: i64,
+    #[serde(default = "default_limit")]
+    limit: usize,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+fn default_limit() -> usize {
+    1000
+}
+
+async fn charging(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Query(q): Query<ChargingQuery>,
+) -> Response {
+    if let Some(r) = check(&app, &h) {
+        return r;
+    }
+    let limit = q.limit.clamp(1, 100_000);
+    let after = q.after;
+    let store = app.core.run(|c| c.store().clone()).await;
+    let rows = tokio::task::spawn_blocking(move || store.charging_records(after, limit)).await;
+    let rows = match rows {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return core_error(CoreError::Store(e)),
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+    };
+    match q.format.as_deref() {
+        None | Some("json") => Json(json!({ "records": rows })).into_response(),
+        Some("csv") => {
+            let mut s = String::from("id,time,impi,btid,key_domain_id,msk_id,counter\n");
+            for r in &rows {
+                let t = crate::rfc3339_millis(r.time_ms);
+                s.push_str(&format!(
+                    "{},{},{},{},{},{},{}\n",
+                    r.id,
+                    t,
+                    csv_field(&r.impi),
+                    csv_field(&r.btid),
+                    r.msk.key_domain,
+                    r.msk.msk_id,
+                    r.counter
+                ));
+            }
+            ([(CONTENT_TYPE, "text/csv; charset=utf-8")], s).into_response()
+        }
+        Some(f) => error(StatusCode::BAD_REQUEST, format!("unknown format {f:?}")),
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+async fn sessions(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
+    if let Some(r) = check(&app, &h) {
+        return r;
+    }
+    let v: Vec<_> = app.sessions.all().map(|s| s.status()).collect();
+    Json(v).into_response()
+}
+
+#[derive(Deserialize)]
+struct ObjectQuery {
+    name: String,
+}
+
+async fn post_object(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<ObjectQuery>,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = check(&app, &h) {
+        return r;
+    }
+    match crate::session::protect_object(
+        &app.session_ctx(),
+        &app.sessions,
+        &name,
+        &q.name,
+        body.to_vec(),
+    )
+    .await
+    {
+        Ok(info) => (StatusCode::CREATED, Json(info)).into_response(),
+        Err(e @ crate::session::SessionError::UnknownSession(_)) => {
+            error(StatusCode::NOT_FOUND, e.to_string())
+        }
+        Err(e @ crate::session::SessionError::BadName(_)) => {
+            error(StatusCode::BAD_REQUEST, e.to_string())
+        }
+        Err(e) => {
+            tracing::error!(error = %crate::ErrorChain(&e), "admin: protecting an object");
+            error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every route of this module is documented in the OpenAPI file.
+    #[test]
+    fn every_route_is_in_the_openapi_file() {
+        let spec = include_str!("../../../docs/bmsc-openapi.yaml");
+        let src = include_str!("admin.rs");
+        let src = &src[..src.find("#[cfg(test)]").unwrap()];
+        let mut n = 0;
+        for chunk in src.split('"').filter(|c| c.starts_with("/admin/v1/")) {
+            n += 1;
+            assert!(
+                spec.contains(&format!("\n  {chunk}:\n")),
+                "{chunk} is not in docs/bmsc-openapi.yaml"
+            );
+        }
+        assert!(n >= 10);
+    }
+}

@@ -1,0 +1,120 @@
+//! The `mbms bmsc` command.
+//!
+//! ```text
+//! mbms bmsc --config FILE [--listen ADDR] [--mikey-listen ADDR] [--db PATH|URL]
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use tracing::info;
+
+use crate::config::{BmscConfig, ConfigError};
+use crate::server::{self, ServerError};
+use crate::store::{self, StoreError};
+
+/// `mbms bmsc`: the BM-SC key management server (TS 33.246): Ua
+/// registration and MSK requests with HTTP Digest, MIKEY MSK delivery over
+/// UDP, MTK delivery and traffic protection, admin API.
+#[derive(Args, Debug, Clone)]
+pub struct BmscArgs {
+    /// TOML configuration (see examples/bmsc.toml and docs/bmsc.md).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: PathBuf,
+    /// HTTP listen address, overriding `listen` (port 0: any free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// MIKEY UDP address, overriding `mikey_listen`.
+    #[arg(long, value_name = "ADDR")]
+    pub mikey_listen: Option<SocketAddr>,
+    /// Database, overriding `db`: a SQLite file (created with mode 0600) or
+    /// a postgres:// URL.
+    #[arg(long, value_name = "PATH|URL")]
+    pub db: Option<String>,
+}
+
+/// Errors of `mbms bmsc`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    /// Configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Server.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// Other.
+    #[error("{0}")]
+    Other(String),
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    info!("shutdown signal received, finishing running requests");
+}
+
+/// Loads the configuration and applies the overrides.
+pub fn load_config(args: &BmscArgs) -> Result<BmscConfig, CliError> {
+    let mut cfg = BmscConfig::load(&args.config)?;
+    if let Some(l) = args.listen {
+        cfg.listen = l;
+    }
+    if let Some(l) = args.mikey_listen {
+        cfg.mikey_listen = l;
+    }
+    if let Some(db) = &args.db {
+        cfg.db = db.clone();
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Runs `mbms bmsc` until SIGINT / SIGTERM.
+pub async fn run(args: BmscArgs) -> Result<(), CliError> {
+    init_tracing();
+    let cfg = load_config(&args)?;
+    let db = cfg.db.clone();
+    let st = tokio::task::spawn_blocking(move || store::open(&db))
+        .await
+        .map_err(|e| CliError::Other(format!("internal error: {e}")))??;
+    info!(backend = st.backend(), "database opened");
+    let running = server::start(&cfg, st).await?;
+    shutdown_signal().await;
+    running
+        .shutdown()
+        .await
+        .map_err(|e| CliError::Other(format!("server: {e}")))?;
+    info!("BM-SC stopped");
+    Ok(())
+}

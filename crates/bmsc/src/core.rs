@@ -1,0 +1,934 @@
+//! The BM-SC's state and decisions around the sans-IO key engine
+//! ([`mbms::engine::Engine`]): services, key groups, registrations, the
+//! UEs' MIKEY addresses, and persistence. Everything here is synchronous
+//! (the store blocks); the server keeps one [`Core`] behind a mutex and
+//! calls it from blocking threads ([`CoreHandle::run`]). Network I/O is
+//! the caller's: methods return the datagrams to send.
+//!
+//! Order of effects: every change a client is told about (a 200 for a
+//! registration) and every acknowledgement outcome (delivery acknowledged,
+//! charging record) is committed to the store before the answer is given or
+//! the next message depending on it (the activation) is built.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use rand::rngs::OsRng;
+use tokio::sync::Notify;
+
+use mbms::engine::{
+    AckError, Action, DeliveryState, DeliveryStatus, Engine, EngineConfig, EngineError,
+    KeyGroupConfig, KeyGroupInfo, MtkOutput, Step, Timestamp, UeId,
+};
+use mbms::messages::Streaming;
+use mbms::{KeyDomainId, KeyGroupName, MskName, Muk, MukId};
+
+use crate::config::{check_key_group, check_service};
+use crate::metrics::Metrics;
+use crate::store::{
+    ChargingRow, DeliveryRecord, EngineStoreHandle, KeyGroupDef, Outcomes, ServiceDef, Store,
+    StoreError, UeRecord,
+};
+
+/// Per-item status codes (`PROFILE.md` section 3).
+pub mod status {
+    /// Success (for an MSK: it follows by MIKEY).
+    pub const OK: u16 = 200;
+    /// Malformed item.
+    pub const BAD_REQUEST: u16 = 400;
+    /// Not authorised.
+    pub const FORBIDDEN: u16 = 403;
+    /// Unknown service or MSK.
+    pub const NOT_FOUND: u16 = 404;
+    /// Temporarily unavailable.
+    pub const UNAVAILABLE: u16 = 480;
+    /// Server error.
+    pub const SERVER_ERROR: u16 = 500;
+}
+
+/// A failure of a core operation. Nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The key engine refused.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// No such object.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Invalid input.
+    #[error("invalid: {0}")]
+    Invalid(String),
+}
+
+/// Who sent an authenticated Ua request.
+#[derive(Clone)]
+pub struct UeContext {
+    /// The subscriber (IMPI from Zn).
+    pub impi: String,
+    /// The B-TID (Digest username).
+    pub btid: String,
+    /// The MUK of that B-TID.
+    pub muk: Muk,
+    /// The source IP of the request and the UE's MIKEY port.
+    pub mikey_addr: SocketAddr,
+}
+
+/// Settings of the core.
+#[derive(Clone, Debug)]
+pub struct CoreSettings {
+    /// BM-SC FQDN (IDi).
+    pub fqdn: String,
+    /// The Key Domain ID of every key group.
+    pub key_domain: KeyDomainId,
+    /// Engine settings.
+    pub engine: EngineConfig,
+    /// Key groups of the configuration (replace stored definitions).
+    pub key_groups: Vec<KeyGroupDef>,
+    /// Services of the configuration (replace stored definitions).
+    pub services: Vec<ServiceDef>,
+}
+
+/// Datagrams to send.
+pub type Datagrams = Vec<(SocketAddr, Vec<u8>)>;
+
+/// A key group as the admin API shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KeyGroupView {
+    /// The definition.
+    #[serde(flatten)]
+    pub def: KeyGroupDef,
+    /// Key Domain ID (hex).
+    pub key_domain: String,
+    /// Current MSK.
+    pub current: MskView,
+    /// Next MSK.
+    pub next: MskView,
+    /// UEs subscribed.
+    pub members: usize,
+}
+
+/// An MSK without its key.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MskView {
+    /// MSK ID (hex).
+    pub msk_id: String,
+    /// SEQs.
+    pub seq_s: u16,
+    /// SEQu.
+    pub seq_u: u16,
+    /// The last MTK ID issued.
+    pub last_mtk_id: u16,
+}
+
+/// A UE as the admin API shows it (no key).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct UeView {
+    /// IMPI.
+    pub impi: String,
+    /// B-TID of its last authenticated request.
+    pub btid: String,
+    /// MIKEY address.
+    pub mikey_addr: String,
+    /// Registered services.
+    pub services: Vec<String>,
+    /// Key groups it receives.
+    pub key_groups: Vec<u16>,
+    /// Last change, Unix milliseconds.
+    pub updated_at: u64,
+}
+
+/// The delivery of one MSK to one UE as the admin API shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DeliveryView {
+    /// Key group.
+    pub key_group: u16,
+    /// MSK ID (hex).
+    pub msk_id: String,
+    /// `current` or `next`.
+    pub role: &'static str,
+    /// `pending`, `sent`, `unconfirmed`, `acknowledged`, `given_up` or
+    /// `none`.
+    pub state: &'static str,
+    /// `deliver`, `inactive` or `activate`.
+    pub step: Option<&'static str>,
+    /// Transmissions of the current step.
+    pub attempt: Option<u32>,
+    /// The subscriber was charged for the MSK.
+    pub charged: bool,
+}
+
+fn step_name(s: Step) -> &'static str {
+    match s {
+        Step::Deliver => "deliver",
+        Step::Inactive => "inactive",
+        Step::Activate => "activate",
+    }
+}
+
+fn state_name(s: &DeliveryState) -> &'static str {
+    match s {
+        DeliveryState::Pending => "pending",
+        DeliveryState::Sent { .. } => "sent",
+        DeliveryState::Unconfirmed => "unconfirmed",
+        DeliveryState::Acknowledged => "acknowledged",
+        DeliveryState::GivenUp => "given_up",
+    }
+}
+
+fn msk_view(m: &mbms::engine::MskInfo) -> MskView {
+    MskView {
+        msk_id: m.name.msk_id.to_string(),
+        seq_s: m.seq_s.value(),
+        seq_u: m.seq_u.value(),
+        last_mtk_id: m.last_mtk_id.value(),
+    }
+}
+
+/// Current time for the engine.
+pub fn now_ts() -> Timestamp {
+    Timestamp(crate::unix_millis())
+}
+
+/// The state and decisions of the BM-SC. See the [module documentation](self).
+pub struct Core {
+    engine: Engine<EngineStoreHandle>,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    fqdn: String,
+    key_domain: KeyDomainId,
+    groups: BTreeMap<u16, KeyGroupDef>,
+    services: BTreeMap<String, ServiceDef>,
+    ues: BTreeMap<String, UeRecord>,
+    subscribed: BTreeMap<String, BTreeSet<u16>>,
+    last_rotation: BTreeMap<u16, u64>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("fqdn", &self.fqdn)
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    /// Opens the core: applies the configured definitions to the store,
+    /// opens every key group, and restores the UEs, their subscriptions and
+    /// the outcome of their deliveries (acknowledged MSKs are not resent;
+    /// everything else is pushed again with fresh counters).
+    pub fn open(
+        settings: &CoreSettings,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        now: Timestamp,
+    ) -> Result<Core, CoreError> {
+        for d in &settings.key_groups {
+            check_key_group(d).map_err(CoreError::Invalid)?;
+            store.put_key_group_def(d)?;
+        }
+        for s in &settings.services {
+            check_service(s).map_err(CoreError::Invalid)?;
+            store.put_service(s)?;
+        }
+        let engine = Engine::new(settings.engine, EngineStoreHandle(store.clone()))?;
+        let mut core = Core {
+            engine,
+            store: store.clone(),
+            metrics,
+            fqdn: settings.fqdn.clone(),
+            key_domain: settings.key_domain,
+            groups: BTreeMap::new(),
+            services: BTreeMap::new(),
+            ues: BTreeMap::new(),
+            subscribed: BTreeMap::new(),
+            last_rotation: BTreeMap::new(),
+        };
+        for d in store.key_group_defs()? {
+            core.open_group(&d, now)?;
+        }
+        for s in store.services()? {
+            core.services.insert(s.id.clone(), s);
+        }
+        for ue in store.ues()? {
+            core.engine.register_ue(
+                UeId(ue.impi.clone()),
+                MukId::new(core.fqdn.clone(), ue.btid.clone()),
+                ue.muk.clone(),
+                now,
+            );
+            core.ues.insert(ue.impi.clone(), ue.clone());
+            core.sync_groups(&ue.impi, now)?;
+        }
+        let mut restored = 0usize;
+        for d in store.deliveries(None)? {
+            let acked = d.state == "acknowledged";
+            if core
+                .engine
+                .restore_delivery(&UeId(d.impi.clone()), &d.msk, acked, d.charged)
+            {
+                restored += 1;
+            }
+        }
+        core.update_gauge();
+        tracing::info!(
+            key_groups = core.groups.len(),
+            services = core.services.len(),
+            ues = core.ues.len(),
+            restored_deliveries = restored,
+            backend = store.backend(),
+            "BM-SC state loaded"
+        );
+        Ok(core)
+    }
+
+    fn group_name(&self, g: u16) -> KeyGroupName {
+        KeyGroupName {
+            key_domain: self.key_domain,
+            key_group: g,
+        }
+    }
+
+    fn open_group(&mut self, d: &KeyGroupDef, now: Timestamp) -> Result<KeyGroupInfo, CoreError> {
+        let cfg = KeyGroupConfig {
+            window_len: d.window_len,
+            charging: d.charging,
+            ack_requested: d.ack,
+        };
+        let info = self
+            .engine
+            .open_key_group(self.group_name(d.key_group), cfg, &mut OsRng)?;
+        self.groups.insert(d.key_group, d.clone());
+        self.last_rotation.entry(d.key_group).or_insert(now.0);
+        Ok(info)
+    }
+
+    fn update_gauge(&self) {
+        let n = self.ues.values().filter(|u| !u.services.is_empty()).count();
+        self.metrics
+            .registered_ues
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// The key groups a UE should receive: those of its services.
+    fn wanted_groups(&self, impi: &str) -> BTreeSet<u16> {
+        self.ues
+            .get(impi)
+            .map(|u| {
+                u.services
+                    .iter()
+                    .filter_map(|s| self.services.get(s))
+                    .flat_map(|s| s.key_groups.iter().copied())
+                    .filter(|g| self.groups.contains_key(g))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Subscribe / unsubscribe the UE in the engine to match its services.
+    fn sync_groups(&mut self, impi: &str, now: Timestamp) -> Result<(), CoreError> {
+        let want = self.wanted_groups(impi);
+        let have = self.subscribed.get(impi).cloned().unwrap_or_default();
+        let ue = UeId(impi.to_owned());
+        for g in have.difference(&want) {
+            self.engine.unsubscribe(&ue, &self.group_name(*g));
+        }
+        for g in want.difference(&have) {
+            self.engine.subscribe(&ue, &self.group_name(*g), now)?;
+        }
+        if want.is_empty() {
+            self.subscribed.remove(impi);
+        } else {
+            self.subscribed.insert(impi.to_owned(), want);
+        }
+        Ok(())
+    }
+
+    /// Record the UE's B-TID, MUK and MIKEY address from an authenticated
+    /// request, with `services` as its registrations. Persisted first.
+    fn put_ue(
+        &mut self,
+        ctx: &UeContext,
+        services: BTreeSet<String>,
+        now: Timestamp,
+    ) -> Result<(), CoreError> {
+        let rec = UeRecord {
+            impi: ctx.impi.clone(),
+            btid: ctx.btid.clone(),
+            muk: ctx.muk.clone(),
+            mikey_addr: ctx.mikey_addr,
+            services,
+            updated_at: now.0,
+        };
+        if self.ues.get(&ctx.impi) == Some(&rec) {
+            return Ok(());
+        }
+        self.store.put_ue(&rec)?;
+        self.engine.register_ue(
+            UeId(ctx.impi.clone()),
+            MukId::new(self.fqdn.clone(), ctx.btid.clone()),
+            ctx.muk.clone(),
+            now,
+        );
+        self.ues.insert(ctx.impi.clone(), rec);
+        Ok(())
+    }
+
+    fn same_ue(&self, ctx: &UeContext) -> bool {
+        self.ues.get(&ctx.impi).is_some_and(|u| {
+            u.btid == ctx.btid && u.muk == ctx.muk && u.mikey_addr == ctx.mikey_addr
+        })
+    }
+
+    /// MBMS User Service Registration: one status per service, in order
+    /// (`PROFILE.md` section 3). Accepted services start the push of the
+    /// current and next MSK of their key groups.
+    pub fn register(
+        &mut self,
+        ctx: &UeContext,
+        services: &[String],
+        now: Timestamp,
+    ) -> Result<Vec<u16>, CoreError> {
+        let mut set = self
+            .ues
+            .get(&ctx.impi)
+            .map(|u| u.services.clone())
+            .unwrap_or_default();
+        let statuses: Vec<u16> = services
+            .iter()
+            .map(|id| {
+                if id.is_empty() {
+                    return status::BAD_REQUEST;
+                }
+                match self.services.get(id) {
+                    None => status::NOT_FOUND,
+                    Some(s) if !s.allows(&ctx.impi) => status::FORBIDDEN,
+                    Some(_) => {
+                        set.insert(id.clone());
+                        status::OK
+                    }
+                }
+            })
+            .collect();
+        let known = self.ues.contains_key(&ctx.impi);
+        if known || statuses.contains(&status::OK) {
+            self.put_ue(ctx, set, now)?;
+            self.sync_groups(&ctx.impi, now)?;
+        }
+        self.update_gauge();
+        Ok(statuses)
+    }
+
+    /// MBMS User Service Deregistration: one status per service. Key groups
+    /// no longer used by the UE's services stop being pushed; a UE left
+    /// with no service is forgotten.
+    pub fn deregister(
+        &mut self,
+        ctx: &UeContext,
+        services: &[String],
+        now: Timestamp,
+    ) -> Result<Vec<u16>, CoreError> {
+        let mut set = self
+            .ues
+            .get(&ctx.impi)
+            .map(|u| u.services.clone())
+            .unwrap_or_default();
+        let statuses: Vec<u16> = services
+            .iter()
+            .map(|id| {
+                if id.is_empty() {
+                    status::BAD_REQUEST
+                } else if !self.services.contains_key(id) {
+                    status::NOT_FOUND
+                } else {
+                    set.remove(id);
+                    status::OK
+                }
+            })
+            .collect();
+        if self.ues.contains_key(&ctx.impi) {
+            if set.is_empty() {
+                self.store.remove_ue(&ctx.impi)?;
+                let ue = UeId(ctx.impi.clone());
+                self.engine.remove_ue(&ue);
+                self.ues.remove(&ctx.impi);
+                self.subscribed.remove(&ctx.impi);
+            } else {
+                self.put_ue(ctx, set, now)?;
+                self.sync_groups(&ctx.impi, now)?;
+            }
+        }
+        self.update_gauge();
+        Ok(statuses)
+    }
+
+    /// The basic MSK request (seed 002 6.3.2.2.1): one status per key, in
+    /// order. `None` items are malformed (400). A UE registered to no
+    /// service using the key gets 403.
+    pub fn request_msks(
+        &mut self,
+        ctx: &UeContext,
+        keys: &[Option<MskName>],
+        now: Timestamp,
+    ) -> Result<Vec<u16>, CoreError> {
+        let known = self.ues.contains_key(&ctx.impi);
+        if known && !self.same_ue(ctx) {
+            let services = self.ues[&ctx.impi].services.clone();
+            self.put_ue(ctx, services, now)?;
+        }
+        let subscribed = self.subscribed.get(&ctx.impi).cloned().unwrap_or_default();
+        let ue = UeId(ctx.impi.clone());
+        let mut out = Vec::with_capacity(keys.len());
+        let mut pending = Outcomes::default();
+        for k in keys {
+            let st = match k {
+                None => status::BAD_REQUEST,
+                Some(k) if k.key_domain != self.key_domain => status::NOT_FOUND,
+                Some(k) if !self.groups.contains_key(&k.msk_id.key_group) => status::NOT_FOUND,
+                Some(k) if !subscribed.contains(&k.msk_id.key_group) => status::FORBIDDEN,
+                Some(k) => match self.engine.request_msk(&ue, *k, now) {
+                    Ok(name) => {
+                        pending.deliveries.push(DeliveryRecord {
+                            impi: ctx.impi.clone(),
+                            msk: name,
+                            state: "pending".into(),
+                            charged: false,
+                            updated_at: now.0,
+                        });
+                        status::OK
+                    }
+                    Err(EngineError::NotSubscribed { .. } | EngineError::UnknownUe(_)) => {
+                        status::FORBIDDEN
+                    }
+                    Err(EngineError::UnknownMsk(_) | EngineError::UnknownKeyGroup(_)) => {
+                        status::NOT_FOUND
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %crate::ErrorChain(&e), "MSK request");
+                        status::SERVER_ERROR
+                    }
+                },
+            };
+            out.push(st);
+        }
+        // The UE asked again: an earlier "acknowledged" must not stop the
+        // re-delivery after a restart.
+        self.store.record(&pending)?;
+        Ok(out)
+    }
+
+    /// When the engine has work next.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.engine.next_deadline()
+    }
+
+    /// Builds what is due (pushes, retransmissions), records give-ups, and
+    /// returns the datagrams.
+    pub fn poll(&mut self, now: Timestamp) -> Result<Datagrams, CoreError> {
+        let actions = self.engine.poll(now, &mut OsRng)?;
+        let mut out = Vec::new();
+        let mut outcomes = Outcomes::default();
+        for a in actions {
+            match a {
+                Action::SendMikey {
+                    ue,
+                    msk,
+                    step,
+                    bytes,
+                    ..
+                } => {
+                    let Some(u) = self.ues.get(&ue.0) else {
+                        continue;
+                    };
+                    let kind = step.map_or("pull", step_name);
+                    Metrics::inc(&self.metrics.msk_sent, kind);
+                    if let Some(DeliveryStatus {
+                        state: DeliveryState::Sent { attempt, .. },
+                        ..
+                    }) = self.engine.delivery(&ue, &msk)
+                    {
+                        if attempt > 1 {
+                            self.metrics.msk_retransmissions.inc();
+                            tracing::debug!(ue = %ue, msk = %msk, attempt, "MSK message retransmitted");
+                        }
+                    }
+                    out.push((u.mikey_addr, bytes));
+                }
+                Action::GaveUp {
+                    ue,
+                    msk,
+                    step,
+                    attempts,
+                } => {
+                    self.metrics.give_ups.inc();
+                    tracing::warn!(ue = %ue, msk = %msk, step = step_name(step), attempts, "MSK delivery given up");
+                    outcomes.deliveries.push(DeliveryRecord {
+                        impi: ue.0,
+                        msk,
+                        state: "given_up".into(),
+                        charged: false,
+                        updated_at: now.0,
+                    });
+                }
+                Action::Acknowledged { .. } | Action::ChargingRecord(_) => {}
+            }
+        }
+        if let Err(e) = self.store.record(&outcomes) {
+            tracing::error!(error = %crate::ErrorChain(&e), "recording give-ups");
+        }
+        Ok(out)
+    }
+
+    /// Feeds received MIKEY acknowledgements to the engine and commits their
+    /// outcomes (acknowledged deliveries, charging records) in one
+    /// transaction. Returns the charging records written. Forged, replayed,
+    /// unmatched or malformed datagrams change nothing.
+    pub fn on_acks(
+        &mut self,
+        datagrams: &[(Vec<u8>, SocketAddr)],
+        now: Timestamp,
+    ) -> Result<Vec<ChargingRow>, CoreError> {
+        let mut outcomes = Outcomes::default();
+        for (bytes, from) in datagrams {
+            match self.engine.on_ack(bytes, now) {
+                Ok(actions) => {
+                    Metrics::inc(&self.metrics.acks, "accepted");
+                    for a in actions {
+                        match a {
+                            Action::Acknowledged { ue, msk, step } => {
+                                tracing::debug!(ue = %ue, msk = %msk, step = step_name(step), "MSK acknowledged");
+                                let acked = matches!(step, Step::Deliver | Step::Activate);
+                                outcomes.deliveries.push(DeliveryRecord {
+                                    impi: ue.0.clone(),
+                                    msk,
+                                    state: if acked { "acknowledged" } else { "pending" }.into(),
+                                    charged: self
+                                        .engine
+                                        .delivery(&ue, &msk)
+                                        .is_some_and(|d| d.charged),
+                                    updated_at: now.0,
+                                });
+                            }
+                            Action::ChargingRecord(r) => {
+                                outcomes.charging.push(ChargingRow {
+                                    id: 0,
+                                    impi: r.ue.0,
+                                    btid: r.muk_id.idr,
+                                    msk: r.msk,
+                                    counter: r.counter,
+                                    time_ms: r.time.0,
+                                });
+                            }
+                            Action::SendMikey { .. } | Action::GaveUp { .. } => {}
+                        }
+                    }
+                }
+                Err(e) => {
+                    let kind = match &e {
+                        AckError::Malformed(_) => "malformed",
+                        AckError::Unmatched { .. } => "unmatched",
+                        AckError::BadMac => "bad_mac",
+                        AckError::WrongMsk { .. } => "wrong_msk",
+                        AckError::Stale { .. } => "stale",
+                    };
+                    Metrics::inc(&self.metrics.acks, kind);
+                    tracing::debug!(from = %from, error = %e, "MIKEY datagram ignored");
+                }
+            }
+        }
+        let written = self.store.record(&outcomes)?;
+        for r in &written {
+            self.metrics.charging_records.inc();
+            tracing::info!(impi = %r.impi, msk = %r.msk, id = r.id, "charging record written");
+        }
+        Ok(written)
+    }
+
+    /// Rotates a key group now (seed 000 6.3.2.3.1): the new MSKs are
+    /// pushed to its UEs at the next poll.
+    pub fn rotate(&mut self, g: u16, now: Timestamp) -> Result<KeyGroupInfo, CoreError> {
+        if !self.groups.contains_key(&g) {
+            return Err(CoreError::NotFound(format!("key group {g}")));
+        }
+        let info = self.engine.rotate(&self.group_name(g), now, &mut OsRng)?;
+        self.last_rotation.insert(g, now.0);
+        self.metrics.rotations.inc();
+        tracing::info!(key_group = g, current = %info.current.name, next = %info.next.name, "MSK rotated");
+        Ok(info)
+    }
+
+    /// Rotates the key groups whose `rotate_interval` has passed; returns
+    /// them.
+    pub fn rotate_due(&mut self, now: Timestamp) -> Vec<u16> {
+        let due: Vec<u16> = self
+            .groups
+            .values()
+            .filter(|d| d.rotate_interval > 0)
+            .filter(|d| {
+                let last = self
+                    .last_rotation
+                    .get(&d.key_group)
+                    .copied()
+                    .unwrap_or(now.0);
+                now.0 >= last.saturating_add(d.rotate_interval.saturating_mul(1000))
+            })
+            .map(|d| d.key_group)
+            .collect();
+        due.into_iter()
+            .filter(|g| match self.rotate(*g, now) {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::error!(key_group = g, error = %crate::ErrorChain(&e), "scheduled rotation failed");
+                    false
+                }
+            })
+            .collect()
+    }
+
+    /// When the next scheduled rotation is due.
+    pub fn next_rotation(&self) -> Option<Timestamp> {
+        self.groups
+            .values()
+            .filter(|d| d.rotate_interval > 0)
+            .map(|d| {
+                let last = self.last_rotation.get(&d.key_group).copied().unwrap_or(0);
+                Timestamp(last.saturating_add(d.rotate_interval.saturating_mul(1000)))
+            })
+            .min()
+    }
+
+    /// BM-SC solicited pull (seeds 002/003 6.3.2.2.4) for key group `g`: to
+    /// one UE, or to every UE of the key group; protected with the last MUK
+    /// known for each, V not set.
+    pub fn solicited_pull(&mut self, g: u16, impi: Option<&str>) -> Result<Datagrams, CoreError> {
+        if !self.groups.contains_key(&g) {
+            return Err(CoreError::NotFound(format!("key group {g}")));
+        }
+        let targets: Vec<String> = match impi {
+            Some(i) => {
+                if !self.ues.contains_key(i) {
+                    return Err(CoreError::NotFound(format!("UE {i}")));
+                }
+                vec![i.to_owned()]
+            }
+            None => self
+                .subscribed
+                .iter()
+                .filter(|(_, gs)| gs.contains(&g))
+                .map(|(i, _)| i.clone())
+                .collect(),
+        };
+        let name = self.group_name(g);
+        let mut out = Vec::with_capacity(targets.len());
+        for i in targets {
+            if let Action::SendMikey { bytes, .. } =
+                self.engine
+                    .solicited_pull(&UeId(i.clone()), &name, &mut OsRng)?
+            {
+                Metrics::inc(&self.metrics.msk_sent, "pull");
+                out.push((self.ues[&i].mikey_addr, bytes));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The next MTK of key group `g` and its MTK message; rotates first when
+    /// the current MSK's window is exhausted (returned `true`).
+    pub fn next_mtk(
+        &mut self,
+        g: u16,
+        streaming: Option<Streaming>,
+        now: Timestamp,
+    ) -> Result<(MtkOutput, bool), CoreError> {
+        let name = self.group_name(g);
+        match self.engine.next_mtk(&name, streaming.clone(), &mut OsRng) {
+            Ok(o) => Ok((o, false)),
+            Err(EngineError::WindowExhausted { .. } | EngineError::MtkCounterExhausted { .. }) => {
+                tracing::warn!(key_group = g, "MTK ID window exhausted: rotating the MSK");
+                self.rotate(g, now)?;
+                Ok((self.engine.next_mtk(&name, streaming, &mut OsRng)?, true))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The current and next MSK of a key group.
+    pub fn key_group_info(&self, g: u16) -> Option<KeyGroupInfo> {
+        self.engine.key_group(&self.group_name(g))
+    }
+
+    /// Creates or replaces a key group definition (admin API).
+    pub fn put_key_group(
+        &mut self,
+        d: KeyGroupDef,
+        now: Timestamp,
+    ) -> Result<KeyGroupView, CoreError> {
+        check_key_group(&d).map_err(CoreError::Invalid)?;
+        self.store.put_key_group_def(&d)?;
+        self.open_group(&d, now)?;
+        self.key_group_view(d.key_group)
+            .ok_or_else(|| CoreError::NotFound(format!("key group {}", d.key_group)))
+    }
+
+    /// Creates or replaces a service (admin API); UEs registered to it are
+    /// subscribed to its new key groups.
+    pub fn put_service(&mut self, d: ServiceDef, now: Timestamp) -> Result<ServiceDef, CoreError> {
+        check_service(&d).map_err(CoreError::Invalid)?;
+        if let Some(g) = d.key_groups.iter().find(|g| !self.groups.contains_key(g)) {
+            return Err(CoreError::Invalid(format!("key group {g} does not exist")));
+        }
+        self.store.put_service(&d)?;
+        self.services.insert(d.id.clone(), d.clone());
+        let affected: Vec<String> = self
+            .ues
+            .values()
+            .filter(|u| u.services.contains(&d.id))
+            .map(|u| u.impi.clone())
+            .collect();
+        for i in affected {
+            self.sync_groups(&i, now)?;
+        }
+        Ok(d)
+    }
+
+    /// Key groups (admin API).
+    pub fn key_groups(&self) -> Vec<KeyGroupView> {
+        self.groups
+            .keys()
+            .filter_map(|g| self.key_group_view(*g))
+            .collect()
+    }
+
+    fn key_group_view(&self, g: u16) -> Option<KeyGroupView> {
+        let def = self.groups.get(&g)?.clone();
+        let info = self.key_group_info(g)?;
+        Some(KeyGroupView {
+            def,
+            key_domain: self.key_domain.to_string(),
+            current: msk_view(&info.current),
+            next: msk_view(&info.next),
+            members: self.subscribed.values().filter(|s| s.contains(&g)).count(),
+        })
+    }
+
+    /// Services (admin API).
+    pub fn services(&self) -> Vec<ServiceDef> {
+        self.services.values().cloned().collect()
+    }
+
+    /// Whether a key group exists.
+    pub fn has_key_group(&self, g: u16) -> bool {
+        self.groups.contains_key(&g)
+    }
+
+    /// Registered UEs (admin API).
+    pub fn ues(&self) -> Vec<UeView> {
+        self.ues
+            .values()
+            .map(|u| UeView {
+                impi: u.impi.clone(),
+                btid: u.btid.clone(),
+                mikey_addr: u.mikey_addr.to_string(),
+                services: u.services.iter().cloned().collect(),
+                key_groups: self
+                    .subscribed
+                    .get(&u.impi)
+                    .map(|s| s.iter().copied().collect())
+                    .unwrap_or_default(),
+                updated_at: u.updated_at,
+            })
+            .collect()
+    }
+
+    /// Delivery status of the current and next MSK of every key group of a
+    /// UE (admin API).
+    pub fn deliveries(&self, impi: &str) -> Option<Vec<DeliveryView>> {
+        let groups = self.subscribed.get(impi).cloned().unwrap_or_default();
+        if !self.ues.contains_key(impi) {
+            return None;
+        }
+        let ue = UeId(impi.to_owned());
+        let mut out = Vec::new();
+        for g in groups {
+            let Some(info) = self.key_group_info(g) else {
+                continue;
+            };
+            for (role, m) in [("current", info.current), ("next", info.next)] {
+                let d = self.engine.delivery(&ue, &m.name);
+                out.push(DeliveryView {
+                    key_group: g,
+                    msk_id: m.name.msk_id.to_string(),
+                    role,
+                    state: d.as_ref().map_or("none", |d| state_name(&d.state)),
+                    step: d.as_ref().map(|d| step_name(d.step)),
+                    attempt: d.as_ref().and_then(|d| match d.state {
+                        DeliveryState::Sent { attempt, .. } => Some(attempt),
+                        _ => None,
+                    }),
+                    charged: d.as_ref().is_some_and(|d| d.charged),
+                });
+            }
+        }
+        Some(out)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+}
+
+/// A shared [`Core`] and the wake-up of the engine driver.
+#[derive(Clone)]
+pub struct CoreHandle {
+    core: Arc<Mutex<Core>>,
+    wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for CoreHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CoreHandle")
+    }
+}
+
+impl CoreHandle {
+    /// Wraps a core.
+    pub fn new(core: Core) -> Self {
+        CoreHandle {
+            core: Arc::new(Mutex::new(core)),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Runs `f` on the core on a blocking thread (the store blocks).
+    pub async fn run<T, F>(&self, f: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Core) -> T + Send + 'static,
+    {
+        let core = self.core.clone();
+        match tokio::task::spawn_blocking(move || {
+            let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut c)
+        })
+        .await
+        {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    /// Tells the engine driver that work may be due now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Waits for [`wake`](Self::wake).
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+}

@@ -1,0 +1,364 @@
+//! The BM-SC service: the HTTP router (Ua, admin API, `/metrics`,
+//! `/healthz`), the MIKEY UDP socket, the engine driver and the session
+//! tasks, started by [`start`] and stopped by [`RunningBmsc::shutdown`]
+//! (graceful) or [`RunningBmsc::kill`] (a crash, for tests).
+//!
+//! Tasks:
+//!
+//! * **HTTP** (axum): Ua handlers ([`crate::ua`]), admin ([`crate::admin`]).
+//! * **Engine driver**: sleeps until the engine's next deadline, the next
+//!   scheduled rotation, or a wake-up (a registration, an MSK request, an
+//!   acknowledgement that scheduled the 4-way activation, an admin action);
+//!   then rotates what is due, polls the engine and sends the MSK messages
+//!   in batches ([`crate::udp`]).
+//! * **MIKEY receiver**: reads acknowledgements in batches and hands them to
+//!   the core, which verifies and records them.
+//! * **Sessions** ([`crate::session`]).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::{any, get};
+use axum::Router;
+use rand::RngCore as _;
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use gba::digest::{DigestServer, ServerConfig};
+use mbms::engine::EngineConfig;
+
+use crate::config::{BmscConfig, ConfigError, Token, MAX_UA_BODY};
+use crate::core::{now_ts, Core, CoreError, CoreHandle, CoreSettings, Datagrams};
+use crate::metrics::Metrics;
+use crate::session::{SessionCtx, Sessions};
+use crate::store::Store;
+use crate::zn::{ZnClient, ZnError};
+use crate::{admin, session, ua, udp};
+
+/// Starting the server failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Loading the state failed.
+    #[error("loading the BM-SC state")]
+    Core(#[from] CoreError),
+    /// The Zn client could not be built.
+    #[error(transparent)]
+    Zn(#[from] ZnError),
+    /// A socket could not be bound.
+    #[error("cannot bind {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Everything the handlers share.
+pub struct App {
+    pub(crate) realm: String,
+    pub(crate) core: CoreHandle,
+    digest: Mutex<DigestServer>,
+    pub(crate) zn: ZnClient,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) admin_token: Token,
+    pub(crate) mikey: Arc<UdpSocket>,
+    rotations: watch::Sender<u64>,
+    pub(crate) sessions: Sessions,
+    multicast_ttl: u32,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("realm", &self.realm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    pub(crate) fn digest(&self) -> MutexGuard<'_, DigestServer> {
+        self.digest.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends MIKEY datagrams from the MIKEY socket; returns how many left.
+    pub(crate) async fn send_mikey(&self, d: &Datagrams) -> usize {
+        if d.is_empty() {
+            return 0;
+        }
+        let r = udp::send_batch(&self.mikey, d).await;
+        self.metrics.udp_send_errors.inc_by(r.failed as u64);
+        r.sent
+    }
+
+    /// Tells the sessions that a key group rotated.
+    pub(crate) fn rotated(&self) {
+        self.rotations.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    pub(crate) fn session_ctx(&self) -> SessionCtx {
+        SessionCtx {
+            core: self.core.clone(),
+            metrics: self.metrics.clone(),
+            rotations: self.rotations.subscribe(),
+            multicast_ttl: self.multicast_ttl,
+        }
+    }
+}
+
+/// A running BM-SC.
+#[derive(Debug)]
+pub struct RunningBmsc {
+    http_addr: SocketAddr,
+    mikey_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    http: JoinHandle<std::io::Result<()>>,
+    tasks: Vec<JoinHandle<()>>,
+    app: Arc<App>,
+}
+
+impl RunningBmsc {
+    /// The HTTP address (Ua, admin, metrics).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    /// The MIKEY UDP address (MSK messages from, acknowledgements to).
+    pub fn mikey_addr(&self) -> SocketAddr {
+        self.mikey_addr
+    }
+
+    /// The metrics (text exposition).
+    pub fn metrics(&self) -> String {
+        self.app.metrics.render()
+    }
+
+    /// Stops accepting, lets running requests finish, stops the tasks.
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        let _ = self.stop.send(true);
+        let r = match self.http.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        r
+    }
+
+    /// Stops everything at once, as a crash would: nothing is flushed
+    /// (everything that matters was committed when it happened). For tests.
+    pub fn kill(self) {
+        self.http.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn digest_server(cfg: &BmscConfig) -> Result<DigestServer, ConfigError> {
+    let mut sc = ServerConfig::new(format!("3GPP-bootstrapping@{}", cfg.fqdn));
+    sc.algorithms = cfg.algorithms()?;
+    sc.nonce_lifetime = cfg.nonce_lifetime;
+    let mut secret = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    let d = DigestServer::new(sc, secret);
+    zeroize::Zeroize::zeroize(&mut secret);
+    Ok(d)
+}
+
+/// Starts a BM-SC over `store` with `cfg` (its `db` is not used here: the
+/// caller opened the store).
+pub async fn start(cfg: &BmscConfig, store: Arc<dyn Store>) -> Result<RunningBmsc, ServerError> {
+    cfg.validate()?;
+    let metrics = Arc::new(Metrics::new());
+    let settings = CoreSettings {
+        fqdn: cfg.fqdn.clone(),
+        key_domain: cfg.key_domain_id()?,
+        engine: EngineConfig {
+            counter_block: cfg.counter_block,
+            retransmit: cfg.retransmit.policy(),
+        },
+        key_groups: cfg.key_groups.iter().map(|k| k.def()).collect(),
+        services: cfg.services.iter().map(|s| s.def()).collect(),
+    };
+    let m2 = metrics.clone();
+    let core = tokio::task::spawn_blocking(move || Core::open(&settings, store, m2, now_ts()))
+        .await
+        .map_err(|e| CoreError::Invalid(format!("loading: {e}")))??;
+    let core = CoreHandle::new(core);
+    let zn = ZnClient::new(
+        &cfg.bsf.url,
+        cfg.bsf.zn_token.clone(),
+        &cfg.fqdn,
+        Duration::from_secs(cfg.bsf.timeout.max(1)),
+    )?;
+    let mikey = UdpSocket::bind(cfg.mikey_listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: cfg.mikey_listen,
+            source,
+        })?;
+    let mikey_addr = mikey.local_addr().map_err(|source| ServerError::Bind {
+        addr: cfg.mikey_listen,
+        source,
+    })?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let http_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
+    let (rotations, _) = watch::channel(0u64);
+    let app = Arc::new(App {
+        realm: format!("3GPP-bootstrapping@{}", cfg.fqdn),
+        core: core.clone(),
+        digest: Mutex::new(digest_server(cfg)?),
+        zn,
+        metrics,
+        admin_token: cfg.admin_token.clone(),
+        mikey: Arc::new(mikey),
+        rotations,
+        sessions: Sessions::new(&cfg.sessions),
+        multicast_ttl: cfg.multicast_ttl,
+    });
+    let (stop, stop_rx) = watch::channel(false);
+
+    let router = Router::new()
+        .route(
+            ua::PATH,
+            any(ua::keymanagement).layer(DefaultBodyLimit::max(MAX_UA_BODY)),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            get(
+                |axum::extract::State(app): axum::extract::State<Arc<App>>| async move {
+                    (
+                        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                        app.metrics.render(),
+                    )
+                        .into_response()
+                },
+            ),
+        )
+        .merge(admin::router())
+        .with_state(app.clone());
+    let mut http_stop = stop_rx.clone();
+    let http = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        })
+        .await
+    });
+
+    let mut tasks = vec![
+        tokio::spawn(engine_driver(app.clone(), stop_rx.clone())),
+        tokio::spawn(mikey_receiver(app.clone(), stop_rx.clone())),
+    ];
+    for s in app.sessions.all() {
+        tasks.push(tokio::spawn(session::run(
+            app.session_ctx(),
+            s.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    tracing::info!(
+        fqdn = %cfg.fqdn,
+        http = %http_addr,
+        mikey = %mikey_addr,
+        key_domain = %cfg.key_domain,
+        "BM-SC running (Ua on POST /keymanagement, admin on /admin/v1, /metrics, /healthz)"
+    );
+    Ok(RunningBmsc {
+        http_addr,
+        mikey_addr,
+        stop,
+        http,
+        tasks,
+        app,
+    })
+}
+
+async fn engine_driver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let (deadline, rotation) = app
+            .core
+            .run(|c| (c.next_deadline(), c.next_rotation()))
+            .await;
+        let now = now_ts();
+        let next = [deadline, rotation].into_iter().flatten().min();
+        let sleep = next.map_or(Duration::from_secs(3600), |t| t.saturating_since(now));
+        if !sleep.is_zero() {
+            tokio::select! {
+                r = stop.wait_for(|s| *s) => { let _ = r; return; }
+                () = app.core.woken() => {}
+                () = tokio::time::sleep(sleep) => {}
+            }
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let rotated = app.core.run(|c| c.rotate_due(now_ts())).await;
+        if !rotated.is_empty() {
+            app.rotated();
+        }
+        match app.core.run(|c| c.poll(now_ts())).await {
+            Ok(d) => {
+                app.send_mikey(&d).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %crate::ErrorChain(&e), "engine poll failed; retrying in 1 s");
+                tokio::select! {
+                    r = stop.wait_for(|s| *s) => { let _ = r; return; }
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn mikey_receiver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let batch = tokio::select! {
+            r = stop.wait_for(|s| *s) => { let _ = r; return; }
+            r = udp::recv_batch(&app.mikey) => r,
+        };
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "MIKEY socket");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let r = app.core.run(move |c| c.on_acks(&batch, now_ts())).await;
+        if let Err(e) = r {
+            tracing::error!(error = %crate::ErrorChain(&e), "recording acknowledgements failed");
+        }
+        app.core.wake();
+    }
+}

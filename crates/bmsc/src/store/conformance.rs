@@ -1,0 +1,331 @@
+//! The storage test suite: one generic function per behaviour, run by the
+//! tests against every [`Store`] implementation (SQLite always, PostgreSQL
+//! when `MBMS_TEST_POSTGRES_URL` is set), so both backends are held to the
+//! same contract. Public so that a third implementation can reuse it.
+//!
+//! Each check takes `open`, which returns a fresh handle on the *same*
+//! database: a check writes, drops its handle (a stop of the process) and
+//! opens again to see what survived.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use mbms::engine::{Engine, EngineConfig, KeyGroupConfig, KeyGroupSnapshot, MskSnapshot, UeId};
+use mbms::{KeyDomainId, KeyGroupName, Msk, MskId, MskName, MtkId, Muk, MukId};
+use rand::rngs::OsRng;
+
+use super::*;
+
+/// Opens a handle on the database under test.
+pub type Open<'a> = &'a dyn Fn() -> Arc<dyn Store>;
+
+fn kd() -> KeyDomainId {
+    KeyDomainId::from_mcc_mnc("001", "01").expect("valid")
+}
+
+fn group(n: u16) -> KeyGroupName {
+    KeyGroupName {
+        key_domain: kd(),
+        key_group: n,
+    }
+}
+
+fn msk(g: u16, n: u16) -> MskName {
+    MskName {
+        key_domain: kd(),
+        msk_id: MskId::new(g, n),
+    }
+}
+
+/// Runs every check.
+pub fn run_all(open: Open<'_>) {
+    counters_never_go_back(open);
+    key_group_state_round_trips(open);
+    engine_counters_resume_above_the_mark(open);
+    definitions(open);
+    ues_and_registrations(open);
+    deliveries_and_charging(open);
+}
+
+/// MUK counter high-water marks: absent, raised, never lowered, per MUK,
+/// durable.
+pub fn counters_never_go_back(open: Open<'_>) {
+    let s = open();
+    let a = MukId::new("bmsc.home1.net", "counters-a@bsf");
+    let b = MukId::new("bmsc.home1.net", "counters-b@bsf");
+    assert_eq!(s.muk_counter_reserved(&a).unwrap(), None);
+    s.reserve_muk_counters(&a, 32).unwrap();
+    s.reserve_muk_counters(&a, 64).unwrap();
+    for lower in [64, 10] {
+        assert!(matches!(
+            s.reserve_muk_counters(&a, lower),
+            Err(StoreError::CounterRollback { stored: 64, .. })
+        ));
+    }
+    s.reserve_muk_counters(&b, 7).unwrap();
+    s.reserve_muk_counters(&a, u32::MAX).unwrap();
+    drop(s);
+    let s = open();
+    assert_eq!(s.muk_counter_reserved(&a).unwrap(), Some(u32::MAX));
+    assert_eq!(s.muk_counter_reserved(&b).unwrap(), Some(7));
+}
+
+fn snapshot(g: u16, k: u16, fill: u8) -> KeyGroupSnapshot {
+    let m = |n: u16, f: u8, s: u16| MskSnapshot {
+        name: msk(g, n),
+        key: Msk::from_bytes([f; 16]),
+        seq_s: MtkId::new(s),
+        seq_u: MtkId::new(s.wrapping_add(100)),
+        mtk_counter: u32::from(n) * 1000,
+        last_mtk_id: MtkId::new(s.wrapping_add(3)),
+    };
+    KeyGroupSnapshot {
+        name: group(g),
+        current: m(k, fill, 65500),
+        next: m(
+            k.wrapping_add(1).max(1),
+            fill ^ 0xff,
+            65500u16.wrapping_add(100),
+        ),
+        next_key_number: k.wrapping_add(2).max(1),
+    }
+}
+
+/// Key group state: saved, replaced, per group, durable, exact.
+pub fn key_group_state_round_trips(open: Open<'_>) {
+    let s = open();
+    assert!(s.load_key_group(&group(11)).unwrap().is_none());
+    let a = snapshot(11, 1, 0x11);
+    s.save_key_group(&a).unwrap();
+    s.save_key_group(&snapshot(12, 65535, 0x22)).unwrap();
+    assert_eq!(s.load_key_group(&group(11)).unwrap(), Some(a));
+    let b = snapshot(11, 2, 0x33);
+    s.save_key_group(&b).unwrap();
+    drop(s);
+    let s = open();
+    assert_eq!(s.load_key_group(&group(11)).unwrap(), Some(b));
+    assert_eq!(
+        s.load_key_group(&group(12)).unwrap(),
+        Some(snapshot(12, 65535, 0x22))
+    );
+    let other = KeyGroupName {
+        key_domain: KeyDomainId::from_mcc_mnc("262", "01").unwrap(),
+        key_group: 11,
+    };
+    assert!(s.load_key_group(&other).unwrap().is_none());
+}
+
+/// The key engine over the store: after a "crash" (the engine and the
+/// handle dropped), a new engine on a new handle issues counters above
+/// every counter used before, and finds its key group unchanged.
+pub fn engine_counters_resume_above_the_mark(open: Open<'_>) {
+    let ue = UeId::from("engine-ue@home1.net");
+    let muk_id = MukId::new("bmsc.home1.net", "engine-ue@bsf");
+    let cfg = EngineConfig {
+        counter_block: 3,
+        ..Default::default()
+    };
+    let run = |now: u64| -> (Vec<u32>, mbms::engine::KeyGroupInfo) {
+        let mut e = Engine::new(cfg, EngineStoreHandle(open())).unwrap();
+        let info = e
+            .open_key_group(group(21), KeyGroupConfig::default(), &mut OsRng)
+            .unwrap();
+        e.register_ue(
+            ue.clone(),
+            muk_id.clone(),
+            Muk::from_bytes([5; 32]),
+            mbms::engine::Timestamp(now),
+        );
+        e.subscribe(&ue, &group(21), mbms::engine::Timestamp(now))
+            .unwrap();
+        let mut counters = Vec::new();
+        for i in 0..3 {
+            for a in e
+                .poll(mbms::engine::Timestamp(now + i * 100_000), &mut OsRng)
+                .unwrap()
+            {
+                if let mbms::engine::Action::SendMikey { counter, .. } = a {
+                    counters.push(counter);
+                }
+            }
+        }
+        (counters, info)
+    };
+    let (first, info1) = run(0);
+    let (second, info2) = run(10_000_000);
+    assert_eq!(info1, info2, "the key group survives unchanged");
+    assert_eq!(first.len(), 6);
+    let max = *first.iter().max().unwrap();
+    assert!(
+        second.iter().all(|c| *c > max),
+        "{second:?} must all be above {first:?}"
+    );
+    let all: BTreeSet<u32> = first.iter().chain(&second).copied().collect();
+    assert_eq!(all.len(), first.len() + second.len(), "no counter repeats");
+}
+
+/// Key group and service definitions: insert, replace, list in order.
+pub fn definitions(open: Open<'_>) {
+    let s = open();
+    let d = |g: u16, charging: bool| KeyGroupDef {
+        key_group: g,
+        window_len: 100 + g,
+        charging,
+        ack: !charging,
+        rotate_interval: u64::from(g) * 60,
+    };
+    s.put_key_group_def(&d(32, false)).unwrap();
+    s.put_key_group_def(&d(31, false)).unwrap();
+    s.put_key_group_def(&d(32, true)).unwrap();
+    let svc = |id: &str, open: bool| ServiceDef {
+        id: id.into(),
+        key_groups: vec![31, 32],
+        open,
+        allowed: if open {
+            vec![]
+        } else {
+            vec!["a@x".into(), "b@x".into()]
+        },
+    };
+    s.put_service(&svc("urn:test:b", true)).unwrap();
+    s.put_service(&svc("urn:test:a", true)).unwrap();
+    s.put_service(&svc("urn:test:a", false)).unwrap();
+    drop(s);
+    let s = open();
+    let defs: Vec<_> = s
+        .key_group_defs()
+        .unwrap()
+        .into_iter()
+        .filter(|x| x.key_group == 31 || x.key_group == 32)
+        .collect();
+    assert_eq!(defs, vec![d(31, false), d(32, true)]);
+    let svcs: Vec<_> = s
+        .services()
+        .unwrap()
+        .into_iter()
+        .filter(|x| x.id.starts_with("urn:test:"))
+        .collect();
+    assert_eq!(
+        svcs,
+        vec![svc("urn:test:a", false), svc("urn:test:b", true)]
+    );
+    assert!(svcs[0].allows("b@x") && !svcs[0].allows("c@x") && svcs[1].allows("c@x"));
+}
+
+fn ue(impi: &str, btid: &str, services: &[&str], port: u16) -> UeRecord {
+    UeRecord {
+        impi: impi.into(),
+        btid: btid.into(),
+        muk: Muk::from_bytes([port as u8; 32]),
+        mikey_addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        services: services.iter().map(|s| s.to_string()).collect(),
+        updated_at: 1_700_000_000_000 + u64::from(port),
+    }
+}
+
+/// UEs: insert, update (B-TID, MUK, address, services replaced), remove.
+pub fn ues_and_registrations(open: Open<'_>) {
+    let s = open();
+    s.put_ue(&ue("ue-b@x", "b1@bsf", &["urn:s1"], 2001))
+        .unwrap();
+    s.put_ue(&ue("ue-a@x", "a1@bsf", &["urn:s1", "urn:s2"], 2002))
+        .unwrap();
+    s.put_ue(&ue("ue-c@x", "c1@bsf", &["urn:s2"], 2003))
+        .unwrap();
+    let a2 = ue("ue-a@x", "a2@bsf", &["urn:s2", "urn:s3"], 2004);
+    s.put_ue(&a2).unwrap();
+    s.remove_ue("ue-c@x").unwrap();
+    s.remove_ue("ue-unknown@x").unwrap();
+    drop(s);
+    let s = open();
+    let ues: Vec<_> = s
+        .ues()
+        .unwrap()
+        .into_iter()
+        .filter(|u| u.impi.starts_with("ue-"))
+        .collect();
+    assert_eq!(ues, vec![a2, ue("ue-b@x", "b1@bsf", &["urn:s1"], 2001)]);
+    let none = ue("ue-d@x", "d1@bsf", &[], 2005);
+    s.put_ue(&none).unwrap();
+    assert!(s.ues().unwrap().contains(&none));
+}
+
+/// Delivery outcomes (upsert, `charged` sticky, filter by UE) and charging
+/// records (increasing IDs, paging), all durable; removing a UE removes its
+/// delivery outcomes but not its charging records.
+pub fn deliveries_and_charging(open: Open<'_>) {
+    let s = open();
+    let d = |impi: &str, m: MskName, state: &str, charged: bool, t: u64| DeliveryRecord {
+        impi: impi.into(),
+        msk: m,
+        state: state.into(),
+        charged,
+        updated_at: t,
+    };
+    let c = |impi: &str, m: MskName, counter: u32| ChargingRow {
+        id: 0,
+        impi: impi.into(),
+        btid: format!("{impi}-btid"),
+        msk: m,
+        counter,
+        time_ms: 1_700_000_000_123,
+    };
+    let before = s.charging_records(0, usize::MAX).unwrap().len();
+    let first = s
+        .record(&Outcomes {
+            deliveries: vec![
+                d("dl-a@x", msk(41, 1), "pending", true, 1),
+                d("dl-a@x", msk(41, 2), "acknowledged", false, 2),
+                d("dl-b@x", msk(41, 1), "given_up", false, 3),
+            ],
+            charging: vec![c("dl-a@x", msk(41, 1), 7), c("dl-b@x", msk(41, 1), 9)],
+        })
+        .unwrap();
+    assert_eq!(first.len(), 2);
+    assert!(first[0].id > 0 && first[1].id > first[0].id);
+    let second = s
+        .record(&Outcomes {
+            deliveries: vec![d("dl-a@x", msk(41, 1), "acknowledged", false, 4)],
+            charging: vec![c("dl-a@x", msk(41, 2), 11)],
+        })
+        .unwrap();
+    assert!(second[0].id > first[1].id);
+    assert!(s.record(&Outcomes::default()).unwrap().is_empty());
+    drop(s);
+    let s = open();
+    assert_eq!(
+        s.deliveries(Some("dl-a@x")).unwrap(),
+        vec![
+            d("dl-a@x", msk(41, 1), "acknowledged", true, 4),
+            d("dl-a@x", msk(41, 2), "acknowledged", false, 2),
+        ]
+    );
+    assert_eq!(
+        s.deliveries(None)
+            .unwrap()
+            .iter()
+            .filter(|x| x.impi.starts_with("dl-"))
+            .count(),
+        3
+    );
+    let all = s.charging_records(0, usize::MAX).unwrap();
+    assert_eq!(all.len(), before + 3);
+    let mine: Vec<_> = all
+        .iter()
+        .filter(|r| r.impi.starts_with("dl-"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        mine.iter().map(|r| r.counter).collect::<Vec<_>>(),
+        [7, 9, 11]
+    );
+    assert_eq!(mine[0].btid, "dl-a@x-btid");
+    assert_eq!(mine[2].msk, msk(41, 2));
+    let page = s.charging_records(mine[0].id, 1).unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].id, mine[1].id);
+    s.put_ue(&ue("dl-a@x", "x@bsf", &[], 3000)).unwrap();
+    s.remove_ue("dl-a@x").unwrap();
+    assert!(s.deliveries(Some("dl-a@x")).unwrap().is_empty());
+    assert_eq!(s.charging_records(0, usize::MAX).unwrap().len(), before + 3);
+}

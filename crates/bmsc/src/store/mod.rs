@@ -1,0 +1,404 @@
+//! Persistence of the BM-SC behind one trait, [`Store`], with two
+//! implementations that behave the same: [`SqliteStore`] (a file, the
+//! default) and [`PgStore`] (PostgreSQL). One test suite
+//! ([`conformance`]) runs against both.
+//!
+//! What is stored, and why it must survive a crash:
+//!
+//! | state | why |
+//! |---|---|
+//! | MUK counter high-water marks | a (MUK, counter) pair must never repeat (the MGV-F drops replays, `PROFILE.md` section 7); the engine persists a block before using it |
+//! | key groups: current and next MSK, windows, last MTK ID, MTK-message counter | MSKs must not change under the UEs, MTK IDs and counters must not be reissued |
+//! | key group and service definitions | created from the configuration or the admin API |
+//! | UEs: IMPI, B-TID, MUK, MIKEY address, registered services | registrations are accepted with a 200: they must survive; the MUK is the "last MUK known by the BM-SC" of the solicited pull (seeds 002/003) |
+//! | delivery outcomes per (UE, MSK): acknowledged, charged | an acknowledged MSK is not pushed again after a restart; a charged subscriber is not charged twice |
+//! | charging records | the 4-way procedure's product (seed 004 6.3.2.3.3) |
+//!
+//! Every write is durable when the method returns `Ok` (SQLite: WAL with
+//! `synchronous = FULL`; PostgreSQL: a committed transaction). The store
+//! holds secrets (MUKs and MSKs): the SQLite file is created with mode 0600;
+//! a PostgreSQL database must be protected likewise.
+//!
+//! All methods block: call them from `tokio::task::spawn_blocking` (the
+//! server does) or from plain threads.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mbms::engine::{EngineStore, KeyGroupSnapshot, MskSnapshot};
+use mbms::{KeyGroupName, Msk, MskId, MskName, MtkId, Muk, MukId};
+
+pub mod conformance;
+mod pg;
+mod sqlite;
+
+pub use pg::PgStore;
+pub use sqlite::SqliteStore;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database could not be opened or initialised.
+    #[error("cannot open the database {target}")]
+    Open {
+        /// The file or the URL without its password.
+        target: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The database failed.
+    #[error("database error")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The stored data is not what this program wrote.
+    #[error("corrupt data in the database: {0}")]
+    Corrupt(String),
+    /// A MUK counter high-water mark would go down.
+    #[error("counter high-water mark of {muk} would go from {stored} to {requested}")]
+    CounterRollback {
+        /// The MUK.
+        muk: String,
+        /// The stored mark.
+        stored: u32,
+        /// The requested mark.
+        requested: u32,
+    },
+}
+
+/// A key group definition: the policy of key group `key_group` in this
+/// BM-SC's Key Domain.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyGroupDef {
+    /// Key Group part of the MSK IDs (1..=65535).
+    pub key_group: u16,
+    /// MTK IDs per MSK (1..=32767).
+    pub window_len: u16,
+    /// Charging: deliver with the 4-way procedure (seed 004 6.3.2.3.3).
+    pub charging: bool,
+    /// V bit of plain pushes (seed 000 6.3.2.3.1).
+    pub ack: bool,
+    /// Seconds between automatic rotations; 0 = only on request.
+    pub rotate_interval: u64,
+}
+
+/// An MBMS User Service: its key groups and who may register to it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceDef {
+    /// The service ID (a URI, e.g. `urn:mbms:service:news`).
+    pub id: String,
+    /// Key groups whose MSKs protect the service.
+    pub key_groups: Vec<u16>,
+    /// Any subscriber may register.
+    pub open: bool,
+    /// When not open: the IMPIs that may register.
+    #[serde(default)]
+    pub allowed: Vec<String>,
+}
+
+impl ServiceDef {
+    /// Whether the subscriber `impi` may register (seed 002: "verifies that
+    /// the subscriber is authorized").
+    pub fn allows(&self, impi: &str) -> bool {
+        self.open || self.allowed.iter().any(|a| a == impi)
+    }
+}
+
+/// A UE known to the BM-SC (registered to at least one service, or
+/// remembered for its MUK).
+#[derive(Clone, PartialEq, Eq)]
+pub struct UeRecord {
+    /// The subscriber (IMPI, from Zn).
+    pub impi: String,
+    /// The B-TID of its last authenticated request (IDr of the MUK ID).
+    pub btid: String,
+    /// The MUK of that B-TID: the last MUK known by the BM-SC.
+    pub muk: Muk,
+    /// Where MIKEY messages go: the source IP of the last authenticated
+    /// request and the UE's MIKEY port (`PROFILE.md` section 3).
+    pub mikey_addr: SocketAddr,
+    /// The services it is registered to.
+    pub services: BTreeSet<String>,
+    /// Last change, Unix milliseconds.
+    pub updated_at: u64,
+}
+
+impl fmt::Debug for UeRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UeRecord")
+            .field("impi", &self.impi)
+            .field("btid", &self.btid)
+            .field("muk", &"<redacted>")
+            .field("mikey_addr", &self.mikey_addr)
+            .field("services", &self.services)
+            .field("updated_at", &self.updated_at)
+            .finish()
+    }
+}
+
+/// The persisted outcome of the delivery of one MSK to one UE.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DeliveryRecord {
+    /// The subscriber.
+    pub impi: String,
+    /// The MSK.
+    #[serde(serialize_with = "ser_display")]
+    pub msk: MskName,
+    /// `pending`, `acknowledged` or `given_up`.
+    pub state: String,
+    /// The subscriber was charged for it (4-way step 1 acknowledged).
+    pub charged: bool,
+    /// Last change, Unix milliseconds.
+    pub updated_at: u64,
+}
+
+/// A charging record (seed 004 6.3.2.3.3): the subscriber acknowledged the
+/// inactive MSK.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ChargingRow {
+    /// Sequence number assigned by the store (0 before insertion).
+    pub id: i64,
+    /// The subscriber.
+    pub impi: String,
+    /// The B-TID (IDr) of the acknowledged message.
+    pub btid: String,
+    /// The MSK.
+    #[serde(serialize_with = "ser_display")]
+    pub msk: MskName,
+    /// The counter of the acknowledged message.
+    pub counter: u32,
+    /// When the acknowledgement arrived, Unix milliseconds.
+    pub time_ms: u64,
+}
+
+fn ser_display<T: fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// What one batch of engine work produced, written in one transaction.
+#[derive(Clone, Debug, Default)]
+pub struct Outcomes {
+    /// Delivery outcomes to upsert.
+    pub deliveries: Vec<DeliveryRecord>,
+    /// Charging records to append.
+    pub charging: Vec<ChargingRow>,
+}
+
+impl Outcomes {
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.deliveries.is_empty() && self.charging.is_empty()
+    }
+}
+
+/// The BM-SC's storage. See the [module documentation](self).
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgresql`.
+    fn backend(&self) -> &'static str;
+
+    /// The persisted high-water mark of a MUK's counters.
+    fn muk_counter_reserved(&self, muk: &MukId) -> Result<Option<u32>, StoreError>;
+    /// Raise the high-water mark; refuses to lower it
+    /// ([`StoreError::CounterRollback`]).
+    fn reserve_muk_counters(&self, muk: &MukId, upto: u32) -> Result<(), StoreError>;
+    /// The saved state of a key group.
+    fn load_key_group(&self, name: &KeyGroupName) -> Result<Option<KeyGroupSnapshot>, StoreError>;
+    /// Save the state of a key group.
+    fn save_key_group(&self, snapshot: &KeyGroupSnapshot) -> Result<(), StoreError>;
+
+    /// Insert or replace a key group definition.
+    fn put_key_group_def(&self, def: &KeyGroupDef) -> Result<(), StoreError>;
+    /// All key group definitions, by Key Group.
+    fn key_group_defs(&self) -> Result<Vec<KeyGroupDef>, StoreError>;
+    /// Insert or replace a service.
+    fn put_service(&self, def: &ServiceDef) -> Result<(), StoreError>;
+    /// All services, by ID.
+    fn services(&self) -> Result<Vec<ServiceDef>, StoreError>;
+
+    /// Insert or replace a UE and its registrations (one transaction).
+    fn put_ue(&self, ue: &UeRecord) -> Result<(), StoreError>;
+    /// Forget a UE, its registrations and delivery outcomes.
+    fn remove_ue(&self, impi: &str) -> Result<(), StoreError>;
+    /// All UEs, by IMPI.
+    fn ues(&self) -> Result<Vec<UeRecord>, StoreError>;
+
+    /// Write delivery outcomes and charging records in one transaction;
+    /// returns the charging records with their assigned IDs.
+    fn record(&self, outcomes: &Outcomes) -> Result<Vec<ChargingRow>, StoreError>;
+    /// Delivery outcomes, of one UE or of all.
+    fn deliveries(&self, impi: Option<&str>) -> Result<Vec<DeliveryRecord>, StoreError>;
+    /// Charging records with an ID greater than `after`, oldest first, at
+    /// most `limit`.
+    fn charging_records(&self, after: i64, limit: usize) -> Result<Vec<ChargingRow>, StoreError>;
+}
+
+/// Opens the store named by `db`: a `postgres://` or `postgresql://` URL
+/// (or a `host=... dbname=...` connection string starting with `host=`),
+/// else a SQLite file path (created with mode 0600).
+pub fn open(db: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if is_postgres(db) {
+        Ok(Arc::new(PgStore::open(db)?))
+    } else {
+        Ok(Arc::new(SqliteStore::open(std::path::Path::new(db))?))
+    }
+}
+
+/// Whether `db` names a PostgreSQL database rather than a SQLite file.
+pub fn is_postgres(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://") || db.starts_with("host=")
+}
+
+/// The [`EngineStore`] of the key engine, over a [`Store`].
+#[derive(Clone)]
+pub struct EngineStoreHandle(pub Arc<dyn Store>);
+
+impl fmt::Debug for EngineStoreHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EngineStoreHandle({})", self.0.backend())
+    }
+}
+
+fn engine_err(e: StoreError) -> mbms::engine::StoreError {
+    mbms::engine::StoreError::with_source("BM-SC store", e)
+}
+
+impl EngineStore for EngineStoreHandle {
+    fn muk_counter_reserved(&self, muk: &MukId) -> Result<Option<u32>, mbms::engine::StoreError> {
+        self.0.muk_counter_reserved(muk).map_err(engine_err)
+    }
+
+    fn reserve_muk_counters(
+        &mut self,
+        muk: &MukId,
+        upto: u32,
+    ) -> Result<(), mbms::engine::StoreError> {
+        self.0.reserve_muk_counters(muk, upto).map_err(engine_err)
+    }
+
+    fn load_key_group(
+        &self,
+        name: &KeyGroupName,
+    ) -> Result<Option<KeyGroupSnapshot>, mbms::engine::StoreError> {
+        self.0.load_key_group(name).map_err(engine_err)
+    }
+
+    fn save_key_group(
+        &mut self,
+        snapshot: &KeyGroupSnapshot,
+    ) -> Result<(), mbms::engine::StoreError> {
+        self.0.save_key_group(snapshot).map_err(engine_err)
+    }
+}
+
+// ---------------------------------------------------------------------
+// Encodings shared by both backends.
+
+/// Version byte of the key group state encoding.
+const SNAPSHOT_VERSION: u8 = 1;
+const MSK_ENC_LEN: usize = 2 + 16 + 2 + 2 + 4 + 2;
+
+/// Encodes a key group state: version, then per MSK (current, next) Key
+/// Number, key, SEQs, SEQu, MTK-message counter, last MTK ID, then the
+/// next Key Number; all big-endian. (Key Domain ID and Key Group are the
+/// row's key.)
+pub(crate) fn encode_snapshot(s: &KeyGroupSnapshot) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 2 * MSK_ENC_LEN + 2);
+    out.push(SNAPSHOT_VERSION);
+    for m in [&s.current, &s.next] {
+        out.extend_from_slice(&m.name.msk_id.key_number.to_be_bytes());
+        out.extend_from_slice(m.key.as_bytes());
+        out.extend_from_slice(&m.seq_s.value().to_be_bytes());
+        out.extend_from_slice(&m.seq_u.value().to_be_bytes());
+        out.extend_from_slice(&m.mtk_counter.to_be_bytes());
+        out.extend_from_slice(&m.last_mtk_id.value().to_be_bytes());
+    }
+    out.extend_from_slice(&s.next_key_number.to_be_bytes());
+    out
+}
+
+/// Decodes [`encode_snapshot`].
+pub(crate) fn decode_snapshot(
+    name: &KeyGroupName,
+    b: &[u8],
+) -> Result<KeyGroupSnapshot, StoreError> {
+    if b.len() != 1 + 2 * MSK_ENC_LEN + 2 || b[0] != SNAPSHOT_VERSION {
+        return Err(StoreError::Corrupt(format!(
+            "key group {name}: state of {} bytes, version {:?}",
+            b.len(),
+            b.first()
+        )));
+    }
+    let u16_at = |i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
+    let msk_at = |o: usize| {
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&b[o + 2..o + 18]);
+        let m = MskSnapshot {
+            name: MskName {
+                key_domain: name.key_domain,
+                msk_id: MskId::new(name.key_group, u16_at(o)),
+            },
+            key: Msk::from_bytes(key),
+            seq_s: MtkId::new(u16_at(o + 18)),
+            seq_u: MtkId::new(u16_at(o + 20)),
+            mtk_counter: u32::from_be_bytes([b[o + 22], b[o + 23], b[o + 24], b[o + 25]]),
+            last_mtk_id: MtkId::new(u16_at(o + 26)),
+        };
+        zeroize::Zeroize::zeroize(&mut key);
+        m
+    };
+    Ok(KeyGroupSnapshot {
+        name: *name,
+        current: msk_at(1),
+        next: msk_at(1 + MSK_ENC_LEN),
+        next_key_number: u16_at(1 + 2 * MSK_ENC_LEN),
+    })
+}
+
+pub(crate) fn msk_to_text(m: &MskName) -> String {
+    hex::encode_upper(m.key_id())
+}
+
+pub(crate) fn msk_from_text(s: &str) -> Result<MskName, StoreError> {
+    hex::decode(s)
+        .ok()
+        .and_then(|b| MskName::from_key_id(&b).ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("MSK Key ID {s:?}")))
+}
+
+pub(crate) fn addr_from_text(s: &str) -> Result<SocketAddr, StoreError> {
+    s.parse()
+        .map_err(|_| StoreError::Corrupt(format!("MIKEY address {s:?}")))
+}
+
+pub(crate) fn muk_from_bytes(b: &[u8]) -> Result<Muk, StoreError> {
+    Muk::from_slice(b).map_err(|_| StoreError::Corrupt(format!("MUK of {} bytes", b.len())))
+}
+
+pub(crate) fn u32_from_i64(v: i64, what: &str) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} {v} out of range")))
+}
+
+pub(crate) fn u16_from_i64(v: i64, what: &str) -> Result<u16, StoreError> {
+    u16::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} {v} out of range")))
+}
+
+pub(crate) fn u64_from_i64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+pub(crate) fn i64_from_u64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn json_list<T: serde::Serialize>(v: &[T]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+pub(crate) fn parse_json_list<T: serde::de::DeserializeOwned>(
+    s: &str,
+    what: &str,
+) -> Result<Vec<T>, StoreError> {
+    serde_json::from_str(s).map_err(|_| StoreError::Corrupt(format!("{what}: {s:?}")))
+}
