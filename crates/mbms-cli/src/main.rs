@@ -29,8 +29,8 @@ enum Command {
     /// requests with HTTP Digest, MIKEY MSK/MTK delivery over UDP, SRTP and
     /// download protection, admin API; `mbms bmsc --config FILE` starts it.
     Bmsc(bmsc::cli::BmscArgs),
-    /// MBMS UE tools: `mbms ue bootstrap` runs GBA bootstrapping against a
-    /// BSF.
+    /// MBMS UE: `mbms ue run --config FILE` runs the UE, `mbms ue status`
+    /// shows it, `mbms ue bootstrap` runs GBA bootstrapping.
     Ue(ue::cli::UeArgs),
     /// Print the deterministic MBMS MIKEY test vectors (every message type of
     /// the profile with all inputs, the bytes and the derived keys); the same

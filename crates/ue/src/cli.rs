@@ -1,9 +1,13 @@
 //! The `mbms ue` command.
 //!
 //! ```text
+//! mbms ue run --config ue.toml [--deregister-on-exit]
+//! mbms ue status (--config ue.toml | --state-dir DIR) [--json]
 //! mbms ue bootstrap --bsf URL --impi IMPI --k HEX --opc HEX [--sqn N]
 //!                   [--naf FQDN] [--bsf-fqdn FQDN] [--json] [--show-secrets]
 //! ```
+
+use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -13,7 +17,7 @@ use gba::{Opc, Sqn48, SubscriberKey, Usim};
 
 use crate::bootstrap::{BootstrapClient, BootstrapError, DEFAULT_NAF_FQDN};
 
-/// `mbms ue`: the MBMS UE (for now: GBA bootstrapping only).
+/// `mbms ue`: the MBMS UE.
 #[derive(Args, Debug)]
 pub struct UeArgs {
     /// What to do.
@@ -24,6 +28,19 @@ pub struct UeArgs {
 /// Subcommands of `mbms ue`.
 #[derive(Subcommand, Debug)]
 pub enum UeCommand {
+    /// Run the UE: bootstrap with the BSF, register to the services of the
+    /// service description, keep the MSKs current (push with
+    /// acknowledgements, solicited pull, missed key update), decrypt SRTP to
+    /// plain RTP (with an SDP file per session for ffplay/VLC) and download
+    /// objects to files. Stops on Ctrl-C / SIGTERM.
+    ///
+    /// Exit status: 0 stopped cleanly; 1 failure (configuration, state
+    /// directory, bootstrapping or registration at start).
+    Run(RunArgs),
+    /// Show the UE's services, registrations, MSKs (IDs, windows,
+    /// active/inactive), MUK counters, MTKs in use, counters and last
+    /// errors, read from its state directory (works whether it runs or not).
+    Status(StatusArgs),
     /// Run GBA bootstrapping (Ub, TS 24.109) against a BSF and print the
     /// B-TID and key lifetime; with --show-secrets also Ks_NAF, MRK and MUK
     /// for a NAF (BM-SC).
@@ -31,6 +48,31 @@ pub enum UeCommand {
     /// Exit status: 0 bootstrapped; 1 failure (network authentication
     /// failure, BSF refusal, transport error, bad input).
     Bootstrap(BootstrapArgs),
+}
+
+/// `mbms ue run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The UE configuration (see examples/ue.toml and docs/ue.md).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Deregister from every service (and delete their MSKs) on exit.
+    #[arg(long)]
+    pub deregister_on_exit: bool,
+}
+
+/// `mbms ue status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The UE configuration (its state_dir is read).
+    #[arg(long, value_name = "FILE", conflicts_with = "state_dir")]
+    pub config: Option<PathBuf>,
+    /// The state directory.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Print JSON (schema "mbms-ue-status/1", see docs/ue.md).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `mbms ue bootstrap`.
@@ -82,17 +124,162 @@ pub enum CliError {
     /// Key derivation failed.
     #[error("key derivation failed")]
     Kdf(#[from] gba::KdfError),
+    /// The configuration could not be used.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The UE failed.
+    #[error(transparent)]
+    Ue(#[from] crate::runtime::UeError),
+    /// The state directory could not be read.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
 }
 
 /// Runs `mbms ue ...`, printing the result on standard output.
 pub async fn run(args: UeArgs) -> Result<(), CliError> {
     match args.command {
+        UeCommand::Run(a) => run_command(&a).await,
+        UeCommand::Status(a) => {
+            print!("{}", status_command(&a)?);
+            Ok(())
+        }
         UeCommand::Bootstrap(a) => {
             let out = bootstrap_command(&a).await?;
             print!("{}", &*out);
             Ok(())
         }
     }
+}
+
+/// Runs `mbms ue run` until Ctrl-C or SIGTERM.
+pub async fn run_command(a: &RunArgs) -> Result<(), CliError> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+    let cfg = crate::config::UeConfig::load(&a.config)?;
+    let deregister = a.deregister_on_exit || cfg.deregister_on_exit;
+    let stop = shutdown_signal();
+    let ue = crate::runtime::RunningUe::start(cfg).await?;
+    println!("{}", started_text(&ue));
+    stop.await;
+    eprintln!(
+        "stopping{}",
+        if deregister { " (deregistering)" } else { "" }
+    );
+    ue.shutdown(deregister).await?;
+    Ok(())
+}
+
+fn started_text(ue: &crate::runtime::RunningUe) -> String {
+    let cfg = ue.config();
+    let mut s = format!(
+        "UE running: MIKEY on {}, state in {}\n",
+        ue.mikey_addr(),
+        cfg.state_dir.display()
+    );
+    if let Ok(st) = ue.status() {
+        if let Some(b) = &st.btid {
+            s.push_str(&format!(
+                "B-TID {b} (expires {})\n",
+                st.btid_expires.clone().unwrap_or_default()
+            ));
+        }
+        for r in &st.registrations {
+            s.push_str(&format!("service {}: {}\n", r.service, r.state));
+        }
+    }
+    for svc in &cfg.service_list {
+        for sess in &svc.sessions {
+            match sess.kind {
+                crate::config::SessionKind::Streaming => s.push_str(&format!(
+                    "session {}: SRTP {} -> plain RTP {}; play: ffplay -protocol_whitelist file,udp,rtp -i {}\n",
+                    sess.name,
+                    sess.srtp_listen.map(|a| a.to_string()).unwrap_or_default(),
+                    sess.rtp_output.map(|a| a.to_string()).unwrap_or_default(),
+                    cfg.sdp_path(sess).display()
+                )),
+                crate::config::SessionKind::Download => s.push_str(&format!(
+                    "session {}: objects in {} -> files in {}\n",
+                    sess.name,
+                    sess.input_dir.as_deref().unwrap_or(std::path::Path::new("")).display(),
+                    sess.output_dir.as_deref().unwrap_or(std::path::Path::new("")).display()
+                )),
+            }
+        }
+    }
+    s.trim_end().to_owned()
+}
+
+/// Registers the SIGINT and SIGTERM handlers now, so that a signal arriving
+/// while the service starts is not lost, and returns a future that resolves
+/// on the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    let streams = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            let (mut int, mut term) = streams;
+            let int = async {
+                match int.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => {
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
+                }
+            };
+            let term = async {
+                match term.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = int => {}
+                () = term => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Runs `mbms ue status` and returns what it prints.
+pub fn status_command(a: &StatusArgs) -> Result<String, CliError> {
+    let dir = match (&a.state_dir, &a.config) {
+        (Some(d), _) => d.clone(),
+        (None, Some(c)) => crate::config::UeConfig::load(c)?.state_dir,
+        (None, None) => return Err(CliError::Input("give --config or --state-dir".into())),
+    };
+    if !dir.is_dir() {
+        return Err(CliError::Input(format!(
+            "no state directory {} (the UE never ran with this configuration)",
+            dir.display()
+        )));
+    }
+    let st = crate::status::read(&dir)?;
+    Ok(if a.json {
+        serde_json::to_string_pretty(&st).unwrap_or_default() + "\n"
+    } else {
+        crate::status::to_text(&st)
+    })
 }
 
 /// Runs `mbms ue bootstrap` and returns what it prints.

@@ -309,23 +309,30 @@ impl FileStore {
         if tmp.exists() {
             fs::remove_file(&tmp).map_err(io_err(&tmp))?;
         }
-        let state = match fs::read(&path) {
+        let state = Self::load(&path)?;
+        Ok(FileStore { path, state })
+    }
+
+    /// Read the snapshot at `path` without opening the store: no leftover
+    /// `<path>.tmp` is touched, so another process (a status tool) may read
+    /// the MGV-S of a running UE. An absent file is an empty state.
+    pub fn load(path: &Path) -> Result<MgvState, StoreError> {
+        match fs::read(path) {
             Ok(bytes) => {
                 let bytes = Zeroizing::new(bytes);
                 let snap: Snapshot =
                     serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-                        path: path.clone(),
+                        path: path.to_owned(),
                         why: e.to_string(),
                     })?;
                 from_snapshot(snap).map_err(|why| StoreError::Corrupt {
-                    path: path.clone(),
+                    path: path.to_owned(),
                     why,
-                })?
+                })
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => MgvState::default(),
-            Err(e) => return Err(io_err(&path)(e)),
-        };
-        Ok(FileStore { path, state })
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(MgvState::default()),
+            Err(e) => Err(io_err(path)(e)),
+        }
     }
 
     /// The file.
