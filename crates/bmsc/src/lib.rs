@@ -14,6 +14,7 @@
 //! * [`udp`]: MIKEY over UDP with `sendmmsg` / `recvmmsg` batches.
 //! * [`session`]: MTK messages for streaming and download sessions, SRTP
 //!   protection of RTP, protected download objects.
+//! * [`tap`]: an optional callback that sees every datagram (captures).
 //! * [`admin`]: the admin REST API; [`metrics`]: Prometheus.
 //! * [`server`]: wiring; [`cli`]: `mbms bmsc`; [`config`]: the TOML file.
 //!
@@ -30,13 +31,15 @@ pub mod metrics;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod tap;
 pub mod ua;
 pub mod udp;
 pub mod xml;
 pub mod zn;
 
 pub use config::{BmscConfig, ConfigError, Token};
-pub use server::{start, RunningBmsc, ServerError};
+pub use server::{start, start_with_tap, RunningBmsc, ServerError};
+pub use tap::{Tap, TapDatagram, TapDirection, TapKind};
 
 /// Displays an error with its causes (`a: b: c`), for logs.
 pub(crate) struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));

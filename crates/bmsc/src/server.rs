@@ -37,6 +37,7 @@ use crate::core::{now_ts, Core, CoreError, CoreHandle, CoreSettings, Datagrams};
 use crate::metrics::Metrics;
 use crate::session::{SessionCtx, Sessions};
 use crate::store::Store;
+use crate::tap::{Tap, TapDatagram, TapDirection, TapKind};
 use crate::zn::{ZnClient, ZnError};
 use crate::{admin, session, ua, udp};
 
@@ -76,6 +77,7 @@ pub struct App {
     rotations: watch::Sender<u64>,
     pub(crate) sessions: Sessions,
     multicast_ttl: u32,
+    tap: Option<Tap>,
 }
 
 impl std::fmt::Debug for App {
@@ -96,6 +98,11 @@ impl App {
         if d.is_empty() {
             return 0;
         }
+        if let Some(t) = &self.tap {
+            if let Ok(src) = self.mikey.local_addr() {
+                t.sent(TapKind::Mikey, src, d);
+            }
+        }
         let r = udp::send_batch(&self.mikey, d).await;
         self.metrics.udp_send_errors.inc_by(r.failed as u64);
         r.sent
@@ -112,6 +119,7 @@ impl App {
             metrics: self.metrics.clone(),
             rotations: self.rotations.subscribe(),
             multicast_ttl: self.multicast_ttl,
+            tap: self.tap.clone(),
         }
     }
 }
@@ -185,6 +193,16 @@ fn digest_server(cfg: &BmscConfig) -> Result<DigestServer, ConfigError> {
 /// Starts a BM-SC over `store` with `cfg` (its `db` is not used here: the
 /// caller opened the store).
 pub async fn start(cfg: &BmscConfig, store: Arc<dyn Store>) -> Result<RunningBmsc, ServerError> {
+    start_with_tap(cfg, store, None).await
+}
+
+/// [`start`] with a datagram [`Tap`] that sees every MIKEY, MTK and SRTP
+/// datagram sent and every MIKEY datagram received (`mbms demo --pcap`).
+pub async fn start_with_tap(
+    cfg: &BmscConfig,
+    store: Arc<dyn Store>,
+    tap: Option<Tap>,
+) -> Result<RunningBmsc, ServerError> {
     cfg.validate()?;
     let metrics = Arc::new(Metrics::new());
     let settings = CoreSettings {
@@ -240,6 +258,7 @@ pub async fn start(cfg: &BmscConfig, store: Arc<dyn Store>) -> Result<RunningBms
         rotations,
         sessions: Sessions::new(&cfg.sessions),
         multicast_ttl: cfg.multicast_ttl,
+        tap,
     });
     let (stop, stop_rx) = watch::channel(false);
 
@@ -355,6 +374,17 @@ async fn mikey_receiver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                 continue;
             }
         };
+        if let (Some(t), Ok(dst)) = (&app.tap, app.mikey.local_addr()) {
+            for (b, src) in &batch {
+                (t.0)(&TapDatagram {
+                    direction: TapDirection::Received,
+                    kind: TapKind::Mikey,
+                    src: *src,
+                    dst,
+                    bytes: b,
+                });
+            }
+        }
         let r = app.core.run(move |c| c.on_acks(&batch, now_ts())).await;
         if let Err(e) = r {
             tracing::error!(error = %crate::ErrorChain(&e), "recording acknowledgements failed");

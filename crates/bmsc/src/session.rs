@@ -121,6 +121,8 @@ pub struct SessionCtx {
     pub rotations: watch::Receiver<u64>,
     /// Multicast TTL.
     pub multicast_ttl: u32,
+    /// The datagram tap, if any.
+    pub tap: Option<crate::tap::Tap>,
 }
 
 /// The sessions of a server.
@@ -209,6 +211,9 @@ async fn send_mtk(sock: &UdpSocket, ctx: &SessionCtx, s: &Session, msgs: &[Arc<V
         return;
     }
     let batch: Vec<(SocketAddr, Vec<u8>)> = msgs.iter().flat_map(|m| fan_out(m, dests)).collect();
+    if let (Some(t), Ok(src)) = (&ctx.tap, sock.local_addr()) {
+        t.sent(crate::tap::TapKind::Mtk, src, &batch);
+    }
     let r = udp::send_batch(sock, &batch).await;
     Metrics::inc_session(&ctx.metrics.mtk_sent, &s.cfg.name, r.sent as u64);
     ctx.metrics.udp_send_errors.inc_by(r.failed as u64);
@@ -411,6 +416,9 @@ async fn run_streaming(
                         continue;
                     }
                     sends.extend(fan_out(&pkt, &cfg.srtp_destinations));
+                }
+                if let (Some(t), Ok(src)) = (&ctx.tap, out.local_addr()) {
+                    t.sent(crate::tap::TapKind::Srtp, src, &sends);
                 }
                 let r = udp::send_batch(&out, &sends).await;
                 Metrics::inc_session(&ctx.metrics.srtp_packets, &cfg.name, r.sent as u64);

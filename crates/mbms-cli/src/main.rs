@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod bench;
+mod demo;
 mod inspect;
 
 /// MBMS security (3GPP TS 33.246): MIKEY tools, BSF, BM-SC, UE and demo.
@@ -39,6 +40,11 @@ enum Command {
     /// Benchmarks: `mbms bench srtp` prints the SRTP protect and unprotect
     /// throughput of this implementation (MB/s of payload, one core).
     Bench(bench::BenchArgs),
+    /// The whole system in one command: a BSF, a BM-SC and N UEs on
+    /// loopback through every procedure, with byte-exact checks; `--pcap`
+    /// and `--keylog` write captures (docs/demo.md). Exit 0 only if every
+    /// procedure succeeded for every UE.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Args, Debug)]
@@ -170,6 +176,7 @@ fn main() -> ExitCode {
         Command::Bmsc(a) => run_async(bmsc::cli::run(a)),
         Command::Bench(a) => bench::run(a),
         Command::Ue(a) => run_async(ue::cli::run(a)),
+        Command::Demo(a) => demo::run(a),
         Command::Vectors(a) => {
             let doc = mbms::vectors::generate();
             let out = if a.json {

@@ -123,13 +123,20 @@ key_groups = [1]
         .args(["ue", "run", "--config"])
         .arg(d.join("ue.toml"))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(d.join("ue.stderr")).unwrap(),
+        ))
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::task::spawn_blocking(move || lines.next().unwrap().unwrap())
-        .await
-        .unwrap();
+    let first = tokio::task::spawn_blocking(move || {
+        let first = lines.next().unwrap().unwrap();
+        // Keep reading, so the UE's standard output stays open.
+        std::thread::spawn(move || lines.for_each(drop));
+        first
+    })
+    .await
+    .unwrap();
     assert!(
         first.starts_with("UE running: MIKEY on 127.0.0.1:"),
         "{first}"
@@ -170,7 +177,11 @@ key_groups = [1]
     let st = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
-    assert!(st.success());
+    assert!(
+        st.success(),
+        "{st}: {}",
+        std::fs::read_to_string(d.join("ue.stderr")).unwrap_or_default()
+    );
     let v: serde_json::Value = serde_json::from_str(&status(d, true)).unwrap();
     assert_eq!(v["format"], "mbms-ue-status/1");
     assert_eq!(v["running"], false);

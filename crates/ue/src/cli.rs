@@ -7,6 +7,7 @@
 //!                   [--naf FQDN] [--bsf-fqdn FQDN] [--json] [--show-secrets]
 //! ```
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
@@ -165,7 +166,9 @@ pub async fn run_command(a: &RunArgs) -> Result<(), CliError> {
     let deregister = a.deregister_on_exit || cfg.deregister_on_exit;
     let stop = shutdown_signal();
     let ue = crate::runtime::RunningUe::start(cfg).await?;
-    println!("{}", started_text(&ue));
+    // A closed standard output (e.g. a supervisor that read only the first
+    // line) must not stop the UE: ignore write errors.
+    let _ = writeln!(std::io::stdout(), "{}", started_text(&ue));
     stop.await;
     eprintln!(
         "stopping{}",

@@ -160,6 +160,13 @@ pub struct UeConfig {
     /// HTTP timeout of Ub and Ua requests, seconds.
     #[serde(default = "default_http_timeout")]
     pub http_timeout_s: u64,
+    /// Local IP address of the UE's HTTP client (Ub and Ua). The BM-SC
+    /// sends MIKEY to the source IP of the Ua requests (`PROFILE.md`
+    /// section 3), so a UE whose MIKEY listener is bound to one address of a
+    /// multi-address host sets the same address here. Default: chosen by
+    /// the operating system.
+    #[serde(default)]
+    pub http_local_address: Option<std::net::IpAddr>,
     /// The identity.
     pub identity: IdentitySection,
     /// The services, read from [`UeConfig::services`] by [`UeConfig::load`].

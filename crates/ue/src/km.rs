@@ -125,6 +125,7 @@ impl Km {
         let http = reqwest::Client::builder()
             .user_agent(crate::bootstrap::USER_AGENT_VALUE)
             .timeout(cfg.http_timeout())
+            .local_address(cfg.http_local_address)
             .build()?;
         Ok(Km {
             cfg,

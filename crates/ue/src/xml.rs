@@ -7,75 +7,17 @@
 //! with DTDs refused and a node limit; a response body may be plain XML or
 //! the Base64 of it.
 
-use std::fmt::Write as _;
-
 use base64::Engine as _;
 
 use mbms::{KeyDomainId, MskId, MskName};
 
-/// Namespace of `<mbmsRegister>` (`PROFILE.md` section 3).
-pub const NS_REGISTER: &str = "urn:3GPP:metadata:2005:MBMS:register";
-/// Namespace of `<mbmsDeregister>`.
-pub const NS_DEREGISTER: &str = "urn:3GPP:metadata:2005:MBMS:deregister";
-/// Namespace of `<mbmsRegisterResponse>` (answer to both).
-pub const NS_REGISTER_RESPONSE: &str = "urn:3GPP:metadata:2005:MBMS:registerResponse";
-/// Namespace of `<mbmsMskRequest>`.
-pub const NS_MSK_REQUEST: &str = "urn:3GPP:metadata:2005:MBMS:mskRequest";
-/// Namespace of `<mbmsMskResponse>` (TS 26.346 11.8).
-pub const NS_MSK_RESPONSE: &str = "urn:3GPP:metadata:2005:MBMS:mskResponse";
-
-/// Media type of a registration.
-pub const CT_REGISTER: &str = "application/mbms-register+xml";
-/// Media type of a deregistration.
-pub const CT_DEREGISTER: &str = "application/mbms-deregister+xml";
-/// Media type of an MSK request.
-pub const CT_MSK: &str = "application/mbms-msk+xml";
-/// Media type of the (de)registration response.
-pub const CT_REGISTER_RESPONSE: &str = "application/mbms-register-response+xml";
-/// Media type of the MSK request response.
-pub const CT_MSK_RESPONSE: &str = "application/mbms-msk-response+xml";
+pub use mbms::ua::{
+    RequestType, CT_DEREGISTER, CT_MSK, CT_MSK_RESPONSE, CT_REGISTER, CT_REGISTER_RESPONSE,
+    NS_DEREGISTER, NS_MSK_REQUEST, NS_MSK_RESPONSE, NS_REGISTER, NS_REGISTER_RESPONSE,
+};
 
 /// Most XML nodes accepted in a response.
 const MAX_NODES: u32 = 4096;
-
-/// The three Ua procedures (URI parameter `requesttype`, seed 002 G.2.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RequestType {
-    /// MBMS User Service Registration.
-    Register,
-    /// MBMS User Service Deregistration.
-    Deregister,
-    /// The basic MSK request (seed 002 6.3.2.2.1).
-    MskRequest,
-}
-
-impl RequestType {
-    /// The `requesttype` value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Register => "register",
-            Self::Deregister => "deregister",
-            Self::MskRequest => "msk-request",
-        }
-    }
-
-    /// The request media type.
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Self::Register => CT_REGISTER,
-            Self::Deregister => CT_DEREGISTER,
-            Self::MskRequest => CT_MSK,
-        }
-    }
-
-    /// The response media type.
-    pub fn response_content_type(self) -> &'static str {
-        match self {
-            Self::Register | Self::Deregister => CT_REGISTER_RESPONSE,
-            Self::MskRequest => CT_MSK_RESPONSE,
-        }
-    }
-}
 
 /// A response body could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,57 +41,19 @@ pub enum XmlError {
     BadStatus(&'static str),
 }
 
-fn escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&apos;"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "&#x{:X};", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o
-}
-
-fn service_list(root: &str, ns: &str, services: &[&str]) -> String {
-    let mut s = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{root} xmlns=\"{ns}\">\n");
-    for id in services {
-        let _ = writeln!(s, "  <serviceId>{}</serviceId>", escape(id));
-    }
-    let _ = writeln!(s, "</{root}>");
-    s
-}
-
 /// `<mbmsRegister>` listing `services` (plain XML body).
 pub fn register_body(services: &[&str]) -> Vec<u8> {
-    service_list("mbmsRegister", NS_REGISTER, services).into_bytes()
+    mbms::ua::register_request(services).into_bytes()
 }
 
 /// `<mbmsDeregister>` listing `services` (plain XML body).
 pub fn deregister_body(services: &[&str]) -> Vec<u8> {
-    service_list("mbmsDeregister", NS_DEREGISTER, services).into_bytes()
+    mbms::ua::deregister_request(services).into_bytes()
 }
 
 /// The XML of an MSK request (Key Number 0 = the current MSK of the group).
 pub fn msk_request_xml(keys: &[MskName]) -> String {
-    let mut s = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<mbmsMskRequest xmlns=\"{NS_MSK_REQUEST}\">\n"
-    );
-    for k in keys {
-        let _ = writeln!(
-            s,
-            "  <key keyDomainId=\"{}\" mskId=\"{}\"/>",
-            k.key_domain, k.msk_id
-        );
-    }
-    s.push_str("</mbmsMskRequest>\n");
-    s
+    mbms::ua::msk_request(keys)
 }
 
 /// The MSK request body: the Base64 of [`msk_request_xml`] (seed 002 G.2.3).
@@ -160,23 +64,7 @@ pub fn msk_request_body(keys: &[MskName]) -> Vec<u8> {
 }
 
 fn decode_body(body: &[u8]) -> Result<String, XmlError> {
-    let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    let raw = match first {
-        Some(b'<') => body.to_vec(),
-        Some(_) => {
-            let compact: Vec<u8> = body
-                .iter()
-                .copied()
-                .filter(|b| !b.is_ascii_whitespace())
-                .collect();
-            base64::engine::general_purpose::STANDARD
-                .decode(&compact)
-                .map_err(|_| XmlError::Encoding)?
-        }
-        None => return Err(XmlError::Encoding),
-    };
-    let text = String::from_utf8(raw).map_err(|_| XmlError::Encoding)?;
-    Ok(text.trim_start_matches('\u{feff}').to_owned())
+    mbms::ua::decode_body(body).map_err(|_| XmlError::Encoding)
 }
 
 fn parse_doc<'a>(

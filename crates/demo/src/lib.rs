@@ -1,0 +1,1493 @@
+//! # mbms-demo: the whole MBMS security system in one run (`mbms demo`)
+//!
+//! [`run`] starts, on loopback and with nothing to install or configure, a
+//! BSF, a BM-SC (SQLite in a temporary folder) and N UEs as real services
+//! talking real HTTP and UDP, and drives every procedure of the seeds in
+//! order: bootstrapping, registration, MSK push with acknowledgement, basic
+//! MSK request, a key group rotation pushed to all UEs, BM-SC solicited pull,
+//! the 4-way procedure with a charging record, MTK delivery for a streaming
+//! session (a synthetic RTP stream) and a download session (a generated
+//! file), a missed key update by a UE that was offline during a rotation, and
+//! deregistration (after which no push reaches that UE). It checks that every
+//! UE decrypted the stream and the file byte-exactly and returns a
+//! [`DemoReport`] (JSON schema `mbms-demo/1`, `docs/demo.md`).
+//!
+//! Addresses: UE *i* gets its own loopback address (127.0.1.1, 127.0.1.2,
+//! ...; Linux routes all of 127.0.0.0/8 to `lo`) with its MIKEY listener on
+//! the profile's port 2269, MTK messages on 5008 and SRTP on 5006, and binds
+//! its HTTP client to that address (the BM-SC sends MIKEY to the source IP
+//! of the Ua requests). The BM-SC's MIKEY socket is 127.0.0.1:2269. When a
+//! port is taken, free ports are used instead and the report says so.
+//!
+//! Captures: the BM-SC's datagram tap ([`bmsc::Tap`]) records every MIKEY,
+//! MTK and SRTP datagram with its real addresses; `--pcap` writes them,
+//! `--keylog` writes the MUKs (derived from each UE's K/OPc and B-TID), the
+//! MSKs and MTKs (read from the captured messages opened with those keys,
+//! and from the download session's MTK message). The run then opens every
+//! MIKEY datagram of the capture with the key log, as `mbms mikey decode
+//! --keylog` does, and reports the result.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{anyhow, bail, Context as _};
+use serde::Serialize;
+use tokio::net::UdpSocket;
+
+use bmsc::{Tap, TapKind};
+use ue::{RequestReason, RunningUe, UeConfig, UeEvent};
+
+/// The JSON schema name of [`DemoReport`].
+pub const SCHEMA: &str = "mbms-demo/1";
+/// The BM-SC FQDN of the demo.
+pub const BMSC_FQDN: &str = "bmsc.home1.net";
+/// The BSF FQDN of the demo.
+pub const BSF_FQDN: &str = "bsf.home1.net";
+/// The MIKEY port (`PROFILE.md` section 3, 6).
+pub const MIKEY_PORT: u16 = 2269;
+/// The UEs' MTK message port.
+pub const MTK_PORT: u16 = 5008;
+/// The UEs' SRTP port.
+pub const SRTP_PORT: u16 = 5006;
+/// The free-to-air service (key groups 1 and 3: streaming and download).
+pub const NEWS: &str = "urn:mbms:service:news";
+/// The paid service (key group 2, charging: the 4-way procedure).
+pub const PAY: &str = "urn:mbms:service:pay";
+const ZN_TOKEN: &str = "zn-demo-token";
+const ADMIN: &str = "admin-demo-token";
+/// RTP packets of the synthetic stream.
+const RTP_PACKETS: u16 = 60;
+/// Size of the generated download file.
+const FILE_LEN: usize = 48 * 1024;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    /// Number of UEs (at least 2: one goes offline, one deregisters).
+    pub ues: usize,
+    /// Write every MIKEY/MTK/SRTP datagram to this pcap file.
+    pub pcap: Option<PathBuf>,
+    /// Write the keys of the run to this key log (`docs/keylog.md`).
+    pub keylog: Option<PathBuf>,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            ues: 10,
+            pcap: None,
+            keylog: None,
+        }
+    }
+}
+
+/// Progress of a run, for the caller's display.
+#[derive(Clone, Debug)]
+pub enum Progress {
+    /// A procedure starts (`index` of `total`).
+    Procedure {
+        /// Its name.
+        name: &'static str,
+        /// 1-based position.
+        index: usize,
+        /// Number of procedures.
+        total: usize,
+    },
+    /// UEs done so far in the running procedure.
+    Ues {
+        /// Done.
+        done: usize,
+        /// Of.
+        total: usize,
+    },
+    /// A remark (e.g. a port fallback).
+    Note(String),
+}
+
+/// One procedure's outcome.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProcedureResult {
+    /// Name.
+    pub procedure: &'static str,
+    /// The seed clause(s) it exercises.
+    pub clause: &'static str,
+    /// UEs (or items) that succeeded.
+    pub succeeded: usize,
+    /// UEs (or items) it was run for.
+    pub total: usize,
+    /// Wall time in milliseconds.
+    pub millis: u64,
+    /// Why not all succeeded, if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl ProcedureResult {
+    /// All succeeded.
+    pub fn ok(&self) -> bool {
+        self.succeeded == self.total && self.total > 0
+    }
+}
+
+/// The capture files and their self-check.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CaptureReport {
+    /// The pcap file written, if asked.
+    pub pcap: Option<PathBuf>,
+    /// The key log written, if asked.
+    pub keylog: Option<PathBuf>,
+    /// Datagrams captured (= pcap packets).
+    pub datagrams: usize,
+    /// MIKEY datagrams among them (MSK messages, pulls, acknowledgements, MTK messages).
+    pub mikey: usize,
+    /// SRTP datagrams among them.
+    pub srtp: usize,
+    /// MIKEY datagrams verified (MAC) with a key from the key log.
+    pub mikey_opened: usize,
+    /// Lines of the key log.
+    pub keylog_lines: usize,
+}
+
+/// The outcome of a run (`docs/demo.md`, schema [`SCHEMA`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct DemoReport {
+    /// [`SCHEMA`].
+    pub schema: &'static str,
+    /// Number of UEs.
+    pub ues: usize,
+    /// Every procedure succeeded for every UE and the capture opened.
+    pub success: bool,
+    /// Wall time of the whole run, milliseconds.
+    pub wall_millis: u64,
+    /// The MIKEY port of the UEs (2269 unless taken).
+    pub mikey_port: u16,
+    /// Free ports were used because a default port was taken.
+    pub port_fallback: bool,
+    /// The procedures in order.
+    pub procedures: Vec<ProcedureResult>,
+    /// Captured datagrams and their check.
+    pub capture: CaptureReport,
+}
+
+/// The names of the procedures in order.
+pub const PROCEDURES: [&str; 12] = [
+    "bootstrapping",
+    "registration",
+    "msk push + ack",
+    "basic msk request",
+    "key group rotation",
+    "solicited pull",
+    "4-way + charging",
+    "mtk + srtp stream",
+    "mtk + download",
+    "missed key update",
+    "deregistration",
+    "capture check",
+];
+
+/// A captured datagram.
+#[derive(Clone, Debug)]
+struct Captured {
+    time: SystemTime,
+    kind: TapKind,
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    bytes: Vec<u8>,
+}
+
+fn v4(a: SocketAddr) -> SocketAddrV4 {
+    match a {
+        SocketAddr::V4(mut s) => {
+            if s.ip().is_unspecified() {
+                s.set_ip(Ipv4Addr::LOCALHOST);
+            }
+            s
+        }
+        SocketAddr::V6(s) => SocketAddrV4::new(Ipv4Addr::LOCALHOST, s.port()),
+    }
+}
+
+/// The loopback address of UE `i`.
+pub fn ue_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 1 + (i / 250) as u8, 1 + (i % 250) as u8)
+}
+
+fn port_free(ip: Ipv4Addr, port: u16) -> bool {
+    std::net::UdpSocket::bind((ip, port)).is_ok()
+}
+
+fn free_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
+    Ok(std::net::UdpSocket::bind((ip, 0))?.local_addr()?.port())
+}
+
+/// A UDP relay that can drop everything (the offline UE).
+struct Relay {
+    online: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn new(listen: SocketAddr, to: SocketAddr) -> anyhow::Result<Relay> {
+        // Both ways: datagrams to `listen` go to `to` (when online); the
+        // answers of `to` (acknowledgements) go back to the last sender from
+        // `listen`, so the BM-SC sees them come from the advertised port.
+        let sock = Arc::new(UdpSocket::bind(listen).await?);
+        let out = Arc::new(UdpSocket::bind(SocketAddr::new(listen.ip(), 0)).await?);
+        let online = Arc::new(AtomicBool::new(true));
+        let peer: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+        let (o, s2, o2, p2) = (online.clone(), sock.clone(), out.clone(), peer.clone());
+        let back = tokio::spawn(async move {
+            let mut buf = vec![0u8; 65535];
+            while let Ok((n, _)) = o2.recv_from(&mut buf).await {
+                let to = *p2.lock().unwrap();
+                if let Some(to) = to {
+                    let _ = s2.send_to(&buf[..n], to).await;
+                }
+            }
+        });
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 65535];
+            while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                if o.load(Ordering::SeqCst) {
+                    *peer.lock().unwrap() = Some(from);
+                    let _ = out.send_to(&buf[..n], to).await;
+                }
+            }
+            back.abort();
+        });
+        Ok(Relay { online, task })
+    }
+    fn set_online(&self, on: bool) {
+        self.online.store(on, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One UE of the run.
+struct DemoUe {
+    impi: String,
+    ip: Ipv4Addr,
+    ue: Option<RunningUe>,
+    events: Arc<Mutex<Vec<UeEvent>>>,
+    plain: Arc<Mutex<Vec<Vec<u8>>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    input_dir: PathBuf,
+    output_dir: PathBuf,
+}
+
+impl DemoUe {
+    fn events_since(&self, mark: usize) -> Vec<UeEvent> {
+        let ev = self.events.lock().unwrap();
+        ev[mark.min(ev.len())..].to_vec()
+    }
+    fn mark(&self) -> usize {
+        self.events.lock().unwrap().len()
+    }
+}
+
+fn stored(e: &UeEvent) -> Option<&str> {
+    match e {
+        UeEvent::MskStored { msk, .. } => Some(msk),
+        _ => None,
+    }
+}
+
+/// Waits until `f` holds for every UE in `which` or `timeout` passes;
+/// returns how many it holds for. Reports progress.
+async fn wait_all(
+    ues: &[DemoUe],
+    which: &[usize],
+    timeout: Duration,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+    mut f: impl FnMut(usize, &DemoUe) -> bool,
+) -> usize {
+    let deadline = Instant::now() + timeout;
+    let mut done = BTreeSet::new();
+    let mut last = usize::MAX;
+    loop {
+        for &i in which {
+            if !done.contains(&i) && f(i, &ues[i]) {
+                done.insert(i);
+            }
+        }
+        if done.len() != last {
+            last = done.len();
+            progress(Progress::Ues {
+                done: last,
+                total: which.len(),
+            });
+        }
+        if done.len() == which.len() || Instant::now() >= deadline {
+            return done.len();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn bmsc_config(
+    dir: &std::path::Path,
+    bsf_url: &str,
+    mikey: SocketAddr,
+    rtp_in: u16,
+    mtk_dests: &[SocketAddr],
+    srtp_dests: &[SocketAddr],
+) -> String {
+    let d = dir.display();
+    let list = |v: &[SocketAddr]| {
+        v.iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        r#"
+fqdn = "{BMSC_FQDN}"
+listen = "127.0.0.1:0"
+mikey_listen = "{mikey}"
+db = "{d}/bmsc.db"
+key_domain = "001-01"
+admin_token = "{ADMIN}"
+counter_block = 16
+
+[bsf]
+url = "{bsf_url}"
+zn_token = "{ZN_TOKEN}"
+
+[retransmit]
+initial_ms = 1000
+factor = 2
+max_interval_ms = 1000
+max_attempts = 3
+jitter_permille = 0
+
+[[key_group]]
+id = 1
+window_len = 1000
+
+[[key_group]]
+id = 2
+window_len = 1000
+charging = true
+
+[[key_group]]
+id = 3
+window_len = 1000
+
+[[service]]
+id = "{NEWS}"
+key_groups = [1, 3]
+open = true
+
+[[service]]
+id = "{PAY}"
+key_groups = [2]
+open = true
+
+[[session]]
+name = "video"
+kind = "streaming"
+key_group = 1
+mtk_destinations = [{mtk}]
+mtk_interval = 2
+mtk_repeat = 1
+rtp_listen = "127.0.0.1:{rtp_in}"
+srtp_destinations = [{srtp}]
+switch_delay_ms = 500
+
+[[session]]
+name = "files"
+kind = "download"
+key_group = 3
+watch_dir = "{d}/bmsc-watch"
+out_dir = "{d}/bmsc-out"
+scan_interval = 1
+"#,
+        mtk = list(mtk_dests),
+        srtp = list(srtp_dests),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn ue_config(
+    dir: &std::path::Path,
+    impi: &str,
+    k: &[u8; 16],
+    opc: &[u8; 16],
+    ip: Ipv4Addr,
+    mikey_listen: SocketAddr,
+    advertised: Option<u16>,
+    mtk: SocketAddr,
+    srtp: SocketAddr,
+    rtp_out: SocketAddr,
+    bsf_url: &str,
+    bmsc_url: &str,
+) -> anyhow::Result<UeConfig> {
+    std::fs::create_dir_all(dir)?;
+    let d = dir.display();
+    let adv = advertised
+        .map(|p| format!("mikey_advertised_port = {p}\n"))
+        .unwrap_or_default();
+    let text = format!(
+        r#"
+state_dir = "{d}/state"
+services = "{d}/services.toml"
+mikey_listen = "{mikey_listen}"
+{adv}http_local_address = "{ip}"
+initial_msk_wait_ms = 4000
+msk_delivery_timeout_ms = 4000
+missed_key_backoff_ms = 300
+msk_request_attempts = 3
+http_timeout_s = 30
+
+[identity]
+impi = "{impi}"
+k = "{k}"
+opc = "{opc}"
+bsf = "{bsf_url}"
+bsf_fqdn = "{BSF_FQDN}"
+"#,
+        k = hex::encode(k),
+        opc = hex::encode(opc),
+    );
+    let mut cfg = UeConfig::parse(&text)?;
+    let uri = format!("{bmsc_url}/keymanagement");
+    let svc = format!(
+        r#"
+[[service]]
+id = "{NEWS}"
+key_management_uri = "{uri}"
+bmsc_fqdn = "{BMSC_FQDN}"
+key_domain = "001-01"
+key_groups = [1, 3]
+
+[[service.session]]
+name = "video"
+kind = "streaming"
+mtk_listen = "{mtk}"
+srtp_listen = "{srtp}"
+rtp_output = "{rtp_out}"
+sdp = "{d}/video.sdp"
+
+[[service.session]]
+name = "files"
+kind = "download"
+key_group = 3
+input_dir = "{d}/in"
+output_dir = "{d}/out"
+scan_interval_ms = 100
+
+[[service]]
+id = "{PAY}"
+key_management_uri = "{uri}"
+bmsc_fqdn = "{BMSC_FQDN}"
+key_domain = "001-01"
+key_groups = [2]
+"#
+    );
+    cfg.service_list = ue::config::parse_services(&svc)?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// An RTP packet of the synthetic stream: version 2, PT 33, SSRC, SEQ,
+/// timestamp and a payload that names its sequence number.
+pub fn rtp(ssrc: u32, seq: u16, len: usize) -> Vec<u8> {
+    let mut p = vec![0x80, 33];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 3000).to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    for i in 0..len {
+        p.push((seq as usize * 31 + i) as u8);
+    }
+    p
+}
+
+/// The MUK of a UE, derived as the UE and the BM-SC do (GBA_ME): Milenage
+/// f3/f4 on the B-TID's RAND give Ks, the TS 33.220 KDF gives Ks_NAF, the
+/// profile's KDF the MUK.
+pub fn muk_of(k: &[u8; 16], opc: &[u8; 16], impi: &str, btid: &str) -> anyhow::Result<[u8; 32]> {
+    let btid = gba::BTid::parse(btid).map_err(|e| anyhow!("B-TID: {e}"))?;
+    let m = gba::Milenage::new(
+        &gba::SubscriberKey::from_bytes(*k),
+        &gba::Opc::from_bytes(*opc),
+    );
+    let out = m.f2345(btid.rand());
+    let ks = gba::Ks::from_ck_ik(&out.ck, &out.ik);
+    let ks_naf = gba::kdf::derive_ks_naf(&ks, btid.rand(), impi, &gba::NafId::mbms(BMSC_FQDN))
+        .map_err(|e| anyhow!("KDF: {e}"))?;
+    Ok(*gba::kdf::derive_muk(&ks_naf).as_bytes())
+}
+
+/// Runs the demo. `progress` is called from the running task.
+pub async fn run(
+    opts: DemoOptions,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> anyhow::Result<DemoReport> {
+    let n = opts.ues;
+    if n < 2 {
+        bail!("the demo needs at least 2 UEs (one goes offline, one deregisters)");
+    }
+    if n > 250 * 200 {
+        bail!("at most 50000 UEs");
+    }
+    let start = Instant::now();
+    let dir = tempfile::tempdir().context("temporary folder")?;
+    let mut results: Vec<ProcedureResult> = Vec::new();
+    let total = PROCEDURES.len();
+    let begin = |idx: usize| {
+        progress(Progress::Procedure {
+            name: PROCEDURES[idx],
+            index: idx + 1,
+            total,
+        });
+        Instant::now()
+    };
+
+    // ---- addresses -------------------------------------------------------
+    let ips: Vec<Ipv4Addr> = (0..n).map(ue_ip).collect();
+    let defaults_free = port_free(Ipv4Addr::LOCALHOST, MIKEY_PORT)
+        && ips.iter().all(|ip| {
+            port_free(*ip, MIKEY_PORT) && port_free(*ip, MTK_PORT) && port_free(*ip, SRTP_PORT)
+        });
+    if !ips.iter().all(|ip| port_free(*ip, 0)) {
+        bail!("cannot bind the UEs' loopback addresses 127.0.1.x (is 127.0.0.0/8 routed to lo?)");
+    }
+    let mut ports = Vec::with_capacity(n); // (mikey, mtk, srtp)
+    for ip in &ips {
+        if defaults_free {
+            ports.push((MIKEY_PORT, MTK_PORT, SRTP_PORT));
+        } else {
+            ports.push((free_port(*ip)?, free_port(*ip)?, free_port(*ip)?));
+        }
+    }
+    if !defaults_free {
+        progress(Progress::Note(format!(
+            "port {MIKEY_PORT}, {MTK_PORT} or {SRTP_PORT} is taken: using free ports (tshark needs -d udp.port==N,mikey)"
+        )));
+    }
+    let bmsc_mikey = SocketAddr::from((
+        Ipv4Addr::LOCALHOST,
+        if defaults_free { MIKEY_PORT } else { 0 },
+    ));
+    let rtp_in = free_port(Ipv4Addr::LOCALHOST)?;
+    // The plain RTP output of every UE goes to one sink the demo drains.
+    let sink = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let sink_addr = sink.local_addr()?;
+    let sink_task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while sink.recv_from(&mut buf).await.is_ok() {}
+    });
+    // The offline UE (index 0) sits behind relays on its MIKEY and MTK ports.
+    let offline = 0usize;
+    let dereg = 1usize;
+    let mtk_dests: Vec<SocketAddr> = (0..n)
+        .map(|i| SocketAddr::from((ips[i], ports[i].1)))
+        .collect();
+    let srtp_dests: Vec<SocketAddr> = (0..n)
+        .map(|i| SocketAddr::from((ips[i], ports[i].2)))
+        .collect();
+
+    // ---- BSF ---------------------------------------------------------------
+    let mut keys = Vec::with_capacity(n);
+    {
+        use rand::RngCore as _;
+        let mut rng = rand::thread_rng();
+        for _ in 0..n {
+            let (mut k, mut opc) = ([0u8; 16], [0u8; 16]);
+            rng.fill_bytes(&mut k);
+            rng.fill_bytes(&mut opc);
+            keys.push((k, opc));
+        }
+    }
+    let impis: Vec<String> = (0..n).map(|i| format!("ue{i:05}@home1.net")).collect();
+    let bsf_db = dir.path().join("bsf.db");
+    let subs: Vec<bsf::Subscriber> = (0..n)
+        .map(|i| bsf::Subscriber {
+            impi: impis[i].clone(),
+            k: gba::SubscriberKey::from_bytes(keys[i].0),
+            opc: gba::Opc::from_bytes(keys[i].1),
+            sqn: gba::Sqn48::ZERO,
+            amf: [0x80, 0x00],
+            gba_type: bsf::GbaType::GbaMe,
+        })
+        .collect();
+    let bsf_store = tokio::task::spawn_blocking(move || -> anyhow::Result<bsf::SqliteStore> {
+        use bsf::Store as _;
+        let s = bsf::SqliteStore::open(&bsf_db)?;
+        s.provision_subscribers(&subs)?;
+        Ok(s)
+    })
+    .await??;
+    let bsf_cfg = bsf::BsfConfig::new(BSF_FQDN, bsf::ZnToken::new(ZN_TOKEN));
+    let bsf = bsf::Bsf::new(bsf_cfg.settings(), Arc::new(bsf_store))
+        .spawn("127.0.0.1:0".parse()?)
+        .await
+        .context("starting the BSF")?;
+
+    // ---- BM-SC with the tap -------------------------------------------------
+    let captured: Arc<Mutex<Vec<Captured>>> = Arc::new(Mutex::new(Vec::new()));
+    let c2 = captured.clone();
+    let tap = Tap::new(move |d| {
+        let c = Captured {
+            time: SystemTime::now(),
+            kind: d.kind,
+            src: v4(d.src),
+            dst: v4(d.dst),
+            bytes: d.bytes.to_vec(),
+        };
+        c2.lock().unwrap().push(c);
+    });
+    let cfg_text = bmsc_config(
+        dir.path(),
+        &bsf.url(),
+        bmsc_mikey,
+        rtp_in,
+        &mtk_dests,
+        &srtp_dests,
+    );
+    let bcfg = bmsc::BmscConfig::parse(&cfg_text).context("BM-SC configuration")?;
+    let db = dir.path().join("bmsc.db");
+    let store =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Arc<dyn bmsc::store::Store>> {
+            Ok(Arc::new(bmsc::store::SqliteStore::open(&db)?) as Arc<dyn bmsc::store::Store>)
+        })
+        .await??;
+    let bmsc = bmsc::start_with_tap(&bcfg, store, Some(tap))
+        .await
+        .context("starting the BM-SC")?;
+    let bmsc_url = bmsc.url();
+    let http = reqwest::Client::new();
+    let admin = |path: &str| {
+        let req = http.post(format!("{bmsc_url}{path}")).bearer_auth(ADMIN);
+        async move {
+            let r = req.send().await?;
+            let s = r.status();
+            let v: serde_json::Value = r.json().await.unwrap_or(serde_json::Value::Null);
+            if !s.is_success() {
+                bail!("admin {s}: {v}");
+            }
+            Ok::<_, anyhow::Error>(v)
+        }
+    };
+
+    // ---- UEs: bootstrapping and registration --------------------------------
+    let t0 = begin(0);
+    let mut relays = Vec::new();
+    let mut ues: Vec<DemoUe> = Vec::with_capacity(n);
+    let mut cfgs = Vec::with_capacity(n);
+    for i in 0..n {
+        let ip = ips[i];
+        let (mp, tp, sp) = ports[i];
+        let udir = dir.path().join(format!("ue{i:05}"));
+        let (mikey_listen, adv, mtk_listen) = if i == offline {
+            let inner_m = SocketAddr::from((ip, free_port(ip)?));
+            let inner_t = SocketAddr::from((ip, free_port(ip)?));
+            relays.push(Relay::new(SocketAddr::from((ip, mp)), inner_m).await?);
+            relays.push(Relay::new(SocketAddr::from((ip, tp)), inner_t).await?);
+            (inner_m, Some(mp), inner_t)
+        } else {
+            (SocketAddr::from((ip, mp)), None, SocketAddr::from((ip, tp)))
+        };
+        let cfg = ue_config(
+            &udir,
+            &impis[i],
+            &keys[i].0,
+            &keys[i].1,
+            ip,
+            mikey_listen,
+            adv,
+            mtk_listen,
+            SocketAddr::from((ip, sp)),
+            sink_addr,
+            &bsf.url(),
+            &bmsc_url,
+        )?;
+        ues.push(DemoUe {
+            impi: impis[i].clone(),
+            ip,
+
+            ue: None,
+            events: Arc::new(Mutex::new(Vec::new())),
+            plain: Arc::new(Mutex::new(Vec::new())),
+            tasks: Vec::new(),
+            input_dir: udir.join("in"),
+            output_dir: udir.join("out"),
+        });
+        cfgs.push(cfg);
+    }
+    // Start them with bounded concurrency.
+    let sem = Arc::new(tokio::sync::Semaphore::new(16));
+    let mut set = tokio::task::JoinSet::new();
+    for (i, cfg) in cfgs.into_iter().enumerate() {
+        let sem = sem.clone();
+        set.spawn(async move {
+            let _p = sem.acquire().await;
+            (i, RunningUe::start_subscribed(cfg).await)
+        });
+    }
+    let mut started = 0usize;
+    let mut start_errors = Vec::new();
+    while let Some(r) = set.join_next().await {
+        let (i, r) = r?;
+        match r {
+            Ok((ue, mut rx)) => {
+                let ev = ues[i].events.clone();
+                ues[i].tasks.push(tokio::spawn(async move {
+                    loop {
+                        match rx.recv().await {
+                            Ok(e) => ev.lock().unwrap().push(e),
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(_) => break,
+                        }
+                    }
+                }));
+                let mut prx = ue.plain_packets();
+                let pl = ues[i].plain.clone();
+                ues[i].tasks.push(tokio::spawn(async move {
+                    loop {
+                        match prx.recv().await {
+                            Ok(p) if !p.rtcp => pl.lock().unwrap().push(p.bytes),
+                            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(_) => break,
+                        }
+                    }
+                }));
+                ues[i].ue = Some(ue);
+                started += 1;
+                progress(Progress::Ues {
+                    done: started,
+                    total: n,
+                });
+            }
+            Err(e) => start_errors.push(format!("UE {i}: {e}")),
+        }
+    }
+    let all: Vec<usize> = (0..n).collect();
+    let live: Vec<usize> = (0..n).filter(|i| ues[*i].ue.is_some()).collect();
+    let boot_ok = wait_all(&ues, &all, Duration::from_secs(5), progress, |_, u| {
+        u.events_since(0)
+            .iter()
+            .any(|e| matches!(e, UeEvent::Bootstrapped { .. }))
+    })
+    .await;
+    results.push(ProcedureResult {
+        procedure: PROCEDURES[0],
+        clause: "GBA (TS 33.220); 002 6.3.2.2.1",
+        succeeded: boot_ok,
+        total: n,
+        millis: t0.elapsed().as_millis() as u64,
+        detail: start_errors.first().cloned(),
+    });
+    let t = begin(1);
+    let reg_ok = wait_all(&ues, &all, Duration::from_secs(5), progress, |_, u| {
+        let ev = u.events_since(0);
+        [NEWS, PAY].iter().all(|s| {
+            ev.iter()
+                .any(|e| matches!(e, UeEvent::Registered { service, status: 200 } if service == s))
+        })
+    })
+    .await;
+    results.push(ProcedureResult {
+        procedure: PROCEDURES[1],
+        clause: "002 G.2.3 (register)",
+        succeeded: reg_ok,
+        total: n,
+        millis: (t0.elapsed() + t.elapsed()).as_millis() as u64 / 2,
+        detail: None,
+    });
+
+    // ---- MSK push with acknowledgement (key groups 1 and 3) ----------------
+    let t = begin(2);
+    let push_ok = wait_all(&ues, &live, Duration::from_secs(20), progress, |_, u| {
+        let ev = u.events_since(0);
+        ["0001", "0003"].iter().all(|g| {
+            ev.iter().any(|e| {
+                matches!(e, UeEvent::MskStored { msk, acknowledged: true, .. } if msk.starts_with(&format!("00F110/{g}")))
+            })
+        })
+    })
+    .await;
+    results.push(ProcedureResult {
+        procedure: PROCEDURES[2],
+        clause: "000 6.3.2.3.1, 004 6.4.2, 6.5.3",
+        succeeded: push_ok,
+        total: n,
+        millis: t.elapsed().as_millis() as u64 + t0.elapsed().as_millis() as u64 / 2,
+        detail: None,
+    });
+
+    // ---- basic MSK request ---------------------------------------------------
+    let t = begin(3);
+    let marks: Vec<usize> = ues.iter().map(DemoUe::mark).collect();
+    for &i in &live {
+        if let Some(u) = &ues[i].ue {
+            let _ = u.request_current_msks(NEWS);
+        }
+    }
+    let req_ok = wait_all(&ues, &live, Duration::from_secs(20), progress, |i, u| {
+        let ev = u.events_since(marks[i]);
+        let asked = ev.iter().any(|e| {
+            matches!(e, UeEvent::MskRequested { reason: RequestReason::Manual, statuses, .. }
+                if !statuses.is_empty() && statuses.iter().all(|s| *s == 200))
+        });
+        asked && ev.iter().any(|e| stored(e).is_some())
+    })
+    .await;
+    results.push(ProcedureResult {
+        procedure: PROCEDURES[3],
+        clause: "002 6.3.2.2.1, G.2.3",
+        succeeded: req_ok,
+        total: n,
+        millis: t.elapsed().as_millis() as u64,
+        detail: None,
+    });
+
+    // ---- key group rotation pushed to all ------------------------------------
+    let t = begin(4);
+    let marks: Vec<usize> = ues.iter().map(DemoUe::mark).collect();
+    let v = admin("/admin/v1/key-groups/1/rotate").await?;
+    let next = v["next"].as_str().unwrap_or_default().to_owned();
+    let rot_ok = wait_all(&ues, &live, Duration::from_secs(20), progress, |i, u| {
+        u.events_since(marks[i]).iter().any(|e| {
+            matches!(e, UeEvent::MskStored { msk, acknowledged: true, .. } if msk.ends_with(&next))
+        })
+    })
+    .await;
+    results.push(ProcedureResult {
+        procedure: PROCEDURES[4],
+        clause: "000 6.3.2.3.1, 6.3.2.1",
+        succeeded: rot_ok,
+        total: n,
+        millis: t.elapsed().as_millis() as u64,
+        detail: None,
+    });
+
+    // ---- solicited pull ------------------------------------------------------
+    let t = begin(5);
+    let marks: Vec<usize> = ues.iter().map(DemoUe::mark).collect();
+    admin("/admin/v1/key-groups/1/solicited-pull").await?;
+    let pull_ok = wait_all(&ues, &live, Duration::from_secs(30), progress, |i, u| {
+        let ev = u.events_since(marks[i]);
+        ev.iter()
+            .any(|e| matches!(e, UeEvent::SolicitedPull { key_group } if key_group == "00F110/0001"))
+            && ev.iter().any(|e| {
+                matches!(e, UeEvent::MskRequested { reason: RequestReason::SolicitedPull, statuses, .. } if statuses.iter().all(|s| *s == 200))
+            })
+            && ev.iter().any(|e| stored(e).is_some_and(|m| m.starts_with("00F110/0001")))
+    })
+    .await;
+    results.push(ProcedureResult {
+        procedure: PROCEDURES[5],
+        clause: "002/003 6.3.2.2.4",
+        succeeded: pull_ok,
+        total: n,
+        millis: t.elapsed().as_millis() as u64,
+        detail: None,
+    });
+
+    // ---- 4-way procedure with charging (service PAY, key group 2) -----------
+    let t = begin(6);
+    let four_ok_ues: BTreeSet<usize> = {
+        let mut s = BTreeSet::new();
+        wait_all(&ues, &live, Duration::from_secs(20), progress, |i, u| {
+            let ev = u.events_since(0);
+            let inactive: Vec<&str> = ev
+                .iter()
+                .filter_map(|e| match e {
+                    UeEvent::MskStored { msk, inactive: true, acknowledged: true, .. }
+                        if msk.starts_with("00F110/0002") =>
+                    {
+                        Some(msk.as_str())
+                    }
+                    _ => None,
+                })
+                .collect();
+            let ok = inactive.iter().any(|m| {
+                ev.iter().any(|e| matches!(e, UeEvent::MskStored { msk, inactive: false, acknowledged: true, .. } if msk == m))
+            });
+            if ok {
+                s.insert(i);
+            }
+            ok
+        })
+        .await;
+        s
+    };
+    // The charging records, one per (UE, MSK) at least.
+    let charged: BTreeSet<String> = {
+        let r = http
+            .get(format!(
+                "{bmsc_url}/admin/v1/charging-records?limit=1000000"
+            ))
+            .bearer_auth(ADMIN)
+            .send()
+            .await?;
+        let text = r.text().await.unwrap_or_default();
+        impis
+            .iter()
+            .filter(|impi| text.contains(&format!("\"{impi}\"")))
+            .cloned()
+            .collect()
+    };
+    let four_ok = four_ok_ues
+        .iter()
+        .filter(|i| charged.contains(&impis[**i]))
+        .count();
+    results.push(ProcedureResult {
+        procedure: PROCEDURES[6],
+        clause: "004 6.3.2.3.3",
+        succeeded: four_ok,
+        total: n,
+        millis: t.elapsed().as_millis() as u64,
+        detail: (four_ok < n).then(|| {
+            format!(
+                "{} UEs completed the 4-way exchange, {} have charging records",
+                four_ok_ues.len(),
+                charged.len()
+            )
+        }),
+    });
+
+    // ---- MTK delivery + SRTP stream -------------------------------------------
+    let t = begin(7);
+    // Every UE holds an MTK of the streaming session before the stream.
+    wait_all(&ues, &live, Duration::from_secs(15), progress, |_, u| {
+        u.events_since(0).iter().any(
+            |e| matches!(e, UeEvent::MtkAccepted { msk, .. } if msk.starts_with("00F110/0001")),
+        )
+    })
+    .await;
+    let rtp_sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    // Pre-roll: the first packets of a new SSRC make the BM-SC announce an
+    // MTK for it (SRTP-ID map with SSRC and ROC); wait until every UE
+    // decrypts, then send the stream that is checked.
+    for k in 0..200u16 {
+        let p = rtp(0x4d42_4d53, 60_000 + k, 160);
+        rtp_sock.send_to(&p, (Ipv4Addr::LOCALHOST, rtp_in)).await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if live
+            .iter()
+            .all(|i| !ues[*i].plain.lock().unwrap().is_empty())
+        {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for u in &ues {
+        u.plain.lock().unwrap().clear();
+    }
+    let mut sent = Vec::new();
+    let pace = Duration::from_millis(if n > 50 { 20 } else { 10 });
+    for seq in 0..RTP_PACKETS {
+        let p = rtp(0x4d42_4d53, seq.wrapping_add(60_200), 160);
+        rtp_sock.send_to(&p, (Ipv4Addr::LOCALHOST, rtp_in)).await?;
+        sent.push(p);
+        tokio::time::sleep(pace).await;
+    }
+    let stream_ok = wait_all(&ues, &live, Duration::from_secs(10), progress, |_, u| {
+        *u.plain.lock().unwrap() == sent
+    })
+    .await;
+    let short: Vec<String> = live
+        .iter()
+        .filter(|i| *ues[**i].plain.lock().unwrap() != sent)
+        .take(3)
+        .map(|i| {
+            format!(
+                "UE {i}: {} of {}",
+                ues[*i].plain.lock().unwrap().len(),
+                sent.len()
+            )
+        })
+        .collect();
+    results.push(ProcedureResult {
+        procedure: PROCEDURES[7],
+        clause: "004 6.4.2, 6.5.4 (SRTP)",
+        succeeded: stream_ok,
+        total: n,
+        millis: t.elapsed().as_millis() as u64,
+        detail: (!short.is_empty()).then(|| format!("byte-exact packets: {}", short.join(", "))),
+    });
+
+    // ---- MTK delivery + download object ----------------------------------------
+    let t = begin(8);
+    let plain: Vec<u8> = (0..FILE_LEN as u32)
+        .map(|i| (i.wrapping_mul(7) ^ (i >> 8)) as u8)
+        .collect();
+    let watch = dir.path().join("bmsc-watch");
+    std::fs::create_dir_all(&watch)?;
+    std::fs::write(watch.join("report.tmp"), &plain)?;
+    std::fs::rename(watch.join("report.tmp"), watch.join("report.bin"))?;
+    let object = dir.path().join("bmsc-out/report.bin");
+    let object_mikey = dir.path().join("bmsc-out/report.bin.mikey");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !(object.exists() && object_mikey.exists()) {
+        if Instant::now() > deadline {
+            bail!("the BM-SC did not protect the download file");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let protected = std::fs::read(&object)?;
+    let download_mikey = std::fs::read(&object_mikey)?;
+    for &i in &live {
+        let u = &ues[i];
+        std::fs::write(u.input_dir.join("report.bin.mikey"), &download_mikey)?;
+        std::fs::write(u.input_dir.join("report.bin.tmp"), &protected)?;
+        std::fs::rename(
+            u.input_dir.join("report.bin.tmp"),
+            u.input_dir.join("report.bin"),
+        )?;
+    }
+    let dl_ok = wait_all(&ues, &live, Duration::from_secs(20), progress, |_, u| {
+        std::fs::read(u.output_dir.join("report.bin")).is_ok_and(|b| b == plain)
+    })
+    .await;
+    results.push(ProcedureResult {
+        procedure: PROCEDURES[8],
+        clause: "004 6.4.2, 6.5.4 (download)",
+        succeeded: dl_ok,
+        total: n,
+        millis: t.elapsed().as_millis() as u64,
+        detail: None,
+    });
+
+    // ---- missed key update by the offline UE ------------------------------------
+    let t = begin(9);
+    let mark0 = ues[offline].mark();
+    for r in &relays {
+        r.set_online(false);
+    }
+    admin("/admin/v1/key-groups/1/rotate").await?;
+    let v = admin("/admin/v1/key-groups/1/rotate").await?;
+    let current = v["current"].as_str().unwrap_or_default().to_owned();
+    // Wait until the BM-SC gave up the pushes to the offline UE.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = http
+            .get(format!(
+                "{bmsc_url}/admin/v1/registrations/{}/deliveries",
+                ues[offline].impi
+            ))
+            .bearer_auth(ADMIN)
+            .send()
+            .await?;
+        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        let busy = v
+            .as_array()
+            .or_else(|| v["deliveries"].as_array())
+            .is_some_and(|a| {
+                a.iter()
+                    .any(|d| matches!(d["state"].as_str(), Some("pending" | "sent")))
+            });
+        if !busy || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for r in &relays {
+        r.set_online(true);
+    }
+    let missed_ok = wait_all(&ues, &[offline], Duration::from_secs(30), progress, |_, u| {
+        let ev = u.events_since(mark0);
+        ev.iter().any(|e| {
+            matches!(e, UeEvent::MskRequested { reason: RequestReason::MissedKeyUpdate | RequestReason::Retry, statuses, .. } if statuses.contains(&200))
+        }) && ev.iter().any(|e| stored(e).is_some_and(|m| m.ends_with(&current)))
+    })
+    .await;
+    // Its traffic decrypts again: a short stream under the recovered MSK.
+    let mut recovered = false;
+    if missed_ok == 1 {
+        for round in 0..20u16 {
+            ues[offline].plain.lock().unwrap().clear();
+            let mut sent = Vec::new();
+            for k in 0..10u16 {
+                let p = rtp(0x4d42_4d53, 1000 + round * 10 + k, 160);
+                rtp_sock.send_to(&p, (Ipv4Addr::LOCALHOST, rtp_in)).await?;
+                sent.push(p);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mki = ues[offline]
+                .ue
+                .as_ref()
+                .and_then(|u| u.status().ok())
+                .and_then(|s| s.runtime)
+                .and_then(|r| r.sessions.first().and_then(|s| s.last_mki.clone()));
+            let got = ues[offline].plain.lock().unwrap().clone();
+            if mki.is_some_and(|m| m.starts_with(&current)) && got.last() == sent.last() {
+                recovered = true;
+                break;
+            }
+        }
+    }
+    let missed_ok = usize::from(missed_ok == 1 && recovered);
+    results.push(ProcedureResult {
+        procedure: PROCEDURES[9],
+        clause: "000 6.3.2.2.3",
+        succeeded: missed_ok,
+        total: 1,
+        millis: t.elapsed().as_millis() as u64,
+        detail: (missed_ok == 0).then(|| "the offline UE did not recover".to_string()),
+    });
+
+    // ---- deregistration ------------------------------------------------------------
+    let t = begin(10);
+    let mut dereg_ok = 0;
+    let mut detail = None;
+    if let Some(u) = ues[dereg].ue.take() {
+        let mark = ues[dereg].mark();
+        match u.shutdown(true).await {
+            Ok(()) => {
+                let ev = ues[dereg].events_since(mark);
+                let both = [NEWS, PAY].iter().all(|s| {
+                    ev.iter()
+                        .any(|e| matches!(e, UeEvent::Deregistered { service } if service == s))
+                });
+                let before = captured.lock().unwrap().len();
+                let marks: Vec<usize> = ues.iter().map(DemoUe::mark).collect();
+                let v = admin("/admin/v1/key-groups/1/rotate").await?;
+                let next = v["next"].as_str().unwrap_or_default().to_owned();
+                let others: Vec<usize> = live.iter().copied().filter(|i| *i != dereg).collect();
+                let got = wait_all(&ues, &others, Duration::from_secs(20), progress, |i, u| {
+                    u.events_since(marks[i]).iter().any(
+                        |e| matches!(e, UeEvent::MskStored { msk, .. } if msk.ends_with(&next)),
+                    )
+                })
+                .await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let target = ues[dereg].ip;
+                let pushed = captured.lock().unwrap()[before..]
+                    .iter()
+                    .filter(|c| c.kind == TapKind::Mikey && *c.dst.ip() == target)
+                    .count();
+                if both && pushed == 0 && got == others.len() {
+                    dereg_ok = 1;
+                } else {
+                    detail = Some(format!(
+                        "deregistered from both services: {both}; MSK messages to it after: {pushed}; others that got the rotation: {got}/{}",
+                        others.len()
+                    ));
+                }
+            }
+            Err(e) => detail = Some(format!("shutdown: {e}")),
+        }
+    }
+    results.push(ProcedureResult {
+        procedure: PROCEDURES[10],
+        clause: "002 G.2.3 (deregister)",
+        succeeded: dereg_ok,
+        total: 1,
+        millis: t.elapsed().as_millis() as u64,
+        detail,
+    });
+
+    // ---- stop everything -------------------------------------------------------------
+    for u in ues.iter_mut() {
+        if let Some(r) = u.ue.take() {
+            let _ = r.shutdown(false).await;
+        }
+        for t in u.tasks.drain(..) {
+            t.abort();
+        }
+    }
+    drop(relays);
+    let _ = bmsc.shutdown().await;
+    sink_task.abort();
+
+    // ---- captures and key log ----------------------------------------------------------
+    let t = begin(11);
+    let caps = captured.lock().unwrap().clone();
+    let mut keylog = String::new();
+    let mut muks: BTreeMap<String, [u8; 32]> = BTreeMap::new();
+    // B-TIDs in captured messages (a UE may have bootstrapped more than once).
+    for c in caps.iter().filter(|c| c.kind == TapKind::Mikey) {
+        if let Ok(m) = mikey::Message::parse(&c.bytes) {
+            for id in m.ids() {
+                if let Ok(s) = std::str::from_utf8(&id.data) {
+                    if s.contains('@') && !muks.contains_key(s) {
+                        // Find the UE: by its address.
+                        let ip = if c.src.ip() == &Ipv4Addr::LOCALHOST {
+                            *c.dst.ip()
+                        } else {
+                            *c.src.ip()
+                        };
+                        if let Some(i) = ips.iter().position(|x| *x == ip) {
+                            if let Ok(muk) = muk_of(&keys[i].0, &keys[i].1, &impis[i], s) {
+                                muks.insert(s.to_owned(), muk);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (btid, muk) in &muks {
+        keylog.push_str(&format!("MUK {BMSC_FQDN} {btid} {}\n", hex::encode(muk)));
+    }
+    // MSKs: open every MSK message with its MUK.
+    let mut msks: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new(); // key domain || msk id -> key
+    for c in caps.iter().filter(|c| c.kind == TapKind::Mikey) {
+        let Ok(m) = mikey::Message::parse(&c.bytes) else {
+            continue;
+        };
+        if m.kemac().is_none() {
+            continue;
+        }
+        let ids: Vec<&[u8]> = m.ids().map(|i| &*i.data).collect();
+        let Some(muk) = ids
+            .get(1)
+            .and_then(|r| std::str::from_utf8(r).ok())
+            .and_then(|r| muks.get(r))
+        else {
+            continue;
+        };
+        let kid = m
+            .key_ids()
+            .find(|k| k.key_id_type == mikey::KeyIdType::MSK)
+            .map(|k| k.key_id.to_vec());
+        if let (Ok(o), Some(kid)) = (mikey::open_psk(&c.bytes, muk), kid) {
+            if let Some(kd) = o.key_data.first() {
+                if kid.len() == 7 && kid[3..] != [0, 0, 0, 0][..] {
+                    msks.entry(kid).or_insert_with(|| kd.key.expose().to_vec());
+                }
+            }
+        }
+    }
+    for (kid, key) in &msks {
+        keylog.push_str(&format!(
+            "MSK {} {} {}\n",
+            hex::encode(&kid[..3]),
+            hex::encode(&kid[3..]),
+            hex::encode(key)
+        ));
+    }
+    // MTKs: open every MTK message (and the download one) with its MSK.
+    let mut mtks: BTreeSet<String> = BTreeSet::new();
+    let mtk_msgs = caps
+        .iter()
+        .filter(|c| c.kind == TapKind::Mtk)
+        .map(|c| c.bytes.as_slice())
+        .chain(std::iter::once(download_mikey.as_slice()));
+    for b in mtk_msgs {
+        let Ok(m) = mikey::Message::parse(b) else {
+            continue;
+        };
+        let kid = m
+            .key_ids()
+            .find(|k| k.key_id_type == mikey::KeyIdType::MSK)
+            .map(|k| k.key_id.to_vec());
+        let mtk_id = m
+            .key_ids()
+            .find(|k| k.key_id_type == mikey::KeyIdType::MTK)
+            .map(|k| k.key_id.to_vec());
+        let (Some(kid), Some(mtk_id)) = (kid, mtk_id) else {
+            continue;
+        };
+        let Some(msk) = msks.get(&kid) else { continue };
+        if let Ok(o) = mikey::open_psk(b, msk) {
+            if let Some(kd) = o.key_data.first() {
+                mtks.insert(format!(
+                    "MTK {} {} {} {} {}\n",
+                    hex::encode(&kid[..3]),
+                    hex::encode(&kid[3..]),
+                    hex::encode(&mtk_id),
+                    hex::encode(kd.key.expose()),
+                    hex::encode(kd.salt.as_ref().map(|s| s.expose()).unwrap_or_default())
+                ));
+            }
+        }
+    }
+    for l in &mtks {
+        keylog.push_str(l);
+    }
+    // The self-check: every captured MIKEY datagram opens with the key log.
+    let mut opened = 0usize;
+    let mut mikey_count = 0usize;
+    let mut srtp_count = 0usize;
+    let mut failures = Vec::new();
+    for (idx, c) in caps.iter().enumerate() {
+        match c.kind {
+            TapKind::Srtp => {
+                srtp_count += 1;
+                continue;
+            }
+            TapKind::Mikey | TapKind::Mtk => mikey_count += 1,
+        }
+        let ok = check_one(&c.bytes, &caps[..idx], &muks, &msks);
+        if ok {
+            opened += 1;
+        } else if failures.len() < 3 {
+            failures.push(format!(
+                "datagram {idx} ({:?} {} -> {})",
+                c.kind, c.src, c.dst
+            ));
+        }
+    }
+    let keylog_lines = keylog.lines().count();
+    if let Some(p) = &opts.keylog {
+        write_secret(p, keylog.as_bytes()).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &opts.pcap {
+        let f = std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        );
+        let mut w = mbms_capture::PcapWriter::new(f)?;
+        for c in &caps {
+            let t = c
+                .time
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            w.write_udp(t, c.src, c.dst, &c.bytes)?;
+        }
+        w.finish()?;
+    }
+    results.push(ProcedureResult {
+        procedure: PROCEDURES[11],
+        clause: "(pcap + key log)",
+        succeeded: opened,
+        total: mikey_count,
+        millis: t.elapsed().as_millis() as u64,
+        detail: (!failures.is_empty()).then(|| format!("not opened: {}", failures.join(", "))),
+    });
+
+    let success = results.iter().all(ProcedureResult::ok);
+    Ok(DemoReport {
+        schema: SCHEMA,
+        ues: n,
+        success,
+        wall_millis: start.elapsed().as_millis() as u64,
+        mikey_port: if defaults_free { MIKEY_PORT } else { 0 },
+        port_fallback: !defaults_free,
+        procedures: results,
+        capture: CaptureReport {
+            pcap: opts.pcap.clone(),
+            keylog: opts.keylog.clone(),
+            datagrams: caps.len(),
+            mikey: mikey_count,
+            srtp: srtp_count,
+            mikey_opened: opened,
+            keylog_lines,
+        },
+    })
+}
+
+/// Opens one MIKEY datagram with the keys: KEMAC messages with the MUK (by
+/// IDr) or the MSK (by MSK Key ID), acknowledgements with the MUK of their
+/// IDr and the initiator found among the earlier datagrams.
+fn check_one(
+    bytes: &[u8],
+    earlier: &[Captured],
+    muks: &BTreeMap<String, [u8; 32]>,
+    msks: &BTreeMap<Vec<u8>, Vec<u8>>,
+) -> bool {
+    let Ok(m) = mikey::Message::parse(bytes) else {
+        return false;
+    };
+    let is_mtk = m.key_ids().any(|k| k.key_id_type == mikey::KeyIdType::MTK);
+    let ids: Vec<&[u8]> = m.ids().map(|i| &*i.data).collect();
+    let idr = ids.last().and_then(|r| std::str::from_utf8(r).ok());
+    if m.kemac().is_some() {
+        let key: Option<Vec<u8>> = if is_mtk {
+            m.key_ids()
+                .find(|k| k.key_id_type == mikey::KeyIdType::MSK)
+                .and_then(|k| msks.get(&k.key_id[..]).cloned())
+        } else {
+            idr.and_then(|r| muks.get(r)).map(|k| k.to_vec())
+        };
+        return key.is_some_and(|k| mikey::open_psk(bytes, &k).is_ok());
+    }
+    if m.verification().is_some() {
+        let Some(muk) = idr.and_then(|r| muks.get(r)) else {
+            return false;
+        };
+        // The initiator: the latest earlier MSK message with the same T and IDr.
+        let t = m.timestamp().cloned();
+        for c in earlier.iter().rev().filter(|c| c.kind == TapKind::Mikey) {
+            let Ok(init) = mikey::Message::parse(&c.bytes) else {
+                continue;
+            };
+            if init.kemac().is_none() || init.timestamp().cloned() != t {
+                continue;
+            }
+            if init.ids().last().map(|i| &*i.data) != ids.last().copied() {
+                continue;
+            }
+            let keys = mikey::PskKeys::for_message(muk, &init);
+            if mikey::crypto::verify_verification_mac(
+                bytes,
+                &m,
+                &keys.auth_key,
+                &mikey::InitiatorFields::of(&init),
+            )
+            .is_ok()
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+    false
+}
+
+fn write_secret(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        o.mode(0o600);
+    }
+    let mut f = o.open(path)?;
+    f.write_all(bytes)?;
+    f.flush()
+}
+
+/// The final table (procedure, UEs that succeeded / total, time).
+pub fn render_table(r: &DemoReport) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "{:<22} {:>11} {:>10}  {}\n",
+        "procedure", "succeeded", "time", "clause"
+    ));
+    for p in &r.procedures {
+        s.push_str(&format!(
+            "{:<22} {:>11} {:>8.2} s  {}{}\n",
+            p.procedure,
+            format!("{}/{}", p.succeeded, p.total),
+            p.millis as f64 / 1000.0,
+            p.clause,
+            p.detail
+                .as_ref()
+                .map(|d| format!("  [{d}]"))
+                .unwrap_or_default()
+        ));
+    }
+    s.push_str(&format!(
+        "{} UEs, {} datagrams captured ({} MIKEY, {} SRTP), {} MIKEY opened with the key log; total {:.1} s: {}\n",
+        r.ues,
+        r.capture.datagrams,
+        r.capture.mikey,
+        r.capture.srtp,
+        r.capture.mikey_opened,
+        r.wall_millis as f64 / 1000.0,
+        if r.success { "SUCCESS" } else { "FAILED" }
+    ));
+    if r.port_fallback {
+        s.push_str("note: a default port (2269/5006/5008) was taken; free ports were used\n");
+    }
+    s
+}

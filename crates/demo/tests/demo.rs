@@ -1,0 +1,124 @@
+//! The demo scenario with 20 UEs through the library: every procedure
+//! succeeds for every UE, the pcap opens in tshark without malformed
+//! packets (when tshark is installed) and every MIKEY datagram of the
+//! capture opens with the key log (the run's own check, and here again with
+//! `mikey::open_psk` for the KEMAC messages, keys picked from the log).
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use mbms_demo::{run, DemoOptions, Progress};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_with_20_ues_succeeds_and_its_capture_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("demo.pcap");
+    let keylog = dir.path().join("demo.keys");
+    let opts = DemoOptions {
+        ues: 20,
+        pcap: Some(pcap.clone()),
+        keylog: Some(keylog.clone()),
+    };
+    let progress = |_p: Progress| {};
+    let report = run(opts, &progress).await.unwrap();
+    let table = mbms_demo::render_table(&report);
+    assert!(report.success, "{table}");
+    assert_eq!(report.procedures.len(), mbms_demo::PROCEDURES.len());
+    for p in &report.procedures {
+        assert!(p.ok(), "{}: {table}", p.procedure);
+    }
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["schema"], "mbms-demo/1");
+    assert_eq!(json["ues"], 20);
+    assert!(report.capture.srtp > 0 && report.capture.mikey > 0);
+    assert_eq!(report.capture.mikey_opened, report.capture.mikey);
+
+    // The key log: MUK, MSK and MTK lines in the documented format.
+    let text = std::fs::read_to_string(&keylog).unwrap();
+    let mut msks = BTreeMap::new();
+    let mut muks = BTreeMap::new();
+    for line in text.lines() {
+        match mbms_capture::parse_keylog_line(line).unwrap() {
+            Some(mbms_capture::KeyLogEntry::Msk {
+                key_domain,
+                msk_id,
+                key,
+            }) => {
+                let mut id = key_domain.to_vec();
+                id.extend_from_slice(&msk_id);
+                msks.insert(id, key);
+            }
+            Some(mbms_capture::KeyLogEntry::Muk { idr, key, .. }) => {
+                muks.insert(idr, key);
+            }
+            _ => {}
+        }
+    }
+    assert!(muks.len() >= 20, "a MUK per UE");
+    assert!(!msks.is_empty());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&keylog).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the key log is private");
+    }
+
+    // The pcap with tshark, when installed.
+    let Ok(out) = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(&pcap)
+        .args([
+            "-d",
+            "udp.port==5008,mikey",
+            "-T",
+            "fields",
+            "-e",
+            "frame.protocols",
+            "-e",
+            "udp.payload",
+            "-E",
+            "separator=;",
+        ])
+        .output()
+    else {
+        eprintln!("tshark not installed: the pcap check with tshark is skipped");
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("malformed"), "no malformed packet");
+    assert_eq!(
+        text.lines().count(),
+        report.capture.datagrams,
+        "every datagram is a frame"
+    );
+    let mut kemac_opened = 0;
+    for line in text.lines().filter(|l| l.contains(":mikey")) {
+        let hex_payload = line.split(';').nth(1).unwrap();
+        let bytes = hex::decode(hex_payload).unwrap();
+        let m = mikey::Message::parse(&bytes).unwrap();
+        if m.kemac().is_none() {
+            continue; // acknowledgements: checked by the run (needs the initiator)
+        }
+        let is_mtk = m.key_ids().any(|k| k.key_id_type == mikey::KeyIdType::MTK);
+        let key = if is_mtk {
+            let id = m
+                .key_ids()
+                .find(|k| k.key_id_type == mikey::KeyIdType::MSK)
+                .unwrap()
+                .key_id
+                .to_vec();
+            msks[&id].clone()
+        } else {
+            let idr = String::from_utf8(m.ids().last().unwrap().data.to_vec()).unwrap();
+            muks[&idr].clone()
+        };
+        mikey::open_psk(&bytes, &key).unwrap();
+        kemac_opened += 1;
+    }
+    assert!(kemac_opened > 0, "tshark decoded MIKEY");
+}

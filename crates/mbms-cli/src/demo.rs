@@ -1,0 +1,100 @@
+//! `mbms demo`: runs the scenario of the `mbms-demo` crate and prints the
+//! table (or the `mbms-demo/1` JSON object, `docs/demo.md`).
+
+use std::io::{IsTerminal as _, Write as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use mbms_demo::{DemoOptions, Progress};
+
+/// `mbms demo` arguments.
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Number of UEs (at least 2).
+    #[arg(long, default_value_t = 10)]
+    ues: usize,
+    /// Print the report as JSON (schema mbms-demo/1) instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Write every MIKEY, MTK and SRTP datagram of the run to this pcap file.
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
+    /// Write the keys of the run (MUK, MSK, MTK lines) to this key log; it
+    /// holds secrets (mode 0600).
+    #[arg(long, value_name = "FILE")]
+    keylog: Option<PathBuf>,
+}
+
+/// Runs the demo; exit 0 only if every procedure succeeded for every UE.
+pub fn run(a: DemoArgs) -> ExitCode {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    let tty = std::io::stderr().is_terminal();
+    let progress = move |p: Progress| {
+        let mut e = std::io::stderr().lock();
+        match p {
+            Progress::Procedure { name, index, total } => {
+                if tty {
+                    let _ = write!(e, "\r\x1b[2K");
+                }
+                let _ = writeln!(e, "[{index:>2}/{total}] {name}");
+            }
+            Progress::Ues { done, total } if tty => {
+                let width = 30;
+                let fill = (done * width).checked_div(total).unwrap_or(0);
+                let _ = write!(
+                    e,
+                    "\r\x1b[2K        [{}{}] {done}/{total} UEs",
+                    "#".repeat(fill),
+                    "-".repeat(width - fill)
+                );
+                let _ = e.flush();
+            }
+            Progress::Ues { .. } => {}
+            Progress::Note(m) => {
+                let _ = writeln!(e, "\nnote: {m}");
+            }
+        }
+    };
+    let opts = DemoOptions {
+        ues: a.ues,
+        pcap: a.pcap,
+        keylog: a.keylog,
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = rt.block_on(mbms_demo::run(opts, &progress));
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    if tty {
+        eprint!("\r\x1b[2K");
+    }
+    match report {
+        Ok(r) => {
+            let out = if a.json {
+                serde_json::to_string_pretty(&r).unwrap_or_default() + "\n"
+            } else {
+                mbms_demo::render_table(&r)
+            };
+            let _ = std::io::stdout().write_all(out.as_bytes());
+            if r.success {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
