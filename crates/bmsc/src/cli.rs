@@ -52,62 +52,6 @@ pub enum CliError {
     Other(String),
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
-}
-
-/// Registers the SIGINT and SIGTERM handlers now, so that a signal arriving
-/// while the service starts is not lost, and returns a future that resolves
-/// on the first of them.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    #[cfg(unix)]
-    let streams = {
-        use tokio::signal::unix::{signal, SignalKind};
-        (
-            signal(SignalKind::interrupt()).ok(),
-            signal(SignalKind::terminate()).ok(),
-        )
-    };
-    async move {
-        #[cfg(unix)]
-        {
-            let (mut int, mut term) = streams;
-            let int = async {
-                match int.as_mut() {
-                    Some(s) => {
-                        s.recv().await;
-                    }
-                    None => {
-                        let _ = tokio::signal::ctrl_c().await;
-                    }
-                }
-            };
-            let term = async {
-                match term.as_mut() {
-                    Some(s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                () = int => {}
-                () = term => {}
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
 /// Loads the configuration and applies the overrides.
 pub fn load_config(args: &BmscArgs) -> Result<BmscConfig, CliError> {
     let mut cfg = BmscConfig::load(&args.config)?;
@@ -126,14 +70,14 @@ pub fn load_config(args: &BmscArgs) -> Result<BmscConfig, CliError> {
 
 /// Runs `mbms bmsc` until SIGINT / SIGTERM.
 pub async fn run(args: BmscArgs) -> Result<(), CliError> {
-    init_tracing();
+    mbms_service::init_tracing();
     let cfg = load_config(&args)?;
     let db = cfg.db.clone();
     let st = tokio::task::spawn_blocking(move || store::open(&db))
         .await
         .map_err(|e| CliError::Other(format!("internal error: {e}")))??;
     info!(backend = st.backend(), "database opened");
-    let stop = shutdown_signal();
+    let stop = mbms_service::shutdown_signal();
     let running = server::start(&cfg, st).await?;
     stop.await;
     info!("shutdown signal received, finishing running requests");

@@ -200,35 +200,8 @@ pub async fn run(args: BsfArgs) -> Result<(), CliError> {
     }
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
-}
-
 async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
+    mbms_service::shutdown_signal().await;
     info!("shutdown signal received, finishing running requests");
 }
 
@@ -256,7 +229,7 @@ pub fn load_config(args: &RunArgs) -> Result<BsfConfig, CliError> {
 }
 
 async fn run_server(args: RunArgs) -> Result<(), CliError> {
-    init_tracing();
+    mbms_service::init_tracing();
     let cfg = load_config(&args)?;
     let subscribers = cfg.provisioned_subscribers()?;
     let db_path = cfg.db.clone();

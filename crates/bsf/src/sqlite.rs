@@ -74,7 +74,7 @@ impl SqliteStore {
             path: path.display().to_string(),
             source: e,
         };
-        create_private_file(path).map_err(|e| open_err(Box::new(e)))?;
+        mbms_service::create_private_file(path).map_err(|e| open_err(Box::new(e)))?;
         let conn = Connection::open(path).map_err(|e| open_err(Box::new(e)))?;
         Self::init(conn).map_err(|e| match e {
             StoreError::Backend(b) => open_err(b),
@@ -114,21 +114,6 @@ impl SqliteStore {
 
 /// Creates the file with mode 0600 if it does not exist (it will hold K,
 /// OPc and Ks). An existing file is left as it is.
-fn create_private_file(path: &Path) -> std::io::Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        opts.mode(0o600);
-    }
-    match opts.open(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 fn sqn_to_sql(sqn: Sqn48) -> i64 {
     // 48 bits always fit in an i64.
     sqn.value() as i64

@@ -154,17 +154,10 @@ pub async fn run(args: UeArgs) -> Result<(), CliError> {
 
 /// Runs `mbms ue run` until Ctrl-C or SIGTERM.
 pub async fn run_command(a: &RunArgs) -> Result<(), CliError> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    mbms_service::init_tracing();
     let cfg = crate::config::UeConfig::load(&a.config)?;
     let deregister = a.deregister_on_exit || cfg.deregister_on_exit;
-    let stop = shutdown_signal();
+    let stop = mbms_service::shutdown_signal();
     let ue = crate::runtime::RunningUe::start(cfg).await?;
     // A closed standard output (e.g. a supervisor that read only the first
     // line) must not stop the UE: ignore write errors.
@@ -216,52 +209,6 @@ fn started_text(ue: &crate::runtime::RunningUe) -> String {
         }
     }
     s.trim_end().to_owned()
-}
-
-/// Registers the SIGINT and SIGTERM handlers now, so that a signal arriving
-/// while the service starts is not lost, and returns a future that resolves
-/// on the first of them.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    #[cfg(unix)]
-    let streams = {
-        use tokio::signal::unix::{signal, SignalKind};
-        (
-            signal(SignalKind::interrupt()).ok(),
-            signal(SignalKind::terminate()).ok(),
-        )
-    };
-    async move {
-        #[cfg(unix)]
-        {
-            let (mut int, mut term) = streams;
-            let int = async {
-                match int.as_mut() {
-                    Some(s) => {
-                        s.recv().await;
-                    }
-                    None => {
-                        let _ = tokio::signal::ctrl_c().await;
-                    }
-                }
-            };
-            let term = async {
-                match term.as_mut() {
-                    Some(s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                () = int => {}
-                () = term => {}
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 /// Runs `mbms ue status` and returns what it prints.

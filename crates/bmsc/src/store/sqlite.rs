@@ -97,7 +97,7 @@ impl SqliteStore {
             target: path.display().to_string(),
             source: e,
         };
-        create_private_file(path).map_err(|e| open_err(Box::new(e)))?;
+        mbms_service::create_private_file(path).map_err(|e| open_err(Box::new(e)))?;
         let conn = Connection::open(path).map_err(|e| open_err(Box::new(e)))?;
         Self::init(conn).map_err(|e| match e {
             StoreError::Backend(b) => open_err(b),
@@ -141,21 +141,6 @@ impl SqliteStore {
         let out = f(&tx)?;
         tx.commit()?;
         Ok(out)
-    }
-}
-
-fn create_private_file(path: &Path) -> std::io::Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        opts.mode(0o600);
-    }
-    match opts.open(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
     }
 }
 
