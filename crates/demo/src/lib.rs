@@ -76,6 +76,12 @@ pub struct DemoOptions {
     pub pcap: Option<PathBuf>,
     /// Write the keys of the run to this key log (`docs/keylog.md`).
     pub keylog: Option<PathBuf>,
+    /// The folder for the run's databases and UE state (they hold K, OPc,
+    /// Ks, MUKs and MSKs). `None`: a new private temporary folder (see
+    /// [`private_temp_dir`]) that the run removes when it ends. A caller
+    /// that must remove it on a signal too (`mbms demo`) creates it with
+    /// [`private_temp_dir`], passes its path here and drops it itself.
+    pub work_dir: Option<PathBuf>,
 }
 
 impl Default for DemoOptions {
@@ -84,8 +90,22 @@ impl Default for DemoOptions {
             ues: 10,
             pcap: None,
             keylog: None,
+            work_dir: None,
         }
     }
+}
+
+/// A new temporary folder `mbms-demo-*`, mode 0700 from its creation (it
+/// holds the run's secrets), removed when the value is dropped.
+pub fn private_temp_dir() -> std::io::Result<tempfile::TempDir> {
+    let mut b = tempfile::Builder::new();
+    b.prefix("mbms-demo-");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        b.permissions(std::fs::Permissions::from_mode(0o700));
+    }
+    b.tempdir()
 }
 
 /// Progress of a run, for the caller's display.
@@ -543,7 +563,15 @@ pub async fn run(
         bail!("at most 50000 UEs");
     }
     let start = Instant::now();
-    let dir = tempfile::tempdir().context("temporary folder")?;
+    // Our own folder (removed when `_own_dir` drops), or the caller's.
+    let (_own_dir, dir) = match &opts.work_dir {
+        Some(p) => (None, WorkDir(p.clone())),
+        None => {
+            let d = private_temp_dir().context("temporary folder")?;
+            let p = WorkDir(d.path().to_path_buf());
+            (Some(d), p)
+        }
+    };
     let mut results: Vec<ProcedureResult> = Vec::new();
     let total = PROCEDURES.len();
     let begin = |idx: usize| {
@@ -1338,7 +1366,8 @@ pub async fn run(
     }
     let keylog_lines = keylog.lines().count();
     if let Some(p) = &opts.keylog {
-        write_secret(p, keylog.as_bytes()).with_context(|| format!("writing {}", p.display()))?;
+        mbms_service::write_private_file(p, keylog.as_bytes())
+            .with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &opts.pcap {
         let f = std::io::BufWriter::new(
@@ -1442,18 +1471,13 @@ fn check_one(
     false
 }
 
-fn write_secret(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        o.mode(0o600);
+/// The run's folder (`dir.path()` as with a `TempDir`).
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn path(&self) -> &std::path::Path {
+        &self.0
     }
-    let mut f = o.open(path)?;
-    f.write_all(bytes)?;
-    f.flush()
 }
 
 /// The final table (procedure, UEs that succeeded / total, time).

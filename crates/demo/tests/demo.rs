@@ -14,10 +14,18 @@ async fn demo_with_20_ues_succeeds_and_its_capture_opens() {
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("demo.pcap");
     let keylog = dir.path().join("demo.keys");
+    // A key log that exists with a wide mode ends up 0600 (issue 11, 15).
+    std::fs::write(&keylog, b"old\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&keylog, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
     let opts = DemoOptions {
         ues: 20,
         pcap: Some(pcap.clone()),
         keylog: Some(keylog.clone()),
+        work_dir: None,
     };
     let progress = |_p: Progress| {};
     let report = run(opts, &progress).await.unwrap();
@@ -33,6 +41,12 @@ async fn demo_with_20_ues_succeeds_and_its_capture_opens() {
     assert!(report.capture.srtp > 0 && report.capture.mikey > 0);
     assert_eq!(report.capture.mikey_opened, report.capture.mikey);
 
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&keylog).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the key log holds keys");
+    }
     // The key log: MUK, MSK and MTK lines in the documented format.
     let text = std::fs::read_to_string(&keylog).unwrap();
     let mut msks = BTreeMap::new();

@@ -8,6 +8,10 @@ use std::process::ExitCode;
 use clap::Args;
 use mbms_demo::{DemoOptions, Progress};
 
+/// Exit status of a demo stopped by SIGINT or SIGTERM (128 + SIGINT, as a
+/// shell reports an interrupted command).
+const EXIT_SIGNALLED: u8 = 130;
+
 /// `mbms demo` arguments.
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -61,10 +65,21 @@ pub fn run(a: DemoArgs) -> ExitCode {
             }
         }
     };
+    // The run's databases and UE state hold K, OPc, Ks, MUKs and MSKs: a
+    // 0700 folder that we remove on every way out, SIGINT and SIGTERM
+    // included (the services are stopped first, then the folder goes).
+    let work_dir = match mbms_demo::private_temp_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: temporary folder: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let opts = DemoOptions {
         ues: a.ues,
         pcap: a.pcap,
         keylog: a.keylog,
+        work_dir: Some(work_dir.path().to_path_buf()),
     };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -73,10 +88,27 @@ pub fn run(a: DemoArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let report = rt.block_on(mbms_demo::run(opts, &progress));
+    let outcome = rt.block_on(async {
+        let signal = mbms_service::shutdown_signal();
+        tokio::select! {
+            r = mbms_demo::run(opts, &progress) => Some(r),
+            () = signal => None,
+        }
+    });
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    let removed = work_dir.close();
     if tty {
         eprint!("\r\x1b[2K");
+    }
+    let Some(report) = outcome else {
+        match removed {
+            Ok(()) => eprintln!("stopped by a signal; the temporary folder was removed"),
+            Err(e) => eprintln!("stopped by a signal; removing the temporary folder: {e}"),
+        }
+        return ExitCode::from(EXIT_SIGNALLED);
+    };
+    if let Err(e) = removed {
+        eprintln!("warning: removing the temporary folder: {e}");
     }
     match report {
         Ok(r) => {

@@ -83,6 +83,30 @@ pub fn create_private_file(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Writes `bytes` to `path` as a file that holds secrets: mode 0600 whether
+/// the file is new or existed before with wider permissions (the mode is
+/// narrowed before the old content is truncated and the new one written),
+/// then flushed to disk.
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    f.set_len(0)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +127,25 @@ mod tests {
         create_private_file(&p).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"kept");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn private_write_narrows_an_existing_wide_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("keylog");
+        std::fs::write(&p, b"an older, longer content").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        write_private_file(&p, b"MUK x").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"MUK x");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
     }
 }
