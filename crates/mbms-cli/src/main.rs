@@ -9,9 +9,18 @@ mod bench;
 mod demo;
 mod inspect;
 
+/// `mbms --version`: the package version and the git commit it was built
+/// from (`build.rs`; "-modified" when the tree had uncommitted changes).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MBMS_GIT_COMMIT"),
+    ")"
+);
+
 /// MBMS security (3GPP TS 33.246): MIKEY tools, BSF, BM-SC, UE and demo.
 #[derive(Parser, Debug)]
-#[command(name = "mbms", version, about, long_about = None)]
+#[command(name = "mbms", version = VERSION, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
