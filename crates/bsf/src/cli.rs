@@ -54,7 +54,7 @@ pub enum BsfCommand {
 pub struct RunArgs {
     /// TOML configuration file (see examples/bsf.toml and docs/bsf.md):
     /// fqdn, listen, db, session_lifetime, nonce_lifetime, purge_interval,
-    /// zn_token and [[subscriber]] entries to provision.
+    /// zn_token and `[[subscriber]]` entries to provision.
     #[arg(long, short = 'c', value_name = "FILE", required = true)]
     pub config: Option<PathBuf>,
     /// Listen address, overriding `listen` (e.g. 127.0.0.1:8080; port 0

@@ -1,5 +1,5 @@
-//! The running UE: a thin tokio shell around [`crate::core`] (MGV-F + ME)
-//! and the key management task ([`crate::km`]).
+//! The running UE: a thin tokio shell around the sans-IO `core` module (MGV-F + ME)
+//! and the key management task (the `km` module).
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
@@ -17,7 +17,7 @@
 //! status writer, and the key management task (bootstrapping,
 //! registration, MSK requests with retries and back-off, re-bootstrapping,
 //! leaving services). Time is read and random numbers are drawn here and in
-//! [`crate::km`] only.
+//! the `km` module only.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
