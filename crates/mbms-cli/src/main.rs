@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 mod bench;
 mod demo;
 mod inspect;
+mod man;
 
 /// `mbms --version`: the package version and the git commit it was built
 /// from (`build.rs`; "-modified" when the tree had uncommitted changes).
@@ -54,6 +55,17 @@ enum Command {
     /// and `--keylog` write captures (docs/demo.md). Exit 0 only if every
     /// procedure succeeded for every UE.
     Demo(demo::DemoArgs),
+    /// Write the man pages of `mbms` and of each of its subcommands
+    /// (mbms.1, mbms-bsf.1, mbms-bmsc.1, ...) into a folder, as the Debian
+    /// package installs them.
+    Man(ManArgs),
+}
+
+#[derive(Args, Debug)]
+struct ManArgs {
+    /// The folder to write the pages to (created if missing).
+    #[arg(long, value_name = "DIR")]
+    out_dir: std::path::PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -186,6 +198,21 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Ue(a) => run_async(ue::cli::run(a)),
         Command::Demo(a) => demo::run(a),
+        Command::Man(a) => {
+            use clap::CommandFactory as _;
+            match man::write_pages(Cli::command(), &a.out_dir) {
+                Ok(pages) => {
+                    for p in pages {
+                        println!("{}", p.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: writing man pages to {}: {e}", a.out_dir.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Vectors(a) => {
             let doc = mbms::vectors::generate();
             let out = if a.json {
