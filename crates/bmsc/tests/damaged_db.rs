@@ -169,7 +169,10 @@ fn sqlite_negative_counter_mark_is_refused() {
     let path = sqlite_db(dir.path());
     tamper(&path, "UPDATE muk_counters SET reserved = -1");
     let msg = refused(&path);
-    assert!(msg.contains("negative or out-of-range counter mark"), "{msg}");
+    assert!(
+        msg.contains("negative or out-of-range counter mark"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -371,7 +374,10 @@ fn postgresql_negative_counter_mark_is_refused() {
     let s = PgSchema::populated(&url, "negative");
     s.sql("UPDATE muk_counters SET reserved = -5");
     let msg = s.refused();
-    assert!(msg.contains("negative or out-of-range counter mark"), "{msg}");
+    assert!(
+        msg.contains("negative or out-of-range counter mark"),
+        "{msg}"
+    );
 }
 
 #[test]

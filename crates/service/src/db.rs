@@ -469,7 +469,10 @@ mod tests {
         c.execute_batch("DROP TABLE u").unwrap();
         drop(c);
         let e = open(&q, Create::IfMissing).unwrap_err();
-        assert!(matches!(&e, DbError::MissingTable { table, .. } if table == "u"), "{e}");
+        assert!(
+            matches!(&e, DbError::MissingTable { table, .. } if table == "u"),
+            "{e}"
+        );
 
         let r = dir.path().join("z.db");
         let c = open(&r, Create::IfMissing).unwrap();

@@ -286,13 +286,8 @@ pub use mbms_service::db::Create;
 /// engine's delivery states (`mbms::engine::DeliveryState`, see
 /// docs/bmsc.md). Any other value is refused when written and when found
 /// at open (an unknown state could make the BM-SC deliver or charge again).
-pub const DELIVERY_STATES: [&str; 5] = [
-    "pending",
-    "sent",
-    "unconfirmed",
-    "acknowledged",
-    "given_up",
-];
+pub const DELIVERY_STATES: [&str; 5] =
+    ["pending", "sent", "unconfirmed", "acknowledged", "given_up"];
 
 /// Refuses an unknown delivery state before anything is written.
 pub(crate) fn check_outcomes(o: &Outcomes) -> Result<(), StoreError> {

@@ -233,11 +233,10 @@ impl PgStore {
         }
         let schema = schema.map(str::to_owned);
         let target = describe(&config);
-        let mut client =
-            connect(&config, schema.as_deref()).map_err(|e| StoreError::Open {
-                target: target.clone(),
-                source: Box::new(e),
-            })?;
+        let mut client = connect(&config, schema.as_deref()).map_err(|e| StoreError::Open {
+            target: target.clone(),
+            source: Box::new(e),
+        })?;
         let prepared = prepare(&mut client, create).map_err(|e| match e {
             Prep::Db(e) => StoreError::Open {
                 target: target.clone(),
