@@ -36,7 +36,7 @@ fn tamper(path: &Path, sql: &str) {
 }
 
 fn refused(path: &Path) -> String {
-    let e = SqliteStore::open(path).err().expect("refused");
+    let e = SqliteStore::open(path).expect_err("refused");
     assert!(matches!(e, StoreError::Refused(_)), "{e:?}");
     let msg = e.to_string();
     assert!(
