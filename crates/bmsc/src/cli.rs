@@ -1,7 +1,7 @@
 //! The `mbms bmsc` command.
 //!
 //! ```text
-//! mbms bmsc --config FILE [--listen ADDR] [--mikey-listen ADDR] [--db PATH|URL]
+//! mbms bmsc --config FILE [--listen ADDR] [--mikey-listen ADDR] [--db PATH|URL] [--init]
 //! ```
 
 use std::net::SocketAddr;
@@ -32,6 +32,14 @@ pub struct BmscArgs {
     /// a postgres:// URL.
     #[arg(long, value_name = "PATH|URL")]
     pub db: Option<String>,
+    /// Create a new, empty database and exit without starting the server.
+    /// SQLite: where no file exists or on a 0-byte file; any file with
+    /// content (valid or not) is refused, --init never overwrites data.
+    /// PostgreSQL: in a schema holding none of the BM-SC's tables. Without
+    /// --init a database is created only where no file exists (or in an
+    /// empty schema), and an existing one is checked at every start.
+    #[arg(long)]
+    pub init: bool,
 }
 
 /// Errors of `mbms bmsc`.
@@ -68,14 +76,34 @@ pub fn load_config(args: &BmscArgs) -> Result<BmscConfig, CliError> {
     Ok(cfg)
 }
 
+/// The database for messages (a URL may hold a password: not shown).
+fn db_label(db: &str) -> String {
+    if store::is_postgres(db) {
+        "on PostgreSQL".to_owned()
+    } else {
+        db.to_owned()
+    }
+}
+
 /// Runs `mbms bmsc` until SIGINT / SIGTERM.
 pub async fn run(args: BmscArgs) -> Result<(), CliError> {
     mbms_service::init_tracing();
     let cfg = load_config(&args)?;
     let db = cfg.db.clone();
-    let st = tokio::task::spawn_blocking(move || store::open(&db))
+    let create = if args.init {
+        store::Create::Init
+    } else {
+        store::Create::IfMissing
+    };
+    let st = tokio::task::spawn_blocking(move || store::open_with(&db, create))
         .await
         .map_err(|e| CliError::Other(format!("internal error: {e}")))??;
+    if args.init {
+        // Dropped on a blocking thread like every use of the store.
+        let _ = tokio::task::spawn_blocking(move || drop(st)).await;
+        println!("initialised the database {}", db_label(&cfg.db));
+        return Ok(());
+    }
     info!(backend = st.backend(), "database opened");
     let stop = mbms_service::shutdown_signal();
     let running = server::start(&cfg, st).await?;

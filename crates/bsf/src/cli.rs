@@ -1,7 +1,7 @@
 //! The `mbms bsf` command: run the BSF, and manage its subscribers.
 //!
 //! ```text
-//! mbms bsf --config FILE [--listen ADDR] [--db PATH] [--fqdn FQDN]
+//! mbms bsf --config FILE [--listen ADDR] [--db PATH] [--fqdn FQDN] [--init]
 //! mbms bsf run --config FILE ...                     (same)
 //! mbms bsf subscriber add    --db PATH --impi IMPI --k HEX --opc HEX [--sqn N] [--amf HEX] [--gba-type gba_me|gba_u]
 //! mbms bsf subscriber list   --db PATH [--show-secrets]
@@ -25,6 +25,7 @@ use crate::config::{parse_subscriber, BsfConfig, ConfigError};
 use crate::server::Bsf;
 use crate::sqlite::SqliteStore;
 use crate::store::{GbaType, Store, StoreError, Subscriber};
+use mbms_service::db::Create;
 
 /// `mbms bsf`: the GBA Bootstrapping Server Function (TS 33.220, TS 24.109
 /// Ub, JSON Zn). Without a subcommand it runs the server.
@@ -72,6 +73,13 @@ pub struct RunArgs {
     /// `session_lifetime`.
     #[arg(long, value_name = "SECONDS")]
     pub session_lifetime: Option<u64>,
+    /// Create a new, empty database at the configured path and exit
+    /// without starting the server. Works where no file exists or on a
+    /// 0-byte file; refuses any file with content (valid or not): it never
+    /// overwrites data. Without --init, a database is created only where
+    /// no file exists, and an existing one is checked at every start.
+    #[arg(long)]
+    pub init: bool,
 }
 
 /// Where the subscriber commands find the database.
@@ -231,6 +239,14 @@ pub fn load_config(args: &RunArgs) -> Result<BsfConfig, CliError> {
 async fn run_server(args: RunArgs) -> Result<(), CliError> {
     mbms_service::init_tracing();
     let cfg = load_config(&args)?;
+    if args.init {
+        let db_path = cfg.db.clone();
+        tokio::task::spawn_blocking(move || SqliteStore::open_with(&db_path, Create::Init))
+            .await
+            .map_err(|e| CliError::Input(format!("internal error: {e}")))??;
+        println!("initialised the database {}", cfg.db.display());
+        return Ok(());
+    }
     let subscribers = cfg.provisioned_subscribers()?;
     let db_path = cfg.db.clone();
     let store = tokio::task::spawn_blocking(move || -> Result<SqliteStore, StoreError> {

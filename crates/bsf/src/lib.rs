@@ -27,6 +27,7 @@ pub mod sqlite;
 pub mod store;
 
 pub use config::{BsfConfig, ConfigError, ZnToken};
+pub use mbms_service::db::Create;
 pub use server::{Bsf, RunningBsf, Settings};
 pub use sqlite::SqliteStore;
 pub use store::{GbaType, Session, Store, StoreError, Subscriber};

@@ -13,19 +13,23 @@
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
 use gba::aka::Amf;
 use gba::{BTid, Ks, Opc, Sqn48, SubscriberKey};
+use mbms_service::db::{self, Create, Schema};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::store::{Session, Store, StoreError, Subscriber};
 
-/// Schema version kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+/// The schema, version 1 (kept in `PRAGMA user_version`; a database with
+/// a newer version is refused).
+const SCHEMA: Schema = Schema {
+    version: 1,
+    ddl: DDL,
+};
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS subscribers (
+const DDL: &str = "
+CREATE TABLE subscribers (
     impi     TEXT PRIMARY KEY NOT NULL,
     k        BLOB NOT NULL,
     opc      BLOB NOT NULL,
@@ -33,7 +37,7 @@ CREATE TABLE IF NOT EXISTS subscribers (
     amf      BLOB NOT NULL,
     gba_type TEXT NOT NULL DEFAULT 'gba_me'
 );
-CREATE TABLE IF NOT EXISTS sessions (
+CREATE TABLE sessions (
     btid       TEXT PRIMARY KEY NOT NULL,
     impi       TEXT NOT NULL,
     rand       BLOB NOT NULL,
@@ -42,7 +46,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     created_at INTEGER NOT NULL,
     expires_at INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS sessions_expires_at ON sessions (expires_at);
+CREATE INDEX sessions_expires_at ON sessions (expires_at);
 ";
 
 impl From<rusqlite::Error> for StoreError {
@@ -67,41 +71,32 @@ impl core::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed, with mode 0600) the database at `path`
-    /// and applies the schema.
+    /// Opens the database at `path`, creating it (mode 0600, with the
+    /// schema) only where no file exists; an existing file is checked
+    /// first (see [`open_with`](Self::open_with)).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let open_err = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
-            path: path.display().to_string(),
-            source: e,
-        };
-        mbms_service::create_private_file(path).map_err(|e| open_err(Box::new(e)))?;
-        let conn = Connection::open(path).map_err(|e| open_err(Box::new(e)))?;
-        Self::init(conn).map_err(|e| match e {
-            StoreError::Backend(b) => open_err(b),
-            other => other,
+        Self::open_with(path, Create::IfMissing)
+    }
+
+    /// Opens the database at `path` under the rules of
+    /// [`mbms_service::db`]: a 0-byte or damaged file, a missing table or
+    /// column, an unknown or newer schema version, or rows this program
+    /// never writes (a negative or out-of-range SQN, an unknown GBA type,
+    /// keys of the wrong length) are refused with
+    /// [`StoreError::Refused`], naming the file and the problem.
+    /// [`Create::Init`] (`--init`) also initialises a 0-byte file and
+    /// refuses any file with content.
+    pub fn open_with(path: &Path, create: Create) -> Result<Self, StoreError> {
+        let conn = db::open_sqlite(path, &SCHEMA, create, &validate_rows)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
         })
     }
 
     /// An in-memory database (for tests).
     pub fn open_in_memory() -> Result<Self, StoreError> {
-        Self::init(Connection::open_in_memory()?)
-    }
-
-    fn init(conn: Connection) -> Result<Self, StoreError> {
-        conn.busy_timeout(Duration::from_secs(5))?;
-        // journal_mode answers with a row; in-memory databases say "memory".
-        let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if version > SCHEMA_VERSION {
-            return Err(StoreError::Corrupt(format!(
-                "database schema version {version} is newer than this program's {SCHEMA_VERSION}"
-            )));
-        }
-        conn.execute_batch(SCHEMA)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            conn: Mutex::new(db::open_sqlite_in_memory(&SCHEMA)?),
         })
     }
 
@@ -112,8 +107,69 @@ impl SqliteStore {
     }
 }
 
-/// Creates the file with mode 0600 if it does not exist (it will hold K,
-/// OPc and Ks). An existing file is left as it is.
+/// The BSF's own checks of an existing database: every value a row holds
+/// is one this program writes. SQN_HE is the counter mark of TS 33.102
+/// Annex C: negative or above 2^48 - 1 means the file was altered, and
+/// starting from it could send an SQN again. (The BSF keeps no second
+/// record of used SQNs to compare the mark with.)
+fn validate_rows(conn: &Connection) -> Result<(), String> {
+    let first = |sql: &str| -> Result<Option<String>, String> {
+        conn.query_row(sql, [], |r| r.get::<_, String>(0))
+            .optional()
+            .map_err(|e| e.to_string())
+    };
+    let checks: [(&str, String); 6] = [
+        (
+            "a negative or out-of-range SQN (the counter mark must never go back)",
+            format!(
+                "SELECT impi || ': SQN ' || quote(sqn) FROM subscribers
+                 WHERE typeof(sqn) != 'integer' OR sqn < 0 OR sqn > {} LIMIT 1",
+                Sqn48::MAX.value()
+            ),
+        ),
+        (
+            "an unknown GBA type",
+            "SELECT impi || ': ' || quote(gba_type) FROM subscribers
+             WHERE gba_type NOT IN ('gba_me', 'gba_u') LIMIT 1"
+                .into(),
+        ),
+        (
+            "K, OPc or AMF of the wrong length",
+            "SELECT impi FROM subscribers WHERE typeof(k) != 'blob' OR length(k) != 16
+             OR typeof(opc) != 'blob' OR length(opc) != 16
+             OR typeof(amf) != 'blob' OR length(amf) != 2 LIMIT 1"
+                .into(),
+        ),
+        (
+            "a session with an unknown GBA type",
+            "SELECT btid || ': ' || quote(gba_type) FROM sessions
+             WHERE gba_type NOT IN ('gba_me', 'gba_u') LIMIT 1"
+                .into(),
+        ),
+        (
+            "a session with RAND or Ks of the wrong length",
+            "SELECT btid FROM sessions WHERE typeof(rand) != 'blob' OR length(rand) != 16
+             OR typeof(ks) != 'blob' OR length(ks) != 32 LIMIT 1"
+                .into(),
+        ),
+        (
+            "a session with a negative time",
+            "SELECT btid FROM sessions WHERE created_at < 0 OR expires_at < 0 LIMIT 1".into(),
+        ),
+    ];
+    for (what, sql) in checks {
+        if let Some(row) = first(&sql)? {
+            let table = if what.starts_with("a session") {
+                "sessions"
+            } else {
+                "subscribers"
+            };
+            return Err(format!("table {table} holds {what}: {row}"));
+        }
+    }
+    Ok(())
+}
+
 fn sqn_to_sql(sqn: Sqn48) -> i64 {
     // 48 bits always fit in an i64.
     sqn.value() as i64

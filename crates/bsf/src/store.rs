@@ -135,6 +135,11 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The database was refused at open: damaged, not ours, of a newer
+    /// schema, or holding values this program never writes (the message
+    /// names the file and the problem).
+    #[error(transparent)]
+    Refused(#[from] mbms_service::db::DbError),
     /// Any other error of the backend.
     #[error("database error")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -1,7 +1,10 @@
 //! Plumbing shared by the async service shells (`bsf`, `bmsc`, `ue`): one
-//! place for how they log, stop and create files that hold secrets.
+//! place for how they log, stop, create files that hold secrets and open
+//! their SQLite databases ([`db`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod db;
 
 use std::future::Future;
 use std::path::Path;

@@ -270,6 +270,14 @@ pub fn deliveries_and_charging(open: Open<'_>) {
         counter,
         time_ms: 1_700_000_000_123,
     };
+    // The counters of acknowledged messages were reserved before use (a
+    // database whose mark is below a used counter is refused at open).
+    for b in ["dl-a@x-btid", "dl-b@x-btid"] {
+        let m = MukId::new("bmsc.home1.net", b);
+        if s.muk_counter_reserved(&m).unwrap().is_none() {
+            s.reserve_muk_counters(&m, 100).unwrap();
+        }
+    }
     let before = s.charging_records(0, usize::MAX).unwrap().len();
     let first = s
         .record(&Outcomes {
@@ -291,6 +299,19 @@ pub fn deliveries_and_charging(open: Open<'_>) {
         .unwrap();
     assert!(second[0].id > first[1].id);
     assert!(s.record(&Outcomes::default()).unwrap().is_empty());
+    // An unknown delivery state is refused and nothing of the batch is
+    // written.
+    assert!(matches!(
+        s.record(&Outcomes {
+            deliveries: vec![
+                d("dl-c@x", msk(41, 1), "acknowledged", false, 5),
+                d("dl-c@x", msk(41, 2), "charged-twice", false, 5),
+            ],
+            charging: vec![c("dl-c@x", msk(41, 1), 1)],
+        }),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(s.deliveries(Some("dl-c@x")).unwrap().is_empty());
     drop(s);
     let s = open();
     assert_eq!(

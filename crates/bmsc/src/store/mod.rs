@@ -56,6 +56,23 @@ pub enum StoreError {
     /// The stored data is not what this program wrote.
     #[error("corrupt data in the database: {0}")]
     Corrupt(String),
+    /// A SQLite database refused at open: damaged, not ours, of a newer
+    /// schema, or holding values this program never writes (the message
+    /// names the file and the problem).
+    #[error(transparent)]
+    Refused(#[from] mbms_service::db::DbError),
+    /// A PostgreSQL database refused at open (partial schema, unknown
+    /// schema version, invalid rows).
+    #[error("database {target}: {detail}")]
+    Rejected {
+        /// The database, without its password.
+        target: String,
+        /// The problem.
+        detail: String,
+    },
+    /// A write with a value this program never stores (nothing written).
+    #[error("refused to store {0}")]
+    Invalid(String),
     /// A MUK counter high-water mark would go down.
     #[error("counter high-water mark of {muk} would go from {stored} to {requested}")]
     CounterRollback {
@@ -236,13 +253,147 @@ pub trait Store: Send + Sync + 'static {
 
 /// Opens the store named by `db`: a `postgres://` or `postgresql://` URL
 /// (or a `host=... dbname=...` connection string starting with `host=`),
-/// else a SQLite file path (created with mode 0600).
+/// else a SQLite file path. A new database is created only where no file
+/// exists (SQLite, mode 0600) or in a schema without any table
+/// (PostgreSQL); an existing one is checked first (see [`open_with`]).
 pub fn open(db: &str) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(db, Create::IfMissing)
+}
+
+/// [`open`] with the creation rule: [`Create::Init`] (`mbms bmsc --init`)
+/// creates a new database and refuses an existing one. Every existing
+/// database is checked before use: schema version known (a newer one is
+/// refused), every table and column present, SQLite's
+/// `PRAGMA quick_check`, delivery states known ([`DELIVERY_STATES`]),
+/// counter marks non-negative and not below a counter already used (a
+/// charging record), key group states decodable. A failed check is an
+/// error naming the database and the problem: a damaged database never
+/// starts as a fresh one.
+pub fn open_with(db: &str, create: Create) -> Result<Arc<dyn Store>, StoreError> {
     if is_postgres(db) {
-        Ok(Arc::new(PgStore::open(db)?))
+        Ok(Arc::new(PgStore::open_with(db, None, create)?))
     } else {
-        Ok(Arc::new(SqliteStore::open(std::path::Path::new(db))?))
+        Ok(Arc::new(SqliteStore::open_with(
+            std::path::Path::new(db),
+            create,
+        )?))
     }
+}
+
+pub use mbms_service::db::Create;
+
+/// The delivery states stored in `deliveries.state`: the names of the
+/// engine's delivery states (`mbms::engine::DeliveryState`, see
+/// docs/bmsc.md). Any other value is refused when written and when found
+/// at open (an unknown state could make the BM-SC deliver or charge again).
+pub const DELIVERY_STATES: [&str; 5] =
+    ["pending", "sent", "unconfirmed", "acknowledged", "given_up"];
+
+/// Refuses an unknown delivery state before anything is written.
+pub(crate) fn check_outcomes(o: &Outcomes) -> Result<(), StoreError> {
+    match o
+        .deliveries
+        .iter()
+        .find(|d| !DELIVERY_STATES.contains(&d.state.as_str()))
+    {
+        Some(d) => Err(StoreError::Invalid(format!(
+            "the unknown delivery state {:?} of {} for {}",
+            d.state, d.msk, d.impi
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The table holding the schema version of a PostgreSQL database (SQLite
+/// keeps it in `PRAGMA user_version`).
+pub(crate) const PG_META_TABLE: &str = "mbms_meta";
+
+/// The version of the BM-SC schema (both backends): SQLite
+/// `PRAGMA user_version`, PostgreSQL table [`PG_META_TABLE`]. A database
+/// with a newer version is refused.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The checks of the rows of an existing database that are the same on
+/// both backends: `first(sql)` runs a query and returns the first column
+/// of its first row as text, if any. Each query finds the first row that
+/// breaks a rule.
+pub(crate) fn validate_rows(
+    first: &mut dyn FnMut(&str) -> Result<Option<String>, String>,
+) -> Result<(), String> {
+    let states = DELIVERY_STATES
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let checks = [
+        (
+            "table deliveries holds an unknown delivery state",
+            format!(
+                "SELECT impi || ' ' || msk || ': ' || state FROM deliveries
+                 WHERE state NOT IN ({states}) LIMIT 1"
+            ),
+        ),
+        (
+            "table muk_counters holds a negative or out-of-range counter mark",
+            "SELECT idi || ' ' || idr || ': ' || CAST(reserved AS TEXT) FROM muk_counters
+             WHERE reserved < 0 OR reserved > 4294967295 LIMIT 1"
+                .to_owned(),
+        ),
+        (
+            "table charging_records holds a negative or out-of-range counter",
+            "SELECT CAST(id AS TEXT) || ': ' || CAST(counter AS TEXT) FROM charging_records
+             WHERE counter < 0 OR counter > 4294967295 LIMIT 1"
+                .to_owned(),
+        ),
+        (
+            // A MUK's counter mark went back below a counter the BM-SC
+            // already used (and the UE acknowledged): the engine would
+            // reuse counters, and the MGV-F drops them as replays
+            // (PROFILE.md section 7).
+            "a counter mark is below a counter already used",
+            "SELECT 'B-TID ' || c.btid || ': mark ' || COALESCE(CAST(m.mx AS TEXT), 'missing')
+                    || ', counter ' || CAST(c.counter AS TEXT)
+                    || ' used by charging record ' || CAST(c.id AS TEXT)
+             FROM charging_records c
+             LEFT JOIN (SELECT idr, MAX(reserved) AS mx FROM muk_counters GROUP BY idr) m
+               ON m.idr = c.btid
+             WHERE m.mx IS NULL OR c.counter > m.mx LIMIT 1"
+                .to_owned(),
+        ),
+        (
+            "table ues holds a MUK of the wrong length",
+            "SELECT impi FROM ues WHERE length(muk) != 32 LIMIT 1".to_owned(),
+        ),
+    ];
+    for (what, sql) in checks {
+        if let Some(row) = first(&sql)? {
+            return Err(format!("{what}: {row}"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks one stored key group state (the row's key and its encoding).
+pub(crate) fn validate_key_group_row(
+    key_domain: &[u8],
+    key_group: i64,
+    state: &[u8],
+) -> Result<(), String> {
+    let kd: [u8; 3] = key_domain.try_into().map_err(|_| {
+        format!(
+            "table key_groups: Key Domain ID of {} bytes",
+            key_domain.len()
+        )
+    })?;
+    let kg = u16::try_from(key_group)
+        .map_err(|_| format!("table key_groups: Key Group {key_group} out of range"))?;
+    let name = KeyGroupName {
+        key_domain: mbms::KeyDomainId(kd),
+        key_group: kg,
+    };
+    decode_snapshot(&name, state)
+        .map(drop)
+        .map_err(|e| format!("table key_groups: {e}"))
 }
 
 /// Whether `db` names a PostgreSQL database rather than a SQLite file.

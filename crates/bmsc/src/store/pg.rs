@@ -7,9 +7,16 @@
 //!   the database on the same host or a protected network.
 //! * Every method is one transaction on one connection behind a mutex; a
 //!   connection found closed (database restarted) is re-opened once.
-//! * Tables live in the connection's default schema, or in the schema given
-//!   to [`PgStore::open_in_schema`] (created if missing), so that several
+//! * Tables live in the connection's current schema (the first existing
+//!   one of its `search_path`, which a URL can set with
+//!   `?options=-csearch_path%3Dmyschema`), or in the schema given to
+//!   [`PgStore::open_in_schema`] (created if missing), so that several
 //!   BM-SCs or test runs can share a database.
+//! * A schema without any table is a new database; otherwise the schema
+//!   version (table `mbms_meta`), the tables, columns and rows are checked
+//!   at open, and a partial or damaged database is refused.
+//! * The client is closed on a thread of its own, never on a thread of
+//!   the server's Tokio runtime (see [`close_off_runtime`]).
 //!
 //! The client runs its own small runtime and blocks: call it from blocking
 //! threads (`tokio::task::spawn_blocking`), as the server does.
@@ -25,44 +32,48 @@ use postgres::{Client, NoTls, Transaction};
 use super::*;
 
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS muk_counters (
+CREATE TABLE mbms_meta (
+    name  TEXT PRIMARY KEY,
+    value BIGINT NOT NULL
+);
+CREATE TABLE muk_counters (
     idi      TEXT NOT NULL,
     idr      TEXT NOT NULL,
     reserved BIGINT NOT NULL,
     PRIMARY KEY (idi, idr)
 );
-CREATE TABLE IF NOT EXISTS key_groups (
+CREATE TABLE key_groups (
     key_domain BYTEA NOT NULL,
     key_group  INTEGER NOT NULL,
     state      BYTEA NOT NULL,
     PRIMARY KEY (key_domain, key_group)
 );
-CREATE TABLE IF NOT EXISTS key_group_defs (
+CREATE TABLE key_group_defs (
     key_group       INTEGER PRIMARY KEY,
     window_len      INTEGER NOT NULL,
     charging        BOOLEAN NOT NULL,
     ack             BOOLEAN NOT NULL,
     rotate_interval BIGINT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS services (
+CREATE TABLE services (
     id         TEXT PRIMARY KEY,
     key_groups TEXT NOT NULL,
     open       BOOLEAN NOT NULL,
     allowed    TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS ues (
+CREATE TABLE ues (
     impi       TEXT PRIMARY KEY,
     btid       TEXT NOT NULL,
     muk        BYTEA NOT NULL,
     mikey_addr TEXT NOT NULL,
     updated_at BIGINT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS registrations (
+CREATE TABLE registrations (
     impi       TEXT NOT NULL,
     service_id TEXT NOT NULL,
     PRIMARY KEY (impi, service_id)
 );
-CREATE TABLE IF NOT EXISTS deliveries (
+CREATE TABLE deliveries (
     impi       TEXT NOT NULL,
     msk        TEXT NOT NULL,
     state      TEXT NOT NULL,
@@ -70,7 +81,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     updated_at BIGINT NOT NULL,
     PRIMARY KEY (impi, msk)
 );
-CREATE TABLE IF NOT EXISTS charging_records (
+CREATE TABLE charging_records (
     id      BIGSERIAL PRIMARY KEY,
     impi    TEXT NOT NULL,
     btid    TEXT NOT NULL,
@@ -90,7 +101,60 @@ impl From<postgres::Error> for StoreError {
 pub struct PgStore {
     config: postgres::Config,
     schema: Option<String>,
-    client: Mutex<Client>,
+    /// `None` only while being dropped.
+    client: Mutex<Option<Client>>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        let client = self
+            .client
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(c) = client {
+            close_off_runtime(c);
+        }
+    }
+}
+
+/// Closes a client on a thread of its own. A `postgres::Client` drives
+/// its connection with a runtime of its own and blocks on it when closed:
+/// dropped on a thread that runs a Tokio runtime (the last `Arc` of the
+/// store goes away at the end of `mbms bmsc`), that panics with "Cannot
+/// start a runtime from within a runtime" (issue 11, point 12).
+fn close_off_runtime(c: Client) {
+    if std::thread::Builder::new()
+        .name("pg-close".into())
+        .spawn(move || drop(c))
+        .and_then(|t| t.join().map_err(|_| std::io::Error::other("panicked")))
+        .is_err()
+    {
+        tracing::warn!("closing the PostgreSQL connection failed");
+    }
+}
+
+/// The locked client, connected.
+struct ClientGuard<'a>(MutexGuard<'a, Option<Client>>);
+
+impl std::ops::Deref for ClientGuard<'_> {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        match self.0.as_ref() {
+            Some(c) => c,
+            // `PgStore::lock` fills it; only `drop` empties it.
+            None => unreachable!("PgStore client taken outside drop"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for ClientGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        match self.0.as_mut() {
+            Some(c) => c,
+            None => unreachable!("PgStore client taken outside drop"),
+        }
+    }
 }
 
 impl fmt::Debug for PgStore {
@@ -134,18 +198,27 @@ fn valid_schema_name(s: &str) -> bool {
 }
 
 impl PgStore {
-    /// Connects to `url` and creates the tables if needed.
+    /// Connects to `url`; creates the tables in a schema without any
+    /// table, checks an existing database (see [`super::open_with`]).
     pub fn open(url: &str) -> Result<Self, StoreError> {
-        Self::open_with(url, None)
+        Self::open_with(url, None, Create::IfMissing)
     }
 
     /// Like [`open`](Self::open), with every table in `schema` (lowercase
     /// letters, digits and `_`; created if missing).
     pub fn open_in_schema(url: &str, schema: &str) -> Result<Self, StoreError> {
-        Self::open_with(url, Some(schema))
+        Self::open_with(url, Some(schema), Create::IfMissing)
     }
 
-    fn open_with(url: &str, schema: Option<&str>) -> Result<Self, StoreError> {
+    /// Connects to `url` (tables in `schema`, or in the connection's
+    /// current schema). A schema without any table is a new database: the
+    /// tables and the schema version are created. A schema holding some
+    /// tables is checked: the version in `mbms_meta` known (newer:
+    /// refused), every table and column present (a partial schema is
+    /// refused), the rows valid. [`Create::Init`] creates the tables where
+    /// none of this program's tables exist (other tables may) and refuses
+    /// a schema that holds them.
+    pub fn open_with(url: &str, schema: Option<&str>, create: Create) -> Result<Self, StoreError> {
         let config = postgres::Config::from_str(url).map_err(|e| StoreError::Open {
             target: "postgresql database (unparsable connection string)".into(),
             source: Box::new(e),
@@ -159,23 +232,41 @@ impl PgStore {
             }
         }
         let schema = schema.map(str::to_owned);
-        let client = connect(&config, schema.as_deref()).map_err(|e| StoreError::Open {
-            target: describe(&config),
+        let target = describe(&config);
+        let mut client = connect(&config, schema.as_deref()).map_err(|e| StoreError::Open {
+            target: target.clone(),
             source: Box::new(e),
         })?;
+        let prepared = prepare(&mut client, create).map_err(|e| match e {
+            Prep::Db(e) => StoreError::Open {
+                target: target.clone(),
+                source: Box::new(e),
+            },
+            Prep::Refused(detail) => StoreError::Rejected {
+                target: target.clone(),
+                detail,
+            },
+        });
+        if let Err(e) = prepared {
+            close_off_runtime(client);
+            return Err(e);
+        }
         Ok(Self {
             config,
             schema,
-            client: Mutex::new(client),
+            client: Mutex::new(Some(client)),
         })
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Client>, StoreError> {
+    fn lock(&self) -> Result<ClientGuard<'_>, StoreError> {
         let mut g = self.client.lock().unwrap_or_else(|p| p.into_inner());
-        if g.is_closed() {
-            *g = connect(&self.config, self.schema.as_deref())?;
+        if g.as_ref().is_none_or(|c| c.is_closed()) {
+            let new = connect(&self.config, self.schema.as_deref())?;
+            if let Some(old) = g.replace(new) {
+                close_off_runtime(old);
+            }
         }
-        Ok(g)
+        Ok(ClientGuard(g))
     }
 
     fn tx<T>(
@@ -190,6 +281,7 @@ impl PgStore {
     }
 }
 
+/// Connects and selects the schema (created if missing, when named).
 fn connect(config: &postgres::Config, schema: Option<&str>) -> Result<Client, postgres::Error> {
     let mut c = config.connect(NoTls)?;
     if let Some(s) = schema {
@@ -198,8 +290,139 @@ fn connect(config: &postgres::Config, schema: Option<&str>) -> Result<Client, po
             "CREATE SCHEMA IF NOT EXISTS {s}; SET search_path TO {s}"
         ))?;
     }
-    c.batch_execute(SCHEMA)?;
     Ok(c)
+}
+
+enum Prep {
+    Db(postgres::Error),
+    Refused(String),
+}
+
+impl From<postgres::Error> for Prep {
+    fn from(e: postgres::Error) -> Self {
+        Prep::Db(e)
+    }
+}
+
+/// Creates or checks the tables, in one transaction under an advisory lock
+/// (two BM-SCs starting on one empty schema do not both create it).
+fn prepare(client: &mut Client, create: Create) -> Result<(), Prep> {
+    let expected = mbms_service::db::tables_of(super::sqlite::DDL)
+        .map_err(|e| Prep::Refused(format!("internal schema error: {e}")))?;
+    let mut tx = client.transaction()?;
+    let schema: Option<String> = tx.query_one("SELECT current_schema()", &[])?.get(0);
+    let Some(schema) = schema else {
+        return Err(Prep::Refused(
+            "no schema to use: the search_path names no existing schema".into(),
+        ));
+    };
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('mbms-bmsc-schema:' || $1))",
+        &[&schema],
+    )?;
+    let present: Vec<String> = tx
+        .query(
+            "SELECT table_name::TEXT FROM information_schema.tables WHERE table_schema = $1",
+            &[&schema],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let ours = |t: &String| t == PG_META_TABLE || expected.iter().any(|(e, _)| e == t);
+    let new = match create {
+        Create::IfMissing => present.is_empty(),
+        Create::Init => {
+            if let Some(t) = present.iter().find(|t| ours(t)) {
+                return Err(Prep::Refused(format!(
+                    "--init refuses schema {schema}: it already holds table {t} of a BM-SC \
+                     database (drop the tables first)"
+                )));
+            }
+            true
+        }
+    };
+    if new {
+        tx.batch_execute(SCHEMA)?;
+        tx.execute(
+            "INSERT INTO mbms_meta (name, value) VALUES ('schema_version', $1)",
+            &[&SCHEMA_VERSION],
+        )?;
+        tx.commit()?;
+        return Ok(());
+    }
+    let refuse = |d: String| Err(Prep::Refused(format!("schema {schema}: {d}")));
+    if !present.iter().any(|t| t == PG_META_TABLE) {
+        return refuse(format!(
+            "table {PG_META_TABLE} is missing (no schema version): not a BM-SC database, \
+             or a partial one (tables present: {})",
+            present.join(", ")
+        ));
+    }
+    let version: Option<i64> = tx
+        .query_opt(
+            "SELECT value FROM mbms_meta WHERE name = 'schema_version'",
+            &[],
+        )?
+        .map(|r| r.get(0));
+    match version {
+        None => return refuse(format!("no schema_version row in {PG_META_TABLE}")),
+        Some(v) if v > SCHEMA_VERSION => {
+            return refuse(format!(
+                "schema version {v} is newer than this program's {SCHEMA_VERSION}: \
+                 use a newer release"
+            ))
+        }
+        Some(v) if v != SCHEMA_VERSION => {
+            return refuse(format!(
+                "unknown schema version {v} (this program knows {SCHEMA_VERSION})"
+            ))
+        }
+        Some(_) => {}
+    }
+    for (table, columns) in &expected {
+        if !present.contains(table) {
+            return refuse(format!("table {table} is missing"));
+        }
+        let have: Vec<String> = tx
+            .query(
+                "SELECT column_name::TEXT FROM information_schema.columns
+                 WHERE table_schema = $1 AND table_name = $2",
+                &[&schema, table],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if let Some(c) = columns.iter().find(|c| !have.contains(c)) {
+            return refuse(format!("column {c} of table {table} is missing"));
+        }
+    }
+    let mut db_err = None;
+    let checked = validate_rows(&mut |sql| match tx.query_opt(sql, &[]) {
+        Ok(r) => Ok(r.map(|r| r.get::<_, String>(0))),
+        Err(e) => {
+            let m = e.to_string();
+            db_err = Some(e);
+            Err(m)
+        }
+    });
+    if let Some(e) = db_err {
+        return Err(Prep::Db(e));
+    }
+    if let Err(d) = checked {
+        return refuse(d);
+    }
+    for r in tx.query("SELECT key_domain, key_group, state FROM key_groups", &[])? {
+        let kd: Vec<u8> = r.get(0);
+        let kg: i32 = r.get(1);
+        let mut state: Vec<u8> = r.get(2);
+        let out = validate_key_group_row(&kd, i64::from(kg), &state);
+        zeroize::Zeroize::zeroize(&mut state);
+        if let Err(d) = out {
+            return refuse(d);
+        }
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 fn i32_of(v: u16) -> i32 {
@@ -419,6 +642,7 @@ impl Store for PgStore {
         if o.is_empty() {
             return Ok(Vec::new());
         }
+        check_outcomes(o)?;
         self.tx(|tx| {
             if !o.deliveries.is_empty() {
                 let st = tx.prepare(

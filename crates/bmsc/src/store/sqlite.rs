@@ -7,55 +7,61 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
 use mbms::engine::KeyGroupSnapshot;
 use mbms::{KeyGroupName, MukId};
+use mbms_service::db::{self, Schema};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::*;
 
-const SCHEMA_VERSION: i64 = 1;
+/// The schema (version [`SCHEMA_VERSION`], in `PRAGMA user_version`).
+const SCHEMA: Schema = Schema {
+    version: SCHEMA_VERSION,
+    ddl: DDL,
+};
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS muk_counters (
+/// The tables; PostgreSQL has the same tables and columns (`pg.rs`), and
+/// its open-time check takes the expected list from this text.
+pub(crate) const DDL: &str = "
+CREATE TABLE muk_counters (
     idi      TEXT NOT NULL,
     idr      TEXT NOT NULL,
     reserved INTEGER NOT NULL,
     PRIMARY KEY (idi, idr)
 );
-CREATE TABLE IF NOT EXISTS key_groups (
+CREATE TABLE key_groups (
     key_domain BLOB NOT NULL,
     key_group  INTEGER NOT NULL,
     state      BLOB NOT NULL,
     PRIMARY KEY (key_domain, key_group)
 );
-CREATE TABLE IF NOT EXISTS key_group_defs (
+CREATE TABLE key_group_defs (
     key_group       INTEGER PRIMARY KEY NOT NULL,
     window_len      INTEGER NOT NULL,
     charging        INTEGER NOT NULL,
     ack             INTEGER NOT NULL,
     rotate_interval INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS services (
+CREATE TABLE services (
     id         TEXT PRIMARY KEY NOT NULL,
     key_groups TEXT NOT NULL,
     open       INTEGER NOT NULL,
     allowed    TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS ues (
+CREATE TABLE ues (
     impi       TEXT PRIMARY KEY NOT NULL,
     btid       TEXT NOT NULL,
     muk        BLOB NOT NULL,
     mikey_addr TEXT NOT NULL,
     updated_at INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS registrations (
+CREATE TABLE registrations (
     impi       TEXT NOT NULL,
     service_id TEXT NOT NULL,
     PRIMARY KEY (impi, service_id)
 );
-CREATE TABLE IF NOT EXISTS deliveries (
+CREATE TABLE deliveries (
     impi       TEXT NOT NULL,
     msk        TEXT NOT NULL,
     state      TEXT NOT NULL,
@@ -63,7 +69,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (impi, msk)
 );
-CREATE TABLE IF NOT EXISTS charging_records (
+CREATE TABLE charging_records (
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
     impi    TEXT NOT NULL,
     btid    TEXT NOT NULL,
@@ -79,6 +85,28 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// The BM-SC's checks of the rows of an existing file.
+fn validate(conn: &Connection) -> Result<(), String> {
+    validate_rows(&mut |sql| {
+        conn.query_row(sql, [], |r| r.get::<_, String>(0))
+            .optional()
+            .map_err(|e| e.to_string())
+    })?;
+    let mut st = conn
+        .prepare("SELECT key_domain, key_group, state FROM key_groups")
+        .map_err(|e| e.to_string())?;
+    let mut rows = st.query([]).map_err(|e| e.to_string())?;
+    while let Some(r) = rows.next().map_err(|e| e.to_string())? {
+        let kd: Vec<u8> = r.get(0).map_err(|e| format!("table key_groups: {e}"))?;
+        let kg: i64 = r.get(1).map_err(|e| format!("table key_groups: {e}"))?;
+        let mut state: Vec<u8> = r.get(2).map_err(|e| format!("table key_groups: {e}"))?;
+        let out = validate_key_group_row(&kd, kg, &state);
+        zeroize::Zeroize::zeroize(&mut state);
+        out?;
+    }
+    Ok(())
+}
+
 /// A [`Store`] on one SQLite database file.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -91,39 +119,27 @@ impl fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating with mode 0600 if needed) the database at `path`.
+    /// Opens the database at `path`, creating it (mode 0600, with the
+    /// schema) only where no file exists; an existing file is checked
+    /// first (see [`super::open_with`]).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let open_err = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
-            target: path.display().to_string(),
-            source: e,
-        };
-        mbms_service::create_private_file(path).map_err(|e| open_err(Box::new(e)))?;
-        let conn = Connection::open(path).map_err(|e| open_err(Box::new(e)))?;
-        Self::init(conn).map_err(|e| match e {
-            StoreError::Backend(b) => open_err(b),
-            other => other,
+        Self::open_with(path, Create::IfMissing)
+    }
+
+    /// Opens the database at `path` under the rules of
+    /// [`mbms_service::db`] and [`super::open_with`]: anything damaged,
+    /// foreign, newer or invalid is refused ([`StoreError::Refused`]).
+    pub fn open_with(path: &Path, create: Create) -> Result<Self, StoreError> {
+        let conn = db::open_sqlite(path, &SCHEMA, create, &validate)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
         })
     }
 
     /// An in-memory database (tests).
     pub fn open_in_memory() -> Result<Self, StoreError> {
-        Self::init(Connection::open_in_memory()?)
-    }
-
-    fn init(conn: Connection) -> Result<Self, StoreError> {
-        conn.busy_timeout(Duration::from_secs(5))?;
-        let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if version > SCHEMA_VERSION {
-            return Err(StoreError::Corrupt(format!(
-                "database schema version {version} is newer than this program's {SCHEMA_VERSION}"
-            )));
-        }
-        conn.execute_batch(SCHEMA)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            conn: Mutex::new(db::open_sqlite_in_memory(&SCHEMA)?),
         })
     }
 
@@ -388,6 +404,7 @@ impl Store for SqliteStore {
         if o.is_empty() {
             return Ok(Vec::new());
         }
+        check_outcomes(o)?;
         self.write(|tx| {
             {
                 let mut st = tx.prepare_cached(
