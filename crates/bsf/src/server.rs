@@ -14,14 +14,16 @@
 //! | initial request, known IMPI | 401, `WWW-Authenticate: Digest realm, nonce=base64(RAND \|\| AUTN \|\| server data), algorithm=AKAv1-MD5, qop="auth-int", opaque` |
 //! | correct response (password = RES) | 200, `application/vnd.3gpp.bsf+xml` body, `Authentication-Info` with `rspauth` |
 //! | wrong RES, replayed (nonce, nc), stale or foreign nonce | 401 with a fresh challenge (`stale=true` for an expired nonce); no session |
+//! | any answer to a challenge already answered once (rightly or wrongly) | 401 with a fresh challenge; no session ([`UB_TRIED_NONCES_CAPACITY`]) |
 //! | `auts` with a valid MAC-S (RFC 3310 3.4) | SQN re-synchronised, 401 with a fresh challenge |
 //! | `auts` with a bad MAC-S | 403, SQN unchanged |
 //! | other malformed credentials (realm, uri, qop, opaque...) | 400 |
 //!
 //! The server data of the nonce is `H(IMPI) (16 octets) || gba nonce
 //! trailer (time, random, HMAC)`, see [`impi_binding`], so a challenge
-//! answered under another IMPI is refused and the BSF keeps no per-challenge
-//! state: the vector's XRES, CK and IK are recomputed from RAND.
+//! answered under another IMPI is refused. The vector's XRES, CK and IK are
+//! recomputed from RAND; the only per-challenge state is the bounded set of
+//! nonces already answered (one vector, one try: TS 33.102 6.3.2).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -62,6 +64,16 @@ pub const ZN_NAF_KEYS_PATH: &str = "/zn/v1/naf-keys";
 
 /// Length of the IMPI binding in the Ub nonce server data.
 const IMPI_BINDING_LEN: usize = 16;
+
+/// How many Ub nonces (challenges) the BSF remembers as tried or used: one
+/// authentication vector, one try (TS 33.102 6.3.2: "each authentication
+/// vector is good for one authentication and key agreement"; issue 11
+/// point 13). An entry lives until its nonce expires (`nonce_lifetime`);
+/// under a flood of more than this many answered challenges per nonce
+/// lifetime the oldest entries are evicted and every nonce issued at or
+/// before them is treated as stale (fresh challenge, `stale=true`), so an
+/// eviction never re-opens a vector. About 200 octets per entry.
+pub const UB_TRIED_NONCES_CAPACITY: usize = 65_536;
 
 /// What the service needs from the configuration.
 #[derive(Clone, Debug)]
@@ -147,6 +159,8 @@ fn ub_digest_server(settings: &Settings) -> DigestServer {
     cfg.qops = vec![Qop::AuthInt];
     cfg.nonce_lifetime = settings.nonce_lifetime;
     cfg.opaque = Some(hex::encode(opaque));
+    cfg.single_use = true;
+    cfg.replay_capacity = UB_TRIED_NONCES_CAPACITY;
     let server = DigestServer::new(cfg, secret);
     zeroize::Zeroize::zeroize(&mut secret);
     server
@@ -485,6 +499,10 @@ async fn verify_failure(state: &Arc<AppState>, impi: &str, now: u64, e: VerifyEr
         }
         VerifyError::Replay => {
             warn!(impi, "Ub: replayed Authorization refused");
+            challenge(state, impi, now, false).await
+        }
+        VerifyError::NonceSpent => {
+            warn!(impi, "Ub: challenge already answered once; new challenge");
             challenge(state, impi, now, false).await
         }
         VerifyError::StaleNonce => {
