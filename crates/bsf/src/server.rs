@@ -88,6 +88,8 @@ pub struct Settings {
     pub purge_interval: Duration,
     /// The Zn bearer token.
     pub zn_token: ZnToken,
+    /// HTTP limits (timeouts, connection limit, shutdown bound).
+    pub http: mbms_service::HttpLimits,
 }
 
 struct AppState {
@@ -135,7 +137,8 @@ impl RunningBsf {
         format!("http://{}", self.addr)
     }
 
-    /// Stops accepting, lets running requests finish, and waits.
+    /// Stops accepting, lets running requests finish (at most
+    /// `http.shutdown_timeout`), and waits.
     pub async fn shutdown(mut self) -> std::io::Result<()> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -189,17 +192,18 @@ impl Bsf {
             .with_state(self.state.clone())
     }
 
-    /// Serves on `listener` until `shutdown` completes, then lets running
-    /// requests finish. Expired sessions are purged in the background.
+    /// Serves on `listener` within the [`Settings::http`] limits until
+    /// `shutdown` completes, then lets running requests finish for at most
+    /// `http.shutdown_timeout`. Expired sessions are purged in the
+    /// background.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let purge = tokio::spawn(purge_loop(self.state.clone()));
-        let result = axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let limits = self.state.settings.http.clone();
+        let result = mbms_service::serve_http(listener, self.router(), limits, shutdown).await;
         purge.abort();
         result
     }
