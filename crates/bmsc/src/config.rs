@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 
 use mbms::engine::{RetransmitPolicy, MAX_WINDOW_LEN};
 use mbms::KeyDomainId;
+use mbms_service::HttpLimits;
 
 use crate::store::{KeyGroupDef, ServiceDef};
 
@@ -323,6 +324,10 @@ pub struct BmscConfig {
     /// Retransmission policy.
     #[serde(default)]
     pub retransmit: RetransmitSection,
+    /// HTTP limits: header, body and idle timeouts, connection limit,
+    /// shutdown bound (the `[http]` table).
+    #[serde(default)]
+    pub http: HttpLimits,
     /// Key groups.
     #[serde(default, rename = "key_group")]
     pub key_groups: Vec<KeyGroupSection>,
@@ -420,6 +425,7 @@ impl BmscConfig {
         if self.counter_block == 0 {
             return bad("counter_block must be at least 1".into());
         }
+        self.http.validate().map_err(ConfigError::Invalid)?;
         if self.admin_token.expose().len() < 8 {
             return bad("admin_token must have at least 8 characters".into());
         }
@@ -521,4 +527,24 @@ pub fn check_service(d: &ServiceDef) -> Result<(), String> {
         return Err(format!("service {}: key group 0", d.id));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_limits_example_and_validation() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/bmsc.toml");
+        let cfg = BmscConfig::load(&path).unwrap();
+        // The example spells out the documented defaults.
+        assert_eq!(cfg.http, HttpLimits::default());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let short = text.replace("header_read_timeout = 10", "header_read_timeout = 0.25");
+        let cfg = BmscConfig::parse(&short).unwrap();
+        assert_eq!(cfg.http.header_read_timeout, Duration::from_millis(250));
+        let bad = text.replace("max_connections = 512", "max_connections = 0");
+        let e = BmscConfig::parse(&bad).unwrap_err();
+        assert!(e.to_string().contains("http.max_connections"), "{e}");
+    }
 }

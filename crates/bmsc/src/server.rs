@@ -5,7 +5,8 @@
 //!
 //! Tasks:
 //!
-//! * **HTTP** (axum): Ua handlers ([`crate::ua`]), admin ([`crate::admin`]).
+//! * **HTTP** (axum on [`mbms_service::serve_http`], within the `[http]`
+//!   limits): Ua handlers ([`crate::ua`]), admin ([`crate::admin`]).
 //! * **Engine driver**: sleeps until the engine's next deadline, the next
 //!   scheduled rotation, or a wake-up (a registration, an MSK request, an
 //!   acknowledgement that scheduled the 4-way activation, an admin action);
@@ -156,7 +157,8 @@ impl RunningBmsc {
         self.app.metrics.render()
     }
 
-    /// Stops accepting, lets running requests finish, stops the tasks.
+    /// Stops accepting, lets running requests finish (at most
+    /// `http.shutdown_timeout`), stops the tasks.
     pub async fn shutdown(self) -> std::io::Result<()> {
         let _ = self.stop.send(true);
         let r = match self.http.await {
@@ -283,16 +285,14 @@ pub async fn start_with_tap(
         .merge(admin::router())
         .with_state(app.clone());
     let mut http_stop = stop_rx.clone();
-    let http = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+    let http = tokio::spawn(mbms_service::serve_http(
+        listener,
+        router,
+        cfg.http.clone(),
+        async move {
             let _ = http_stop.wait_for(|s| *s).await;
-        })
-        .await
-    });
+        },
+    ));
 
     let mut tasks = vec![
         tokio::spawn(engine_driver(app.clone(), stop_rx.clone())),

@@ -9,6 +9,13 @@
 //! purge_interval = 60             # seconds between purges of expired sessions
 //! zn_token = "zn-demo-token"      # bearer token of Zn (PROFILE.md section 5)
 //!
+//! [http]                          # HTTP limits (mbms_service::HttpLimits), seconds
+//! header_read_timeout = 10
+//! body_read_timeout = 30
+//! idle_timeout = 60
+//! max_connections = 512
+//! shutdown_timeout = 10
+//!
 //! [[subscriber]]                  # provisioned at start if absent
 //! impi = "user1_private@home1.net"
 //! k = "465b5ce8b199b49faa5f0a2ee238a6bc"
@@ -30,6 +37,7 @@ use zeroize::Zeroizing;
 
 use gba::aka::Amf;
 use gba::{Opc, Sqn48, SubscriberKey};
+use mbms_service::HttpLimits;
 
 use crate::server::Settings;
 use crate::store::{GbaType, Subscriber};
@@ -224,6 +232,10 @@ pub struct BsfConfig {
     pub purge_interval: u64,
     /// The Zn bearer token.
     pub zn_token: ZnToken,
+    /// HTTP limits: header, body and idle timeouts, connection limit,
+    /// shutdown bound (the `[http]` table).
+    #[serde(default)]
+    pub http: HttpLimits,
     /// Subscribers to provision at start (existing ones are left alone).
     #[serde(default, rename = "subscriber")]
     pub subscribers: Vec<SubscriberConfig>,
@@ -254,6 +266,7 @@ impl BsfConfig {
             nonce_lifetime: default_nonce_lifetime(),
             purge_interval: DEFAULT_PURGE_INTERVAL_SECS,
             zn_token,
+            http: HttpLimits::default(),
             subscribers: Vec::new(),
         }
     }
@@ -285,6 +298,7 @@ impl BsfConfig {
         if self.zn_token.expose().is_empty() {
             return Err(ConfigError::Invalid("zn_token must not be empty".into()));
         }
+        self.http.validate().map_err(ConfigError::Invalid)?;
         self.provisioned_subscribers()?;
         Ok(())
     }
@@ -308,6 +322,7 @@ impl BsfConfig {
             nonce_lifetime: self.nonce_lifetime,
             purge_interval: Duration::from_secs(self.purge_interval),
             zn_token: self.zn_token.clone(),
+            http: self.http.clone(),
         }
     }
 }
@@ -321,6 +336,8 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/bsf.toml");
         let cfg = BsfConfig::load(&path).unwrap();
         assert_eq!(cfg.fqdn, "bsf.home1.net");
+        // The example spells out the documented defaults.
+        assert_eq!(cfg.http, HttpLimits::default());
         assert!(cfg.zn_token.verify("zn-demo-token"));
         let subs = cfg.provisioned_subscribers().unwrap();
         assert_eq!(subs[0].impi, "user1_private@home1.net");
@@ -346,6 +363,20 @@ mod tests {
             .validate()
             .is_err());
         assert!(toml::from_str::<BsfConfig>("fqdn = \"x\"\nzn_token = \"t\"\nbogus = 1").is_err());
+        let bad = format!("{base}[http]\nidle_timeout = 0\n");
+        let e = toml::from_str::<BsfConfig>(&bad)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("http.idle_timeout"), "{e}");
+        let short = format!("{base}[http]\nheader_read_timeout = 0.5\nmax_connections = 4\n");
+        let cfg = toml::from_str::<BsfConfig>(&short).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(
+            cfg.settings().http.header_read_timeout,
+            Duration::from_millis(500)
+        );
+        assert_eq!(cfg.settings().http.max_connections, 4);
     }
 
     #[test]

@@ -14,14 +14,16 @@
 //! | initial request, known IMPI | 401, `WWW-Authenticate: Digest realm, nonce=base64(RAND \|\| AUTN \|\| server data), algorithm=AKAv1-MD5, qop="auth-int", opaque` |
 //! | correct response (password = RES) | 200, `application/vnd.3gpp.bsf+xml` body, `Authentication-Info` with `rspauth` |
 //! | wrong RES, replayed (nonce, nc), stale or foreign nonce | 401 with a fresh challenge (`stale=true` for an expired nonce); no session |
+//! | any answer to a challenge already answered once (rightly or wrongly) | 401 with a fresh challenge; no session ([`UB_TRIED_NONCES_CAPACITY`]) |
 //! | `auts` with a valid MAC-S (RFC 3310 3.4) | SQN re-synchronised, 401 with a fresh challenge |
 //! | `auts` with a bad MAC-S | 403, SQN unchanged |
 //! | other malformed credentials (realm, uri, qop, opaque...) | 400 |
 //!
 //! The server data of the nonce is `H(IMPI) (16 octets) || gba nonce
 //! trailer (time, random, HMAC)`, see [`impi_binding`], so a challenge
-//! answered under another IMPI is refused and the BSF keeps no per-challenge
-//! state: the vector's XRES, CK and IK are recomputed from RAND.
+//! answered under another IMPI is refused. The vector's XRES, CK and IK are
+//! recomputed from RAND; the only per-challenge state is the bounded set of
+//! nonces already answered (one vector, one try: TS 33.102 6.3.2).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -63,6 +65,16 @@ pub const ZN_NAF_KEYS_PATH: &str = "/zn/v1/naf-keys";
 /// Length of the IMPI binding in the Ub nonce server data.
 const IMPI_BINDING_LEN: usize = 16;
 
+/// How many Ub nonces (challenges) the BSF remembers as tried or used: one
+/// authentication vector, one try (TS 33.102 6.3.2: "each authentication
+/// vector is good for one authentication and key agreement"; issue 11
+/// point 13). An entry lives until its nonce expires (`nonce_lifetime`);
+/// under a flood of more than this many answered challenges per nonce
+/// lifetime the oldest entries are evicted and every nonce issued at or
+/// before them is treated as stale (fresh challenge, `stale=true`), so an
+/// eviction never re-opens a vector. About 200 octets per entry.
+pub const UB_TRIED_NONCES_CAPACITY: usize = 65_536;
+
 /// What the service needs from the configuration.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -76,6 +88,8 @@ pub struct Settings {
     pub purge_interval: Duration,
     /// The Zn bearer token.
     pub zn_token: ZnToken,
+    /// HTTP limits (timeouts, connection limit, shutdown bound).
+    pub http: mbms_service::HttpLimits,
 }
 
 struct AppState {
@@ -123,7 +137,8 @@ impl RunningBsf {
         format!("http://{}", self.addr)
     }
 
-    /// Stops accepting, lets running requests finish, and waits.
+    /// Stops accepting, lets running requests finish (at most
+    /// `http.shutdown_timeout`), and waits.
     pub async fn shutdown(mut self) -> std::io::Result<()> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -147,6 +162,8 @@ fn ub_digest_server(settings: &Settings) -> DigestServer {
     cfg.qops = vec![Qop::AuthInt];
     cfg.nonce_lifetime = settings.nonce_lifetime;
     cfg.opaque = Some(hex::encode(opaque));
+    cfg.single_use = true;
+    cfg.replay_capacity = UB_TRIED_NONCES_CAPACITY;
     let server = DigestServer::new(cfg, secret);
     zeroize::Zeroize::zeroize(&mut secret);
     server
@@ -175,17 +192,18 @@ impl Bsf {
             .with_state(self.state.clone())
     }
 
-    /// Serves on `listener` until `shutdown` completes, then lets running
-    /// requests finish. Expired sessions are purged in the background.
+    /// Serves on `listener` within the [`Settings::http`] limits until
+    /// `shutdown` completes, then lets running requests finish for at most
+    /// `http.shutdown_timeout`. Expired sessions are purged in the
+    /// background.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let purge = tokio::spawn(purge_loop(self.state.clone()));
-        let result = axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let limits = self.state.settings.http.clone();
+        let result = mbms_service::serve_http(listener, self.router(), limits, shutdown).await;
         purge.abort();
         result
     }
@@ -485,6 +503,10 @@ async fn verify_failure(state: &Arc<AppState>, impi: &str, now: u64, e: VerifyEr
         }
         VerifyError::Replay => {
             warn!(impi, "Ub: replayed Authorization refused");
+            challenge(state, impi, now, false).await
+        }
+        VerifyError::NonceSpent => {
+            warn!(impi, "Ub: challenge already answered once; new challenge");
             challenge(state, impi, now, false).await
         }
         VerifyError::StaleNonce => {

@@ -310,6 +310,48 @@ async fn wrong_res_gets_a_fresh_challenge_and_no_session() {
     bsf.shutdown().await.unwrap();
 }
 
+/// Issue 11 point 13: one authentication vector, one try. A challenge
+/// answered with a wrong RES is spent: the right RES under the same nonce
+/// with a higher nc gets a fresh challenge, not a session.
+#[tokio::test]
+async fn a_wrong_res_spends_the_challenge() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bsf.db");
+    let bsf = start(&db, 3600).await;
+    let ch = challenge_of(&initial(&bsf, IMPI).await);
+    let (mut client, _) = answer(ch.clone(), &mut usim(0), "c0");
+    let good_password = {
+        let (rand, autn) = aka::parse_aka_nonce(&ch.nonce).unwrap();
+        match usim(0).authenticate(&rand, &autn).unwrap() {
+            AkaOutcome::Success { res, .. } => res.as_bytes().to_vec(),
+            AkaOutcome::SyncFailure { .. } => panic!("unexpected sync failure"),
+        }
+    };
+    // nc=2: a guess with a wrong RES.
+    client.set_password(&[0u8; 8]);
+    let guess = client.authorize("GET", "/", b"", "c1").unwrap();
+    let r = get(&bsf, Some(&guess.to_header_value().unwrap())).await;
+    assert_ne!(challenge_of(&r).nonce, ch.nonce);
+    // nc=3: the right RES under the same nonce.
+    client.set_password(&good_password);
+    let right = client.authorize("GET", "/", b"", "c2").unwrap();
+    assert!(right.nc > guess.nc);
+    let r = get(&bsf, Some(&right.to_header_value().unwrap())).await;
+    let fresh = challenge_of(&r);
+    assert_ne!(fresh.nonce, ch.nonce);
+    assert_eq!(store(&db).session_count().unwrap(), 0);
+
+    // The fresh challenge works once; a success spends it as well.
+    let (mut client, a) = answer(fresh, &mut usim(0), "c3");
+    let ok = get(&bsf, Some(&a.to_header_value().unwrap())).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    let again = client.authorize("GET", "/", b"", "c4").unwrap();
+    let r = get(&bsf, Some(&again.to_header_value().unwrap())).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(store(&db).session_count().unwrap(), 1);
+    bsf.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn unknown_impi_and_missing_authorization() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,6 @@
 //! Plumbing shared by the async service shells (`bsf`, `bmsc`, `ue`): one
-//! place for how they log, stop, create files that hold secrets and open
-//! their SQLite databases ([`db`]).
+//! place for how they log, stop, create files that hold secrets, open
+//! their SQLite databases ([`db`]) and serve HTTP within limits ([`http`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -8,6 +8,9 @@ pub mod db;
 
 use std::future::Future;
 use std::path::Path;
+
+pub mod http;
+pub use http::{serve_http, HttpLimits};
 
 /// Structured logs on standard error, filtered by `RUST_LOG` (default
 /// `info`), coloured only on a terminal. Does nothing if a subscriber is

@@ -29,11 +29,23 @@
 //! treated as stale from then on* (a low-water mark), so eviction can never
 //! re-open a replay; the client just retries with a new nonce.
 //!
+//! # Single-use nonces (Ub)
+//!
+//! With [`ServerConfig::single_use`] a nonce is good for one try: the first
+//! response computed for it spends it, whether it verified or not, and
+//! every later `Authorization` under it is refused with
+//! [`VerifyError::NonceSpent`] before its response is even looked at. This
+//! is what Ub needs: a Ub nonce carries one AKA authentication vector, and
+//! "each authentication vector is good for one authentication and key
+//! agreement" (TS 33.102 6.3.2), so a wrong RES must not leave the vector
+//! open to further guesses. Spent nonces live in the same bounded cache as
+//! the replay state (same expiry, same capacity and low-water mark).
+//!
 //! # Verification order
 //!
-//! realm, algorithm, qop, uri, opaque, nonce integrity, response (constant
-//! time), then expiry (so that `stale` is only reported for a correct
-//! response, as RFC 7616 3.3 asks), then replay.
+//! realm, algorithm, qop, uri, opaque, nonce integrity, spent (single-use
+//! only), response (constant time), then expiry (so that `stale` is only
+//! reported for a correct response, as RFC 7616 3.3 asks), then replay.
 
 use core::fmt;
 use std::collections::BTreeMap;
@@ -81,6 +93,10 @@ pub struct ServerConfig {
     pub opaque: Option<String>,
     /// `domain` sent in challenges.
     pub domain: Option<String>,
+    /// One try per nonce (see the module documentation): the first response
+    /// under a nonce, right or wrong, spends it. Default `false` (Ua, where a
+    /// nonce is reused with increasing nc); the BSF sets it on Ub.
+    pub single_use: bool,
 }
 
 impl ServerConfig {
@@ -94,6 +110,7 @@ impl ServerConfig {
             replay_capacity: DEFAULT_REPLAY_CAPACITY,
             opaque: None,
             domain: None,
+            single_use: false,
         }
     }
 }
@@ -147,6 +164,10 @@ pub enum VerifyError {
     /// This (nonce, nc) was already used, or nc did not increase.
     #[error("replayed or non-increasing nonce count")]
     Replay,
+    /// A single-use nonce ([`ServerConfig::single_use`]) was already
+    /// answered once, rightly or wrongly: answer with a new challenge.
+    #[error("nonce already used once")]
+    NonceSpent,
 }
 
 impl VerifyError {
@@ -399,6 +420,9 @@ impl DigestServer {
             }
         }
         let info = self.decode_nonce(&auth.nonce)?;
+        if self.config.single_use && self.is_tracked(info.issued_at, &auth.nonce, now) {
+            return Err(VerifyError::NonceSpent);
+        }
 
         let ha1 = compute_ha1(
             algorithm,
@@ -423,12 +447,18 @@ impl DigestServer {
             &ha2,
         );
         if !digest_eq(&expected, &auth.response) {
+            if self.config.single_use && !self.is_expired(info.issued_at, now) {
+                // One try per vector (TS 33.102 6.3.2): a wrong answer
+                // spends the nonce. An expired one needs no entry.
+                self.remember(info.issued_at, &auth.nonce, u32::MAX, now);
+            }
             return Err(VerifyError::ResponseMismatch);
         }
         if self.is_expired(info.issued_at, now) {
             return Err(VerifyError::StaleNonce);
         }
-        self.check_replay(info.issued_at, &auth.nonce, nc, now)?;
+        let nc_mark = if self.config.single_use { u32::MAX } else { nc };
+        self.check_replay(info.issued_at, &auth.nonce, nc, nc_mark, now)?;
 
         Ok(Verified {
             username: auth.username.clone(),
@@ -443,14 +473,8 @@ impl DigestServer {
         })
     }
 
-    fn check_replay(
-        &mut self,
-        issued_at: u64,
-        nonce: &str,
-        nc: u32,
-        now: u64,
-    ) -> Result<(), VerifyError> {
-        // Drop entries whose nonce has expired (ordered by issue time).
+    /// Drops the entries whose nonce has expired (ordered by issue time).
+    fn expire(&mut self, now: u64) {
         let lifetime = self.config.nonce_lifetime;
         while let Some(entry) = self.seen.first_entry() {
             if now > entry.key().0.saturating_add(lifetime) {
@@ -459,16 +483,24 @@ impl DigestServer {
                 break;
             }
         }
+    }
+
+    /// Whether the cache holds an entry for this nonce (after expiry).
+    fn is_tracked(&mut self, issued_at: u64, nonce: &str, now: u64) -> bool {
+        self.expire(now);
+        self.seen.contains_key(&(issued_at, nonce.to_owned()))
+    }
+
+    /// Records `mark` as the highest nc seen for a nonce not yet tracked,
+    /// evicting the oldest entries (and raising the low-water mark) when
+    /// the cache is full. Returns `false` when the nonce itself fell under
+    /// the low-water mark (it is stale from now on, nothing is recorded).
+    fn remember(&mut self, issued_at: u64, nonce: &str, mark: u32, now: u64) -> bool {
+        self.expire(now);
         let key = (issued_at, nonce.to_owned());
         if let Some(last) = self.seen.get_mut(&key) {
-            if nc <= *last {
-                return Err(VerifyError::Replay);
-            }
-            *last = nc;
-            return Ok(());
-        }
-        if nc == 0 {
-            return Err(VerifyError::Replay);
+            *last = (*last).max(mark);
+            return true;
         }
         let capacity = self.config.replay_capacity.max(1);
         while self.seen.len() >= capacity {
@@ -481,10 +513,38 @@ impl DigestServer {
             }
         }
         if self.is_expired(issued_at, now) {
+            return false;
+        }
+        self.seen.insert(key, mark);
+        true
+    }
+
+    /// Accepts `nc` for a nonce once, strictly increasing; records `mark`
+    /// (`nc`, or `u32::MAX` to spend a single-use nonce).
+    fn check_replay(
+        &mut self,
+        issued_at: u64,
+        nonce: &str,
+        nc: u32,
+        mark: u32,
+        now: u64,
+    ) -> Result<(), VerifyError> {
+        self.expire(now);
+        let key = (issued_at, nonce.to_owned());
+        if let Some(last) = self.seen.get_mut(&key) {
+            if nc <= *last {
+                return Err(VerifyError::Replay);
+            }
+            *last = mark;
+            return Ok(());
+        }
+        if nc == 0 {
+            return Err(VerifyError::Replay);
+        }
+        if !self.remember(issued_at, nonce, mark, now) {
             // Our own nonce fell under the low-water mark.
             return Err(VerifyError::StaleNonce);
         }
-        self.seen.insert(key, nc);
         Ok(())
     }
 
@@ -742,6 +802,95 @@ mod tests {
             s.verify(&a, &req(b""), b"p", 1).unwrap_err(),
             VerifyError::Replay
         );
+    }
+
+    fn single_use_server(capacity: usize) -> DigestServer {
+        let mut cfg = ServerConfig::new("r");
+        cfg.single_use = true;
+        cfg.replay_capacity = capacity;
+        DigestServer::new(cfg, SECRET)
+    }
+
+    fn get_req() -> Request<'static> {
+        Request {
+            method: "GET",
+            uri: "/",
+            body: b"",
+        }
+    }
+
+    /// One vector, one try (TS 33.102 6.3.2): a wrong response spends a
+    /// single-use nonce, so the right one with a higher nc is refused.
+    #[test]
+    fn single_use_nonce_is_spent_by_a_wrong_response() {
+        let mut s = single_use_server(16);
+        let nonce = s.issue_nonce(0, &[7; 16]);
+        let mut c = client_for(s.challenge(&nonce, false));
+        c.set_password(b"wrong");
+        let bad = c.authorize("GET", "/", b"", "c").unwrap();
+        assert_eq!(
+            s.verify(&bad, &get_req(), b"password", 1).unwrap_err(),
+            VerifyError::ResponseMismatch
+        );
+        c.set_password(b"password");
+        let good = c.authorize("GET", "/", b"", "c").unwrap();
+        assert!(good.nc > bad.nc);
+        assert_eq!(
+            s.verify(&good, &get_req(), b"password", 2).unwrap_err(),
+            VerifyError::NonceSpent
+        );
+        // A fresh nonce works, once.
+        let n2 = s.issue_nonce(2, &[8; 16]);
+        let mut c2 = client_for(s.challenge(&n2, false));
+        let a = c2.authorize("GET", "/", b"", "c").unwrap();
+        s.verify(&a, &get_req(), b"password", 3).unwrap();
+        let again = c2.authorize("GET", "/", b"", "c").unwrap();
+        assert_eq!(
+            s.verify(&again, &get_req(), b"password", 3).unwrap_err(),
+            VerifyError::NonceSpent
+        );
+        // Without single_use the same sequence is accepted (Ua).
+        let mut ua = DigestServer::new(ServerConfig::new("r"), SECRET);
+        let n3 = ua.issue_nonce(0, &[9; 16]);
+        let mut c3 = client_for(ua.challenge(&n3, false));
+        c3.set_password(b"wrong");
+        let bad = c3.authorize("GET", "/", b"", "c").unwrap();
+        assert!(ua.verify(&bad, &get_req(), b"password", 1).is_err());
+        c3.set_password(b"password");
+        let good = c3.authorize("GET", "/", b"", "c").unwrap();
+        ua.verify(&good, &get_req(), b"password", 1).unwrap();
+    }
+
+    /// Spent nonces are bounded: expired with the nonce lifetime, capped by
+    /// the capacity, and an evicted nonce is stale, never open again.
+    #[test]
+    fn spent_nonces_are_bounded() {
+        let mut s = single_use_server(4);
+        let mut spent = Vec::new();
+        for t in 0..10u8 {
+            let n = s.issue_nonce(u64::from(t), &[t; 16]);
+            let mut c = client_for(s.challenge(&n, false));
+            c.set_password(b"wrong");
+            let bad = c.authorize("GET", "/", b"", "c").unwrap();
+            assert!(s.verify(&bad, &get_req(), b"password", 10).is_err());
+            assert!(s.tracked_nonces() <= 4);
+            c.set_password(b"password");
+            spent.push(c.authorize("GET", "/", b"", "c").unwrap());
+        }
+        for good in &spent {
+            let e = s.verify(good, &get_req(), b"password", 10).unwrap_err();
+            assert!(
+                matches!(e, VerifyError::NonceSpent | VerifyError::StaleNonce),
+                "{e:?}"
+            );
+        }
+        // Everything expires with the nonce lifetime.
+        let late = 10 + DEFAULT_NONCE_LIFETIME_SECS + 1;
+        let n = s.issue_nonce(late, &[99; 16]);
+        let mut c = client_for(s.challenge(&n, false));
+        let a = c.authorize("GET", "/", b"", "c").unwrap();
+        s.verify(&a, &get_req(), b"password", late).unwrap();
+        assert_eq!(s.tracked_nonces(), 1);
     }
 
     #[test]
