@@ -359,7 +359,7 @@ fn is_activation(k: Option<&mbms::messages::MskKeyData>) -> bool {
 
 /// The 4-way procedure (seed 004 6.3.2.3.3): the subscriber acknowledged the
 /// inactive MSK and was charged, every activation is lost, the BM-SC
-/// restarts on the same database (retransmission timers: 20 s), the
+/// restarts on the same database (retransmission timers: 30 s), the
 /// activation after the restart is lost too, and the UE asks for the MSK by
 /// its MSK ID. The answer comes at once and is the activation (parsed with
 /// the mbms readers: the real window), never the inactive MSK again; the
@@ -369,7 +369,7 @@ async fn a_lost_activation_is_answered_on_request_after_a_restart_without_a_seco
     let mut env = Env::new_replacing(
         "",
         &[
-            ("initial_ms = 300", "initial_ms = 20000"),
+            ("initial_ms = 300", "initial_ms = 30000"),
             ("max_interval_ms = 1200", "max_interval_ms = 60000"),
         ],
     )
@@ -379,7 +379,7 @@ async fn a_lost_activation_is_answered_on_request_after_a_restart_without_a_seco
     let (cur, next) = env.key_group(2).await;
     // Step 1 of both MSKs is acknowledged (charged); the activations are
     // lost.
-    for _ in 0..100 {
+    for _ in 0..200 {
         ue.pump_dropping(Duration::from_millis(50), is_activation)
             .await;
         if charges_of(&env, &cur).await == 1 && charges_of(&env, &next).await == 1 {
@@ -388,7 +388,7 @@ async fn a_lost_activation_is_answered_on_request_after_a_restart_without_a_seco
     }
     assert_eq!(charges_of(&env, &cur).await, 1);
     assert!(ue.mgvf.msks_of(group(2)).iter().all(|m| m.is_inactive()));
-    for _ in 0..100 {
+    for _ in 0..200 {
         if ue
             .received
             .iter()
@@ -419,7 +419,7 @@ async fn a_lost_activation_is_answered_on_request_after_a_restart_without_a_seco
         .await;
     // The UE asks for the current MSK by its MSK ID.
     assert_eq!(ue.request_msks(&[msk_of(&cur)]).await, [200]);
-    for _ in 0..100 {
+    for _ in 0..200 {
         let active = ue
             .mgvf
             .msks_of(group(2))
@@ -458,7 +458,7 @@ async fn a_lost_activation_is_answered_on_request_after_a_restart_without_a_seco
         )
     );
     // Acknowledged, and charged once.
-    for _ in 0..100 {
+    for _ in 0..200 {
         let d = env.deliveries(&ue.impi).await;
         if d.iter().any(|x| x.1 == "current" && x.2 == "acknowledged") {
             break;
