@@ -479,9 +479,7 @@ async fn a_lost_activation_is_answered_on_request_after_a_restart_without_a_seco
 /// A subscriber charged for an MSK who deregisters and registers again
 /// (before and after a restart of the BM-SC) gets the activation directly
 /// and is not charged again: the charging records are the durable fact.
-#[tokio::test]
-async fn leaving_and_registering_again_is_not_charged_twice_even_across_a_restart() {
-    let mut env = Env::new("").await;
+async fn not_charged_twice(mut env: Env) {
     let mut ue = env.ue(1).await;
     assert_eq!(ue.register(&[PAY]).await, [200]);
     let (cur, next) = env.key_group(2).await;
@@ -510,4 +508,17 @@ async fn leaving_and_registering_again_is_not_charged_twice_even_across_a_restar
     }
     let d = env.deliveries(&ue.impi).await;
     assert!(d.iter().all(|x| x.2 == "acknowledged" && x.3), "{d:?}");
+}
+
+#[tokio::test]
+async fn leaving_and_registering_again_is_not_charged_twice_even_across_a_restart_sqlite() {
+    not_charged_twice(Env::new("").await).await;
+}
+
+#[tokio::test]
+async fn leaving_and_registering_again_is_not_charged_twice_even_across_a_restart_postgresql() {
+    let Some(env) = Env::postgres("charged_once", "").await else {
+        return;
+    };
+    not_charged_twice(env).await;
 }
