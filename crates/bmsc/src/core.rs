@@ -188,6 +188,9 @@ fn msk_view(m: &mbms::engine::MskInfo) -> MskView {
     }
 }
 
+/// Charging records read per query when they are restored at start.
+const CHARGING_PAGE: usize = 1000;
+
 /// Current time for the engine.
 pub fn now_ts() -> Timestamp {
     Timestamp(crate::unix_millis())
@@ -274,16 +277,41 @@ impl Core {
                 restored += 1;
             }
         }
+        let charges = core.restore_charges(now)?;
         core.update_gauge();
         tracing::info!(
             key_groups = core.groups.len(),
             services = core.services.len(),
             ues = core.ues.len(),
             restored_deliveries = restored,
+            restored_charges = charges,
             backend = store.backend(),
             "BM-SC state loaded"
         );
         Ok(core)
+    }
+
+    /// Tells the engine who was charged for the current and next MSKs, from
+    /// the durable charging records (seed 004 6.3.2.3.3: a subscriber is
+    /// charged once per MSK): a charged subscriber who asks for the MSK
+    /// again gets its activation, also after a deregistration (which
+    /// forgets the UE's deliveries, not its charges). Returns the charges
+    /// restored.
+    fn restore_charges(&mut self, now: Timestamp) -> Result<usize, CoreError> {
+        let mut after = 0i64;
+        let mut restored = 0usize;
+        loop {
+            let page = self.store.charging_records(after, CHARGING_PAGE)?;
+            for r in &page {
+                if self.engine.mark_charged(&UeId(r.impi.clone()), &r.msk, now) {
+                    restored += 1;
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == CHARGING_PAGE => after = last.id,
+                _ => return Ok(restored),
+            }
+        }
     }
 
     fn group_name(&self, g: u16) -> KeyGroupName {
@@ -468,7 +496,10 @@ impl Core {
 
     /// The basic MSK request (seed 002 6.3.2.2.1): one status per key, in
     /// order. `None` items are malformed (400). A UE registered to no
-    /// service using the key gets 403.
+    /// service using the key gets 403. Each accepted key's delivery is due
+    /// at once, whatever its state (the caller wakes the engine driver,
+    /// which sends the MIKEY message); a charged subscriber gets the
+    /// activation (seed 004 6.3.2.3.3).
     pub fn request_msks(
         &mut self,
         ctx: &UeContext,
@@ -496,7 +527,7 @@ impl Core {
                             impi: ctx.impi.clone(),
                             msk: name,
                             state: "pending".into(),
-                            charged: false,
+                            charged: self.engine.is_charged(&ue, &name),
                             updated_at: now.0,
                         });
                         status::OK
@@ -566,11 +597,12 @@ impl Core {
                 } => {
                     self.metrics.give_ups.inc();
                     tracing::warn!(ue = %ue, msk = %msk, step = step_name(step), attempts, "MSK delivery given up");
+                    let charged = self.engine.is_charged(&ue, &msk);
                     outcomes.deliveries.push(DeliveryRecord {
                         impi: ue.0,
                         msk,
                         state: "given_up".into(),
-                        charged: false,
+                        charged,
                         updated_at: now.0,
                     });
                 }

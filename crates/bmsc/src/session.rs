@@ -8,8 +8,13 @@
 //!   MTK message goes out immediately and the sender switches to it
 //!   `switch_delay_ms` later, so receivers hold the new MTK before the
 //!   first packet that uses it (no gap: the previous key stays installed
-//!   until then). The MTK messages in use are repeated every `mtk_repeat`
-//!   seconds for late joiners. The SRTP-ID map of the MTK message lists the
+//!   until then). The MTK messages in use (the active MTK's, and the new
+//!   one's until the switch) are repeated every `mtk_repeat` seconds for
+//!   late joiners, but only those under the key group's current MSK: after
+//!   a rotation the retired MSK's MTK message is never repeated (a UE that
+//!   joined since does not hold that MSK and would only ask for it again),
+//!   even while its key stays installed for the switch delay. The SRTP-ID
+//!   map of the MTK message lists the
 //!   SSRCs seen so far with their ROC (SSRC 0, ROC 0 before the first
 //!   packet).
 //! * **Download**: every regular file that appears in `watch_dir` (names
@@ -19,7 +24,7 @@
 //!   `out_dir/<name>.mikey` (its MTK message), then removed from
 //!   `watch_dir`. The admin API can post objects too. With
 //!   `mtk_destinations`, the MTK messages are also sent there (and
-//!   repeated).
+//!   repeated while their MSK is the current one).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -263,6 +268,25 @@ pub async fn run(ctx: SessionCtx, s: Arc<Session>, stop: watch::Receiver<bool>) 
     }
 }
 
+/// An MTK message a session repeats, with the MSK it is under.
+struct Announced {
+    msk: mbms::MskName,
+    mki: Option<srtp::Mki>,
+    bytes: Arc<Vec<u8>>,
+}
+
+/// Keep only the MTK messages under `current` (the key group's current
+/// MSK): the messages of a retired MSK are not repeated (issue 11, point 9).
+fn keep_current(set: &mut VecDeque<Announced>, current: Option<mbms::MskName>) {
+    if let Some(c) = current {
+        set.retain(|a| a.msk == c);
+    }
+}
+
+fn bytes_of(set: &VecDeque<Announced>) -> Vec<Arc<Vec<u8>>> {
+    set.iter().map(|a| a.bytes.clone()).collect()
+}
+
 fn current_msk_of(
     ctx: &SessionCtx,
     g: u16,
@@ -299,7 +323,7 @@ async fn run_streaming(
     };
     let mut ssrcs: Vec<u32> = Vec::new();
     let mut installed: VecDeque<srtp::Mki> = VecDeque::new();
-    let mut announced: VecDeque<Arc<Vec<u8>>> = VecDeque::new();
+    let mut announced: VecDeque<Announced> = VecDeque::new();
     let mut switch: Option<(Instant, srtp::Mki, u16)> = None;
     let mut current_msk = None;
     let mut next_issue = Instant::now();
@@ -337,7 +361,14 @@ async fn run_streaming(
                     installed.push_back(mki);
                     current_msk = Some(o.msk);
                     let msg = Arc::new(o.bytes.clone());
-                    announced.push_back(msg.clone());
+                    // The previous MSK's message (after a rotation) is no
+                    // longer repeated, even while its key stays installed.
+                    keep_current(&mut announced, Some(o.msk));
+                    announced.push_back(Announced {
+                        msk: o.msk,
+                        mki: Some(mki),
+                        bytes: msg.clone(),
+                    });
                     while announced.len() > 2 {
                         announced.pop_front();
                     }
@@ -371,6 +402,8 @@ async fn run_streaming(
                     st.msk_id = msk;
                 });
                 switch = None;
+                // The superseded MTK is no longer in use: not repeated.
+                announced.retain(|a| a.mki == Some(mki));
                 while installed.len() > 2 {
                     if let Some(old) = installed.pop_front() {
                         let _ = sender.remove_key(&old);
@@ -395,8 +428,16 @@ async fn run_streaming(
                 }
             }
             _ = repeat.tick() => {
-                let msgs: Vec<Arc<Vec<u8>>> = announced.iter().cloned().collect();
-                send_mtk(&out, &ctx, &s, &msgs).await;
+                // A rotation this session was not told about (another
+                // session exhausted the window): drop the retired MSK's
+                // message and issue one under the new MSK now.
+                let now_msk = current_msk_of(&ctx, cfg.key_group).await;
+                keep_current(&mut announced, now_msk);
+                if now_msk.is_some() && current_msk.is_some() && now_msk != current_msk {
+                    next_issue = Instant::now();
+                    continue;
+                }
+                send_mtk(&out, &ctx, &s, &bytes_of(&announced)).await;
             }
             _ = tokio::time::sleep_until(wake_at.into()) => {}
             r = udp::recv_batch(&rtp) => {
@@ -442,7 +483,7 @@ async fn protect(
     s: &Session,
     name: &str,
     source: Source,
-) -> Result<(ObjectInfo, Arc<Vec<u8>>), SessionError> {
+) -> Result<(ObjectInfo, mbms::MskName, Arc<Vec<u8>>), SessionError> {
     if name.is_empty()
         || name.len() > 255
         || name.contains(['/', '\\', '\0'])
@@ -514,6 +555,7 @@ async fn protect(
             mtk_id,
             length,
         },
+        o.msk,
         bytes,
     ))
 }
@@ -536,7 +578,7 @@ pub async fn protect_object(
         .get(session)
         .filter(|s| s.cfg.kind == SessionKind::Download)
         .ok_or_else(|| SessionError::UnknownSession(session.to_owned()))?;
-    let (info, msg) = protect(ctx, s, name, Source::Bytes(data)).await?;
+    let (info, _, msg) = protect(ctx, s, name, Source::Bytes(data)).await?;
     if !s.cfg.mtk_destinations.is_empty() {
         if let Ok(sock) = bind_for(&s.cfg.mtk_destinations, ctx.multicast_ttl).await {
             send_mtk(&sock, ctx, s, &[msg]).await;
@@ -566,7 +608,7 @@ async fn run_download(
         )
     };
     let mut sizes: HashMap<PathBuf, u64> = HashMap::new();
-    let mut recent: VecDeque<Arc<Vec<u8>>> = VecDeque::new();
+    let mut recent: VecDeque<Announced> = VecDeque::new();
     let mut scan = tokio::time::interval(Duration::from_secs(cfg.scan_interval));
     let mut repeat = tokio::time::interval(Duration::from_secs(cfg.mtk_repeat));
     tracing::info!(session = %cfg.name, watch = %watch_dir.display(), out = %out_dir.display(), "download session started");
@@ -577,8 +619,10 @@ async fn run_download(
             }
             _ = repeat.tick() => {
                 if let Some(sock) = &sock {
-                    let msgs: Vec<_> = recent.iter().cloned().collect();
-                    send_mtk(sock, &ctx, &s, &msgs).await;
+                    if !recent.is_empty() {
+                        keep_current(&mut recent, current_msk_of(&ctx, cfg.key_group).await);
+                        send_mtk(sock, &ctx, &s, &bytes_of(&recent)).await;
+                    }
                 }
             }
             _ = scan.tick() => {
@@ -609,12 +653,13 @@ async fn run_download(
                     seen.insert(path.clone(), size);
                     if !stable { continue; }
                     match protect(&ctx, &s, &name, Source::File(path.clone())).await {
-                        Ok((_, msg)) => {
+                        Ok((_, msk, msg)) => {
                             seen.remove(&path);
                             if let Some(sock) = &sock {
                                 send_mtk(sock, &ctx, &s, std::slice::from_ref(&msg)).await;
                             }
-                            recent.push_back(msg);
+                            keep_current(&mut recent, Some(msk));
+                            recent.push_back(Announced { msk, mki: None, bytes: msg });
                             while recent.len() > 4 { recent.pop_front(); }
                         }
                         Err(e) => {

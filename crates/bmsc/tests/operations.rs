@@ -339,3 +339,186 @@ async fn process_output(mut cmd: std::process::Command) -> std::process::Output 
         .await
         .unwrap()
 }
+
+/// Charging records of MSK `hex` (admin API).
+async fn charges_of(env: &Env, hex: &str) -> usize {
+    let (_, v) = env.admin_get("/admin/v1/charging-records").await;
+    v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["msk"] == format!("00F110/{hex}").as_str())
+        .count()
+}
+
+/// Whether an MSK message carries the activation (the real window: SEQs <=
+/// SEQu, not the inactive VF > VT window).
+fn is_activation(k: Option<&mbms::messages::MskKeyData>) -> bool {
+    k.is_some_and(|k| !k.is_inactive() && k.seq_s.value() <= k.seq_u.value())
+}
+
+/// The 4-way procedure (seed 004 6.3.2.3.3): the subscriber acknowledged the
+/// inactive MSK and was charged, every activation is lost, the BM-SC
+/// restarts on the same database (retransmission timers: 30 s), the
+/// activation after the restart is lost too, and the UE asks for the MSK by
+/// its MSK ID. The answer comes at once and is the activation (parsed with
+/// the mbms readers: the real window), never the inactive MSK again; the
+/// subscriber is charged once.
+#[tokio::test]
+async fn a_lost_activation_is_answered_on_request_after_a_restart_without_a_second_charge() {
+    let mut env = Env::new_replacing(
+        "",
+        &[
+            ("initial_ms = 300", "initial_ms = 30000"),
+            ("max_interval_ms = 1200", "max_interval_ms = 60000"),
+        ],
+    )
+    .await;
+    let mut ue = env.ue(1).await;
+    assert_eq!(ue.register(&[PAY]).await, [200]);
+    let (cur, next) = env.key_group(2).await;
+    // Step 1 of both MSKs is acknowledged (charged); the activations are
+    // lost.
+    for _ in 0..200 {
+        ue.pump_dropping(Duration::from_millis(50), is_activation)
+            .await;
+        if charges_of(&env, &cur).await == 1 && charges_of(&env, &next).await == 1 {
+            break;
+        }
+    }
+    assert_eq!(charges_of(&env, &cur).await, 1);
+    assert!(ue.mgvf.msks_of(group(2)).iter().all(|m| m.is_inactive()));
+    for _ in 0..200 {
+        if ue
+            .received
+            .iter()
+            .filter(|r| is_activation(r.2.as_ref()))
+            .count()
+            >= 2
+        {
+            break;
+        }
+        ue.pump_dropping(Duration::from_millis(50), is_activation)
+            .await;
+    }
+    assert!(
+        ue.received
+            .iter()
+            .filter(|r| is_activation(r.2.as_ref()))
+            .count()
+            >= 2,
+        "the activations were sent (and lost)"
+    );
+
+    env.kill();
+    env.start().await;
+    ue.base = env.url();
+    // After the restart the activations are pushed again, and lost again.
+    let restart = ue.received.len();
+    ue.pump_dropping(Duration::from_millis(500), is_activation)
+        .await;
+    // The UE asks for the current MSK by its MSK ID.
+    assert_eq!(ue.request_msks(&[msk_of(&cur)]).await, [200]);
+    for _ in 0..200 {
+        let active = ue
+            .mgvf
+            .msks_of(group(2))
+            .iter()
+            .any(|m| m.name == msk_of(&cur) && !m.is_inactive());
+        if active {
+            break;
+        }
+        ue.pump(Duration::from_millis(50)).await;
+    }
+    let held = ue.mgvf.msks_of(group(2));
+    let m = held.iter().find(|m| m.name == msk_of(&cur)).unwrap();
+    assert!(!m.is_inactive(), "the UE holds the MSK active");
+    // Every message after the restart was an activation.
+    let after: Vec<_> = ue.received[restart..].to_vec();
+    assert!(!after.is_empty());
+    assert!(
+        after.iter().all(|r| is_activation(r.2.as_ref())),
+        "{after:?}"
+    );
+    let (_, v) = env.admin_get("/admin/v1/key-groups").await;
+    let kg = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key_group"] == 2)
+        .unwrap()
+        .clone();
+    let answer = after.iter().rev().find(|r| r.1 == msk_of(&cur)).unwrap();
+    let k = answer.2.as_ref().unwrap();
+    assert_eq!(
+        (u64::from(k.seq_s.value()), u64::from(k.seq_u.value())),
+        (
+            kg["current"]["seq_s"].as_u64().unwrap(),
+            kg["current"]["seq_u"].as_u64().unwrap()
+        )
+    );
+    // Acknowledged, and charged once.
+    for _ in 0..200 {
+        let d = env.deliveries(&ue.impi).await;
+        if d.iter().any(|x| x.1 == "current" && x.2 == "acknowledged") {
+            break;
+        }
+        ue.pump(Duration::from_millis(50)).await;
+    }
+    let d = env.deliveries(&ue.impi).await;
+    assert!(
+        d.iter()
+            .any(|x| x.1 == "current" && x.2 == "acknowledged" && x.3),
+        "{d:?}"
+    );
+    assert_eq!(charges_of(&env, &cur).await, 1);
+    assert_eq!(charges_of(&env, &next).await, 1);
+    assert_eq!(env.metric("bmsc_charging_records_total", ""), 0.0);
+}
+
+/// A subscriber charged for an MSK who deregisters and registers again
+/// (before and after a restart of the BM-SC) gets the activation directly
+/// and is not charged again: the charging records are the durable fact.
+async fn not_charged_twice(mut env: Env) {
+    let mut ue = env.ue(1).await;
+    assert_eq!(ue.register(&[PAY]).await, [200]);
+    let (cur, next) = env.key_group(2).await;
+    env.wait_acknowledged(&mut ue).await;
+    assert_eq!(charges_of(&env, &cur).await, 1);
+    assert_eq!(charges_of(&env, &next).await, 1);
+    for restart in [false, true] {
+        assert_eq!(ue.deregister(&[PAY]).await, [200]);
+        assert_eq!(env.deliveries(&ue.impi).await, vec![]);
+        if restart {
+            env.bmsc.take().unwrap().shutdown().await.unwrap();
+            env.start().await;
+            ue.base = env.url();
+        }
+        let seen = ue.received.len();
+        assert_eq!(ue.register(&[PAY]).await, [200]);
+        env.wait_acknowledged(&mut ue).await;
+        let again: Vec<_> = ue.received[seen..].to_vec();
+        assert!(!again.is_empty());
+        assert!(
+            again.iter().all(|r| is_activation(r.2.as_ref())),
+            "restart {restart}: {again:?}"
+        );
+        assert_eq!(charges_of(&env, &cur).await, 1, "restart {restart}");
+        assert_eq!(charges_of(&env, &next).await, 1, "restart {restart}");
+    }
+    let d = env.deliveries(&ue.impi).await;
+    assert!(d.iter().all(|x| x.2 == "acknowledged" && x.3), "{d:?}");
+}
+
+#[tokio::test]
+async fn leaving_and_registering_again_is_not_charged_twice_even_across_a_restart_sqlite() {
+    not_charged_twice(Env::new("").await).await;
+}
+
+#[tokio::test]
+async fn leaving_and_registering_again_is_not_charged_twice_even_across_a_restart_postgresql() {
+    let Some(env) = Env::postgres("charged_once", "").await else {
+        return;
+    };
+    not_charged_twice(env).await;
+}

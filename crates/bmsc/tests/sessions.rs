@@ -213,3 +213,148 @@ scan_interval = 1
     let (_, v) = env.admin_get("/admin/v1/sessions").await;
     assert_eq!(v[0]["objects"], 2);
 }
+
+/// After a rotation, with no RTP flowing, the new MSK's first MTK message
+/// is sent at the rotation (not at `mtk_interval`, 60 s here) and the
+/// retired MSK's MTK message is no longer repeated: a UE that registers
+/// after the rotation (it holds only the new current and next MSKs) can use
+/// every MTK message it receives from then on.
+#[tokio::test]
+async fn after_a_rotation_no_mtk_message_under_the_retired_msk_is_repeated() {
+    let mtk_rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let extra = format!(
+        r#"
+[[session]]
+name = "live"
+kind = "streaming"
+key_group = 1
+rtp_listen = "127.0.0.1:0"
+srtp_destinations = ["127.0.0.1:9"]
+mtk_destinations = ["{}"]
+mtk_interval = 60
+mtk_repeat = 1
+switch_delay_ms = 200
+"#,
+        mtk_rx.local_addr().unwrap()
+    );
+    let env = Env::new(&extra).await;
+    let (old, _) = env.key_group(1).await;
+    let old = msk_of(&old);
+    let mut buf = vec![0u8; 4096];
+    // MTK messages as (when, MSK).
+    async fn collect(
+        rx: &UdpSocket,
+        buf: &mut [u8],
+        dur: Duration,
+    ) -> Vec<(Instant, mbms::MskName)> {
+        let mut out = vec![];
+        let end = tokio::time::Instant::now() + dur;
+        while let Ok(Ok((n, _))) = tokio::time::timeout_at(end, rx.recv_from(buf)).await {
+            let env = mbms::messages::MtkEnvelope::parse(&buf[..n]).unwrap();
+            out.push((Instant::now(), env.msk));
+        }
+        out
+    }
+    let before = collect(&mtk_rx, &mut buf, Duration::from_millis(2500)).await;
+    assert!(
+        before.len() >= 2 && before.iter().all(|m| m.1 == old),
+        "sent and repeated: {before:?}"
+    );
+
+    let (s, _) = env
+        .admin_post("/admin/v1/key-groups/1/rotate", serde_json::json!({}))
+        .await;
+    assert_eq!(s, 200);
+    let (new, _) = env.key_group(1).await;
+    let new = msk_of(&new);
+    assert_ne!(new, old);
+    let after = collect(&mtk_rx, &mut buf, Duration::from_millis(4000)).await;
+    let first_new = after
+        .iter()
+        .position(|m| m.1 == new)
+        .expect("the new MSK's MTK message is issued at the rotation");
+    let late_old: Vec<_> = after[first_new..].iter().filter(|m| m.1 != new).collect();
+    assert!(
+        late_old.is_empty(),
+        "MTK messages under the retired MSK after the new one: {late_old:?}"
+    );
+    assert!(
+        after[first_new..].len() >= 2,
+        "the new MTK message is repeated: {after:?}"
+    );
+
+    // A UE that joins now holds the new current and next MSK only; every
+    // MTK message it receives opens.
+    let mut ue = env.ue(1).await;
+    ue.register(&[NEWS]).await;
+    env.wait_acknowledged(&mut ue).await;
+    assert!(!ue.msk_names(1).contains(&old));
+    let held = ue.msk_names(1);
+    let mut opened = 0;
+    let mut received = 0;
+    let end = tokio::time::Instant::now() + Duration::from_millis(3500);
+    while let Ok(Ok((n, _))) = tokio::time::timeout_at(end, mtk_rx.recv_from(&mut buf)).await {
+        received += 1;
+        let msk = mbms::messages::MtkEnvelope::parse(&buf[..n]).unwrap().msk;
+        assert!(
+            held.contains(&msk),
+            "an MTK message under {msk}, an MSK the UE does not hold"
+        );
+        // Repeats of the MTK already taken are refused (not new).
+        if ue.mgvf.process_mtk_message(&buf[..n]).is_ok() {
+            opened += 1;
+        }
+    }
+    assert!(received >= 2, "repeated: {received}");
+    assert_eq!(opened, 1, "the new MTK, taken once");
+}
+
+/// A download session repeats the MTK messages of its recent objects only
+/// while their MSK is the current one.
+#[tokio::test]
+async fn a_download_session_stops_repeating_mtk_messages_of_a_retired_msk() {
+    let mtk_rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let extra = format!(
+        r#"
+[[session]]
+name = "files"
+kind = "download"
+key_group = 1
+watch_dir = "{{DIR}}/in"
+out_dir = "{{DIR}}/out"
+scan_interval = 1
+mtk_destinations = ["{}"]
+mtk_repeat = 1
+"#,
+        mtk_rx.local_addr().unwrap()
+    );
+    let env = Env::new(&extra).await;
+    let (old, _) = env.key_group(1).await;
+    let old = msk_of(&old);
+    std::fs::create_dir_all(env.path("in")).unwrap();
+    std::fs::write(env.path("in/a.bin"), b"object under the first MSK").unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut seen = 0;
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    while seen < 2 {
+        let (n, _) = tokio::time::timeout_at(end, mtk_rx.recv_from(&mut buf))
+            .await
+            .expect("the object's MTK message is sent and repeated")
+            .unwrap();
+        let msk = mbms::messages::MtkEnvelope::parse(&buf[..n]).unwrap().msk;
+        assert_eq!(msk, old);
+        seen += 1;
+    }
+    let (s, _) = env
+        .admin_post("/admin/v1/key-groups/1/rotate", serde_json::json!({}))
+        .await;
+    assert_eq!(s, 200);
+    // At most one repeat already under way; then nothing under the old MSK.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    while mtk_rx.try_recv_from(&mut buf).is_ok() {}
+    let r = tokio::time::timeout(Duration::from_millis(2500), mtk_rx.recv_from(&mut buf)).await;
+    assert!(
+        r.is_err(),
+        "an MTK message under the retired MSK was repeated"
+    );
+}

@@ -414,3 +414,126 @@ async fn an_unknown_btid_is_challenged_again() {
     );
     assert_eq!(env.metric("bmsc_zn_requests_total", "not_found"), 1.0);
 }
+
+/// Receives and loses MSK messages until `n` have arrived (10 s at most).
+async fn lose_pushes(ue: &mut TestUe, n: usize) {
+    let before = ue.received.len();
+    for _ in 0..200 {
+        if ue.received.len() >= before + n {
+            return;
+        }
+        ue.pump_dropping(Duration::from_millis(50), |_| true).await;
+    }
+    panic!("{}: {n} MSK messages never arrived", ue.impi);
+}
+
+/// Pumps until the MGV-F holds `name` (active); panics after about 10 s
+/// (well before the 30 s retransmission timers of the tests).
+async fn wait_active(ue: &mut TestUe, g: u16, name: mbms::MskName) {
+    for _ in 0..200 {
+        if ue
+            .mgvf
+            .msks_of(group(g))
+            .iter()
+            .any(|m| m.name == name && !m.is_inactive())
+        {
+            return;
+        }
+        ue.pump(Duration::from_millis(50)).await;
+    }
+    panic!("{}: {name} never arrived: {:?}", ue.impi, ue.msk_names(g));
+}
+
+/// An MSK request made while the push of the same MSK waits for its
+/// retransmission timer (30 s here) is answered with a MIKEY message at
+/// once (seed 002 6.3.2.2.1), and retransmission goes on from there.
+#[tokio::test]
+async fn an_msk_request_is_answered_at_once_while_the_push_waits_for_its_timer() {
+    let env = Env::new_replacing(
+        "",
+        &[
+            ("initial_ms = 300", "initial_ms = 30000"),
+            ("max_interval_ms = 1200", "max_interval_ms = 60000"),
+        ],
+    )
+    .await;
+    let mut ue = env.ue(1).await;
+    assert_eq!(ue.register(&[NEWS]).await, [200]);
+    let (cur, next) = env.key_group(1).await;
+    // Both pushes are lost.
+    lose_pushes(&mut ue, 2).await;
+    assert!(ue.msk_names(1).is_empty());
+    let d = env.deliveries(&ue.impi).await;
+    assert!(d.iter().all(|x| x.2 == "sent"), "{d:?}");
+    // The UE asks for the current MSK (Key Number 0): it arrives long
+    // before the 20 s timer, and its acknowledgement is accepted.
+    assert_eq!(ue.request_msks(&[msk(1, 0)]).await, [200]);
+    wait_active(&mut ue, 1, msk_of(&cur)).await;
+    for _ in 0..200 {
+        let d = env.deliveries(&ue.impi).await;
+        if d.iter().any(|x| x.1 == "current" && x.2 == "acknowledged") {
+            break;
+        }
+        ue.pump(Duration::from_millis(50)).await;
+    }
+    let d = env.deliveries(&ue.impi).await;
+    assert!(
+        d.iter().any(|x| x.1 == "current" && x.2 == "acknowledged"),
+        "{d:?}"
+    );
+    assert!(!ue.msk_names(1).contains(&msk_of(&next)), "not asked for");
+    // The next MSK's push still waits for its own timer: the UE asks for
+    // it by its MSK ID.
+    assert_eq!(ue.request_msks(&[msk_of(&next)]).await, [200]);
+    wait_active(&mut ue, 1, msk_of(&next)).await;
+    env.wait_acknowledged(&mut ue).await;
+    assert!(ue.errors.is_empty(), "{:?}", ue.errors);
+}
+
+/// An MSK request while the last attempt's timer runs (the delivery would
+/// be given up at its end) is answered at once, and so is the next one.
+#[tokio::test]
+async fn an_msk_request_at_the_last_attempt_is_answered_at_once() {
+    let env = Env::new_replacing(
+        "",
+        &[
+            ("initial_ms = 300", "initial_ms = 30000"),
+            ("max_interval_ms = 1200", "max_interval_ms = 60000"),
+            ("max_attempts = 5", "max_attempts = 1"),
+        ],
+    )
+    .await;
+    let mut ue = env.ue(1).await;
+    assert_eq!(ue.register(&[NEWS]).await, [200]);
+    let (cur, _) = env.key_group(1).await;
+    // The only attempt is lost; its timer runs for 30 s.
+    lose_pushes(&mut ue, 2).await;
+    assert_eq!(ue.request_msks(&[msk(1, 0)]).await, [200]);
+    // The answer (at once: long before the timer) is lost as well, and the
+    // UE asks again.
+    lose_pushes(&mut ue, 1).await;
+    assert_eq!(ue.request_msks(&[msk(1, 0)]).await, [200]);
+    wait_active(&mut ue, 1, msk_of(&cur)).await;
+    assert!(ue.errors.is_empty(), "{:?}", ue.errors);
+}
+
+/// A given-up delivery is revived by a request too.
+#[tokio::test]
+async fn an_msk_request_revives_a_given_up_delivery() {
+    let env = Env::new_replacing("", &[("max_attempts = 5", "max_attempts = 2")]).await;
+    let mut ue = env.ue(1).await;
+    assert_eq!(ue.register(&[NEWS]).await, [200]);
+    let (cur, _) = env.key_group(1).await;
+    for _ in 0..200 {
+        ue.pump_dropping(Duration::from_millis(50), |_| true).await;
+        let d = env.deliveries(&ue.impi).await;
+        if d.iter().all(|x| x.2 == "given_up") {
+            break;
+        }
+    }
+    let d = env.deliveries(&ue.impi).await;
+    assert!(d.iter().all(|x| x.2 == "given_up"), "{d:?}");
+    assert_eq!(ue.request_msks(&[msk_of(&cur)]).await, [200]);
+    wait_active(&mut ue, 1, msk_of(&cur)).await;
+    assert!(ue.errors.is_empty(), "{:?}", ue.errors);
+}

@@ -1,8 +1,10 @@
 //! Random interleavings of poll, acknowledgements (delayed, lost, replayed),
 //! subscriptions, requests, solicited pulls, new MUKs, rotations, MTKs and
 //! crashes never repeat a (MUK, counter) pair or an (MSK, counter) pair,
-//! never use a counter that was not persisted first, and never issue an MTK
-//! ID outside its MSK's window.
+//! never use a counter that was not persisted first, never issue an MTK
+//! ID outside its MSK's window, and never charge a subscriber twice for one
+//! MSK (the charges are restored after a crash as the BM-SC does, from its
+//! charging records).
 
 mod engine_support;
 
@@ -121,6 +123,7 @@ fn run(ops: Vec<Op>, seed: u64) {
     let mut muk_gen = [0u8; 2];
     let mut acks: Vec<Vec<u8>> = vec![];
     let mut seen = Seen::default();
+    let mut charged: HashSet<(mbms::engine::UeId, MskName)> = HashSet::new();
     let mut now = 0u64;
     for ue in &ues {
         ue.register(e.as_mut().unwrap(), t(now));
@@ -152,7 +155,18 @@ fn run(ops: Vec<Op>, seed: u64) {
                     };
                     // Refusals (stale, unmatched after a rotation) are fine;
                     // they must just not panic.
-                    let _ = eng.on_ack(&ack, t(now));
+                    if let Ok(actions) = eng.on_ack(&ack, t(now)) {
+                        for a in actions {
+                            if let Action::ChargingRecord(r) = a {
+                                assert!(
+                                    charged.insert((r.ue.clone(), r.msk)),
+                                    "{} charged twice for {}",
+                                    r.ue,
+                                    r.msk
+                                );
+                            }
+                        }
+                    }
                 }
             }
             Op::Subscribe { ue, group } => {
@@ -252,6 +266,9 @@ fn run(ops: Vec<Op>, seed: u64) {
                     fresh
                         .subscribe(&ues[*u].id, &groups()[*g].0, t(now))
                         .unwrap();
+                }
+                for (ue, msk) in &charged {
+                    fresh.mark_charged(ue, msk, t(now));
                 }
                 e = Some(fresh);
             }

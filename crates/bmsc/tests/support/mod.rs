@@ -23,9 +23,10 @@ use bsf::{
 };
 use gba::digest::{AuthenticationInfo, Challenge, DigestClient};
 use gba::{Mrk, Opc, Sqn48, SubscriberKey, Usim};
+use mbms::messages::{MskEnvelope, MskKeyData};
 use mbms::mgvf::store::MemoryStore as MgvMemory;
 use mbms::mgvf::{MgvError, MgvF, MskOutcome};
-use mbms::{KeyDomainId, KeyGroupName, MskId, MskName, MukId};
+use mbms::{KeyDomainId, KeyGroupName, MskId, MskName, Muk, MukId};
 
 pub const BMSC: &str = "bmsc.home1.net";
 pub const BSF_FQDN: &str = "bsf.home1.net";
@@ -158,24 +159,42 @@ pub struct Env {
     pub bmsc: Option<RunningBmsc>,
     pub db: Db,
     pub extra: String,
+    /// Text replacements applied to the configuration of [`config_text`]
+    /// (e.g. other retransmission timers).
+    pub replace: Vec<(String, String)>,
     pub http: reqwest::Client,
 }
 
 impl Env {
     pub async fn new(extra: &str) -> Env {
+        Self::new_replacing(extra, &[]).await
+    }
+
+    /// Like [`new`](Self::new), with `(from, to)` replacements in the
+    /// configuration text (each `from` must occur).
+    pub async fn new_replacing(extra: &str, replace: &[(&str, &str)]) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::Sqlite(dir.path().join("bmsc.db"));
-        Self::with_db(dir, db, extra).await
+        let replace = replace
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect();
+        Self::with_db(dir, db, extra, replace).await
     }
 
     pub async fn postgres(name: &str, extra: &str) -> Option<Env> {
         let url = postgres_url()?;
         let schema = format!("bmsc_it_{}_{name}", std::process::id());
         let dir = tempfile::tempdir().unwrap();
-        Some(Self::with_db(dir, Db::Postgres(url, schema), extra).await)
+        Some(Self::with_db(dir, Db::Postgres(url, schema), extra, vec![]).await)
     }
 
-    async fn with_db(dir: tempfile::TempDir, db: Db, extra: &str) -> Env {
+    async fn with_db(
+        dir: tempfile::TempDir,
+        db: Db,
+        extra: &str,
+        replace: Vec<(String, String)>,
+    ) -> Env {
         let bsf_store = BsfStore::open(&dir.path().join("bsf.db")).unwrap();
         let subs: Vec<Subscriber> = (1..=9)
             .map(|n| Subscriber {
@@ -201,6 +220,7 @@ impl Env {
             bmsc: None,
             db,
             extra: extra.to_owned(),
+            replace,
             http: reqwest::Client::new(),
         };
         env.start().await;
@@ -211,7 +231,15 @@ impl Env {
         let extra = self
             .extra
             .replace("{DIR}", &self.dir.path().display().to_string());
-        BmscConfig::parse(&config_text(&self.bsf.url(), &self.db.label(), &extra)).unwrap()
+        let mut text = config_text(&self.bsf.url(), &self.db.label(), &extra);
+        for (from, to) in &self.replace {
+            assert!(
+                text.contains(from.as_str()),
+                "{from:?} not in the configuration"
+            );
+            text = text.replace(from.as_str(), to);
+        }
+        BmscConfig::parse(&text).unwrap()
     }
 
     pub async fn start(&mut self) {
@@ -363,6 +391,8 @@ pub struct TestUe {
     pub impi: String,
     pub btid: String,
     pub mrk: Mrk,
+    /// The MUK (to read MSK messages beside the MGV-F).
+    pub muk: Muk,
     pub mgvf: MgvF<MgvMemory>,
     pub sock: UdpSocket,
     pub base: String,
@@ -379,6 +409,9 @@ pub struct TestUe {
     pub errors: Vec<String>,
     /// Solicited pulls received.
     pub pulls: Vec<KeyGroupName>,
+    /// Every MSK message received (also those dropped before the MGV-F),
+    /// read with the MUK: counter, MSK, key data.
+    pub received: Vec<(u32, MskName, Option<MskKeyData>)>,
     /// 401 answers received.
     pub challenges: usize,
 }
@@ -403,6 +436,7 @@ impl TestUe {
             impi: impi.to_owned(),
             btid: b.btid.as_str().to_owned(),
             mrk: keys.mrk.clone(),
+            muk: keys.muk.clone(),
             mgvf,
             sock: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
             base,
@@ -414,6 +448,7 @@ impl TestUe {
             counters: Vec::new(),
             errors: Vec::new(),
             pulls: Vec::new(),
+            received: Vec::new(),
             challenges: 0,
         }
     }
@@ -532,6 +567,17 @@ impl TestUe {
     /// acknowledgements back to the sender (unless dropping). Returns the
     /// number of datagrams received.
     pub async fn pump(&mut self, dur: Duration) -> usize {
+        self.pump_dropping(dur, |_| false).await
+    }
+
+    /// Like [`pump`](Self::pump), but the MSK messages whose key data
+    /// (read with the MUK) `lose` selects are lost on the way: the MGV-F
+    /// never sees them. They are still listed in `received`.
+    pub async fn pump_dropping(
+        &mut self,
+        dur: Duration,
+        lose: impl Fn(Option<&MskKeyData>) -> bool,
+    ) -> usize {
         let deadline = tokio::time::Instant::now() + dur;
         let mut n = 0;
         let mut buf = vec![0u8; 4096];
@@ -539,6 +585,14 @@ impl TestUe {
             let r = tokio::time::timeout_at(deadline, self.sock.recv_from(&mut buf)).await;
             let Ok(Ok((len, from))) = r else { return n };
             n += 1;
+            if let Ok(env) = MskEnvelope::parse(&buf[..len]) {
+                let key = env.open(&self.muk).ok().and_then(|o| o.key);
+                let lost = lose(key.as_ref());
+                self.received.push((env.counter, env.msk, key));
+                if lost {
+                    continue;
+                }
+            }
             match self.mgvf.process_msk_message(&buf[..len]) {
                 Ok(out) => {
                     if let Ok(env) = mbms::messages::MskEnvelope::parse(&buf[..len]) {

@@ -2,7 +2,7 @@
 //! and the index that matches acknowledgements to the messages they
 //! acknowledge.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use mikey::crypto::InitiatorFields;
 use zeroize::Zeroizing;
@@ -83,17 +83,38 @@ pub(crate) struct Delivery {
     /// Incremented when a finished delivery is restarted (re-request):
     /// acknowledgements of an earlier round are stale.
     pub(crate) round: u32,
-    pub(crate) charged: bool,
-    pub(crate) attempts: Vec<Attempt>,
+    /// Transmissions that expect an acknowledgement, oldest first (the last
+    /// `keep` of [`Deliveries::record_attempt`]).
+    pub(crate) attempts: VecDeque<Attempt>,
 }
 
 impl Delivery {
-    pub(crate) fn status(&self) -> DeliveryStatus {
+    pub(crate) fn status(&self, charged: bool) -> DeliveryStatus {
         DeliveryStatus {
             step: self.step,
             state: self.state,
-            charged: self.charged,
+            charged,
         }
+    }
+}
+
+/// The fewest transmissions remembered per delivery for matching
+/// acknowledgements (the engine keeps two rounds of `max_attempts` when that
+/// is more). A UE that asks for an
+/// MSK again and again gets a new message each time (seed 002 6.3.2.2.1);
+/// the oldest attempts are then forgotten (an acknowledgement of one of
+/// them is refused as unmatched) so that the memory of a delivery stays
+/// bounded.
+pub(crate) const MIN_ATTEMPTS_KEPT: usize = 32;
+
+/// The first step of a delivery: a plain push, or the 4-way procedure's
+/// inactive MSK, or (the subscriber was already charged for the MSK, seed 004
+/// 6.3.2.3.3) directly its activation.
+pub(crate) fn first_step(four_way: bool, charged: bool) -> Step {
+    match (four_way, charged) {
+        (false, _) => Step::Deliver,
+        (true, false) => Step::Inactive,
+        (true, true) => Step::Activate,
     }
 }
 
@@ -117,42 +138,74 @@ impl Deliveries {
         self.map.keys()
     }
 
-    /// Start a delivery, or restart a finished one (`force`: also an
-    /// acknowledged or unconfirmed one). In-flight deliveries are left alone.
-    pub(crate) fn ensure(&mut self, key: &Key, four_way: bool, force: bool, now: Timestamp) {
-        let first = |charged: bool| match (four_way, charged) {
-            (false, _) => Step::Deliver,
-            (true, false) => Step::Inactive,
-            (true, true) => Step::Activate,
-        };
+    /// Start a delivery, or restart one that was given up (a subscription or
+    /// a rotation). In-flight, acknowledged and unconfirmed deliveries are
+    /// left alone.
+    pub(crate) fn ensure(&mut self, key: &Key, four_way: bool, charged: bool, now: Timestamp) {
+        let step = first_step(four_way, charged);
         match self.map.get_mut(key) {
-            None => {
-                self.map.insert(
-                    key.clone(),
-                    Delivery {
-                        step: first(false),
-                        state: DeliveryState::Pending,
-                        due: None,
-                        round: 1,
-                        charged: false,
-                        attempts: Vec::new(),
-                    },
-                );
-            }
+            None => self.insert(key, step),
             Some(d) => {
-                let restart = match d.state {
-                    DeliveryState::Pending | DeliveryState::Sent { .. } => false,
-                    DeliveryState::GivenUp => true,
-                    DeliveryState::Acknowledged | DeliveryState::Unconfirmed => force,
-                };
-                if !restart {
+                if d.state != DeliveryState::GivenUp {
                     return;
                 }
                 d.round += 1;
-                d.step = first(d.charged);
+                d.step = step;
             }
         }
         self.set_state(key, DeliveryState::Pending, Some(now));
+    }
+
+    /// The UE asked for the MSK (seed 002 6.3.2.2.1): the delivery is due
+    /// now, whatever its state, and its retransmission starts afresh
+    /// (attempt 1, until acknowledged or given up). A delivery in flight
+    /// keeps its round (an acknowledgement of an earlier attempt still
+    /// counts) unless its step changes; a finished one (acknowledged,
+    /// unconfirmed, given up) starts a new round at its first step.
+    pub(crate) fn request(&mut self, key: &Key, four_way: bool, charged: bool, now: Timestamp) {
+        let step = first_step(four_way, charged);
+        match self.map.get_mut(key) {
+            None => self.insert(key, step),
+            Some(d) => {
+                let same_round = d.state.in_flight() && d.step == step;
+                if !same_round {
+                    d.round += 1;
+                    d.step = step;
+                }
+            }
+        }
+        self.set_state(key, DeliveryState::Pending, Some(now));
+    }
+
+    /// The subscriber turned out to be charged for the MSK already (restored
+    /// after a restart): a delivery at the 4-way procedure's inactive step
+    /// moves to the activation (a new round: acknowledgements of the
+    /// inactive MSK are stale), sent now if it was in flight.
+    pub(crate) fn charged(&mut self, key: &Key, now: Timestamp) {
+        let Some(d) = self.map.get_mut(key) else {
+            return;
+        };
+        if d.step != Step::Inactive {
+            return;
+        }
+        d.round += 1;
+        d.step = Step::Activate;
+        if d.state.in_flight() {
+            self.set_state(key, DeliveryState::Pending, Some(now));
+        }
+    }
+
+    fn insert(&mut self, key: &Key, step: Step) {
+        self.map.insert(
+            key.clone(),
+            Delivery {
+                step,
+                state: DeliveryState::Pending,
+                due: None,
+                round: 1,
+                attempts: VecDeque::new(),
+            },
+        );
     }
 
     /// Change the state and the timer of a delivery.
@@ -174,14 +227,20 @@ impl Deliveries {
         self.map.get_mut(key)
     }
 
-    pub(crate) fn record_attempt(&mut self, key: &Key, attempt: Attempt) {
+    /// Remember a transmission (and forget the oldest beyond `keep`).
+    pub(crate) fn record_attempt(&mut self, key: &Key, attempt: Attempt, keep: usize) {
         if let Some(d) = self.map.get_mut(key) {
             let k = (attempt.muk_id.idr.clone(), attempt.counter);
             let entry = self.sent.entry(k).or_default();
             if !entry.contains(key) {
                 entry.push(key.clone());
             }
-            d.attempts.push(attempt);
+            d.attempts.push_back(attempt);
+            while d.attempts.len() > keep.max(1) {
+                if let Some(old) = d.attempts.pop_front() {
+                    unindex(&mut self.sent, &old, key);
+                }
+            }
         }
     }
 
@@ -216,13 +275,7 @@ impl Deliveries {
                     self.timers.remove(&(t, key.clone()));
                 }
                 for a in &d.attempts {
-                    let k = (a.muk_id.idr.clone(), a.counter);
-                    if let Some(v) = self.sent.get_mut(&k) {
-                        v.retain(|x| x != &key);
-                        if v.is_empty() {
-                            self.sent.remove(&k);
-                        }
-                    }
+                    unindex(&mut self.sent, a, &key);
                 }
             }
         }
@@ -230,5 +283,16 @@ impl Deliveries {
 
     pub(crate) fn len(&self) -> usize {
         self.map.len()
+    }
+}
+
+/// Remove `key` from the acknowledgement index entry of attempt `a`.
+fn unindex(sent: &mut HashMap<(String, u32), Vec<Key>>, a: &Attempt, key: &Key) {
+    let k = (a.muk_id.idr.clone(), a.counter);
+    if let Some(v) = sent.get_mut(&k) {
+        v.retain(|x| x != key);
+        if v.is_empty() {
+            sent.remove(&k);
+        }
     }
 }

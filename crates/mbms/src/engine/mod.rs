@@ -46,15 +46,26 @@
 //!   [`Action::ChargingRecord`] and schedules step 3, the activation (same MSK
 //!   ID and key, the real window, V = 1); its acknowledgement ends the
 //!   delivery. Each step is retransmitted like a plain push. A UE is charged
-//!   once per MSK: a later re-delivery of a charged MSK starts at step 3.
+//!   once per MSK: the engine remembers who was charged for the current and
+//!   next MSKs (also across an unsubscription), a later delivery or request
+//!   of a charged MSK is its activation (seed 004 6.3.2.3.3: the UE may
+//!   request the MSK again when the activation is lost), and after a restart
+//!   the caller restores the charges from its durable charging records
+//!   ([`Engine::mark_charged`]).
+//! * **A request is answered at once** (seed 002 6.3.2.2.1): an authorised
+//!   MSK request makes the delivery due now whatever its state (waiting for
+//!   a retransmission timer, given up, acknowledged), and its retransmission
+//!   starts afresh; [`Engine::poll`] then sends a new message.
 //! * **Solicited pull** (seeds 002/003 6.3.2.2.4): built with the last MUK
 //!   the engine knows for the UE, V never set, not tracked.
 //! * **UEs are identified** by a [`UeId`] chosen by the caller (the
 //!   subscriber's IMPI: charging records name it). Acknowledgements are
 //!   matched by their IDr (B-TID) and counter, and authenticated by their
 //!   MAC, never by the address they came from.
-//! * Delivery state lives in memory only: after a restart, UEs that miss an
-//!   MSK fetch it again with the basic MSK request (seed 002 6.3.2.2.1).
+//! * Delivery state lives in memory only: the caller restores the outcome of
+//!   deliveries after a restart ([`Engine::restore_delivery`],
+//!   [`Engine::mark_charged`]); UEs that miss an MSK fetch it again with the
+//!   basic MSK request (seed 002 6.3.2.2.1).
 
 mod counter;
 mod delivery;
@@ -81,7 +92,7 @@ pub use store::{EngineStore, KeyGroupSnapshot, MemoryStore, MskSnapshot, StoreEr
 pub use time::{RetransmitPolicy, Timestamp};
 
 use counter::MukCounters;
-use delivery::{Attempt, Deliveries, Key};
+use delivery::{Attempt, Deliveries, Key, MIN_ATTEMPTS_KEPT};
 
 /// Default size of a counter reservation block ([`EngineConfig::counter_block`]).
 pub const DEFAULT_COUNTER_BLOCK: u32 = 32;
@@ -295,6 +306,11 @@ pub struct Engine<S: EngineStore> {
     groups: BTreeMap<KeyGroupName, Group>,
     ues: BTreeMap<UeId, Ue>,
     deliveries: Deliveries,
+    /// (UE, MSK) pairs whose subscriber was charged (4-way step 1
+    /// acknowledged, or restored with [`Engine::mark_charged`]), for the
+    /// current and next MSKs only: kept when a delivery ends or the UE leaves,
+    /// dropped when the MSK retires.
+    charged: BTreeSet<Key>,
     counters: MukCounters,
 }
 
@@ -351,6 +367,7 @@ impl<S: EngineStore> Engine<S> {
             groups: BTreeMap::new(),
             ues: BTreeMap::new(),
             deliveries: Deliveries::default(),
+            charged: BTreeSet::new(),
             counters: MukCounters::new(config.counter_block),
         })
     }
@@ -434,10 +451,13 @@ impl<S: EngineStore> Engine<S> {
         let members: Vec<UeId> = g.members.iter().cloned().collect();
         let rotated = info(&g.state);
         self.deliveries.remove_where(|(_, m)| *m == retired);
+        self.charged.retain(|(_, m)| *m != retired);
         for ue in members {
-            self.deliveries
-                .ensure(&(ue.clone(), current), four_way, false, now);
-            self.deliveries.ensure(&(ue, next), four_way, false, now);
+            for m in [current, next] {
+                let key = (ue.clone(), m);
+                let charged = self.charged.contains(&key);
+                self.deliveries.ensure(&key, four_way, charged, now);
+            }
         }
         Ok(rotated)
     }
@@ -541,8 +561,9 @@ impl<S: EngineStore> Engine<S> {
         g.members.insert(ue.clone());
         let four_way = g.cfg.charging;
         for m in [g.state.current.name, g.state.next.name] {
-            self.deliveries
-                .ensure(&(ue.clone(), m), four_way, false, now);
+            let key = (ue.clone(), m);
+            let charged = self.charged.contains(&key);
+            self.deliveries.ensure(&key, four_way, charged, now);
         }
         Ok(())
     }
@@ -561,8 +582,14 @@ impl<S: EngineStore> Engine<S> {
 
     /// The basic MSK request (seed 002 6.3.2.2.1) for one Key Domain ID - MSK
     /// ID pair: Key Number 0 means the current MSK. Returns the MSK that will
-    /// be delivered (re-delivered if the UE had it already; a delivery in
-    /// flight is left to its retransmissions).
+    /// be delivered. The delivery is due at once, whatever its state: the
+    /// next [`poll`](Self::poll) sends a new message (fresh counter and
+    /// RAND) and retransmission starts afresh from attempt 1, until
+    /// acknowledged or given up; a delivery waiting for its retransmission
+    /// timer, given up, or finished is revived the same way. For a
+    /// subscriber already charged for the MSK (4-way key group) the message
+    /// is the activation, never the inactive MSK again (seed 004
+    /// 6.3.2.3.3).
     pub fn request_msk(
         &mut self,
         ue: &UeId,
@@ -592,8 +619,9 @@ impl<S: EngineStore> Engine<S> {
                 .name
         };
         let four_way = g.cfg.charging;
-        self.deliveries
-            .ensure(&(ue.clone(), name), four_way, true, now);
+        let key = (ue.clone(), name);
+        let charged = self.charged.contains(&key);
+        self.deliveries.request(&key, four_way, charged, now);
         Ok(name)
     }
 
@@ -633,7 +661,39 @@ impl<S: EngineStore> Engine<S> {
 
     /// The state of the delivery of `msk` to `ue`.
     pub fn delivery(&self, ue: &UeId, msk: &MskName) -> Option<DeliveryStatus> {
-        self.deliveries.get(&(ue.clone(), *msk)).map(|d| d.status())
+        let key = (ue.clone(), *msk);
+        let charged = self.charged.contains(&key);
+        self.deliveries.get(&key).map(|d| d.status(charged))
+    }
+
+    /// Whether the subscriber `ue` was charged for `msk` (a current or next
+    /// MSK), whether or not a delivery of it exists now.
+    pub fn is_charged(&self, ue: &UeId, msk: &MskName) -> bool {
+        self.charged.contains(&(ue.clone(), *msk))
+    }
+
+    /// Restore the fact that subscriber `ue` was charged for `msk` (a
+    /// durable charging record, seed 004 6.3.2.3.3) after a restart: every
+    /// later delivery or request of that MSK to that subscriber is the
+    /// activation, and no second charging record is produced. A delivery
+    /// at the inactive step moves to the activation (sent at the next
+    /// [`poll`](Self::poll) if it was in flight). The UE need not be
+    /// registered. Returns `false`, recording nothing, when `msk` is not the
+    /// current or next MSK of an open key group (a retired MSK is never
+    /// delivered again).
+    pub fn mark_charged(&mut self, ue: &UeId, msk: &MskName, now: Timestamp) -> bool {
+        let Some(g) = self.groups.get(&msk.key_group()) else {
+            return false;
+        };
+        if g.msk(msk).is_none() {
+            return false;
+        }
+        let key = (ue.clone(), *msk);
+        self.charged.insert(key.clone());
+        if g.cfg.charging {
+            self.deliveries.charged(&key, now);
+        }
+        true
     }
 
     /// Restore the persisted outcome of a delivery after a restart of the
@@ -663,9 +723,11 @@ impl<S: EngineStore> Engine<S> {
         if d.state != DeliveryState::Pending || !d.attempts.is_empty() {
             return false;
         }
-        d.charged |= charged;
-        if four_way && d.charged {
-            d.step = Step::Activate;
+        if charged {
+            self.charged.insert(key.clone());
+            if four_way {
+                d.step = Step::Activate;
+            }
         }
         if acknowledged {
             self.deliveries
@@ -815,6 +877,10 @@ impl<S: EngineStore> Engine<S> {
         };
         if v {
             let deadline = now.saturating_add(self.config.retransmit.interval(attempt, rng));
+            let keep = usize::try_from(self.config.retransmit.max_attempts)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(2)
+                .max(MIN_ATTEMPTS_KEPT);
             self.deliveries.record_attempt(
                 key,
                 Attempt {
@@ -825,6 +891,7 @@ impl<S: EngineStore> Engine<S> {
                     auth_key: Zeroizing::new(built.keys.auth_key),
                     initiator: built.initiator,
                 },
+                keep,
             );
             self.deliveries.set_state(
                 key,
@@ -915,18 +982,20 @@ impl<S: EngineStore> Engine<S> {
             }
             Step::Inactive => {
                 if let Some(d) = self.deliveries.get_mut(&key) {
-                    d.charged = true;
                     d.step = Step::Activate;
                 }
                 self.deliveries
                     .set_state(&key, DeliveryState::Pending, Some(now));
-                actions.push(Action::ChargingRecord(ChargingRecord {
-                    ue: key.0.clone(),
-                    muk_id,
-                    msk: key.1,
-                    time: now,
-                    counter: ack.counter,
-                }));
+                // Charged once per MSK (seed 004 6.3.2.3.3).
+                if self.charged.insert(key.clone()) {
+                    actions.push(Action::ChargingRecord(ChargingRecord {
+                        ue: key.0.clone(),
+                        muk_id,
+                        msk: key.1,
+                        time: now,
+                        counter: ack.counter,
+                    }));
+                }
             }
         }
         Ok(actions)
