@@ -125,15 +125,26 @@ enum Step {
     Cut(usize, usize),
 }
 
+/// (SEQs, SEQu): mostly wide, sometimes ending low (a validity update below
+/// MTK IDs accepted before), sometimes inactive (SEQs > SEQu, the 4-way
+/// procedure).
+fn window() -> impl Strategy<Value = (u16, u16)> {
+    prop_oneof![
+        4 => (0u16..40, 0u16..60),
+        2 => (0u16..5, 5u16..15),
+        1 => Just((1, 0)),
+    ]
+}
+
 fn gen() -> impl Strategy<Value = Gen> {
     prop_oneof![
-        6 => (0usize..2, 1u16..=6, 0u16..40, 0u16..60, any::<bool>())
-            .prop_map(|(muk, n, seq_s, seq_u, v)| Gen::Msk { muk, n, seq_s, seq_u, v }),
+        6 => (0usize..2, 1u16..=5, window(), any::<bool>())
+            .prop_map(|(muk, n, (seq_s, seq_u), v)| Gen::Msk { muk, n, seq_s, seq_u, v }),
         1 => (0usize..3, 0usize..2).prop_map(|(muk, key)| Gen::Pull { muk, key }),
-        8 => (1u16..=6, 0u16..60).prop_map(|(n, id)| Gen::Mtk { n, id }),
-        1 => (1u16..=6, 0usize..2).prop_map(|(n, which)| Gen::ForgedIdr { n, which }),
-        1 => (1u16..=6).prop_map(|n| Gen::ForgedMuk { n }),
-        1 => (1u16..=6, 0u16..60).prop_map(|(n, id)| Gen::ForgedMtk { n, id }),
+        8 => (1u16..=5, prop_oneof![0u16..60, 0u16..15]).prop_map(|(n, id)| Gen::Mtk { n, id }),
+        1 => (1u16..=5, 0usize..2).prop_map(|(n, which)| Gen::ForgedIdr { n, which }),
+        1 => (1u16..=5).prop_map(|n| Gen::ForgedMuk { n }),
+        1 => (1u16..=5, 0u16..60).prop_map(|(n, id)| Gen::ForgedMtk { n, id }),
     ]
 }
 
