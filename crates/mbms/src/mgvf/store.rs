@@ -166,6 +166,12 @@ impl MgvState {
             if m.name.msk_id.is_current_request() {
                 return Err(format!("MSK {} has Key Number 0", m.name));
             }
+            if m.accepted.is_some() && m.counter.is_none() {
+                return Err(format!(
+                    "MSK {} has an accepted MTK ID but no counter",
+                    m.name
+                ));
+            }
             *per_group.entry(m.name.key_group()).or_default() += 1;
         }
         if let Some((g, n)) = per_group.iter().find(|(_, n)| **n > MAX_MSKS_PER_KEY_GROUP) {
