@@ -190,6 +190,65 @@ key_groups = [1]
     assert!(v["runtime"]["counters"]["acks_sent"].as_u64().unwrap() >= 2);
     let raw = std::fs::read_to_string(d.join("state/status.json")).unwrap();
     assert!(!raw.contains("\"ks\""));
+
+    // Issue 11 point 6: the MGV-S is lost beside the B-TID and MUK. The UE
+    // refuses to start (exit 1), naming the file, instead of resetting its
+    // replay counters; nothing is changed.
+    let btid = v["btid"].as_str().unwrap().to_owned();
+    std::fs::remove_file(d.join("state/mgvs.json")).unwrap();
+    let out = mbms()
+        .args(["ue", "run", "--config"])
+        .arg(d.join("ue.toml"))
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .code(1)
+        .get_output()
+        .stderr
+        .clone();
+    let err = String::from_utf8(out).unwrap();
+    assert!(
+        err.contains("mgvs.json") && err.contains("--start-over"),
+        "{err}"
+    );
+    assert!(!d.join("state/mgvs.json").exists());
+    assert!(d.join("state/gba.json").exists());
+
+    // Told to start over, it discards the identity and bootstraps again.
+    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("mbms"))
+        .args(["ue", "run", "--start-over", "--config"])
+        .arg(d.join("ue.toml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(
+            std::fs::File::create(d.join("ue2.stderr")).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let started = tokio::task::spawn_blocking(move || {
+        let first = lines.next().unwrap().unwrap();
+        std::thread::spawn(move || lines.for_each(drop));
+        first
+    })
+    .await
+    .unwrap();
+    assert!(started.starts_with("UE running"), "{started}");
+    let v: serde_json::Value = serde_json::from_str(&status(d, true)).unwrap();
+    assert_ne!(v["btid"].as_str().unwrap(), btid, "bootstrapped again");
+    let pid = child.id().to_string();
+    assert!(StdCommand::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let st = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        st.success(),
+        "{st}: {}",
+        std::fs::read_to_string(d.join("ue2.stderr")).unwrap_or_default()
+    );
+    assert!(d.join("state/mgvs.json").exists());
     drop(bmsc);
 }
 

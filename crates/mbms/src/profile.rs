@@ -87,5 +87,11 @@ pub const DOWNLOAD_CS_ID: u8 = 0x00;
 /// 6.3.2.1, `PROFILE.md` section 7).
 pub const MAX_MSKS_PER_KEY_GROUP: usize = 2;
 
+/// A byte-identical copy of the last MSK message accepted under a MUK is
+/// acknowledged again (when it carries the V bit) at most once per this
+/// interval per MSK; excess copies get no acknowledgement (`PROFILE.md`
+/// section 7, revised: "at most once per second per MSK"; seed 004 6.4.2).
+pub const MSK_REACK_INTERVAL: core::time::Duration = core::time::Duration::from_secs(1);
+
 /// UDP port of the UE's MIKEY listener and of the BM-SC (`PROFILE.md` section 6).
 pub const MIKEY_UDP_PORT: u16 = mikey::MIKEY_PORT;

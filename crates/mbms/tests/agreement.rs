@@ -34,11 +34,13 @@ fn exchange(
     for a in actions {
         if let Action::SendMikey { bytes, .. } = a {
             let out = f
-                .process_msk_message(&bytes)
+                .process_msk_message(&bytes, std::time::Duration::from_millis(now))
                 .expect("the MGV-F accepts what the engine sends");
             let ack = match &out {
-                MskOutcome::Stored { ack, .. } | MskOutcome::Duplicate { ack } => ack.clone(),
-                MskOutcome::SolicitedPull { .. } => None,
+                MskOutcome::Stored { ack, .. }
+                | MskOutcome::Superseded { ack, .. }
+                | MskOutcome::Duplicate { ack } => ack.clone(),
+                MskOutcome::SolicitedPull { .. } | MskOutcome::DuplicateSuppressed { .. } => None,
             };
             if let Some(ack) = ack {
                 answers.extend(

@@ -2,12 +2,17 @@
 //! 6.3.2.2.4; `PROFILE.md` section 7): every acceptance and every failure
 //! class, with a check that a failure leaves the stored state unchanged.
 
-use mbms::messages::{MskAck, MskKeyData, MskMessage, MtkMessage, Streaming};
+use std::time::Duration;
+
+use mbms::messages::{MskAck, MskEnvelope, MskKeyData, MskMessage, MtkMessage, Streaming};
 use mbms::mgvf::store::{FileStore, MemoryStore, MgvState, MgvStore, StoreError};
 use mbms::mgvf::{MgvError, MgvF, MskOutcome};
 use mbms::{
     KeyDomainId, KeyGroupName, Msk, MskId, MskName, Mtk, MtkId, MtkKey, MtkSalt, Muk, MukId,
 };
+
+/// The monotonic time passed to the MGV-F where it does not matter.
+const T0: Duration = Duration::ZERO;
 
 const BMSC: &str = "bmsc.home1.net";
 const BTID: &str = "I1U8vpY3qJ0hiuZNrke/NQ==@bsf.home1.net";
@@ -76,6 +81,27 @@ impl Bmsc {
         .bytes
     }
 
+    /// An MSK message whose IDr names `btid`, protected with `key`.
+    fn msk_under(&mut self, btid: &str, key: &Muk, n: u16, window: (u16, u16), v: bool) -> Vec<u8> {
+        self.muk_counter += 1;
+        let rand = self.rand();
+        MskMessage {
+            muk_id: MukId::new(BMSC, btid),
+            counter: self.muk_counter,
+            rand,
+            msk: name(1, n),
+            v,
+            key: Some(MskKeyData {
+                msk: msk_key(n),
+                seq_s: MtkId::new(window.0),
+                seq_u: MtkId::new(window.1),
+            }),
+        }
+        .build(key)
+        .unwrap()
+        .bytes
+    }
+
     fn mtk(&mut self, n: u16, mtk_id: u16) -> Vec<u8> {
         self.msk_counter += 1;
         let rand = self.rand();
@@ -125,7 +151,7 @@ fn msk_delivery_is_stored_and_acknowledged() {
     let mut b = Bmsc::new();
     let mut f = ue();
     let m = b.msk(1, (0, 100), true);
-    let out = f.process_msk_message(&m).unwrap();
+    let out = f.process_msk_message(&m, T0).unwrap();
     let MskOutcome::Stored {
         msk,
         inactive,
@@ -159,7 +185,7 @@ fn msk_delivery_is_stored_and_acknowledged() {
     // Without the V bit there is no acknowledgement.
     let m = b.msk(2, (0, 100), false);
     assert!(matches!(
-        f.process_msk_message(&m).unwrap(),
+        f.process_msk_message(&m, T0).unwrap(),
         MskOutcome::Stored { ack: None, .. }
     ));
 }
@@ -169,14 +195,14 @@ fn failures_change_nothing() {
     let mut b = Bmsc::new();
     let mut f = ue();
     let first = b.msk(1, (0, 100), true);
-    f.process_msk_message(&first).unwrap();
+    f.process_msk_message(&first, T0).unwrap();
 
     // Replay of an older counter.
     let older = {
         let mut b2 = Bmsc::new();
         b2.msk(1, (0, 50), true)
     };
-    let e = refused(&mut f, |f| f.process_msk_message(&older));
+    let e = refused(&mut f, |f| f.process_msk_message(&older, T0));
     // The same counter (1) with other content is a replay, not a duplicate.
     assert!(
         matches!(
@@ -194,7 +220,7 @@ fn failures_change_nothing() {
     let n = t.len();
     t[n - 25] ^= 1;
     assert!(matches!(
-        refused(&mut f, |f| f.process_msk_message(&t)),
+        refused(&mut f, |f| f.process_msk_message(&t, T0)),
         MgvError::BadMac
     ));
 
@@ -215,18 +241,19 @@ fn failures_change_nothing() {
     .unwrap()
     .bytes;
     assert!(matches!(
-        refused(&mut f, |f| f.process_msk_message(&other)),
+        refused(&mut f, |f| f.process_msk_message(&other, T0)),
         MgvError::UnknownMuk(_)
     ));
 
     // Malformed: truncated, and an MTK message given as an MSK message.
     assert!(matches!(
-        refused(&mut f, |f| f.process_msk_message(&first[..first.len() - 1])),
+        refused(&mut f, |f| f
+            .process_msk_message(&first[..first.len() - 1], T0)),
         MgvError::Malformed(_)
     ));
     let mtk_msg = b.mtk(1, 1);
     assert!(matches!(
-        refused(&mut f, |f| f.process_msk_message(&mtk_msg)),
+        refused(&mut f, |f| f.process_msk_message(&mtk_msg, T0)),
         MgvError::Malformed(_)
     ));
 
@@ -262,12 +289,12 @@ fn identical_resend_is_acknowledged_again_without_changes() {
     let mut b = Bmsc::new();
     let mut f = ue();
     let m = b.msk(1, (0, 100), true);
-    let first = f.process_msk_message(&m).unwrap();
+    let first = f.process_msk_message(&m, T0).unwrap();
     let before = f.state().clone();
     let MskOutcome::Stored { ack: Some(a1), .. } = first else {
         panic!()
     };
-    let again = f.process_msk_message(&m).unwrap();
+    let again = f.process_msk_message(&m, T0).unwrap();
     assert_eq!(again, MskOutcome::Duplicate { ack: Some(a1) });
     assert_eq!(f.state(), &before);
 }
@@ -279,12 +306,12 @@ fn at_most_two_msks_per_key_group_the_older_goes() {
     for n in 1..=2 {
         let m = b.msk(n, (0, 100), false);
         assert!(matches!(
-            f.process_msk_message(&m).unwrap(),
+            f.process_msk_message(&m, T0).unwrap(),
             MskOutcome::Stored { replaced: None, .. }
         ));
     }
     let m = b.msk(3, (0, 100), false);
-    let out = f.process_msk_message(&m).unwrap();
+    let out = f.process_msk_message(&m, T0).unwrap();
     assert!(
         matches!(out, MskOutcome::Stored { replaced: Some(r), .. } if r == name(1, 1)),
         "{out:?}"
@@ -310,7 +337,7 @@ fn at_most_two_msks_per_key_group_the_older_goes() {
     }
     .build(&muk())
     .unwrap();
-    f.process_msk_message(&other.bytes).unwrap();
+    f.process_msk_message(&other.bytes, T0).unwrap();
     assert_eq!(f.state().msks.len(), 3);
     assert_eq!(f.delete_msks(group).unwrap(), 2);
     assert_eq!(f.state().msks.len(), 1);
@@ -322,7 +349,7 @@ fn inactive_msk_then_activation() {
     let mut b = Bmsc::new();
     let mut f = ue();
     let inactive = b.msk(1, (1, 0), true);
-    let out = f.process_msk_message(&inactive).unwrap();
+    let out = f.process_msk_message(&inactive, T0).unwrap();
     assert!(
         matches!(
             out,
@@ -340,7 +367,7 @@ fn inactive_msk_then_activation() {
         MgvError::InactiveMsk(_)
     ));
     let activation = b.msk(1, (0, 100), true);
-    let out = f.process_msk_message(&activation).unwrap();
+    let out = f.process_msk_message(&activation, T0).unwrap();
     assert!(matches!(
         out,
         MskOutcome::Stored {
@@ -364,7 +391,8 @@ fn inactive_msk_then_activation() {
 fn mtk_window_edges_and_seqs_moves() {
     let mut b = Bmsc::new();
     let mut f = ue();
-    f.process_msk_message(&b.msk(1, (10, 20), false)).unwrap();
+    f.process_msk_message(&b.msk(1, (10, 20), false), T0)
+        .unwrap();
     // SEQp = SEQs is refused, SEQs + 1 accepted.
     let m = b.mtk(1, 10);
     assert!(matches!(
@@ -393,7 +421,8 @@ fn mtk_window_edges_and_seqs_moves() {
 fn mtk_window_wraps_around_rfc1982() {
     let mut b = Bmsc::new();
     let mut f = ue();
-    f.process_msk_message(&b.msk(1, (65530, 5), false)).unwrap();
+    f.process_msk_message(&b.msk(1, (65530, 5), false), T0)
+        .unwrap();
     for id in [65531u16, 65535, 0, 3, 5] {
         let got = f.process_mtk_message(&b.mtk(1, id)).unwrap();
         assert_eq!(got.mtk_id, MtkId::new(id));
@@ -406,7 +435,8 @@ fn mtk_window_wraps_around_rfc1982() {
     // Exactly half the space away: undefined, refused.
     let mut f = ue();
     let mut b = Bmsc::new();
-    f.process_msk_message(&b.msk(1, (0, 32767), false)).unwrap();
+    f.process_msk_message(&b.msk(1, (0, 32767), false), T0)
+        .unwrap();
     let m = b.mtk(1, 32768);
     assert!(matches!(
         refused(&mut f, |f| f.process_mtk_message(&m)),
@@ -418,7 +448,8 @@ fn mtk_window_wraps_around_rfc1982() {
 fn mtk_replay_counter_per_msk() {
     let mut b = Bmsc::new();
     let mut f = ue();
-    f.process_msk_message(&b.msk(1, (0, 100), false)).unwrap();
+    f.process_msk_message(&b.msk(1, (0, 100), false), T0)
+        .unwrap();
     let m1 = b.mtk(1, 1);
     let m2 = b.mtk(1, 2);
     f.process_mtk_message(&m2).unwrap();
@@ -450,7 +481,8 @@ fn mtk_replay_counter_per_msk() {
 fn streaming_parameters_reach_the_me() {
     let mut b = Bmsc::new();
     let mut f = ue();
-    f.process_msk_message(&b.msk(1, (0, 100), false)).unwrap();
+    f.process_msk_message(&b.msk(1, (0, 100), false), T0)
+        .unwrap();
     let streaming = Streaming {
         streams: vec![mikey::SrtpIdEntry {
             policy_no: 0,
@@ -481,7 +513,7 @@ fn solicited_pull_asks_for_the_current_msk_and_stores_nothing() {
     let pull = MskMessage::solicited_pull(muk_id(), 5, [2; 16], kd(), 1)
         .build(&muk())
         .unwrap();
-    let out = f.process_msk_message(&pull.bytes).unwrap();
+    let out = f.process_msk_message(&pull.bytes, T0).unwrap();
     assert_eq!(
         out,
         MskOutcome::SolicitedPull {
@@ -496,7 +528,7 @@ fn solicited_pull_asks_for_the_current_msk_and_stores_nothing() {
     // The same pull again changes nothing and asks for nothing new.
     let before = f.state().clone();
     assert_eq!(
-        f.process_msk_message(&pull.bytes).unwrap(),
+        f.process_msk_message(&pull.bytes, T0).unwrap(),
         MskOutcome::Duplicate { ack: None }
     );
     assert_eq!(f.state(), &before);
@@ -505,7 +537,7 @@ fn solicited_pull_asks_for_the_current_msk_and_stores_nothing() {
     b.muk_counter = 5;
     let m = b.msk(1, (0, 40000), false);
     assert!(matches!(
-        f.process_msk_message(&m).unwrap(),
+        f.process_msk_message(&m, T0).unwrap(),
         MskOutcome::Stored { inactive: true, .. }
     ));
 }
@@ -517,7 +549,8 @@ fn solicited_pull_under_the_last_muk_used_by_the_bmsc() {
     // the message with the last MUK the BM-SC used successfully.
     let mut b = Bmsc::new();
     let mut f = ue();
-    f.process_msk_message(&b.msk(1, (0, 100), false)).unwrap();
+    f.process_msk_message(&b.msk(1, (0, 100), false), T0)
+        .unwrap();
     let new_id = MukId::new(BMSC, "newbtid==@bsf.home1.net");
     f.add_muk(new_id.clone(), Muk::from_bytes([0x77; 32]))
         .unwrap();
@@ -529,7 +562,7 @@ fn solicited_pull_under_the_last_muk_used_by_the_bmsc() {
             .build(&muk())
             .unwrap();
     assert!(matches!(
-        f.process_msk_message(&pull.bytes).unwrap(),
+        f.process_msk_message(&pull.bytes, T0).unwrap(),
         MskOutcome::SolicitedPull { .. }
     ));
     // Another BM-SC's name finds nothing.
@@ -543,7 +576,7 @@ fn solicited_pull_under_the_last_muk_used_by_the_bmsc() {
     .build(&muk())
     .unwrap();
     assert!(matches!(
-        refused(&mut f, |f| f.process_msk_message(&other.bytes)),
+        refused(&mut f, |f| f.process_msk_message(&other.bytes, T0)),
         MgvError::UnknownMuk(_)
     ));
     // Messages under the new MUK work, and then the new one is "last used".
@@ -561,7 +594,7 @@ fn solicited_pull_under_the_last_muk_used_by_the_bmsc() {
     }
     .build(&Muk::from_bytes([0x77; 32]))
     .unwrap();
-    f.process_msk_message(&m.bytes).unwrap();
+    f.process_msk_message(&m.bytes, T0).unwrap();
     assert_eq!(f.state().last_used_muk[BMSC], new_id);
     f.delete_muk(&new_id).unwrap();
     assert!(!f.state().muks.contains_key(&new_id));
@@ -573,9 +606,10 @@ fn file_store_survives_restart_and_interrupted_commits() {
     let path = dir.path().join("mgvs.json");
     let mut b = Bmsc::new();
     {
-        let mut f = MgvF::new(FileStore::open(&path).unwrap());
+        let mut f = MgvF::new(FileStore::create(&path).unwrap());
         f.add_muk(muk_id(), muk()).unwrap();
-        f.process_msk_message(&b.msk(1, (0, 100), true)).unwrap();
+        f.process_msk_message(&b.msk(1, (0, 100), true), T0)
+            .unwrap();
         f.process_mtk_message(&b.mtk(1, 7)).unwrap();
     }
     #[cfg(unix)]
@@ -593,7 +627,7 @@ fn file_store_survives_restart_and_interrupted_commits() {
     let mut b_old = Bmsc::new();
     let old = b_old.msk(1, (0, 100), false);
     assert!(matches!(
-        f.process_msk_message(&old),
+        f.process_msk_message(&old, T0),
         Err(MgvError::Replay { .. })
     ));
     f.process_mtk_message(&b.mtk(1, 8)).unwrap();
@@ -609,7 +643,8 @@ fn file_store_survives_restart_and_interrupted_commits() {
 fn stores_refuse_to_roll_a_counter_back() {
     let mut b = Bmsc::new();
     let mut f = ue();
-    f.process_msk_message(&b.msk(1, (0, 100), false)).unwrap();
+    f.process_msk_message(&b.msk(1, (0, 100), false), T0)
+        .unwrap();
     let mut rolled = f.state().clone();
     rolled.muks.get_mut(&muk_id()).unwrap().counter = Some(0);
     let mut store = MemoryStore::new();
@@ -618,4 +653,415 @@ fn stores_refuse_to_roll_a_counter_back() {
         store.commit(rolled),
         Err(StoreError::CounterRollback(_))
     ));
+}
+
+fn group1() -> KeyGroupName {
+    KeyGroupName {
+        key_domain: kd(),
+        key_group: 1,
+    }
+}
+
+fn held(f: &MgvF<impl MgvStore>) -> Vec<u16> {
+    f.msks_of(group1())
+        .iter()
+        .map(|r| r.name.msk_id.key_number)
+        .collect()
+}
+
+/// Issue 11 point 1 (seed 000 6.3.2.1, `PROFILE.md` section 7 revised): the
+/// initial push of MSK #1 is lost, #2 arrives, the retransmitted #1 arrives
+/// after it; at the next rotation #3 must delete #1 (the lower Key Number),
+/// not #2 (the current MSK, received first).
+#[test]
+fn third_msk_deletes_the_lowest_key_number_whatever_the_arrival_order() {
+    let mut b = Bmsc::new();
+    let mut f = ue();
+    f.process_msk_message(&b.msk(2, (0, 100), true), T0)
+        .unwrap();
+    f.process_msk_message(&b.msk(1, (0, 100), true), T0)
+        .unwrap();
+    assert_eq!(held(&f), vec![1, 2]);
+    f.process_mtk_message(&b.mtk(2, 1)).unwrap();
+    let out = f
+        .process_msk_message(&b.msk(3, (0, 100), true), T0)
+        .unwrap();
+    assert!(
+        matches!(out, MskOutcome::Stored { replaced: Some(r), .. } if r == name(1, 1)),
+        "{out:?}"
+    );
+    assert_eq!(held(&f), vec![2, 3]);
+    // MTKs under #2, the current MSK, still work.
+    f.process_mtk_message(&b.mtk(2, 2)).unwrap();
+}
+
+/// Issue 11 point 1: an arriving MSK that is itself the lowest is validated,
+/// its counter recorded and acknowledged, but not stored; an identical resend
+/// of it is a duplicate.
+#[test]
+fn an_arriving_msk_lower_than_the_two_held_is_acknowledged_not_stored() {
+    let mut b = Bmsc::new();
+    let mut f = ue();
+    f.process_msk_message(&b.msk(3, (0, 100), false), T0)
+        .unwrap();
+    f.process_msk_message(&b.msk(2, (0, 100), false), T0)
+        .unwrap();
+    let before = f.state().clone();
+    let late = b.msk(1, (0, 100), true);
+    let out = f.process_msk_message(&late, T0).unwrap();
+    let MskOutcome::Superseded {
+        msk,
+        ack: Some(ack),
+    } = out
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(msk, name(1, 1));
+    let built = MskEnvelope::parse(&late).unwrap();
+    let opened = built.open(&muk()).unwrap();
+    let a = MskAck::verify(&ack, &opened.keys.auth_key, &opened.initiator).unwrap();
+    assert_eq!((a.counter, a.msk), (3, name(1, 1)));
+    assert_eq!(held(&f), vec![2, 3], "the held MSKs are kept");
+    assert_eq!(f.state().msks, before.msks);
+    assert_eq!(
+        f.state().muks[&muk_id()].counter,
+        Some(3),
+        "counter recorded"
+    );
+    // The identical resend (lost acknowledgement) is acknowledged again.
+    assert!(matches!(
+        f.process_msk_message(&late, T0).unwrap(),
+        MskOutcome::Duplicate { ack: Some(_) }
+    ));
+    // Without the V bit: no acknowledgement.
+    let late0 = b.msk(1, (0, 100), false);
+    assert_eq!(
+        f.process_msk_message(&late0, T0).unwrap(),
+        MskOutcome::Superseded {
+            msk: name(1, 1),
+            ack: None
+        }
+    );
+}
+
+/// RFC 1982 over the 16-bit Key Number: 65535 is below 1 after a wrap; and
+/// when no Key Number is below both others (undefined comparisons), the MSKs
+/// held are kept.
+#[test]
+fn the_lowest_key_number_follows_rfc1982() {
+    let mut b = Bmsc::new();
+    let mut f = ue();
+    f.process_msk_message(&b.msk(65534, (0, 9), false), T0)
+        .unwrap();
+    f.process_msk_message(&b.msk(65535, (0, 9), false), T0)
+        .unwrap();
+    let out = f.process_msk_message(&b.msk(1, (0, 9), false), T0).unwrap();
+    assert!(
+        matches!(out, MskOutcome::Stored { replaced: Some(r), .. } if r == name(1, 65534)),
+        "{out:?}"
+    );
+    assert_eq!(held(&f), vec![65535, 1], "older first");
+    let out = f
+        .process_msk_message(&b.msk(65533, (0, 9), false), T0)
+        .unwrap();
+    assert!(matches!(out, MskOutcome::Superseded { .. }), "{out:?}");
+
+    // 0x0001 < 0x5556 < 0xAAAB < 0x0001: no lowest.
+    let mut f = ue();
+    f.process_msk_message(&b.msk(0x0001, (0, 9), false), T0)
+        .unwrap();
+    f.process_msk_message(&b.msk(0x5556, (0, 9), false), T0)
+        .unwrap();
+    let out = f
+        .process_msk_message(&b.msk(0xAAAB, (0, 9), false), T0)
+        .unwrap();
+    assert!(matches!(out, MskOutcome::Superseded { .. }), "{out:?}");
+    assert_eq!(held(&f), vec![0x0001, 0x5556]);
+}
+
+/// Issue 11 point 3 (`PROFILE.md` section 7 revised): a re-delivered MSK
+/// used to move SEQs from 50 back to 0, and MTK ID 20 was accepted after 50.
+#[test]
+fn redelivery_never_reopens_mtk_ids() {
+    let mut b = Bmsc::new();
+    let mut f = ue();
+    f.process_msk_message(&b.msk(1, (0, 100), true), T0)
+        .unwrap();
+    f.process_mtk_message(&b.mtk(1, 50)).unwrap();
+    // The BM-SC delivers the same MSK again (a new message, new counter).
+    f.process_msk_message(&b.msk(1, (0, 100), true), T0)
+        .unwrap();
+    assert_eq!(f.state().msks[&name(1, 1)].seq_s, MtkId::new(50));
+    for id in [20, 50] {
+        let m = b.mtk(1, id);
+        assert!(
+            matches!(
+                refused(&mut f, |f| f.process_mtk_message(&m)),
+                MgvError::MtkIdOutOfWindow { .. }
+            ),
+            "MTK ID {id} re-opened"
+        );
+    }
+    f.process_mtk_message(&b.mtk(1, 51)).unwrap();
+
+    // A validity update whose window lies below the accepted IDs.
+    f.process_msk_message(&b.msk(1, (0, 40), true), T0).unwrap();
+    let m = b.mtk(1, 30);
+    assert!(matches!(
+        refused(&mut f, |f| f.process_mtk_message(&m)),
+        MgvError::MtkIdOutOfWindow { .. }
+    ));
+    // Made inactive, then activated with a window from 0: still refused.
+    f.process_msk_message(&b.msk(1, (1, 0), true), T0).unwrap();
+    f.process_msk_message(&b.msk(1, (0, 200), true), T0)
+        .unwrap();
+    let m = b.mtk(1, 51);
+    assert!(matches!(
+        refused(&mut f, |f| f.process_mtk_message(&m)),
+        MgvError::MtkIdOutOfWindow { .. }
+    ));
+    assert_eq!(
+        f.process_mtk_message(&b.mtk(1, 52)).unwrap().mtk_id.value(),
+        52
+    );
+}
+
+/// Activation of an inactive MSK takes the message's window as it is.
+#[test]
+fn activation_takes_the_window_as_it_is() {
+    let mut b = Bmsc::new();
+    let mut f = ue();
+    f.process_msk_message(&b.msk(1, (1, 0), true), T0).unwrap();
+    f.process_msk_message(&b.msk(1, (5, 10), true), T0).unwrap();
+    let r = &f.state().msks[&name(1, 1)];
+    assert_eq!(
+        (r.seq_s, r.seq_u, r.accepted),
+        (MtkId::new(5), MtkId::new(10), None)
+    );
+    f.process_mtk_message(&b.mtk(1, 6)).unwrap();
+}
+
+/// Issue 11 point 4 (seed 004 6.5.3 via clause 6.1, `PROFILE.md` section 7
+/// revised): an MSK message whose IDr names a B-TID the UE holds no MUK for
+/// is refused, even though the last MUK used by that BM-SC verifies it; only
+/// a solicited pull may use that fallback.
+#[test]
+fn idr_identifies_the_muk_only_the_pull_falls_back() {
+    let mut b = Bmsc::new();
+    let mut f = ue();
+    f.process_msk_message(&b.msk(1, (0, 100), false), T0)
+        .unwrap();
+    let stranger = b.msk_under("never@bsf.home1.net", &muk(), 2, (0, 100), true);
+    let e = refused(&mut f, |f| f.process_msk_message(&stranger, T0));
+    assert!(
+        matches!(&e, MgvError::UnknownMuk(id) if id.idr == "never@bsf.home1.net"),
+        "{e}"
+    );
+    // The solicited pull under the same unknown IDr is checked with the last
+    // MUK used by that BM-SC (seeds 002/003 6.3.2.2.4).
+    b.muk_counter += 1;
+    let pull = MskMessage::solicited_pull(
+        MukId::new(BMSC, "never@bsf.home1.net"),
+        b.muk_counter,
+        [7; 16],
+        kd(),
+        1,
+    )
+    .build(&muk())
+    .unwrap();
+    assert!(matches!(
+        f.process_msk_message(&pull.bytes, T0).unwrap(),
+        MskOutcome::SolicitedPull { .. }
+    ));
+    // The previous MUK (before a re-bootstrap) is still identified by IDr.
+    let new_id = MukId::new(BMSC, "new@bsf.home1.net");
+    let new_muk = Muk::from_bytes([0x77; 32]);
+    f.add_muk(new_id, new_muk.clone()).unwrap();
+    f.process_msk_message(&b.msk(3, (0, 100), false), T0)
+        .unwrap();
+    f.process_msk_message(
+        &b.msk_under("new@bsf.home1.net", &new_muk, 4, (0, 9), false),
+        T0,
+    )
+    .unwrap();
+}
+
+/// Issue 11 point 5 (`PROFILE.md` section 7 revised, seed 004 6.4.2): an
+/// identical resend is acknowledged again at most once per second per MSK;
+/// excess copies get no acknowledgement and change nothing; anything else
+/// with a counter not greater is a replay.
+#[test]
+fn identical_resends_are_reacknowledged_at_most_once_per_second() {
+    let ms = Duration::from_millis;
+    let mut b = Bmsc::new();
+    let mut f = ue();
+    let m = b.msk(1, (0, 100), true);
+    f.process_msk_message(&m, ms(10_000)).unwrap();
+    let before = f.state().clone();
+    let mut acks = 0;
+    // A flood of 1,000 copies within 0.5 s: one re-acknowledgement.
+    for i in 0..1000u64 {
+        match f.process_msk_message(&m, ms(10_000 + i / 2)).unwrap() {
+            MskOutcome::Duplicate { ack: Some(_) } => acks += 1,
+            MskOutcome::DuplicateSuppressed { msk } => assert_eq!(msk, name(1, 1)),
+            o => panic!("{o:?}"),
+        }
+    }
+    assert_eq!(acks, 1);
+    assert_eq!(f.state(), &before, "copies change nothing");
+    // One second after the last re-acknowledgement: again.
+    assert!(matches!(
+        f.process_msk_message(&m, ms(10_999)).unwrap(),
+        MskOutcome::DuplicateSuppressed { .. }
+    ));
+    assert!(matches!(
+        f.process_msk_message(&m, ms(11_000)).unwrap(),
+        MskOutcome::Duplicate { ack: Some(_) }
+    ));
+    // The limit is per MSK: the last message under another MUK, for another
+    // MSK, is re-acknowledged at once.
+    let m2 = b.msk(2, (0, 100), true);
+    f.process_msk_message(&m2, ms(11_000)).unwrap();
+    assert!(matches!(
+        f.process_msk_message(&m2, ms(11_001)).unwrap(),
+        MskOutcome::Duplicate { ack: Some(_) }
+    ));
+    // The earlier message is no longer the last one: a replay.
+    let e = refused(&mut f, |f| f.process_msk_message(&m, ms(20_000)));
+    assert!(matches!(e, MgvError::Replay { .. }), "{e}");
+    // A different message with the same counter: a replay.
+    let mut b2 = Bmsc::new();
+    b2.muk_counter = 1;
+    let other = b2.msk(3, (0, 100), true);
+    let e = refused(&mut f, |f| f.process_msk_message(&other, ms(20_000)));
+    assert!(matches!(e, MgvError::Replay { .. }), "{e}");
+    // A copy with a flipped bit in the MAC: refused.
+    let mut bad = m2.clone();
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    refused(&mut f, |f| f.process_msk_message(&bad, ms(20_000)));
+}
+
+/// Issue 11 point 6 (`PROFILE.md` section 7 revised): the MGV-S is created
+/// only explicitly; opening a missing, empty, truncated or invalid file is a
+/// typed error naming the file, never an empty state.
+#[test]
+fn file_store_create_is_explicit_and_damage_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub").join("mgvs.json");
+    let e = FileStore::open(&path).unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Missing { path: p } if *p == path),
+        "{e}"
+    );
+    assert!(e.to_string().contains("mgvs.json"));
+    {
+        let mut f = MgvF::new(FileStore::create(&path).unwrap());
+        assert!(path.exists(), "created at once");
+        f.add_muk(muk_id(), muk()).unwrap();
+        let mut b = Bmsc::new();
+        f.process_msk_message(&b.msk(1, (0, 100), false), T0)
+            .unwrap();
+        f.process_mtk_message(&b.mtk(1, 9)).unwrap();
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+    }
+    assert!(matches!(
+        FileStore::create(&path),
+        Err(StoreError::Exists { .. })
+    ));
+    let good = std::fs::read_to_string(&path).unwrap();
+    assert!(good.contains("\"format\": \"mbms-mgvs/2\""));
+    assert_eq!(
+        FileStore::open(&path).unwrap().state().msks[&name(1, 1)].accepted,
+        Some(MtkId::new(9))
+    );
+    let damaged: Vec<(&str, String)> = vec![
+        ("empty", String::new()),
+        ("truncated", good[..good.len() / 2].to_owned()),
+        ("not json", "not json".into()),
+        (
+            "unknown field",
+            good.replacen("\"muks\"", "\"extra\": 1, \"muks\"", 1),
+        ),
+        (
+            "negative counter",
+            good.replacen("\"counter\": 1", "\"counter\": -1", 1),
+        ),
+        (
+            "unknown format",
+            good.replacen("mbms-mgvs/2", "mbms-mgvs/9", 1),
+        ),
+        (
+            "dangling last-used MUK",
+            good.replacen(
+                "\"last_used_muk\": [",
+                "\"last_used_muk\": [{\"idi\": \"x.net\", \"idr\": \"y\"},",
+                1,
+            ),
+        ),
+    ];
+    for (what, text) in damaged {
+        assert_ne!(text, good, "{what}: the damage applies");
+        std::fs::write(&path, &text).unwrap();
+        let e = FileStore::open(&path).unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Corrupt { path: p, .. } if *p == path),
+            "{what}: {e}"
+        );
+        assert!(e.to_string().contains("mgvs.json"), "{what}: {e}");
+    }
+}
+
+/// Format version 1 (with arrival numbers) still loads; its accepted MTK ID
+/// is SEQs when an MTK was accepted.
+#[test]
+fn file_store_reads_format_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mgvs.json");
+    let v1 = format!(
+        r#"{{"format": "mbms-mgvs/1",
+  "muks": [{{"idi": "{BMSC}", "idr": "{BTID}", "muk": "{muk}", "counter": 4, "last_mac": null}}],
+  "last_used_muk": [{{"idi": "{BMSC}", "idr": "{BTID}"}}],
+  "msks": [{{"key_domain": "001-01", "msk_id": "{msk1}", "msk": "{k}", "seq_s": 7, "seq_u": 100, "counter": 3, "arrival": 0}},
+           {{"key_domain": "001-01", "msk_id": "{msk2}", "msk": "{k}", "seq_s": 0, "seq_u": 100, "counter": null, "arrival": 1}}],
+  "next_arrival": 2}}"#,
+        muk = hex::encode([0x6d; 32]),
+        k = hex::encode([1u8; 16]),
+        msk1 = name(1, 1).msk_id,
+        msk2 = name(1, 2).msk_id,
+    );
+    std::fs::write(&path, v1).unwrap();
+    let mut f = MgvF::new(FileStore::open(&path).unwrap());
+    assert_eq!(f.state().msks[&name(1, 1)].accepted, Some(MtkId::new(7)));
+    assert_eq!(f.state().msks[&name(1, 2)].accepted, None);
+    assert_eq!(f.state().muks[&muk_id()].counter, Some(4));
+    // The next commit writes format 2.
+    f.add_muk(muk_id(), muk()).unwrap();
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .contains("mbms-mgvs/2"));
+}
+
+/// Writes are crash-safe and keep 0600 even over a leftover temporary file
+/// with another mode.
+#[cfg(unix)]
+#[test]
+fn file_store_commit_keeps_mode_0600_over_a_leftover_tmp() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mgvs.json");
+    let mut f = MgvF::new(FileStore::create(&path).unwrap());
+    let tmp = dir.path().join("mgvs.json.tmp");
+    std::fs::write(&tmp, b"x").unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+    f.add_muk(muk_id(), muk()).unwrap();
+    assert!(!tmp.exists());
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
 }

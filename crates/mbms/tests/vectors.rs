@@ -5,6 +5,8 @@
 //! To rewrite the file after an intended change:
 //! `MBMS_WRITE_VECTORS=1 cargo test -p mbms --test vectors`.
 
+use std::time::Duration;
+
 use mbms::mgvf::store::MemoryStore;
 use mbms::mgvf::{MgvF, MskOutcome};
 use mbms::{Muk, MukId};
@@ -63,7 +65,7 @@ fn the_ue_side_accepts_every_vector() {
     let by_name = |n: &str| vectors.iter().find(|v| v["name"] == n).unwrap();
 
     let out = f
-        .process_msk_message(&hex(&by_name("msk-delivery")["message"]))
+        .process_msk_message(&hex(&by_name("msk-delivery")["message"]), Duration::ZERO)
         .unwrap();
     let MskOutcome::Stored {
         ack: Some(ack),
@@ -76,12 +78,12 @@ fn the_ue_side_accepts_every_vector() {
     assert_eq!(ack, hex(&by_name("msk-acknowledgement")["message"]));
 
     let out = f
-        .process_msk_message(&hex(&by_name("solicited-pull")["message"]))
+        .process_msk_message(&hex(&by_name("solicited-pull")["message"]), Duration::ZERO)
         .unwrap();
     assert!(matches!(out, MskOutcome::SolicitedPull { .. }));
 
     let out = f
-        .process_msk_message(&hex(&by_name("inactive-msk")["message"]))
+        .process_msk_message(&hex(&by_name("inactive-msk")["message"]), Duration::ZERO)
         .unwrap();
     assert!(matches!(
         out,
@@ -92,7 +94,7 @@ fn the_ue_side_accepts_every_vector() {
         }
     ));
     let out = f
-        .process_msk_message(&hex(&by_name("activation")["message"]))
+        .process_msk_message(&hex(&by_name("activation")["message"]), Duration::ZERO)
         .unwrap();
     assert!(matches!(
         out,

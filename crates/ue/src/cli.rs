@@ -1,7 +1,7 @@
 //! The `mbms ue` command.
 //!
 //! ```text
-//! mbms ue run --config ue.toml [--deregister-on-exit]
+//! mbms ue run --config ue.toml [--deregister-on-exit] [--start-over]
 //! mbms ue status (--config ue.toml | --state-dir DIR) [--json]
 //! mbms ue bootstrap --bsf URL --impi IMPI --k HEX --opc HEX [--sqn N]
 //!                   [--naf FQDN] [--bsf-fqdn FQDN] [--json] [--show-secrets]
@@ -35,8 +35,8 @@ pub enum UeCommand {
     /// plain RTP (with an SDP file per session for ffplay/VLC) and download
     /// objects to files. Stops on Ctrl-C / SIGTERM.
     ///
-    /// Exit status: 0 stopped cleanly; 1 failure (configuration, state
-    /// directory, bootstrapping or registration at start).
+    /// Exit status: 0 stopped cleanly; 1 failure (configuration, a missing
+    /// or damaged state directory, bootstrapping or registration at start).
     Run(RunArgs),
     /// Show the UE's services, registrations, MSKs (IDs, windows,
     /// active/inactive), MUK counters, MTKs in use, counters and last
@@ -60,6 +60,12 @@ pub struct RunArgs {
     /// Deregister from every service (and delete their MSKs) on exit.
     #[arg(long)]
     pub deregister_on_exit: bool,
+    /// Start over: discard the state directory's B-TID, MUKs, MSKs, MTKs
+    /// and registrations (the USIM's SQN is kept) and bootstrap again.
+    /// Without it, a state directory whose MGV-S or any other state file is
+    /// missing or damaged is refused (exit 1) rather than silently reset.
+    #[arg(long)]
+    pub start_over: bool,
 }
 
 /// `mbms ue status`.
@@ -155,7 +161,8 @@ pub async fn run(args: UeArgs) -> Result<(), CliError> {
 /// Runs `mbms ue run` until Ctrl-C or SIGTERM.
 pub async fn run_command(a: &RunArgs) -> Result<(), CliError> {
     mbms_service::init_tracing();
-    let cfg = crate::config::UeConfig::load(&a.config)?;
+    let mut cfg = crate::config::UeConfig::load(&a.config)?;
+    cfg.start_over = a.start_over;
     let deregister = a.deregister_on_exit || cfg.deregister_on_exit;
     let stop = mbms_service::shutdown_signal();
     let ue = crate::runtime::RunningUe::start(cfg).await?;

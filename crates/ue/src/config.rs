@@ -172,6 +172,15 @@ pub struct UeConfig {
     /// The services, read from [`UeConfig::services`] by [`UeConfig::load`].
     #[serde(skip)]
     pub service_list: Vec<Service>,
+    /// Start over: discard the state directory's identity (B-TID and Ks,
+    /// the MUKs), MSKs, MTKs and registrations, and bootstrap again. Without
+    /// it a state directory whose MGV-S (or any other state file) is
+    /// missing or damaged refuses to start (`PROFILE.md` section 7). Set by
+    /// `mbms ue run --start-over` or by a library user; never read from the
+    /// configuration file (a standing "start over" would reset the replay
+    /// counters on every start). Default: false.
+    #[serde(skip)]
+    pub start_over: bool,
 }
 
 fn default_mikey_listen() -> SocketAddr {

@@ -97,6 +97,7 @@ impl CachedMtk {
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct MtkFileEntry {
     key_domain: String,
     msk_id: String,
@@ -118,6 +119,7 @@ struct MtkFileEntry {
 type SavedPolicy = (Option<u8>, Option<u8>, Option<u8>, Option<bool>);
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct MtkFile {
     format: String,
     mtks: Vec<MtkFileEntry>,
@@ -152,6 +154,9 @@ pub(crate) struct Core {
     pub dirty: bool,
     /// The current time (RFC 3339), set by the shell before each call.
     pub now: String,
+    /// Monotonic time, set by the shell before each call (the MGV-F limits
+    /// re-acknowledgements of identical resends with it).
+    pub mono_now: std::time::Duration,
 }
 
 /// SRTP configuration of a session: its suite, then what the SP payload of
@@ -209,6 +214,7 @@ impl Core {
             arrivals: BTreeMap::new(),
             dirty: true,
             now: String::new(),
+            mono_now: std::time::Duration::ZERO,
         };
         core.load_mtks()?;
         let mut downloads = Vec::new();
@@ -301,7 +307,7 @@ impl Core {
 
     fn on_msk(&mut self, bytes: &[u8], from: SocketAddr) -> Vec<Out> {
         let mut out = Vec::new();
-        match self.mgvf.process_msk_message(bytes) {
+        match self.mgvf.process_msk_message(bytes, self.mono_now) {
             Ok(MskOutcome::Stored {
                 msk,
                 inactive,
@@ -333,6 +339,19 @@ impl Core {
                 out.push(Out::Event(UeEvent::SolicitedPull {
                     key_group: key_group.to_string(),
                 }));
+            }
+            Ok(MskOutcome::Superseded { msk, ack }) => {
+                // Valid, but lower than the two MSKs held for its key group
+                // (seed 000 6.3.2.1): acknowledged, not stored.
+                self.counters.msk_messages += 1;
+                info!(%msk, ack = ack.is_some(), "MSK older than the two held: not stored");
+                if let Some(a) = ack {
+                    self.counters.acks_sent += 1;
+                    out.push(Out::Mikey { to: from, bytes: a });
+                }
+            }
+            Ok(MskOutcome::DuplicateSuppressed { msk }) => {
+                debug!(%from, %msk, "identical resend: acknowledged again less than a second ago");
             }
             Ok(MskOutcome::Duplicate { ack }) => {
                 debug!(%from, "identical resend of an accepted MSK message");

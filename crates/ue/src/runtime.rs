@@ -30,7 +30,6 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use mbms::mgvf::store::FileStore;
 use mbms::mgvf::MgvF;
 
 use crate::config::{ConfigError, SessionKind, UeConfig};
@@ -129,6 +128,8 @@ pub(crate) struct Shell {
     rtp: broadcast::Sender<PlainPacket>,
     runtime_base: Mutex<RuntimeStatus>,
     pub state_dir: PathBuf,
+    /// Origin of the monotonic time handed to the core.
+    epoch: std::time::Instant,
 }
 
 /// Now as RFC 3339 (the shell's clock).
@@ -141,6 +142,7 @@ impl Shell {
     pub fn core(&self) -> MutexGuard<'_, Core> {
         let mut g = self.core.lock().unwrap_or_else(|p| p.into_inner());
         g.now = now_rfc3339();
+        g.mono_now = self.epoch.elapsed();
         g
     }
 
@@ -288,9 +290,10 @@ impl RunningUe {
     ) -> Result<(RunningUe, broadcast::Receiver<UeEvent>), UeError> {
         cfg.validate()?;
         let cfg = Arc::new(cfg);
-        state::ensure_dir(&cfg.state_dir)?;
-        let store = FileStore::open(cfg.state_dir.join(files::MGVS))?;
-        let core = Core::new(&cfg, MgvF::new(store))?;
+        // A damaged or missing state is refused here, naming the file
+        // (`PROFILE.md` section 7), unless told to start over.
+        let store = state::open_state_dir(&cfg.state_dir, cfg.start_over)?;
+        let core = Core::new(&cfg, MgvF::new(store)).map_err(StateError::with_hint)?;
 
         let mikey = Arc::new(bind_udp(cfg.mikey_listen, "MIKEY listener").await?);
         let mikey_addr = mikey.local_addr().map_err(|source| UeError::Io {
@@ -407,6 +410,7 @@ impl RunningUe {
                 ..Default::default()
             }),
             state_dir: cfg.state_dir.clone(),
+            epoch: std::time::Instant::now(),
         });
 
         let subscription = shell.events.subscribe();

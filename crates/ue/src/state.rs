@@ -9,9 +9,19 @@
 //! | `registrations.json` | per service: registration status and time | 0600 |
 //! | `status.json` | what `mbms ue status` shows of the running UE (no secrets) | 0600 |
 //!
-//! Every file is replaced atomically (write `<file>.tmp`, fsync, rename), so
-//! a crash leaves the old or the new content. The directory is created with
-//! mode 0700.
+//! Every file is replaced atomically (write `<file>.tmp` with mode 0600,
+//! fsync, rename, fsync the directory), so a crash leaves the old or the new
+//! content. The directory is created with mode 0700.
+//!
+//! At start ([`open_state_dir`]) every state file present is read and
+//! checked: a missing, empty (0-byte), truncated or invalid file, an unknown
+//! field or format, or an out-of-range counter is refused with an error
+//! naming the file. A new state is created only in a fresh directory (no
+//! state file at all). A directory with an identity (B-TID or MUKs) but no
+//! readable MGV-S refuses to start until told to start over
+//! (`mbms ue run --start-over`, [`crate::UeConfig::start_over`]), which
+//! discards the identity, the MSKs and MTKs and bootstraps again
+//! (`PROFILE.md` section 7, revised).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
@@ -23,6 +33,8 @@ use zeroize::Zeroizing;
 use gba::aka::Rand;
 use gba::kdf::{derive_ks_ext_naf, derive_ks_int_naf, derive_ks_naf, KdfError};
 use gba::{BTid, Ks, MbmsKeys, NafId};
+
+use mbms::mgvf::store::{FileStore, StoreError};
 
 use crate::bootstrap::Bootstrap;
 use crate::config::GbaMode;
@@ -62,6 +74,57 @@ pub enum StateError {
         /// Why.
         why: String,
     },
+    /// A state file that must exist is missing.
+    #[error("state file {path} is missing: {why}")]
+    Missing {
+        /// The file.
+        path: PathBuf,
+        /// Why it must exist.
+        why: String,
+    },
+}
+
+/// What the start-up errors about a damaged state directory add.
+const START_OVER_HINT: &str = "the UE refuses to start on a damaged state (it would reset its \
+replay counters); to discard its identity (B-TID, MUKs), MSKs and MTKs and bootstrap again, \
+run `mbms ue run --start-over`";
+
+impl StateError {
+    /// Adds how to start over to a refusal at start.
+    pub(crate) fn with_hint(self) -> StateError {
+        match self {
+            StateError::Corrupt { path, why } => StateError::Corrupt {
+                path,
+                why: format!("{why}; {START_OVER_HINT}"),
+            },
+            StateError::Missing { path, why } => StateError::Missing {
+                path,
+                why: format!("{why}; {START_OVER_HINT}"),
+            },
+            other => other,
+        }
+    }
+}
+
+impl From<StoreError> for StateError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Io { path, source } => StateError::Io { path, source },
+            StoreError::Missing { path } => StateError::Missing {
+                path,
+                why: "no MGV-S".into(),
+            },
+            StoreError::Exists { path } => StateError::Corrupt {
+                path,
+                why: "exists already (not creating a new MGV-S over it)".into(),
+            },
+            StoreError::Corrupt { path, why } => StateError::Corrupt { path, why },
+            e @ StoreError::CounterRollback(_) => StateError::Corrupt {
+                path: PathBuf::from(files::MGVS),
+                why: e.to_string(),
+            },
+        }
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
@@ -99,14 +162,27 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
         o.mode(0o600);
     }
     let mut f = o.open(&tmp).map_err(io(&tmp))?;
+    #[cfg(unix)]
+    {
+        // A leftover temporary file keeps its old mode through `truncate`.
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(io(&tmp))?;
+    }
     f.write_all(bytes).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
     drop(f);
     fs::rename(&tmp, path).map_err(io(path))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        let _ = File::open(dir).and_then(|d| d.sync_all());
-    }
-    Ok(())
+    sync_dir_of(path)
+}
+
+/// Makes a rename or removal in the directory of `path` durable.
+fn sync_dir_of(path: &Path) -> Result<(), StateError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
 /// Writes a JSON document atomically (mode 0600). The serialised bytes are
@@ -121,9 +197,14 @@ pub fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<(), StateError> {
     write_atomic(path, &bytes)
 }
 
-/// Reads a JSON document; `None` if the file does not exist.
+/// Reads a JSON document; `None` if the file does not exist. An empty
+/// (0-byte), truncated or invalid file is [`StateError::Corrupt`].
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
     match fs::read(path) {
+        Ok(b) if b.is_empty() => Err(StateError::Corrupt {
+            path: path.to_owned(),
+            why: "empty file (0 bytes)".into(),
+        }),
         Ok(b) => {
             let b = Zeroizing::new(b);
             serde_json::from_slice(&b)
@@ -140,9 +221,27 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateErr
 
 /// `usim.json`.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct UsimState {
     /// The highest SQN the USIM accepted.
     pub sqn_ms: u64,
+}
+
+impl UsimState {
+    /// Reads `usim.json`; `None` if absent. SQN_MS must fit in 48 bits
+    /// (TS 33.102): anything else is damage, not a value to clamp.
+    pub fn load(path: &Path) -> Result<Option<Self>, StateError> {
+        let Some(u) = read_json::<UsimState>(path)? else {
+            return Ok(None);
+        };
+        if gba::Sqn48::new(u.sqn_ms).is_err() {
+            return Err(StateError::Corrupt {
+                path: path.to_owned(),
+                why: format!("sqn_ms {} does not fit in 48 bits", u.sqn_ms),
+            });
+        }
+        Ok(Some(u))
+    }
 }
 
 /// A GBA bootstrapping session (B-TID, key lifetime, Ks). `Debug` never
@@ -177,6 +276,7 @@ impl std::fmt::Debug for GbaSession {
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct GbaFile {
     format: String,
     impi: String,
@@ -278,6 +378,7 @@ impl GbaSession {
 
 /// One service's registration (`registrations.json`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct Registration {
     /// Service ID.
     pub service: String,
@@ -295,6 +396,7 @@ pub struct Registration {
 
 /// `registrations.json`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct Registrations {
     /// Per service.
     pub services: Vec<Registration>,
@@ -313,6 +415,110 @@ impl Registrations {
     pub fn get(&self, service: &str) -> Option<&Registration> {
         self.services.iter().find(|x| x.service == service)
     }
+}
+
+/// The state files that make a directory "not fresh" (`status.json` is
+/// only the running UE's report and does not count).
+const STATE_FILES: [&str; 5] = [
+    files::USIM,
+    files::GBA,
+    files::MGVS,
+    files::MTKS,
+    files::REGISTRATIONS,
+];
+
+/// The files [`open_state_dir`] discards when told to start over: the
+/// identity (B-TID and Ks; the MUKs in the MGV-S), the MSKs and MTKs, the
+/// registrations made with that B-TID, the last status. `usim.json` (the
+/// USIM's SQN_MS) is kept unless it is damaged.
+const START_OVER_FILES: [&str; 5] = [
+    files::GBA,
+    files::MGVS,
+    files::MTKS,
+    files::REGISTRATIONS,
+    files::STATUS,
+];
+
+fn exists(path: &Path) -> Result<bool, StateError> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
+fn remove_if_exists(path: &Path) -> Result<bool, StateError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
+/// Checks every state file of `dir` the way start-up reads it (except the
+/// MTK cache, which the core reads): `usim.json`, `gba.json`,
+/// `registrations.json`.
+fn check_files(dir: &Path) -> Result<(), StateError> {
+    UsimState::load(&dir.join(files::USIM))?;
+    GbaSession::load(&dir.join(files::GBA))?;
+    read_json::<Registrations>(&dir.join(files::REGISTRATIONS))?;
+    Ok(())
+}
+
+/// Opens the state directory at start and returns its MGV-S.
+///
+/// * `start_over == false`: the directory is created (0700) if needed. In a
+///   fresh directory (no state file) a new, empty MGV-S is created. Else
+///   the MGV-S must exist and be valid, and every other state file present
+///   must be valid; any problem is an error naming the file
+///   (`PROFILE.md` section 7: never a silent reset of the counters).
+/// * `start_over == true`: the identity, the MSKs and MTKs, the
+///   registrations and the last status are discarded (and a damaged
+///   `usim.json`), then a new MGV-S is created; the UE bootstraps again.
+pub fn open_state_dir(dir: &Path, start_over: bool) -> Result<FileStore, StateError> {
+    ensure_dir(dir)?;
+    let mgvs = dir.join(files::MGVS);
+    if start_over {
+        for f in START_OVER_FILES {
+            let p = dir.join(f);
+            let mut tmp = p.as_os_str().to_owned();
+            tmp.push(".tmp");
+            remove_if_exists(Path::new(&tmp))?;
+            if remove_if_exists(&p)? {
+                tracing::warn!(file = %p.display(), "start over: discarded");
+            }
+        }
+        let usim = dir.join(files::USIM);
+        if let Err(e) = UsimState::load(&usim) {
+            tracing::warn!(error = %e, "start over: discarding the damaged USIM state");
+            remove_if_exists(&usim)?;
+        }
+        sync_dir_of(&mgvs)?;
+        return Ok(FileStore::create(&mgvs)?);
+    }
+    let mut present = Vec::new();
+    for f in STATE_FILES {
+        if exists(&dir.join(f))? {
+            present.push(f);
+        }
+    }
+    if present.is_empty() {
+        return Ok(FileStore::create(&mgvs)?);
+    }
+    let store = if present.contains(&files::MGVS) {
+        FileStore::open(&mgvs).map_err(|e| StateError::from(e).with_hint())?
+    } else {
+        return Err(StateError::Missing {
+            path: mgvs,
+            why: format!(
+                "the state directory holds {} but no MGV-S",
+                present.join(", ")
+            ),
+        }
+        .with_hint());
+    };
+    check_files(dir).map_err(StateError::with_hint)?;
+    Ok(store)
 }
 
 /// Formats a time as RFC 3339.
@@ -354,5 +560,152 @@ mod tests {
             read_json::<UsimState>(&p),
             Err(StateError::Corrupt { .. })
         ));
+    }
+
+    fn gba_json() -> String {
+        format!(
+            r#"{{"format": "mbms-ue-gba/1", "impi": "user1_private@home1.net",
+  "btid": "I1U8vpY3qJ0hiuZNrke/NQ==@bsf.home1.net", "lifetime": "2030-01-01T00:00:00Z",
+  "rand": "{r}", "mode": "gba_me", "ks": "{ks}"}}"#,
+            r = hex::encode([0x23u8; 16]),
+            ks = hex::encode([0x11u8; 32]),
+        )
+    }
+
+    /// A state directory the way a UE leaves it: USIM, B-TID, MGV-S with a
+    /// MUK and a counter, registrations.
+    fn populated() -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("state");
+        let store = open_state_dir(&dir, false).unwrap();
+        let mut f = mbms::mgvf::MgvF::new(store);
+        f.add_muk(
+            mbms::MukId::new("bmsc.home1.net", "I1U8vpY3qJ0hiuZNrke/NQ==@bsf.home1.net"),
+            mbms::Muk::from_bytes([7; 32]),
+        )
+        .unwrap();
+        write_json(&dir.join(files::USIM), &UsimState { sqn_ms: 13 }).unwrap();
+        fs::write(dir.join(files::GBA), gba_json()).unwrap();
+        write_json(&dir.join(files::REGISTRATIONS), &Registrations::default()).unwrap();
+        assert!(GbaSession::load(&dir.join(files::GBA)).unwrap().is_some());
+        (d, dir)
+    }
+
+    /// Issue 11 point 6: a fresh directory gets a new MGV-S (0600 in 0700);
+    /// a directory with a UE's state opens it as it is.
+    #[test]
+    fn fresh_dir_creates_the_mgvs_existing_state_opens() {
+        let (_d, dir) = populated();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&dir), 0o700);
+            assert_eq!(mode(&dir.join(files::MGVS)), 0o600);
+        }
+        let store = open_state_dir(&dir, false).unwrap();
+        use mbms::mgvf::store::MgvStore as _;
+        assert_eq!(store.state().muks.len(), 1);
+    }
+
+    /// Issue 11 point 6: a missing MGV-S beside an identity used to be
+    /// replaced by an empty one (replay counters reset). Now the start is
+    /// refused, naming the file, and nothing is changed.
+    #[test]
+    fn missing_mgvs_beside_an_identity_is_refused() {
+        let (_d, dir) = populated();
+        fs::remove_file(dir.join(files::MGVS)).unwrap();
+        let e = open_state_dir(&dir, false).unwrap_err();
+        assert!(
+            matches!(&e, StateError::Missing { path, .. } if path.ends_with(files::MGVS)),
+            "{e}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("mgvs.json") && text.contains("--start-over"),
+            "{text}"
+        );
+        assert!(!dir.join(files::MGVS).exists(), "no new MGV-S was made");
+        // Any state file makes the directory "not fresh", even only the USIM.
+        fs::remove_file(dir.join(files::GBA)).unwrap();
+        fs::remove_file(dir.join(files::REGISTRATIONS)).unwrap();
+        assert!(matches!(
+            open_state_dir(&dir, false),
+            Err(StateError::Missing { .. })
+        ));
+    }
+
+    /// Issue 11 point 6: `--start-over` discards the identity, the MGV-S
+    /// and the MTKs, keeps the USIM's SQN, and starts with a new MGV-S.
+    #[test]
+    fn start_over_discards_the_identity_and_keeps_the_usim() {
+        let (_d, dir) = populated();
+        fs::write(dir.join(files::MGVS), b"").unwrap();
+        fs::write(dir.join(files::MTKS), b"{}").unwrap();
+        assert!(open_state_dir(&dir, false).is_err());
+        let store = open_state_dir(&dir, true).unwrap();
+        use mbms::mgvf::store::MgvStore as _;
+        assert_eq!(store.state(), &mbms::mgvf::store::MgvState::default());
+        for f in [files::GBA, files::MTKS, files::REGISTRATIONS] {
+            assert!(!dir.join(f).exists(), "{f} discarded");
+        }
+        assert_eq!(
+            UsimState::load(&dir.join(files::USIM)).unwrap(),
+            Some(UsimState { sqn_ms: 13 })
+        );
+        // Afterwards the directory opens normally.
+        drop(store);
+        open_state_dir(&dir, false).unwrap();
+        // A damaged USIM state is discarded too by a start-over.
+        fs::write(dir.join(files::USIM), b"").unwrap();
+        assert!(open_state_dir(&dir, false).is_err());
+        open_state_dir(&dir, true).unwrap();
+        assert!(!dir.join(files::USIM).exists());
+    }
+
+    /// Issue 11 point 10 (UE state): every damaged state file is refused at
+    /// start with an error naming it.
+    #[test]
+    fn damaged_state_files_are_refused_naming_the_file() {
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            (files::MGVS, b"".to_vec()),
+            (
+                files::MGVS,
+                b"{\"format\": \"mbms-mgvs/2\", \"muks\": [".to_vec(),
+            ),
+            (files::USIM, b"".to_vec()),
+            (files::USIM, b"{\"sqn_ms\": 1".to_vec()),
+            (files::USIM, b"{\"sqn_ms\": -1}".to_vec()),
+            (files::USIM, b"{\"sqn_ms\": 281474976710656}".to_vec()),
+            (files::USIM, b"{\"sqn_ms\": 1, \"other\": 2}".to_vec()),
+            (files::GBA, b"".to_vec()),
+            (
+                files::GBA,
+                gba_json()
+                    .replace("\"mode\"", "\"x\": 1, \"mode\"")
+                    .into_bytes(),
+            ),
+            (
+                files::GBA,
+                gba_json().replace("gba_me", "gba_x").into_bytes(),
+            ),
+            (files::REGISTRATIONS, b"not json".to_vec()),
+            (
+                files::REGISTRATIONS,
+                b"{\"services\": [], \"x\": 1}".to_vec(),
+            ),
+        ];
+        for (file, bytes) in cases {
+            let (_d, dir) = populated();
+            fs::write(dir.join(file), &bytes).unwrap();
+            let e = open_state_dir(&dir, false).unwrap_err();
+            let text = e.to_string();
+            assert!(
+                matches!(&e, StateError::Corrupt { path, .. } if path.ends_with(file)),
+                "{file} {:?}: {text}",
+                String::from_utf8_lossy(&bytes)
+            );
+            assert!(text.contains(file), "{text}");
+        }
     }
 }

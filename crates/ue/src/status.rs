@@ -16,7 +16,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use mbms::mgvf::store::{FileStore, MgvState};
+use mbms::mgvf::store::{FileStore, MgvState, StoreError};
 
 use crate::state::{self, files, GbaSession, Registrations, StateError};
 
@@ -188,9 +188,10 @@ pub struct Status {
 
 /// The MSKs of an MGV-S state, for `status`.
 pub fn msk_infos(s: &MgvState) -> Vec<MskInfo> {
-    let mut v: Vec<_> = s.msks.values().collect();
-    v.sort_by_key(|m| (m.name.msk_id.key_group, m.arrival));
-    v.into_iter()
+    let groups: std::collections::BTreeSet<_> = s.msks.keys().map(|n| n.key_group()).collect();
+    groups
+        .into_iter()
+        .flat_map(|g| s.msks_of(g))
         .map(|m| MskInfo {
             key_domain: m.name.key_domain.to_string(),
             msk_id: m.name.msk_id.to_string(),
@@ -224,11 +225,12 @@ fn pid_alive(pid: u32) -> bool {
 
 /// Reads the status of the UE whose state directory is `dir`.
 pub fn read(dir: &Path) -> Result<Status, StateError> {
-    let mgvs = FileStore::load(&dir.join(files::MGVS)).map_err(|e| StateError::Corrupt {
-        path: dir.join(files::MGVS),
-        why: e.to_string(),
-    })?;
     let gba = GbaSession::load(&dir.join(files::GBA))?;
+    let mgvs = match FileStore::load(&dir.join(files::MGVS)) {
+        // A UE that never ran (or never got past the start) has no MGV-S.
+        Err(StoreError::Missing { .. }) if gba.is_none() => MgvState::default(),
+        r => r?,
+    };
     let regs: Registrations =
         state::read_json(&dir.join(files::REGISTRATIONS))?.unwrap_or_default();
     let runtime: Option<RuntimeStatus> = state::read_json(&dir.join(files::STATUS))?;

@@ -386,6 +386,13 @@ impl Drop for Env {
     }
 }
 
+/// Monotonic time for the MGV-F (it limits re-acknowledgements of
+/// identical resends), from the first call.
+pub fn mono_now() -> Duration {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed()
+}
+
 /// A UE: GBA keys, a Digest client for Ua, the MGV-F on a UDP socket.
 pub struct TestUe {
     pub impi: String,
@@ -593,13 +600,16 @@ impl TestUe {
                     continue;
                 }
             }
-            match self.mgvf.process_msk_message(&buf[..len]) {
+            match self.mgvf.process_msk_message(&buf[..len], mono_now()) {
                 Ok(out) => {
                     if let Ok(env) = mbms::messages::MskEnvelope::parse(&buf[..len]) {
                         self.counters.push(env.counter);
                     }
                     let ack = match out {
-                        MskOutcome::Stored { ack, .. } | MskOutcome::Duplicate { ack } => ack,
+                        MskOutcome::Stored { ack, .. }
+                        | MskOutcome::Superseded { ack, .. }
+                        | MskOutcome::Duplicate { ack } => ack,
+                        MskOutcome::DuplicateSuppressed { .. } => None,
                         MskOutcome::SolicitedPull { key_group } => {
                             self.pulls.push(key_group);
                             None

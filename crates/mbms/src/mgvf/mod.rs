@@ -8,13 +8,24 @@
 
 pub mod store;
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use mikey::SrtpIdEntry;
 
-use crate::ids::{KeyGroupName, MskName, MtkId, MukId};
+use crate::ids::{KeyGroupName, MskId, MskName, MtkId, MukId};
 use crate::keys::{Mtk, Muk};
 use crate::messages::{MskAck, MskEnvelope, MtkEnvelope, ProfileError, Streaming};
-use crate::profile::MAX_MSKS_PER_KEY_GROUP;
-use store::{MgvState, MgvStore, MskRecord, MukRecord, StoreError};
+use crate::profile::{MAX_MSKS_PER_KEY_GROUP, MSK_REACK_INTERVAL};
+use store::{lowest_key_number, MgvState, MgvStore, MskRecord, MukRecord, StoreError};
+
+/// Whether a new MSK can be stored in its key group.
+enum Room {
+    /// Stored; `replaced` is the lower-numbered MSK deleted for it.
+    Free { replaced: Option<MskName> },
+    /// The arriving MSK is the older one: not stored.
+    Superseded,
+}
 
 /// Why the MGV-F refused a message. The stored state is unchanged.
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +33,8 @@ pub enum MgvError {
     /// Not a well-formed message of the MBMS profile.
     #[error("malformed: {0}")]
     Malformed(ProfileError),
-    /// No MUK for this MUK ID and no last-used MUK of this BM-SC.
+    /// IDr names no B-TID the UE holds a MUK for (and the message is not a
+    /// solicited pull that the last MUK used by that BM-SC verifies).
     #[error("unknown MUK {0}")]
     UnknownMuk(MukId),
     /// The counter is not greater than the stored one.
@@ -77,9 +89,21 @@ pub enum MskOutcome {
         msk: MskName,
         /// SEQs > SEQu: stored but unusable until activated (seed 004 6.3.2.3.3).
         inactive: bool,
-        /// The older MSK of the key group deleted to keep at most two.
+        /// The MSK of the key group deleted to keep at most two: the one
+        /// with the lowest Key Number (RFC 1982; seed 000 6.3.2.1).
         replaced: Option<MskName>,
         /// The acknowledgement to send to the BM-SC when the V bit was set.
+        ack: Option<Vec<u8>>,
+    },
+    /// The message was valid (its counter is recorded) but its MSK has a
+    /// lower Key Number than the two MSKs the UE holds for that key group,
+    /// so the key was not stored (`PROFILE.md` section 7: "the older is
+    /// deleted, whatever the order of arrival"). The acknowledgement is
+    /// sent all the same when the V bit asks for it.
+    Superseded {
+        /// The MSK that was not stored.
+        msk: MskName,
+        /// The acknowledgement, when the V bit is set.
         ack: Option<Vec<u8>>,
     },
     /// A solicited pull: the ME must request the current MSK of this key
@@ -94,6 +118,14 @@ pub enum MskOutcome {
     Duplicate {
         /// The acknowledgement, when the V bit is set.
         ack: Option<Vec<u8>>,
+    },
+    /// An identical copy of the last accepted message that asks for an
+    /// acknowledgement, but this MSK was acknowledged again less than
+    /// [`MSK_REACK_INTERVAL`] ago: nothing changed and nothing is sent
+    /// (`PROFILE.md` section 7, revised). Not an attack indication.
+    DuplicateSuppressed {
+        /// The MSK the message names.
+        msk: MskName,
     },
 }
 
@@ -125,12 +157,19 @@ impl MtkOutcome {
 #[derive(Debug)]
 pub struct MgvF<S: MgvStore> {
     store: S,
+    /// When each MSK was last acknowledged again for an identical resend
+    /// (monotonic time as passed in). Volatile, not part of the MGV-S: it
+    /// only limits the rate of re-acknowledgements.
+    reacked: BTreeMap<MskName, Duration>,
 }
 
 impl<S: MgvStore> MgvF<S> {
     /// An MGV-F over `store`.
     pub fn new(store: S) -> Self {
-        MgvF { store }
+        MgvF {
+            store,
+            reacked: BTreeMap::new(),
+        }
     }
 
     /// The store.
@@ -186,22 +225,25 @@ impl<S: MgvStore> MgvF<S> {
         Ok(removed)
     }
 
-    /// The MSK records of a key group, oldest first.
+    /// The MSK records of a key group, the older (lower Key Number, RFC
+    /// 1982) first.
     pub fn msks_of(&self, key_group: KeyGroupName) -> Vec<&MskRecord> {
-        let mut v: Vec<_> = self
-            .state()
-            .msks
-            .values()
-            .filter(|m| m.name.key_group() == key_group)
-            .collect();
-        v.sort_by_key(|m| m.arrival);
-        v
+        self.state().msks_of(key_group)
     }
 
-    /// Find the MUK of a message: its own MUK ID, else the MUK last used
-    /// successfully by that BM-SC (seeds 002/003 6.3.2.2.4).
-    fn find_muk<'s>(state: &'s MgvState, muk_id: &MukId) -> Option<&'s MukRecord> {
+    /// Find the MUK of a message by its MUK ID (IDi, IDr; seed 004 6.5.3
+    /// via clause 6.1). Only a solicited pull (Key Number 0) may fall back
+    /// to the MUK last used successfully by that BM-SC (seeds 002/003
+    /// 6.3.2.2.4; `PROFILE.md` section 7, revised).
+    fn find_muk<'s>(
+        state: &'s MgvState,
+        muk_id: &MukId,
+        solicited_pull: bool,
+    ) -> Option<&'s MukRecord> {
         state.muks.get(muk_id).or_else(|| {
+            if !solicited_pull {
+                return None;
+            }
             state
                 .last_used_muk
                 .get(&muk_id.idi)
@@ -210,31 +252,45 @@ impl<S: MgvStore> MgvF<S> {
     }
 
     /// Process an MSK message (seed 004 6.5.3; `PROFILE.md` section 7):
-    /// identify the MUK, check the counter, verify the MAC, only then decrypt
-    /// and store; at most two MSKs per key group; Key Number 0 is a
-    /// solicited pull; an acknowledgement is produced when V is set.
-    pub fn process_msk_message(&mut self, bytes: &[u8]) -> Result<MskOutcome, MgvError> {
+    /// identify the MUK from IDr, check the counter, verify the MAC, only
+    /// then decrypt and store; at most two MSKs per key group, the lowest
+    /// Key Number goes; Key Number 0 is a solicited pull; an
+    /// acknowledgement is produced when V is set. `now` is a monotonic time
+    /// (any fixed origin) used only to limit the re-acknowledgements of
+    /// identical resends to one per [`MSK_REACK_INTERVAL`] per MSK.
+    pub fn process_msk_message(
+        &mut self,
+        bytes: &[u8],
+        now: Duration,
+    ) -> Result<MskOutcome, MgvError> {
         let env = MskEnvelope::parse(bytes)?;
         let state = self.store.state();
-        let rec = Self::find_muk(state, &env.muk_id)
+        let rec = Self::find_muk(state, &env.muk_id, env.is_solicited_pull())
             .ok_or_else(|| MgvError::UnknownMuk(env.muk_id.clone()))?;
         if let Some(last) = rec.counter {
             if env.counter <= last {
-                if env.counter == last {
-                    // An identical resend of the last accepted message is
-                    // acknowledged again, changing nothing.
+                if env.counter == last && rec.last_mac.as_ref() == Some(&kemac_mac(bytes)) {
+                    // The same counter and MAC as the last accepted message
+                    // under this MUK, and the MAC verifies: the same bytes
+                    // (HMAC-SHA-1 covers everything before the MAC). An
+                    // identical resend changes nothing.
                     let opened = env.open(&rec.muk)?;
-                    if rec.last_mac.as_ref() == Some(&kemac_mac(bytes)) {
-                        let ack = if env.v {
-                            Some(
-                                MskAck::for_message(&env)
-                                    .build(&opened.keys.auth_key, &opened.initiator)?,
-                            )
-                        } else {
-                            None
-                        };
-                        return Ok(MskOutcome::Duplicate { ack });
+                    if !env.v {
+                        return Ok(MskOutcome::Duplicate { ack: None });
                     }
+                    let due = self
+                        .reacked
+                        .get(&env.msk)
+                        .is_none_or(|t| now.saturating_sub(*t) >= MSK_REACK_INTERVAL);
+                    if !due {
+                        return Ok(MskOutcome::DuplicateSuppressed { msk: env.msk });
+                    }
+                    let ack = MskAck::for_message(&env)
+                        .build(&opened.keys.auth_key, &opened.initiator)?;
+                    self.reacked
+                        .retain(|_, t| now.saturating_sub(*t) < MSK_REACK_INTERVAL);
+                    self.reacked.insert(env.msk, now);
+                    return Ok(MskOutcome::Duplicate { ack: Some(ack) });
                 }
                 return Err(MgvError::Replay {
                     counter: env.counter,
@@ -253,62 +309,74 @@ impl<S: MgvStore> MgvF<S> {
         next.last_used_muk
             .insert(used_muk_id.idi.clone(), used_muk_id);
 
+        let ack = || -> Result<Option<Vec<u8>>, MgvError> {
+            Ok(if env.v {
+                Some(MskAck::for_message(&env).build(&opened.keys.auth_key, &opened.initiator)?)
+            } else {
+                None
+            })
+        };
         let outcome = match &opened.key {
             None => MskOutcome::SolicitedPull {
                 key_group: env.msk.key_group(),
             },
             Some(k) => {
-                let mut replaced = None;
                 if let Some(existing) = next.msks.get_mut(&env.msk) {
                     // Same MSK: the message may update the key validity
                     // (seed 004 6.5.3 NOTE; the activation of the 4-way
-                    // procedure). Its MTK counter is kept.
+                    // procedure). Its MTK counter and the highest accepted
+                    // MTK ID are kept: no MTK ID is ever re-opened
+                    // (`PROFILE.md` section 7, revised).
                     existing.msk = k.msk.clone();
-                    existing.seq_s = k.seq_s;
                     existing.seq_u = k.seq_u;
-                } else {
-                    let group = env.msk.key_group();
-                    let mut in_group: Vec<(u64, MskName)> = next
-                        .msks
-                        .values()
-                        .filter(|m| m.name.key_group() == group)
-                        .map(|m| (m.arrival, m.name))
-                        .collect();
-                    in_group.sort();
-                    // Seed 000 6.3.2.1: with two MSKs already stored, delete
-                    // the older (the one received first).
-                    while in_group.len() >= MAX_MSKS_PER_KEY_GROUP {
-                        let (_, oldest) = in_group.remove(0);
-                        next.msks.remove(&oldest);
-                        replaced = Some(oldest);
+                    existing.seq_s = match existing.accepted {
+                        // SEQs does not go back below an accepted MTK ID
+                        // where the new window still reaches above it.
+                        Some(a)
+                            if !k.is_inactive()
+                                && a.0.gt(k.seq_s.0)
+                                && (a == k.seq_u || a.0.lt(k.seq_u.0)) =>
+                        {
+                            a
+                        }
+                        // Activation, or a window entirely at or below
+                        // the accepted IDs: the message's window as it is
+                        // (`accepted` still refuses the old IDs).
+                        _ => k.seq_s,
+                    };
+                    let inactive = existing.is_inactive();
+                    MskOutcome::Stored {
+                        msk: env.msk,
+                        inactive,
+                        replaced: None,
+                        ack: ack()?,
                     }
-                    let arrival = next.next_arrival;
-                    next.next_arrival += 1;
-                    next.msks.insert(
-                        env.msk,
-                        MskRecord {
-                            name: env.msk,
-                            msk: k.msk.clone(),
-                            seq_s: k.seq_s,
-                            seq_u: k.seq_u,
-                            counter: None,
-                            arrival,
-                        },
-                    );
-                }
-                let ack = if env.v {
-                    Some(
-                        MskAck::for_message(&env)
-                            .build(&opened.keys.auth_key, &opened.initiator)?,
-                    )
                 } else {
-                    None
-                };
-                MskOutcome::Stored {
-                    msk: env.msk,
-                    inactive: k.is_inactive(),
-                    replaced,
-                    ack,
+                    match Self::make_room(&mut next, env.msk) {
+                        Room::Superseded => MskOutcome::Superseded {
+                            msk: env.msk,
+                            ack: ack()?,
+                        },
+                        Room::Free { replaced } => {
+                            next.msks.insert(
+                                env.msk,
+                                MskRecord {
+                                    name: env.msk,
+                                    msk: k.msk.clone(),
+                                    seq_s: k.seq_s,
+                                    seq_u: k.seq_u,
+                                    counter: None,
+                                    accepted: None,
+                                },
+                            );
+                            MskOutcome::Stored {
+                                msk: env.msk,
+                                inactive: k.is_inactive(),
+                                replaced,
+                                ack: ack()?,
+                            }
+                        }
+                    }
                 }
             }
         };
@@ -316,9 +384,45 @@ impl<S: MgvStore> MgvF<S> {
         Ok(outcome)
     }
 
+    /// Seed 000 6.3.2.1 (`PROFILE.md` section 7, revised): at most
+    /// [`MAX_MSKS_PER_KEY_GROUP`] MSKs per key group. When a new MSK would
+    /// make one more, the one with the lowest Key Number (RFC 1982) is the
+    /// older and goes, whatever the order of arrival; if that is the
+    /// arriving MSK, it is not stored. If no Key Number is below all the
+    /// others (RFC 1982 leaves the comparison undefined), the MSKs held are
+    /// kept and the arriving one is not stored: an MSK the UE holds is
+    /// never deleted on an undefined comparison.
+    fn make_room(next: &mut MgvState, arriving: MskName) -> Room {
+        let group = arriving.key_group();
+        let mut numbers: Vec<u16> = next
+            .msks
+            .keys()
+            .filter(|n| n.key_group() == group)
+            .map(|n| n.msk_id.key_number)
+            .collect();
+        numbers.push(arriving.msk_id.key_number);
+        let mut replaced = None;
+        while numbers.len() > MAX_MSKS_PER_KEY_GROUP {
+            match lowest_key_number(&numbers) {
+                Some(l) if l != arriving.msk_id.key_number => {
+                    numbers.retain(|&n| n != l);
+                    let name = MskName {
+                        key_domain: group.key_domain,
+                        msk_id: MskId::new(group.key_group, l),
+                    };
+                    next.msks.remove(&name);
+                    replaced = Some(name);
+                }
+                _ => return Room::Superseded,
+            }
+        }
+        Room::Free { replaced }
+    }
+
     /// Process an MTK message (seed 004 6.5.4; `PROFILE.md` section 7): find
-    /// the MSK; refuse an inactive MSK, SEQp <= SEQs, SEQp > SEQu or a counter
-    /// not greater than the stored one; then verify the MAC; on success set
+    /// the MSK; refuse an inactive MSK, SEQp <= SEQs, SEQp > SEQu, SEQp at
+    /// or below an MTK ID accepted before under this MSK, or a counter not
+    /// greater than the stored one; then verify the MAC; on success set
     /// SEQs = SEQp, store the counter and hand the MTK to the ME.
     pub fn process_mtk_message(&mut self, bytes: &[u8]) -> Result<MtkOutcome, MgvError> {
         let env = MtkEnvelope::parse(bytes)?;
@@ -335,11 +439,17 @@ impl<S: MgvStore> MgvF<S> {
         // "SEQp > SEQs" and "SEQp <= SEQu" must both hold positively.
         let above_s = seq_p.gt(rec.seq_s.0);
         let within_u = seq_p == rec.seq_u.0 || seq_p.lt(rec.seq_u.0);
-        if !(above_s && within_u) {
+        // `PROFILE.md` section 7 (revised): an MTK ID at or below one
+        // accepted before stays refused, whatever window the MSK now has.
+        let above_accepted = rec.accepted.is_none_or(|a| seq_p.gt(a.0));
+        if !(above_s && within_u && above_accepted) {
             return Err(MgvError::MtkIdOutOfWindow {
                 msk: env.msk,
                 mtk_id: env.mtk_id,
-                seq_s: rec.seq_s,
+                seq_s: match rec.accepted {
+                    Some(a) if !above_accepted => a,
+                    _ => rec.seq_s,
+                },
                 seq_u: rec.seq_u,
             });
         }
@@ -355,6 +465,7 @@ impl<S: MgvStore> MgvF<S> {
         let mut next = state.clone();
         if let Some(m) = next.msks.get_mut(&env.msk) {
             m.seq_s = env.mtk_id;
+            m.accepted = Some(env.mtk_id);
             m.counter = Some(env.counter);
         }
         self.store.commit(next)?;

@@ -13,8 +13,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::ids::{KeyDomainId, MskId, MskName, MtkId, MukId};
+use crate::ids::{KeyDomainId, KeyGroupName, MskId, MskName, MtkId, MukId};
 use crate::keys::{Msk, Muk};
+use crate::profile::MAX_MSKS_PER_KEY_GROUP;
+use crate::serial::Serial16;
 
 /// A stored MUK and the replay counter of the MSK messages it protects
 /// (TS 31.102 EF_MUK: MUK, IDi, IDr, TS).
@@ -43,8 +45,11 @@ pub struct MskRecord {
     pub seq_u: MtkId,
     /// The counter of the last MTK message accepted under this MSK.
     pub counter: Option<u32>,
-    /// Arrival order (larger = received later), for "delete the older".
-    pub arrival: u64,
+    /// The highest MTK ID ever accepted under this MSK (RFC 1982). It never
+    /// moves back: that ID and every ID at or below it stay refused under
+    /// this MSK whatever window a later MSK message brings (`PROFILE.md`
+    /// section 7, revised).
+    pub accepted: Option<MtkId>,
 }
 
 impl MskRecord {
@@ -64,13 +69,59 @@ pub struct MgvState {
     pub last_used_muk: BTreeMap<String, MukId>,
     /// MSKs by name.
     pub msks: BTreeMap<MskName, MskRecord>,
-    /// The next arrival number.
-    pub next_arrival: u64,
+}
+
+/// Orders Key Numbers of one key group, lowest first, by RFC 1982: a key
+/// sorts after every key it is greater than (its rank is the number of
+/// other keys below it); keys of equal rank (undefined comparisons) sort by
+/// value, so the order is total and deterministic.
+pub fn key_number_order(numbers: &[u16]) -> Vec<u16> {
+    let rank = |x: u16| {
+        numbers
+            .iter()
+            .filter(|&&y| y != x && Serial16(y).lt(Serial16(x)))
+            .count()
+    };
+    let mut v = numbers.to_vec();
+    v.sort_by_key(|&x| (rank(x), x));
+    v
+}
+
+/// The lowest of `numbers` by RFC 1982 (seed 000 6.3.2.1, `PROFILE.md`
+/// section 7): the one less than every other. `None` when no such one
+/// exists (comparisons undefined, RFC 1982 3.2).
+pub fn lowest_key_number(numbers: &[u16]) -> Option<u16> {
+    numbers.iter().copied().find(|&x| {
+        numbers
+            .iter()
+            .all(|&y| y == x || Serial16(x).lt(Serial16(y)))
+    })
 }
 
 impl MgvState {
-    /// Check that `next` moves no counter of `self` backwards (a MUK or MSK
-    /// that disappears is a deletion, which is allowed).
+    /// The MSK records of a key group, lowest Key Number (the older, RFC
+    /// 1982) first.
+    pub fn msks_of(&self, key_group: KeyGroupName) -> Vec<&MskRecord> {
+        let numbers: Vec<u16> = self
+            .msks
+            .keys()
+            .filter(|n| n.key_group() == key_group)
+            .map(|n| n.msk_id.key_number)
+            .collect();
+        key_number_order(&numbers)
+            .into_iter()
+            .filter_map(|k| {
+                self.msks.get(&MskName {
+                    key_domain: key_group.key_domain,
+                    msk_id: MskId::new(key_group.key_group, k),
+                })
+            })
+            .collect()
+    }
+
+    /// Check that `next` moves no counter of `self` backwards and re-opens
+    /// no MTK ID (a MUK or MSK that disappears is a deletion, which is
+    /// allowed).
     pub fn check_monotonic(&self, next: &MgvState) -> Result<(), StoreError> {
         for (id, old) in &self.muks {
             if let Some(new) = next.muks.get(id) {
@@ -84,7 +135,49 @@ impl MgvState {
                 if new.counter < old.counter {
                     return Err(StoreError::CounterRollback(format!("MSK {name}")));
                 }
+                if let Some(a) = old.accepted {
+                    let kept = new.accepted.is_some_and(|b| b == a || b.0.gt(a.0));
+                    if !kept {
+                        return Err(StoreError::CounterRollback(format!(
+                            "MSK {name} (accepted MTK ID)"
+                        )));
+                    }
+                }
             }
+        }
+        Ok(())
+    }
+
+    /// Check the consistency of a state read from storage: what the MGV-F
+    /// never writes is damage, refused rather than used.
+    fn validate(&self) -> Result<(), String> {
+        for (idi, id) in &self.last_used_muk {
+            if &id.idi != idi || !self.muks.contains_key(id) {
+                return Err(format!("last_used_muk names a MUK it does not hold: {id}"));
+            }
+        }
+        for m in self.muks.values() {
+            if m.last_mac.is_some() && m.counter.is_none() {
+                return Err(format!("MUK {} has a last_mac but no counter", m.muk_id));
+            }
+        }
+        let mut per_group: BTreeMap<KeyGroupName, usize> = BTreeMap::new();
+        for m in self.msks.values() {
+            if m.name.msk_id.is_current_request() {
+                return Err(format!("MSK {} has Key Number 0", m.name));
+            }
+            if m.accepted.is_some() && m.counter.is_none() {
+                return Err(format!(
+                    "MSK {} has an accepted MTK ID but no counter",
+                    m.name
+                ));
+            }
+            *per_group.entry(m.name.key_group()).or_default() += 1;
+        }
+        if let Some((g, n)) = per_group.iter().find(|(_, n)| **n > MAX_MSKS_PER_KEY_GROUP) {
+            return Err(format!(
+                "{n} MSKs in key group {g} (at most {MAX_MSKS_PER_KEY_GROUP})"
+            ));
         }
         Ok(())
     }
@@ -100,6 +193,18 @@ pub enum StoreError {
         path: PathBuf,
         /// The cause.
         source: std::io::Error,
+    },
+    /// The MGV-S file does not exist (opening an existing store).
+    #[error("MGV-S file {path} is missing")]
+    Missing {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The MGV-S file already exists (creating a new store).
+    #[error("MGV-S file {path} already exists: refusing to create a new, empty one over it")]
+    Exists {
+        /// The file.
+        path: PathBuf,
     },
     /// The stored file is not a valid MGV-S snapshot.
     #[error("MGV-S file {path} is corrupt: {why}")]
@@ -148,17 +253,34 @@ impl MgvStore for MemoryStore {
 }
 
 /// A durable MGV-S: one JSON snapshot file, replaced atomically on every
-/// commit (write `<file>.tmp`, fsync, rename over `<file>`, fsync the
-/// directory). The file holds keys: it is created with mode 0600.
+/// commit (write `<file>.tmp` with mode 0600, fsync it, rename it over
+/// `<file>`, fsync the directory). The file holds keys: mode 0600, in a
+/// directory that [`FileStore::create`] makes with mode 0700.
+///
+/// A new store is made only by [`FileStore::create`] (explicit);
+/// [`FileStore::open`] opens an existing one and refuses a missing, empty,
+/// truncated or otherwise invalid file (`PROFILE.md` section 7: the MGV-S
+/// never silently resets its counters).
 #[derive(Debug)]
 pub struct FileStore {
     path: PathBuf,
     state: MgvState,
 }
 
-// ---- the snapshot format (version 1) ------------------------------------
+// ---- the snapshot format --------------------------------------------------
+//
+// Version 2 (written): no arrival order (the older MSK is the lower Key
+// Number), and the highest accepted MTK ID per MSK. Version 1 (read only,
+// migrated on the next commit): MSKs carried an arrival number; the
+// accepted MTK ID is taken to be SEQs when an MTK was accepted (version 1
+// moved SEQs to each accepted MTK ID).
+
+/// The format tag written in every snapshot.
+pub const SNAPSHOT_FORMAT: &str = "mbms-mgvs/2";
+const SNAPSHOT_FORMAT_V1: &str = "mbms-mgvs/1";
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SnapMuk {
     idi: String,
     idr: String,
@@ -168,6 +290,7 @@ struct SnapMuk {
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SnapMsk {
     key_domain: String,
     msk_id: String,
@@ -175,25 +298,55 @@ struct SnapMsk {
     seq_s: u16,
     seq_u: u16,
     counter: Option<u32>,
+    accepted: Option<u16>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapMskV1 {
+    key_domain: String,
+    msk_id: String,
+    msk: Zeroizing<String>,
+    seq_s: u16,
+    seq_u: u16,
+    counter: Option<u32>,
+    #[allow(dead_code)]
     arrival: u64,
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SnapLastUsed {
     idi: String,
     idr: String,
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Snapshot {
     format: String,
     muks: Vec<SnapMuk>,
     last_used_muk: Vec<SnapLastUsed>,
     msks: Vec<SnapMsk>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotV1 {
+    #[allow(dead_code)]
+    format: String,
+    muks: Vec<SnapMuk>,
+    last_used_muk: Vec<SnapLastUsed>,
+    msks: Vec<SnapMskV1>,
+    #[allow(dead_code)]
     next_arrival: u64,
 }
 
-const SNAPSHOT_FORMAT: &str = "mbms-mgvs/1";
+/// Only the format tag, to pick the version before reading the rest.
+#[derive(Deserialize)]
+struct FormatProbe {
+    format: String,
+}
 
 fn to_snapshot(s: &MgvState) -> Snapshot {
     Snapshot {
@@ -227,69 +380,105 @@ fn to_snapshot(s: &MgvState) -> Snapshot {
                 seq_s: m.seq_s.value(),
                 seq_u: m.seq_u.value(),
                 counter: m.counter,
-                arrival: m.arrival,
+                accepted: m.accepted.map(|a| a.value()),
             })
             .collect(),
-        next_arrival: s.next_arrival,
     }
 }
 
-fn from_snapshot(snap: Snapshot) -> Result<MgvState, String> {
-    if snap.format != SNAPSHOT_FORMAT {
-        return Err(format!("unknown format {:?}", snap.format));
-    }
-    let mut s = MgvState {
-        next_arrival: snap.next_arrival,
-        ..Default::default()
-    };
-    for m in snap.muks {
+fn from_snapshot(
+    muks: Vec<SnapMuk>,
+    last_used_muk: Vec<SnapLastUsed>,
+    msks: Vec<SnapMsk>,
+) -> Result<MgvState, String> {
+    let mut s = MgvState::default();
+    for m in muks {
         let muk_id = MukId::new(m.idi, m.idr);
-        let muk = Muk::from_hex(&m.muk).map_err(|e| e.to_string())?;
+        let muk = Muk::from_hex(&m.muk).map_err(|e| format!("MUK {muk_id}: {e}"))?;
         let last_mac = match m.last_mac {
             Some(h) => {
-                let b = hex::decode(h).map_err(|e| e.to_string())?;
+                let b = hex::decode(h).map_err(|e| format!("MUK {muk_id} last_mac: {e}"))?;
                 Some(
                     <[u8; 20]>::try_from(b.as_slice())
-                        .map_err(|_| "last_mac is not 20 bytes".to_string())?,
+                        .map_err(|_| format!("MUK {muk_id}: last_mac is not 20 bytes"))?,
                 )
             }
             None => None,
         };
-        s.muks.insert(
-            muk_id.clone(),
-            MukRecord {
-                muk_id,
-                muk,
-                counter: m.counter,
-                last_mac,
-            },
-        );
+        let rec = MukRecord {
+            muk_id: muk_id.clone(),
+            muk,
+            counter: m.counter,
+            last_mac,
+        };
+        if s.muks.insert(muk_id.clone(), rec).is_some() {
+            return Err(format!("MUK {muk_id} appears twice"));
+        }
     }
-    for l in snap.last_used_muk {
-        s.last_used_muk
-            .insert(l.idi.clone(), MukId::new(l.idi, l.idr));
+    for l in last_used_muk {
+        let id = MukId::new(l.idi.clone(), l.idr);
+        if s.last_used_muk.insert(l.idi, id.clone()).is_some() {
+            return Err(format!("two last-used MUKs for the BM-SC of {id}"));
+        }
     }
-    for m in snap.msks {
+    for m in msks {
         let name = MskName {
             key_domain: m
                 .key_domain
                 .parse::<KeyDomainId>()
-                .map_err(|e| e.to_string())?,
-            msk_id: m.msk_id.parse::<MskId>().map_err(|e| e.to_string())?,
+                .map_err(|e| format!("MSK key_domain {:?}: {e}", m.key_domain))?,
+            msk_id: m
+                .msk_id
+                .parse::<MskId>()
+                .map_err(|e| format!("MSK msk_id {:?}: {e}", m.msk_id))?,
         };
-        s.msks.insert(
+        let rec = MskRecord {
             name,
-            MskRecord {
-                name,
-                msk: Msk::from_hex(&m.msk).map_err(|e| e.to_string())?,
-                seq_s: MtkId::new(m.seq_s),
-                seq_u: MtkId::new(m.seq_u),
-                counter: m.counter,
-                arrival: m.arrival,
-            },
-        );
+            msk: Msk::from_hex(&m.msk).map_err(|e| format!("MSK {name}: {e}"))?,
+            seq_s: MtkId::new(m.seq_s),
+            seq_u: MtkId::new(m.seq_u),
+            counter: m.counter,
+            accepted: m.accepted.map(MtkId::new),
+        };
+        if s.msks.insert(name, rec).is_some() {
+            return Err(format!("MSK {name} appears twice"));
+        }
     }
+    s.validate()?;
     Ok(s)
+}
+
+fn parse_snapshot(bytes: &[u8]) -> Result<MgvState, String> {
+    if bytes.is_empty() {
+        return Err("empty file (0 bytes)".into());
+    }
+    let probe: FormatProbe = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    match probe.format.as_str() {
+        SNAPSHOT_FORMAT => {
+            let s: Snapshot = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+            from_snapshot(s.muks, s.last_used_muk, s.msks)
+        }
+        SNAPSHOT_FORMAT_V1 => {
+            let s: SnapshotV1 = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+            let msks = s
+                .msks
+                .into_iter()
+                .map(|m| SnapMsk {
+                    accepted: m.counter.map(|_| m.seq_s),
+                    key_domain: m.key_domain,
+                    msk_id: m.msk_id,
+                    msk: m.msk,
+                    seq_s: m.seq_s,
+                    seq_u: m.seq_u,
+                    counter: m.counter,
+                })
+                .collect();
+            from_snapshot(s.muks, s.last_used_muk, msks)
+        }
+        other => Err(format!(
+            "unknown format {other:?} (this version reads {SNAPSHOT_FORMAT:?} and {SNAPSHOT_FORMAT_V1:?})"
+        )),
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -300,37 +489,65 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 }
 
 impl FileStore {
-    /// Open the store at `path`, creating an empty one if the file does not
-    /// exist. A leftover `<path>.tmp` from an interrupted commit is ignored
-    /// (and removed): the last completed commit is what counts.
+    /// Create a new, empty store at `path` and write it at once. Refused
+    /// ([`StoreError::Exists`]) if the file exists: an existing MGV-S is
+    /// never replaced by an empty one. A missing parent directory is
+    /// created with mode 0700. A leftover `<path>.tmp` is removed.
+    pub fn create(path: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let path = path.into();
+        match fs::symlink_metadata(&path) {
+            Ok(_) => return Err(StoreError::Exists { path }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&path)(e)),
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.is_dir() {
+                let mut b = fs::DirBuilder::new();
+                b.recursive(true);
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::DirBuilderExt;
+                    b.mode(0o700);
+                }
+                b.create(dir).map_err(io_err(dir))?;
+            }
+        }
+        remove_leftover_tmp(&path)?;
+        let store = FileStore {
+            path,
+            state: MgvState::default(),
+        };
+        store.write_atomically(&store.state)?;
+        Ok(store)
+    }
+
+    /// Open the existing store at `path`. A missing file is
+    /// [`StoreError::Missing`]; an empty, truncated or invalid one is
+    /// [`StoreError::Corrupt`] (never an empty state). A leftover
+    /// `<path>.tmp` from an interrupted commit is ignored (and removed): the
+    /// last completed commit is what counts.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let path = path.into();
-        let tmp = tmp_path(&path);
-        if tmp.exists() {
-            fs::remove_file(&tmp).map_err(io_err(&tmp))?;
-        }
         let state = Self::load(&path)?;
+        remove_leftover_tmp(&path)?;
         Ok(FileStore { path, state })
     }
 
     /// Read the snapshot at `path` without opening the store: no leftover
     /// `<path>.tmp` is touched, so another process (a status tool) may read
-    /// the MGV-S of a running UE. An absent file is an empty state.
+    /// the MGV-S of a running UE. A missing file is [`StoreError::Missing`].
     pub fn load(path: &Path) -> Result<MgvState, StoreError> {
         match fs::read(path) {
             Ok(bytes) => {
                 let bytes = Zeroizing::new(bytes);
-                let snap: Snapshot =
-                    serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-                        path: path.to_owned(),
-                        why: e.to_string(),
-                    })?;
-                from_snapshot(snap).map_err(|why| StoreError::Corrupt {
+                parse_snapshot(&bytes).map_err(|why| StoreError::Corrupt {
                     path: path.to_owned(),
                     why,
                 })
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(MgvState::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::Missing {
+                path: path.to_owned(),
+            }),
             Err(e) => Err(io_err(path)(e)),
         }
     }
@@ -356,16 +573,26 @@ impl FileStore {
             opts.mode(0o600);
         }
         let mut f = opts.open(&tmp).map_err(io_err(&tmp))?;
+        #[cfg(unix)]
+        {
+            // A leftover temporary file keeps its old mode through
+            // `truncate`: set 0600 explicitly.
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(fs::Permissions::from_mode(0o600))
+                .map_err(io_err(&tmp))?;
+        }
         f.write_all(&bytes).map_err(io_err(&tmp))?;
         f.sync_all().map_err(io_err(&tmp))?;
         drop(f);
         fs::rename(&tmp, &self.path).map_err(io_err(&self.path))?;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // Make the rename itself durable.
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err(dir))?;
-        }
+        // Make the rename itself durable.
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))?;
         Ok(())
     }
 }
@@ -374,6 +601,15 @@ fn tmp_path(path: &Path) -> PathBuf {
     let mut p = path.as_os_str().to_owned();
     p.push(".tmp");
     PathBuf::from(p)
+}
+
+fn remove_leftover_tmp(path: &Path) -> Result<(), StoreError> {
+    let tmp = tmp_path(path);
+    match fs::remove_file(&tmp) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(&tmp)(e)),
+    }
 }
 
 impl MgvStore for FileStore {
