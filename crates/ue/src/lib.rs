@@ -32,6 +32,7 @@ pub mod status;
 pub mod ua;
 pub mod xml;
 
+pub use crate::core::ACTIVATION_REQUESTS;
 pub use bootstrap::{Bootstrap, BootstrapClient, BootstrapError};
 pub use config::{ConfigError, GbaMode, Service, Session, SessionKind, UeConfig};
 pub use events::{RequestReason, UeEvent};

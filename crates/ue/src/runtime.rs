@@ -141,11 +141,15 @@ impl Shell {
     pub fn core(&self) -> MutexGuard<'_, Core> {
         let mut g = self.core.lock().unwrap_or_else(|p| p.into_inner());
         g.now = now_rfc3339();
+        g.clock = tokio::time::Instant::now().into_std();
         g
     }
 
+    /// The core with its monotonic clock refreshed (not the RFC 3339 time).
     fn core_fast(&self) -> MutexGuard<'_, Core> {
-        self.core.lock().unwrap_or_else(|p| p.into_inner())
+        let mut g = self.core.lock().unwrap_or_else(|p| p.into_inner());
+        g.clock = tokio::time::Instant::now().into_std();
+        g
     }
 
     /// Reports an event.
@@ -290,7 +294,11 @@ impl RunningUe {
         let cfg = Arc::new(cfg);
         state::ensure_dir(&cfg.state_dir)?;
         let store = FileStore::open(cfg.state_dir.join(files::MGVS))?;
-        let core = Core::new(&cfg, MgvF::new(store))?;
+        let core = Core::new(
+            &cfg,
+            MgvF::new(store),
+            tokio::time::Instant::now().into_std(),
+        )?;
 
         let mikey = Arc::new(bind_udp(cfg.mikey_listen, "MIKEY listener").await?);
         let mikey_addr = mikey.local_addr().map_err(|source| UeError::Io {
