@@ -132,7 +132,9 @@ pub struct UeConfig {
     pub mikey_advertised_port: Option<u16>,
     /// Initiation of key management (seed 000 6.3.2.2.2): milliseconds to
     /// wait after registration for pushed MSKs before requesting the
-    /// current MSKs of the service's key groups.
+    /// current MSK of each of the service's key groups of which the UE does
+    /// not know it holds the current MSK (a next MSK that arrived alone does
+    /// not count; seed 002 6.3.2.2.1).
     #[serde(default = "default_initial_wait")]
     pub initial_msk_wait_ms: u64,
     /// Milliseconds to wait for the MIKEY delivery after an MSK request

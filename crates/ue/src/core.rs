@@ -473,7 +473,7 @@ impl Core {
         let mut steps = Vec::new();
         let mut gave_up = Vec::new();
         for (msk, a) in self.awaited.iter_mut() {
-            if !a.due(timeout).is_some_and(|d| d <= now) {
+            if a.due(timeout).is_none_or(|d| d > now) {
                 continue;
             }
             if a.requests < ACTIVATION_REQUESTS {
