@@ -132,7 +132,9 @@ pub struct UeConfig {
     pub mikey_advertised_port: Option<u16>,
     /// Initiation of key management (seed 000 6.3.2.2.2): milliseconds to
     /// wait after registration for pushed MSKs before requesting the
-    /// current MSKs of the service's key groups.
+    /// current MSK of each of the service's key groups of which the UE does
+    /// not know it holds the current MSK (a next MSK that arrived alone does
+    /// not count; seed 002 6.3.2.2.1).
     #[serde(default = "default_initial_wait")]
     pub initial_msk_wait_ms: u64,
     /// Milliseconds to wait for the MIKEY delivery after an MSK request
@@ -151,6 +153,16 @@ pub struct UeConfig {
     /// delivery) before the UE gives up on that key group.
     #[serde(default = "default_attempts")]
     pub msk_request_attempts: u32,
+    /// 4-way procedure (seed 004 6.3.2.3.3): milliseconds an MSK may stay
+    /// inactive (delivered with SEQs > SEQu, activation not received) while
+    /// traffic needs it (an MTK message or an SRTP MKI names it) before the
+    /// UE requests that MSK again by its MSK ID; also the wait for the
+    /// activation after each such request. After
+    /// [`crate::ACTIVATION_REQUESTS`] requests without activation the UE
+    /// keeps a still-valid older MSK of the key group or leaves the
+    /// services using it (seed 000 6.3.2.2.1). Default 10000; at least 1.
+    #[serde(default = "default_activation_timeout")]
+    pub activation_timeout_ms: u64,
     /// Re-bootstrap this many seconds before the B-TID expires.
     #[serde(default = "default_margin")]
     pub rebootstrap_margin_s: u64,
@@ -197,6 +209,9 @@ fn default_missed_backoff() -> u64 {
 }
 fn default_attempts() -> u32 {
     3
+}
+fn default_activation_timeout() -> u64 {
+    10_000
 }
 fn default_margin() -> u64 {
     60
@@ -595,6 +610,9 @@ impl UeConfig {
         if self.msk_request_attempts == 0 || self.http_timeout_s == 0 {
             return bad("msk_request_attempts and http_timeout_s must be at least 1".into());
         }
+        if self.activation_timeout_ms == 0 {
+            return bad("activation_timeout_ms must be at least 1".into());
+        }
         Ok(())
     }
 
@@ -607,6 +625,12 @@ impl UeConfig {
     /// The HTTP timeout.
     pub fn http_timeout(&self) -> Duration {
         Duration::from_secs(self.http_timeout_s)
+    }
+
+    /// How long an inactive MSK that traffic needs may wait for its
+    /// activation (and each re-request for its answer).
+    pub fn activation_timeout(&self) -> Duration {
+        Duration::from_millis(self.activation_timeout_ms)
     }
 
     /// The SDP file of a streaming session.
@@ -658,6 +682,7 @@ output_dir = "out"
     fn parses_and_defaults() {
         let c = UeConfig::parse(UE).unwrap();
         assert_eq!(c.initial_msk_wait_ms, 3000);
+        assert_eq!(c.activation_timeout_ms, 10_000);
         assert_eq!(c.identity.gba, GbaMode::GbaMe);
         assert!(!format!("{c:?}").contains("465b5ce8"));
         let s = parse_services(SVC).unwrap();
@@ -671,6 +696,11 @@ output_dir = "out"
     fn refusals() {
         assert!(UeConfig::parse(&UE.replace("465b", "zz5b")).is_err());
         assert!(UeConfig::parse(&format!("{UE}\nbogus = 1")).is_err());
+        assert!(UeConfig::parse(&UE.replace(
+            "mikey_listen = \"127.0.0.1:0\"",
+            "mikey_listen = \"127.0.0.1:0\"\nactivation_timeout_ms = 0"
+        ))
+        .is_err());
         assert!(parse_services(&SVC.replace("key_groups = [1]", "key_groups = [0]")).is_err());
         assert!(parse_services(&SVC.replace(
             "key_groups = [1]",

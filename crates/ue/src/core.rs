@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
@@ -31,6 +32,23 @@ pub const MTKS_PER_GROUP: usize = 8;
 
 /// Errors kept for `status`.
 const MAX_ERRORS: usize = 20;
+
+/// Requests the UE sends for one inactive MSK that traffic needs before it
+/// gives up on its activation (seed 004 6.3.2.3.3: "the UE may request the
+/// MSK again from the BM-SC"). Each request waits
+/// [`UeConfig::activation_timeout_ms`] for the activation; after the last
+/// one seed 000 6.3.2.2.1 applies: unless a still-valid older MSK of the key
+/// group is held, the UE leaves the services using it.
+pub const ACTIVATION_REQUESTS: u32 = 2;
+
+/// MSKs of one key group stored since registration that show the UE holds
+/// the current MSK without traffic having named it: the BM-SC pushes the
+/// current and the next MSK at registration (docs/bmsc.md), so once two
+/// distinct MSKs of the group arrived since then one of them is the current
+/// one; a single arrival may be the next MSK while the push of the current
+/// one was lost (seed 002 6.3.2.2.1, `PROFILE.md` section 1: Key Number 0 =
+/// the current MSK).
+pub const CURRENT_EVIDENCE_MSKS: usize = 2;
 
 /// What the shell must do after the core processed something.
 #[derive(Debug)]
@@ -57,6 +75,68 @@ pub(crate) enum KmCmd {
     MissedKey { msk: MskName },
     /// A solicited pull for a key group.
     SolicitedPull { group: KeyGroupName },
+    /// Traffic needs an inactive MSK: an activation deadline now runs (the
+    /// key management task wakes up to poll [`Core::poll_activations`]).
+    ActivationNeeded { msk: MskName },
+}
+
+/// What the key management task must do for an inactive MSK that traffic
+/// needs (decided by [`Core::poll_activations`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ActivationStep {
+    /// Request this MSK by its MSK ID (seed 004 6.3.2.3.3); `attempt`
+    /// counts from 1.
+    Request { msk: MskName, attempt: u32 },
+    /// No activation after [`ACTIVATION_REQUESTS`] requests: keep a
+    /// still-valid older MSK of the key group (`keep_older`) or leave its
+    /// services (seed 000 6.3.2.2.1).
+    GiveUp {
+        msk: MskName,
+        requests: u32,
+        keep_older: bool,
+    },
+}
+
+/// An inactive MSK awaiting its activation.
+#[derive(Debug, Clone)]
+struct AwaitedActivation {
+    /// When it was stored inactive (or first needed, for one held before
+    /// a restart).
+    since: Instant,
+    /// Traffic named it.
+    needed: bool,
+    /// Requests sent, and when the last one was.
+    requests: u32,
+    last_request: Option<Instant>,
+    /// Given up (an older MSK is kept): no more requests.
+    done: bool,
+}
+
+impl AwaitedActivation {
+    fn new(since: Instant) -> Self {
+        AwaitedActivation {
+            since,
+            needed: false,
+            requests: 0,
+            last_request: None,
+            done: false,
+        }
+    }
+
+    /// When the next step is due, if it is needed and not given up.
+    fn due(&self, timeout: Duration) -> Option<Instant> {
+        (self.needed && !self.done).then(|| self.last_request.unwrap_or(self.since) + timeout)
+    }
+}
+
+/// What arrived for a key group, marked with the core's sequence numbers
+/// (for "does the UE hold the current MSK?").
+#[derive(Debug, Default, Clone)]
+struct GroupSeen {
+    /// MSKs stored with a key, and the sequence number of their last store.
+    msks: BTreeMap<MskName, u64>,
+    /// The MSK of the last accepted MTK message, and its sequence number.
+    mtk: Option<(MskName, u64)>,
 }
 
 /// What became of an MTK message.
@@ -151,12 +231,20 @@ pub(crate) struct Core {
     pub errors: Vec<ErrorEntry>,
     /// MSK messages accepted per key group (for "did a push arrive?").
     pub arrivals: BTreeMap<KeyGroupName, u64>,
+    /// Sequence of MSK stores and MTK acceptances ([`Core::mark`]).
+    seen_seq: u64,
+    seen: BTreeMap<KeyGroupName, GroupSeen>,
+    /// Inactive MSKs awaiting their activation (seed 004 6.3.2.3.3).
+    awaited: BTreeMap<MskName, AwaitedActivation>,
+    activation_timeout: Duration,
     pub dirty: bool,
     /// The current time (RFC 3339), set by the shell before each call.
     pub now: String,
-    /// Monotonic time, set by the shell before each call (the MGV-F limits
-    /// re-acknowledgements of identical resends with it).
-    pub mono_now: std::time::Duration,
+    /// The shell's monotonic clock, set before each call (the core reads
+    /// no clock).
+    pub clock: Instant,
+    /// The clock at start: the MGV-F's monotonic time is measured from it.
+    epoch: Instant,
 }
 
 /// SRTP configuration of a session: its suite, then what the SP payload of
@@ -199,7 +287,7 @@ fn msk_id_from_u32(v: u32) -> MskId {
 impl Core {
     /// The core over an opened MGV-S, with the MTK cache of the state
     /// directory and a context per session.
-    pub fn new(cfg: &UeConfig, mgvf: MgvF<FileStore>) -> Result<Self, StateError> {
+    pub fn new(cfg: &UeConfig, mgvf: MgvF<FileStore>, clock: Instant) -> Result<Self, StateError> {
         let mtk_file = cfg.state_dir.join(state::files::MTKS);
         let mut core = Core {
             mgvf,
@@ -212,9 +300,14 @@ impl Core {
             counters: Counters::default(),
             errors: Vec::new(),
             arrivals: BTreeMap::new(),
+            seen_seq: 0,
+            seen: BTreeMap::new(),
+            awaited: BTreeMap::new(),
+            activation_timeout: cfg.activation_timeout(),
             dirty: true,
             now: String::new(),
-            mono_now: std::time::Duration::ZERO,
+            clock,
+            epoch: clock,
         };
         core.load_mtks()?;
         let mut downloads = Vec::new();
@@ -287,6 +380,132 @@ impl Core {
         self.arrivals.get(&group).copied().unwrap_or(0)
     }
 
+    /// A mark of "now" in the sequence of MSK stores and MTK acceptances,
+    /// for [`Core::holds_current_since`].
+    pub fn mark(&self) -> u64 {
+        self.seen_seq
+    }
+
+    fn seen_msk(&mut self, msk: MskName) {
+        self.seen_seq += 1;
+        let seq = self.seen_seq;
+        self.seen
+            .entry(msk.key_group())
+            .or_default()
+            .msks
+            .insert(msk, seq);
+    }
+
+    fn seen_mtk(&mut self, msk: MskName) {
+        self.seen_seq += 1;
+        let seq = self.seen_seq;
+        self.seen.entry(msk.key_group()).or_default().mtk = Some((msk, seq));
+    }
+
+    /// Initiation of key management (seed 002 6.3.2.2.1): whether, since
+    /// `mark` (taken at registration), the UE got hold of the *current*
+    /// MSK of `group`, so that its request for the current MSK (Key Number
+    /// 0) may be skipped. An MSK that arrived is not necessarily the
+    /// current one (it may be the next, pushed after the current one whose
+    /// push was lost): the UE knows it holds the current MSK when an MTK
+    /// message under an MSK it still holds was accepted since `mark`
+    /// (traffic uses the current MSK), or when
+    /// [`CURRENT_EVIDENCE_MSKS`] distinct MSKs of the group arrived since
+    /// `mark` and are still held (the current and the next push).
+    pub fn holds_current_since(&self, group: KeyGroupName, mark: u64) -> bool {
+        let Some(seen) = self.seen.get(&group) else {
+            return false;
+        };
+        let held = &self.mgvf.state().msks;
+        if seen
+            .mtk
+            .is_some_and(|(m, at)| at > mark && held.contains_key(&m))
+        {
+            return true;
+        }
+        seen.msks
+            .iter()
+            .filter(|(m, at)| **at > mark && held.contains_key(m))
+            .count()
+            >= CURRENT_EVIDENCE_MSKS
+    }
+
+    /// Traffic needs `msk`: if the MGV-S holds it inactive, its activation
+    /// deadline runs (from when it was stored inactive).
+    fn need_activation(&mut self, msk: MskName, out: &mut Vec<Out>) {
+        if !self
+            .mgvf
+            .state()
+            .msks
+            .get(&msk)
+            .is_some_and(|m| m.is_inactive())
+        {
+            return;
+        }
+        let clock = self.clock;
+        let a = self
+            .awaited
+            .entry(msk)
+            .or_insert_with(|| AwaitedActivation::new(clock));
+        if !a.needed {
+            a.needed = true;
+            debug!(%msk, "traffic needs an inactive MSK");
+            out.push(Out::Km(KmCmd::ActivationNeeded { msk }));
+        }
+    }
+
+    /// When [`Core::poll_activations`] has something to do next.
+    pub fn next_activation_due(&self) -> Option<Instant> {
+        self.awaited
+            .values()
+            .filter_map(|a| a.due(self.activation_timeout))
+            .min()
+    }
+
+    /// The 4-way procedure's safety net (seed 004 6.3.2.3.3), at
+    /// [`Core::clock`]: for each inactive MSK that traffic needs and whose
+    /// activation did not arrive within the activation timeout (counted from
+    /// its storage, then from each request), request it again, up to
+    /// [`ACTIVATION_REQUESTS`] times; then give up, keeping a still-valid
+    /// older MSK of the key group if one is held (seed 000 6.3.2.2.1).
+    pub fn poll_activations(&mut self) -> Vec<ActivationStep> {
+        let now = self.clock;
+        let timeout = self.activation_timeout;
+        // Forget what is no longer held inactive (activated, replaced, deleted).
+        let held = &self.mgvf.state().msks;
+        self.awaited
+            .retain(|m, _| held.get(m).is_some_and(|r| r.is_inactive()));
+        let mut steps = Vec::new();
+        let mut gave_up = Vec::new();
+        for (msk, a) in self.awaited.iter_mut() {
+            if a.due(timeout).is_none_or(|d| d > now) {
+                continue;
+            }
+            if a.requests < ACTIVATION_REQUESTS {
+                a.requests += 1;
+                a.last_request = Some(now);
+                steps.push(ActivationStep::Request {
+                    msk: *msk,
+                    attempt: a.requests,
+                });
+            } else {
+                a.done = true;
+                gave_up.push((*msk, a.requests));
+            }
+        }
+        for (msk, requests) in gave_up {
+            steps.push(ActivationStep::GiveUp {
+                msk,
+                requests,
+                keep_older: self.usable_msk(msk.key_group()),
+            });
+        }
+        if !steps.is_empty() {
+            self.dirty = true;
+        }
+        steps
+    }
+
     /// A datagram on the MIKEY port (or a session's MTK port, `stream`).
     pub fn on_mikey(&mut self, bytes: &[u8], from: SocketAddr) -> Vec<Out> {
         self.dirty = true;
@@ -307,7 +526,10 @@ impl Core {
 
     fn on_msk(&mut self, bytes: &[u8], from: SocketAddr) -> Vec<Out> {
         let mut out = Vec::new();
-        match self.mgvf.process_msk_message(bytes, self.mono_now) {
+        match self
+            .mgvf
+            .process_msk_message(bytes, self.clock.saturating_duration_since(self.epoch))
+        {
             Ok(MskOutcome::Stored {
                 msk,
                 inactive,
@@ -316,6 +538,21 @@ impl Core {
             }) => {
                 self.counters.msk_messages += 1;
                 *self.arrivals.entry(msk.key_group()).or_default() += 1;
+                if let Some(r) = replaced {
+                    self.awaited.remove(&r);
+                }
+                if self.mgvf.state().msks.contains_key(&msk) {
+                    self.seen_msk(msk);
+                    if inactive {
+                        // The activation clock starts now (seed 004 6.3.2.3.3).
+                        let clock = self.clock;
+                        self.awaited
+                            .entry(msk)
+                            .or_insert_with(|| AwaitedActivation::new(clock));
+                    } else {
+                        self.awaited.remove(&msk);
+                    }
+                }
                 info!(%msk, inactive, replaced = ?replaced.map(|r| r.to_string()), ack = ack.is_some(), "MSK stored");
                 let acknowledged = ack.is_some();
                 if let Some(a) = ack {
@@ -405,6 +642,7 @@ impl Core {
                     seq: self.mtk_seq,
                 };
                 self.mtks.insert((c.msk, c.mtk_id), c);
+                self.seen_mtk(o.msk);
                 self.prune_mtks(o.msk.key_group());
                 self.install_group_keys(o.msk.key_group());
                 if let Err(e) = self.save_mtks() {
@@ -420,7 +658,12 @@ impl Core {
                 self.missed(n, &mut out);
                 (MtkStatus::Waiting, out)
             }
-            Err(MgvError::InactiveMsk(_)) => (MtkStatus::Waiting, out),
+            Err(MgvError::InactiveMsk(n)) => {
+                // Seed 004 6.3.2.3.3: the activation is awaited; if it does
+                // not come, the UE requests the MSK again.
+                self.need_activation(n, &mut out);
+                (MtkStatus::Waiting, out)
+            }
             Err(MgvError::MtkIdOutOfWindow {
                 msk, mtk_id, seq_u, ..
             }) if mtk_id.0.gt(seq_u.0) => {
@@ -509,7 +752,11 @@ impl Core {
                         key_domain: self.streams[i].group.key_domain,
                         msk_id: msk_id_from_u32(m),
                     };
-                    if self.mgvf.state().msks.contains_key(&name) {
+                    let held = self.mgvf.state().msks.get(&name).map(|m| m.is_inactive());
+                    if held == Some(true) {
+                        // Traffic under an MSK awaiting its activation.
+                        self.need_activation(name, &mut out);
+                    } else if held == Some(false) {
                         // We hold the MSK: the MTK message will come.
                         debug!(%mki, "SRTP under an MTK not received yet");
                     } else if self.mtks.keys().any(|(m, _)| *m == name) {
@@ -701,6 +948,8 @@ impl Core {
             self.error(format!("deleting the MSKs of {group}: {e}"));
         }
         self.mtks.retain(|(m, _), _| m.key_group() != group);
+        self.awaited.retain(|m, _| m.key_group() != group);
+        self.seen.remove(&group);
         let _ = self.save_mtks();
         self.install_group_keys(group);
     }
@@ -739,5 +988,338 @@ fn stats_of(svc: &Service, s: &Session, sdp: Option<String>) -> SessionStats {
         sdp,
         rtp_output: s.rtp_output.map(|a| a.to_string()),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The key management decisions of the core, with injected time.
+
+    use super::*;
+    use mbms::messages::{MskKeyData, MskMessage, MtkMessage};
+    use mbms::{KeyDomainId, Msk, MtkId};
+
+    const UE: &str = r#"
+state_dir = "state"
+services = "svc.toml"
+mikey_listen = "127.0.0.1:0"
+activation_timeout_ms = 1000
+[identity]
+impi = "user1_private@home1.net"
+k = "465b5ce8b199b49faa5f0a2ee238a6bc"
+opc = "cd63cb71954a9f4e48a5994e37a02baf"
+bsf = "http://127.0.0.1:8080"
+"#;
+
+    const SVC: &str = r#"
+[[service]]
+id = "urn:mbms:service:news"
+key_management_uri = "http://127.0.0.1:8081/keymanagement"
+bmsc_fqdn = "bmsc.home1.net"
+key_domain = "001-01"
+key_groups = [1]
+
+[[service.session]]
+name = "video"
+kind = "streaming"
+mtk_listen = "127.0.0.1:5002"
+srtp_listen = "127.0.0.1:5004"
+rtp_output = "127.0.0.1:6004"
+"#;
+
+    const TIMEOUT: Duration = Duration::from_millis(1000);
+    const BTID: &str = "cmFuZA==@bsf.home1.net";
+
+    struct T {
+        _dir: tempfile::TempDir,
+        core: Core,
+        muk: Muk,
+        counter: u32,
+        msks: BTreeMap<u16, Msk>,
+        t0: Instant,
+    }
+
+    fn kd() -> KeyDomainId {
+        "001-01".parse().unwrap()
+    }
+
+    fn group() -> KeyGroupName {
+        KeyGroupName {
+            key_domain: kd(),
+            key_group: 1,
+        }
+    }
+
+    fn name(n: u16) -> MskName {
+        MskName {
+            key_domain: kd(),
+            msk_id: MskId::new(1, n),
+        }
+    }
+
+    impl T {
+        fn new() -> T {
+            let dir = tempfile::tempdir().unwrap();
+            let mut cfg = UeConfig::parse(UE).unwrap();
+            cfg.state_dir = dir.path().to_path_buf();
+            cfg.service_list = crate::config::parse_services(SVC).unwrap();
+            let store = FileStore::open(dir.path().join(state::files::MGVS)).unwrap();
+            let t0 = Instant::now();
+            let mut core = Core::new(&cfg, MgvF::new(store), t0).unwrap();
+            let muk = Muk::from_bytes([7; 32]);
+            core.add_muk(MukId::new("bmsc.home1.net", BTID), muk.clone())
+                .unwrap();
+            T {
+                _dir: dir,
+                core,
+                muk,
+                counter: 0,
+                msks: BTreeMap::new(),
+                t0,
+            }
+        }
+
+        fn at(&mut self, ms: u64) {
+            self.core.clock = self.t0 + Duration::from_millis(ms);
+        }
+
+        /// Delivers MSK `n` of key group 1 with the window (seq_s, seq_u].
+        fn msk(&mut self, n: u16, seq_s: u16, seq_u: u16) -> Vec<Out> {
+            self.counter += 1;
+            let msk = self
+                .msks
+                .entry(n)
+                .or_insert_with(|| Msk::from_bytes([n as u8; 16]))
+                .clone();
+            let m = MskMessage {
+                muk_id: MukId::new("bmsc.home1.net", BTID),
+                counter: self.counter,
+                rand: [self.counter as u8; 16],
+                msk: name(n),
+                v: true,
+                key: Some(MskKeyData {
+                    msk,
+                    seq_s: MtkId::new(seq_s),
+                    seq_u: MtkId::new(seq_u),
+                }),
+            };
+            let bytes = m.build(&self.muk).unwrap().bytes;
+            self.core
+                .on_mikey(&bytes, "127.0.0.1:2269".parse().unwrap())
+        }
+
+        /// An MTK message under MSK `n` (with its key if the test knows it).
+        fn mtk(&mut self, n: u16, mtk_id: u16, counter: u32) -> (MtkStatus, Vec<Out>) {
+            let msk = self
+                .msks
+                .get(&n)
+                .cloned()
+                .unwrap_or_else(|| Msk::from_bytes([0xEE; 16]));
+            let m = MtkMessage {
+                counter,
+                rand: [9; 16],
+                msk: name(n),
+                mtk_id: MtkId::new(mtk_id),
+                mtk: Mtk {
+                    key: MtkKey::from_bytes([mtk_id as u8; 16]),
+                    salt: MtkSalt::from_bytes([3; 14]),
+                },
+                streaming: None,
+            };
+            self.core.on_mtk(&m.build(&msk).unwrap())
+        }
+    }
+
+    fn needed(outs: &[Out]) -> Vec<MskName> {
+        outs.iter()
+            .filter_map(|o| match o {
+                Out::Km(KmCmd::ActivationNeeded { msk }) => Some(*msk),
+                _ => None,
+            })
+            .collect()
+    }
+
+    // Issue 11 point 1 (seed 002 6.3.2.2.1): the push of the current MSK
+    // #1 is lost and the next MSK #2 arrives first; the UE does not hold the
+    // current MSK and must not skip its initial request.
+    #[test]
+    fn a_later_msk_arriving_first_does_not_serve_the_initial_request() {
+        let mut t = T::new();
+        let mark = t.core.mark();
+        assert!(!t.core.holds_current_since(group(), mark));
+        t.msk(2, 0, 100);
+        assert!(
+            !t.core.holds_current_since(group(), mark),
+            "the next MSK alone is not the current one"
+        );
+        // The retransmitted current MSK arrives: current and next are held.
+        t.msk(1, 0, 100);
+        assert!(t.core.holds_current_since(group(), mark));
+        // Arrivals before the mark (e.g. before a re-registration) count
+        // for nothing.
+        assert!(!t.core.holds_current_since(group(), t.core.mark()));
+    }
+
+    #[test]
+    fn traffic_under_a_held_msk_shows_it_is_the_current_one() {
+        let mut t = T::new();
+        let mark = t.core.mark();
+        t.msk(1, 0, 100);
+        assert!(!t.core.holds_current_since(group(), mark));
+        let (st, _) = t.mtk(1, 1, 1);
+        assert_eq!(st, MtkStatus::Held);
+        assert!(t.core.holds_current_since(group(), mark));
+        // Deleting the group's keys forgets the evidence.
+        t.core.delete_group(group());
+        assert!(!t.core.holds_current_since(group(), mark));
+    }
+
+    // Issue 11 point 2 (seed 004 6.3.2.3.3, seed 000 6.3.2.2.1).
+    #[test]
+    fn a_needed_inactive_msk_is_requested_after_the_timeout_then_given_up() {
+        let mut t = T::new();
+        t.at(0);
+        t.msk(1, 1, 0); // step 1: inactive (SEQs > SEQu)
+                        // Not needed yet: nothing to do, whatever the time.
+        t.at(5 * 1000);
+        assert!(t.core.poll_activations().is_empty());
+        assert_eq!(t.core.next_activation_due(), None);
+        // Traffic names it; the activation clock started at its storage.
+        t.at(200);
+        let (st, outs) = t.mtk(1, 1, 1);
+        assert_eq!(st, MtkStatus::Waiting);
+        assert_eq!(needed(&outs), vec![name(1)]);
+        // Named again: no second wake-up.
+        assert!(needed(&t.mtk(1, 2, 2).1).is_empty());
+        assert_eq!(t.core.next_activation_due(), Some(t.t0 + TIMEOUT));
+        t.at(999);
+        assert!(t.core.poll_activations().is_empty());
+        t.at(1000);
+        assert_eq!(
+            t.core.poll_activations(),
+            vec![ActivationStep::Request {
+                msk: name(1),
+                attempt: 1
+            }]
+        );
+        assert!(
+            t.core.poll_activations().is_empty(),
+            "one request per timeout"
+        );
+        assert_eq!(
+            t.core.next_activation_due(),
+            Some(t.t0 + Duration::from_millis(2000))
+        );
+        t.at(2000);
+        assert_eq!(
+            t.core.poll_activations(),
+            vec![ActivationStep::Request {
+                msk: name(1),
+                attempt: 2
+            }]
+        );
+        assert_eq!(ACTIVATION_REQUESTS, 2);
+        t.at(3000);
+        assert_eq!(
+            t.core.poll_activations(),
+            vec![ActivationStep::GiveUp {
+                msk: name(1),
+                requests: ACTIVATION_REQUESTS,
+                keep_older: false
+            }]
+        );
+        // Given up: no more requests.
+        t.at(60_000);
+        assert!(t.core.poll_activations().is_empty());
+        assert_eq!(t.core.next_activation_due(), None);
+    }
+
+    #[test]
+    fn the_activation_ends_the_wait() {
+        let mut t = T::new();
+        t.at(0);
+        t.msk(1, 1, 0);
+        t.at(100);
+        assert_eq!(needed(&t.mtk(1, 1, 1).1), vec![name(1)]);
+        t.at(1000);
+        assert_eq!(t.core.poll_activations().len(), 1);
+        // The BM-SC answers the request with the activation.
+        t.at(1200);
+        t.msk(1, 0, 100);
+        assert_eq!(t.core.next_activation_due(), None);
+        t.at(10_000);
+        assert!(t.core.poll_activations().is_empty());
+        assert_eq!(t.mtk(1, 1, 3).0, MtkStatus::Held);
+    }
+
+    #[test]
+    fn giving_up_keeps_a_still_valid_older_msk() {
+        let mut t = T::new();
+        t.at(0);
+        t.msk(1, 0, 100);
+        t.msk(2, 1, 0);
+        t.at(10);
+        assert_eq!(needed(&t.mtk(2, 1, 1).1), vec![name(2)]);
+        t.at(1000);
+        t.core.poll_activations();
+        t.at(2000);
+        t.core.poll_activations();
+        t.at(3000);
+        assert_eq!(
+            t.core.poll_activations(),
+            vec![ActivationStep::GiveUp {
+                msk: name(2),
+                requests: ACTIVATION_REQUESTS,
+                keep_older: true
+            }]
+        );
+    }
+
+    #[test]
+    fn an_inactive_msk_held_before_a_restart_counts_from_when_it_is_needed() {
+        let mut t = T::new();
+        t.at(0);
+        t.msk(1, 1, 0);
+        // As after a restart: the wait list is empty, the MGV-S holds it.
+        t.core.awaited.clear();
+        t.at(5000);
+        assert_eq!(needed(&t.mtk(1, 1, 1).1), vec![name(1)]);
+        t.at(5999);
+        assert!(t.core.poll_activations().is_empty());
+        t.at(6000);
+        assert_eq!(t.core.poll_activations().len(), 1);
+    }
+
+    #[test]
+    fn an_srtp_mki_naming_an_inactive_msk_needs_it() {
+        let mut t = T::new();
+        t.at(0);
+        t.msk(1, 1, 0);
+        let mut tx = srtp::Sender::new(srtp::Config::mbms()).unwrap();
+        tx.add_key(&MasterKey::with_mki(
+            [1; 16],
+            [2; 14],
+            Mki::mbms(u32::from_be_bytes(MskId::new(1, 1).to_bytes()), 1),
+        ))
+        .unwrap();
+        let mut pkt = vec![0x80, 33, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xAA, 0xBB];
+        tx.protect_rtp_vec(&mut pkt).unwrap();
+        let outs = t.core.on_srtp(0, pkt);
+        assert_eq!(needed(&outs), vec![name(1)]);
+        // An unknown MSK is a missed key update instead.
+        let mut tx = srtp::Sender::new(srtp::Config::mbms()).unwrap();
+        tx.add_key(&MasterKey::with_mki(
+            [1; 16],
+            [2; 14],
+            Mki::mbms(u32::from_be_bytes(MskId::new(1, 9).to_bytes()), 1),
+        ))
+        .unwrap();
+        let mut pkt = vec![0x80, 33, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0xAA];
+        tx.protect_rtp_vec(&mut pkt).unwrap();
+        let outs = t.core.on_srtp(0, pkt);
+        assert!(needed(&outs).is_empty());
+        assert!(outs
+            .iter()
+            .any(|o| matches!(o, Out::Km(KmCmd::MissedKey { msk }) if *msk == name(9))));
     }
 }

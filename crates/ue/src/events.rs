@@ -21,6 +21,10 @@ pub enum RequestReason {
     Manual,
     /// A retry of an earlier request.
     Retry,
+    /// Traffic needs an MSK that stays inactive: its activation (4-way
+    /// procedure step 3) did not arrive within `activation_timeout_ms`, so the
+    /// UE requests that MSK again by its MSK ID (seed 004 6.3.2.3.3).
+    Activation,
 }
 
 /// An event of the running UE.
@@ -99,6 +103,18 @@ pub enum UeEvent {
         object: PathBuf,
         /// Why.
         reason: String,
+    },
+    /// An inactive MSK that traffic needs was not activated, even after
+    /// [`crate::ACTIVATION_REQUESTS`] requests (seed 004 6.3.2.3.3). Unless
+    /// `kept_older`, a [`UeEvent::LeftService`] follows for each service of
+    /// its key group (seed 000 6.3.2.2.1).
+    ActivationFailed {
+        /// The inactive MSK (`KeyDomainID/MSKID`).
+        msk: String,
+        /// Requests sent for it.
+        requests: u32,
+        /// A still-valid older MSK of the key group is held: the UE stays.
+        kept_older: bool,
     },
     /// The UE left a service: no usable MSK could be had and no still-valid
     /// older one exists (seeds 000/001).

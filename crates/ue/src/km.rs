@@ -8,7 +8,9 @@
 //!   the BM-SC last used, for solicited pulls) and registers again.
 //! * Registration (at start) and deregistration (on request / shutdown).
 //! * MSK requests (seed 002 6.3.2.2.1) for: initiation of key management
-//!   (no MSK pushed `initial_msk_wait_ms` after registration; Key Number 0),
+//!   (Key Number 0, unless `initial_msk_wait_ms` after registration the UE
+//!   knows it holds the current MSK: [`crate::core::Core::holds_current_since`]; a
+//!   later MSK that arrived first is not the current one),
 //!   solicited pull (Key Number 0), missed key update (the MSK the traffic
 //!   named, after a uniformly random back-off in 0..=`missed_key_backoff_ms`;
 //!   if the BM-SC does not serve that MSK, the current one).
@@ -18,7 +20,14 @@
 //!   `msk_request_attempts`; then, or on 400/403/404, the UE gives up on the
 //!   key group and, unless it holds a still-valid older MSK of that group,
 //!   leaves every service using it (seeds 000/001), deregistering best
-//!   effort.
+//!   effort and deleting the keys of the key groups no remaining service
+//!   uses.
+//! * Activation requests (seed 004 6.3.2.3.3): an inactive MSK that traffic
+//!   needs and whose activation did not arrive within
+//!   `activation_timeout_ms` is requested again by its MSK ID, up to
+//!   [`crate::ACTIVATION_REQUESTS`] times ([`crate::core::Core::poll_activations`]
+//!   decides, this task keeps the timer); then the UE keeps a still-valid
+//!   older MSK or leaves the services as above.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -34,7 +43,7 @@ use mbms::{KeyGroupName, MskId, MskName, MukId};
 
 use crate::bootstrap::BootstrapClient;
 use crate::config::{Service, UeConfig};
-use crate::core::KmCmd;
+use crate::core::{ActivationStep, KmCmd};
 use crate::events::{RequestReason, UeEvent};
 use crate::runtime::{groups_of, now_rfc3339, services_of, Shell, UeError};
 use crate::state::{self, files, GbaSession, Registration, Registrations, UsimState};
@@ -83,8 +92,9 @@ pub(crate) struct Km {
     session: Option<GbaSession>,
     clients: BTreeMap<String, UaClient>,
     regs: Registrations,
-    /// Registered services and the arrivals per key group at registration.
-    initial: Vec<(Instant, String, BTreeMap<KeyGroupName, u64>)>,
+    /// Registered services awaiting the initiation of key management, with
+    /// the core's [`crate::core::Core::mark`] at registration.
+    initial: Vec<(Instant, String, u64)>,
     pending: BTreeMap<KeyGroupName, Pending>,
     awaiting: BTreeMap<KeyGroupName, Awaiting>,
     /// When each MSK named by traffic was last requested.
@@ -303,15 +313,9 @@ impl Km {
 
     async fn register(&mut self, svcs: &[Service]) -> Result<(), UeError> {
         let ids: Vec<&str> = svcs.iter().map(|s| s.id.as_str()).collect();
-        // MSK messages accepted before the registration: the BM-SC pushes
-        // as soon as it registered us, possibly before its answer arrives.
-        let snapshot: BTreeMap<KeyGroupName, u64> = {
-            let core = self.shell.core();
-            groups_of(svcs.iter())
-                .into_iter()
-                .map(|g| (g, core.arrivals(g)))
-                .collect()
-        };
+        // The mark before the registration: the BM-SC pushes as soon as it
+        // registered us, possibly before its answer arrives.
+        let mark = self.shell.core().mark();
         let mut retried = false;
         let statuses = loop {
             self.shell.core().counters.registrations += 1;
@@ -341,7 +345,7 @@ impl Km {
                 self.initial.push((
                     Instant::now() + Duration::from_millis(self.cfg.initial_msk_wait_ms),
                     s.id.clone(),
-                    snapshot.clone(),
+                    mark,
                 ));
             } else {
                 let why = format!("the BM-SC refused the registration ({st})");
@@ -406,6 +410,9 @@ impl Km {
         for a in self.awaiting.values() {
             t = t.min(a.deadline);
         }
+        if let Some(d) = self.shell.core().next_activation_due() {
+            t = t.min(Instant::from_std(d));
+        }
         t
     }
 
@@ -439,6 +446,11 @@ impl Km {
                 if let Some(p) = self.pending.get_mut(&group) {
                     p.missed.insert(msk, arrivals);
                 }
+            }
+            KmMsg::Core(KmCmd::ActivationNeeded { msk }) => {
+                // The loop's next deadline now includes its activation
+                // timeout (Core::next_activation_due).
+                info!(%msk, "traffic needs an inactive MSK: awaiting its activation");
             }
             KmMsg::Core(KmCmd::SolicitedPull { group }) => {
                 if services_of(&self.cfg, group).all(|s| !self.is_active(&s.id)) {
@@ -528,7 +540,7 @@ impl Km {
             self.initial = keep;
             due
         };
-        for (_, service, snapshot) in due {
+        for (_, service, mark) in due {
             if !self.is_active(&service) {
                 continue;
             }
@@ -540,13 +552,19 @@ impl Km {
                 .map(Service::key_group_names)
                 .unwrap_or_default();
             for g in groups {
-                let arrived =
-                    self.shell.core().arrivals(g) > snapshot.get(&g).copied().unwrap_or(0);
-                if !arrived && !self.awaiting.contains_key(&g) {
-                    info!(key_group = %g, "no MSK pushed since registration: requesting the current MSK");
+                // Seed 002 6.3.2.2.1: a pushed MSK that is not (known to be)
+                // the current one does not serve the initial request.
+                let served = self.shell.core().holds_current_since(g, mark);
+                if !served && !self.awaiting.contains_key(&g) {
+                    info!(key_group = %g, "the current MSK is not known to be held since registration: requesting it");
                     self.schedule(g, [current(g)], RequestReason::Initial, Duration::ZERO, 0);
                 }
             }
+        }
+        // Activations that did not come (seed 004 6.3.2.3.3).
+        let steps = self.shell.core().poll_activations();
+        for step in steps {
+            self.on_activation_step(step).await;
         }
         // Deliveries that did not come.
         let expired: Vec<KeyGroupName> = self
@@ -611,23 +629,7 @@ impl Km {
             return;
         }
         let snapshot = self.shell.core().arrivals(group);
-        self.shell.core().counters.msk_requests += 1;
-        let mut retried = false;
-        let r = loop {
-            let r = match self.client(svc) {
-                Ok(c) => c.msk_request(&keys).await.map_err(UeError::from),
-                Err(e) => Err(e),
-            };
-            match r {
-                Err(UeError::Ua(UaError::Unauthorized { .. })) if !retried => {
-                    retried = true;
-                    if let Err(e) = self.rebootstrap().await {
-                        break Err(e);
-                    }
-                }
-                other => break other,
-            }
-        };
+        let r = self.msk_request(svc, &keys).await;
         match r {
             Ok(statuses) => {
                 let codes: Vec<u16> = statuses.iter().map(|s| s.status).collect();
@@ -696,6 +698,86 @@ impl Km {
         }
     }
 
+    /// One MSK request (bootstrapping again once on 401).
+    async fn msk_request(
+        &mut self,
+        svc: &Service,
+        keys: &[MskName],
+    ) -> Result<Vec<crate::xml::KeyStatus>, UeError> {
+        self.shell.core().counters.msk_requests += 1;
+        let mut retried = false;
+        loop {
+            let r = match self.client(svc) {
+                Ok(c) => c.msk_request(keys).await.map_err(UeError::from),
+                Err(e) => Err(e),
+            };
+            match r {
+                Err(UeError::Ua(UaError::Unauthorized { .. })) if !retried => {
+                    retried = true;
+                    self.rebootstrap().await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Carries out what [`crate::core::Core::poll_activations`] decided.
+    async fn on_activation_step(&mut self, step: ActivationStep) {
+        match step {
+            ActivationStep::Request { msk, attempt } => {
+                let group = msk.key_group();
+                let cfg = self.cfg.clone();
+                let Some(svc) = services_of(&cfg, group).find(|s| self.is_active(&s.id)) else {
+                    return;
+                };
+                info!(%msk, attempt, "no activation of the inactive MSK: requesting it again");
+                match self.msk_request(svc, &[msk]).await {
+                    Ok(statuses) => {
+                        let codes: Vec<u16> = statuses.iter().map(|s| s.status).collect();
+                        self.shell.event(UeEvent::MskRequested {
+                            keys: vec![msk.to_string()],
+                            reason: RequestReason::Activation,
+                            statuses: codes.clone(),
+                        });
+                        if codes != [200] {
+                            self.error(format!(
+                                "request for the activation of MSK {msk}: the BM-SC answered {codes:?}"
+                            ));
+                        }
+                    }
+                    Err(e) => self.error(format!(
+                        "request for the activation of MSK {msk} failed: {e}"
+                    )),
+                }
+                // Core::poll_activations decides again after the timeout.
+            }
+            ActivationStep::GiveUp {
+                msk,
+                requests,
+                keep_older,
+            } => {
+                let group = msk.key_group();
+                if services_of(&self.cfg, group).all(|s| !self.is_active(&s.id)) {
+                    return;
+                }
+                let why =
+                    format!("MSK {msk} stayed inactive: no activation after {requests} requests");
+                self.shell.event(UeEvent::ActivationFailed {
+                    msk: msk.to_string(),
+                    requests,
+                    kept_older: keep_older,
+                });
+                if keep_older {
+                    self.error(format!(
+                        "key group {group}: {why}; keeping the still-valid older MSK"
+                    ));
+                } else {
+                    self.leave(group, why).await;
+                }
+            }
+        }
+    }
+
     async fn retry_or_give_up(
         &mut self,
         group: KeyGroupName,
@@ -727,6 +809,15 @@ impl Km {
             ));
             return;
         }
+        self.leave(group, why).await;
+    }
+
+    /// Leaves every service that uses `group` (seed 000 6.3.2.2.1: "the UE
+    /// shall leave the MBMS user service"): marks them `left`, reports
+    /// [`UeEvent::LeftService`], stops every procedure of the key groups no
+    /// remaining service uses and deletes their MSKs and MTKs (as after a
+    /// deregistration), then deregisters best effort.
+    async fn leave(&mut self, group: KeyGroupName, why: String) {
         let cfg = self.cfg.clone();
         let leaving: Vec<Service> = services_of(&cfg, group)
             .filter(|s| self.is_active(&s.id))
@@ -745,6 +836,19 @@ impl Km {
         self.save_regs();
         for e in events {
             self.shell.event(e);
+        }
+        let still: BTreeSet<KeyGroupName> = groups_of(
+            cfg.service_list
+                .iter()
+                .filter(|s| s.protected() && self.is_active(&s.id)),
+        );
+        for g in groups_of(leaving.iter()).into_iter().chain([group]) {
+            if !still.contains(&g) {
+                self.pending.remove(&g);
+                self.awaiting.remove(&g);
+                self.recently_missed.retain(|m, _| m.key_group() != g);
+                self.shell.core().delete_group(g);
+            }
         }
         // Tell the BM-SC (best effort), keeping the state "left".
         for svcs in Self::by_server(leaving.iter()) {

@@ -10,7 +10,8 @@
 //!   durable MGV-S ([`mbms::mgvf`]) and the ME (MTK cache, SRTP receive
 //!   contexts, download objects), with the key management task: MIKEY
 //!   listener with acknowledgements, solicited pull, initiation of key
-//!   management, missed key update with random back-off, re-bootstrapping,
+//!   management, missed key update with random back-off, activation
+//!   requests for inactive MSKs ([`ACTIVATION_REQUESTS`]), re-bootstrapping,
 //!   leaving services.
 //! * [`state`]: the state directory; [`status`]: `mbms ue status`.
 //! * [`sdp`]: the SDP file of the plain RTP output, for ffplay or VLC.
@@ -32,6 +33,7 @@ pub mod status;
 pub mod ua;
 pub mod xml;
 
+pub use crate::core::ACTIVATION_REQUESTS;
 pub use bootstrap::{Bootstrap, BootstrapClient, BootstrapError};
 pub use config::{ConfigError, GbaMode, Service, Session, SessionKind, UeConfig};
 pub use events::{RequestReason, UeEvent};

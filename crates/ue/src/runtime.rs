@@ -128,8 +128,6 @@ pub(crate) struct Shell {
     rtp: broadcast::Sender<PlainPacket>,
     runtime_base: Mutex<RuntimeStatus>,
     pub state_dir: PathBuf,
-    /// Origin of the monotonic time handed to the core.
-    epoch: std::time::Instant,
 }
 
 /// Now as RFC 3339 (the shell's clock).
@@ -142,12 +140,15 @@ impl Shell {
     pub fn core(&self) -> MutexGuard<'_, Core> {
         let mut g = self.core.lock().unwrap_or_else(|p| p.into_inner());
         g.now = now_rfc3339();
-        g.mono_now = self.epoch.elapsed();
+        g.clock = tokio::time::Instant::now().into_std();
         g
     }
 
+    /// The core with its monotonic clock refreshed (not the RFC 3339 time).
     fn core_fast(&self) -> MutexGuard<'_, Core> {
-        self.core.lock().unwrap_or_else(|p| p.into_inner())
+        let mut g = self.core.lock().unwrap_or_else(|p| p.into_inner());
+        g.clock = tokio::time::Instant::now().into_std();
+        g
     }
 
     /// Reports an event.
@@ -293,7 +294,12 @@ impl RunningUe {
         // A damaged or missing state is refused here, naming the file
         // (`PROFILE.md` section 7), unless told to start over.
         let store = state::open_state_dir(&cfg.state_dir, cfg.start_over)?;
-        let core = Core::new(&cfg, MgvF::new(store)).map_err(StateError::with_hint)?;
+        let core = Core::new(
+            &cfg,
+            MgvF::new(store),
+            tokio::time::Instant::now().into_std(),
+        )
+        .map_err(StateError::with_hint)?;
 
         let mikey = Arc::new(bind_udp(cfg.mikey_listen, "MIKEY listener").await?);
         let mikey_addr = mikey.local_addr().map_err(|source| UeError::Io {
@@ -410,7 +416,6 @@ impl RunningUe {
                 ..Default::default()
             }),
             state_dir: cfg.state_dir.clone(),
-            epoch: std::time::Instant::now(),
         });
 
         let subscription = shell.events.subscribe();

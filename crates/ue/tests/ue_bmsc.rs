@@ -391,8 +391,15 @@ async fn leaves_a_service_when_no_msk_can_be_had() {
     };
     assert_eq!(service, NEWS);
     assert!(reason.contains("00F110/0007"), "{reason}");
-    let st = ue.status().unwrap();
-    assert_eq!(st.registrations[0].state, "left");
+    // Seed 000 6.3.2.2.1: the keys of the service left are deleted (key
+    // group 1 was pushed, no other service uses it; the BM-SC's NEWS also
+    // pushes key group 3, which this UE's description does not name).
+    wait_until(5, "left, without keys", || {
+        let st = ue.status().unwrap();
+        st.registrations[0].state == "left"
+            && !st.msks.iter().any(|m| [1, 7].contains(&m.key_group))
+    })
+    .await;
     ue.shutdown(false).await.unwrap();
 }
 

@@ -196,6 +196,58 @@ impl Env {
         self.dir.path().join(p)
     }
 
+    pub async fn admin_get(&self, path: &str) -> serde_json::Value {
+        self.http
+            .get(format!("{}{path}", self.bmsc.url()))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The (current, next) MSK IDs (hex) of a key group of the BM-SC.
+    pub async fn msks_of_group(&self, group: u16) -> (String, String) {
+        let v = self.admin_get("/admin/v1/key-groups").await;
+        let prefix = format!("{group:04X}");
+        let g = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| {
+                g["current"]["msk_id"]
+                    .as_str()
+                    .is_some_and(|m| m.to_uppercase().starts_with(&prefix))
+            })
+            .unwrap_or_else(|| panic!("key group {group} in {v}"));
+        (
+            g["current"]["msk_id"].as_str().unwrap().to_uppercase(),
+            g["next"]["msk_id"].as_str().unwrap().to_uppercase(),
+        )
+    }
+
+    /// A counter of the BM-SC's `/metrics` (summed over its labels).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.bmsc.url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub async fn admin_post(&self, path: &str) -> (u16, serde_json::Value) {
         let r = self
             .http
@@ -304,11 +356,18 @@ key_groups = {groups}
     }
 }
 
+/// Decides whether the relay drops a datagram (true = drop).
+pub type DropFilter = Box<dyn FnMut(&[u8]) -> bool + Send>;
+
 /// A UDP relay in front of the UE's MIKEY listener.
 pub struct Relay {
     pub addr: SocketAddr,
     pub online: Arc<AtomicBool>,
+    /// The datagrams forwarded.
     pub seen: Arc<Mutex<Vec<Vec<u8>>>>,
+    drop_if: Arc<Mutex<Option<DropFilter>>>,
+    /// Relay what the UE sends back (acknowledgements) to the BM-SC.
+    acks_back: Arc<AtomicBool>,
     target: Arc<Mutex<Option<SocketAddr>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -320,15 +379,42 @@ impl Relay {
         let online = Arc::new(AtomicBool::new(true));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let target: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
-        let (o, s, t) = (online.clone(), seen.clone(), target.clone());
+        let drop_if: Arc<Mutex<Option<DropFilter>>> = Arc::new(Mutex::new(None));
+        let acks_back = Arc::new(AtomicBool::new(false));
+        let (o, s, t, d, a) = (
+            online.clone(),
+            seen.clone(),
+            target.clone(),
+            drop_if.clone(),
+            acks_back.clone(),
+        );
         let task = tokio::spawn(async move {
             let out = UdpSocket::bind("127.0.0.1:0").await.unwrap();
             let mut buf = vec![0u8; 65535];
+            let mut back = vec![0u8; 65535];
+            let mut last_src: Option<SocketAddr> = None;
             loop {
-                let Ok((n, _)) = sock.recv_from(&mut buf).await else {
-                    continue;
+                let n = tokio::select! {
+                    r = sock.recv_from(&mut buf) => match r {
+                        Ok((n, from)) => {
+                            last_src = Some(from);
+                            n
+                        }
+                        Err(_) => continue,
+                    },
+                    r = out.recv_from(&mut back) => {
+                        if let (Ok((n, _)), Some(to)) = (r, last_src) {
+                            if a.load(Ordering::SeqCst) && o.load(Ordering::SeqCst) {
+                                let _ = sock.send_to(&back[..n], to).await;
+                            }
+                        }
+                        continue;
+                    }
                 };
                 if !o.load(Ordering::SeqCst) {
+                    continue;
+                }
+                if d.lock().unwrap().as_mut().is_some_and(|f| f(&buf[..n])) {
                     continue;
                 }
                 s.lock().unwrap().push(buf[..n].to_vec());
@@ -342,9 +428,22 @@ impl Relay {
             addr,
             online,
             seen,
+            drop_if,
+            acks_back,
             target,
             task,
         }
+    }
+
+    /// Relays what the UE sends back (its acknowledgements go to the source
+    /// of the MSK message, the relay) to the BM-SC.
+    pub fn relay_acks(&self) {
+        self.acks_back.store(true, Ordering::SeqCst);
+    }
+
+    /// Drops the datagrams for which `f` returns true (lost on the way).
+    pub fn drop_if(&self, f: impl FnMut(&[u8]) -> bool + Send + 'static) {
+        *self.drop_if.lock().unwrap() = Some(Box::new(f));
     }
 
     pub fn forward_to(&self, a: SocketAddr) {
