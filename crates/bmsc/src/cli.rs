@@ -107,7 +107,9 @@ pub async fn run(args: BmscArgs) -> Result<(), CliError> {
     info!(backend = st.backend(), "database opened");
     let stop = mbms_service::shutdown_signal();
     let running = server::start(&cfg, st).await?;
+    mbms_service::notify_ready();
     stop.await;
+    mbms_service::notify_stopping();
     info!("shutdown signal received, finishing running requests");
     running
         .shutdown()

@@ -210,6 +210,7 @@ pub async fn run(args: BsfArgs) -> Result<(), CliError> {
 
 async fn shutdown_signal() {
     mbms_service::shutdown_signal().await;
+    mbms_service::notify_stopping();
     info!("shutdown signal received, finishing running requests");
 }
 
@@ -279,6 +280,7 @@ async fn run_server(args: RunArgs) -> Result<(), CliError> {
         session_lifetime = cfg.session_lifetime,
         "BSF listening (Ub on GET /, Zn on POST /zn/v1/naf-keys)"
     );
+    mbms_service::notify_ready();
     Bsf::new(cfg.settings(), Arc::new(store))
         .serve(listener, shutdown_signal())
         .await

@@ -71,6 +71,29 @@ pub fn shutdown_signal() -> impl Future<Output = ()> {
     }
 }
 
+/// Tells the service manager that start-up is complete (systemd
+/// `Type=notify`: `READY=1` on `$NOTIFY_SOCKET`, with our PID). Call it once
+/// the service's sockets are bound and it serves. Without a service manager
+/// (no `NOTIFY_SOCKET`) it does nothing; a failure to notify is logged, not
+/// fatal (the manager then times the start out on its own).
+pub fn notify_ready() {
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::MainPid(std::process::id()),
+    ]);
+}
+
+/// Tells the service manager that the service is stopping (`STOPPING=1`).
+pub fn notify_stopping() {
+    notify(&[sd_notify::NotifyState::Stopping]);
+}
+
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::warn!(error = %e, "could not notify the service manager");
+    }
+}
+
 /// Creates `path` with mode 0600 if it does not exist (an existing file is
 /// left as it is), so that a database holding keys is never readable by
 /// others, not even between its creation and a chmod.

@@ -169,7 +169,9 @@ pub async fn run_command(a: &RunArgs) -> Result<(), CliError> {
     // A closed standard output (e.g. a supervisor that read only the first
     // line) must not stop the UE: ignore write errors.
     let _ = writeln!(std::io::stdout(), "{}", started_text(&ue));
+    mbms_service::notify_ready();
     stop.await;
+    mbms_service::notify_stopping();
     eprintln!(
         "stopping{}",
         if deregister { " (deregistering)" } else { "" }
