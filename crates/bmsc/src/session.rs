@@ -42,8 +42,8 @@ use crate::udp;
 /// The SRTP suite named in the configuration.
 pub fn suite(name: Option<&str>) -> Result<srtp::Suite, String> {
     match name {
-        None | Some("AES_CM_128_HMAC_SHA1_80") => Ok(srtp::Suite::AesCm128HmacSha1_80),
-        Some("AES_CM_128_HMAC_SHA1_32") => Ok(srtp::Suite::AesCm128HmacSha1_32),
+        None | Some("AES_CM_128_HMAC_SHA1_80") => Ok(srtp::Suite::AES_CM_128_HMAC_SHA1_80),
+        Some("AES_CM_128_HMAC_SHA1_32") => Ok(srtp::Suite::AES_CM_128_HMAC_SHA1_32),
         Some(other) => Err(format!("unknown SRTP suite {other:?}")),
     }
 }
@@ -294,7 +294,7 @@ async fn run_streaming(
     })
     .map_err(|e| e.to_string())?;
     let policy = mikey::SrtpPolicy {
-        auth_tag_len: (suite == srtp::Suite::AesCm128HmacSha1_32).then_some(4),
+        auth_tag_len: (suite == srtp::Suite::AES_CM_128_HMAC_SHA1_32).then_some(4),
         ..Default::default()
     };
     let mut ssrcs: Vec<u32> = Vec::new();
@@ -462,6 +462,7 @@ async fn protect(
     let mut iv = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut iv);
     let header = srtp::download::ObjectHeader {
+        protection: srtp::download::Protection::BOTH,
         key_domain_id: o.msk.key_domain.0,
         msk_id: u32::from_be_bytes(o.msk.msk_id.to_bytes()),
         mtk_id: o.mtk_id.value(),

@@ -529,8 +529,8 @@ fn validate_services(services: &[Service]) -> Result<(), ConfigError> {
 /// The SRTP suite named in a session (default AES_CM_128_HMAC_SHA1_80).
 pub fn srtp_suite(name: Option<&str>) -> Result<srtp::Suite, String> {
     match name.map(str::trim) {
-        None | Some("AES_CM_128_HMAC_SHA1_80") => Ok(srtp::Suite::AesCm128HmacSha1_80),
-        Some("AES_CM_128_HMAC_SHA1_32") => Ok(srtp::Suite::AesCm128HmacSha1_32),
+        None | Some("AES_CM_128_HMAC_SHA1_80") => Ok(srtp::Suite::AES_CM_128_HMAC_SHA1_80),
+        Some("AES_CM_128_HMAC_SHA1_32") => Ok(srtp::Suite::AES_CM_128_HMAC_SHA1_32),
         Some(other) => Err(format!(
             "srtp_suite {other:?} (use AES_CM_128_HMAC_SHA1_80 or AES_CM_128_HMAC_SHA1_32)"
         )),

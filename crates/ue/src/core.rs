@@ -163,8 +163,8 @@ pub(crate) fn srtp_config(suite: srtp::Suite, policy: Option<&SrtpPolicy>) -> sr
     if let Some(p) = policy {
         let e = p.effective();
         match p.auth_tag_len {
-            Some(4) => c.suite = srtp::Suite::AesCm128HmacSha1_32,
-            Some(10) => c.suite = srtp::Suite::AesCm128HmacSha1_80,
+            Some(4) => c.suite = srtp::Suite::AES_CM_128_HMAC_SHA1_32,
+            Some(10) => c.suite = srtp::Suite::AES_CM_128_HMAC_SHA1_80,
             _ => {}
         }
         let mode = match e.auth_alg {
