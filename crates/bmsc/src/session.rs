@@ -39,15 +39,6 @@ use crate::core::{now_ts, CoreHandle};
 use crate::metrics::Metrics;
 use crate::udp;
 
-/// The SRTP suite named in the configuration.
-pub fn suite(name: Option<&str>) -> Result<srtp::Suite, String> {
-    match name {
-        None | Some("AES_CM_128_HMAC_SHA1_80") => Ok(srtp::Suite::AES_CM_128_HMAC_SHA1_80),
-        Some("AES_CM_128_HMAC_SHA1_32") => Ok(srtp::Suite::AES_CM_128_HMAC_SHA1_32),
-        Some(other) => Err(format!("unknown SRTP suite {other:?}")),
-    }
-}
-
 /// What the admin API shows of a session.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct SessionStatus {
@@ -149,6 +140,9 @@ pub enum SessionError {
     /// Protection failed.
     #[error("protecting the object: {0}")]
     Protect(#[from] srtp::download::DownloadError),
+    /// The session's protection settings are refused.
+    #[error("session protection: {0}")]
+    Protection(#[from] crate::protection::ProtectionError),
 }
 
 /// A protected object written by a download session.
@@ -287,16 +281,10 @@ async fn run_streaming(
     let out = bind_for(&cfg.srtp_destinations, ctx.multicast_ttl)
         .await
         .map_err(|e| format!("cannot open the sending socket: {e}"))?;
-    let suite = suite(cfg.srtp_suite.as_deref())?;
-    let mut sender = srtp::Sender::new(srtp::Config {
-        suite,
-        ..srtp::Config::mbms()
-    })
-    .map_err(|e| e.to_string())?;
-    let policy = mikey::SrtpPolicy {
-        auth_tag_len: (suite == srtp::Suite::AES_CM_128_HMAC_SHA1_32).then_some(4),
-        ..Default::default()
-    };
+    // Confidentiality and integrity as configured (seed 000 6.3.2.2.2);
+    // the MTK messages announce them in their SP payload.
+    let (srtp_cfg, policy) = crate::protection::streaming(cfg).map_err(|e| e.to_string())?;
+    let mut sender = srtp::Sender::new(srtp_cfg).map_err(|e| e.to_string())?;
     let mut ssrcs: Vec<u32> = Vec::new();
     let mut installed: VecDeque<srtp::Mki> = VecDeque::new();
     let mut announced: VecDeque<Arc<Vec<u8>>> = VecDeque::new();
@@ -459,10 +447,13 @@ async fn protect(
     let o = issue(ctx, s, None).await.map_err(SessionError::Core)?;
     let object = out_dir.join(name);
     let mikey_path = out_dir.join(format!("{name}.mikey"));
+    let protection = crate::protection::download(&s.cfg)?;
     let mut iv = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut iv);
+    if protection.encryption {
+        rand::rngs::OsRng.fill_bytes(&mut iv);
+    }
     let header = srtp::download::ObjectHeader {
-        protection: srtp::download::Protection::BOTH,
+        protection,
         key_domain_id: o.msk.key_domain.0,
         msk_id: u32::from_be_bytes(o.msk.msk_id.to_bytes()),
         mtk_id: o.mtk_id.value(),
