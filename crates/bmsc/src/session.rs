@@ -1,9 +1,11 @@
 //! Delivery sessions: MTK messages (`PROFILE.md` section 6) and traffic
 //! protection (`PROFILE.md` section 8) for one key group.
 //!
-//! * **Streaming**: plain RTP arrives on `rtp_listen`, leaves SRTP-protected
-//!   (`srtp` crate; master key and salt = the MTK and its salt, MKI = MSK ID
-//!   || MTK ID) to every `srtp_destinations` address. A new MTK is issued
+//! * **Streaming**: plain RTP (and RTCP multiplexed on the same port, RFC
+//!   5761) arrives on `rtp_listen`, leaves SRTP/SRTCP-protected (`srtp`
+//!   crate; master key and salt = the MTK and its salt, MKI = MSK ID || MTK
+//!   ID; cipher and authentication as the session chooses,
+//!   [`crate::protection`]) to every `srtp_destinations` address. A new MTK is issued
 //!   every `mtk_interval` seconds and at once when the key group rotates; its
 //!   MTK message goes out immediately and the sender switches to it
 //!   `switch_delay_ms` later, so receivers hold the new MTK before the
@@ -393,6 +395,16 @@ async fn run_streaming(
                 for (mut pkt, _) in batch {
                     if pkt.len() < 12 || pkt[0] >> 6 != 2 {
                         Metrics::inc_session(&ctx.metrics.rtp_dropped, &cfg.name, 1);
+                        continue;
+                    }
+                    // RTCP multiplexed on the RTP input (RFC 5761 4: byte 1
+                    // in 192..=223) leaves as SRTCP (RFC 3711 3.4).
+                    if (192..=223).contains(&pkt[1]) {
+                        if sender.protect_rtcp_vec(&mut pkt).is_err() {
+                            Metrics::inc_session(&ctx.metrics.rtp_dropped, &cfg.name, 1);
+                            continue;
+                        }
+                        sends.extend(fan_out(&pkt, &cfg.srtp_destinations));
                         continue;
                     }
                     let ssrc = u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]);

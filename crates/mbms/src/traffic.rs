@@ -53,6 +53,10 @@ pub enum PolicyRefused {
     /// modes are integrity transforms.
     #[error("SRTP policy: RFC 4771 {0:?} with SRTP authentication off (the RCC modes need authentication)")]
     RccWithoutAuthentication(RccMode),
+    /// The policy lacks a protection that the service announcement
+    /// promises (seed 000 6.3.2.2.2): `confidentiality` or `integrity`.
+    #[error("SRTP policy lacks the {0} the service announces (seed 000 6.3.2.2.2)")]
+    MissingProtection(&'static str),
     /// The combination breaks an RFC 3711 / RFC 4771 rule (tag length,
     /// RCC without HMAC-SHA-1, ROC rate 0, ...).
     #[error("SRTP policy: {0}")]
@@ -198,6 +202,31 @@ pub fn srtp_config(policy: &SrtpPolicy) -> Result<srtp::Config, PolicyRefused> {
     Ok(cfg)
 }
 
+/// Whether an SRTP configuration gives what the service announcement
+/// promises (seed 000 6.3.2.2.2; the UE refuses an MTK message whose policy
+/// gives less): confidentiality = SRTP payloads encrypted; integrity =
+/// every SRTP packet authenticated (HMAC-SHA-1 with a tag, not RFC 4771
+/// RCCm1/RCCm3, which leave packets unauthenticated). More than announced
+/// is fine.
+pub fn meets_announcement(
+    cfg: &srtp::Config,
+    confidentiality: bool,
+    integrity: bool,
+) -> Result<(), PolicyRefused> {
+    if confidentiality && !cfg.encrypts_rtp() {
+        return Err(PolicyRefused::MissingProtection("confidentiality"));
+    }
+    let every_packet_authenticated = cfg.suite.rtp_tag_len() > 0
+        && !matches!(
+            cfg.rcc.map(|r| r.mode),
+            Some(RccMode::Rccm1) | Some(RccMode::Rccm3)
+        );
+    if integrity && !every_packet_authenticated {
+        return Err(PolicyRefused::MissingProtection("integrity"));
+    }
+    Ok(())
+}
+
 /// The SP payload parameters announcing `cfg` (BM-SC). Parameters at their
 /// RFC 3830 default are left out (so AES_CM_128_HMAC_SHA1_80 is the empty
 /// policy, as before), except that NULL transforms also switch the matching
@@ -280,6 +309,36 @@ mod tests {
         let p = srtp_policy(&cfg(Suite::AES_CM_128_NULL_AUTH)).unwrap();
         assert_eq!(p.auth_alg, Some(SrtpAuthAlg::NULL));
         assert_eq!(p.auth_tag_len, Some(0));
+    }
+
+    #[test]
+    fn announcement_is_a_minimum() {
+        let ok = |s: Suite, c, i| meets_announcement(&cfg(s), c, i);
+        for (_, s) in Suite::NAMED {
+            assert_eq!(ok(s, false, false), Ok(()));
+        }
+        assert_eq!(ok(Suite::AES_CM_128_HMAC_SHA1_32, true, true), Ok(()));
+        assert_eq!(ok(Suite::NULL_HMAC_SHA1_80, false, true), Ok(()));
+        assert_eq!(ok(Suite::AES_CM_128_NULL_AUTH, true, false), Ok(()));
+        assert_eq!(
+            ok(Suite::NULL_HMAC_SHA1_80, true, true),
+            Err(PolicyRefused::MissingProtection("confidentiality"))
+        );
+        assert_eq!(
+            ok(Suite::AES_CM_128_NULL_AUTH, true, true),
+            Err(PolicyRefused::MissingProtection("integrity"))
+        );
+        let mut c = cfg(Suite::AES_CM_128_HMAC_SHA1_80);
+        c.rcc = Some(Rcc {
+            mode: RccMode::Rccm3,
+            rate: 1,
+        });
+        assert!(meets_announcement(&c, true, true).is_err());
+        c.rcc = Some(Rcc {
+            mode: RccMode::Rccm2,
+            rate: 1,
+        });
+        assert!(meets_announcement(&c, true, true).is_ok());
     }
 
     #[test]
