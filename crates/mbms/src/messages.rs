@@ -42,7 +42,7 @@ pub enum ProfileError {
     Crypto(mikey::CryptoError),
     /// The SRTP policy of an MTK message cannot drive an SRTP context
     /// (`PROFILE.md` section 8; [`crate::traffic::srtp_config`]).
-    #[error("MTK message: {0}")]
+    #[error(transparent)]
     Policy(#[from] crate::traffic::PolicyRefused),
 }
 

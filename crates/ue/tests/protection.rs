@@ -213,3 +213,38 @@ async fn less_than_announced_is_refused() {
     assert!(!env.path("ue/out/doc.bin").exists());
     ue.shutdown(false).await.unwrap();
 }
+
+/// The ME's MTK cache keeps the whole SP payload: after a restart, with no
+/// new MTK message (repetitions of a cached one are skipped), the context
+/// still uses the NULL cipher and the stream decrypts. (The cache used to
+/// keep only the tag length, RFC 4771 mode, rate and SRTCP flag: the
+/// restarted UE fell back to AES-CM.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_survives_a_restart() {
+    let env = Env::with_protection(false, true).await;
+    let cfg = env.ue_config("ue", &[NEWS], None);
+    let (ue, mut ev) = start_ue(cfg.clone()).await;
+    wait_mtk(&mut ev).await;
+    ue.shutdown(false).await.unwrap();
+
+    let (ue, _ev) = start_ue(cfg).await;
+    let mut plain = ue.plain_packets();
+    wait_until(10, "the cached policy is in force", || {
+        ue.status().unwrap().runtime.unwrap().sessions[0]
+            .srtp
+            .as_deref()
+            == Some("NULL_HMAC_SHA1_80")
+    })
+    .await;
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let p = rtp(SSRC, 7, 50);
+    sock.send_to(&p, ("127.0.0.1", env.ports.rtp_in))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), plain.recv())
+        .await
+        .expect("a plain packet")
+        .unwrap();
+    assert_eq!(got.bytes, p);
+    ue.shutdown(false).await.unwrap();
+}
