@@ -18,11 +18,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let cfg = Config {
-        suite: if sel & 1 == 0 {
-            Suite::AesCm128HmacSha1_80
-        } else {
-            Suite::AesCm128HmacSha1_32
-        },
+        // Every named suite, NULL cipher and NULL authentication included.
+        suite: Suite::NAMED[usize::from(sel) % Suite::NAMED.len()].1,
         mki_len: if sel & 2 == 0 { 0 } else { MKI.len() },
         srtcp_encryption: sel & 4 == 0,
         ..Config::default()

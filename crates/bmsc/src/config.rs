@@ -46,6 +46,15 @@ pub enum ConfigError {
     /// A value is out of range or inconsistent.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// A session's traffic protection settings are refused.
+    #[error("invalid configuration: session {session}: {source}")]
+    Protection {
+        /// The session.
+        session: String,
+        /// What is wrong.
+        #[source]
+        source: crate::protection::ProtectionError,
+    },
 }
 
 /// A bearer token (Zn, admin API): zeroized, redacted in `Debug`, compared
@@ -258,10 +267,31 @@ pub struct SessionSection {
     /// with it.
     #[serde(default = "default_switch_delay")]
     pub switch_delay_ms: u64,
-    /// Streaming: SRTP suite, `AES_CM_128_HMAC_SHA1_80` (default) or
-    /// `AES_CM_128_HMAC_SHA1_32`.
+    /// Streaming: a named SRTP suite, `AES_CM_128_HMAC_SHA1_80` (default),
+    /// `AES_CM_128_HMAC_SHA1_32`, `NULL_HMAC_SHA1_80`, `NULL_HMAC_SHA1_32`,
+    /// `AES_CM_128_NULL_AUTH` or `NULL_CIPHER_NULL_AUTH`
+    /// ([`crate::protection`]). Not together with `srtp_encryption` /
+    /// `srtp_auth`.
     #[serde(default)]
     pub srtp_suite: Option<String>,
+    /// Streaming: confidentiality, `aes-cm-128` (default) or `null`.
+    #[serde(default)]
+    pub srtp_encryption: Option<String>,
+    /// Streaming: integrity, `hmac-sha1-80` (default), `hmac-sha1-32`,
+    /// `hmac-sha1-<bits>` (a multiple of 8 up to 160) or `null`.
+    #[serde(default)]
+    pub srtp_auth: Option<String>,
+    /// Streaming: encrypt SRTCP too (default: when there is a cipher).
+    #[serde(default)]
+    pub srtcp_encryption: Option<bool>,
+    /// Download: confidentiality of the objects, `aes-128-cbc` (default)
+    /// or `null`.
+    #[serde(default)]
+    pub download_encryption: Option<String>,
+    /// Download: integrity of the objects, `hmac-sha1-80` (default) or
+    /// `null`.
+    #[serde(default)]
+    pub download_auth: Option<String>,
     /// Download: folder watched for files to protect.
     #[serde(default)]
     pub watch_dir: Option<PathBuf>,
@@ -484,8 +514,6 @@ impl BmscConfig {
                             s.name
                         ));
                     }
-                    crate::session::suite(s.srtp_suite.as_deref())
-                        .map_err(|e| ConfigError::Invalid(format!("session {}: {e}", s.name)))?;
                 }
                 SessionKind::Download => {
                     if s.watch_dir.is_none() || s.out_dir.is_none() {
@@ -496,6 +524,10 @@ impl BmscConfig {
                     }
                 }
             }
+            crate::protection::check(s).map_err(|source| ConfigError::Protection {
+                session: s.name.clone(),
+                source,
+            })?;
         }
         Ok(())
     }

@@ -13,7 +13,8 @@
 //!   (SQLite or PostgreSQL) before it is acted upon.
 //! * [`udp`]: MIKEY over UDP with `sendmmsg` / `recvmmsg` batches.
 //! * [`session`]: MTK messages for streaming and download sessions, SRTP
-//!   protection of RTP, protected download objects.
+//!   protection of RTP, protected download objects; [`protection`]: what
+//!   each session's confidentiality and integrity are.
 //! * [`tap`]: an optional callback that sees every datagram (captures).
 //! * [`admin`]: the admin REST API; [`metrics`]: Prometheus.
 //! * [`server`]: wiring; [`cli`]: `mbms bmsc`; [`config`]: the TOML file.
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod metrics;
+pub mod protection;
 pub mod server;
 pub mod session;
 pub mod store;

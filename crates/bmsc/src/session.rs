@@ -1,9 +1,11 @@
 //! Delivery sessions: MTK messages (`PROFILE.md` section 6) and traffic
 //! protection (`PROFILE.md` section 8) for one key group.
 //!
-//! * **Streaming**: plain RTP arrives on `rtp_listen`, leaves SRTP-protected
-//!   (`srtp` crate; master key and salt = the MTK and its salt, MKI = MSK ID
-//!   || MTK ID) to every `srtp_destinations` address. A new MTK is issued
+//! * **Streaming**: plain RTP (and RTCP multiplexed on the same port, RFC
+//!   5761) arrives on `rtp_listen`, leaves SRTP/SRTCP-protected (`srtp`
+//!   crate; master key and salt = the MTK and its salt, MKI = MSK ID || MTK
+//!   ID; cipher and authentication as the session chooses,
+//!   [`crate::protection`]) to every `srtp_destinations` address. A new MTK is issued
 //!   every `mtk_interval` seconds and at once when the key group rotates; its
 //!   MTK message goes out immediately and the sender switches to it
 //!   `switch_delay_ms` later, so receivers hold the new MTK before the
@@ -43,15 +45,6 @@ use crate::config::{SessionKind, SessionSection};
 use crate::core::{now_ts, CoreHandle};
 use crate::metrics::Metrics;
 use crate::udp;
-
-/// The SRTP suite named in the configuration.
-pub fn suite(name: Option<&str>) -> Result<srtp::Suite, String> {
-    match name {
-        None | Some("AES_CM_128_HMAC_SHA1_80") => Ok(srtp::Suite::AesCm128HmacSha1_80),
-        Some("AES_CM_128_HMAC_SHA1_32") => Ok(srtp::Suite::AesCm128HmacSha1_32),
-        Some(other) => Err(format!("unknown SRTP suite {other:?}")),
-    }
-}
 
 /// What the admin API shows of a session.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -154,6 +147,9 @@ pub enum SessionError {
     /// Protection failed.
     #[error("protecting the object: {0}")]
     Protect(#[from] srtp::download::DownloadError),
+    /// The session's protection settings are refused.
+    #[error("session protection: {0}")]
+    Protection(#[from] crate::protection::ProtectionError),
 }
 
 /// A protected object written by a download session.
@@ -311,16 +307,10 @@ async fn run_streaming(
     let out = bind_for(&cfg.srtp_destinations, ctx.multicast_ttl)
         .await
         .map_err(|e| format!("cannot open the sending socket: {e}"))?;
-    let suite = suite(cfg.srtp_suite.as_deref())?;
-    let mut sender = srtp::Sender::new(srtp::Config {
-        suite,
-        ..srtp::Config::mbms()
-    })
-    .map_err(|e| e.to_string())?;
-    let policy = mikey::SrtpPolicy {
-        auth_tag_len: (suite == srtp::Suite::AesCm128HmacSha1_32).then_some(4),
-        ..Default::default()
-    };
+    // Confidentiality and integrity as configured (seed 000 6.3.2.2.2);
+    // the MTK messages announce them in their SP payload.
+    let (srtp_cfg, policy) = crate::protection::streaming(cfg).map_err(|e| e.to_string())?;
+    let mut sender = srtp::Sender::new(srtp_cfg).map_err(|e| e.to_string())?;
     let mut ssrcs: Vec<u32> = Vec::new();
     let mut installed: VecDeque<srtp::Mki> = VecDeque::new();
     let mut announced: VecDeque<Announced> = VecDeque::new();
@@ -448,6 +438,16 @@ async fn run_streaming(
                         Metrics::inc_session(&ctx.metrics.rtp_dropped, &cfg.name, 1);
                         continue;
                     }
+                    // RTCP multiplexed on the RTP input (RFC 5761 4: byte 1
+                    // in 192..=223) leaves as SRTCP (RFC 3711 3.4).
+                    if (192..=223).contains(&pkt[1]) {
+                        if sender.protect_rtcp_vec(&mut pkt).is_err() {
+                            Metrics::inc_session(&ctx.metrics.rtp_dropped, &cfg.name, 1);
+                            continue;
+                        }
+                        sends.extend(fan_out(&pkt, &cfg.srtp_destinations));
+                        continue;
+                    }
                     let ssrc = u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]);
                     if !ssrcs.contains(&ssrc) && ssrcs.len() < 16 {
                         ssrcs.push(ssrc);
@@ -500,9 +500,13 @@ async fn protect(
     let o = issue(ctx, s, None).await.map_err(SessionError::Core)?;
     let object = out_dir.join(name);
     let mikey_path = out_dir.join(format!("{name}.mikey"));
+    let protection = crate::protection::download(&s.cfg)?;
     let mut iv = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut iv);
+    if protection.encryption {
+        rand::rngs::OsRng.fill_bytes(&mut iv);
+    }
     let header = srtp::download::ObjectHeader {
+        protection,
         key_domain_id: o.msk.key_domain.0,
         msk_id: u32::from_be_bytes(o.msk.msk_id.to_bytes()),
         mtk_id: o.mtk_id.value(),

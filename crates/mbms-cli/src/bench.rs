@@ -180,8 +180,8 @@ fn rate(d: Duration, packets: u64, payload: usize) -> Rate {
 
 fn srtp_bench(a: SrtpArgs) -> ExitCode {
     let suite = match a.suite {
-        SuiteArg::Sha1_80 => Suite::AesCm128HmacSha1_80,
-        SuiteArg::Sha1_32 => Suite::AesCm128HmacSha1_32,
+        SuiteArg::Sha1_80 => Suite::AES_CM_128_HMAC_SHA1_80,
+        SuiteArg::Sha1_32 => Suite::AES_CM_128_HMAC_SHA1_32,
     };
     let payload = a.payload as usize;
     let mut b = Bench::new(suite, payload);
@@ -211,7 +211,7 @@ fn srtp_bench(a: SrtpArgs) -> ExitCode {
         let doc = serde_json::json!({
             "schema": "mbms-bench-srtp/1",
             "implementation": format!("srtp crate {}", env!("CARGO_PKG_VERSION")),
-            "suite": suite.name(),
+            "suite": suite.to_string(),
             "payload_bytes": payload,
             "rtp_header_bytes": 12,
             "packets": a.packets,
@@ -222,8 +222,7 @@ fn srtp_bench(a: SrtpArgs) -> ExitCode {
     } else {
         println!(
             "SRTP {}, {payload}-byte payload (+12-byte RTP header), {} packets, one core",
-            suite.name(),
-            a.packets
+            suite, a.packets
         );
         for (name, r) in [("protect", &p), ("unprotect", &u)] {
             println!(

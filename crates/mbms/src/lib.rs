@@ -6,6 +6,7 @@
 //! * [`messages`]: builders and readers for every MBMS MIKEY message.
 //! * [`mgvf`]: the UE's MGV-F and its store, the MGV-S.
 //! * [`engine`]: the BM-SC key engine.
+//! * [`traffic`]: the SRTP policy of MTK messages <-> SRTP configurations.
 //! * [`ua`]: the Ua (UE <-> BM-SC HTTP) request and response bodies.
 //!
 //! No sockets, no clocks, no randomness inside: time and random bytes are
@@ -20,6 +21,7 @@ pub mod messages;
 pub mod mgvf;
 pub mod profile;
 pub mod serial;
+pub mod traffic;
 pub mod ua;
 pub mod vectors;
 

@@ -40,6 +40,10 @@ pub enum ProfileError {
     /// Another cryptographic failure (e.g. decrypted key data malformed).
     #[error("{0}")]
     Crypto(mikey::CryptoError),
+    /// The SRTP policy of an MTK message cannot drive an SRTP context
+    /// (`PROFILE.md` section 8; [`crate::traffic::srtp_config`]).
+    #[error(transparent)]
+    Policy(#[from] crate::traffic::PolicyRefused),
 }
 
 impl From<mikey::CryptoError> for ProfileError {
@@ -682,6 +686,10 @@ impl<'a> MtkEnvelope<'a> {
                     return Err(violation(MTK_MSG, "an SRTP-ID map entry names another policy"));
                 }
                 let policy = SrtpPolicy::from_payload(sp).map_err(|e| violation(MTK_MSG, e.to_string()))?;
+                // Every combination of confidentiality and integrity is
+                // fine (seed 000 6.3.2.2.2); what no SRTP context can
+                // follow is refused here, before the MGV-F looks at it.
+                crate::traffic::srtp_config(&policy)?;
                 Some(Streaming {
                     streams: streams.clone(),
                     policy,
@@ -871,6 +879,66 @@ mod tests {
         assert!(MskEnvelope::parse(&b).is_err());
         let built = delivery().build(&muk()).unwrap();
         assert!(MtkEnvelope::parse(&built.bytes).is_err());
+    }
+
+    /// Seed 000 6.3.2.2.2: every confidentiality x integrity combination
+    /// travels in the SP payload; an impossible policy is refused at parse
+    /// with the parameter named.
+    #[test]
+    fn mtk_policy_every_combination_and_the_impossible_refused() {
+        let msk = Msk::from_bytes([0x22; 16]);
+        let mut m = MtkMessage {
+            counter: 1,
+            rand: [7; 16],
+            msk: name(2),
+            mtk_id: MtkId::new(5),
+            mtk: Mtk {
+                key: MtkKey::from_bytes([0x33; 16]),
+                salt: MtkSalt::from_bytes([0x44; 14]),
+            },
+            streaming: None,
+        };
+        for (label, suite) in srtp::Suite::NAMED {
+            let cfg = crate::traffic::canonical(srtp::Config {
+                suite,
+                ..srtp::Config::mbms()
+            });
+            m.streaming = Some(Streaming {
+                streams: vec![SrtpIdEntry {
+                    policy_no: 0,
+                    ssrc: 1,
+                    roc: 0,
+                }],
+                policy: crate::traffic::srtp_policy(&cfg).unwrap(),
+            });
+            let b = m.build(&msk).unwrap();
+            let env = MtkEnvelope::parse(&b).unwrap();
+            let policy = &env.streaming.as_ref().unwrap().policy;
+            assert_eq!(crate::traffic::srtp_config(policy).unwrap(), cfg, "{label}");
+        }
+        m.streaming = Some(Streaming {
+            streams: vec![SrtpIdEntry {
+                policy_no: 0,
+                ssrc: 1,
+                roc: 0,
+            }],
+            policy: SrtpPolicy {
+                auth_alg: Some(mikey::SrtpAuthAlg::NULL),
+                auth_tag_len: Some(10),
+                ..Default::default()
+            },
+        });
+        let b = m.build(&msk).unwrap();
+        let e = MtkEnvelope::parse(&b).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ProfileError::Policy(crate::traffic::PolicyRefused::Srtp(
+                    srtp::ConfigError::TagWithoutAuthentication { tag_len: 10 }
+                ))
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use srtp::{Config, MasterKey, Receiver, Sender};
+use srtp::{Config, MasterKey, Receiver, Sender, Suite};
 
 #[cfg(has_libsrtp)]
 #[path = "../tests/libsrtp/mod.rs"]
@@ -69,8 +69,13 @@ impl Lib {
         use libsrtp::{Direction, LibSrtp};
         let keys = vec![(KEY, Vec::new())];
         Lib {
-            tx: LibSrtp::new(Direction::Outbound, false, &keys, 0),
-            rx: LibSrtp::new(Direction::Inbound, false, &keys, 0),
+            tx: LibSrtp::new(
+                Direction::Outbound,
+                Suite::AES_CM_128_HMAC_SHA1_80,
+                &keys,
+                0,
+            ),
+            rx: LibSrtp::new(Direction::Inbound, Suite::AES_CM_128_HMAC_SHA1_80, &keys, 0),
         }
     }
 }

@@ -35,39 +35,186 @@ const MAX_RTP_INDEX: u64 = (1 << 48) - 1;
 const MAX_RTCP_INDEX: u32 = (1 << 31) - 1;
 const E_BIT: u32 = 1 << 31;
 
-/// SRTP crypto suite (RFC 4568 6.2.1 names). Both use AES-CM-128, HMAC-SHA-1
-/// with a 160-bit session authentication key, a 112-bit salt and the AES-CM
-/// PRF; they differ in the SRTP tag length. SRTCP uses an 80-bit tag with
-/// both (RFC 4568 6.2.1; what libsrtp does with its RTCP default policy).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Suite {
-    /// AES_CM_128_HMAC_SHA1_80: 80-bit tag. The MBMS default (PROFILE.md
+/// SRTP/SRTCP encryption transform (RFC 3711 4.1; MIKEY SP parameter type 0,
+/// RFC 3830 6.10.1: 0 = NULL, 1 = AES-CM).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Cipher {
+    /// The NULL cipher (RFC 3711 4.1.3): payloads stay in clear.
+    Null,
+    /// AES in counter mode with a 128-bit session key (RFC 3711 4.1.1).
+    AesCm128,
+}
+
+/// SRTP/SRTCP message authentication transform (RFC 3711 4.2; MIKEY SP
+/// parameter type 2: 0 = NULL, 1 = HMAC-SHA-1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Auth {
+    /// No message authentication: no tag (RFC 3711 7.5 allows it).
+    Null,
+    /// HMAC-SHA-1 with a 160-bit session authentication key (RFC 3711
+    /// 4.2.1), truncated to the suite's tag length.
+    HmacSha1,
+}
+
+/// Most bytes an HMAC-SHA-1 tag can have (RFC 3711 4.2.1: the 160-bit
+/// HMAC-SHA-1 output, truncated to the tag length).
+pub const MAX_TAG_LEN: usize = 20;
+
+/// SRTCP tag length with HMAC-SHA-1 when the SRTP tag is shorter: 80 bits
+/// (RFC 4568 6.2.1: the _32 suites keep an 80-bit SRTCP tag; libsrtp does
+/// the same).
+pub const MIN_RTCP_TAG_LEN: usize = 10;
+
+/// SRTP crypto suite: the encryption and authentication transforms and
+/// the SRTP tag length. Confidentiality and integrity are chosen
+/// independently (seed 000 6.3.2.2.2): every combination of [`Cipher`]
+/// and [`Auth`] is a valid suite. The session keys always come from the
+/// AES-CM PRF with a 128-bit master key and a 112-bit master salt.
+///
+/// SRTCP uses the same transforms; its tag is the SRTP tag length, but at
+/// least 80 bits ([`MIN_RTCP_TAG_LEN`]) with HMAC-SHA-1, and none with NULL
+/// authentication.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Suite {
+    /// Encryption transform.
+    pub cipher: Cipher,
+    /// Authentication transform.
+    pub auth: Auth,
+    /// SRTP tag length in bytes: 0 to [`MAX_TAG_LEN`] with HMAC-SHA-1 (0:
+    /// SRTP packets carry no tag, SRTCP keeps its 80-bit one), 0 with NULL
+    /// authentication.
+    pub tag_len: u8,
+}
+
+impl Default for Suite {
+    /// [`Suite::AES_CM_128_HMAC_SHA1_80`], the MBMS default (PROFILE.md
     /// section 8).
-    #[default]
-    AesCm128HmacSha1_80,
-    /// AES_CM_128_HMAC_SHA1_32: 32-bit SRTP tag, 80-bit SRTCP tag.
-    AesCm128HmacSha1_32,
+    fn default() -> Suite {
+        Suite::AES_CM_128_HMAC_SHA1_80
+    }
 }
 
 impl Suite {
+    /// AES_CM_128_HMAC_SHA1_80 (RFC 4568 6.2.1): 80-bit tag. The MBMS
+    /// default (PROFILE.md section 8).
+    pub const AES_CM_128_HMAC_SHA1_80: Suite = Suite {
+        cipher: Cipher::AesCm128,
+        auth: Auth::HmacSha1,
+        tag_len: 10,
+    };
+    /// AES_CM_128_HMAC_SHA1_32 (RFC 4568 6.2.1): 32-bit SRTP tag, 80-bit
+    /// SRTCP tag.
+    pub const AES_CM_128_HMAC_SHA1_32: Suite = Suite {
+        cipher: Cipher::AesCm128,
+        auth: Auth::HmacSha1,
+        tag_len: 4,
+    };
+    /// NULL_HMAC_SHA1_80 (RFC 5764 4.1.2 SRTP_NULL_HMAC_SHA1_80, libsrtp
+    /// NULL_CIPHER_HMAC_SHA1_80): integrity without confidentiality.
+    pub const NULL_HMAC_SHA1_80: Suite = Suite {
+        cipher: Cipher::Null,
+        auth: Auth::HmacSha1,
+        tag_len: 10,
+    };
+    /// NULL_HMAC_SHA1_32 (RFC 5764 4.1.2 SRTP_NULL_HMAC_SHA1_32): 32-bit
+    /// SRTP tag, 80-bit SRTCP tag, no encryption.
+    pub const NULL_HMAC_SHA1_32: Suite = Suite {
+        cipher: Cipher::Null,
+        auth: Auth::HmacSha1,
+        tag_len: 4,
+    };
+    /// AES_CM_128_NULL_AUTH (libsrtp): confidentiality without integrity.
+    pub const AES_CM_128_NULL_AUTH: Suite = Suite {
+        cipher: Cipher::AesCm128,
+        auth: Auth::Null,
+        tag_len: 0,
+    };
+    /// NULL_CIPHER_NULL_AUTH (libsrtp null_cipher_hmac_null): neither; the
+    /// packets still carry the MKI and are replay-checked.
+    pub const NULL_CIPHER_NULL_AUTH: Suite = Suite {
+        cipher: Cipher::Null,
+        auth: Auth::Null,
+        tag_len: 0,
+    };
+
+    /// The named suites, with their names.
+    pub const NAMED: [(&'static str, Suite); 6] = [
+        ("AES_CM_128_HMAC_SHA1_80", Suite::AES_CM_128_HMAC_SHA1_80),
+        ("AES_CM_128_HMAC_SHA1_32", Suite::AES_CM_128_HMAC_SHA1_32),
+        ("NULL_HMAC_SHA1_80", Suite::NULL_HMAC_SHA1_80),
+        ("NULL_HMAC_SHA1_32", Suite::NULL_HMAC_SHA1_32),
+        ("AES_CM_128_NULL_AUTH", Suite::AES_CM_128_NULL_AUTH),
+        ("NULL_CIPHER_NULL_AUTH", Suite::NULL_CIPHER_NULL_AUTH),
+    ];
+
+    /// The suite with this name (one of [`Suite::NAMED`]).
+    pub fn from_name(name: &str) -> Option<Suite> {
+        Suite::NAMED
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, s)| *s)
+    }
+
     /// SRTP authentication tag length in bytes.
     pub const fn rtp_tag_len(self) -> usize {
-        match self {
-            Suite::AesCm128HmacSha1_80 => 10,
-            Suite::AesCm128HmacSha1_32 => 4,
+        match self.auth {
+            Auth::Null => 0,
+            Auth::HmacSha1 => self.tag_len as usize,
         }
     }
 
-    /// SRTCP authentication tag length in bytes (80 bits for both suites).
+    /// SRTCP authentication tag length in bytes: none with NULL
+    /// authentication, else the SRTP tag length but at least 80 bits.
     pub const fn rtcp_tag_len(self) -> usize {
-        10
+        match self.auth {
+            Auth::Null => 0,
+            Auth::HmacSha1 => {
+                if (self.tag_len as usize) < MIN_RTCP_TAG_LEN {
+                    MIN_RTCP_TAG_LEN
+                } else {
+                    self.tag_len as usize
+                }
+            }
+        }
     }
 
-    /// The RFC 4568 name.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Suite::AesCm128HmacSha1_80 => "AES_CM_128_HMAC_SHA1_80",
-            Suite::AesCm128HmacSha1_32 => "AES_CM_128_HMAC_SHA1_32",
+    /// The name of a named suite ([`Suite::NAMED`]).
+    pub fn name(self) -> Option<&'static str> {
+        Suite::NAMED
+            .iter()
+            .find(|(_, s)| *s == self)
+            .map(|(n, _)| *n)
+    }
+
+    /// Checks the suite: a tag needs an authentication transform, and
+    /// HMAC-SHA-1 gives at most 20 bytes.
+    pub fn validate(self) -> Result<(), ConfigError> {
+        match self.auth {
+            Auth::Null if self.tag_len != 0 => Err(ConfigError::TagWithoutAuthentication {
+                tag_len: self.tag_len as usize,
+            }),
+            Auth::HmacSha1 if self.tag_len as usize > MAX_TAG_LEN => Err(ConfigError::TagTooLong {
+                tag_len: self.tag_len as usize,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl std::fmt::Display for Suite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.name() {
+            Some(n) => f.write_str(n),
+            None => {
+                let c = match self.cipher {
+                    Cipher::Null => "NULL",
+                    Cipher::AesCm128 => "AES_CM_128",
+                };
+                match self.auth {
+                    Auth::Null => write!(f, "{c}_NULL_AUTH (tag {} bytes)", self.tag_len),
+                    Auth::HmacSha1 => write!(f, "{c}_HMAC_SHA1_{}", 8 * self.tag_len as usize),
+                }
+            }
         }
     }
 }
@@ -133,8 +280,11 @@ pub struct Config {
     pub replay_window: usize,
     /// RFC 4771 ROC transport, if used.
     pub rcc: Option<Rcc>,
-    /// Sender: encrypt SRTCP (E bit set). Receivers follow the E bit of each
-    /// (authenticated) packet.
+    /// Encrypt SRTP payloads (MIKEY SP parameter 7, RFC 3830 6.10.1); no
+    /// effect with the NULL cipher. Sender and receiver must agree.
+    pub srtp_encryption: bool,
+    /// Sender: encrypt SRTCP (E bit set; MIKEY SP parameter 8); no effect
+    /// with the NULL cipher. Receivers follow the E bit of each packet.
     pub srtcp_encryption: bool,
     /// Most SSRCs tracked at once; a new SSRC beyond it is refused.
     pub max_streams: usize,
@@ -147,6 +297,7 @@ impl Default for Config {
             mki_len: 0,
             replay_window: DEFAULT_REPLAY_WINDOW,
             rcc: None,
+            srtp_encryption: true,
             srtcp_encryption: true,
             max_streams: DEFAULT_MAX_STREAMS,
         }
@@ -163,8 +314,12 @@ impl Config {
         }
     }
 
-    /// Checks the configuration.
+    /// Checks the configuration. Refused are only the combinations no
+    /// protocol defines: a tag longer than HMAC-SHA-1 or a tag without an
+    /// authentication transform ([`Suite::validate`]), RFC 4771 without
+    /// HMAC-SHA-1 or with a tag too short for the ROC, an MKI over 32 bytes.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.suite.validate()?;
         if self.mki_len > MAX_MKI_LEN {
             return Err(ConfigError::MkiTooLong(self.mki_len));
         }
@@ -177,6 +332,11 @@ impl Config {
         if let Some(rcc) = self.rcc {
             if rcc.rate == 0 {
                 return Err(ConfigError::ZeroRate);
+            }
+            // RFC 4771 3: the RCC modes are integrity transforms built on
+            // the default HMAC-SHA-1 one (RCCm3 included: SRTCP keeps it).
+            if self.suite.auth != Auth::HmacSha1 {
+                return Err(ConfigError::RccNeedsAuthentication { mode: rcc.mode });
             }
             let t = self.suite.rtp_tag_len();
             if rcc.mode != RccMode::Rccm3 && t <= 4 {
@@ -198,6 +358,16 @@ impl Config {
     /// Bytes SRTCP adds to an RTCP packet: E || index, MKI and tag.
     pub fn rtcp_overhead(&self) -> usize {
         4 + self.mki_len + self.suite.rtcp_tag_len()
+    }
+
+    /// Whether SRTP payloads are encrypted (AES-CM and SRTP encryption on).
+    pub fn encrypts_rtp(&self) -> bool {
+        self.suite.cipher != Cipher::Null && self.srtp_encryption
+    }
+
+    /// Whether a sender encrypts SRTCP (AES-CM and SRTCP encryption on).
+    pub fn encrypts_rtcp(&self) -> bool {
+        self.suite.cipher != Cipher::Null && self.srtcp_encryption
     }
 
     /// The SRTP trailer (after the MKI) of a packet with this SEQ.
@@ -264,8 +434,9 @@ pub struct Unprotected {
     pub index: u64,
     /// The MKI of the key that was used (empty without MKI).
     pub mki: Mki,
-    /// False for packets that carried no MAC (RFC 4771 RCCm1 packets with
-    /// SEQ mod R != 0, and all RCCm3 packets).
+    /// False for packets that carried no MAC (NULL authentication, a
+    /// zero-length tag, RFC 4771 RCCm1 packets with SEQ mod R != 0, and all
+    /// RCCm3 packets).
     pub authenticated: bool,
     /// True if the ROC came from the packet (RFC 4771) rather than from
     /// index estimation.
@@ -285,6 +456,8 @@ pub struct RtcpUnprotected {
     pub encrypted: bool,
     /// The MKI of the key that was used.
     pub mki: Mki,
+    /// False under NULL authentication (the packet carried no tag).
+    pub authenticated: bool,
 }
 
 /// Per-SSRC state.
@@ -655,11 +828,14 @@ impl Sender {
             }
         }
         let keys = &core.keys[key];
-        aes_cm(&keys.rtp, hdr.ssrc, index, &mut buf[hdr.len..rtp_len]);
+        if core.cfg.encrypts_rtp() {
+            aes_cm(&keys.rtp, hdr.ssrc, index, &mut buf[hdr.len..rtp_len]);
+        }
         buf[rtp_len..rtp_len + mki_len].copy_from_slice(keys.mki.as_bytes());
         let t = rtp_len + mki_len;
         let roc = (index >> 16) as u32;
         match trailer {
+            Trailer::Tag(0) => {}
             Trailer::Tag(n) => {
                 let mac = hmac(&keys.rtp, &buf[..rtp_len], Some(roc));
                 buf[t..t + n].copy_from_slice(&mac[..n]);
@@ -731,7 +907,7 @@ impl Sender {
             });
         }
         let keys = &core.keys[key];
-        let encrypt = core.cfg.srtcp_encryption;
+        let encrypt = core.cfg.encrypts_rtcp();
         if encrypt {
             aes_cm(
                 &keys.rtcp,
@@ -745,8 +921,10 @@ impl Sender {
         let auth_end = rtcp_len + 4;
         buf[auth_end..auth_end + mki_len].copy_from_slice(keys.mki.as_bytes());
         let n = core.cfg.suite.rtcp_tag_len();
-        let mac = hmac(&keys.rtcp, &buf[..auth_end], None);
-        buf[auth_end + mki_len..auth_end + mki_len + n].copy_from_slice(&mac[..n]);
+        if n > 0 {
+            let mac = hmac(&keys.rtcp, &buf[..auth_end], None);
+            buf[auth_end + mki_len..auth_end + mki_len + n].copy_from_slice(&mac[..n]);
+        }
         stream.rtcp_next = index + 1;
         Ok(total)
     }
@@ -899,6 +1077,8 @@ impl Receiver {
         let keys = &core.keys[key];
         let roc = (index >> 16) as u32;
         let authenticated = match trailer {
+            // A zero-length tag (RFC 3711 7.5) or NULL authentication.
+            Trailer::Tag(0) => false,
             Trailer::Tag(len) => {
                 let mac = hmac(&keys.rtp, &buf[..auth_end], Some(roc));
                 if !bool::from(mac[..len].ct_eq(&buf[t..t + len])) {
@@ -926,7 +1106,9 @@ impl Receiver {
             Trailer::RocOnly | Trailer::Nothing => false,
         };
         let mki = keys.mki;
-        aes_cm(&keys.rtp, ssrc, index, &mut buf[hdr.len..auth_end]);
+        if core.cfg.encrypts_rtp() {
+            aes_cm(&keys.rtp, ssrc, index, &mut buf[hdr.len..auth_end]);
+        }
         let si = match si {
             Some(i) => i,
             None => core.new_stream(ssrc, None)?,
@@ -1005,16 +1187,20 @@ impl Receiver {
             }
         }
         let keys = &core.keys[key];
-        let mac = hmac(&keys.rtcp, &buf[..auth_end], None);
-        if !bool::from(mac[..tag_len].ct_eq(&buf[tag_at..])) {
-            return Err(Error::AuthenticationFailed {
-                kind: PacketKind::Rtcp,
-                ssrc,
-                index: index as u64,
-            });
+        let authenticated = tag_len > 0;
+        if authenticated {
+            let mac = hmac(&keys.rtcp, &buf[..auth_end], None);
+            if !bool::from(mac[..tag_len].ct_eq(&buf[tag_at..])) {
+                return Err(Error::AuthenticationFailed {
+                    kind: PacketKind::Rtcp,
+                    ssrc,
+                    index: index as u64,
+                });
+            }
         }
         let mki = keys.mki;
-        if encrypted {
+        // With the NULL cipher there is nothing to decrypt, E bit or not.
+        if encrypted && core.cfg.suite.cipher != Cipher::Null {
             aes_cm(
                 &keys.rtcp,
                 ssrc,
@@ -1033,6 +1219,7 @@ impl Receiver {
             index,
             encrypted,
             mki,
+            authenticated,
         })
     }
 
@@ -1090,7 +1277,7 @@ mod tests {
         );
         assert!(matches!(
             bad(|c| {
-                c.suite = Suite::AesCm128HmacSha1_32;
+                c.suite = Suite::AES_CM_128_HMAC_SHA1_32;
                 c.rcc = Some(Rcc {
                     mode: RccMode::Rccm1,
                     rate: 1,
@@ -1099,7 +1286,7 @@ mod tests {
             ConfigError::RccTagTooShort { tag_len: 4, .. }
         ));
         let mut c = Config {
-            suite: Suite::AesCm128HmacSha1_32,
+            suite: Suite::AES_CM_128_HMAC_SHA1_32,
             ..Config::default()
         };
         c.rcc = Some(Rcc {
@@ -1107,6 +1294,156 @@ mod tests {
             rate: 1,
         });
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn suites_refuse_only_what_no_protocol_defines() {
+        let with = |suite: Suite, rcc: Option<Rcc>| {
+            Config {
+                suite,
+                rcc,
+                ..Config::mbms()
+            }
+            .validate()
+        };
+        for (_, s) in Suite::NAMED {
+            assert_eq!(with(s, None), Ok(()), "{s}");
+        }
+        for t in 0..=20 {
+            let s = Suite {
+                tag_len: t,
+                ..Suite::NULL_HMAC_SHA1_80
+            };
+            assert_eq!(with(s, None), Ok(()));
+        }
+        assert_eq!(
+            with(
+                Suite {
+                    tag_len: 21,
+                    ..Suite::AES_CM_128_HMAC_SHA1_80
+                },
+                None
+            ),
+            Err(ConfigError::TagTooLong { tag_len: 21 })
+        );
+        assert_eq!(
+            with(
+                Suite {
+                    tag_len: 10,
+                    ..Suite::AES_CM_128_NULL_AUTH
+                },
+                None
+            ),
+            Err(ConfigError::TagWithoutAuthentication { tag_len: 10 })
+        );
+        for mode in [RccMode::Rccm1, RccMode::Rccm2, RccMode::Rccm3] {
+            let rcc = Some(Rcc { mode, rate: 1 });
+            assert_eq!(
+                with(Suite::NULL_CIPHER_NULL_AUTH, rcc),
+                Err(ConfigError::RccNeedsAuthentication { mode })
+            );
+            assert_eq!(
+                with(Suite::AES_CM_128_NULL_AUTH, rcc),
+                Err(ConfigError::RccNeedsAuthentication { mode })
+            );
+            assert_eq!(with(Suite::NULL_HMAC_SHA1_80, rcc), Ok(()));
+        }
+        assert_eq!(Suite::NULL_HMAC_SHA1_32.rtcp_tag_len(), 10);
+        assert_eq!(Suite::AES_CM_128_NULL_AUTH.rtcp_tag_len(), 0);
+        assert_eq!(
+            Suite {
+                tag_len: 16,
+                ..Suite::AES_CM_128_HMAC_SHA1_80
+            }
+            .rtcp_tag_len(),
+            16
+        );
+        assert_eq!(
+            Suite::from_name("NULL_HMAC_SHA1_80"),
+            Some(Suite::NULL_HMAC_SHA1_80)
+        );
+        assert_eq!(Suite::from_name("F8_128_HMAC_SHA1_80"), None);
+        assert_eq!(Suite::default().to_string(), "AES_CM_128_HMAC_SHA1_80");
+    }
+
+    /// Seed 000 6.3.2.2.2: confidentiality and integrity on/off
+    /// independently, SRTP and SRTCP, with the MBMS MKI.
+    #[test]
+    fn every_cipher_and_auth_combination_round_trips_srtp_and_srtcp() {
+        let key = MasterKey::with_mki([3; 16], [4; 14], Mki::mbms(0x0001_0002, 9));
+        for (name, suite) in Suite::NAMED {
+            let cfg = Config {
+                suite,
+                ..Config::mbms()
+            };
+            let mut tx = Sender::new(cfg.clone()).unwrap();
+            let mut rx = Receiver::new(cfg.clone()).unwrap();
+            tx.add_key(&key).unwrap();
+            rx.add_key(&key).unwrap();
+            let enc = suite.cipher == Cipher::AesCm128;
+            let auth = suite.auth == Auth::HmacSha1;
+
+            let plain = [
+                0x80, 96, 0, 7, 0, 0, 0, 1, 0, 0, 0, 5, 10, 11, 12, 13, 14, 15, 16, 17,
+            ];
+            let mut p = plain.to_vec();
+            tx.protect_rtp_vec(&mut p).unwrap();
+            assert_eq!(p.len(), plain.len() + 6 + suite.rtp_tag_len(), "{name}");
+            assert_eq!(p[..plain.len()] == plain[..], !enc, "{name}");
+            assert_eq!(
+                &p[plain.len()..plain.len() + 6],
+                Mki::mbms(0x0001_0002, 9).as_bytes()
+            );
+            let got = rx.unprotect_rtp_vec(&mut p).unwrap();
+            assert_eq!(p, plain, "{name}");
+            assert_eq!(got.authenticated, auth, "{name}");
+            // A changed payload byte: refused exactly when authenticated.
+            let mut q = plain.to_vec();
+            q[3] = 8;
+            tx.protect_rtp_vec(&mut q).unwrap();
+            q[14] ^= 1;
+            assert_eq!(rx.unprotect_rtp_vec(&mut q).is_err(), auth, "{name}");
+
+            let rtcp = [0x80, 200, 0, 3, 0, 0, 0, 5, 1, 2, 3, 4, 5, 6, 7, 8];
+            let mut c = rtcp.to_vec();
+            tx.protect_rtcp_vec(&mut c).unwrap();
+            assert_eq!(c.len(), rtcp.len() + 4 + 6 + suite.rtcp_tag_len(), "{name}");
+            assert_eq!(c[rtcp.len()] & 0x80 != 0, enc, "E bit {name}");
+            assert_eq!(c[..rtcp.len()] == rtcp[..], !enc, "{name}");
+            let got = rx.unprotect_rtcp_vec(&mut c).unwrap();
+            assert_eq!(c, rtcp, "{name}");
+            assert_eq!((got.encrypted, got.authenticated), (enc, auth), "{name}");
+        }
+    }
+
+    #[test]
+    fn srtp_and_srtcp_encryption_switch_separately() {
+        let key = MasterKey::with_mki([3; 16], [4; 14], Mki::mbms(1, 1));
+        for (rtp, rtcp) in [(false, true), (true, false), (false, false)] {
+            let cfg = Config {
+                srtp_encryption: rtp,
+                srtcp_encryption: rtcp,
+                ..Config::mbms()
+            };
+            let mut tx = Sender::new(cfg.clone()).unwrap();
+            let mut rx = Receiver::new(cfg).unwrap();
+            tx.add_key(&key).unwrap();
+            rx.add_key(&key).unwrap();
+            let plain = [
+                0x80, 96, 0, 7, 0, 0, 0, 1, 0, 0, 0, 5, 10, 11, 12, 13, 14, 15, 16, 17,
+            ];
+            let mut p = plain.to_vec();
+            tx.protect_rtp_vec(&mut p).unwrap();
+            assert_eq!(p[..plain.len()] == plain[..], !rtp);
+            rx.unprotect_rtp_vec(&mut p).unwrap();
+            assert_eq!(p, plain);
+            let body = [0x80, 200, 0, 3, 0, 0, 0, 5, 1, 2, 3, 4, 5, 6, 7, 8];
+            let mut c = body.to_vec();
+            tx.protect_rtcp_vec(&mut c).unwrap();
+            assert_eq!(c[..body.len()] == body[..], !rtcp);
+            assert_eq!(rx.unprotect_rtcp_vec(&mut c).unwrap().encrypted, rtcp);
+            assert_eq!(c, body);
+        }
     }
 
     #[test]

@@ -179,6 +179,26 @@ pub enum ConfigError {
         /// The suite's tag length.
         tag_len: usize,
     },
+    /// RFC 4771 ROC transport without HMAC-SHA-1 (the RCC modes are
+    /// integrity transforms; MIKEY signals them as authentication
+    /// algorithms 2 to 4).
+    #[error("RFC 4771 {mode:?} needs HMAC-SHA-1 authentication (the suite has none)")]
+    RccNeedsAuthentication {
+        /// The mode.
+        mode: crate::RccMode,
+    },
+    /// A tag length with the NULL authentication transform.
+    #[error("a {tag_len}-byte authentication tag needs an authentication transform (the suite's is NULL)")]
+    TagWithoutAuthentication {
+        /// The tag length asked for.
+        tag_len: usize,
+    },
+    /// A tag longer than the HMAC-SHA-1 output.
+    #[error("authentication tag of {tag_len} bytes: HMAC-SHA-1 gives at most {max}", max = crate::MAX_TAG_LEN)]
+    TagTooLong {
+        /// The tag length asked for.
+        tag_len: usize,
+    },
     /// A key or salt had the wrong length.
     #[error("{what} must be {expected} bytes, got {got}")]
     KeyLength {

@@ -4,8 +4,12 @@
 //! protected download objects of the project profile. No sockets, no clocks,
 //! no randomness inside: keys, IVs and packets are passed in.
 //!
-//! * Suites AES_CM_128_HMAC_SHA1_80 (default) and AES_CM_128_HMAC_SHA1_32,
-//!   key derivation rate 0 ([`keys::derive`], RFC 3711 4.3).
+//! * Confidentiality and integrity chosen independently ([`Suite`]): the
+//!   AES-CM or the NULL cipher, HMAC-SHA-1 with a tag of 0 to 20 bytes or
+//!   NULL authentication (AES_CM_128_HMAC_SHA1_80 is the default, _32,
+//!   NULL_HMAC_SHA1_80/_32, AES_CM_128_NULL_AUTH, NULL_CIPHER_NULL_AUTH are
+//!   named), SRTP and SRTCP encryption switched separately; key derivation
+//!   rate 0 ([`keys::derive`], RFC 3711 4.3).
 //! * An MKI of configurable length in every packet (MBMS: 6 bytes, MSK ID
 //!   || MTK ID, [`Mki::mbms`]); several master keys per context selected by
 //!   MKI, so a receiver holds the current and the next MTK; an unknown MKI
@@ -68,8 +72,9 @@ mod packet;
 mod replay;
 
 pub use context::{
-    Config, Rcc, RccMode, Receiver, RtcpUnprotected, Sender, Suite, Unprotected,
-    DEFAULT_MAX_STREAMS, DEFAULT_REPLAY_WINDOW, MAX_KEYS, MAX_REPLAY_WINDOW, MBMS_MKI_LEN,
+    Auth, Cipher, Config, Rcc, RccMode, Receiver, RtcpUnprotected, Sender, Suite, Unprotected,
+    DEFAULT_MAX_STREAMS, DEFAULT_REPLAY_WINDOW, MAX_KEYS, MAX_REPLAY_WINDOW, MAX_TAG_LEN,
+    MBMS_MKI_LEN, MIN_RTCP_TAG_LEN,
 };
 pub use error::{ConfigError, Error, PacketKind};
 pub use keys::{MasterKey, Mki, MAX_MKI_LEN};

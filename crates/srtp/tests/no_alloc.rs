@@ -77,7 +77,7 @@ fn hot_path_allocates_nothing() {
     run(Config::default());
     run(Config::mbms());
     run(Config {
-        suite: Suite::AesCm128HmacSha1_32,
+        suite: Suite::AES_CM_128_HMAC_SHA1_32,
         ..Config::mbms()
     });
     run(Config {

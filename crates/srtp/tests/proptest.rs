@@ -7,9 +7,15 @@ use srtp::*;
 
 fn config() -> impl Strategy<Value = Config> {
     (
+        // Every cipher x authentication combination (seed 000 6.3.2.2.2),
+        // named suites weighted up, any HMAC tag length 0..=20.
         prop_oneof![
-            Just(Suite::AesCm128HmacSha1_80),
-            Just(Suite::AesCm128HmacSha1_32)
+            3 => prop::sample::select(Suite::NAMED.iter().map(|(_, s)| *s).collect::<Vec<_>>()),
+            1 => (any::<bool>(), any::<bool>(), 0u8..=20).prop_map(|(c, a, t)| Suite {
+                cipher: if c { Cipher::AesCm128 } else { Cipher::Null },
+                auth: if a { Auth::HmacSha1 } else { Auth::Null },
+                tag_len: if a { t } else { 0 },
+            }),
         ],
         prop_oneof![Just(0usize), Just(4), Just(6), Just(MAX_MKI_LEN)],
         prop_oneof![Just(64usize), Just(100), Just(1024)],
@@ -29,18 +35,20 @@ fn config() -> impl Strategy<Value = Config> {
             })),
         ],
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(suite, mki_len, replay_window, rcc, enc)| {
+        .prop_map(|(suite, mki_len, replay_window, rcc, enc, rtp_enc)| {
             let mut c = Config {
                 suite,
                 mki_len,
                 replay_window,
                 rcc,
+                srtp_encryption: rtp_enc,
                 srtcp_encryption: enc,
                 ..Config::default()
             };
             if c.validate().is_err() {
-                c.rcc = None; // RCCm1/2 with the 32-bit suite
+                c.rcc = None; // RCCm1/2 with a short tag, RCC without HMAC
             }
             c
         })
@@ -109,6 +117,13 @@ proptest! {
             let mut p = plain.clone();
             tx.protect_rtp_vec(&mut p).unwrap();
             prop_assert!(p.len() <= plain.len() + cfg.rtp_overhead());
+            // The payload is in clear exactly when SRTP encryption is off.
+            // (At least 8 payload bytes: a keystream of zeros is then
+            // out of the question.)
+            let header = 12 + 4 * cc as usize + ext.as_ref().map_or(0, |e| 4 + e.len() / 4 * 4);
+            if plain.len() >= header + 8 {
+                prop_assert_eq!(p[..plain.len()] == plain[..], !cfg.encrypts_rtp());
+            }
             let got = rx.unprotect_rtp_vec(&mut p).unwrap();
             prop_assert_eq!(&p, &plain);
             prop_assert_eq!(got.index, expected_index);
@@ -138,7 +153,8 @@ proptest! {
             let got = rx.unprotect_rtcp_vec(&mut p).unwrap();
             prop_assert_eq!(&p, &plain);
             prop_assert_eq!(got.index as usize, i);
-            prop_assert_eq!(got.encrypted, cfg.srtcp_encryption);
+            prop_assert_eq!(got.encrypted, cfg.encrypts_rtcp());
+            prop_assert_eq!(got.authenticated, cfg.suite.auth == Auth::HmacSha1);
         }
     }
 

@@ -139,7 +139,7 @@ fn srtcp_round_trip_and_e_bit() {
 #[test]
 fn srtcp_with_the_32_bit_suite_keeps_an_80_bit_tag() {
     let cfg = Config {
-        suite: Suite::AesCm128HmacSha1_32,
+        suite: Suite::AES_CM_128_HMAC_SHA1_32,
         ..Config::default()
     };
     let (mut tx, mut rx) = pair(cfg, &[key(1, Mki::EMPTY)]);

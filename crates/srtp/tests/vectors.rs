@@ -61,7 +61,7 @@ fn libsrtp_whole_packet() {
     let rtp = h(&v["rtp"]);
     let want = h(&v["srtp"]);
     let cfg = Config {
-        suite: Suite::AesCm128HmacSha1_80,
+        suite: Suite::AES_CM_128_HMAC_SHA1_80,
         ..Config::default()
     };
     let mut tx = Sender::new(cfg.clone()).unwrap();

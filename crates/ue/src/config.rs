@@ -266,8 +266,10 @@ pub struct Session {
     /// `<state_dir>/<session>.sdp`).
     #[serde(default)]
     pub sdp: Option<PathBuf>,
-    /// Streaming: `AES_CM_128_HMAC_SHA1_80` (default) or
-    /// `AES_CM_128_HMAC_SHA1_32`; the SP payload of the MTK message wins.
+    /// Streaming: a named suite, `AES_CM_128_HMAC_SHA1_80` (default),
+    /// `AES_CM_128_HMAC_SHA1_32`, `NULL_HMAC_SHA1_80`, `NULL_HMAC_SHA1_32`,
+    /// `AES_CM_128_NULL_AUTH`, `NULL_CIPHER_NULL_AUTH`; the SP payload of
+    /// the MTK message wins.
     #[serde(default)]
     pub srtp_suite: Option<String>,
     /// Download: where protected objects and their `.mikey` files arrive.
@@ -319,6 +321,12 @@ pub struct Service {
     /// Integrity protection on/off.
     #[serde(default = "yes")]
     pub integrity: bool,
+    /// Register and follow the MTK messages even with both protections
+    /// off (a session whose SRTP policy is NULL cipher + NULL
+    /// authentication still carries MKIs). Default: on when either
+    /// protection is.
+    #[serde(default)]
+    pub key_management: Option<bool>,
     /// The sessions.
     #[serde(default, rename = "session")]
     pub sessions: Vec<Session>,
@@ -358,10 +366,22 @@ impl Service {
         })
     }
 
-    /// Whether the traffic is protected at all (both flags off: no key
-    /// management, traffic passed through).
+    /// Whether the service uses MBMS key management (registration, MSKs,
+    /// MTK messages). Without it (both protections off, `key_management`
+    /// not set) the traffic is passed through.
     pub fn protected(&self) -> bool {
-        self.confidentiality || self.integrity
+        self.key_management
+            .unwrap_or(self.confidentiality || self.integrity)
+    }
+
+    /// The protections the traffic must have (seed 000 6.3.2.2.2: announced
+    /// independently): an MTK message whose SRTP policy lacks one, or a
+    /// download object whose header lacks one, is refused.
+    pub fn required_protection(&self) -> srtp::download::Protection {
+        srtp::download::Protection {
+            encryption: self.confidentiality,
+            authentication: self.integrity,
+        }
     }
 
     /// The key group of a session.
@@ -466,9 +486,9 @@ fn validate_services(services: &[Service]) -> Result<(), ConfigError> {
                 s.id
             ));
         }
-        if s.confidentiality != s.integrity {
+        if s.key_management == Some(false) && (s.confidentiality || s.integrity) {
             return bad(format!(
-                "service {}: confidentiality and integrity must be both on (SRTP AES-CM + HMAC-SHA-1, protected objects) or both off (unprotected service); the traffic protection implements no other combination",
+                "service {}: key_management = false with confidentiality or integrity on (protection needs the MSKs)",
                 s.id
             ));
         }
@@ -550,14 +570,17 @@ fn validate_services(services: &[Service]) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// The SRTP suite named in a session (default AES_CM_128_HMAC_SHA1_80).
+/// The SRTP suite named in a session (default AES_CM_128_HMAC_SHA1_80):
+/// the context before the first MTK message, whose SP payload wins.
 pub fn srtp_suite(name: Option<&str>) -> Result<srtp::Suite, String> {
     match name.map(str::trim) {
-        None | Some("AES_CM_128_HMAC_SHA1_80") => Ok(srtp::Suite::AesCm128HmacSha1_80),
-        Some("AES_CM_128_HMAC_SHA1_32") => Ok(srtp::Suite::AesCm128HmacSha1_32),
-        Some(other) => Err(format!(
-            "srtp_suite {other:?} (use AES_CM_128_HMAC_SHA1_80 or AES_CM_128_HMAC_SHA1_32)"
-        )),
+        None => Ok(srtp::Suite::default()),
+        Some(n) => srtp::Suite::from_name(n).ok_or_else(|| {
+            format!(
+                "srtp_suite {n:?} (use one of {})",
+                srtp::Suite::NAMED.map(|(n, _)| n).join(", ")
+            )
+        }),
     }
 }
 
@@ -702,11 +725,43 @@ output_dir = "out"
         ))
         .is_err());
         assert!(parse_services(&SVC.replace("key_groups = [1]", "key_groups = [0]")).is_err());
+        // Seed 000 6.3.2.2.2: confidentiality and integrity independently.
+        for (c, i) in [(false, true), (true, false), (false, false)] {
+            let s = parse_services(&SVC.replace(
+                "key_groups = [1]",
+                &format!("key_groups = [1]\nconfidentiality = {c}\nintegrity = {i}"),
+            ))
+            .unwrap();
+            assert_eq!(s[0].protected(), c || i);
+            assert_eq!(
+                s[0].required_protection(),
+                srtp::download::Protection {
+                    encryption: c,
+                    authentication: i
+                }
+            );
+        }
+        let s = parse_services(&SVC.replace(
+            "key_groups = [1]",
+            "key_groups = [1]\nconfidentiality = false\nintegrity = false\nkey_management = true",
+        ))
+        .unwrap();
+        assert!(s[0].protected());
         assert!(parse_services(&SVC.replace(
             "key_groups = [1]",
-            "key_groups = [1]\nconfidentiality = false"
+            "key_groups = [1]\nkey_management = false"
         ))
         .is_err());
+        assert!(parse_services(&SVC.replace(
+            "rtp_output = \"127.0.0.1:6004\"",
+            "rtp_output = \"127.0.0.1:6004\"\nsrtp_suite = \"F8_128_HMAC_SHA1_80\""
+        ))
+        .is_err());
+        assert!(parse_services(&SVC.replace(
+            "rtp_output = \"127.0.0.1:6004\"",
+            "rtp_output = \"127.0.0.1:6004\"\nsrtp_suite = \"NULL_HMAC_SHA1_80\""
+        ))
+        .is_ok());
         assert!(parse_services(&SVC.replace("mtk_listen = \"127.0.0.1:5002\"\n", "")).is_err());
         assert!(parse_services(&SVC.replace("input_dir = \"in\"\n", "")).is_err());
         assert!(parse_services(&SVC.replace("name = \"files\"", "name = \"video\"")).is_err());

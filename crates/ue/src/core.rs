@@ -18,7 +18,7 @@ use mbms::mgvf::store::FileStore;
 use mbms::mgvf::{MgvError, MgvF, MskOutcome};
 use mbms::{KeyGroupName, MskId, MskName, Mtk, MtkKey, MtkSalt, Muk, MukId};
 use mikey::{SrtpAuthAlg, SrtpPolicy};
-use srtp::{MasterKey, Mki, Rcc, RccMode};
+use srtp::{MasterKey, Mki};
 
 use crate::config::{Service, Session, SessionKind, UeConfig};
 use crate::events::UeEvent;
@@ -187,16 +187,59 @@ struct MtkFileEntry {
     csb_id: u32,
     rand: String,
     streams: Vec<(u8, u32, u32)>,
-    /// The SP parameters the SRTP context follows: auth tag length, auth
-    /// algorithm (RFC 4771 modes), ROC transmission rate, SRTCP encryption.
+    /// The SP parameters the SRTP context follows.
     #[serde(default)]
     policy: Option<SavedPolicy>,
     received_at: String,
     seq: u64,
 }
 
-/// (auth tag length, auth algorithm, ROC transmission rate, SRTCP encryption).
-type SavedPolicy = (Option<u8>, Option<u8>, Option<u8>, Option<bool>);
+/// The SP payload of a cached MTK, as saved.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum SavedPolicy {
+    /// Every parameter: (type, hex value) in wire order.
+    Params { sp: Vec<(u8, String)> },
+    /// Older files: (auth tag length, auth algorithm, ROC transmission
+    /// rate, SRTCP encryption).
+    Legacy(Option<u8>, Option<u8>, Option<u8>, Option<bool>),
+}
+
+impl SavedPolicy {
+    fn of(p: &SrtpPolicy) -> SavedPolicy {
+        SavedPolicy::Params {
+            sp: p
+                .to_params()
+                .iter()
+                .map(|x| (x.param_type, hex::encode(&x.value)))
+                .collect(),
+        }
+    }
+
+    fn policy(self) -> Result<SrtpPolicy, String> {
+        match self {
+            SavedPolicy::Params { sp } => {
+                let params = sp
+                    .into_iter()
+                    .map(|(t, v)| {
+                        Ok(mikey::PolicyParam {
+                            param_type: t,
+                            value: hex::decode(v).map_err(|e| e.to_string())?.into(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                SrtpPolicy::from_params(&params).map_err(|e| e.to_string())
+            }
+            SavedPolicy::Legacy(tag, alg, rate, srtcp) => Ok(SrtpPolicy {
+                auth_tag_len: tag,
+                auth_alg: alg.map(SrtpAuthAlg),
+                roc_transmission_rate: rate,
+                srtcp_encryption: srtcp,
+                ..Default::default()
+            }),
+        }
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -211,6 +254,9 @@ const MTK_FORMAT: &str = "mbms-ue-mtks/1";
 pub(crate) struct StreamCtx {
     pub group: KeyGroupName,
     pub protected: bool,
+    /// What the service announces (seed 000 6.3.2.2.2); an MTK message
+    /// whose SRTP policy gives less is refused.
+    pub required: srtp::download::Protection,
     pub suite: srtp::Suite,
     pub config: srtp::Config,
     pub receiver: srtp::Receiver,
@@ -247,32 +293,38 @@ pub(crate) struct Core {
     epoch: Instant,
 }
 
-/// SRTP configuration of a session: its suite, then what the SP payload of
-/// the MTK message says (tag length, RFC 4771 mode and rate, SRTCP
-/// encryption).
-pub(crate) fn srtp_config(suite: srtp::Suite, policy: Option<&SrtpPolicy>) -> srtp::Config {
-    let mut c = srtp::Config::mbms();
-    c.suite = suite;
-    if let Some(p) = policy {
-        let e = p.effective();
-        match p.auth_tag_len {
-            Some(4) => c.suite = srtp::Suite::AesCm128HmacSha1_32,
-            Some(10) => c.suite = srtp::Suite::AesCm128HmacSha1_80,
-            _ => {}
-        }
-        let mode = match e.auth_alg {
-            SrtpAuthAlg::RCCM1 => Some(RccMode::Rccm1),
-            SrtpAuthAlg::RCCM2 => Some(RccMode::Rccm2),
-            SrtpAuthAlg::RCCM3 => Some(RccMode::Rccm3),
-            _ => None,
-        };
-        c.rcc = mode.map(|mode| Rcc {
-            mode,
-            rate: u16::from(e.roc_transmission_rate.max(1)),
-        });
-        c.srtcp_encryption = e.srtcp_encryption;
+/// SRTP configuration of a session: what the SP payload of the newest MTK
+/// message says (cipher, authentication, tag length, SRTP/SRTCP encryption,
+/// RFC 4771 mode and rate: [`mbms::traffic::srtp_config`]), or the
+/// session's configured suite before the first one.
+pub(crate) fn srtp_config(
+    suite: srtp::Suite,
+    policy: Option<&SrtpPolicy>,
+) -> Result<srtp::Config, mbms::traffic::PolicyRefused> {
+    match policy {
+        Some(p) => mbms::traffic::srtp_config(p),
+        None => Ok(mbms::traffic::canonical(srtp::Config {
+            suite,
+            ..srtp::Config::mbms()
+        })),
     }
-    c
+}
+
+/// How `status` shows an SRTP configuration.
+pub(crate) fn describe(c: &srtp::Config) -> String {
+    let mut d = c.suite.to_string();
+    if c.suite.cipher != srtp::Cipher::Null {
+        if !c.srtp_encryption {
+            d.push_str(", SRTP unencrypted");
+        }
+        if !c.srtcp_encryption {
+            d.push_str(", SRTCP unencrypted");
+        }
+    }
+    if let Some(r) = c.rcc {
+        d.push_str(&format!(", {:?} R={}", r.mode, r.rate));
+    }
+    d
 }
 
 /// Whether byte 1 of a datagram is an RTCP packet type (RFC 5761 4).
@@ -329,8 +381,8 @@ impl Core {
 
     fn add_stream(&mut self, cfg: &UeConfig, svc: &Service, s: &Session) {
         let suite = crate::config::srtp_suite(s.srtp_suite.as_deref()).unwrap_or_default();
-        let config = srtp_config(suite, None);
-        // The configuration was validated: the MBMS profile is valid.
+        // The configuration was validated: every named suite is valid.
+        let config = srtp_config(suite, None).unwrap_or_else(|_| unreachable!());
         let receiver = srtp::Receiver::new(config.clone()).unwrap_or_else(|_| unreachable!());
         self.stream_stats.push(self.stats.len());
         self.stats.push(stats_of(
@@ -338,9 +390,13 @@ impl Core {
             s,
             Some(cfg.sdp_path(s).display().to_string()),
         ));
+        if let Some(st) = self.stats.last_mut() {
+            st.srtp = Some(describe(&config));
+        }
         self.streams.push(StreamCtx {
             group: svc.session_key_group(s),
             protected: svc.protected(),
+            required: svc.required_protection(),
             suite,
             config,
             receiver,
@@ -624,6 +680,13 @@ impl Core {
             self.counters.mtk_repeats += 1;
             return (MtkStatus::Held, out);
         }
+        if let Err(e) = self.check_announced(&env) {
+            // Before the MGV-F: a refused message changes no state.
+            self.counters.mikey_refused += 1;
+            let why = format!("MTK message refused: {e}");
+            self.error(why.clone());
+            return (MtkStatus::Refused(why), out);
+        }
         match self.mgvf.process_mtk_message(bytes) {
             Ok(o) => {
                 self.counters.mtk_messages += 1;
@@ -682,6 +745,27 @@ impl Core {
                 (MtkStatus::Refused(why), out)
             }
         }
+    }
+
+    /// Seed 000 6.3.2.2.2: the SRTP policy of a streaming MTK message must
+    /// give the protections the services of its key group announce.
+    fn check_announced(&self, env: &MtkEnvelope<'_>) -> Result<(), mbms::traffic::PolicyRefused> {
+        let Some(s) = &env.streaming else {
+            return Ok(());
+        };
+        let cfg = mbms::traffic::srtp_config(&s.policy)?;
+        for st in self
+            .streams
+            .iter()
+            .filter(|st| st.group == env.msk.key_group())
+        {
+            mbms::traffic::meets_announcement(
+                &cfg,
+                st.required.encryption,
+                st.required.authentication,
+            )?;
+        }
+        Ok(())
     }
 
     fn missed(&mut self, msk: MskName, out: &mut Vec<Out>) {
@@ -817,12 +901,22 @@ impl Core {
             .collect();
         cached.sort_by_key(|c| c.seq);
         let newest_policy = cached.last().and_then(|c| c.policy.clone());
-        for st in self.streams.iter_mut().filter(|s| s.group == group) {
-            let want = srtp_config(st.suite, newest_policy.as_ref());
+        for (i, st) in self.streams.iter_mut().enumerate() {
+            if st.group != group {
+                continue;
+            }
+            let want = match srtp_config(st.suite, newest_policy.as_ref()) {
+                Ok(w) => w,
+                Err(e) => {
+                    warn!(error = %e, "SRTP policy of the MTK message not usable");
+                    st.config.clone()
+                }
+            };
             if want != st.config {
                 match srtp::Receiver::new(want.clone()) {
                     Ok(r) => {
                         st.receiver = r;
+                        self.stats[self.stream_stats[i]].srtp = Some(describe(&want));
                         st.config = want;
                     }
                     Err(e) => warn!(error = %e, "SRTP policy of the MTK message not usable"),
@@ -891,13 +985,11 @@ impl Core {
                             roc,
                         })
                         .collect(),
-                    policy: e.policy.map(|(tag, alg, rate, srtcp)| SrtpPolicy {
-                        auth_tag_len: tag,
-                        auth_alg: alg.map(SrtpAuthAlg),
-                        roc_transmission_rate: rate,
-                        srtcp_encryption: srtcp,
-                        ..Default::default()
-                    }),
+                    policy: e
+                        .policy
+                        .map(SavedPolicy::policy)
+                        .transpose()
+                        .map_err(|x| corrupt(format!("policy: {x}")))?,
                     received_at: e.received_at,
                     seq: e.seq,
                 },
@@ -925,14 +1017,7 @@ impl Core {
                         .iter()
                         .map(|s| (s.policy_no, s.ssrc, s.roc))
                         .collect(),
-                    policy: c.policy.as_ref().map(|p| {
-                        (
-                            p.auth_tag_len,
-                            p.auth_alg.map(|a| a.0),
-                            p.roc_transmission_rate,
-                            p.srtcp_encryption,
-                        )
-                    }),
+                    policy: c.policy.as_ref().map(SavedPolicy::of),
                     received_at: c.received_at.clone(),
                     seq: c.seq,
                 })

@@ -35,6 +35,9 @@ pub(crate) struct Watch {
     pub name: String,
     pub stats: usize,
     pub protected: bool,
+    /// The protections the service announces (seed 000 6.3.2.2.2): an
+    /// object whose header lacks one is refused.
+    pub required: download::Protection,
     pub input: PathBuf,
     pub output: PathBuf,
     pub every: Duration,
@@ -130,6 +133,12 @@ async fn process(shell: &Arc<Shell>, w: &Watch, path: &Path, name: &str, out: &P
             return true;
         }
     };
+    // Refused before any key work; unprotect_file_with checks again on the
+    // bytes it decrypts.
+    if let Err(e) = header.require(w.required) {
+        refuse(shell, w, path, e.to_string());
+        return true;
+    }
     let mut keys = shell.core().download_keys(&header);
     if keys.is_none() {
         let mut mikey = path.as_os_str().to_owned();
@@ -148,9 +157,11 @@ async fn process(shell: &Arc<Shell>, w: &Watch, path: &Path, name: &str, out: &P
         debug!(object = name, "waiting for the MTK of the object");
         return false;
     };
-    let (input, output) = (path.to_owned(), out.to_owned());
-    let r =
-        tokio::task::spawn_blocking(move || download::unprotect_file(&keys, &input, &output)).await;
+    let (input, output, required) = (path.to_owned(), out.to_owned(), w.required);
+    let r = tokio::task::spawn_blocking(move || {
+        download::unprotect_file_with(&keys, required, &input, &output)
+    })
+    .await;
     match r {
         Ok(Ok(_)) => {
             info!(object = name, file = %out.display(), "download object decrypted");

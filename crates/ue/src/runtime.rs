@@ -311,7 +311,7 @@ impl RunningUe {
         let mut sessions = BTreeMap::new();
         let mut stream_socks = Vec::new(); // (mtk, srtp)
         let mut outputs = Vec::new();
-        let mut download_socks = Vec::new(); // (name, service protected, mtk, input, output)
+        let mut download_socks = Vec::new(); // (name, service protected, required, mtk, input, output)
         for svc in &cfg.service_list {
             for s in &svc.sessions {
                 let mtk = match s.mtk_listen {
@@ -386,6 +386,7 @@ impl RunningUe {
                         download_socks.push((
                             s.name.clone(),
                             svc.protected(),
+                            svc.required_protection(),
                             mtk,
                             input.clone(),
                             output.clone(),
@@ -428,7 +429,7 @@ impl RunningUe {
             tasks.push(tokio::spawn(srtp_task(shell.clone(), i, srtp)));
         }
         let download_base = shell.core_fast().stream_stats.len();
-        for (j, (name, protected, mtk, input, output, every)) in
+        for (j, (name, protected, required, mtk, input, output, every)) in
             download_socks.into_iter().enumerate()
         {
             if let Some(m) = mtk {
@@ -440,6 +441,7 @@ impl RunningUe {
                     name,
                     stats: download_base + j,
                     protected,
+                    required,
                     input,
                     output,
                     every,

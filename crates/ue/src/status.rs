@@ -75,6 +75,11 @@ pub struct SessionStats {
     pub sdp: Option<String>,
     /// Streaming: where the plain RTP goes.
     pub rtp_output: Option<String>,
+    /// Streaming: the SRTP protection in use (the suite the newest MTK
+    /// message's SP payload asks for, e.g. `NULL_HMAC_SHA1_80`, with
+    /// `SRTP unencrypted` / `SRTCP unencrypted` / `RCCm2 R=1` when so).
+    #[serde(default)]
+    pub srtp: Option<String>,
     /// Download: objects decrypted.
     pub downloads_ok: u64,
     /// Download: objects refused.

@@ -91,6 +91,9 @@ extern "C" {
     fn srtp_crypto_policy_set_rtp_default(p: *mut CryptoPolicy);
     fn srtp_crypto_policy_set_rtcp_default(p: *mut CryptoPolicy);
     fn srtp_crypto_policy_set_aes_cm_128_hmac_sha1_32(p: *mut CryptoPolicy);
+    fn srtp_crypto_policy_set_aes_cm_128_null_auth(p: *mut CryptoPolicy);
+    fn srtp_crypto_policy_set_null_cipher_hmac_sha1_80(p: *mut CryptoPolicy);
+    fn srtp_crypto_policy_set_null_cipher_hmac_null(p: *mut CryptoPolicy);
     fn srtp_set_stream_roc(session: SrtpT, ssrc: u32, roc: u32) -> c_int;
 }
 
@@ -120,11 +123,14 @@ pub struct LibSrtp {
 
 impl LibSrtp {
     /// `keys`: (master key || master salt, MKI) pairs; an empty MKI for all
-    /// means no MKI. `suite32`: AES_CM_128_HMAC_SHA1_32 for SRTP (SRTCP
-    /// keeps the 80-bit default).
+    /// means no MKI. `suite`: the cipher and authentication of SRTP and
+    /// SRTCP, with the SRTP and SRTCP tag lengths of the `srtp` crate
+    /// (AES-CM or NULL, HMAC-SHA-1 or NULL: libsrtp's
+    /// aes_cm_128_hmac_sha1_80, null_cipher_hmac_sha1_80,
+    /// aes_cm_128_null_auth and null_cipher_hmac_null policies).
     pub fn new(
         dir: Direction,
-        suite32: bool,
+        suite: srtp::Suite,
         keys: &[([u8; 30], Vec<u8>)],
         window: u64,
     ) -> LibSrtp {
@@ -142,13 +148,26 @@ impl LibSrtp {
         };
         let mut rtp = zero;
         let mut rtcp = zero;
-        unsafe {
-            if suite32 {
-                srtp_crypto_policy_set_aes_cm_128_hmac_sha1_32(&mut rtp);
-            } else {
-                srtp_crypto_policy_set_rtp_default(&mut rtp);
+        use srtp::{Auth, Cipher};
+        for (p, tag) in [
+            (&mut rtp, suite.rtp_tag_len()),
+            (&mut rtcp, suite.rtcp_tag_len()),
+        ] {
+            unsafe {
+                match (suite.cipher, suite.auth) {
+                    (Cipher::AesCm128, Auth::HmacSha1) => srtp_crypto_policy_set_rtp_default(p),
+                    (Cipher::Null, Auth::HmacSha1) => {
+                        srtp_crypto_policy_set_null_cipher_hmac_sha1_80(p)
+                    }
+                    (Cipher::AesCm128, Auth::Null) => {
+                        srtp_crypto_policy_set_aes_cm_128_null_auth(p)
+                    }
+                    (Cipher::Null, Auth::Null) => srtp_crypto_policy_set_null_cipher_hmac_null(p),
+                }
             }
-            srtp_crypto_policy_set_rtcp_default(&mut rtcp);
+            if suite.auth == Auth::HmacSha1 {
+                p.auth_tag_len = tag as c_int;
+            }
         }
         let use_mki = keys.iter().any(|(_, m)| !m.is_empty());
         let mut key_bytes: Vec<[u8; 30]> = keys.iter().map(|(k, _)| *k).collect();

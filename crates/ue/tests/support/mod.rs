@@ -75,10 +75,31 @@ pub struct Env {
     pub bmsc: bmsc::RunningBmsc,
     pub ports: Ports,
     pub http: reqwest::Client,
+    /// (confidentiality, integrity) of the NEWS sessions, if not the
+    /// default (both, with the default suites).
+    pub protection: Option<(bool, bool)>,
 }
 
-fn bmsc_config(env_dir: &Path, bsf_url: &str, p: Ports) -> String {
+fn bmsc_config(env_dir: &Path, bsf_url: &str, p: Ports, prot: Option<(bool, bool)>) -> String {
     let d = env_dir.display();
+    // With a protection choice: one MTK for the whole test, so that no MTK
+    // change races the packets (MTK changes have their own test).
+    let mtk_interval = if prot.is_some() { 3600 } else { 1 };
+    let (video_extra, files_extra) = match prot {
+        None => (String::new(), String::new()),
+        Some((c, i)) => (
+            format!(
+                "srtp_encryption = \"{}\"\nsrtp_auth = \"{}\"\n",
+                if c { "aes-cm-128" } else { "null" },
+                if i { "hmac-sha1-80" } else { "null" }
+            ),
+            format!(
+                "download_encryption = \"{}\"\ndownload_auth = \"{}\"\n",
+                if c { "aes-128-cbc" } else { "null" },
+                if i { "hmac-sha1-80" } else { "null" }
+            ),
+        ),
+    };
     format!(
         r#"
 fqdn = "{BMSC}"
@@ -128,12 +149,12 @@ name = "video"
 kind = "streaming"
 key_group = 1
 mtk_destinations = ["127.0.0.1:{mtk}"]
-mtk_interval = 1
+mtk_interval = {mtk_interval}
 mtk_repeat = 1
 rtp_listen = "127.0.0.1:{rtp_in}"
 srtp_destinations = ["127.0.0.1:{srtp}"]
 switch_delay_ms = 150
-
+{video_extra}
 [[session]]
 name = "files"
 kind = "download"
@@ -141,7 +162,7 @@ key_group = 3
 watch_dir = "{d}/bmsc-watch"
 out_dir = "{d}/bmsc-out"
 scan_interval = 1
-"#,
+{files_extra}"#,
         mtk = p.mtk,
         rtp_in = p.rtp_in,
         srtp = p.srtp,
@@ -155,6 +176,18 @@ impl Env {
 
     /// With the BSF's key lifetime (B-TID lifetime) in seconds.
     pub async fn with_lifetime(lifetime: u64) -> Env {
+        Self::build(lifetime, None).await
+    }
+
+    /// The BM-SC's NEWS sessions (streaming and download) with this
+    /// confidentiality and integrity (NULL cipher / NULL authentication
+    /// where off), and the UE's NEWS service announcing the same (with key
+    /// management on even when both are off).
+    pub async fn with_protection(confidentiality: bool, integrity: bool) -> Env {
+        Self::build(3600, Some((confidentiality, integrity))).await
+    }
+
+    async fn build(lifetime: u64, protection: Option<(bool, bool)>) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let bsf_store = BsfStore::open(&dir.path().join("bsf.db")).unwrap();
         let sub = |impi: &str, gba_type| Subscriber {
@@ -175,7 +208,8 @@ impl Env {
             .await
             .unwrap();
         let ports = Ports::new();
-        let cfg = bmsc::BmscConfig::parse(&bmsc_config(dir.path(), &bsf.url(), ports)).unwrap();
+        let cfg = bmsc::BmscConfig::parse(&bmsc_config(dir.path(), &bsf.url(), ports, protection))
+            .unwrap();
         let db = dir.path().join("bmsc.db");
         let store = tokio::task::spawn_blocking(move || {
             Arc::new(bmsc::store::SqliteStore::open(&db).unwrap()) as Arc<dyn bmsc::store::Store>
@@ -189,6 +223,7 @@ impl Env {
             bmsc,
             ports,
             http: reqwest::Client::new(),
+            protection,
         }
     }
 
@@ -302,6 +337,12 @@ bsf_fqdn = "{BSF_FQDN}"
         let mut svc = String::new();
         for s in services {
             if *s == NEWS {
+                let announce = match self.protection {
+                    None => String::new(),
+                    Some((c, i)) => {
+                        format!("confidentiality = {c}\nintegrity = {i}\nkey_management = true\n")
+                    }
+                };
                 svc.push_str(&format!(
                     r#"
 [[service]]
@@ -310,7 +351,7 @@ key_management_uri = "{uri}"
 bmsc_fqdn = "{BMSC}"
 key_domain = "001-01"
 key_groups = [1, 3]
-
+{announce}
 [[service.session]]
 name = "video"
 kind = "streaming"
