@@ -309,7 +309,7 @@ pub(crate) fn check_outcomes(o: &Outcomes) -> Result<(), StoreError> {
 pub(crate) const PG_META_TABLE: &str = "mbms_meta";
 
 /// The version of the BM-SC schema (both backends): SQLite
-/// `PRAGMA user_version`, PostgreSQL table [`PG_META_TABLE`]. A database
+/// `PRAGMA user_version`, PostgreSQL table `mbms_meta`. A database
 /// with a newer version is refused.
 pub const SCHEMA_VERSION: i64 = 1;
 
