@@ -208,10 +208,17 @@ pub async fn run(args: BsfArgs) -> Result<(), CliError> {
     }
 }
 
-async fn shutdown_signal() {
-    mbms_service::shutdown_signal().await;
-    mbms_service::notify_stopping();
-    info!("shutdown signal received, finishing running requests");
+/// Resolves on SIGINT or SIGTERM. The handlers are registered when this is
+/// called (not when the future is first polled), so a signal that arrives
+/// right after start-up, e.g. just after READY=1, still stops the BSF
+/// gracefully.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    let signal = mbms_service::shutdown_signal();
+    async move {
+        signal.await;
+        mbms_service::notify_stopping();
+        info!("shutdown signal received, finishing running requests");
+    }
 }
 
 /// Loads the configuration and applies the command-line overrides.
@@ -239,6 +246,7 @@ pub fn load_config(args: &RunArgs) -> Result<BsfConfig, CliError> {
 
 async fn run_server(args: RunArgs) -> Result<(), CliError> {
     mbms_service::init_tracing();
+    let stop = shutdown_signal();
     let cfg = load_config(&args)?;
     if args.init {
         let db_path = cfg.db.clone();
@@ -282,7 +290,7 @@ async fn run_server(args: RunArgs) -> Result<(), CliError> {
     );
     mbms_service::notify_ready();
     Bsf::new(cfg.settings(), Arc::new(store))
-        .serve(listener, shutdown_signal())
+        .serve(listener, stop)
         .await
         .map_err(|source| CliError::Io {
             context: "server".into(),

@@ -23,17 +23,25 @@ fn notifies_ready_then_stopping(dir: &std::path::Path, args: &[&str]) {
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
+    let log_path = dir.join("stderr.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_mbms"))
         .args(args)
         .current_dir(dir)
         .env("NOTIFY_SOCKET", &sock_path)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let mut buf = [0u8; 512];
-    let n = sock.recv(&mut buf).expect("no READY=1 within 60 s");
+    let n = match sock.recv(&mut buf) {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = child.kill();
+            panic!("no READY=1 within 60 s ({e}); {args:?} wrote:\n{}", log());
+        }
+    };
     let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(msg.lines().any(|l| l == "READY=1"), "{msg:?}");
     assert!(
