@@ -13,13 +13,20 @@
 //! | `GET /admin/v1/charging-records[?after=ID&limit=N&format=csv]` | charging records export |
 //! | `GET /admin/v1/sessions` | sessions and their current MTK |
 //! | `POST /admin/v1/sessions/{name}/objects?name=FILE` | protect the body as a download object |
+//!
+//! Every error is the JSON object `{"error": "..."}` of the OpenAPI file:
+//! also a malformed path or query parameter, a malformed or oversize body
+//! (axum's extractor rejections are mapped here, after the token check),
+//! and, for the whole server, an unknown path ([`not_found`], 404) and a
+//! method a path does not serve ([`method_not_allowed`], 405).
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -29,6 +36,10 @@ use serde_json::json;
 use crate::core::{now_ts, CoreError};
 use crate::server::App;
 use crate::store::{KeyGroupDef, ServiceDef};
+
+/// Largest admin request body (a download object, a JSON definition): 2 MiB,
+/// the limit `docs/bmsc-openapi.yaml` documents (413 above it).
+pub const MAX_ADMIN_BODY: usize = 2 * 1024 * 1024;
 
 /// The admin router (state: the app).
 pub fn router() -> Router<Arc<App>> {
@@ -49,10 +60,51 @@ pub fn router() -> Router<Arc<App>> {
         .route("/admin/v1/charging-records", get(charging))
         .route("/admin/v1/sessions", get(sessions))
         .route("/admin/v1/sessions/{name}/objects", post(post_object))
+        .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY))
 }
 
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+/// The documented error answer: `status` with `{"error": msg}`.
+pub(crate) fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(json!({ "error": msg.into() }))).into_response()
+}
+
+/// The server's fallback for a path no route serves: 404 with the error
+/// object.
+pub(crate) async fn not_found(uri: Uri) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!("no such path {}", uri.path()),
+    )
+}
+
+/// The server's fallback for a method a path does not serve: 405 with the
+/// error object (axum adds `Allow`).
+pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// An extractor rejection (path or query parameter, body) as the error
+/// object, with the rejection's status.
+fn rejection(status: StatusCode, text: String) -> Response {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        error(status, format!("body larger than {MAX_ADMIN_BODY} bytes"))
+    } else {
+        error(status, text)
+    }
+}
+
+/// Unwraps an extractor result (`Path`, `Query`, `Bytes`), or returns the
+/// rejection as the error object.
+macro_rules! extract {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(rej) => return rejection(rej.status(), rej.body_text()),
+        }
+    };
 }
 
 /// `None` when the bearer token is right, else the 401 to answer.
@@ -97,10 +149,15 @@ async fn list_services(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
     Json(app.core.run(|c| c.services()).await).into_response()
 }
 
-async fn put_service(State(app): State<Arc<App>>, h: HeaderMap, body: Bytes) -> Response {
+async fn put_service(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     if let Some(r) = check(&app, &h) {
         return r;
     }
+    let body = extract!(body);
     let d: ServiceDef = match parse_json(&body) {
         Ok(d) => d,
         Err(r) => return *r,
@@ -144,10 +201,15 @@ fn yes() -> bool {
     true
 }
 
-async fn put_key_group(State(app): State<Arc<App>>, h: HeaderMap, body: Bytes) -> Response {
+async fn put_key_group(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     if let Some(r) = check(&app, &h) {
         return r;
     }
+    let body = extract!(body);
     let b: KeyGroupBody = match parse_json(&body) {
         Ok(b) => b,
         Err(r) => return *r,
@@ -168,10 +230,15 @@ async fn put_key_group(State(app): State<Arc<App>>, h: HeaderMap, body: Bytes) -
     }
 }
 
-async fn rotate(State(app): State<Arc<App>>, h: HeaderMap, Path(id): Path<u16>) -> Response {
+async fn rotate(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    id: Result<Path<u16>, PathRejection>,
+) -> Response {
     if let Some(r) = check(&app, &h) {
         return r;
     }
+    let Path(id) = extract!(id);
     match app.core.run(move |c| c.rotate(id, now_ts())).await {
         Ok(info) => {
             app.core.wake();
@@ -192,10 +259,15 @@ struct PullQuery {
     key_group: Option<u16>,
 }
 
-async fn pull_group(State(app): State<Arc<App>>, h: HeaderMap, Path(id): Path<u16>) -> Response {
+async fn pull_group(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    id: Result<Path<u16>, PathRejection>,
+) -> Response {
     if let Some(r) = check(&app, &h) {
         return r;
     }
+    let Path(id) = extract!(id);
     match app.core.run(move |c| c.solicited_pull(id, None)).await {
         Ok(d) => {
             let n = app.send_mikey(&d).await;
@@ -208,12 +280,14 @@ async fn pull_group(State(app): State<Arc<App>>, h: HeaderMap, Path(id): Path<u1
 async fn pull_ue(
     State(app): State<Arc<App>>,
     h: HeaderMap,
-    Path(impi): Path<String>,
-    Query(q): Query<PullQuery>,
+    impi: Result<Path<String>, PathRejection>,
+    q: Result<Query<PullQuery>, QueryRejection>,
 ) -> Response {
     if let Some(r) = check(&app, &h) {
         return r;
     }
+    let Path(impi) = extract!(impi);
+    let Query(q) = extract!(q);
     let i2 = impi.clone();
     let r = app
         .core
@@ -254,11 +328,12 @@ async fn list_ues(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
 async fn deliveries(
     State(app): State<Arc<App>>,
     h: HeaderMap,
-    Path(impi): Path<String>,
+    impi: Result<Path<String>, PathRejection>,
 ) -> Response {
     if let Some(r) = check(&app, &h) {
         return r;
     }
+    let Path(impi) = extract!(impi);
     let i2 = impi.clone();
     match app.core.run(move |c| c.deliveries(&i2)).await {
         Some(d) => Json(json!({ "impi": impi, "deliveries": d })).into_response(),
@@ -286,11 +361,12 @@ fn default_limit() -> usize {
 async fn charging(
     State(app): State<Arc<App>>,
     h: HeaderMap,
-    Query(q): Query<ChargingQuery>,
+    q: Result<Query<ChargingQuery>, QueryRejection>,
 ) -> Response {
     if let Some(r) = check(&app, &h) {
         return r;
     }
+    let Query(q) = extract!(q);
     let limit = q.limit.clamp(1, 100_000);
     let after = q.after;
     let store = app.core.run(|c| c.store().clone()).await;
@@ -347,13 +423,16 @@ struct ObjectQuery {
 async fn post_object(
     State(app): State<Arc<App>>,
     h: HeaderMap,
-    Path(name): Path<String>,
-    Query(q): Query<ObjectQuery>,
-    body: Bytes,
+    name: Result<Path<String>, PathRejection>,
+    q: Result<Query<ObjectQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if let Some(r) = check(&app, &h) {
         return r;
     }
+    let Path(name) = extract!(name);
+    let Query(q) = extract!(q);
+    let body = extract!(body);
     match crate::session::protect_object(
         &app.session_ctx(),
         &app.sessions,
@@ -374,25 +453,5 @@ async fn post_object(
             tracing::error!(error = %crate::ErrorChain(&e), "admin: protecting an object");
             error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    /// Every route of this module is documented in the OpenAPI file.
-    #[test]
-    fn every_route_is_in_the_openapi_file() {
-        let spec = include_str!("../../../docs/bmsc-openapi.yaml");
-        let src = include_str!("admin.rs");
-        let src = &src[..src.find("#[cfg(test)]").unwrap()];
-        let mut n = 0;
-        for chunk in src.split('"').filter(|c| c.starts_with("/admin/v1/")) {
-            n += 1;
-            assert!(
-                spec.contains(&format!("\n  {chunk}:\n")),
-                "{chunk} is not in docs/bmsc-openapi.yaml"
-            );
-        }
-        assert!(n >= 10);
     }
 }

@@ -283,6 +283,10 @@ pub async fn start_with_tap(
             ),
         )
         .merge(admin::router())
+        // After every route: unknown paths and methods answer the
+        // documented error object (docs/bmsc-openapi.yaml).
+        .fallback(admin::not_found)
+        .method_not_allowed_fallback(admin::method_not_allowed)
         .with_state(app.clone());
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(mbms_service::serve_http(
