@@ -352,7 +352,13 @@ impl Config {
     /// Most bytes SRTP adds to an RTP packet: MKI and tag. A caller's
     /// buffer for `protect_rtp` needs this much room after the packet.
     pub fn rtp_overhead(&self) -> usize {
-        self.mki_len + self.suite.rtp_tag_len()
+        // RFC 4771: a ROC-carrying packet has the 4-byte ROC after the MKI
+        // (RCCm3: the ROC alone, whatever the tag length).
+        let trailer = match self.rcc {
+            Some(_) => self.suite.rtp_tag_len().max(4),
+            None => self.suite.rtp_tag_len(),
+        };
+        self.mki_len + trailer
     }
 
     /// Bytes SRTCP adds to an RTCP packet: E || index, MKI and tag.
@@ -1250,6 +1256,31 @@ mod tests {
         assert_eq!(estimate_index(10, 60000), None);
         // ROC at its maximum cannot grow.
         assert_eq!(estimate_index((u32::MAX as u64) << 16 | 65535, 1), None);
+    }
+
+    /// RCCm3 carries the 4-byte ROC alone, so a tag shorter than the ROC
+    /// must not shrink the room `protect_rtp` asks for (found by
+    /// `tests/proptest.rs::mutated_packets_are_refused`).
+    #[test]
+    fn rtp_overhead_has_room_for_the_roc() {
+        for tag_len in 1..=3u8 {
+            let c = Config {
+                suite: Suite {
+                    cipher: Cipher::AesCm128,
+                    auth: Auth::HmacSha1,
+                    tag_len,
+                },
+                mki_len: 6,
+                rcc: Some(Rcc {
+                    mode: RccMode::Rccm3,
+                    rate: 1,
+                }),
+                ..Config::default()
+            };
+            assert!(c.validate().is_ok(), "{tag_len}");
+            assert_eq!(c.trailer(0), Trailer::RocOnly);
+            assert_eq!(c.rtp_overhead(), 6 + 4, "tag {tag_len}");
+        }
     }
 
     #[test]
