@@ -283,7 +283,15 @@ pub async fn start_with_tap(
                         .and_then(|v| v.to_str().ok());
                     let (content_type, body) =
                         app.metrics.exposition(Exposition::negotiate(accept));
-                    ([(CONTENT_TYPE, content_type)], body).into_response()
+                    // The body depends on Accept (RFC 9110 section 12.5.5).
+                    (
+                        [
+                            (CONTENT_TYPE, content_type),
+                            (axum::http::header::VARY, "accept"),
+                        ],
+                        body,
+                    )
+                        .into_response()
                 },
             ),
         )
