@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! mbms bmsc --config FILE [--listen ADDR] [--mikey-listen ADDR] [--db PATH|URL] [--init]
+//!            [--log-format text|json]
 //! ```
 
 use std::net::SocketAddr;
@@ -40,6 +41,9 @@ pub struct BmscArgs {
     /// empty schema), and an existing one is checked at every start.
     #[arg(long)]
     pub init: bool,
+    /// Logging options.
+    #[command(flatten)]
+    pub log: mbms_service::LogArgs,
 }
 
 /// Errors of `mbms bmsc`.
@@ -87,7 +91,7 @@ fn db_label(db: &str) -> String {
 
 /// Runs `mbms bmsc` until SIGINT / SIGTERM.
 pub async fn run(args: BmscArgs) -> Result<(), CliError> {
-    mbms_service::init_tracing();
+    mbms_service::init_tracing(args.log.log_format);
     let cfg = load_config(&args)?;
     let db = cfg.db.clone();
     let create = if args.init {

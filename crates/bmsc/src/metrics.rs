@@ -1,12 +1,141 @@
-//! Prometheus metrics of one BM-SC (`GET /metrics`, text exposition
-//! format). A registry per server instance (the `prometheus-client` crate,
-//! no global state), so several servers in one process (tests) do not mix.
+//! Prometheus metrics of one BM-SC (`GET /metrics`). A registry per server
+//! instance (the `prometheus-client` crate, no global state), so several
+//! servers in one process (tests) do not mix.
+//!
+//! Two expositions of the same registry, chosen by the request's `Accept`
+//! header ([`Exposition::negotiate`]): OpenMetrics 1.0 (what
+//! `prometheus-client` encodes, ending in `# EOF`; Prometheus asks for it)
+//! and otherwise the Prometheus text format 0.0.4 (`promtool check
+//! metrics`, curl), in which a counter family is named after its `_total`
+//! samples and there is no `# EOF`.
+//!
+//! Every series whose labels take values from a known set is created at
+//! start with value 0 ([`Metrics::new`], [`Metrics::add_session`]), so
+//! that rates and alerts work before the first event.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+use crate::config::SessionKind;
+
+/// Content-Type of the OpenMetrics exposition (OpenMetrics 1.0, section
+/// "Overall structure"; what `prometheus_client::encoding::text` writes).
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Content-Type of the Prometheus text exposition format 0.0.4.
+pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// `requesttype` label values of `bmsc_ua_http_responses_total`: the
+/// request types of `PROFILE.md` section 3, and `other` for a missing or
+/// unknown one.
+pub const UA_REQUEST_TYPES: [&str; 4] = ["register", "deregister", "msk-request", "other"];
+
+/// `status` label values of `bmsc_ua_http_responses_total`: every HTTP
+/// status the Ua handler answers with (see the table in [`crate::ua`]).
+pub const UA_HTTP_STATUSES: [u16; 8] = [200, 400, 401, 405, 413, 415, 500, 503];
+
+/// `requesttype` label values of `bmsc_ua_items_total`.
+pub const UA_ITEM_REQUEST_TYPES: [&str; 3] = ["register", "deregister", "msk-request"];
+
+/// `status` label values of `bmsc_ua_items_total`: the per-item status
+/// codes of `PROFILE.md` section 3.
+pub const UA_ITEM_STATUSES: [u16; 6] = [200, 400, 403, 404, 480, 500];
+
+/// `kind` label values of `bmsc_msk_messages_sent_total`.
+pub const MSK_STEPS: &[&str] = &["deliver", "inactive", "activate", "pull"];
+
+/// `kind` label values of `bmsc_msk_acks_total`.
+pub const ACK_RESULTS: &[&str] = &[
+    "accepted",
+    "stale",
+    "unmatched",
+    "bad_mac",
+    "wrong_msk",
+    "malformed",
+];
+
+/// `kind` label values of `bmsc_zn_requests_total`.
+pub const ZN_RESULTS: &[&str] = &["ok", "not_found", "error"];
+
+/// The two expositions of `GET /metrics`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exposition {
+    /// OpenMetrics 1.0 text ([`OPENMETRICS_CONTENT_TYPE`]).
+    OpenMetrics,
+    /// Prometheus text format 0.0.4 ([`PROMETHEUS_TEXT_CONTENT_TYPE`]).
+    PrometheusText,
+}
+
+impl Exposition {
+    /// The exposition for an `Accept` header (RFC 9110 section 12.5.1):
+    /// OpenMetrics when `application/openmetrics-text` is accepted with a
+    /// quality at least that of `text/plain` (Prometheus sends
+    /// `application/openmetrics-text;version=1.0.0,...,text/plain;version=0.0.4;q=0.5,...`),
+    /// else the Prometheus text format (no header, `*/*`, `text/plain`).
+    pub fn negotiate(accept: Option<&str>) -> Self {
+        let Some(accept) = accept else {
+            return Exposition::PrometheusText;
+        };
+        let mut openmetrics = 0.0f32;
+        let mut text = 0.0f32;
+        for range in accept.split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .and_then(|(_, v)| v.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            match media.as_str() {
+                "application/openmetrics-text" => openmetrics = openmetrics.max(q),
+                "text/plain" => text = text.max(q),
+                _ => {}
+            }
+        }
+        if openmetrics > 0.0 && openmetrics >= text {
+            Exposition::OpenMetrics
+        } else {
+            Exposition::PrometheusText
+        }
+    }
+}
+
+/// Rewrites `prometheus-client`'s OpenMetrics text as the Prometheus text
+/// format 0.0.4: a counter family `x` (samples `x_total`) is announced as
+/// `x_total`, unknown types become `untyped`, `# UNIT` and `# EOF` are
+/// dropped. Samples and label escaping are the same in both formats.
+fn openmetrics_to_prometheus_text(om: &str) -> String {
+    let mut out = String::with_capacity(om.len());
+    let mut help: Option<&str> = None;
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help = Some(rest.split_once(' ').map_or("", |(_, h)| h));
+            continue;
+        }
+        if let Some((name, ty)) = line.strip_prefix("# TYPE ").and_then(|r| r.split_once(' ')) {
+            let (name, ty) = match ty {
+                "counter" => (format!("{name}_total"), ty),
+                "gauge" | "histogram" | "summary" => (name.to_owned(), ty),
+                _ => (name.to_owned(), "untyped"),
+            };
+            if let Some(h) = help.take() {
+                out.push_str(&format!("# HELP {name} {h}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {ty}\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
 
 /// Label: one word.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -74,7 +203,7 @@ pub struct Metrics {
     pub download_objects: Family<SessionLabels, Counter>,
     /// UDP send failures.
     pub udp_send_errors: Counter,
-    /// Zn requests, by result (`ok`, `not_found`, `error`, `cached`).
+    /// Zn requests, by result (`ok`, `not_found`, `error`).
     pub zn: Family<Kind, Counter>,
 }
 
@@ -185,14 +314,70 @@ impl Metrics {
             m.udp_send_errors.clone(),
         );
         r.register("zn_requests", "Zn key requests by result", m.zn.clone());
+        // Every label set of a known value set, from the start.
+        for rt in UA_REQUEST_TYPES {
+            for st in UA_HTTP_STATUSES {
+                let _ = m.http.get_or_create(&HttpLabels {
+                    requesttype: rt.into(),
+                    status: st.to_string(),
+                });
+            }
+        }
+        for rt in UA_ITEM_REQUEST_TYPES {
+            for st in UA_ITEM_STATUSES {
+                let _ = m.items.get_or_create(&ItemLabels {
+                    requesttype: rt.into(),
+                    status: st.to_string(),
+                });
+            }
+        }
+        for (family, kinds) in [
+            (&m.msk_sent, MSK_STEPS),
+            (&m.acks, ACK_RESULTS),
+            (&m.zn, ZN_RESULTS),
+        ] {
+            for k in kinds {
+                let _ = family.get_or_create(&Kind { kind: (*k).into() });
+            }
+        }
         Metrics { registry: r, ..m }
     }
 
-    /// The text exposition.
+    /// The OpenMetrics 1.0 exposition (ends with `# EOF`).
     pub fn render(&self) -> String {
         let mut out = String::new();
+        // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// The Prometheus text exposition 0.0.4 of the same registry.
+    pub fn render_prometheus_text(&self) -> String {
+        openmetrics_to_prometheus_text(&self.render())
+    }
+
+    /// The body and its Content-Type in `exposition`.
+    pub fn exposition(&self, exposition: Exposition) -> (&'static str, String) {
+        match exposition {
+            Exposition::OpenMetrics => (OPENMETRICS_CONTENT_TYPE, self.render()),
+            Exposition::PrometheusText => {
+                (PROMETHEUS_TEXT_CONTENT_TYPE, self.render_prometheus_text())
+            }
+        }
+    }
+
+    /// Creates the label sets of the session `name` (value 0), by kind:
+    /// MTK series for every session, SRTP and RTP series for streaming
+    /// sessions, download objects for download sessions.
+    pub fn add_session(&self, name: &str, kind: SessionKind) {
+        let mut families = vec![&self.mtk_sent, &self.mtks_issued];
+        match kind {
+            SessionKind::Streaming => families.extend([&self.srtp_packets, &self.rtp_dropped]),
+            SessionKind::Download => families.push(&self.download_objects),
+        }
+        for f in families {
+            Self::inc_session(f, name, 0);
+        }
     }
 
     /// Count one with a single `kind` label.
@@ -211,5 +396,74 @@ impl Metrics {
                 session: session.to_owned(),
             })
             .inc_by(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_negotiation() {
+        use Exposition::*;
+        for (accept, want) in [
+            (None, PrometheusText),
+            (Some("*/*"), PrometheusText),
+            (Some("text/plain"), PrometheusText),
+            (Some("text/plain;version=0.0.4"), PrometheusText),
+            // What Prometheus 2.x sends.
+            (
+                Some("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"),
+                OpenMetrics,
+            ),
+            (Some("Application/OpenMetrics-Text; version=1.0.0"), OpenMetrics),
+            (Some("application/openmetrics-text;q=0.2, text/plain"), PrometheusText),
+            (Some("application/openmetrics-text;q=0"), PrometheusText),
+        ] {
+            assert_eq!(Exposition::negotiate(accept), want, "{accept:?}");
+        }
+    }
+
+    #[test]
+    fn every_known_series_exists_before_any_event() {
+        let m = Metrics::new();
+        m.add_session("live", SessionKind::Streaming);
+        m.add_session("files", SessionKind::Download);
+        let om = m.render();
+        for want in [
+            "bmsc_ua_http_responses_total{requesttype=\"msk-request\",status=\"401\"} 0",
+            "bmsc_ua_items_total{requesttype=\"register\",status=\"480\"} 0",
+            "bmsc_msk_messages_sent_total{kind=\"pull\"} 0",
+            "bmsc_msk_acks_total{kind=\"bad_mac\"} 0",
+            "bmsc_zn_requests_total{kind=\"not_found\"} 0",
+            "bmsc_mtks_issued_total{session=\"files\"} 0",
+            "bmsc_srtp_packets_sent_total{session=\"live\"} 0",
+            "bmsc_rtp_packets_dropped_total{session=\"live\"} 0",
+            "bmsc_download_objects_total{session=\"files\"} 0",
+        ] {
+            assert!(om.lines().any(|l| l == want), "{want} missing in\n{om}");
+        }
+        assert!(!om.contains("bmsc_download_objects_total{session=\"live\"}"));
+        assert!(!om.contains("bmsc_srtp_packets_sent_total{session=\"files\"}"));
+    }
+
+    #[test]
+    fn prometheus_text_names_counter_families_after_their_samples() {
+        let m = Metrics::new();
+        let om = m.render();
+        assert!(om.ends_with("# EOF\n"));
+        assert!(om.contains("# TYPE bmsc_msk_rotations counter\n"));
+        let text = m.render_prometheus_text();
+        assert!(!text.contains("# EOF"));
+        assert!(text.contains("# HELP bmsc_msk_rotations_total MSK rotations.\n# TYPE bmsc_msk_rotations_total counter\nbmsc_msk_rotations_total 0\n"), "{text}");
+        assert!(text.contains("# TYPE bmsc_registered_ues gauge\nbmsc_registered_ues 0\n"));
+        // Same samples, in the same order.
+        let samples = |s: &str| -> Vec<String> {
+            s.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(samples(&om), samples(&text));
     }
 }

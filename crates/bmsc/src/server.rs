@@ -35,7 +35,7 @@ use mbms::engine::EngineConfig;
 
 use crate::config::{BmscConfig, ConfigError, Token, MAX_UA_BODY};
 use crate::core::{now_ts, Core, CoreError, CoreHandle, CoreSettings, Datagrams};
-use crate::metrics::Metrics;
+use crate::metrics::{Exposition, Metrics};
 use crate::session::{SessionCtx, Sessions};
 use crate::store::Store;
 use crate::tap::{Tap, TapDatagram, TapDirection, TapKind};
@@ -152,7 +152,7 @@ impl RunningBmsc {
         self.mikey_addr
     }
 
-    /// The metrics (text exposition).
+    /// The metrics (OpenMetrics exposition).
     pub fn metrics(&self) -> String {
         self.app.metrics.render()
     }
@@ -207,6 +207,9 @@ pub async fn start_with_tap(
 ) -> Result<RunningBmsc, ServerError> {
     cfg.validate()?;
     let metrics = Arc::new(Metrics::new());
+    for s in &cfg.sessions {
+        metrics.add_session(&s.name, s.kind);
+    }
     let settings = CoreSettings {
         fqdn: cfg.fqdn.clone(),
         key_domain: cfg.key_domain_id()?,
@@ -273,10 +276,20 @@ pub async fn start_with_tap(
         .route(
             "/metrics",
             get(
-                |axum::extract::State(app): axum::extract::State<Arc<App>>| async move {
+                |axum::extract::State(app): axum::extract::State<Arc<App>>,
+                 headers: axum::http::HeaderMap| async move {
+                    let accept = headers
+                        .get(axum::http::header::ACCEPT)
+                        .and_then(|v| v.to_str().ok());
+                    let (content_type, body) =
+                        app.metrics.exposition(Exposition::negotiate(accept));
+                    // The body depends on Accept (RFC 9110 section 12.5.5).
                     (
-                        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-                        app.metrics.render(),
+                        [
+                            (CONTENT_TYPE, content_type),
+                            (axum::http::header::VARY, "accept"),
+                        ],
+                        body,
                     )
                         .into_response()
                 },

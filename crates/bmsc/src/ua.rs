@@ -287,7 +287,8 @@ async fn handle(
                     return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
                 }
             };
-            tracing::info!(impi = %ctx.impi, btid = %btid, mikey = %ctx.mikey_addr, request = rt.as_str(), services = ?services, statuses = ?statuses, "Ua");
+            // One line per request: DEBUG (INFO is for start, stop and failures).
+            tracing::debug!(impi = %ctx.impi, btid = %btid, mikey = %ctx.mikey_addr, request = rt.as_str(), services = ?services, statuses = ?statuses, "Ua");
             let items: Vec<(String, u16)> =
                 services.into_iter().zip(statuses.iter().copied()).collect();
             (xml::register_response(&items), statuses)
@@ -307,7 +308,7 @@ async fn handle(
                     return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
                 }
             };
-            tracing::info!(impi = %ctx.impi, btid = %btid, mikey = %ctx.mikey_addr, keys = keys_req.len(), statuses = ?statuses, "Ua: msk-request");
+            tracing::debug!(impi = %ctx.impi, btid = %btid, mikey = %ctx.mikey_addr, keys = keys_req.len(), statuses = ?statuses, "Ua: msk-request");
             let items: Vec<_> = keys_req.into_iter().zip(statuses.iter().copied()).collect();
             (xml::msk_response(&items), statuses)
         }

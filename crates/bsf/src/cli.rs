@@ -1,7 +1,7 @@
 //! The `mbms bsf` command: run the BSF, and manage its subscribers.
 //!
 //! ```text
-//! mbms bsf --config FILE [--listen ADDR] [--db PATH] [--fqdn FQDN] [--init]
+//! mbms bsf --config FILE [--listen ADDR] [--db PATH] [--fqdn FQDN] [--init] [--log-format text|json]
 //! mbms bsf run --config FILE ...                     (same)
 //! mbms bsf subscriber add    --db PATH --impi IMPI --k HEX --opc HEX [--sqn N] [--amf HEX] [--gba-type gba_me|gba_u]
 //! mbms bsf subscriber list   --db PATH [--show-secrets]
@@ -80,6 +80,9 @@ pub struct RunArgs {
     /// no file exists, and an existing one is checked at every start.
     #[arg(long)]
     pub init: bool,
+    /// Logging options.
+    #[command(flatten)]
+    pub log: mbms_service::LogArgs,
 }
 
 /// Where the subscriber commands find the database.
@@ -245,7 +248,7 @@ pub fn load_config(args: &RunArgs) -> Result<BsfConfig, CliError> {
 }
 
 async fn run_server(args: RunArgs) -> Result<(), CliError> {
-    mbms_service::init_tracing();
+    mbms_service::init_tracing(args.log.log_format);
     let stop = shutdown_signal();
     let cfg = load_config(&args)?;
     if args.init {

@@ -385,7 +385,7 @@ async fn ub(
             r
         }
         _ => {
-            info!(impi = %impi, "Ub: nonce not issued by this BSF for this IMPI; new challenge");
+            debug!(impi = %impi, "Ub: nonce not issued by this BSF for this IMPI; new challenge");
             return challenge(&state, &impi, now, false).await;
         }
     };
@@ -476,7 +476,8 @@ async fn ub(
         error!("Ub: Authentication-Info could not be formatted");
         return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
     };
-    info!(impi = %impi, btid = %btid, lifetime = %rfc3339(expires_at), "Ub: bootstrapped");
+    // One line per request: DEBUG (INFO is for start, stop and failures).
+    debug!(impi = %impi, btid = %btid, lifetime = %rfc3339(expires_at), "Ub: bootstrapped");
     (
         StatusCode::OK,
         [
@@ -510,7 +511,7 @@ async fn verify_failure(state: &Arc<AppState>, impi: &str, now: u64, e: VerifyEr
             challenge(state, impi, now, false).await
         }
         VerifyError::StaleNonce => {
-            info!(impi, "Ub: stale nonce");
+            debug!(impi, "Ub: stale nonce");
             challenge(state, impi, now, true).await
         }
         VerifyError::InvalidNonce => challenge(state, impi, now, false).await,
@@ -633,7 +634,7 @@ async fn zn_naf_keys(
         lifetime: rfc3339(session.expires_at),
         gba_type: session.gba_type,
     };
-    info!(btid = %session.btid, naf = naf_id.fqdn(), gba_type = %session.gba_type, "Zn: NAF keys delivered");
+    debug!(btid = %session.btid, naf = naf_id.fqdn(), gba_type = %session.gba_type, "Zn: NAF keys delivered");
     let mut r = axum::Json(&answer).into_response();
     // Wipe the base64 key texts now that they are serialised.
     let mut answer = answer;

@@ -12,17 +12,50 @@ use std::path::Path;
 pub mod http;
 pub use http::{serve_http, HttpLimits};
 
-/// Structured logs on standard error, filtered by `RUST_LOG` (default
-/// `info`), coloured only on a terminal. Does nothing if a subscriber is
-/// already installed.
-pub fn init_tracing() {
+/// How log lines are written on standard error (`--log-format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines: timestamp, level, target, message and the
+    /// event's fields as `key=value` (coloured only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp` (RFC 3339, UTC), `level`,
+    /// `target` and `fields` (the event's fields, its text under
+    /// `message`), for log collectors.
+    Json,
+}
+
+/// The logging options every service takes (`mbms bsf`, `mbms bmsc`,
+/// `mbms ue run`).
+#[derive(clap::Args, Clone, Copy, Debug, Default)]
+pub struct LogArgs {
+    /// Log line format on standard error: `text` (key=value) or `json`
+    /// (one object per line). The level filter is `RUST_LOG` (default
+    /// `info`).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Structured logs on standard error in `format`, filtered by `RUST_LOG`
+/// (default `info`); text is coloured only on a terminal. Does nothing if
+/// a subscriber is already installed.
+pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder
+            .with_ansi(false)
+            .json()
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 /// Registers the SIGINT and SIGTERM handlers now, so that a signal arriving

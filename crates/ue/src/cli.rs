@@ -1,7 +1,7 @@
 //! The `mbms ue` command.
 //!
 //! ```text
-//! mbms ue run --config ue.toml [--deregister-on-exit] [--start-over]
+//! mbms ue run --config ue.toml [--deregister-on-exit] [--start-over] [--log-format text|json]
 //! mbms ue status (--config ue.toml | --state-dir DIR) [--json]
 //! mbms ue bootstrap --bsf URL --impi IMPI --k HEX --opc HEX [--sqn N]
 //!                   [--naf FQDN] [--bsf-fqdn FQDN] [--json] [--show-secrets]
@@ -66,6 +66,9 @@ pub struct RunArgs {
     /// missing or damaged is refused (exit 1) rather than silently reset.
     #[arg(long)]
     pub start_over: bool,
+    /// Logging options.
+    #[command(flatten)]
+    pub log: mbms_service::LogArgs,
 }
 
 /// `mbms ue status`.
@@ -160,7 +163,7 @@ pub async fn run(args: UeArgs) -> Result<(), CliError> {
 
 /// Runs `mbms ue run` until Ctrl-C or SIGTERM.
 pub async fn run_command(a: &RunArgs) -> Result<(), CliError> {
-    mbms_service::init_tracing();
+    mbms_service::init_tracing(a.log.log_format);
     let mut cfg = crate::config::UeConfig::load(&a.config)?;
     cfg.start_over = a.start_over;
     let deregister = a.deregister_on_exit || cfg.deregister_on_exit;
@@ -172,11 +175,9 @@ pub async fn run_command(a: &RunArgs) -> Result<(), CliError> {
     mbms_service::notify_ready();
     stop.await;
     mbms_service::notify_stopping();
-    eprintln!(
-        "stopping{}",
-        if deregister { " (deregistering)" } else { "" }
-    );
+    tracing::info!(deregister, "shutdown signal received, stopping");
     ue.shutdown(deregister).await?;
+    tracing::info!("UE stopped");
     Ok(())
 }
 
