@@ -189,11 +189,12 @@ pub enum DbError {
         /// What SQLite reported.
         detail: String,
     },
-    /// No schema version: not written by this program, or its
-    /// initialisation never finished.
+    /// No schema version and no table: not written by this program (an
+    /// unversioned file with tables is upgraded or
+    /// [`NotBaseSchema`](Self::NotBaseSchema)).
     #[error(
-        "database {path}: no schema version (PRAGMA user_version is 0): not a database of this \
-         program, or its creation did not finish"
+        "database {path}: no schema version (PRAGMA user_version is 0) and no table: not a \
+         database of this program"
     )]
     NoVersion {
         /// The file.
