@@ -290,11 +290,9 @@ impl OldPgSchema {
     /// PostgreSQL would have written them (charging record IDs from the
     /// sequence).
     fn fill_from_the_sqlite_fixture(&self) {
-        let lite = rusqlite::Connection::open_with_flags(
-            fixture("bmsc-0.1.0.db"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .unwrap();
+        // A copy: even a read-only open of a WAL database writes beside it.
+        let dir = tempfile::tempdir().unwrap();
+        let lite = rusqlite::Connection::open(fixture_copy(dir.path())).unwrap();
         let mut pg = self.client();
         pg.batch_execute(&format!("SET search_path TO {}", self.name))
             .unwrap();
