@@ -16,19 +16,28 @@ use std::sync::{Mutex, MutexGuard};
 
 use gba::aka::Amf;
 use gba::{BTid, Ks, Opc, Sqn48, SubscriberKey};
-use mbms_service::db::{self, Create, Schema};
+use mbms_service::db::{self, Create, Migration, Schema};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::store::{Session, Store, StoreError, Subscriber};
 
-/// The schema, version 1 (kept in `PRAGMA user_version`; a database with
-/// a newer version is refused).
+/// The schema: the tables of version 0 and the migration steps after it
+/// (the version is kept in `PRAGMA user_version`; a database with a newer
+/// version is refused, an older one upgraded at open, see
+/// [`mbms_service::db`]).
 const SCHEMA: Schema = Schema {
-    version: 1,
-    ddl: DDL,
+    base: BASE,
+    migrations: MIGRATIONS,
 };
 
-const DDL: &str = "
+/// The version this program writes (the number of [`MIGRATIONS`]).
+pub const SCHEMA_VERSION: i64 = SCHEMA.version();
+
+/// Version 0: the tables of release 0.1.0 (commit ce6c076), the schema of
+/// every BSF database so far. A database without a version is upgraded
+/// only if it has exactly these tables, columns and indexes. Never change
+/// this text: add a step to [`MIGRATIONS`].
+const BASE: &str = "
 CREATE TABLE subscribers (
     impi     TEXT PRIMARY KEY NOT NULL,
     k        BLOB NOT NULL,
@@ -48,6 +57,18 @@ CREATE TABLE sessions (
 );
 CREATE INDEX sessions_expires_at ON sessions (expires_at);
 ";
+
+/// The migration steps, one per schema version, applied in order at open
+/// to an older database (in the transaction that checks it).
+const MIGRATIONS: &[Migration] = &[Migration {
+    to: 1,
+    what: "schema version 1: the tables of version 0, with their version in PRAGMA user_version",
+    // Release 0.1.0 wrote version 1 itself, with the tables of version 0;
+    // a database without a version but with exactly these tables (its
+    // creation interrupted, or restored from an `sqlite3 .dump`, which
+    // drops the version) only gets the version.
+    sql: "",
+}];
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {

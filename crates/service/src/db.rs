@@ -10,11 +10,22 @@
 //! passes the crate's own checks. Anything else is an [`DbError`] naming the
 //! file and the problem, and the service does not start: a 0-byte file
 //! would otherwise restart MUK counters at 1 or SQNs at 0.
+//!
+//! Schema migrations (issue 14, point 7): a schema is the tables of
+//! version 0 ([`Schema::base`], the layout of the release before schema
+//! versions) plus numbered steps ([`Migration`]), one per version. A new
+//! database gets the base and every step; an older one gets the steps it
+//! lacks, at open, in the same transaction as its checks, so that a
+//! database refused after the upgrade is left as it was. A database of
+//! version 0 (no version) is upgraded only when its tables and columns are
+//! exactly those of the base; a newer version than the program knows is
+//! refused ([`DbError::NewerVersion`]). The PostgreSQL store of the BM-SC
+//! uses the same [`Migration`] steps and [`plan`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 /// How a database may be created.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -32,15 +43,106 @@ pub enum Create {
     Init,
 }
 
-/// The schema of a SQLite database.
+/// One numbered step of a schema migration: what turns a database of
+/// version `to - 1` into one of version `to`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Migration {
+    /// The version the step leads to; the steps of a schema are numbered
+    /// 1, 2, 3, ... in order (checked by [`plan`]).
+    pub to: i64,
+    /// What the step changes (for the log and the errors).
+    pub what: &'static str,
+    /// The statements of the step, in the backend's SQL; empty when the
+    /// version only marks a layout (the step from version 0 to 1 of a
+    /// SQLite schema whose tables did not change).
+    pub sql: &'static str,
+}
+
+/// A schema version this program cannot upgrade from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum VersionError {
+    /// Written by a newer program.
+    #[error(
+        "schema version {found} is newer than this program's {supported}: use a newer release"
+    )]
+    Newer {
+        /// The version found.
+        found: i64,
+        /// The newest version this program knows.
+        supported: i64,
+    },
+    /// Negative: no program writes it.
+    #[error("unknown schema version {found} (this program knows 0 to {supported})")]
+    Unknown {
+        /// The version found.
+        found: i64,
+        /// The newest version this program knows.
+        supported: i64,
+    },
+}
+
+/// The steps that bring a database of version `found` to the newest
+/// version of `steps` (`steps.len()`): empty when it is current.
+///
+/// # Panics
+///
+/// If `steps` are not numbered 1, 2, 3, ... (a programming error, caught
+/// by every test that opens a database).
+pub fn plan(found: i64, steps: &[Migration]) -> Result<&[Migration], VersionError> {
+    for (i, m) in steps.iter().enumerate() {
+        assert_eq!(
+            usize::try_from(m.to).ok(),
+            Some(i + 1),
+            "migration steps must be numbered 1, 2, 3, ...: {:?}",
+            m.what
+        );
+    }
+    let supported = steps.len() as i64;
+    match usize::try_from(found) {
+        Err(_) => Err(VersionError::Unknown { found, supported }),
+        Ok(_) if found > supported => Err(VersionError::Newer { found, supported }),
+        Ok(n) => Ok(&steps[n..]),
+    }
+}
+
+/// The schema of a SQLite database: version 0 and the steps after it.
 #[derive(Clone, Copy, Debug)]
 pub struct Schema {
-    /// The version this program writes and reads, kept in
-    /// `PRAGMA user_version` (a newer one is refused).
-    pub version: i64,
-    /// `CREATE TABLE` / `CREATE INDEX` statements of a new database. The
-    /// tables and columns it creates are the ones required at open.
-    pub ddl: &'static str,
+    /// The `CREATE TABLE` / `CREATE INDEX` statements of version 0: the
+    /// tables of the release before schema versions. A database without
+    /// a version is upgraded only if its tables, columns and indexes are
+    /// exactly these. Never change it: add a [`Migration`].
+    pub base: &'static str,
+    /// The steps to version 1, 2, ...; the last one is the version this
+    /// program writes (in `PRAGMA user_version`). A new database is
+    /// created with [`base`](Self::base) and every step.
+    pub migrations: &'static [Migration],
+}
+
+impl Schema {
+    /// The version this program writes and reads (a newer one is
+    /// refused).
+    pub const fn version(&self) -> i64 {
+        self.migrations.len() as i64
+    }
+
+    /// The statements that create a new database of the current version
+    /// (without setting the version).
+    pub fn create_sql(&self) -> String {
+        let mut sql = self.base.to_owned();
+        for m in self.migrations {
+            sql.push('\n');
+            sql.push_str(m.sql);
+        }
+        sql
+    }
+
+    /// The tables and columns of the current version, in order (read back
+    /// from an in-memory database, so the list never drifts from the
+    /// steps); the ones required at open.
+    pub fn tables(&self) -> rusqlite::Result<Vec<(String, Vec<String>)>> {
+        tables_of(&self.create_sql())
+    }
 }
 
 /// Why a database was refused. The messages name the problem; the caller
@@ -87,17 +189,30 @@ pub enum DbError {
         /// What SQLite reported.
         detail: String,
     },
-    /// No schema version: not written by this program, or its
-    /// initialisation never finished.
+    /// No schema version and no table: not written by this program (an
+    /// unversioned file with tables is upgraded or
+    /// [`NotBaseSchema`](Self::NotBaseSchema)).
     #[error(
-        "database {path}: no schema version (PRAGMA user_version is 0): not a database of this \
-         program, or its creation did not finish"
+        "database {path}: no schema version (PRAGMA user_version is 0) and no table: not a \
+         database of this program"
     )]
     NoVersion {
         /// The file.
         path: String,
     },
-    /// A schema version this program does not know.
+    /// No schema version, and tables that are not exactly those of
+    /// version 0 (a partial or altered database): not upgraded.
+    #[error(
+        "database {path}: no schema version (PRAGMA user_version is 0) and not the schema of \
+         the previous release, not upgraded: {detail}"
+    )]
+    NotBaseSchema {
+        /// The file.
+        path: String,
+        /// The first difference found.
+        detail: String,
+    },
+    /// A schema version written by a newer program.
     #[error(
         "database {path}: schema version {found} is newer than this program's {supported}: \
          use a newer release"
@@ -110,8 +225,10 @@ pub enum DbError {
         /// The version this program writes.
         supported: i64,
     },
-    /// An older version without a migration (or a negative one).
-    #[error("database {path}: unknown schema version {found} (this program knows {supported})")]
+    /// A version without a migration (a negative one).
+    #[error(
+        "database {path}: unknown schema version {found} (this program knows 0 to {supported})"
+    )]
     UnknownVersion {
         /// The file.
         path: String,
@@ -147,6 +264,19 @@ pub enum DbError {
         /// The problem.
         detail: String,
     },
+    /// A migration step failed (the database is left at its version).
+    #[error("database {path}: the upgrade to schema version {to} ({what}) failed: {source}")]
+    Migration {
+        /// The file.
+        path: String,
+        /// The version of the step.
+        to: i64,
+        /// What the step changes.
+        what: String,
+        /// The cause.
+        #[source]
+        source: rusqlite::Error,
+    },
     /// The file could not be created or inspected.
     #[error("database {path}: {source}")]
     Io {
@@ -176,11 +306,13 @@ impl DbError {
             | Self::OrphanWal { path, .. }
             | Self::Damaged { path, .. }
             | Self::NoVersion { path }
+            | Self::NotBaseSchema { path, .. }
             | Self::NewerVersion { path, .. }
             | Self::UnknownVersion { path, .. }
             | Self::MissingTable { path, .. }
             | Self::MissingColumn { path, .. }
             | Self::Invalid { path, .. }
+            | Self::Migration { path, .. }
             | Self::Io { path, .. }
             | Self::Sqlite { path, .. } => path,
         }
@@ -221,9 +353,10 @@ fn tables_in(conn: &Connection) -> rusqlite::Result<Vec<(String, Vec<String>)>> 
 
 /// Opens the SQLite database at `path` (see the [module](self) rules):
 /// creates it with mode 0600 and `schema` where no file exists (or on a
-/// 0-byte file with [`Create::Init`]), else checks it and runs `validate`.
-/// The connection is in WAL mode with `synchronous = FULL` and a 5 s busy
-/// timeout.
+/// 0-byte file with [`Create::Init`]), else checks it, applies the
+/// migration steps it lacks and runs `validate`, all in one transaction
+/// (refused: nothing changed). The connection is in WAL mode with
+/// `synchronous = FULL` and a 5 s busy timeout.
 pub fn open_sqlite(
     path: &Path,
     schema: &Schema,
@@ -268,7 +401,7 @@ pub fn open_sqlite(
         source,
     };
     // The file exists now: never let SQLite create one.
-    let conn = Connection::open_with_flags(
+    let mut conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
@@ -276,8 +409,13 @@ pub fn open_sqlite(
     conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
     if fresh {
         init(&conn, schema).map_err(sqlite)?;
-    } else {
-        check(&conn, path, schema, validate)?;
+    } else if let Some(from) = check(&mut conn, path, schema, validate)? {
+        tracing::info!(
+            db = %path.display(),
+            from,
+            to = schema.version(),
+            "database schema upgraded"
+        );
     }
     // journal_mode answers with a row.
     let _mode: String = conn
@@ -295,13 +433,14 @@ pub fn open_sqlite_in_memory(schema: &Schema) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// Creates the schema and sets its version in one transaction, so that a
-/// crash leaves either a 0-byte file (refused at the next start) or a
-/// complete database.
+/// Creates the schema (version 0 and every step) and sets its version in
+/// one transaction, so that a crash leaves either a 0-byte file (refused
+/// at the next start) or a complete database.
 fn init(conn: &Connection, schema: &Schema) -> rusqlite::Result<()> {
     conn.execute_batch(&format!(
         "BEGIN IMMEDIATE; {} PRAGMA user_version = {}; COMMIT;",
-        schema.ddl, schema.version
+        schema.create_sql(),
+        schema.version()
     ))
 }
 
@@ -312,15 +451,21 @@ fn damaged(path: &Path, e: impl std::fmt::Display) -> DbError {
     }
 }
 
+/// Checks an existing file and upgrades it: returns the version it was
+/// upgraded from, if it was.
 fn check(
-    conn: &Connection,
+    conn: &mut Connection,
     path: &Path,
     schema: &Schema,
     validate: Validate<'_>,
-) -> Result<(), DbError> {
+) -> Result<Option<i64>, DbError> {
+    let path_s = || path.display().to_string();
+    let sqlite = |source| DbError::Sqlite {
+        path: path_s(),
+        source,
+    };
     // The first read of the header: "file is not a database" here.
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
+    conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
         .map_err(|e| damaged(path, e))?;
     let problems: Vec<String> = conn
         .prepare("PRAGMA quick_check(5)")
@@ -335,52 +480,161 @@ fn check(
             format!("integrity check failed: {}", problems.join("; ")),
         ));
     }
-    match version {
-        0 => {
-            return Err(DbError::NoVersion {
-                path: path.display().to_string(),
-            })
-        }
-        v if v > schema.version => {
-            return Err(DbError::NewerVersion {
-                path: path.display().to_string(),
-                found: v,
-                supported: schema.version,
-            })
-        }
-        v if v != schema.version => {
-            return Err(DbError::UnknownVersion {
-                path: path.display().to_string(),
-                found: v,
-                supported: schema.version,
-            })
-        }
-        _ => {}
-    }
-    let expected = tables_of(schema.ddl).map_err(|source| DbError::Sqlite {
-        path: path.display().to_string(),
-        source,
+    // One transaction for the upgrade and the checks: another process
+    // opening the file meanwhile waits, and a refusal (or a failed step)
+    // rolls every step back (dropping `tx`).
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sqlite)?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sqlite)?;
+    let steps = plan(version, schema.migrations).map_err(|e| match e {
+        VersionError::Newer { found, supported } => DbError::NewerVersion {
+            path: path_s(),
+            found,
+            supported,
+        },
+        VersionError::Unknown { found, supported } => DbError::UnknownVersion {
+            path: path_s(),
+            found,
+            supported,
+        },
     })?;
-    let present = tables_in(conn).map_err(|e| damaged(path, e))?;
+    if version == 0 {
+        check_base(&tx, path, schema)?;
+    }
+    for m in steps {
+        tx.execute_batch(m.sql)
+            .map_err(|source| DbError::Migration {
+                path: path_s(),
+                to: m.to,
+                what: m.what.to_owned(),
+                source,
+            })?;
+    }
+    if !steps.is_empty() {
+        tx.pragma_update(None, "user_version", schema.version())
+            .map_err(sqlite)?;
+    }
+    let expected = schema.tables().map_err(sqlite)?;
+    let present = tables_in(&tx).map_err(|e| damaged(path, e))?;
     for (table, columns) in expected {
         let Some((_, have)) = present.iter().find(|(t, _)| *t == table) else {
             return Err(DbError::MissingTable {
-                path: path.display().to_string(),
+                path: path_s(),
                 table,
             });
         };
         if let Some(column) = columns.into_iter().find(|c| !have.contains(c)) {
             return Err(DbError::MissingColumn {
-                path: path.display().to_string(),
+                path: path_s(),
                 table,
                 column,
             });
         }
     }
-    validate(conn).map_err(|detail| DbError::Invalid {
-        path: path.display().to_string(),
+    validate(&tx).map_err(|detail| DbError::Invalid {
+        path: path_s(),
         detail,
-    })
+    })?;
+    tx.commit().map_err(sqlite)?;
+    Ok((!steps.is_empty()).then_some(version))
+}
+
+/// Every table (by name) with each column's name, declared type, NOT NULL,
+/// default and primary key position, and the names of the indexes made by
+/// `CREATE INDEX`.
+type Layout = (Vec<(String, Vec<String>)>, Vec<String>);
+
+fn layout_in(conn: &Connection) -> rusqlite::Result<Layout> {
+    let names: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'
+             ORDER BY name",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let tables = names
+        .into_iter()
+        .map(|t| {
+            let cols = conn
+                .prepare(
+                    "SELECT name || ' ' || type || CASE WHEN \"notnull\" THEN ' NOT NULL' ELSE '' END
+                            || COALESCE(' DEFAULT ' || dflt_value, '')
+                            || CASE WHEN pk > 0 THEN ' PRIMARY KEY ' || pk ELSE '' END
+                     FROM pragma_table_info(?1) ORDER BY cid",
+                )?
+                .query_map([&t], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok((t, cols))
+        })
+        .collect::<rusqlite::Result<_>>()?;
+    let indexes = conn
+        .prepare(
+            "SELECT tbl_name || '.' || name FROM sqlite_schema
+             WHERE type = 'index' AND sql IS NOT NULL ORDER BY name",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok((tables, indexes))
+}
+
+/// A database of version 0 is upgraded only if its layout is exactly the
+/// one of [`Schema::base`]: no table at all is [`DbError::NoVersion`]
+/// (not a database of this program), any other difference (a partial
+/// database, a foreign one) [`DbError::NotBaseSchema`].
+fn check_base(conn: &Connection, path: &Path, schema: &Schema) -> Result<(), DbError> {
+    let sqlite = |source| DbError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    };
+    let found = layout_in(conn).map_err(|e| damaged(path, e))?;
+    if found.0.is_empty() {
+        return Err(DbError::NoVersion {
+            path: path.display().to_string(),
+        });
+    }
+    let mem = Connection::open_in_memory().map_err(sqlite)?;
+    mem.execute_batch(schema.base).map_err(sqlite)?;
+    let expected = layout_in(&mem).map_err(sqlite)?;
+    match layout_difference(&expected, &found) {
+        None => Ok(()),
+        Some(detail) => Err(DbError::NotBaseSchema {
+            path: path.display().to_string(),
+            detail,
+        }),
+    }
+}
+
+/// The first difference between two layouts, in words.
+fn layout_difference(expected: &Layout, found: &Layout) -> Option<String> {
+    for (table, cols) in &expected.0 {
+        let Some((_, have)) = found.0.iter().find(|(t, _)| t == table) else {
+            return Some(format!("table {table} is missing"));
+        };
+        if have != cols {
+            return Some(format!(
+                "table {table} has the columns ({}), expected ({})",
+                have.join(", "),
+                cols.join(", ")
+            ));
+        }
+    }
+    if let Some((t, _)) = found
+        .0
+        .iter()
+        .find(|(t, _)| !expected.0.iter().any(|(e, _)| e == t))
+    {
+        return Some(format!("table {t} is not part of the schema"));
+    }
+    if let Some(i) = expected.1.iter().find(|i| !found.1.contains(i)) {
+        return Some(format!("index {i} is missing"));
+    }
+    if let Some(i) = found.1.iter().find(|i| !expected.1.contains(i)) {
+        return Some(format!("index {i} is not part of the schema"));
+    }
+    None
 }
 
 /// `path` with `suffix` appended to its file name (`bmsc.db-wal`).
@@ -406,11 +660,42 @@ fn create_private_file_new(path: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    const BASE: &str = "CREATE TABLE t (a INTEGER NOT NULL, b TEXT NOT NULL);
+                        CREATE INDEX t_a ON t (a);";
+
+    /// Version 3: version 0, a table u (step 1), a version-only step 2,
+    /// and a column t.c (step 3).
     const SCHEMA: Schema = Schema {
-        version: 3,
-        ddl: "CREATE TABLE t (a INTEGER NOT NULL, b TEXT NOT NULL);
-              CREATE TABLE u (c BLOB NOT NULL);",
+        base: BASE,
+        migrations: &[
+            Migration {
+                to: 1,
+                what: "table u",
+                sql: "CREATE TABLE u (c BLOB NOT NULL);",
+            },
+            Migration {
+                to: 2,
+                what: "same tables",
+                sql: "",
+            },
+            Migration {
+                to: 3,
+                what: "column t.c",
+                sql: "ALTER TABLE t ADD COLUMN c INTEGER NOT NULL DEFAULT 7;",
+            },
+        ],
     };
+
+    fn version(c: &Connection) -> i64 {
+        c.query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// A file written by an older program: `sql` on an empty file.
+    fn older(path: &Path, sql: &str) {
+        let c = Connection::open(path).unwrap();
+        c.execute_batch(sql).unwrap();
+    }
 
     fn no_check(_: &Connection) -> Result<(), String> {
         Ok(())
@@ -425,7 +710,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.db");
         let c = open(&p, Create::IfMissing).unwrap();
-        c.execute("INSERT INTO t VALUES (1, 'one')", []).unwrap();
+        c.execute("INSERT INTO t (a, b) VALUES (1, 'one')", [])
+            .unwrap();
         drop(c);
         #[cfg(unix)]
         {
@@ -497,5 +783,171 @@ mod tests {
         let refuse = |_: &Connection| Err("bad row".to_owned());
         let e = open_sqlite(&p, &SCHEMA, Create::IfMissing, &refuse).unwrap_err();
         assert!(e.to_string().contains("bad row"), "{e}");
+    }
+
+    #[test]
+    fn plan_numbers_and_versions() {
+        assert_eq!(plan(0, SCHEMA.migrations).unwrap().len(), 3);
+        assert_eq!(plan(2, SCHEMA.migrations).unwrap()[0].to, 3);
+        assert!(plan(3, SCHEMA.migrations).unwrap().is_empty());
+        assert_eq!(
+            plan(4, SCHEMA.migrations),
+            Err(VersionError::Newer {
+                found: 4,
+                supported: 3
+            })
+        );
+        assert!(matches!(
+            plan(-1, SCHEMA.migrations),
+            Err(VersionError::Unknown { .. })
+        ));
+        let r = std::panic::catch_unwind(|| {
+            plan(
+                0,
+                &[Migration {
+                    to: 2,
+                    what: "gap",
+                    sql: "",
+                }],
+            )
+            .map(<[_]>::len)
+        });
+        assert!(r.is_err(), "steps must be numbered from 1");
+    }
+
+    #[test]
+    fn older_versions_are_upgraded_once_and_keep_their_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        // Version 1 (table u), with rows.
+        let p = dir.path().join("v1.db");
+        older(
+            &p,
+            &format!(
+                "{BASE} CREATE TABLE u (c BLOB NOT NULL); PRAGMA user_version = 1;
+                 INSERT INTO t (a, b) VALUES (5, 'five'); INSERT INTO u VALUES (x'01');"
+            ),
+        );
+        let c = open(&p, Create::IfMissing).unwrap();
+        assert_eq!(version(&c), 3);
+        let row: (i64, String, i64) = c
+            .query_row("SELECT a, b, c FROM t", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!(row, (5, "five".to_owned(), 7));
+        drop(c);
+        // A second open is a no-op (step 3 run twice would fail: duplicate
+        // column).
+        let c = open(&p, Create::IfMissing).unwrap();
+        assert_eq!(version(&c), 3);
+        drop(c);
+
+        // Version 0: the base tables, no version (e.g. restored from a
+        // `.dump`).
+        let q = dir.path().join("v0.db");
+        older(
+            &q,
+            &format!("{BASE} INSERT INTO t (a, b) VALUES (1, 'one');"),
+        );
+        let c = open(&q, Create::IfMissing).unwrap();
+        assert_eq!(version(&c), 3);
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM u", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
+        let b: String = c.query_row("SELECT b FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(b, "one");
+    }
+
+    #[test]
+    fn version_0_is_upgraded_only_when_it_is_exactly_the_base() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, sql, expect) in [
+            (
+                "missing_index",
+                "CREATE TABLE t (a INTEGER NOT NULL, b TEXT NOT NULL);",
+                "index t.t_a is missing",
+            ),
+            (
+                "other_column",
+                "CREATE TABLE t (a INTEGER NOT NULL, b TEXT); CREATE INDEX t_a ON t (a);",
+                "table t has the columns",
+            ),
+            (
+                "extra_table",
+                &format!("{BASE} CREATE TABLE v (x INTEGER);"),
+                "table v is not part of the schema",
+            ),
+            (
+                "partial",
+                "CREATE TABLE w (x INTEGER);",
+                "table t is missing",
+            ),
+        ] {
+            let p = dir.path().join(format!("{name}.db"));
+            older(&p, sql);
+            let before = std::fs::read(&p).unwrap();
+            let e = open(&p, Create::IfMissing).unwrap_err();
+            assert!(matches!(e, DbError::NotBaseSchema { .. }), "{name}: {e}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains(expect) && msg.contains("no schema version"),
+                "{name}: {msg}"
+            );
+            assert_eq!(std::fs::read(&p).unwrap(), before, "{name}: left alone");
+        }
+        // A database without any table.
+        let p = dir.path().join("none.db");
+        older(&p, "PRAGMA application_id = 7");
+        let e = open(&p, Create::IfMissing).unwrap_err();
+        assert!(matches!(e, DbError::NoVersion { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_refused_upgrade_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        // Validation fails after the steps: rolled back.
+        let p = dir.path().join("refused.db");
+        older(
+            &p,
+            &format!("{BASE} INSERT INTO t (a, b) VALUES (1, 'bad');"),
+        );
+        let refuse = |c: &Connection| {
+            let b: String = c
+                .query_row("SELECT b FROM t", [], |r| r.get(0))
+                .map_err(|e| e.to_string())?;
+            if b == "bad" {
+                Err(format!("bad row {b}"))
+            } else {
+                Ok(())
+            }
+        };
+        let e = open_sqlite(&p, &SCHEMA, Create::IfMissing, &refuse).unwrap_err();
+        assert!(matches!(e, DbError::Invalid { .. }), "{e}");
+        let c = Connection::open(&p).unwrap();
+        assert_eq!(version(&c), 0, "the version is rolled back");
+        let u: i64 = c
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name = 'u'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(u, 0, "step 1 is rolled back");
+        drop(c);
+
+        // A step that fails: the error names the step, nothing changed.
+        let q = dir.path().join("step.db");
+        older(
+            &q,
+            &format!(
+                "{BASE} CREATE TABLE u (c BLOB NOT NULL); ALTER TABLE t ADD COLUMN c TEXT;
+                 PRAGMA user_version = 2;"
+            ),
+        );
+        let e = open(&q, Create::IfMissing).unwrap_err();
+        assert!(matches!(&e, DbError::Migration { to: 3, .. }), "{e}");
+        assert!(e.to_string().contains("column t.c"), "{e}");
+        assert_eq!(version(&Connection::open(&q).unwrap()), 2);
     }
 }

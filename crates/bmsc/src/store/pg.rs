@@ -13,8 +13,11 @@
 //!   [`PgStore::open_in_schema`] (created if missing), so that several
 //!   BM-SCs or test runs can share a database.
 //! * A schema without any table is a new database; otherwise the schema
-//!   version (table `mbms_meta`), the tables, columns and rows are checked
-//!   at open, and a partial or damaged database is refused.
+//!   version (table `mbms_meta`) is read, the migration steps the database
+//!   lacks are applied ([`MIGRATIONS`]; the tables of release 0.1.0 without
+//!   `mbms_meta` are version 0), then the tables, columns and rows are
+//!   checked, all in one transaction: a partial, damaged or newer database
+//!   is refused and left as it was.
 //! * The client is closed on a thread of its own, never on a thread of
 //!   the server's Tokio runtime (see [`close_off_runtime`]).
 //!
@@ -27,15 +30,17 @@ use std::sync::{Mutex, MutexGuard};
 
 use mbms::engine::KeyGroupSnapshot;
 use mbms::{KeyGroupName, MukId};
+use mbms_service::db::{plan, Migration};
 use postgres::{Client, NoTls, Transaction};
 
 use super::*;
 
-const SCHEMA: &str = "
-CREATE TABLE mbms_meta (
-    name  TEXT PRIMARY KEY,
-    value BIGINT NOT NULL
-);
+/// Version 0: the tables of release 0.1.0 (commit ce6c076), which kept
+/// no schema version. A schema holding them without [`PG_META_TABLE`] is
+/// upgraded only if every one is there with exactly these columns (name,
+/// type, NOT NULL, in order). Never change this text: add a step to
+/// [`MIGRATIONS`].
+const BASE: &str = "
 CREATE TABLE muk_counters (
     idi      TEXT NOT NULL,
     idr      TEXT NOT NULL,
@@ -90,6 +95,97 @@ CREATE TABLE charging_records (
     time_ms BIGINT NOT NULL
 );
 ";
+
+/// The migration steps, one per schema version (the same versions as the
+/// SQLite store's, [`SCHEMA_VERSION`] the last), applied in order at open
+/// in the transaction that checks the database; the runner then writes
+/// the version into [`PG_META_TABLE`].
+const MIGRATIONS: &[Migration] = &[Migration {
+    to: 1,
+    what: "table mbms_meta holds the schema version",
+    sql: "CREATE TABLE mbms_meta (
+    name  TEXT PRIMARY KEY,
+    value BIGINT NOT NULL
+);",
+}];
+
+const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
+
+/// One column of [`BASE`]: name, `information_schema` data type, nullable.
+type BaseColumn = (String, String, bool);
+
+/// The tables and columns of [`BASE`], read from its text (one column a
+/// line, as written there).
+fn base_layout() -> Vec<(String, Vec<BaseColumn>)> {
+    let mut out: Vec<(String, Vec<BaseColumn>)> = Vec::new();
+    for line in BASE.lines().map(str::trim) {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("CREATE"), Some("TABLE")) => {
+                if let Some(t) = words.next() {
+                    out.push((t.to_owned(), Vec::new()));
+                }
+            }
+            (Some("PRIMARY"), _) | (Some(");"), _) | (None, _) => {}
+            (Some(col), Some(ty)) => {
+                let ty = match ty {
+                    "BIGSERIAL" => "bigint".to_owned(),
+                    t => t.to_ascii_lowercase(),
+                };
+                let nullable = !(line.contains("NOT NULL") || line.contains("PRIMARY KEY"));
+                if let Some((_, cols)) = out.last_mut() {
+                    cols.push((col.to_owned(), ty, nullable));
+                }
+            }
+            (Some(_), None) => {}
+        }
+    }
+    out
+}
+
+/// Whether the schema's tables are exactly those of version 0: `Err`
+/// names the first difference.
+fn check_base(tx: &mut Transaction<'_>, schema: &str, present: &[String]) -> Result<(), Prep> {
+    for (table, columns) in base_layout() {
+        if !present.contains(&table) {
+            return Err(Prep::Refused(format!("table {table} is missing")));
+        }
+        let have: Vec<BaseColumn> = tx
+            .query(
+                "SELECT column_name::TEXT, data_type::TEXT, is_nullable = 'YES'
+                 FROM information_schema.columns
+                 WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+                &[&schema, &table],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        if have != columns {
+            let show = |c: &[BaseColumn]| {
+                c.iter()
+                    .map(|(n, t, null)| format!("{n} {t}{}", if *null { "" } else { " NOT NULL" }))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(Prep::Refused(format!(
+                "table {table} has the columns ({}), expected ({})",
+                show(&have),
+                show(&columns)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Writes the current version into [`PG_META_TABLE`].
+fn set_version(tx: &mut Transaction<'_>) -> Result<(), postgres::Error> {
+    tx.execute(
+        "INSERT INTO mbms_meta (name, value) VALUES ('schema_version', $1)
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        &[&SCHEMA_VERSION],
+    )
+    .map(drop)
+}
 
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> Self {
@@ -213,9 +309,11 @@ impl PgStore {
     /// Connects to `url` (tables in `schema`, or in the connection's
     /// current schema). A schema without any table is a new database: the
     /// tables and the schema version are created. A schema holding some
-    /// tables is checked: the version in `mbms_meta` known (newer:
-    /// refused), every table and column present (a partial schema is
-    /// refused), the rows valid. [`Create::Init`] creates the tables where
+    /// tables is upgraded and checked in one transaction: the version in
+    /// `mbms_meta` known (newer: refused; older: the missing steps of
+    /// [`MIGRATIONS`] applied; no `mbms_meta` but exactly the tables of
+    /// release 0.1.0: version 0), every table and column present (a
+    /// partial schema is refused), the rows valid. [`Create::Init`] creates the tables where
     /// none of this program's tables exist (other tables may) and refuses
     /// a schema that holds them.
     pub fn open_with(url: &str, schema: Option<&str>, create: Create) -> Result<Self, StoreError> {
@@ -247,9 +345,19 @@ impl PgStore {
                 detail,
             },
         });
-        if let Err(e) = prepared {
-            close_off_runtime(client);
-            return Err(e);
+        match prepared {
+            Err(e) => {
+                close_off_runtime(client);
+                return Err(e);
+            }
+            Ok(Some((schema, from))) => tracing::info!(
+                db = %target,
+                schema,
+                from,
+                to = SCHEMA_VERSION,
+                "database schema upgraded"
+            ),
+            Ok(None) => {}
         }
         Ok(Self {
             config,
@@ -304,10 +412,13 @@ impl From<postgres::Error> for Prep {
     }
 }
 
-/// Creates or checks the tables, in one transaction under an advisory lock
-/// (two BM-SCs starting on one empty schema do not both create it).
-fn prepare(client: &mut Client, create: Create) -> Result<(), Prep> {
-    let expected = mbms_service::db::tables_of(super::sqlite::DDL)
+/// Creates, upgrades or checks the tables, in one transaction under an
+/// advisory lock (two BM-SCs starting on one empty schema do not both
+/// create it; a refusal after the upgrade leaves the schema as it was).
+/// Returns the schema and the version it was upgraded from, if it was.
+fn prepare(client: &mut Client, create: Create) -> Result<Option<(String, i64)>, Prep> {
+    let expected = super::sqlite::SCHEMA
+        .tables()
         .map_err(|e| Prep::Refused(format!("internal schema error: {e}")))?;
     let mut tx = client.transaction()?;
     let schema: Option<String> = tx.query_one("SELECT current_schema()", &[])?.get(0);
@@ -342,42 +453,59 @@ fn prepare(client: &mut Client, create: Create) -> Result<(), Prep> {
         }
     };
     if new {
-        tx.batch_execute(SCHEMA)?;
-        tx.execute(
-            "INSERT INTO mbms_meta (name, value) VALUES ('schema_version', $1)",
-            &[&SCHEMA_VERSION],
-        )?;
+        tx.batch_execute(BASE)?;
+        for m in MIGRATIONS {
+            tx.batch_execute(m.sql)?;
+        }
+        set_version(&mut tx)?;
         tx.commit()?;
-        return Ok(());
+        return Ok(None);
     }
     let refuse = |d: String| Err(Prep::Refused(format!("schema {schema}: {d}")));
-    if !present.iter().any(|t| t == PG_META_TABLE) {
+    let version = if present.iter().any(|t| t == PG_META_TABLE) {
+        let version: Option<i64> = tx
+            .query_opt(
+                "SELECT value FROM mbms_meta WHERE name = 'schema_version'",
+                &[],
+            )?
+            .map(|r| r.get(0));
+        match version {
+            None => return refuse(format!("no schema_version row in {PG_META_TABLE}")),
+            Some(v) => v,
+        }
+    } else if !present.iter().any(ours) {
         return refuse(format!(
-            "table {PG_META_TABLE} is missing (no schema version): not a BM-SC database, \
-             or a partial one (tables present: {})",
+            "table {PG_META_TABLE} is missing (no schema version): not a BM-SC database \
+             (tables present: {})",
             present.join(", ")
         ));
+    } else {
+        // Version 0: the tables of the previous release, without a version.
+        match check_base(&mut tx, &schema, &present) {
+            Ok(()) => 0,
+            Err(Prep::Refused(d)) => {
+                return refuse(format!(
+                    "table {PG_META_TABLE} is missing (no schema version) and the tables are \
+                     not those of the previous release, not upgraded: {d}"
+                ))
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let steps = match plan(version, MIGRATIONS) {
+        Ok(steps) => steps,
+        Err(e) => return refuse(e.to_string()),
+    };
+    for m in steps {
+        if let Err(e) = tx.batch_execute(m.sql) {
+            return refuse(format!(
+                "the upgrade to schema version {} ({}) failed: {e}",
+                m.to, m.what
+            ));
+        }
     }
-    let version: Option<i64> = tx
-        .query_opt(
-            "SELECT value FROM mbms_meta WHERE name = 'schema_version'",
-            &[],
-        )?
-        .map(|r| r.get(0));
-    match version {
-        None => return refuse(format!("no schema_version row in {PG_META_TABLE}")),
-        Some(v) if v > SCHEMA_VERSION => {
-            return refuse(format!(
-                "schema version {v} is newer than this program's {SCHEMA_VERSION}: \
-                 use a newer release"
-            ))
-        }
-        Some(v) if v != SCHEMA_VERSION => {
-            return refuse(format!(
-                "unknown schema version {v} (this program knows {SCHEMA_VERSION})"
-            ))
-        }
-        Some(_) => {}
+    if !steps.is_empty() {
+        set_version(&mut tx)?;
     }
     for (table, columns) in &expected {
         if !present.contains(table) {
@@ -422,7 +550,7 @@ fn prepare(client: &mut Client, create: Create) -> Result<(), Prep> {
         }
     }
     tx.commit()?;
-    Ok(())
+    Ok((!steps.is_empty()).then_some((schema, version)))
 }
 
 fn i32_of(v: u16) -> i32 {
@@ -723,5 +851,28 @@ impl Store for PgStore {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_layout_reads_every_table_and_column() {
+        let pg = base_layout();
+        let lite = mbms_service::db::tables_of(super::super::sqlite::SCHEMA.base).unwrap();
+        let names: Vec<(String, Vec<String>)> = pg
+            .iter()
+            .map(|(t, cols)| (t.clone(), cols.iter().map(|c| c.0.clone()).collect()))
+            .collect();
+        assert_eq!(names, lite, "the same tables and columns as SQLite");
+        let charging = &pg.iter().find(|(t, _)| t == "charging_records").unwrap().1;
+        assert_eq!(charging[0], ("id".to_owned(), "bigint".to_owned(), false));
+        let defs = &pg.iter().find(|(t, _)| t == "key_group_defs").unwrap().1;
+        assert_eq!(
+            defs[2],
+            ("charging".to_owned(), "boolean".to_owned(), false)
+        );
     }
 }

@@ -10,20 +10,27 @@ use std::sync::{Mutex, MutexGuard};
 
 use mbms::engine::KeyGroupSnapshot;
 use mbms::{KeyGroupName, MukId};
-use mbms_service::db::{self, Schema};
+use mbms_service::db::{self, Migration, Schema};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::*;
 
-/// The schema (version [`SCHEMA_VERSION`], in `PRAGMA user_version`).
-const SCHEMA: Schema = Schema {
-    version: SCHEMA_VERSION,
-    ddl: DDL,
+/// The schema: the tables of version 0 and the migration steps after it
+/// (version [`SCHEMA_VERSION`], in `PRAGMA user_version`; an older
+/// database is upgraded at open, see [`mbms_service::db`]).
+pub(crate) const SCHEMA: Schema = Schema {
+    base: BASE,
+    migrations: MIGRATIONS,
 };
 
-/// The tables; PostgreSQL has the same tables and columns (`pg.rs`), and
-/// its open-time check takes the expected list from this text.
-pub(crate) const DDL: &str = "
+const _: () = assert!(SCHEMA.version() == SCHEMA_VERSION);
+
+/// Version 0: the tables of release 0.1.0 (commit ce6c076). A database
+/// without a version is upgraded only if it has exactly these tables and
+/// columns. Never change this text: add a step to [`MIGRATIONS`].
+/// PostgreSQL has the same tables and columns (`pg.rs`), and its open-time
+/// check takes the expected names from [`SCHEMA`].
+const BASE: &str = "
 CREATE TABLE muk_counters (
     idi      TEXT NOT NULL,
     idr      TEXT NOT NULL,
@@ -78,6 +85,19 @@ CREATE TABLE charging_records (
     time_ms INTEGER NOT NULL
 );
 ";
+
+/// The migration steps, one per schema version, applied in order at open
+/// to an older database (in the transaction that checks it). PostgreSQL
+/// has its own steps to the same versions (`pg.rs`).
+const MIGRATIONS: &[Migration] = &[Migration {
+    to: 1,
+    what: "schema version 1: the tables of version 0, with their version in PRAGMA user_version",
+    // Release 0.1.0 wrote version 1 itself, with the tables of version 0;
+    // a database without a version but with exactly these tables (its
+    // creation interrupted, or restored from an `sqlite3 .dump`, which
+    // drops the version) only gets the version.
+    sql: "",
+}];
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
