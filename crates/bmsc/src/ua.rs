@@ -23,12 +23,12 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use rand::RngCore as _;
 
-use gba::digest::{Authorization, Request, VerifyError};
+use gba::digest::{Request, VerifyError};
 
 use crate::core::{now_ts, UeContext};
 use crate::metrics::{HttpLabels, ItemLabels};
@@ -84,15 +84,7 @@ impl App {
         let mut r = text(StatusCode::UNAUTHORIZED, "authentication required");
         let digest = self.digest();
         let nonce = digest.issue_nonce(crate::unix_now(), &random);
-        for ch in digest.challenges(&nonce, stale) {
-            if let Some(v) = ch
-                .to_header_value()
-                .ok()
-                .and_then(|h| HeaderValue::from_str(&h).ok())
-            {
-                r.headers_mut().append(WWW_AUTHENTICATE, v);
-            }
-        }
+        mbms_service::digest::append_challenges(&mut r, &digest.challenges(&nonce, stale));
         r
     }
 }
@@ -153,23 +145,10 @@ async fn handle(
     let now = crate::unix_now();
 
     // --- HTTP Digest (PROFILE.md section 3) ---
-    let Some(value) = headers.get(AUTHORIZATION) else {
-        return app.challenge(false);
-    };
-    let auth = match value.to_str().map(Authorization::parse) {
-        Ok(Ok(a)) => a,
-        Ok(Err(e)) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!("malformed Digest Authorization: {e}"),
-            )
-        }
-        Err(_) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                "Authorization is not visible ASCII",
-            )
-        }
+    let auth = match mbms_service::digest::authorization(headers) {
+        Ok(Some(a)) => a,
+        Ok(None) => return app.challenge(false),
+        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
     };
     // Cheap checks before asking the BSF: our nonce, our realm.
     if app.digest().decode_nonce(&auth.nonce).is_err() || auth.realm != app.realm {
@@ -195,9 +174,7 @@ async fn handle(
             );
         }
     };
-    let target = uri
-        .path_and_query()
-        .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
+    let target = mbms_service::digest::request_target(uri);
     let password = keys.mrk.to_base64();
     let verified = app.digest().verify(
         &auth,
@@ -339,15 +316,9 @@ async fn handle(
         response_body,
     )
         .into_response();
-    if let Some(v) = info
-        .to_header_value()
-        .ok()
-        .and_then(|h| HeaderValue::from_str(&h).ok())
-    {
-        r.headers_mut().insert(
-            axum::http::HeaderName::from_static("authentication-info"),
-            v,
-        );
+    if let Some(v) = mbms_service::digest::authentication_info(&info) {
+        r.headers_mut()
+            .insert(mbms_service::digest::AUTHENTICATION_INFO, v);
     }
     r.headers_mut().insert(
         axum::http::header::CACHE_CONTROL,

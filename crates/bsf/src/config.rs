@@ -31,8 +31,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use sha2::{Digest as _, Sha256};
-use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
 
 use gba::aka::Amf;
@@ -54,64 +52,13 @@ pub const DEFAULT_PURGE_INTERVAL_SECS: u64 = 60;
 /// Default AMF of a subscriber (TS 33.102 Annex F: the separation bit set).
 pub const DEFAULT_AMF: Amf = [0x80, 0x00];
 
-/// Errors reading or validating the configuration.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}")]
-    Read {
-        /// The path.
-        path: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML for this schema.
-    #[error("invalid configuration {path}")]
-    Parse {
-        /// The path.
-        path: String,
-        /// The cause.
-        #[source]
-        source: Box<toml::de::Error>,
-    },
-    /// A value is out of range or malformed.
-    #[error("invalid configuration: {0}")]
-    Invalid(String),
-}
+/// Errors reading or validating the configuration (shared by the
+/// services).
+pub use mbms_service::ConfigError;
 
 /// The Zn bearer token (PROFILE.md section 5). Zeroized on drop, redacted in
 /// `Debug`, compared in constant time.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct ZnToken(Zeroizing<String>);
-
-impl ZnToken {
-    /// Wraps a token.
-    pub fn new(token: impl Into<String>) -> Self {
-        Self(Zeroizing::new(token.into()))
-    }
-
-    /// Whether `presented` equals the token. Both are hashed first so that
-    /// the comparison is constant time regardless of length.
-    pub fn verify(&self, presented: &str) -> bool {
-        let a = Sha256::digest(self.0.as_bytes());
-        let b = Sha256::digest(presented.as_bytes());
-        bool::from(a.ct_eq(&b))
-    }
-
-    /// The token text (for clients of Zn).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for ZnToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ZnToken(<redacted>)")
-    }
-}
+pub type ZnToken = mbms_service::Token;
 
 /// A subscriber in the configuration file (provisioned at start if absent).
 #[derive(Clone, Deserialize)]
@@ -244,14 +191,7 @@ pub struct BsfConfig {
 impl BsfConfig {
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let cfg: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.display().to_string(),
-            source: Box::new(source),
-        })?;
+        let cfg: Self = mbms_service::config::load_toml(path)?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -119,6 +119,9 @@ pub enum XmlError {
     /// More than [`MAX_ITEMS`] items.
     #[error("the request lists more than {MAX_ITEMS} items")]
     TooMany,
+    /// An item of a response without a usable `status` (UE side).
+    #[error("<{0}> without a 3-digit status attribute")]
+    BadStatus(&'static str),
 }
 
 /// The XML text of a body: plain, or Base64 of it.
@@ -143,20 +146,31 @@ pub fn decode_body(body: &[u8]) -> Result<String, XmlError> {
     Ok(text.trim_start_matches('\u{feff}').to_owned())
 }
 
-fn parse<'a>(text: &'a str, rt: RequestType) -> Result<roxmltree::Document<'a>, XmlError> {
+/// Parses a Ua body with DTDs refused and at most `nodes_limit` nodes, and
+/// checks its root element `<name>` in namespace `ns`.
+pub fn parse_document<'a>(
+    text: &'a str,
+    name: &'static str,
+    ns: &'static str,
+    nodes_limit: u32,
+) -> Result<roxmltree::Document<'a>, XmlError> {
     let opt = roxmltree::ParsingOptions {
         allow_dtd: false,
-        nodes_limit: MAX_NODES,
+        nodes_limit,
         ..Default::default()
     };
     let doc = roxmltree::Document::parse_with_options(text, opt)
         .map_err(|e| XmlError::Malformed(e.to_string()))?;
-    let (name, ns, _) = rt.root();
     let root = doc.root_element();
     if root.tag_name().name() != name || root.tag_name().namespace() != Some(ns) {
         return Err(XmlError::WrongRoot { name, ns });
     }
     Ok(doc)
+}
+
+fn parse<'a>(text: &'a str, rt: RequestType) -> Result<roxmltree::Document<'a>, XmlError> {
+    let (name, ns, _) = rt.root();
+    parse_document(text, name, ns, MAX_NODES)
 }
 
 fn items<'a, 'i>(

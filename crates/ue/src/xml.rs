@@ -19,27 +19,9 @@ pub use mbms::ua::{
 /// Most XML nodes accepted in a response.
 const MAX_NODES: u32 = 4096;
 
-/// A response body could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum XmlError {
-    /// Neither XML nor Base64 of UTF-8 XML.
-    #[error("body is neither XML nor Base64-encoded XML")]
-    Encoding,
-    /// Not well-formed (or a DTD, or too many nodes).
-    #[error("malformed XML: {0}")]
-    Malformed(String),
-    /// Another root element or namespace.
-    #[error("expected root element <{name}> in namespace {ns}")]
-    WrongRoot {
-        /// Expected element.
-        name: &'static str,
-        /// Expected namespace.
-        ns: &'static str,
-    },
-    /// An item without a usable `status`.
-    #[error("<{0}> without a 3-digit status attribute")]
-    BadStatus(&'static str),
-}
+/// A request could not be written or a response body could not be read
+/// (shared with the BM-SC).
+pub use mbms::ua::XmlError;
 
 /// `<mbmsRegister>` listing `services` (plain XML body).
 pub fn register_body(services: &[&str]) -> Vec<u8> {
@@ -72,18 +54,7 @@ fn parse_doc<'a>(
     name: &'static str,
     ns: &'static str,
 ) -> Result<roxmltree::Document<'a>, XmlError> {
-    let opt = roxmltree::ParsingOptions {
-        allow_dtd: false,
-        nodes_limit: MAX_NODES,
-        ..Default::default()
-    };
-    let doc = roxmltree::Document::parse_with_options(text, opt)
-        .map_err(|e| XmlError::Malformed(e.to_string()))?;
-    let root = doc.root_element();
-    if root.tag_name().name() != name || root.tag_name().namespace() != Some(ns) {
-        return Err(XmlError::WrongRoot { name, ns });
-    }
-    Ok(doc)
+    mbms::ua::parse_document(text, name, ns, MAX_NODES)
 }
 
 fn status_of(n: &roxmltree::Node<'_, '_>, what: &'static str) -> Result<u16, XmlError> {
