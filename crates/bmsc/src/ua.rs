@@ -44,19 +44,25 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, [(CONTENT_TYPE, "text/plain; charset=utf-8")], m).into_response()
 }
 
-/// `requesttype` and `mikey-port` of the query (other parameters are
-/// ignored, `PROFILE.md` section 3).
+/// `requesttype` and `mikey-port` of the query (`PROFILE.md` section 3).
+///
+/// The query is read as `application/x-www-form-urlencoded` (the WHATWG URL
+/// standard's parser, `form_urlencoded`): names and values are
+/// percent-decoded (`requesttype=msk%2Drequest` is `msk-request`) and `+`
+/// reads as a space. Other parameters are ignored; `requesttype` or
+/// `mikey-port` given twice is refused, even with the same value (which one
+/// would count is not said anywhere). A value that is not UTF-8 once decoded
+/// reads with U+FFFD and is then refused like any unknown value.
 fn parse_query(q: Option<&str>) -> Result<(RequestType, u16), String> {
     let mut rt = None;
     let mut port = None;
-    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        match k {
+    for (k, v) in form_urlencoded::parse(q.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
             "requesttype" => {
                 if rt.is_some() {
                     return Err("requesttype given twice".into());
                 }
-                rt = Some(RequestType::parse(v).ok_or_else(|| {
+                rt = Some(RequestType::parse(&v).ok_or_else(|| {
                     format!("unknown requesttype {v:?} (register, deregister or msk-request)")
                 })?);
             }
@@ -350,6 +356,46 @@ mod tests {
             Some("requesttype=register&mikey-port=70000"),
         ] {
             assert!(parse_query(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// Issue 14 point 11: the query is percent-decoded (it was split by
+    /// hand, so `msk%2Drequest` was an unknown request type).
+    #[test]
+    fn query_is_percent_decoded() {
+        assert_eq!(
+            parse_query(Some("requesttype=msk%2Drequest")).unwrap(),
+            (RequestType::MskRequest, 2269)
+        );
+        assert_eq!(
+            parse_query(Some("requesttype=%72egister&mikey-port=%32%32%36%39")).unwrap(),
+            (RequestType::Register, 2269)
+        );
+        assert_eq!(
+            parse_query(Some("mikey%2Dport=4000&requesttype=deregister")).unwrap(),
+            (RequestType::Deregister, 4000)
+        );
+        // Unknown parameters, also malformed or not UTF-8 once decoded, and
+        // empty pairs are ignored.
+        assert_eq!(
+            parse_query(Some("&x=%ZZ&&y=%FF%FE&z&requesttype=register&")).unwrap(),
+            (RequestType::Register, 2269)
+        );
+        // A repeated parameter is refused, however it is spelt.
+        assert!(parse_query(Some("requesttype=register&request%74ype=register")).is_err());
+        assert!(parse_query(Some(
+            "requesttype=register&mikey-port=2269&mikey%2Dport=2269"
+        ))
+        .is_err());
+        // Decoding does not make bad values good.
+        for bad in [
+            "requesttype=register%00",
+            "requesttype=register+",
+            "requesttype=%FF",
+            "requesttype=register&mikey-port=2269%20",
+            "requesttype=register&mikey-port=-1",
+        ] {
+            assert!(parse_query(Some(bad)).is_err(), "{bad}");
         }
     }
 }

@@ -52,6 +52,12 @@ pub const DEFAULT_PURGE_INTERVAL_SECS: u64 = 60;
 /// Default AMF of a subscriber (TS 33.102 Annex F: the separation bit set).
 pub const DEFAULT_AMF: Amf = [0x80, 0x00];
 
+/// Characters refused in `fqdn`: they cannot stand in a host name, and the
+/// FQDN is written unescaped into the Digest realm and the B-TID
+/// (`<btid>` of the Ub body, TS 24.109 Annex A; XML 1.0 section 2.4 for
+/// `<`, `&` and `>`).
+const FQDN_REFUSED: [char; 8] = ['@', '"', '/', ' ', '<', '>', '&', '\''];
+
 /// Errors reading or validating the configuration (shared by the
 /// services).
 pub use mbms_service::ConfigError;
@@ -216,7 +222,7 @@ impl BsfConfig {
         let fqdn = self.fqdn.trim();
         if fqdn.is_empty()
             || fqdn != self.fqdn
-            || fqdn.contains(['@', '"', '/', ' '])
+            || fqdn.contains(FQDN_REFUSED)
             || fqdn.chars().any(char::is_control)
         {
             return Err(ConfigError::Invalid(format!(
@@ -303,6 +309,16 @@ mod tests {
             .validate()
             .is_err());
         assert!(toml::from_str::<BsfConfig>("fqdn = \"x\"\nzn_token = \"t\"\nbogus = 1").is_err());
+        // Issue 14 point 11: the FQDN is written unescaped into the B-TID of
+        // the Ub XML body: markup characters are refused.
+        for fqdn in ["bsf<x", "bsf&x", "bsf>x", "bsf'x", "bsf\\u0001x"] {
+            let bad = base.replace("bsf.x", fqdn);
+            let e = toml::from_str::<BsfConfig>(&bad)
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(e.to_string().contains("not a host name"), "{fqdn}: {e}");
+        }
         let bad = format!("{base}[http]\nidle_timeout = 0\n");
         let e = toml::from_str::<BsfConfig>(&bad)
             .unwrap()

@@ -423,7 +423,12 @@ fn validate_services(services: &[Service]) -> Result<(), ConfigError> {
     let mut ids = BTreeSet::new();
     let mut names = BTreeSet::new();
     for s in services {
-        if s.id.is_empty() || s.id.chars().any(char::is_control) {
+        // The ID goes into the Ua bodies: XML must carry it (issue 14
+        // point 11; `mbms::ua::check_text`).
+        if s.id.is_empty()
+            || s.id.chars().any(char::is_control)
+            || mbms::ua::check_text("serviceId", &s.id).is_err()
+        {
             return bad(format!("service ID {:?}", s.id));
         }
         if !ids.insert(s.id.clone()) {
@@ -678,6 +683,12 @@ output_dir = "out"
         ))
         .is_err());
         assert!(parse_services(&SVC.replace("key_groups = [1]", "key_groups = [0]")).is_err());
+        // Issue 14 point 11: a service ID goes into Ua XML bodies; one that
+        // XML 1.0 cannot carry is refused here, where it comes from.
+        for id in ["urn:a\\u0001", "urn:a\\uFFFE", "urn:a\\uFFFF"] {
+            let e = parse_services(&SVC.replace("urn:mbms:service:news", id)).unwrap_err();
+            assert!(e.to_string().contains("service ID"), "{e}");
+        }
         // Seed 000 6.3.2.2.2: confidentiality and integrity independently.
         for (c, i) in [(false, true), (true, false), (false, false)] {
             let s = parse_services(&SVC.replace(
