@@ -2,15 +2,11 @@
 //! described in `docs/bmsc.md`; `examples/bmsc.toml` is a working example.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use sha2::{Digest as _, Sha256};
-use subtle::ConstantTimeEq as _;
-use zeroize::Zeroizing;
 
 use mbms::engine::{RetransmitPolicy, MAX_WINDOW_LEN};
 use mbms::KeyDomainId;
@@ -21,82 +17,13 @@ use crate::store::{KeyGroupDef, ServiceDef};
 /// Largest Ua request body (the issue: 64 KiB).
 pub const MAX_UA_BODY: usize = 64 * 1024;
 
-/// Errors reading or validating the configuration.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}")]
-    Read {
-        /// The path.
-        path: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Not valid TOML for this schema.
-    #[error("invalid configuration {path}")]
-    Parse {
-        /// The path.
-        path: String,
-        /// The cause.
-        #[source]
-        source: Box<toml::de::Error>,
-    },
-    /// A value is out of range or inconsistent.
-    #[error("invalid configuration: {0}")]
-    Invalid(String),
-    /// A session's traffic protection settings are refused.
-    #[error("invalid configuration: session {session}: {source}")]
-    Protection {
-        /// The session.
-        session: String,
-        /// What is wrong.
-        #[source]
-        source: crate::protection::ProtectionError,
-    },
-}
+/// Errors reading or validating the configuration (shared by the
+/// services).
+pub use mbms_service::ConfigError;
 
 /// A bearer token (Zn, admin API): zeroized, redacted in `Debug`, compared
 /// in constant time.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct Token(Zeroizing<String>);
-
-impl Token {
-    /// Wraps a token.
-    pub fn new(t: impl Into<String>) -> Self {
-        Token(Zeroizing::new(t.into()))
-    }
-
-    /// Whether `presented` is the token (hashes compared in constant time).
-    pub fn verify(&self, presented: &str) -> bool {
-        let a = Sha256::digest(self.0.as_bytes());
-        let b = Sha256::digest(presented.as_bytes());
-        bool::from(a.ct_eq(&b))
-    }
-
-    /// The text (to present it to a server).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Whether `Authorization: Bearer <token>` in `headers` is this token.
-    pub fn check_bearer(&self, header: Option<&str>) -> bool {
-        header
-            .and_then(|v| {
-                let (scheme, t) = v.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| t.trim())
-            })
-            .is_some_and(|t| self.verify(t))
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token(<redacted>)")
-    }
-}
+pub use mbms_service::Token;
 
 /// `[bsf]`: where Zn is.
 #[derive(Clone, Debug, Deserialize)]
@@ -394,26 +321,14 @@ fn default_ttl() -> u32 {
 impl BmscConfig {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let cfg = Self::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { source, .. } => ConfigError::Parse {
-                path: path.display().to_string(),
-                source,
-            },
-            other => other,
-        })?;
+        let cfg: BmscConfig = mbms_service::config::load_toml(path)?;
+        cfg.validate()?;
         Ok(cfg)
     }
 
     /// Parses and validates TOML text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let cfg: BmscConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: "(text)".into(),
-            source: Box::new(e),
-        })?;
+        let cfg: BmscConfig = mbms_service::config::parse_toml(text)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -526,7 +441,7 @@ impl BmscConfig {
             }
             crate::protection::check(s).map_err(|source| ConfigError::Protection {
                 session: s.name.clone(),
-                source,
+                source: Box::new(source),
             })?;
         }
         Ok(())

@@ -43,42 +43,13 @@ pub use config::{BmscConfig, ConfigError, Token};
 pub use server::{start, start_with_tap, RunningBmsc, ServerError};
 pub use tap::{Tap, TapDatagram, TapDirection, TapKind};
 
-/// Displays an error with its causes (`a: b: c`), for logs.
-pub(crate) struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut cur = self.0.source();
-        while let Some(e) = cur {
-            write!(f, ": {e}")?;
-            cur = e.source();
-        }
-        Ok(())
-    }
-}
+pub(crate) use mbms_service::ErrorChain;
 
 /// Unix time in seconds.
-pub fn unix_now() -> u64 {
-    unix_millis() / 1000
-}
+pub use mbms_service::unix_now;
 
 /// Unix time in milliseconds.
-pub fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
+pub use mbms_service::unix_millis;
 
 /// Unix milliseconds as RFC 3339 UTC with milliseconds.
-pub fn rfc3339_millis(ms: u64) -> String {
-    let t = i128::from(ms) * 1_000_000;
-    time::OffsetDateTime::from_unix_timestamp_nanos(t)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
-}
+pub use mbms_service::rfc3339_millis;

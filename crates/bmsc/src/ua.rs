@@ -23,12 +23,12 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use rand::RngCore as _;
 
-use gba::digest::{Authorization, Request, VerifyError};
+use gba::digest::{Request, VerifyError};
 
 use crate::core::{now_ts, UeContext};
 use crate::metrics::{HttpLabels, ItemLabels};
@@ -44,19 +44,25 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, [(CONTENT_TYPE, "text/plain; charset=utf-8")], m).into_response()
 }
 
-/// `requesttype` and `mikey-port` of the query (other parameters are
-/// ignored, `PROFILE.md` section 3).
+/// `requesttype` and `mikey-port` of the query (`PROFILE.md` section 3).
+///
+/// The query is read as `application/x-www-form-urlencoded` (the WHATWG URL
+/// standard's parser, `form_urlencoded`): names and values are
+/// percent-decoded (`requesttype=msk%2Drequest` is `msk-request`) and `+`
+/// reads as a space. Other parameters are ignored; `requesttype` or
+/// `mikey-port` given twice is refused, even with the same value (which one
+/// would count is not said anywhere). A value that is not UTF-8 once decoded
+/// reads with U+FFFD and is then refused like any unknown value.
 fn parse_query(q: Option<&str>) -> Result<(RequestType, u16), String> {
     let mut rt = None;
     let mut port = None;
-    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        match k {
+    for (k, v) in form_urlencoded::parse(q.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
             "requesttype" => {
                 if rt.is_some() {
                     return Err("requesttype given twice".into());
                 }
-                rt = Some(RequestType::parse(v).ok_or_else(|| {
+                rt = Some(RequestType::parse(&v).ok_or_else(|| {
                     format!("unknown requesttype {v:?} (register, deregister or msk-request)")
                 })?);
             }
@@ -84,15 +90,7 @@ impl App {
         let mut r = text(StatusCode::UNAUTHORIZED, "authentication required");
         let digest = self.digest();
         let nonce = digest.issue_nonce(crate::unix_now(), &random);
-        for ch in digest.challenges(&nonce, stale) {
-            if let Some(v) = ch
-                .to_header_value()
-                .ok()
-                .and_then(|h| HeaderValue::from_str(&h).ok())
-            {
-                r.headers_mut().append(WWW_AUTHENTICATE, v);
-            }
-        }
+        mbms_service::digest::append_challenges(&mut r, &digest.challenges(&nonce, stale));
         r
     }
 }
@@ -153,23 +151,10 @@ async fn handle(
     let now = crate::unix_now();
 
     // --- HTTP Digest (PROFILE.md section 3) ---
-    let Some(value) = headers.get(AUTHORIZATION) else {
-        return app.challenge(false);
-    };
-    let auth = match value.to_str().map(Authorization::parse) {
-        Ok(Ok(a)) => a,
-        Ok(Err(e)) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!("malformed Digest Authorization: {e}"),
-            )
-        }
-        Err(_) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                "Authorization is not visible ASCII",
-            )
-        }
+    let auth = match mbms_service::digest::authorization(headers) {
+        Ok(Some(a)) => a,
+        Ok(None) => return app.challenge(false),
+        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
     };
     // Cheap checks before asking the BSF: our nonce, our realm.
     if app.digest().decode_nonce(&auth.nonce).is_err() || auth.realm != app.realm {
@@ -195,9 +180,7 @@ async fn handle(
             );
         }
     };
-    let target = uri
-        .path_and_query()
-        .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
+    let target = mbms_service::digest::request_target(uri);
     let password = keys.mrk.to_base64();
     let verified = app.digest().verify(
         &auth,
@@ -340,15 +323,9 @@ async fn handle(
         response_body,
     )
         .into_response();
-    if let Some(v) = info
-        .to_header_value()
-        .ok()
-        .and_then(|h| HeaderValue::from_str(&h).ok())
-    {
-        r.headers_mut().insert(
-            axum::http::HeaderName::from_static("authentication-info"),
-            v,
-        );
+    if let Some(v) = mbms_service::digest::authentication_info(&info) {
+        r.headers_mut()
+            .insert(mbms_service::digest::AUTHENTICATION_INFO, v);
     }
     r.headers_mut().insert(
         axum::http::header::CACHE_CONTROL,
@@ -380,6 +357,46 @@ mod tests {
             Some("requesttype=register&mikey-port=70000"),
         ] {
             assert!(parse_query(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// Issue 14 point 11: the query is percent-decoded (it was split by
+    /// hand, so `msk%2Drequest` was an unknown request type).
+    #[test]
+    fn query_is_percent_decoded() {
+        assert_eq!(
+            parse_query(Some("requesttype=msk%2Drequest")).unwrap(),
+            (RequestType::MskRequest, 2269)
+        );
+        assert_eq!(
+            parse_query(Some("requesttype=%72egister&mikey-port=%32%32%36%39")).unwrap(),
+            (RequestType::Register, 2269)
+        );
+        assert_eq!(
+            parse_query(Some("mikey%2Dport=4000&requesttype=deregister")).unwrap(),
+            (RequestType::Deregister, 4000)
+        );
+        // Unknown parameters, also malformed or not UTF-8 once decoded, and
+        // empty pairs are ignored.
+        assert_eq!(
+            parse_query(Some("&x=%ZZ&&y=%FF%FE&z&requesttype=register&")).unwrap(),
+            (RequestType::Register, 2269)
+        );
+        // A repeated parameter is refused, however it is spelt.
+        assert!(parse_query(Some("requesttype=register&request%74ype=register")).is_err());
+        assert!(parse_query(Some(
+            "requesttype=register&mikey-port=2269&mikey%2Dport=2269"
+        ))
+        .is_err());
+        // Decoding does not make bad values good.
+        for bad in [
+            "requesttype=register%00",
+            "requesttype=register+",
+            "requesttype=%FF",
+            "requesttype=register&mikey-port=2269%20",
+            "requesttype=register&mikey-port=-1",
+        ] {
+            assert!(parse_query(Some(bad)).is_err(), "{bad}");
         }
     }
 }

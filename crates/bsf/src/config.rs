@@ -31,8 +31,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use sha2::{Digest as _, Sha256};
-use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
 
 use gba::aka::Amf;
@@ -54,64 +52,19 @@ pub const DEFAULT_PURGE_INTERVAL_SECS: u64 = 60;
 /// Default AMF of a subscriber (TS 33.102 Annex F: the separation bit set).
 pub const DEFAULT_AMF: Amf = [0x80, 0x00];
 
-/// Errors reading or validating the configuration.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}")]
-    Read {
-        /// The path.
-        path: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML for this schema.
-    #[error("invalid configuration {path}")]
-    Parse {
-        /// The path.
-        path: String,
-        /// The cause.
-        #[source]
-        source: Box<toml::de::Error>,
-    },
-    /// A value is out of range or malformed.
-    #[error("invalid configuration: {0}")]
-    Invalid(String),
-}
+/// Characters refused in `fqdn`: they cannot stand in a host name, and the
+/// FQDN is written unescaped into the Digest realm and the B-TID
+/// (`<btid>` of the Ub body, TS 24.109 Annex A; XML 1.0 section 2.4 for
+/// `<`, `&` and `>`).
+const FQDN_REFUSED: [char; 8] = ['@', '"', '/', ' ', '<', '>', '&', '\''];
+
+/// Errors reading or validating the configuration (shared by the
+/// services).
+pub use mbms_service::ConfigError;
 
 /// The Zn bearer token (PROFILE.md section 5). Zeroized on drop, redacted in
 /// `Debug`, compared in constant time.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct ZnToken(Zeroizing<String>);
-
-impl ZnToken {
-    /// Wraps a token.
-    pub fn new(token: impl Into<String>) -> Self {
-        Self(Zeroizing::new(token.into()))
-    }
-
-    /// Whether `presented` equals the token. Both are hashed first so that
-    /// the comparison is constant time regardless of length.
-    pub fn verify(&self, presented: &str) -> bool {
-        let a = Sha256::digest(self.0.as_bytes());
-        let b = Sha256::digest(presented.as_bytes());
-        bool::from(a.ct_eq(&b))
-    }
-
-    /// The token text (for clients of Zn).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for ZnToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ZnToken(<redacted>)")
-    }
-}
+pub type ZnToken = mbms_service::Token;
 
 /// A subscriber in the configuration file (provisioned at start if absent).
 #[derive(Clone, Deserialize)]
@@ -244,14 +197,7 @@ pub struct BsfConfig {
 impl BsfConfig {
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let cfg: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.display().to_string(),
-            source: Box::new(source),
-        })?;
+        let cfg: Self = mbms_service::config::load_toml(path)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -276,7 +222,7 @@ impl BsfConfig {
         let fqdn = self.fqdn.trim();
         if fqdn.is_empty()
             || fqdn != self.fqdn
-            || fqdn.contains(['@', '"', '/', ' '])
+            || fqdn.contains(FQDN_REFUSED)
             || fqdn.chars().any(char::is_control)
         {
             return Err(ConfigError::Invalid(format!(
@@ -363,6 +309,16 @@ mod tests {
             .validate()
             .is_err());
         assert!(toml::from_str::<BsfConfig>("fqdn = \"x\"\nzn_token = \"t\"\nbogus = 1").is_err());
+        // Issue 14 point 11: the FQDN is written unescaped into the B-TID of
+        // the Ub XML body: markup characters are refused.
+        for fqdn in ["bsf<x", "bsf&x", "bsf>x", "bsf'x", "bsf\\u0001x"] {
+            let bad = base.replace("bsf.x", fqdn);
+            let e = toml::from_str::<BsfConfig>(&bad)
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(e.to_string().contains("not a host name"), "{fqdn}: {e}");
+        }
         let bad = format!("{base}[http]\nidle_timeout = 0\n");
         let e = toml::from_str::<BsfConfig>(&bad)
             .unwrap()

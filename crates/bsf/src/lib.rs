@@ -32,40 +32,15 @@ pub use server::{Bsf, RunningBsf, Settings};
 pub use sqlite::SqliteStore;
 pub use store::{GbaType, Session, Store, StoreError, Subscriber};
 
-/// Displays an error with its chain of causes (`a: b: c`), for logs.
-pub(crate) struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl core::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut cur = self.0.source();
-        while let Some(e) = cur {
-            write!(f, ": {e}")?;
-            cur = e.source();
-        }
-        Ok(())
-    }
-}
+pub(crate) use mbms_service::ErrorChain;
 
 /// The current time in Unix seconds.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use mbms_service::unix_now;
 
 /// Formats Unix seconds as an RFC 3339 UTC time (`2030-01-01T00:00:00Z`),
 /// the xs:dateTime of `<lifetime>` on Ub (TS 24.109 Annex A; PROFILE.md
 /// section 4) and of `lifetime` on Zn (PROFILE.md section 5).
-pub fn rfc3339(unix_secs: u64) -> String {
-    let t = i64::try_from(unix_secs)
-        .ok()
-        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
-}
+pub use mbms_service::rfc3339_secs as rfc3339;
 
 #[cfg(test)]
 mod tests {

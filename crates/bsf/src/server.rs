@@ -45,9 +45,7 @@ use sha2::{Digest as _, Sha256};
 use tracing::{debug, error, info, warn};
 
 use gba::aka::{self, Auts, Rand};
-use gba::digest::{
-    Algorithm, Authorization, DigestServer, Qop, Request, ServerConfig, VerifyError,
-};
+use gba::digest::{Algorithm, DigestServer, Qop, Request, ServerConfig, VerifyError};
 use gba::kdf::{derive_ks_ext_naf, derive_ks_int_naf, derive_ks_naf};
 use gba::{BTid, Ks, Milenage, NafId};
 
@@ -306,7 +304,7 @@ async fn challenge(state: &Arc<AppState>, impi: &str, now: u64, stale: bool) -> 
         let nonce = digest.issue_nonce_with_prefix(&prefix, now, &nonce_random);
         digest.challenge(&nonce, stale).to_header_value()
     };
-    let header = match header.ok().and_then(|h| HeaderValue::from_str(&h).ok()) {
+    let header = match mbms_service::digest::header_value(header) {
         Some(h) => h,
         None => {
             error!("Ub: challenge could not be formatted");
@@ -331,26 +329,15 @@ async fn ub(
     body: Bytes,
 ) -> Response {
     let now = unix_now();
-    let Some(value) = headers.get(AUTHORIZATION) else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "Ub needs an `Authorization: Digest username=\"<IMPI>\", realm, nonce=\"\", uri, response=\"\"` header (TS 24.109 A.3)",
-        );
-    };
-    let auth = match value.to_str().map(Authorization::parse) {
-        Ok(Ok(a)) => a,
-        Ok(Err(e)) => {
+    let auth = match mbms_service::digest::authorization(&headers) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
             return text(
                 StatusCode::BAD_REQUEST,
-                format!("malformed Digest Authorization: {e}"),
+                "Ub needs an `Authorization: Digest username=\"<IMPI>\", realm, nonce=\"\", uri, response=\"\"` header (TS 24.109 A.3)",
             )
         }
-        Err(_) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                "Authorization is not visible ASCII",
-            )
-        }
+        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let impi = auth.username.clone();
     let ua = headers
@@ -389,11 +376,7 @@ async fn ub(
             return challenge(&state, &impi, now, false).await;
         }
     };
-    let path = uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_owned();
+    let path = mbms_service::digest::request_target(&uri);
     let request = Request {
         method: method.as_str(),
         uri: &path,
@@ -468,11 +451,7 @@ async fn ub(
     let info = state
         .digest()
         .authentication_info(&verified, body.as_bytes(), None);
-    let Some(info) = info
-        .to_header_value()
-        .ok()
-        .and_then(|h| HeaderValue::from_str(&h).ok())
-    else {
+    let Some(info) = mbms_service::digest::authentication_info(&info) else {
         error!("Ub: Authentication-Info could not be formatted");
         return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
     };
@@ -482,10 +461,7 @@ async fn ub(
         StatusCode::OK,
         [
             (CONTENT_TYPE, HeaderValue::from_static(BSF_XML_MEDIA_TYPE)),
-            (
-                axum::http::HeaderName::from_static("authentication-info"),
-                info,
-            ),
+            (mbms_service::digest::AUTHENTICATION_INFO, info),
             (CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ],
         body,
@@ -571,14 +547,8 @@ async fn zn_naf_keys(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let presented = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
-    if !presented.is_some_and(|t| state.settings.zn_token.verify(t)) {
+    let presented = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if !state.settings.zn_token.check_bearer(presented) {
         warn!("Zn: missing or wrong bearer token");
         let mut r = zn_error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
         r.headers_mut().insert(

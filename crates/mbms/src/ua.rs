@@ -119,6 +119,36 @@ pub enum XmlError {
     /// More than [`MAX_ITEMS`] items.
     #[error("the request lists more than {MAX_ITEMS} items")]
     TooMany,
+    /// An item of a response without a usable `status` (UE side).
+    #[error("<{0}> without a 3-digit status attribute")]
+    BadStatus(&'static str),
+    /// A value to write holds a character that XML 1.0 cannot carry, not
+    /// even as a character reference (XML 1.0 section 2.2, production
+    /// `Char`: C0 controls other than tab, LF and CR; U+FFFE, U+FFFF).
+    #[error("{what} holds the character U+{:04X}, which XML 1.0 cannot carry", u32::from(*ch))]
+    InvalidChar {
+        /// What the value is (`serviceId`, ...).
+        what: &'static str,
+        /// The first such character.
+        ch: char,
+    },
+}
+
+/// Whether XML 1.0 can carry `c` (section 2.2, production `Char`: `#x9 |
+/// #xA | #xD | [#x20-#xD7FF] | [#xE000-#xFFFD] | [#x10000-#x10FFFF]`; a
+/// Rust `char` is never a surrogate).
+pub fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// Refuses a value that XML 1.0 cannot carry ([`is_xml_char`]), naming it
+/// `what`: the check for values that go into a Ua body, where they come
+/// from (configuration, API callers).
+pub fn check_text(what: &'static str, value: &str) -> Result<(), XmlError> {
+    match value.chars().find(|c| !is_xml_char(*c)) {
+        None => Ok(()),
+        Some(ch) => Err(XmlError::InvalidChar { what, ch }),
+    }
 }
 
 /// The XML text of a body: plain, or Base64 of it.
@@ -143,20 +173,31 @@ pub fn decode_body(body: &[u8]) -> Result<String, XmlError> {
     Ok(text.trim_start_matches('\u{feff}').to_owned())
 }
 
-fn parse<'a>(text: &'a str, rt: RequestType) -> Result<roxmltree::Document<'a>, XmlError> {
+/// Parses a Ua body with DTDs refused and at most `nodes_limit` nodes, and
+/// checks its root element `<name>` in namespace `ns`.
+pub fn parse_document<'a>(
+    text: &'a str,
+    name: &'static str,
+    ns: &'static str,
+    nodes_limit: u32,
+) -> Result<roxmltree::Document<'a>, XmlError> {
     let opt = roxmltree::ParsingOptions {
         allow_dtd: false,
-        nodes_limit: MAX_NODES,
+        nodes_limit,
         ..Default::default()
     };
     let doc = roxmltree::Document::parse_with_options(text, opt)
         .map_err(|e| XmlError::Malformed(e.to_string()))?;
-    let (name, ns, _) = rt.root();
     let root = doc.root_element();
     if root.tag_name().name() != name || root.tag_name().namespace() != Some(ns) {
         return Err(XmlError::WrongRoot { name, ns });
     }
     Ok(doc)
+}
+
+fn parse<'a>(text: &'a str, rt: RequestType) -> Result<roxmltree::Document<'a>, XmlError> {
+    let (name, ns, _) = rt.root();
+    parse_document(text, name, ns, MAX_NODES)
 }
 
 fn items<'a, 'i>(
@@ -229,7 +270,13 @@ fn parse_key(kd: &str, id: &str) -> Option<MskName> {
     })
 }
 
-/// Escapes text for an XML attribute value.
+/// Escapes text for XML character data or an attribute value. Tab, LF and
+/// CR are written as character references so that they read back as they
+/// were (XML 1.0 sections 2.11 and 3.3.3 would normalise them). A character
+/// that XML 1.0 cannot carry at all ([`is_xml_char`]) is never written: it
+/// becomes U+FFFD, so that the output is always well-formed. Values from
+/// outside are refused before with [`check_text`]; values read from a
+/// parsed request cannot hold such characters.
 pub fn escape(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
@@ -239,9 +286,10 @@ pub fn escape(s: &str) -> String {
             '>' => o.push_str("&gt;"),
             '"' => o.push_str("&quot;"),
             '\'' => o.push_str("&apos;"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "&#x{:X};", c as u32);
+            '\t' | '\n' | '\r' => {
+                let _ = write!(o, "&#x{:X};", u32::from(c));
             }
+            c if !is_xml_char(c) => o.push(char::REPLACEMENT_CHARACTER),
             c => o.push(c),
         }
     }

@@ -1,16 +1,40 @@
 //! Plumbing shared by the async service shells (`bsf`, `bmsc`, `ue`): one
 //! place for how they log, stop, create files that hold secrets, open
-//! their SQLite databases ([`db`]) and serve HTTP within limits ([`http`]).
+//! their SQLite databases ([`db`]), serve HTTP within limits ([`http`]),
+//! read their configuration files and bearer tokens ([`config`]), read the
+//! clock and write times ([`clock`]), serve HTTP Digest ([`digest`]) and
+//! log errors ([`ErrorChain`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod clock;
+pub mod config;
 pub mod db;
+pub mod digest;
 
 use std::future::Future;
 use std::path::Path;
 
 pub mod http;
 pub use http::{serve_http, HttpLimits};
+
+pub use clock::{rfc3339, rfc3339_millis, rfc3339_secs, unix_millis, unix_now};
+pub use config::{ConfigError, Token};
+
+/// Displays an error with its chain of causes (`a: b: c`), for logs.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cur = self.0.source();
+        while let Some(e) = cur {
+            write!(f, ": {e}")?;
+            cur = e.source();
+        }
+        Ok(())
+    }
+}
 
 /// How log lines are written on standard error (`--log-format`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -172,6 +196,15 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_chain_lists_the_causes() {
+        let e = ConfigError::Read {
+            path: "x.toml".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
+        };
+        assert_eq!(ErrorChain(&e).to_string(), "cannot read x.toml: gone");
+    }
 
     #[test]
     fn private_file_is_0600_and_existing_files_are_kept() {

@@ -20,32 +20,9 @@ use mbms::{KeyDomainId, KeyGroupName};
 /// The default MIKEY port of the UE (`PROFILE.md` section 6: 2269).
 pub const DEFAULT_MIKEY_PORT: u16 = mbms::profile::MIKEY_UDP_PORT;
 
-/// Errors reading or validating a configuration or service description.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// A file could not be read.
-    #[error("cannot read {path}")]
-    Read {
-        /// The path.
-        path: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Not valid TOML for the schema.
-    #[error("invalid {path}")]
-    Parse {
-        /// The path.
-        path: String,
-        /// The cause.
-        #[source]
-        source: Box<toml::de::Error>,
-    },
-    /// A value is out of range or inconsistent.
-    #[error("invalid configuration: {0}")]
-    Invalid(String),
-}
+/// Errors reading or validating a configuration or service description
+/// (shared by the services).
+pub use mbms_service::ConfigError;
 
 /// GBA mode of the simulated UICC (TS 33.246 6.1; `PROFILE.md` section 2).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -412,23 +389,11 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
     }
 }
 
-fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.display().to_string(),
-        source,
-    })
-}
-
 /// Reads a service description file (paths resolved against its directory).
 pub fn load_services(path: &Path) -> Result<Vec<Service>, ConfigError> {
-    let text = read(path)?;
-    let mut services = parse_services(&text).map_err(|e| match e {
-        ConfigError::Parse { source, .. } => ConfigError::Parse {
-            path: path.display().to_string(),
-            source,
-        },
-        other => other,
-    })?;
+    let f: ServiceFile = mbms_service::config::load_toml(path)?;
+    validate_services(&f.services)?;
+    let mut services = f.services;
     let base = path.parent().unwrap_or(Path::new("."));
     for s in &mut services {
         for sess in &mut s.sessions {
@@ -445,10 +410,7 @@ pub fn load_services(path: &Path) -> Result<Vec<Service>, ConfigError> {
 
 /// Parses service description text (paths left as written).
 pub fn parse_services(text: &str) -> Result<Vec<Service>, ConfigError> {
-    let f: ServiceFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
-        path: "(service description)".into(),
-        source: Box::new(e),
-    })?;
+    let f: ServiceFile = mbms_service::config::parse_toml_named(text, "(service description)")?;
     validate_services(&f.services)?;
     Ok(f.services)
 }
@@ -461,7 +423,12 @@ fn validate_services(services: &[Service]) -> Result<(), ConfigError> {
     let mut ids = BTreeSet::new();
     let mut names = BTreeSet::new();
     for s in services {
-        if s.id.is_empty() || s.id.chars().any(char::is_control) {
+        // The ID goes into the Ua bodies: XML must carry it (issue 14
+        // point 11; `mbms::ua::check_text`).
+        if s.id.is_empty()
+            || s.id.chars().any(char::is_control)
+            || mbms::ua::check_text("serviceId", &s.id).is_err()
+        {
             return bad(format!("service ID {:?}", s.id));
         }
         if !ids.insert(s.id.clone()) {
@@ -587,14 +554,8 @@ pub fn srtp_suite(name: Option<&str>) -> Result<srtp::Suite, String> {
 impl UeConfig {
     /// Reads and validates `ue.toml` and the service description it names.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = read(path)?;
-        let mut cfg = Self::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { source, .. } => ConfigError::Parse {
-                path: path.display().to_string(),
-                source,
-            },
-            other => other,
-        })?;
+        let mut cfg: UeConfig = mbms_service::config::load_toml(path)?;
+        cfg.validate_own()?;
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.state_dir = resolve(base, &cfg.state_dir);
         cfg.services = resolve(base, &cfg.services);
@@ -605,10 +566,7 @@ impl UeConfig {
     /// Parses `ue.toml` text (the service list stays empty; paths are left
     /// as written).
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let cfg: UeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: "(text)".into(),
-            source: Box::new(e),
-        })?;
+        let cfg: UeConfig = mbms_service::config::parse_toml(text)?;
         cfg.validate_own()?;
         Ok(cfg)
     }
@@ -725,6 +683,12 @@ output_dir = "out"
         ))
         .is_err());
         assert!(parse_services(&SVC.replace("key_groups = [1]", "key_groups = [0]")).is_err());
+        // Issue 14 point 11: a service ID goes into Ua XML bodies; one that
+        // XML 1.0 cannot carry is refused here, where it comes from.
+        for id in ["urn:a\\u0001", "urn:a\\uFFFE", "urn:a\\uFFFF"] {
+            let e = parse_services(&SVC.replace("urn:mbms:service:news", id)).unwrap_err();
+            assert!(e.to_string().contains("service ID"), "{e}");
+        }
         // Seed 000 6.3.2.2.2: confidentiality and integrity independently.
         for (c, i) in [(false, true), (true, false), (false, false)] {
             let s = parse_services(&SVC.replace(

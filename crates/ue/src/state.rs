@@ -522,10 +522,7 @@ pub fn open_state_dir(dir: &Path, start_over: bool) -> Result<FileStore, StateEr
 }
 
 /// Formats a time as RFC 3339.
-pub fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
+pub use mbms_service::rfc3339;
 
 #[cfg(test)]
 mod tests {

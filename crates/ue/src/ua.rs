@@ -143,7 +143,7 @@ impl UaClient {
     /// Registers to `services`: one status per service, in order.
     pub async fn register(&mut self, services: &[&str]) -> Result<Vec<(String, u16)>, UaError> {
         let body = self
-            .post(RequestType::Register, xml::register_body(services))
+            .post(RequestType::Register, xml::register_body(services)?)
             .await?;
         Ok(xml::parse_register_response(&body)?)
     }
@@ -151,7 +151,7 @@ impl UaClient {
     /// Deregisters from `services`: one status per service, in order.
     pub async fn deregister(&mut self, services: &[&str]) -> Result<Vec<(String, u16)>, UaError> {
         let body = self
-            .post(RequestType::Deregister, xml::deregister_body(services))
+            .post(RequestType::Deregister, xml::deregister_body(services)?)
             .await?;
         Ok(xml::parse_register_response(&body)?)
     }

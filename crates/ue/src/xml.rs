@@ -19,36 +19,28 @@ pub use mbms::ua::{
 /// Most XML nodes accepted in a response.
 const MAX_NODES: u32 = 4096;
 
-/// A response body could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum XmlError {
-    /// Neither XML nor Base64 of UTF-8 XML.
-    #[error("body is neither XML nor Base64-encoded XML")]
-    Encoding,
-    /// Not well-formed (or a DTD, or too many nodes).
-    #[error("malformed XML: {0}")]
-    Malformed(String),
-    /// Another root element or namespace.
-    #[error("expected root element <{name}> in namespace {ns}")]
-    WrongRoot {
-        /// Expected element.
-        name: &'static str,
-        /// Expected namespace.
-        ns: &'static str,
-    },
-    /// An item without a usable `status`.
-    #[error("<{0}> without a 3-digit status attribute")]
-    BadStatus(&'static str),
+/// A request could not be written or a response body could not be read
+/// (shared with the BM-SC).
+pub use mbms::ua::XmlError;
+
+/// `<mbmsRegister>` listing `services` (plain XML body); a service ID that
+/// XML cannot carry is refused ([`XmlError::InvalidChar`]).
+pub fn register_body(services: &[&str]) -> Result<Vec<u8>, XmlError> {
+    check_services(services)?;
+    Ok(mbms::ua::register_request(services).into_bytes())
 }
 
-/// `<mbmsRegister>` listing `services` (plain XML body).
-pub fn register_body(services: &[&str]) -> Vec<u8> {
-    mbms::ua::register_request(services).into_bytes()
+/// `<mbmsDeregister>` listing `services` (plain XML body); a service ID
+/// that XML cannot carry is refused.
+pub fn deregister_body(services: &[&str]) -> Result<Vec<u8>, XmlError> {
+    check_services(services)?;
+    Ok(mbms::ua::deregister_request(services).into_bytes())
 }
 
-/// `<mbmsDeregister>` listing `services` (plain XML body).
-pub fn deregister_body(services: &[&str]) -> Vec<u8> {
-    mbms::ua::deregister_request(services).into_bytes()
+fn check_services(services: &[&str]) -> Result<(), XmlError> {
+    services
+        .iter()
+        .try_for_each(|s| mbms::ua::check_text("serviceId", s))
 }
 
 /// The XML of an MSK request (Key Number 0 = the current MSK of the group).
@@ -72,18 +64,7 @@ fn parse_doc<'a>(
     name: &'static str,
     ns: &'static str,
 ) -> Result<roxmltree::Document<'a>, XmlError> {
-    let opt = roxmltree::ParsingOptions {
-        allow_dtd: false,
-        nodes_limit: MAX_NODES,
-        ..Default::default()
-    };
-    let doc = roxmltree::Document::parse_with_options(text, opt)
-        .map_err(|e| XmlError::Malformed(e.to_string()))?;
-    let root = doc.root_element();
-    if root.tag_name().name() != name || root.tag_name().namespace() != Some(ns) {
-        return Err(XmlError::WrongRoot { name, ns });
-    }
-    Ok(doc)
+    mbms::ua::parse_document(text, name, ns, MAX_NODES)
 }
 
 fn status_of(n: &roxmltree::Node<'_, '_>, what: &'static str) -> Result<u16, XmlError> {
@@ -154,11 +135,12 @@ mod tests {
 
     #[test]
     fn request_bodies_follow_the_profile() {
-        let r = String::from_utf8(register_body(&["urn:mbms:service:news", "a&b"])).unwrap();
+        let r =
+            String::from_utf8(register_body(&["urn:mbms:service:news", "a&b"]).unwrap()).unwrap();
         assert!(r.contains("<mbmsRegister xmlns=\"urn:3GPP:metadata:2005:MBMS:register\">"));
         assert!(r.contains("<serviceId>urn:mbms:service:news</serviceId>"));
         assert!(r.contains("<serviceId>a&amp;b</serviceId>"));
-        let d = String::from_utf8(deregister_body(&["x"])).unwrap();
+        let d = String::from_utf8(deregister_body(&["x"]).unwrap()).unwrap();
         assert!(d.contains("<mbmsDeregister xmlns=\"urn:3GPP:metadata:2005:MBMS:deregister\">"));
         let m = msk_request_body(&[name(1, 0)]);
         let xml = base64::engine::general_purpose::STANDARD
@@ -167,6 +149,30 @@ mod tests {
         let xml = String::from_utf8(xml).unwrap();
         assert!(xml.contains("<mbmsMskRequest xmlns=\"urn:3GPP:metadata:2005:MBMS:mskRequest\">"));
         assert!(xml.contains("<key keyDomainId=\"00F110\" mskId=\"00010000\"/>"));
+    }
+
+    /// Issue 14 point 11: a service ID that XML 1.0 cannot carry is refused
+    /// with a typed error, not written as `&#x1;`.
+    #[test]
+    fn unwritable_service_ids_are_refused() {
+        for body in [
+            register_body(&["ok", "a\u{1}b"]),
+            deregister_body(&["\u{FFFF}"]),
+        ] {
+            assert!(matches!(
+                body,
+                Err(XmlError::InvalidChar {
+                    what: "serviceId",
+                    ..
+                })
+            ));
+        }
+        let r = register_body(&["tab\there"]).unwrap();
+        assert_eq!(
+            mbms::ua::parse_services(std::str::from_utf8(&r).unwrap(), RequestType::Register)
+                .unwrap(),
+            ["tab\there"]
+        );
     }
 
     #[test]
