@@ -17,8 +17,8 @@
 //! Every error is the JSON object `{"error": "..."}` of the OpenAPI file:
 //! also a malformed path or query parameter, a malformed or oversize body
 //! (axum's extractor rejections are mapped here, after the token check),
-//! and, for the whole server, an unknown path ([`not_found`], 404) and a
-//! method a path does not serve ([`method_not_allowed`], 405).
+//! and, for the whole server, an unknown path (`not_found`, 404) and a
+//! method a path does not serve (`method_not_allowed`, 405).
 
 use std::sync::Arc;
 

@@ -30,7 +30,7 @@ const SCHEMA: Schema = Schema {
     migrations: MIGRATIONS,
 };
 
-/// The version this program writes (the number of [`MIGRATIONS`]).
+/// The version this program writes (the number of `MIGRATIONS`).
 pub const SCHEMA_VERSION: i64 = SCHEMA.version();
 
 /// Version 0: the tables of release 0.1.0 (commit ce6c076), the schema of

@@ -311,7 +311,7 @@ impl PgStore {
     /// tables and the schema version are created. A schema holding some
     /// tables is upgraded and checked in one transaction: the version in
     /// `mbms_meta` known (newer: refused; older: the missing steps of
-    /// [`MIGRATIONS`] applied; no `mbms_meta` but exactly the tables of
+    /// `MIGRATIONS` applied; no `mbms_meta` but exactly the tables of
     /// release 0.1.0: version 0), every table and column present (a
     /// partial schema is refused), the rows valid. [`Create::Init`] creates the tables where
     /// none of this program's tables exist (other tables may) and refuses
