@@ -11,9 +11,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use srtp::{Config, MasterKey, Receiver, Sender};
 #[cfg(has_libsrtp)]
 use srtp::Suite;
+use srtp::{Config, MasterKey, Receiver, Sender};
 
 #[cfg(has_libsrtp)]
 #[path = "../tests/libsrtp/mod.rs"]
