@@ -85,10 +85,40 @@ pub struct DemoOptions {
     /// that must remove it on a signal too (`mbms demo`) creates it with
     /// [`private_temp_dir`], passes its path here and drops it itself.
     pub work_dir: Option<PathBuf>,
-    /// Never try the default ports (2269, 5008, 5006): always pick free
-    /// ones. For tests and for runs next to other programs (two demos at
-    /// once); `false`: the defaults, or free ports if one of them is taken.
+    /// The MIKEY, MTK and SRTP ports to use if they are free on every
+    /// address (default: [`DemoPorts::DEFAULT`], 2269, 5008, 5006); free
+    /// ports otherwise.
+    pub ports: DemoPorts,
+    /// Never try [`DemoOptions::ports`]: always pick free ones. For tests
+    /// and for runs next to other programs (two demos at once).
     pub free_ports: bool,
+}
+
+/// The UDP ports of a run: the same numbers on every UE address, and the
+/// MIKEY port on the BM-SC's 127.0.0.1 too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct DemoPorts {
+    /// MSK messages, solicited pulls and acknowledgements.
+    pub mikey: u16,
+    /// MTK messages to the UEs.
+    pub mtk: u16,
+    /// SRTP to the UEs.
+    pub srtp: u16,
+}
+
+impl DemoPorts {
+    /// [`MIKEY_PORT`], [`MTK_PORT`], [`SRTP_PORT`].
+    pub const DEFAULT: DemoPorts = DemoPorts {
+        mikey: MIKEY_PORT,
+        mtk: MTK_PORT,
+        srtp: SRTP_PORT,
+    };
+}
+
+impl Default for DemoPorts {
+    fn default() -> Self {
+        DemoPorts::DEFAULT
+    }
 }
 
 impl Default for DemoOptions {
@@ -98,6 +128,7 @@ impl Default for DemoOptions {
             pcap: None,
             keylog: None,
             work_dir: None,
+            ports: DemoPorts::DEFAULT,
             free_ports: false,
         }
     }
@@ -203,7 +234,8 @@ pub struct DemoReport {
     /// The UEs' SRTP port ([`SRTP_PORT`] unless taken or free ports were
     /// asked for).
     pub srtp_port: u16,
-    /// Free ports were used because a default port was taken.
+    /// Free ports were used because one of [`DemoOptions::ports`] was
+    /// taken.
     pub port_fallback: bool,
     /// The procedures in order.
     pub procedures: Vec<ProcedureResult>,
@@ -302,20 +334,20 @@ struct Ports {
     hold: Vec<std::net::UdpSocket>,
 }
 
-/// Picks the ports: the defaults if wanted and free on 127.0.0.1 (MIKEY)
+/// Picks the ports: `wanted` if asked for and free on 127.0.0.1 (MIKEY)
 /// and every UE address, else three distinct numbers the kernel hands out
 /// on 127.0.0.1 that are free on every UE address too.
-fn choose_ports(ips: &[Ipv4Addr], free_only: bool) -> anyhow::Result<Ports> {
-    if !free_only {
-        let defaults_free = port_free(Ipv4Addr::LOCALHOST, MIKEY_PORT)
+fn choose_ports(ips: &[Ipv4Addr], wanted: Option<DemoPorts>) -> anyhow::Result<Ports> {
+    if let Some(w) = wanted {
+        let wanted_free = port_free(Ipv4Addr::LOCALHOST, w.mikey)
             && ips.iter().all(|ip| {
-                port_free(*ip, MIKEY_PORT) && port_free(*ip, MTK_PORT) && port_free(*ip, SRTP_PORT)
+                port_free(*ip, w.mikey) && port_free(*ip, w.mtk) && port_free(*ip, w.srtp)
             });
-        if defaults_free {
+        if wanted_free {
             return Ok(Ports {
-                mikey: MIKEY_PORT,
-                mtk: MTK_PORT,
-                srtp: SRTP_PORT,
+                mikey: w.mikey,
+                mtk: w.mtk,
+                srtp: w.srtp,
                 fallback: false,
                 hold: Vec::new(),
             });
@@ -339,7 +371,7 @@ fn choose_ports(ips: &[Ipv4Addr], free_only: bool) -> anyhow::Result<Ports> {
         mikey: port(0)?,
         mtk: port(1)?,
         srtp: port(2)?,
-        fallback: !free_only,
+        fallback: wanted.is_some(),
         hold,
     })
 }
@@ -689,12 +721,21 @@ pub async fn run(
     if !ips.iter().all(|ip| port_free(*ip, 0)) {
         bail!("cannot bind the UEs' loopback addresses 127.0.1.x (is 127.0.0.0/8 routed to lo?)");
     }
-    let mut chosen = choose_ports(&ips, opts.free_ports)?;
+    let wanted = opts.ports;
+    if [wanted.mikey, wanted.mtk, wanted.srtp].contains(&0)
+        || wanted.mikey == wanted.mtk
+        || wanted.mikey == wanted.srtp
+        || wanted.mtk == wanted.srtp
+    {
+        bail!("the demo's MIKEY, MTK and SRTP ports must be three different non-zero ports: {wanted:?}");
+    }
+    let mut chosen = choose_ports(&ips, (!opts.free_ports).then_some(wanted))?;
     let (mp, tp, sp) = (chosen.mikey, chosen.mtk, chosen.srtp);
     let avoid = [mp, tp, sp];
     if chosen.fallback {
         progress(Progress::Note(format!(
-            "port {MIKEY_PORT}, {MTK_PORT} or {SRTP_PORT} is taken: using MIKEY port {mp}, MTK port {tp}, SRTP port {sp} (tshark -d udp.port=={tp},mikey -d udp.port=={mp},mikey)"
+            "port {}, {} or {} is taken: using MIKEY port {mp}, MTK port {tp}, SRTP port {sp} (tshark -d udp.port=={tp},mikey -d udp.port=={mp},mikey)",
+            wanted.mikey, wanted.mtk, wanted.srtp
         )));
     }
     let bmsc_mikey = SocketAddr::from((Ipv4Addr::LOCALHOST, mp));
@@ -1602,7 +1643,7 @@ pub fn render_table(r: &DemoReport) -> String {
     ));
     if (r.mikey_port, r.mtk_port, r.srtp_port) != (MIKEY_PORT, MTK_PORT, SRTP_PORT) {
         if r.port_fallback {
-            s.push_str("note: a default port (2269/5008/5006) was taken; free ports were used\n");
+            s.push_str("note: a port asked for was taken; free ports were used\n");
         }
         s.push_str(&format!(
             "ports: MIKEY {}, MTK {}, SRTP {} (tshark {})\n",

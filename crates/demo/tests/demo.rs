@@ -7,10 +7,11 @@
 //! told the ports the run really used (issue 14, point 1).
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
 
-use mbms_demo::{run, DemoOptions, DemoReport, Progress};
+use mbms_demo::{run, DemoOptions, DemoPorts, DemoReport, Progress};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_with_20_ues_succeeds_and_its_capture_opens() {
@@ -29,6 +30,7 @@ async fn demo_with_20_ues_succeeds_and_its_capture_opens() {
         pcap: Some(pcap.clone()),
         keylog: Some(keylog.clone()),
         work_dir: None,
+        ports: DemoPorts::DEFAULT,
         // Never the default ports: another suite may run its demo now.
         free_ports: true,
     };
@@ -67,15 +69,28 @@ async fn demo_with_20_ues_succeeds_and_its_capture_opens() {
     tshark_check(&report, &pcap, &muks, &msks);
 }
 
-/// Issue 14, point 1: with a default port taken (here 127.0.1.1:5008, the
-/// first UE's MTK port, as another program held it) the demo falls back to
-/// free ports, says which, and tshark decodes the capture with them.
+/// Issue 14, point 1: with one of the wanted ports taken (as when another
+/// program held 127.0.1.1:5008, the first UE's MTK port) the demo falls
+/// back to free ports, says which, and tshark decodes the capture with
+/// them. The wanted ports are this test's own free ones, one of them held
+/// here: nothing depends on 2269/5008/5006 being free or taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_taken_default_port_falls_back_and_the_capture_still_decodes() {
-    // Held here, or already held by another program (possibly this test
-    // of a parallel suite): taken either way, unless that program lets go
-    // of it just now, then the defaults may be used.
-    let hold = std::net::UdpSocket::bind((mbms_demo::ue_ip(0), mbms_demo::MTK_PORT));
+async fn a_taken_port_falls_back_and_the_capture_still_decodes() {
+    let port = |s: &std::net::UdpSocket| s.local_addr().unwrap().port();
+    let bind = |ip| std::net::UdpSocket::bind((ip, 0)).unwrap();
+    // Held for the whole run: the wanted MTK port on the first UE's address.
+    let (hold, wanted) = loop {
+        let hold = bind(mbms_demo::ue_ip(0));
+        let (m, s) = (bind(Ipv4Addr::LOCALHOST), bind(Ipv4Addr::LOCALHOST));
+        let wanted = DemoPorts {
+            mikey: port(&m),
+            mtk: port(&hold),
+            srtp: port(&s),
+        };
+        if wanted.mtk != wanted.mikey && wanted.mtk != wanted.srtp {
+            break (hold, wanted);
+        }
+    };
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("demo.pcap");
     let keylog = dir.path().join("demo.keys");
@@ -84,6 +99,7 @@ async fn a_taken_default_port_falls_back_and_the_capture_still_decodes() {
         pcap: Some(pcap.clone()),
         keylog: Some(keylog.clone()),
         work_dir: None,
+        ports: wanted,
         free_ports: false,
     };
     let notes = std::sync::Mutex::new(Vec::new());
@@ -93,16 +109,11 @@ async fn a_taken_default_port_falls_back_and_the_capture_still_decodes() {
         }
     };
     let report = run(opts, &progress).await.unwrap();
+    drop(hold);
     let table = mbms_demo::render_table(&report);
     assert!(report.success, "{table}");
-    if hold.is_err() && !report.port_fallback {
-        eprintln!("127.0.1.1:5008 was freed meanwhile: the defaults were used");
-        let (muks, msks) = keys_of(&keylog);
-        tshark_check(&report, &pcap, &muks, &msks);
-        return;
-    }
     assert!(report.port_fallback, "{table}");
-    assert_ne!(report.mtk_port, mbms_demo::MTK_PORT);
+    assert_ne!(report.mtk_port, wanted.mtk);
     let ports = [report.mikey_port, report.mtk_port, report.srtp_port];
     assert!(
         ports.iter().all(|p| *p != 0) && ports[0] != ports[1] && ports[1] != ports[2],

@@ -85,6 +85,7 @@ pub fn run(a: DemoArgs) -> ExitCode {
         pcap: a.pcap,
         keylog: a.keylog,
         work_dir: Some(work_dir.path().to_path_buf()),
+        ports: mbms_demo::DemoPorts::DEFAULT,
         free_ports: a.free_ports,
     };
     let rt = match tokio::runtime::Runtime::new() {
