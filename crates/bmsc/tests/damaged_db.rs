@@ -266,7 +266,7 @@ fn postgres_url() -> Option<String> {
     match std::env::var("MBMS_TEST_POSTGRES_URL") {
         Ok(u) if !u.trim().is_empty() => Some(u),
         _ => {
-            eprintln!("skipped: MBMS_TEST_POSTGRES_URL not set");
+            mbms_test_support::skip("PostgreSQL: MBMS_TEST_POSTGRES_URL not set");
             None
         }
     }

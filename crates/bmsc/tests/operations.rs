@@ -295,7 +295,7 @@ async fn curl_digest_registers() {
         .output()
         .is_err()
     {
-        eprintln!("skipped: curl is not installed");
+        mbms_test_support::skip("curl is not installed");
         return;
     }
     let env = Env::new("").await;

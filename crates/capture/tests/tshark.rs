@@ -10,7 +10,7 @@ use mbms_capture::PcapWriter;
 #[test]
 fn tshark_reads_the_capture() {
     if Command::new("tshark").arg("--version").output().is_err() {
-        eprintln!("skipped: tshark is not installed");
+        mbms_test_support::skip("tshark is not installed");
         return;
     }
     let msg = mikey::MessageBuilder::new(mikey::DataType::PSK_INIT)

@@ -17,7 +17,10 @@
 //! the profile's port 2269, MTK messages on 5008 and SRTP on 5006, and binds
 //! its HTTP client to that address (the BM-SC sends MIKEY to the source IP
 //! of the Ua requests). The BM-SC's MIKEY socket is 127.0.0.1:2269. When a
-//! port is taken, free ports are used instead and the report says so.
+//! port is taken (or [`DemoOptions::free_ports`] asks for it), three free
+//! port numbers are used instead, the same on every address, and the report
+//! names them ([`DemoReport::mikey_port`], [`DemoReport::mtk_port`],
+//! [`DemoReport::srtp_port`], [`DemoReport::tshark_decode_as`]).
 //!
 //! Captures: the BM-SC's datagram tap ([`bmsc::Tap`]) records every MIKEY,
 //! MTK and SRTP datagram with its real addresses; `--pcap` writes them,
@@ -82,6 +85,40 @@ pub struct DemoOptions {
     /// that must remove it on a signal too (`mbms demo`) creates it with
     /// [`private_temp_dir`], passes its path here and drops it itself.
     pub work_dir: Option<PathBuf>,
+    /// The MIKEY, MTK and SRTP ports to use if they are free on every
+    /// address (default: [`DemoPorts::DEFAULT`], 2269, 5008, 5006); free
+    /// ports otherwise.
+    pub ports: DemoPorts,
+    /// Never try [`DemoOptions::ports`]: always pick free ones. For tests
+    /// and for runs next to other programs (two demos at once).
+    pub free_ports: bool,
+}
+
+/// The UDP ports of a run: the same numbers on every UE address, and the
+/// MIKEY port on the BM-SC's 127.0.0.1 too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct DemoPorts {
+    /// MSK messages, solicited pulls and acknowledgements.
+    pub mikey: u16,
+    /// MTK messages to the UEs.
+    pub mtk: u16,
+    /// SRTP to the UEs.
+    pub srtp: u16,
+}
+
+impl DemoPorts {
+    /// [`MIKEY_PORT`], [`MTK_PORT`], [`SRTP_PORT`].
+    pub const DEFAULT: DemoPorts = DemoPorts {
+        mikey: MIKEY_PORT,
+        mtk: MTK_PORT,
+        srtp: SRTP_PORT,
+    };
+}
+
+impl Default for DemoPorts {
+    fn default() -> Self {
+        DemoPorts::DEFAULT
+    }
 }
 
 impl Default for DemoOptions {
@@ -91,6 +128,8 @@ impl Default for DemoOptions {
             pcap: None,
             keylog: None,
             work_dir: None,
+            ports: DemoPorts::DEFAULT,
+            free_ports: false,
         }
     }
 }
@@ -186,14 +225,39 @@ pub struct DemoReport {
     pub success: bool,
     /// Wall time of the whole run, milliseconds.
     pub wall_millis: u64,
-    /// The MIKEY port of the UEs (2269 unless taken).
+    /// The MIKEY port of the UEs and of the BM-SC ([`MIKEY_PORT`] unless
+    /// taken or [`DemoOptions::free_ports`]).
     pub mikey_port: u16,
-    /// Free ports were used because a default port was taken.
+    /// The UEs' MTK message port ([`MTK_PORT`] unless taken or free ports
+    /// were asked for).
+    pub mtk_port: u16,
+    /// The UEs' SRTP port ([`SRTP_PORT`] unless taken or free ports were
+    /// asked for).
+    pub srtp_port: u16,
+    /// Free ports were used because one of [`DemoOptions::ports`] was
+    /// taken.
     pub port_fallback: bool,
     /// The procedures in order.
     pub procedures: Vec<ProcedureResult>,
     /// Captured datagrams and their check.
     pub capture: CaptureReport,
+}
+
+impl DemoReport {
+    /// The tshark arguments that decode every MIKEY datagram of the run's
+    /// pcap: `-d udp.port==MTK,mikey`, and `-d udp.port==MIKEY,mikey` when
+    /// the MIKEY port is not 2269 (which tshark decodes as MIKEY by itself).
+    pub fn tshark_decode_as(&self) -> Vec<String> {
+        let mut v = vec![
+            "-d".to_owned(),
+            format!("udp.port=={},mikey", self.mtk_port),
+        ];
+        if self.mikey_port != MIKEY_PORT {
+            v.push("-d".to_owned());
+            v.push(format!("udp.port=={},mikey", self.mikey_port));
+        }
+        v
+    }
 }
 
 /// The names of the procedures in order.
@@ -243,8 +307,73 @@ fn port_free(ip: Ipv4Addr, port: u16) -> bool {
     std::net::UdpSocket::bind((ip, port)).is_ok()
 }
 
-fn free_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
-    Ok(std::net::UdpSocket::bind((ip, 0))?.local_addr()?.port())
+/// A free port on `ip` whose number is none of `avoid` (the run's MIKEY,
+/// MTK and SRTP ports, which other UEs bind on their own addresses).
+fn free_port(ip: Ipv4Addr, avoid: &[u16]) -> anyhow::Result<u16> {
+    for _ in 0..100 {
+        let p = std::net::UdpSocket::bind((ip, 0))?.local_addr()?.port();
+        if !avoid.contains(&p) {
+            return Ok(p);
+        }
+    }
+    bail!("no free UDP port on {ip}")
+}
+
+/// The run's MIKEY, MTK and SRTP port numbers, the same on every address.
+struct Ports {
+    mikey: u16,
+    mtk: u16,
+    srtp: u16,
+    /// The defaults were wanted but one was taken.
+    fallback: bool,
+    /// 127.0.0.1 held on the MTK and SRTP port numbers for the whole run
+    /// and on the MIKEY port until the BM-SC binds it: no other socket of
+    /// this host (the BM-SC's senders bind 0.0.0.0:0) gets these numbers,
+    /// so no other datagram of the capture travels on a port that tshark
+    /// is told to decode as MIKEY.
+    hold: Vec<std::net::UdpSocket>,
+}
+
+/// Picks the ports: `wanted` if asked for and free on 127.0.0.1 (MIKEY)
+/// and every UE address, else three distinct numbers the kernel hands out
+/// on 127.0.0.1 that are free on every UE address too.
+fn choose_ports(ips: &[Ipv4Addr], wanted: Option<DemoPorts>) -> anyhow::Result<Ports> {
+    if let Some(w) = wanted {
+        let wanted_free = port_free(Ipv4Addr::LOCALHOST, w.mikey)
+            && ips.iter().all(|ip| {
+                port_free(*ip, w.mikey) && port_free(*ip, w.mtk) && port_free(*ip, w.srtp)
+            });
+        if wanted_free {
+            return Ok(Ports {
+                mikey: w.mikey,
+                mtk: w.mtk,
+                srtp: w.srtp,
+                fallback: false,
+                hold: Vec::new(),
+            });
+        }
+    }
+    let mut hold: Vec<std::net::UdpSocket> = Vec::with_capacity(3);
+    let mut tries = 0;
+    while hold.len() < 3 {
+        tries += 1;
+        if tries > 200 {
+            bail!("no UDP port number free on 127.0.0.1 and every UE address");
+        }
+        let s = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let p = s.local_addr()?.port();
+        if ips.iter().all(|ip| port_free(*ip, p)) {
+            hold.push(s);
+        }
+    }
+    let port = |i: usize| hold[i].local_addr().map(|a| a.port());
+    Ok(Ports {
+        mikey: port(0)?,
+        mtk: port(1)?,
+        srtp: port(2)?,
+        fallback: wanted.is_some(),
+        hold,
+    })
 }
 
 /// A UDP relay that can drop everything (the offline UE).
@@ -254,12 +383,16 @@ struct Relay {
 }
 
 impl Relay {
-    async fn new(listen: SocketAddr, to: SocketAddr) -> anyhow::Result<Relay> {
+    async fn new(listen: SocketAddr, to: SocketAddr, avoid: &[u16]) -> anyhow::Result<Relay> {
         // Both ways: datagrams to `listen` go to `to` (when online); the
         // answers of `to` (acknowledgements) go back to the last sender from
         // `listen`, so the BM-SC sees them come from the advertised port.
         let sock = Arc::new(UdpSocket::bind(listen).await?);
-        let out = Arc::new(UdpSocket::bind(SocketAddr::new(listen.ip(), 0)).await?);
+        let out_ip = match listen.ip() {
+            std::net::IpAddr::V4(ip) => ip,
+            std::net::IpAddr::V6(_) => Ipv4Addr::LOCALHOST,
+        };
+        let out = Arc::new(UdpSocket::bind((out_ip, free_port(out_ip, avoid)?)).await?);
         let online = Arc::new(AtomicBool::new(true));
         let peer: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
         let (o, s2, o2, p2) = (online.clone(), sock.clone(), out.clone(), peer.clone());
@@ -585,31 +718,28 @@ pub async fn run(
 
     // ---- addresses -------------------------------------------------------
     let ips: Vec<Ipv4Addr> = (0..n).map(ue_ip).collect();
-    let defaults_free = port_free(Ipv4Addr::LOCALHOST, MIKEY_PORT)
-        && ips.iter().all(|ip| {
-            port_free(*ip, MIKEY_PORT) && port_free(*ip, MTK_PORT) && port_free(*ip, SRTP_PORT)
-        });
     if !ips.iter().all(|ip| port_free(*ip, 0)) {
         bail!("cannot bind the UEs' loopback addresses 127.0.1.x (is 127.0.0.0/8 routed to lo?)");
     }
-    let mut ports = Vec::with_capacity(n); // (mikey, mtk, srtp)
-    for ip in &ips {
-        if defaults_free {
-            ports.push((MIKEY_PORT, MTK_PORT, SRTP_PORT));
-        } else {
-            ports.push((free_port(*ip)?, free_port(*ip)?, free_port(*ip)?));
-        }
+    let wanted = opts.ports;
+    if [wanted.mikey, wanted.mtk, wanted.srtp].contains(&0)
+        || wanted.mikey == wanted.mtk
+        || wanted.mikey == wanted.srtp
+        || wanted.mtk == wanted.srtp
+    {
+        bail!("the demo's MIKEY, MTK and SRTP ports must be three different non-zero ports: {wanted:?}");
     }
-    if !defaults_free {
+    let mut chosen = choose_ports(&ips, (!opts.free_ports).then_some(wanted))?;
+    let (mp, tp, sp) = (chosen.mikey, chosen.mtk, chosen.srtp);
+    let avoid = [mp, tp, sp];
+    if chosen.fallback {
         progress(Progress::Note(format!(
-            "port {MIKEY_PORT}, {MTK_PORT} or {SRTP_PORT} is taken: using free ports (tshark needs -d udp.port==N,mikey)"
+            "port {}, {} or {} is taken: using MIKEY port {mp}, MTK port {tp}, SRTP port {sp} (tshark -d udp.port=={tp},mikey -d udp.port=={mp},mikey)",
+            wanted.mikey, wanted.mtk, wanted.srtp
         )));
     }
-    let bmsc_mikey = SocketAddr::from((
-        Ipv4Addr::LOCALHOST,
-        if defaults_free { MIKEY_PORT } else { 0 },
-    ));
-    let rtp_in = free_port(Ipv4Addr::LOCALHOST)?;
+    let bmsc_mikey = SocketAddr::from((Ipv4Addr::LOCALHOST, mp));
+    let rtp_in = free_port(Ipv4Addr::LOCALHOST, &avoid)?;
     // The plain RTP output of every UE goes to one sink the demo drains.
     let sink = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let sink_addr = sink.local_addr()?;
@@ -620,12 +750,8 @@ pub async fn run(
     // The offline UE (index 0) sits behind relays on its MIKEY and MTK ports.
     let offline = 0usize;
     let dereg = 1usize;
-    let mtk_dests: Vec<SocketAddr> = (0..n)
-        .map(|i| SocketAddr::from((ips[i], ports[i].1)))
-        .collect();
-    let srtp_dests: Vec<SocketAddr> = (0..n)
-        .map(|i| SocketAddr::from((ips[i], ports[i].2)))
-        .collect();
+    let mtk_dests: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::from((*ip, tp))).collect();
+    let srtp_dests: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::from((*ip, sp))).collect();
 
     // ---- BSF ---------------------------------------------------------------
     let mut keys = Vec::with_capacity(n);
@@ -692,6 +818,10 @@ pub async fn run(
             Ok(Arc::new(bmsc::store::SqliteStore::open(&db)?) as Arc<dyn bmsc::store::Store>)
         })
         .await??;
+    // The BM-SC binds 127.0.0.1:MIKEY now (the MTK and SRTP holds stay).
+    if !chosen.hold.is_empty() {
+        chosen.hold.remove(0);
+    }
     let bmsc = bmsc::start_with_tap(&bcfg, store, Some(tap))
         .await
         .context("starting the BM-SC")?;
@@ -717,13 +847,12 @@ pub async fn run(
     let mut cfgs = Vec::with_capacity(n);
     for i in 0..n {
         let ip = ips[i];
-        let (mp, tp, sp) = ports[i];
         let udir = dir.path().join(format!("ue{i:05}"));
         let (mikey_listen, adv, mtk_listen) = if i == offline {
-            let inner_m = SocketAddr::from((ip, free_port(ip)?));
-            let inner_t = SocketAddr::from((ip, free_port(ip)?));
-            relays.push(Relay::new(SocketAddr::from((ip, mp)), inner_m).await?);
-            relays.push(Relay::new(SocketAddr::from((ip, tp)), inner_t).await?);
+            let inner_m = SocketAddr::from((ip, free_port(ip, &avoid)?));
+            let inner_t = SocketAddr::from((ip, free_port(ip, &avoid)?));
+            relays.push(Relay::new(SocketAddr::from((ip, mp)), inner_m, &avoid).await?);
+            relays.push(Relay::new(SocketAddr::from((ip, tp)), inner_t, &avoid).await?);
             (inner_m, Some(mp), inner_t)
         } else {
             (SocketAddr::from((ip, mp)), None, SocketAddr::from((ip, tp)))
@@ -1398,8 +1527,10 @@ pub async fn run(
         ues: n,
         success,
         wall_millis: start.elapsed().as_millis() as u64,
-        mikey_port: if defaults_free { MIKEY_PORT } else { 0 },
-        port_fallback: !defaults_free,
+        mikey_port: mp,
+        mtk_port: tp,
+        srtp_port: sp,
+        port_fallback: chosen.fallback,
         procedures: results,
         capture: CaptureReport {
             pcap: opts.pcap.clone(),
@@ -1510,8 +1641,17 @@ pub fn render_table(r: &DemoReport) -> String {
         r.wall_millis as f64 / 1000.0,
         if r.success { "SUCCESS" } else { "FAILED" }
     ));
-    if r.port_fallback {
-        s.push_str("note: a default port (2269/5006/5008) was taken; free ports were used\n");
+    if (r.mikey_port, r.mtk_port, r.srtp_port) != (MIKEY_PORT, MTK_PORT, SRTP_PORT) {
+        if r.port_fallback {
+            s.push_str("note: a port asked for was taken; free ports were used\n");
+        }
+        s.push_str(&format!(
+            "ports: MIKEY {}, MTK {}, SRTP {} (tshark {})\n",
+            r.mikey_port,
+            r.mtk_port,
+            r.srtp_port,
+            r.tshark_decode_as().join(" ")
+        ));
     }
     s
 }

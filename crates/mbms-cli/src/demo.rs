@@ -28,6 +28,11 @@ pub struct DemoArgs {
     /// holds secrets (mode 0600).
     #[arg(long, value_name = "FILE")]
     keylog: Option<PathBuf>,
+    /// Use free UDP ports instead of 2269 (MIKEY), 5008 (MTK) and 5006
+    /// (SRTP), e.g. to run next to another demo or a service that holds
+    /// them; the table names the ports used.
+    #[arg(long)]
+    free_ports: bool,
 }
 
 /// Runs the demo; exit 0 only if every procedure succeeded for every UE.
@@ -80,6 +85,8 @@ pub fn run(a: DemoArgs) -> ExitCode {
         pcap: a.pcap,
         keylog: a.keylog,
         work_dir: Some(work_dir.path().to_path_buf()),
+        ports: mbms_demo::DemoPorts::DEFAULT,
+        free_ports: a.free_ports,
     };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -74,7 +74,7 @@ fn recv_msk(sock: &UdpSocket) -> u32 {
 #[test]
 fn bsf_and_bmsc_from_the_examples_with_curl_digest() {
     if Command::new("curl").arg("--version").output().is_err() {
-        eprintln!("skipped: curl is not installed");
+        mbms_test_support::skip("curl is not installed");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -152,7 +152,7 @@ fn bmsc_on_postgresql_exits_0_on_sigterm() {
     let url = match std::env::var("MBMS_TEST_POSTGRES_URL") {
         Ok(u) if !u.trim().is_empty() => u,
         _ => {
-            eprintln!("skipped: MBMS_TEST_POSTGRES_URL not set");
+            mbms_test_support::skip("PostgreSQL: MBMS_TEST_POSTGRES_URL not set");
             return;
         }
     };

@@ -24,7 +24,7 @@ fn demo_folder(tmp: &Path) -> Option<PathBuf> {
 fn stop_demo_with(signal: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mbms"))
-        .args(["demo", "--ues", "2"])
+        .args(["demo", "--ues", "2", "--free-ports"])
         .env("TMPDIR", tmp.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -9,7 +9,7 @@
 #[cfg(not(has_libsrtp))]
 #[test]
 fn libsrtp_interop_skipped() {
-    eprintln!("skipped: libsrtp2 not installed (apt-get install libsrtp2-dev pkg-config)");
+    mbms_test_support::skip("libsrtp2 not installed (apt-get install libsrtp2-dev pkg-config)");
 }
 
 #[cfg(has_libsrtp)]

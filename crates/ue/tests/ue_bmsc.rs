@@ -92,7 +92,12 @@ async fn streaming_decrypts_byte_exactly_across_mtk_change_and_msk_rotation() {
     assert_eq!(s, 200, "{v}");
     let new_current = v["current"].as_str().unwrap().to_owned();
     sent.extend(send_rtp(&env, 120..240).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Until every packet came out, or a generous deadline: on a loaded
+    // machine (two suites at once) the last ones may take a while.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while got.lock().unwrap().len() < sent.len() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     collect(&mut ev);
 
     let got = got.lock().unwrap().clone();

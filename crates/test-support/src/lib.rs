@@ -1,0 +1,31 @@
+//! # mbms-test-support: helpers for the workspace's tests
+//!
+//! A dev-dependency only. [`skip`] is the one way a test says it skipped
+//! part or all of its work because something of the machine is missing
+//! (PostgreSQL, tshark, libsrtp, curl): the line shows in `cargo test`'s
+//! output without `--nocapture`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::fmt::Display;
+use std::io::Write as _;
+
+/// Writes `skipped: <test>: <reason>` to the process's stderr.
+///
+/// libtest captures the output of `print!`/`eprint!` (and shows it only
+/// for failing tests or with `--nocapture`); a write to
+/// [`std::io::stderr`] itself is not captured, so the line always shows.
+/// `<test>` is the running test's name (libtest names the thread after
+/// the test), or the caller's file and line where the thread has no test
+/// name (e.g. `--test-threads=1` on the main thread).
+#[track_caller]
+pub fn skip(reason: impl Display) {
+    let caller = std::panic::Location::caller();
+    let line = match std::thread::current().name() {
+        Some(name) if name != "main" => format!("skipped: {name}: {reason}\n"),
+        _ => format!("skipped: {}:{}: {reason}\n", caller.file(), caller.line()),
+    };
+    // One write of the whole line, so parallel tests do not interleave.
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
