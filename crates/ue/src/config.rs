@@ -623,10 +623,11 @@ impl UeConfig {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const UE: &str = r#"
+    /// A minimal UE configuration (also used by the `core` tests).
+    pub(crate) const UE: &str = r#"
 state_dir = "state"
 services = "svc.toml"
 mikey_listen = "127.0.0.1:0"

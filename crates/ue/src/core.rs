@@ -1084,17 +1084,7 @@ mod tests {
     use mbms::messages::{MskKeyData, MskMessage, MtkMessage};
     use mbms::{KeyDomainId, Msk, MtkId};
 
-    const UE: &str = r#"
-state_dir = "state"
-services = "svc.toml"
-mikey_listen = "127.0.0.1:0"
-activation_timeout_ms = 1000
-[identity]
-impi = "user1_private@home1.net"
-k = "465b5ce8b199b49faa5f0a2ee238a6bc"
-opc = "cd63cb71954a9f4e48a5994e37a02baf"
-bsf = "http://127.0.0.1:8080"
-"#;
+    use crate::config::tests::UE;
 
     const SVC: &str = r#"
 [[service]]
@@ -1146,6 +1136,7 @@ rtp_output = "127.0.0.1:6004"
         fn new() -> T {
             let dir = tempfile::tempdir().unwrap();
             let mut cfg = UeConfig::parse(UE).unwrap();
+            cfg.activation_timeout_ms = TIMEOUT.as_millis() as u64;
             cfg.state_dir = dir.path().to_path_buf();
             cfg.service_list = crate::config::parse_services(SVC).unwrap();
             let store = FileStore::create(dir.path().join(state::files::MGVS)).unwrap();
