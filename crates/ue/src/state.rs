@@ -23,8 +23,7 @@
 //! discards the identity, the MSKs and MTKs and bootstraps again
 //! (`PROFILE.md` section 7, revised).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write as _;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -34,7 +33,7 @@ use gba::aka::Rand;
 use gba::kdf::{derive_ks_ext_naf, derive_ks_int_naf, derive_ks_naf, KdfError};
 use gba::{BTid, Ks, MbmsKeys, NafId};
 
-use mbms::mgvf::store::{FileStore, StoreError};
+use mbms::mgvf::store::{replace_private_file, sync_parent_dir, FileStore, StoreError};
 
 use crate::bootstrap::Bootstrap;
 use crate::config::GbaMode;
@@ -149,40 +148,16 @@ pub fn ensure_dir(dir: &Path) -> Result<(), StateError> {
     b.create(dir).map_err(io(dir))
 }
 
-/// Writes `bytes` to `path` atomically with mode 0600.
+/// Writes `bytes` to `path` atomically with mode 0600 (crash-safe: see
+/// [`replace_private_file`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut o = OpenOptions::new();
-    o.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
-    }
-    let mut f = o.open(&tmp).map_err(io(&tmp))?;
-    #[cfg(unix)]
-    {
-        // A leftover temporary file keeps its old mode through `truncate`.
-        use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(io(&tmp))?;
-    }
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(io(path))?;
-    sync_dir_of(path)
+    replace_private_file(path, bytes).map_err(|(p, e)| io(&p)(e))
 }
 
 /// Makes a rename or removal in the directory of `path` durable.
 fn sync_dir_of(path: &Path) -> Result<(), StateError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+    let dir = path.parent().unwrap_or(Path::new("."));
+    sync_parent_dir(path).map_err(io(dir))
 }
 
 /// Writes a JSON document atomically (mode 0600). The serialised bytes are

@@ -558,43 +558,61 @@ impl FileStore {
     }
 
     fn write_atomically(&self, next: &MgvState) -> Result<(), StoreError> {
-        let tmp = tmp_path(&self.path);
         let bytes = Zeroizing::new(serde_json::to_vec_pretty(&to_snapshot(next)).map_err(|e| {
             StoreError::Corrupt {
                 path: self.path.clone(),
                 why: e.to_string(),
             }
         })?);
-        let mut opts = OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp).map_err(io_err(&tmp))?;
-        #[cfg(unix)]
-        {
-            // A leftover temporary file keeps its old mode through
-            // `truncate`: set 0600 explicitly.
-            use std::os::unix::fs::PermissionsExt;
-            f.set_permissions(fs::Permissions::from_mode(0o600))
-                .map_err(io_err(&tmp))?;
-        }
-        f.write_all(&bytes).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-        drop(f);
-        fs::rename(&tmp, &self.path).map_err(io_err(&self.path))?;
-        // Make the rename itself durable.
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(dir))?;
-        Ok(())
+        replace_private_file(&self.path, &bytes).map_err(|(path, e)| io_err(&path)(e))
     }
+}
+
+/// Replaces `path` with `bytes` so that a crash at any instant leaves the
+/// old content or the new one (`PROFILE.md` section 7: the MGV-S survives
+/// crashes): write `path.tmp` with mode 0600 (also over a leftover
+/// temporary file of another mode), fsync it, rename it over `path`, fsync
+/// the folder. On failure, the path that failed and the error. The UE's
+/// other state files use it too.
+pub fn replace_private_file(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, std::io::Error)> {
+    let tmp = tmp_path(path);
+    let on = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| (p, e)
+    };
+    let mut opts = OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp).map_err(on(&tmp))?;
+    #[cfg(unix)]
+    {
+        // A leftover temporary file keeps its old mode through `truncate`.
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(on(&tmp))?;
+    }
+    f.write_all(bytes).map_err(on(&tmp))?;
+    f.sync_all().map_err(on(&tmp))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(on(path))?;
+    sync_parent_dir(path).map_err(|e| (parent_dir(path).to_path_buf(), e))
+}
+
+/// The folder of `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// Makes a rename or removal in the folder of `path` durable.
+pub fn sync_parent_dir(path: &Path) -> std::io::Result<()> {
+    File::open(parent_dir(path)).and_then(|d| d.sync_all())
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
