@@ -269,7 +269,7 @@ local function read_comment(t, pinfo)
   for _, c in ipairs(infos) do
     local s = tostring(c.value or c)
     if s:find("^mbms pcap decrypt:") then
-      local ct = t:add(f.decrypted, (s:gsub("\n.*", "")))
+      local ct = t:add(f.decrypted, (s:gsub("^mbms pcap decrypt: ", "")))
       if s:find("MAC verified") then
         ct:add(f.mac_verified, true)
       elseif s:find("MAC NOT verified") or s:find("not opened") then
@@ -288,10 +288,6 @@ local function read_comment(t, pinfo)
           it:append_text(" (4-way step 1: no MTK may be derived yet)")
           summary = "inactive"
         end
-      end
-      local mki = s:match("SRTP opened: MKI (%x+)")
-      if mki then
-        ct:add(f.mki, ByteArray.new(mki))
       end
     end
   end
@@ -440,6 +436,10 @@ local function heuristic(tvb, pinfo, tree)
   end
   if math.floor(b0 / 64) == 2 then -- RTP version 2
     local _, _, known = find_mki(r)
+    -- or plain RTP that `mbms pcap decrypt` opened (its packet comment)
+    for _, c in ipairs({ comment_f() }) do
+      if tostring(c.value):find("^mbms pcap decrypt: SRTP opened") then known = true end
+    end
     if known then
       rtp_dissector:call(tvb, pinfo, tree)
       return true

@@ -9,8 +9,20 @@
 //!   tools can open every MIKEY message of the capture:
 //!   `MUK <IDi> <IDr> <hex>`, `MSK <key-domain-hex> <msk-id-hex> <hex>`,
 //!   `MTK <key-domain-hex> <msk-id-hex> <mtk-id-hex> <key-hex> <salt-hex>`.
+//! * [`read_capture`] reads a pcap or pcapng file back, [`udp_in_frame`]
+//!   finds the UDP datagram of a frame and [`replace_udp_payload`] swaps its
+//!   payload with lengths and checksums redone; [`PcapngWriter`] writes
+//!   pcapng with packet comments (`mbms pcap decrypt`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+mod frame;
+mod pcapng;
+mod read;
+
+pub use frame::{replace_udp_payload, udp_in_frame, UdpInFrame, LINKTYPE_ETHERNET};
+pub use pcapng::PcapngWriter;
+pub use read::{read_capture, Capture, Interface, ReadError, Record};
 
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -18,8 +30,6 @@ use std::time::Duration;
 
 /// pcap magic (microsecond timestamps), written little-endian.
 const PCAP_MAGIC: u32 = 0xa1b2_c3d4;
-/// LINKTYPE_ETHERNET.
-const LINKTYPE_ETHERNET: u32 = 1;
 /// Largest datagram payload that fits one IPv4 packet.
 pub const MAX_UDP_PAYLOAD: usize = 65_535 - 20 - 8;
 
@@ -42,7 +52,8 @@ pub struct PcapWriter<W: Write> {
     packets: u64,
 }
 
-fn checksum(chunks: &[&[u8]]) -> u16 {
+/// The Internet checksum (RFC 1071) of the concatenated chunks.
+pub(crate) fn checksum(chunks: &[&[u8]]) -> u16 {
     let mut sum: u32 = 0;
     let mut carry: Option<u8> = None;
     for c in chunks {
@@ -344,5 +355,90 @@ mod tests {
             .starts_with("MTK 00f110 00010002 0007 "));
         assert_eq!(parse_keylog_line("# comment").unwrap(), None);
         assert!(parse_keylog_line("MSK 00 11 22").is_err());
+    }
+
+    #[test]
+    fn pcap_reads_back_and_a_payload_is_replaced_with_valid_checksums() {
+        let mut w = PcapWriter::new(Vec::new()).unwrap();
+        let src = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 2269);
+        let dst = SocketAddrV4::new(Ipv4Addr::new(127, 0, 1, 7), 5006);
+        w.write_udp(Duration::from_micros(1_700_000_000_250_001), src, dst, b"hello world")
+            .unwrap();
+        let cap = read_capture(&w.finish().unwrap()).unwrap();
+        assert_eq!(cap.interfaces.len(), 1);
+        assert_eq!(cap.interfaces[0].link_type, 1);
+        let [r] = cap.records.as_slice() else {
+            panic!("one record")
+        };
+        assert_eq!(r.time, Duration::from_micros(1_700_000_000_250_001));
+        let udp = udp_in_frame(1, &r.data).unwrap();
+        assert_eq!(udp.src, std::net::SocketAddr::V4(src));
+        assert_eq!(udp.dst, std::net::SocketAddr::V4(dst));
+        assert_eq!(&r.data[udp.payload.clone()], b"hello world");
+
+        let f = replace_udp_payload(&r.data, &udp, b"hi").unwrap();
+        let udp2 = udp_in_frame(1, &f).unwrap();
+        assert_eq!(&f[udp2.payload.clone()], b"hi");
+        // The frame equals what the writer makes of the shorter datagram,
+        // except the IP identification (the writer counts).
+        let mut w = PcapWriter::new(Vec::new()).unwrap();
+        w.ip_id = 0;
+        w.write_udp(Duration::ZERO, src, dst, b"hi").unwrap();
+        let want = w.finish().unwrap()[40..].to_vec();
+        assert_eq!(f, want);
+        assert_eq!(checksum(&[&f[14..34]]), 0);
+    }
+
+    #[test]
+    fn pcapng_round_trip_keeps_times_and_comments() {
+        let mut w = PcapngWriter::new(Vec::new(), "test").unwrap();
+        let i = w.add_interface(1, 65_535).unwrap();
+        let t = Duration::new(1_700_000_000, 123_456_789);
+        w.write_packet(i, t, b"abcde", 5, &["ünïcode comment".into()])
+            .unwrap();
+        w.write_packet(i, t, b"xyz", 9, &[]).unwrap();
+        let bytes = w.finish().unwrap();
+        assert_eq!(bytes.len() % 4, 0);
+        let cap = read_capture(&bytes).unwrap();
+        assert_eq!(cap.interfaces[0].ticks_per_second, 1_000_000_000);
+        assert_eq!(cap.records.len(), 2);
+        assert_eq!(cap.records[0].time, t);
+        assert_eq!(cap.records[0].data, b"abcde");
+        assert_eq!(cap.records[0].comments, ["ünïcode comment"]);
+        assert_eq!(cap.records[1].orig_len, 9);
+        assert!(cap.records[1].comments.is_empty());
+    }
+
+    #[test]
+    fn damaged_captures_are_errors_not_panics() {
+        assert!(matches!(
+            read_capture(b"nope"),
+            Err(ReadError::UnknownFormat(_))
+        ));
+        let mut w = PcapWriter::new(Vec::new()).unwrap();
+        let a = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1);
+        w.write_udp(Duration::ZERO, a, a, b"x").unwrap();
+        let b = w.finish().unwrap();
+        for cut in 0..b.len() {
+            let _ = read_capture(&b[..cut]);
+        }
+        assert!(matches!(
+            read_capture(&b[..b.len() - 1]),
+            Err(ReadError::Truncated { .. })
+        ));
+        let mut w = PcapngWriter::new(Vec::new(), "t").unwrap();
+        w.add_interface(1, 0).unwrap();
+        w.write_packet(0, Duration::ZERO, b"abc", 3, &["c".into()])
+            .unwrap();
+        let b = w.finish().unwrap();
+        for cut in 0..b.len() {
+            let _ = read_capture(&b[..cut]);
+        }
+        // Frames that are not UDP over IP give None, never a panic.
+        for cut in 0..60 {
+            let _ = udp_in_frame(1, &vec![0x45; cut]);
+            let _ = udp_in_frame(0, &vec![2; cut]);
+            let _ = udp_in_frame(113, &vec![0x86; cut]);
+        }
     }
 }

@@ -9,6 +9,7 @@ mod bench;
 mod demo;
 mod inspect;
 mod man;
+mod pcap_decrypt;
 
 /// `mbms --version`: the package version and the git commit it was built
 /// from (`build.rs`; "-modified" when the tree had uncommitted changes).
@@ -55,10 +56,117 @@ enum Command {
     /// and `--keylog` write captures (docs/demo.md). Exit 0 only if every
     /// procedure succeeded for every UE.
     Demo(demo::DemoArgs),
+    /// Capture tools: `mbms pcap decrypt` opens the MIKEY and SRTP of a
+    /// capture with a key log (docs/wireshark.md).
+    #[command(subcommand)]
+    Pcap(PcapCommand),
     /// Write the man pages of `mbms` and of each of its subcommands
     /// (mbms.1, mbms-bsf.1, mbms-bmsc.1, ...) into a folder, as the Debian
     /// package installs them.
     Man(ManArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum PcapCommand {
+    /// Write a copy of a capture in which every SRTP packet that a key of
+    /// the key log opens is replaced by its plain RTP, and every MIKEY packet
+    /// carries a packet comment saying what the key log opened in it.
+    ///
+    /// The output is pcapng: SRTP packets that open become plain RTP (for
+    /// Wireshark's RTP player and stream analysis, with `-d
+    /// udp.port==PORT,rtp` or the dissector contrib/wireshark/mbms-mikey.lua);
+    /// MIKEY packets get a comment "mbms pcap decrypt: ..." with whether the
+    /// MAC verified, the MSK or MTK ID, the key, the salt and the key
+    /// validity (SEQs/SEQu, inactive, SPI/MKI); packets that cannot be
+    /// opened stay as they were, with a comment why.
+    ///
+    /// SECRETS: the output holds the plain traffic and the comments hold the
+    /// keys themselves (you asked for decryption): it is written with mode
+    /// 0600; share it as you would share the key log.
+    ///
+    /// Exit status: 0 written; 2 unreadable input or key log, or the output
+    /// could not be written.
+    Decrypt(PcapDecryptArgs),
+}
+
+#[derive(Args, Debug)]
+struct PcapDecryptArgs {
+    /// The capture (pcap or pcapng), e.g. from `mbms demo --pcap`.
+    input: std::path::PathBuf,
+    /// The key log (docs/keylog.md), e.g. from `mbms demo --keylog`.
+    #[arg(long, value_name = "FILE")]
+    keylog: std::path::PathBuf,
+    /// The pcapng file to write (mode 0600; replaced if it exists).
+    #[arg(short = 'o', long = "output", value_name = "OUT.pcapng")]
+    output: std::path::PathBuf,
+}
+
+fn pcap_decrypt(a: PcapDecryptArgs) -> ExitCode {
+    let run = || -> Result<pcap_decrypt::Summary, String> {
+        let bytes = std::fs::read(&a.input).map_err(|e| format!("{}: {e}", a.input.display()))?;
+        let cap = mbms_capture::read_capture(&bytes)
+            .map_err(|e| format!("{}: {e}", a.input.display()))?;
+        let keylog = std::fs::read_to_string(&a.keylog)
+            .map_err(|e| format!("--keylog {}: {e}", a.keylog.display()))?;
+        let (records, summary) = pcap_decrypt::decrypt(&cap, &keylog)
+            .map_err(|e| format!("--keylog {}: {e}", a.keylog.display()))?;
+        let out_err = |e: &dyn std::fmt::Display| format!("{}: {e}", a.output.display());
+        let file = private_file(&a.output).map_err(|e| out_err(&e))?;
+        let mut w = mbms_capture::PcapngWriter::new(
+            std::io::BufWriter::new(file),
+            concat!("mbms pcap decrypt ", env!("CARGO_PKG_VERSION")),
+        )
+        .map_err(|e| out_err(&e))?;
+        for i in &cap.interfaces {
+            w.add_interface(u16::try_from(i.link_type).unwrap_or(u16::MAX), i.snaplen)
+                .map_err(|e| out_err(&e))?;
+        }
+        for r in &records {
+            w.write_packet(r.interface, r.time, &r.data, r.orig_len, &r.comments)
+                .map_err(|e| out_err(&e))?;
+        }
+        let file = w.finish().map_err(|e| out_err(&e))?;
+        file.into_inner()
+            .map_err(|e| out_err(&e.error().to_string()))?
+            .sync_all()
+            .map_err(|e| out_err(&e))?;
+        Ok(summary)
+    };
+    match run() {
+        Ok(s) => {
+            println!(
+                "{} packets: {} MIKEY ({} verified with the key log), {} SRTP ({} replaced by plain RTP); written to {}",
+                s.packets,
+                s.mikey,
+                s.mikey_verified,
+                s.srtp,
+                s.srtp_opened,
+                a.output.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Create (or truncate) a file only its owner can read: mode 0600, also
+/// when it existed before with a wider mode.
+fn private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        o.mode(0o600);
+        let f = o.open(path)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        Ok(f)
+    }
+    #[cfg(not(unix))]
+    o.open(path)
 }
 
 #[derive(Args, Debug)]
@@ -198,6 +306,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Ue(a) => run_async(ue::cli::run(a)),
         Command::Demo(a) => demo::run(a),
+        Command::Pcap(PcapCommand::Decrypt(a)) => pcap_decrypt(a),
         Command::Man(a) => {
             use clap::CommandFactory as _;
             match man::write_pages(Cli::command(), &a.out_dir) {
