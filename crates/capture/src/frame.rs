@@ -51,9 +51,8 @@ fn network_start(link_type: u32, f: &[u8]) -> Option<(usize, u8)> {
         // BSD loopback: 4-byte address family in host byte order.
         0 => {
             let fam = f.get(0..4)?;
-            let v = u32::from_le_bytes(fam.try_into().ok()?).min(u32::from_be_bytes(
-                fam.try_into().ok()?,
-            ));
+            let v = u32::from_le_bytes(fam.try_into().ok()?)
+                .min(u32::from_be_bytes(fam.try_into().ok()?));
             match v {
                 2 => Some((4, 4)),
                 24 | 28 | 30 => Some((4, 6)),
@@ -63,7 +62,10 @@ fn network_start(link_type: u32, f: &[u8]) -> Option<(usize, u8)> {
         101 => Some((0, *f.first()? >> 4)).filter(|(_, v)| *v == 4 || *v == 6),
         228 => Some((0, 4)),
         229 => Some((0, 6)),
-        113 => Some((16, ethertype(u16::from_be_bytes([*f.get(14)?, *f.get(15)?]))?)),
+        113 => Some((
+            16,
+            ethertype(u16::from_be_bytes([*f.get(14)?, *f.get(15)?]))?,
+        )),
         _ => None,
     }
 }

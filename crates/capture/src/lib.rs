@@ -362,8 +362,13 @@ mod tests {
         let mut w = PcapWriter::new(Vec::new()).unwrap();
         let src = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 2269);
         let dst = SocketAddrV4::new(Ipv4Addr::new(127, 0, 1, 7), 5006);
-        w.write_udp(Duration::from_micros(1_700_000_000_250_001), src, dst, b"hello world")
-            .unwrap();
+        w.write_udp(
+            Duration::from_micros(1_700_000_000_250_001),
+            src,
+            dst,
+            b"hello world",
+        )
+        .unwrap();
         let cap = read_capture(&w.finish().unwrap()).unwrap();
         assert_eq!(cap.interfaces.len(), 1);
         assert_eq!(cap.interfaces[0].link_type, 1);

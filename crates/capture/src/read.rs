@@ -64,12 +64,7 @@ pub struct Capture {
     pub records: Vec<Record>,
 }
 
-fn take<'a>(
-    b: &'a [u8],
-    at: usize,
-    len: usize,
-    what: &'static str,
-) -> Result<&'a [u8], ReadError> {
+fn take<'a>(b: &'a [u8], at: usize, len: usize, what: &'static str) -> Result<&'a [u8], ReadError> {
     at.checked_add(len)
         .and_then(|end| b.get(at..end))
         .ok_or(ReadError::Truncated { what, offset: at })
@@ -173,7 +168,7 @@ fn read_pcapng(b: &[u8]) -> Result<Capture, ReadError> {
         };
         let kind = u32_at(&head[0..4]);
         let len = u32_at(&head[4..8]) as usize;
-        if len < 12 || len % 4 != 0 {
+        if len < 12 || !len.is_multiple_of(4) {
             return Err(ReadError::BadBlock {
                 offset: at,
                 why: "block length not a multiple of 4 or below 12",
@@ -237,7 +232,15 @@ fn read_pcapng(b: &[u8]) -> Result<Capture, ReadError> {
                     .filter(|(c, _)| *c == 1)
                     .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
                     .collect();
-                records_push(&mut cap, global, ts, ticks, &body[20..20 + incl], orig, comments);
+                records_push(
+                    &mut cap,
+                    global,
+                    ts,
+                    ticks,
+                    &body[20..20 + incl],
+                    orig,
+                    comments,
+                );
             }
             // Simple Packet Block: interface 0 of the section, no time.
             3 => {

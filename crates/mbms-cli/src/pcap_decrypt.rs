@@ -93,10 +93,8 @@ pub struct KeyLogError {
 fn read_keylog(text: &str) -> Result<Keys, KeyLogError> {
     let mut k = Keys::default();
     for (n, line) in text.lines().enumerate() {
-        let entry = mbms_capture::parse_keylog_line(line).map_err(|why| KeyLogError {
-            line: n + 1,
-            why,
-        })?;
+        let entry = mbms_capture::parse_keylog_line(line)
+            .map_err(|why| KeyLogError { line: n + 1, why })?;
         match entry {
             None => {}
             Some(KeyLogEntry::Muk { idi, idr, key }) => k.muks.push((idi, idr, key)),
@@ -175,7 +173,11 @@ fn validity_text(v: &KeyValidity<'_>) -> String {
             )
         }
         KeyValidity::Interval { from, to } => {
-            format!("KV Interval VF {} VT {}", hex::encode(from), hex::encode(to))
+            format!(
+                "KV Interval VF {} VT {}",
+                hex::encode(from),
+                hex::encode(to)
+            )
         }
     }
 }
@@ -278,7 +280,9 @@ impl Run {
                 .find(|(i, r, _)| i.as_bytes() == &idi[..] && r.as_bytes() == &idr[..])
                 .map(|(_, _, k)| k.clone())
             else {
-                return format!("MSK message {msk_text} not opened: the key log has no MUK of {name}");
+                return format!(
+                    "MSK message {msk_text} not opened: the key log has no MUK of {name}"
+                );
             };
             if let Some(c) = counter_of(m) {
                 self.msk_messages
@@ -312,7 +316,10 @@ impl Run {
                     hex::encode(key),
                     validity_text(&k.validity)
                 ));
-                if let Some(id) = msk_key_id.as_deref().and_then(|i| <[u8; 7]>::try_from(i).ok()) {
+                if let Some(id) = msk_key_id
+                    .as_deref()
+                    .and_then(|i| <[u8; 7]>::try_from(i).ok())
+                {
                     self.keys.msks.entry(id).or_insert_with(|| key.to_vec());
                 }
             }
@@ -491,9 +498,7 @@ impl Run {
         let Some(e) = self.keys.mtks.get(&mki).and_then(|v| v.first()) else {
             return Some((None, format!("SRTP not opened: {mki_name}: no key")));
         };
-        let Some(mk) = srtp::Mki::new(&mki) else {
-            return None;
-        };
+        let mk = srtp::Mki::new(&mki)?;
         // As a UE does: one receiver per destination and SRTP policy, the
         // MTKs installed side by side (selected by MKI, the oldest removed
         // beyond srtp::MAX_KEYS), the ROC of an SSRC taken from the MTK
@@ -563,7 +568,7 @@ fn trailer_len(cfg: &srtp::Config, seq: u16) -> usize {
     let t = cfg.suite.rtp_tag_len();
     match cfg.rcc {
         None => t,
-        Some(rcc) if rcc.rate != 0 && seq % rcc.rate == 0 => match rcc.mode {
+        Some(rcc) if rcc.rate != 0 && seq.is_multiple_of(rcc.rate) => match rcc.mode {
             srtp::RccMode::Rccm3 => 4,
             _ => t,
         },
