@@ -578,3 +578,198 @@ fn trailer_len(cfg: &srtp::Config, seq: u16) -> usize {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    use std::time::Duration;
+
+    /// The published test vectors (`mbms vectors`) as a capture: MSK
+    /// delivery, its acknowledgement, an inactive MSK, a solicited pull, a
+    /// streaming MTK message, then SRTP under that MTK (the last packet
+    /// altered).
+    struct Fixture {
+        capture: Capture,
+        rtp: Vec<Vec<u8>>,
+        muk_line: String,
+    }
+
+    fn vector(doc: &serde_json::Value, name: &str) -> serde_json::Value {
+        doc["vectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap()
+            .clone()
+    }
+
+    fn fixture() -> Fixture {
+        let doc = mbms::vectors::generate();
+        let msg = |n: &str| hex::decode(vector(&doc, n)["message"].as_str().unwrap()).unwrap();
+        let bmsc = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 2269);
+        let ue = SocketAddrV4::new(Ipv4Addr::new(127, 0, 1, 1), 2269);
+        let ue_mtk = SocketAddrV4::new(Ipv4Addr::new(127, 0, 1, 1), 5008);
+        let ue_srtp = SocketAddrV4::new(Ipv4Addr::new(127, 0, 1, 1), 5006);
+        let mut w = mbms_capture::PcapWriter::new(Vec::new()).unwrap();
+        let mut t = 0;
+        let mut put = |w: &mut mbms_capture::PcapWriter<Vec<u8>>, s, d, p: &[u8]| {
+            t += 1;
+            w.write_udp(Duration::from_millis(t), s, d, p).unwrap();
+        };
+        put(&mut w, bmsc, ue, &msg("msk-delivery"));
+        put(&mut w, ue, bmsc, &msg("msk-acknowledgement"));
+        put(&mut w, bmsc, ue, &msg("inactive-msk"));
+        put(&mut w, bmsc, ue, &msg("solicited-pull"));
+        put(&mut w, bmsc, ue_mtk, &msg("mtk-streaming"));
+        let mtk = vector(&doc, "mtk-streaming");
+        let key: [u8; 16] = hex::decode(mtk["inputs"]["mtk"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let salt: [u8; 14] = hex::decode(mtk["inputs"]["mtk_salt"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let mut tx = srtp::Sender::new(srtp::Config::mbms()).unwrap();
+        tx.add_key(&srtp::MasterKey::with_mki(
+            key,
+            salt,
+            srtp::Mki::mbms(0x0001_0001, 2),
+        ))
+        .unwrap();
+        let mut rtp = Vec::new();
+        for seq in 0..4u16 {
+            let mut p = vec![0x80, 96];
+            p.extend_from_slice(&(65_534u16.wrapping_add(seq)).to_be_bytes());
+            p.extend_from_slice(&[0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78]);
+            p.extend((0..20).map(|i| i as u8 ^ seq as u8));
+            let mut s = p.clone();
+            tx.protect_rtp_vec(&mut s).unwrap();
+            if seq == 3 {
+                s[14] ^= 1; // altered: its tag no longer verifies
+            }
+            put(&mut w, bmsc, ue_srtp, &s);
+            rtp.push(p);
+        }
+        let msk = vector(&doc, "msk-delivery");
+        let muk_line = format!(
+            "MUK {} {} {}\n",
+            msk["inputs"]["idi"].as_str().unwrap(),
+            msk["inputs"]["idr"].as_str().unwrap(),
+            msk["inputs"]["muk"].as_str().unwrap()
+        );
+        Fixture {
+            capture: mbms_capture::read_capture(&w.finish().unwrap()).unwrap(),
+            rtp,
+            muk_line,
+        }
+    }
+
+    fn payload(r: &Record) -> Vec<u8> {
+        let u = udp_in_frame(1, &r.data).unwrap();
+        r.data[u.payload].to_vec()
+    }
+
+    #[test]
+    fn a_muk_opens_the_whole_key_chain_and_the_srtp() {
+        let f = fixture();
+        // Only the MUK: the MSK comes from the MSK message, the MTK from
+        // the MTK message.
+        let (out, s) = decrypt(&f.capture, &f.muk_line).unwrap();
+        let c = |i: usize| out[i].comments.join("|");
+        assert!(c(0).starts_with(COMMENT_PREFIX), "{}", c(0));
+        assert!(c(0).contains("MSK message 00f110/00010001 (Key Group 1, Key Number 1): MAC verified with the MUK of IDi bmsc.home1.net"), "{}", c(0));
+        assert!(
+            c(0).contains("MSK 102132435465768798a9bacbdcedfe0f; KV SEQs 0, SEQu 1000"),
+            "{}",
+            c(0)
+        );
+        assert!(!c(0).contains("inactive"));
+        assert!(
+            c(1).contains("MSK acknowledgement 00f110/00010001")
+                && c(1).contains("MAC verified")
+                && c(1).contains("(frame 1)"),
+            "{}",
+            c(1)
+        );
+        assert!(c(2).contains("(inactive: SEQs > SEQu"), "{}", c(2));
+        assert!(
+            c(3).contains("Key Number 0: solicited pull") && c(3).contains("no key data"),
+            "{}",
+            c(3)
+        );
+        assert!(
+            c(4).contains("MTK message MTK ID 2: MAC verified with MSK 00f110/00010001"),
+            "{}",
+            c(4)
+        );
+        assert!(c(4).contains("MTK 5061728394a5b6c7d8e9fa0b1c2d3e4f; salt 60718293a4b5c6d7e8f90a1b2c3d; KV SPI/MKI 000100010002"), "{}", c(4));
+        assert!(c(4).contains("SSRC 0x12345678 ROC 0"), "{}", c(4));
+        // SRTP across the SEQ wrap (ROC 0 -> 1): plain RTP, checksums redone.
+        for i in 0..3 {
+            assert_eq!(payload(&out[5 + i]), f.rtp[i], "packet {i}");
+            assert!(
+                c(5 + i).contains("SRTP opened: MKI 000100010002"),
+                "{}",
+                c(5 + i)
+            );
+            let ip = &out[5 + i].data[14..34];
+            assert_eq!(ipv4_header_checksum(ip), 0);
+        }
+        assert!(c(7).contains("ROC 1"), "{}", c(7));
+        // The altered packet stays as it was, with the reason.
+        assert_eq!(out[8].data, f.capture.records[8].data);
+        assert!(
+            c(8).contains("SRTP not opened") && c(8).contains("authentication failed"),
+            "{}",
+            c(8)
+        );
+        assert_eq!(
+            s,
+            Summary {
+                packets: 9,
+                mikey: 5,
+                mikey_verified: 5,
+                srtp: 4,
+                srtp_opened: 3
+            }
+        );
+    }
+
+    /// RFC 1071 over an IPv4 header: 0 when its checksum is right.
+    fn ipv4_header_checksum(h: &[u8]) -> u16 {
+        let mut sum: u32 = h
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    #[test]
+    fn a_wrong_key_or_none_leaves_every_packet_as_it_was() {
+        let f = fixture();
+        let wrong = f.muk_line.replace("76e7584e", "00000000");
+        for log in [wrong.as_str(), "", "# no keys\n"] {
+            let (out, s) = decrypt(&f.capture, log).unwrap();
+            for (a, b) in out.iter().zip(&f.capture.records) {
+                assert_eq!(a.data, b.data);
+            }
+            assert_eq!((s.mikey, s.mikey_verified, s.srtp_opened), (5, 0, 0));
+            for r in &out[..5] {
+                let c = &r.comments[0];
+                assert!(
+                    c.contains("NOT verified")
+                        || c.contains("not opened")
+                        || c.contains("not verified"),
+                    "{c}"
+                );
+            }
+        }
+        assert!(decrypt(&f.capture, "MSK 00 11 22\n").is_err());
+    }
+}
