@@ -96,7 +96,8 @@ struct PcapDecryptArgs {
     /// The key log (docs/keylog.md), e.g. from `mbms demo --keylog`.
     #[arg(long, value_name = "FILE")]
     keylog: std::path::PathBuf,
-    /// The pcapng file to write (mode 0600; replaced if it exists).
+    /// The pcapng file to write (mode 0600; replaced atomically if it
+    /// exists).
     #[arg(short = 'o', long = "output", value_name = "OUT.pcapng")]
     output: std::path::PathBuf,
 }
@@ -111,9 +112,8 @@ fn pcap_decrypt(a: PcapDecryptArgs) -> ExitCode {
         let (records, summary) = pcap_decrypt::decrypt(&cap, &keylog)
             .map_err(|e| format!("--keylog {}: {e}", a.keylog.display()))?;
         let out_err = |e: &dyn std::fmt::Display| format!("{}: {e}", a.output.display());
-        let file = private_file(&a.output).map_err(|e| out_err(&e))?;
         let mut w = mbms_capture::PcapngWriter::new(
-            std::io::BufWriter::new(file),
+            Vec::new(),
             concat!("mbms pcap decrypt ", env!("CARGO_PKG_VERSION")),
         )
         .map_err(|e| out_err(&e))?;
@@ -125,11 +125,10 @@ fn pcap_decrypt(a: PcapDecryptArgs) -> ExitCode {
             w.write_packet(r.interface, r.time, &r.data, r.orig_len, &r.comments)
                 .map_err(|e| out_err(&e))?;
         }
-        let file = w.finish().map_err(|e| out_err(&e))?;
-        file.into_inner()
-            .map_err(|e| out_err(&e.error().to_string()))?
-            .sync_all()
-            .map_err(|e| out_err(&e))?;
+        let bytes = w.finish().map_err(|e| out_err(&e))?;
+        // Keys and plain traffic: mode 0600, replaced atomically.
+        mbms::mgvf::store::replace_private_file(&a.output, &bytes)
+            .map_err(|(p, e)| format!("{}: {e}", p.display()))?;
         Ok(summary)
     };
     match run() {
@@ -150,23 +149,6 @@ fn pcap_decrypt(a: PcapDecryptArgs) -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// Create (or truncate) a file only its owner can read: mode 0600, also
-/// when it existed before with a wider mode.
-fn private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-        o.mode(0o600);
-        let f = o.open(path)?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        Ok(f)
-    }
-    #[cfg(not(unix))]
-    o.open(path)
 }
 
 #[derive(Args, Debug)]

@@ -23,6 +23,7 @@ use std::net::{IpAddr, SocketAddr};
 use mbms_capture::{replace_udp_payload, udp_in_frame, Capture, KeyLogEntry, Record};
 use mikey::crypto::{self, InitiatorFields, PskKeys};
 use mikey::{KeyIdType, KeyValidity, Message, Timestamp};
+use zeroize::Zeroizing;
 
 /// Prefix of every comment this command writes (the Lua dissector
 /// `contrib/wireshark/mbms-mikey.lua` looks for it).
@@ -43,7 +44,9 @@ pub struct Summary {
     pub srtp_opened: usize,
 }
 
-/// A secret of the key log or of an opened message.
+/// An MTK and its salt, from the key log or an opened MTK message (wiped
+/// when dropped).
+#[derive(zeroize::ZeroizeOnDrop)]
 struct MtkEntry {
     key: [u8; 16],
     salt: [u8; 14],
@@ -60,9 +63,9 @@ struct Streaming {
 #[derive(Default)]
 struct Keys {
     /// (IDi, IDr) -> MUK.
-    muks: Vec<(String, String, Vec<u8>)>,
+    muks: Vec<(String, String, Zeroizing<Vec<u8>>)>,
     /// Key Domain ID || MSK ID -> MSK.
-    msks: HashMap<[u8; 7], Vec<u8>>,
+    msks: HashMap<[u8; 7], Zeroizing<Vec<u8>>>,
     /// MKI (MSK ID || MTK ID) -> MTKs of that MKI. The MKI does not name
     /// the Key Domain: with two domains using one MKI the first key is used.
     mtks: HashMap<[u8; 6], Vec<MtkEntry>>,
@@ -97,13 +100,16 @@ fn read_keylog(text: &str) -> Result<Keys, KeyLogError> {
             .map_err(|why| KeyLogError { line: n + 1, why })?;
         match entry {
             None => {}
-            Some(KeyLogEntry::Muk { idi, idr, key }) => k.muks.push((idi, idr, key)),
+            Some(KeyLogEntry::Muk { idi, idr, key }) => {
+                k.muks.push((idi, idr, Zeroizing::new(key)))
+            }
             Some(KeyLogEntry::Msk {
                 key_domain,
                 msk_id,
                 key,
             }) => {
-                k.msks.insert(key_id7(&key_domain, &msk_id), key);
+                k.msks
+                    .insert(key_id7(&key_domain, &msk_id), Zeroizing::new(key));
             }
             Some(KeyLogEntry::Mtk {
                 msk_id,
@@ -115,6 +121,7 @@ fn read_keylog(text: &str) -> Result<Keys, KeyLogError> {
                 let mut mki = [0u8; 6];
                 mki[..4].copy_from_slice(&msk_id);
                 mki[4..].copy_from_slice(&mtk_id.to_be_bytes());
+                let (key, salt) = (Zeroizing::new(key), Zeroizing::new(salt));
                 k.add_mtk(mki, &key, &salt);
             }
         }
@@ -320,7 +327,10 @@ impl Run {
                     .as_deref()
                     .and_then(|i| <[u8; 7]>::try_from(i).ok())
                 {
-                    self.keys.msks.entry(id).or_insert_with(|| key.to_vec());
+                    self.keys
+                        .msks
+                        .entry(id)
+                        .or_insert_with(|| Zeroizing::new(key.to_vec()));
                 }
             }
             return s;

@@ -429,6 +429,14 @@ fn pcap_decrypt_refuses_bad_input_and_comments_what_it_cannot_open() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a pcap or pcapng"));
+    assert!(!out.exists(), "nothing written");
+    // An output that exists with a wide mode ends up 0600.
+    std::fs::write(&out, b"old").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
     // An empty key log: every packet kept as it was, each with the reason.
     let empty = dir.path().join("empty.keys");
     std::fs::write(&empty, b"# nothing\n").unwrap();
@@ -442,6 +450,12 @@ fn pcap_decrypt_refuses_bad_input_and_comments_what_it_cannot_open() {
         .output()
         .unwrap();
     assert!(o.status.success());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
     let before = mbms_capture::read_capture(&std::fs::read(&d.pcap).unwrap()).unwrap();
     let after = mbms_capture::read_capture(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(before.records.len(), after.records.len());
