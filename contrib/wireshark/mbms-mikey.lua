@@ -311,7 +311,7 @@ local function dissect_mikey(r, pinfo, tree, m)
   local t = tree:add(mbms, r, "MBMS security: MIKEY")
   local kind = kind_of(m)
   t:add(f.kind, kind)
-  local mi = t:add(f.cs_id_map_type, m.map_range)
+  t:add(f.cs_id_map_type, m.map_range)
   if m.map_type == 1 then
     t:add(f.empty_map, m.map_range, true)
   end
@@ -327,7 +327,7 @@ local function dissect_mikey(r, pinfo, tree, m)
     if id then
       et:add(f.key_id, id)
       if e.key_id_type == 1 and id:len() == 7 then
-        local kd = et:add(f.key_domain_id, id(0, 3))
+        et:add(f.key_domain_id, id(0, 3))
         local text = key_domain_text(id(0, 1):uint(), id(1, 1):uint(), id(2, 1):uint())
         if text then et:add(f.key_domain, id(0, 3), text) end
         local kg, kn = msk_id_tree(et, id(3, 4))

@@ -4,7 +4,8 @@
 //! One demo run (3 UEs, free ports, pcap + key log, in-process through the
 //! `mbms-demo` library) is shared by the tests of this file. The tshark
 //! parts print `skipped:` where tshark is missing (`.ci/run` installs it);
-//! the decrypt checks that need no tshark always run.
+//! the decrypt checks that need no tshark always run. With
+//! `MBMS_REQUIRE_TSHARK=1` (set by `.ci/run`) a missing tshark fails.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -79,8 +80,14 @@ fn decrypted() -> &'static (PathBuf, String) {
     })
 }
 
+/// Whether tshark runs here. `.ci/run` sets `MBMS_REQUIRE_TSHARK=1` where
+/// it installed tshark: then a missing tshark fails instead of skipping.
 fn tshark_present() -> bool {
-    Command::new("tshark").arg("--version").output().is_ok()
+    let present = Command::new("tshark").arg("--version").output().is_ok();
+    if !present && std::env::var_os("MBMS_REQUIRE_TSHARK").is_some_and(|v| v == "1") {
+        panic!("MBMS_REQUIRE_TSHARK=1 but tshark does not run");
+    }
+    present
 }
 
 /// Run tshark with the dissector; returns stdout. Fails on a non-zero exit
