@@ -14,8 +14,10 @@
 //! SRTP (PROFILE.md section 8): MKI = MSK ID || MTK ID selects the MTK;
 //! the SRTP policy and the ROC come from the MTK message's SP payload and
 //! SRTP-ID map when the capture has it (else the profile default
-//! AES_CM_128_HMAC_SHA1_80, ROC 0). One SRTP receiver per destination and
-//! MTK, since the BM-SC sends each packet to every UE.
+//! AES_CM_128_HMAC_SHA1_80, ROC 0). One SRTP receiver per destination
+//! address and SRTP policy, with the MTKs side by side as a UE holds them:
+//! the BM-SC sends each packet to every UE, and a stream's ROC carries on
+//! across MTK changes.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
