@@ -324,7 +324,7 @@ fn a_store_failure_in_poll_sends_nothing_and_changes_nothing() {
     );
     assert_eq!(e.next_deadline(), Some(t(0)));
     let store = e.into_store();
-    assert_eq!(store.high_water(&ue.muk_id), None, "nothing was reserved");
+    assert_eq!(store.counter_mark(), None, "nothing was reserved");
     store.set_fail_writes(false);
     let mut e = engine(store, KeyGroupConfig::default());
     ue.register(&mut e, t(0));
