@@ -192,11 +192,12 @@ impl Timers {
         }
     }
 
-    /// Deliveries due at `now`, earliest first.
-    pub(crate) fn due(&self, now: Timestamp) -> Vec<(Handle, MskName)> {
+    /// Deliveries due at `now`, earliest first, at most `limit`.
+    pub(crate) fn due(&self, now: Timestamp, limit: usize) -> Vec<(Handle, MskName)> {
         self.set
             .iter()
             .take_while(|(t, _, _)| *t <= now)
+            .take(limit)
             .map(|(_, h, m)| (*h, *m))
             .collect()
     }

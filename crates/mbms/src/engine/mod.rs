@@ -78,7 +78,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use rand_core::{CryptoRng, RngCore};
-use mikey::{InitiatorFields, PskKeys};
+use mikey::crypto::{prf_label, Prf};
+use mikey::{psk_constant, InitiatorFields, PSK_CS_ID};
+use zeroize::Zeroizing;
 
 use crate::ids::{KeyGroupName, MskName, MtkId, MukId};
 use crate::keys::Muk;
@@ -856,10 +858,23 @@ impl<S: EngineStore> Engine<S> {
         now: Timestamp,
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Result<Vec<Action>, EngineError> {
+        self.poll_at_most(now, usize::MAX, rng)
+    }
+
+    /// [`poll`](Self::poll) for at most `limit` due deliveries (the earliest
+    /// due first); call again while [`next_deadline`](Self::next_deadline)
+    /// is not after `now`. A server paces a rotation of many UEs this way,
+    /// reading acknowledgements between the chunks.
+    pub fn poll_at_most(
+        &mut self,
+        now: Timestamp,
+        limit: usize,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<Vec<Action>, EngineError> {
         let max = self.config.retransmit.max_attempts;
         let mut plans = Vec::new();
         let mut sends: Vec<Handle> = Vec::new();
-        for (handle, msk) in self.timers.due(now) {
+        for (handle, msk) in self.timers.due(now, limit) {
             let slot = &self.slots[handle as usize];
             let Some(d) = slot.delivery(&msk) else {
                 continue;
@@ -1220,13 +1235,17 @@ fn verify_ack(
     counter: u32,
     rand: &[u8; RAND_LEN],
 ) -> Result<bool, ProfileError> {
-    let keys = PskKeys::derive(muk.as_bytes(), MSK_CSB_ID, rand);
+    let mut auth_key = Zeroizing::new([0u8; mikey::AUTH_KEY_LEN]);
+    Prf::new(muk.as_bytes()).derive_into(
+        &prf_label(psk_constant::AUTH, PSK_CS_ID, MSK_CSB_ID, rand),
+        &mut auth_key[..],
+    );
     let initiator = InitiatorFields {
         idi: muk_id.idi.as_bytes().to_vec(),
         idr: muk_id.idr.as_bytes().to_vec(),
         t: counter.to_be_bytes().to_vec(),
     };
-    match MskAck::verify(bytes, &keys.auth_key, &initiator) {
+    match MskAck::verify(bytes, &auth_key[..], &initiator) {
         Ok(_) => Ok(true),
         Err(ProfileError::MacMismatch) => Ok(false),
         Err(e) => Err(e),
