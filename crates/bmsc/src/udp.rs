@@ -32,11 +32,18 @@ pub fn set_buffers(sock: &UdpSocket, bytes: usize) -> Option<(usize, usize)> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         use nix::sys::socket::{getsockopt, setsockopt, sockopt};
-        // Best effort: the kernel caps both at rmem_max / wmem_max.
+        // Best effort: the kernel caps both at rmem_max / wmem_max, except
+        // for a process with CAP_NET_ADMIN (the *BUFFORCE options).
         let _ = setsockopt(sock, sockopt::RcvBuf, &bytes);
         let _ = setsockopt(sock, sockopt::SndBuf, &bytes);
-        let r = getsockopt(sock, sockopt::RcvBuf).ok()?;
-        let s = getsockopt(sock, sockopt::SndBuf).ok()?;
+        let mut r = getsockopt(sock, sockopt::RcvBuf).ok()?;
+        let mut s = getsockopt(sock, sockopt::SndBuf).ok()?;
+        if r < bytes && setsockopt(sock, sockopt::RcvBufForce, &bytes).is_ok() {
+            r = getsockopt(sock, sockopt::RcvBuf).ok()?;
+        }
+        if s < bytes && setsockopt(sock, sockopt::SndBufForce, &bytes).is_ok() {
+            s = getsockopt(sock, sockopt::SndBuf).ok()?;
+        }
         Some((r, s))
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
