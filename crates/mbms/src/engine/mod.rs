@@ -77,9 +77,9 @@ mod time;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
-use rand_core::{CryptoRng, RngCore};
 use mikey::crypto::{prf_label, Prf};
 use mikey::{psk_constant, InitiatorFields, PSK_CS_ID};
+use rand_core::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
 use crate::ids::{KeyGroupName, MskName, MtkId, MukId};
