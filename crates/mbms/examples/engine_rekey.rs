@@ -44,11 +44,9 @@ fn main() {
     let rss0 = rss_kib();
     // The first delivery (current and next MSK), acknowledged.
     let round = |e: &mut Engine<MemoryStore>, now: u64| -> (usize, Duration, Duration) {
-        let mut engine_time;
-        let ue_time;
         let t = Instant::now();
         let actions = e.poll(Timestamp(now), &mut OsRng).unwrap();
-        engine_time = t.elapsed();
+        let mut engine_time = t.elapsed();
         let t = Instant::now();
         let mut acks = Vec::with_capacity(actions.len());
         for a in &actions {
@@ -63,7 +61,7 @@ fn main() {
                 );
             }
         }
-        ue_time = t.elapsed();
+        let ue_time = t.elapsed();
         let t = Instant::now();
         for a in &acks {
             e.on_ack(a, Timestamp(now)).unwrap();
