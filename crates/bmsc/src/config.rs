@@ -257,6 +257,12 @@ pub struct BmscConfig {
     /// on.
     #[serde(default = "default_mikey_listen")]
     pub mikey_listen: SocketAddr,
+    /// Receive and send buffer of the MIKEY socket, bytes (SO_RCVBUF,
+    /// SO_SNDBUF): a rotation sends one message to every UE and their
+    /// acknowledgements arrive in a burst. The kernel may grant less
+    /// (`net.core.rmem_max`, `wmem_max`); the BM-SC logs what it got.
+    #[serde(default = "default_mikey_socket_buffer")]
+    pub mikey_socket_buffer: usize,
     /// SQLite file or `postgres://` URL.
     #[serde(default = "default_db")]
     pub db: String,
@@ -301,6 +307,9 @@ fn default_listen() -> SocketAddr {
 }
 fn default_mikey_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], mbms::profile::MIKEY_UDP_PORT))
+}
+fn default_mikey_socket_buffer() -> usize {
+    crate::udp::DEFAULT_SOCKET_BUFFER
 }
 fn default_db() -> String {
     "bmsc.db".into()

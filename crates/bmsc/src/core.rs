@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use rand::rngs::OsRng;
+use rand::rngs::{OsRng, StdRng};
+use rand::SeedableRng as _;
 use tokio::sync::Notify;
 
 use mbms::engine::{
@@ -191,6 +192,11 @@ fn msk_view(m: &mbms::engine::MskInfo) -> MskView {
 /// Charging records read per query when they are restored at start.
 const CHARGING_PAGE: usize = 1000;
 
+/// Deliveries sent per [`Core::poll`] at most: a rotation of many UEs goes
+/// out in chunks, with the acknowledgements read (and the core lock free for
+/// HTTP requests) between them.
+pub const POLL_BATCH: usize = 4096;
+
 /// Current time for the engine.
 pub fn now_ts() -> Timestamp {
     Timestamp(crate::unix_millis())
@@ -199,6 +205,10 @@ pub fn now_ts() -> Timestamp {
 /// The state and decisions of the BM-SC. See the [module documentation](self).
 pub struct Core {
     engine: Engine<EngineStoreHandle>,
+    /// For retransmission jitter and solicited-pull RANDs: a CSPRNG seeded
+    /// from the OS (one system call per message costs more than the
+    /// message).
+    rng: StdRng,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     fqdn: String,
@@ -241,6 +251,7 @@ impl Core {
         let engine = Engine::new(settings.engine, EngineStoreHandle(store.clone()))?;
         let mut core = Core {
             engine,
+            rng: StdRng::from_rng(OsRng).map_err(|e| CoreError::Invalid(format!("OS RNG: {e}")))?,
             store: store.clone(),
             metrics,
             fqdn: settings.fqdn.clone(),
@@ -560,7 +571,7 @@ impl Core {
     /// Builds what is due (pushes, retransmissions), records give-ups, and
     /// returns the datagrams.
     pub fn poll(&mut self, now: Timestamp) -> Result<Datagrams, CoreError> {
-        let actions = self.engine.poll(now, &mut OsRng)?;
+        let actions = self.engine.poll_at_most(now, POLL_BATCH, &mut self.rng)?;
         let mut out = Vec::new();
         let mut outcomes = Outcomes::default();
         for a in actions {
@@ -675,7 +686,7 @@ impl Core {
         let written = self.store.record(&outcomes)?;
         for r in &written {
             self.metrics.charging_records.inc();
-            tracing::info!(impi = %r.impi, msk = %r.msk, id = r.id, "charging record written");
+            tracing::debug!(impi = %r.impi, msk = %r.msk, id = r.id, "charging record written");
         }
         Ok(written)
     }
@@ -759,7 +770,7 @@ impl Core {
         for i in targets {
             if let Action::SendMikey { bytes, .. } =
                 self.engine
-                    .solicited_pull(&UeId(i.clone()), &name, &mut OsRng)?
+                    .solicited_pull(&UeId(i.clone()), &name, &mut self.rng)?
             {
                 Metrics::inc(&self.metrics.msk_sent, "pull");
                 out.push((self.ues[&i].mikey_addr, bytes));

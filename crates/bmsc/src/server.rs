@@ -237,6 +237,19 @@ pub async fn start_with_tap(
             addr: cfg.mikey_listen,
             source,
         })?;
+    match udp::set_buffers(&mikey, cfg.mikey_socket_buffer) {
+        Some((r, w)) if r < cfg.mikey_socket_buffer || w < cfg.mikey_socket_buffer => {
+            tracing::warn!(
+                requested = cfg.mikey_socket_buffer,
+                receive = r,
+                send = w,
+                "MIKEY socket buffers capped by the kernel (raise net.core.rmem_max / wmem_max): \
+                 acknowledgement bursts of large rotations may be dropped and retransmitted"
+            );
+        }
+        Some((r, w)) => tracing::debug!(receive = r, send = w, "MIKEY socket buffers"),
+        None => {}
+    }
     let mikey_addr = mikey.local_addr().map_err(|source| ServerError::Bind {
         addr: cfg.mikey_listen,
         source,
@@ -365,6 +378,10 @@ async fn engine_driver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         match app.core.run(|c| c.poll(now_ts())).await {
             Ok(d) => {
                 app.send_mikey(&d).await;
+                if d.len() >= crate::core::POLL_BATCH {
+                    // More is due: let the acknowledgements in first.
+                    tokio::task::yield_now().await;
+                }
             }
             Err(e) => {
                 tracing::error!(error = %crate::ErrorChain(&e), "engine poll failed; retrying in 1 s");
@@ -384,7 +401,12 @@ async fn mikey_receiver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             r = udp::recv_batch(&app.mikey) => r,
         };
         let batch = match batch {
-            Ok(b) => b,
+            Ok(mut b) => {
+                // Group commit: everything queued now is processed and
+                // committed together.
+                udp::try_recv_more(&app.mikey, &mut b, udp::ACK_BATCH_MAX);
+                b
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "MIKEY socket");
                 tokio::time::sleep(Duration::from_millis(100)).await;

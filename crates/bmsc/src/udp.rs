@@ -17,6 +17,53 @@ use tokio::net::UdpSocket;
 /// Datagrams per `sendmmsg` / `recvmmsg` call.
 pub const BATCH: usize = 64;
 
+/// Default size of the MIKEY socket's receive and send buffers
+/// (`mikey_socket_buffer`): room for the acknowledgements of about 64k UEs
+/// (a 60-byte acknowledgement takes about 1 KiB of buffer accounting).
+pub const DEFAULT_SOCKET_BUFFER: usize = 64 << 20;
+
+/// Acknowledgements processed (and committed) together at most: what
+/// arrived while the previous batch was being committed, up to this.
+pub const ACK_BATCH_MAX: usize = 16_384;
+
+/// Ask for `bytes` of receive and send buffer; returns what the kernel
+/// granted (Linux reports twice the usable size), `None` where unsupported.
+pub fn set_buffers(sock: &UdpSocket, bytes: usize) -> Option<(usize, usize)> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+        // Best effort: the kernel caps both at rmem_max / wmem_max, except
+        // for a process with CAP_NET_ADMIN (the *BUFFORCE options).
+        let _ = setsockopt(sock, sockopt::RcvBuf, &bytes);
+        let _ = setsockopt(sock, sockopt::SndBuf, &bytes);
+        let mut r = getsockopt(sock, sockopt::RcvBuf).ok()?;
+        let mut s = getsockopt(sock, sockopt::SndBuf).ok()?;
+        if r < bytes && setsockopt(sock, sockopt::RcvBufForce, &bytes).is_ok() {
+            r = getsockopt(sock, sockopt::RcvBuf).ok()?;
+        }
+        if s < bytes && setsockopt(sock, sockopt::SndBufForce, &bytes).is_ok() {
+            s = getsockopt(sock, sockopt::SndBuf).ok()?;
+        }
+        Some((r, s))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = (sock, bytes);
+        None
+    }
+}
+
+/// Receive what is queued now, up to `max` datagrams, without waiting
+/// (empty when nothing is queued).
+pub fn try_recv_more(sock: &UdpSocket, out: &mut Vec<(Vec<u8>, SocketAddr)>, max: usize) {
+    while out.len() < max {
+        match sock.try_io(tokio::io::Interest::READABLE, || recv_chunk(sock)) {
+            Ok(v) if !v.is_empty() => out.extend(v),
+            _ => return,
+        }
+    }
+}
+
 /// Largest datagram received (MIKEY acknowledgements are ~100 bytes, RTP
 /// packets fit an Ethernet MTU); longer ones are dropped as truncated.
 pub const MAX_DATAGRAM: usize = 2048;

@@ -11,7 +11,7 @@ use bmsc::store::{
     self, ChargingRow, Create, DeliveryRecord, Outcomes, PgStore, SqliteStore, Store, StoreError,
     UeRecord,
 };
-use mbms::{KeyDomainId, MskId, MskName, Muk, MukId};
+use mbms::{KeyDomainId, MskId, MskName, Muk};
 
 const BTID: &str = "b1@bsf.home1.net";
 
@@ -25,8 +25,7 @@ fn msk(n: u16) -> MskName {
 /// A store holding what a running BM-SC writes: a UE, a counter mark of
 /// its MUK, delivery outcomes and a charging record under that MUK.
 fn populate(s: &dyn Store, ues: usize) {
-    s.reserve_muk_counters(&MukId::new("bmsc.home1.net", BTID), 32)
-        .unwrap();
+    s.reserve_counters(32).unwrap();
     for i in 0..ues {
         s.put_ue(&UeRecord {
             impi: format!("user{i}_private@home1.net"),

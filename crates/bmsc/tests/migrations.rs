@@ -14,7 +14,7 @@ use bmsc::store::{
     ChargingRow, Create, DeliveryRecord, Outcomes, PgStore, SqliteStore, Store, StoreError,
     SCHEMA_VERSION,
 };
-use mbms::{KeyDomainId, KeyGroupName, Msk, MskId, MskName, Muk, MukId};
+use mbms::{KeyDomainId, KeyGroupName, Msk, MskId, MskName, Muk};
 
 const IMPI: &str = "user1_private@home1.net";
 const BTID: &str = "QkJCQkJCQkJCQkJCQkJCQg==@bsf.home1.net";
@@ -33,13 +33,9 @@ fn msk(n: u16) -> MskName {
     }
 }
 
-fn muk_id() -> MukId {
-    MukId::new("bmsc.home1.net", BTID)
-}
-
 /// What the old BM-SC wrote (see tests/fixtures/generate.rs).
 fn assert_fixture_rows(s: &dyn Store) {
-    assert_eq!(s.muk_counter_reserved(&muk_id()).unwrap(), Some(64));
+    assert_eq!(s.counter_reserved().unwrap(), Some(64));
     let defs = s.key_group_defs().unwrap();
     assert_eq!(defs.len(), 1);
     assert_eq!(
@@ -109,10 +105,10 @@ fn assert_fixture_rows(s: &dyn Store) {
 /// reused, and a new charging record follows the old one.
 fn assert_old_data_go_on(s: &dyn Store) {
     assert!(matches!(
-        s.reserve_muk_counters(&muk_id(), 64),
+        s.reserve_counters(64),
         Err(StoreError::CounterRollback { stored: 64, .. })
     ));
-    s.reserve_muk_counters(&muk_id(), 96).unwrap();
+    s.reserve_counters(96).unwrap();
     let rows = s
         .record(&Outcomes {
             deliveries: vec![DeliveryRecord {
@@ -133,7 +129,7 @@ fn assert_old_data_go_on(s: &dyn Store) {
         })
         .unwrap();
     assert_eq!(rows[0].id, 2, "charging record IDs continue");
-    assert_eq!(s.muk_counter_reserved(&muk_id()).unwrap(), Some(96));
+    assert_eq!(s.counter_reserved().unwrap(), Some(96));
 }
 
 // ---------------------------------------------------------------- SQLite

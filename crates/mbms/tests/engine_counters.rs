@@ -43,7 +43,7 @@ fn muk_counters_never_repeat_across_a_simulated_crash() {
             actions.push(e.solicited_pull(&ue.id, &group(1), &mut rng).unwrap());
             // Every counter put in a message was persisted before: it is at
             // most the store's high-water mark at the time it is emitted.
-            let hw = e.store().high_water(&ue.muk_id).unwrap();
+            let hw = e.store().counter_mark().unwrap();
             for (_, _, _, counter, bytes) in sends(&actions) {
                 if let Some(mark) = mark_at_crash.take() {
                     assert_eq!(counter, mark + 1, "resumes just above the persisted mark");
@@ -64,13 +64,13 @@ fn muk_counters_never_repeat_across_a_simulated_crash() {
                 .unwrap();
         }
         // Crash: the engine is dropped with whatever it had reserved.
-        mark_at_crash = e.store().high_water(&ue.muk_id);
+        mark_at_crash = e.store().counter_mark();
         drop(e);
     }
     assert!(seen.len() > 20);
     assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
     // Blocks of 4: the mark is never more than a block ahead.
-    assert!(store.high_water(&ue.muk_id).unwrap() < seen.last().unwrap() + 4);
+    assert!(store.counter_mark().unwrap() < seen.last().unwrap() + 4);
 }
 
 #[test]

@@ -97,7 +97,7 @@ impl Seen {
         for (_, _, _, counter, bytes) in sends(actions) {
             let env = MskEnvelope::parse(&bytes).unwrap();
             assert_eq!(env.counter, counter);
-            let hw = e.store().high_water(&env.muk_id).unwrap_or(0);
+            let hw = e.store().counter_mark().unwrap_or(0);
             assert!(
                 counter <= hw,
                 "counter {counter} used before being persisted (mark {hw})"

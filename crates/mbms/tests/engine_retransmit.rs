@@ -324,7 +324,7 @@ fn a_store_failure_in_poll_sends_nothing_and_changes_nothing() {
     );
     assert_eq!(e.next_deadline(), Some(t(0)));
     let store = e.into_store();
-    assert_eq!(store.high_water(&ue.muk_id), None, "nothing was reserved");
+    assert_eq!(store.counter_mark(), None, "nothing was reserved");
     store.set_fail_writes(false);
     let mut e = engine(store, KeyGroupConfig::default());
     ue.register(&mut e, t(0));
@@ -332,4 +332,57 @@ fn a_store_failure_in_poll_sends_nothing_and_changes_nothing() {
     let sent = sends(&e.poll(t(0), &mut rng).unwrap());
     assert_eq!(sent.len(), 2);
     assert!(ue.receive(&sent[0].4).is_some());
+}
+
+/// `poll_at_most` sends a rotation in chunks: each call at most `limit`
+/// messages, earliest due first, the rest stays due; every UE gets its
+/// message once, with one counter mark write for all of them.
+#[test]
+fn a_rotation_goes_out_in_chunks_with_one_counter_write() {
+    let mut store = MemoryStore::new();
+    let mut e = engine(&mut store, KeyGroupConfig::default());
+    let mut rng = TestRng(21);
+    let mut ues: Vec<SimUe> = (0..10)
+        .map(|i| {
+            SimUe::new(
+                &format!("ue{i}"),
+                &format!("b{i}@bsf.home1.net"),
+                i as u8 + 1,
+            )
+        })
+        .collect();
+    for ue in &mut ues {
+        ue.register(&mut e, t(0));
+        e.subscribe(&ue.id, &group(1), t(0)).unwrap();
+    }
+    // First delivery: acknowledge everything.
+    for (ue_id, _, _, _, bytes) in sends(&e.poll(t(0), &mut rng).unwrap()) {
+        let ue = ues.iter_mut().find(|u| u.id == ue_id).unwrap();
+        let ack = ue.receive(&bytes).unwrap().ack.unwrap();
+        e.on_ack(&ack, t(0)).unwrap();
+    }
+    assert_eq!(e.next_deadline(), None);
+    e.rotate(&group(1), t(10), &mut rng).unwrap();
+    let writes = e.store().writes();
+    let mut got = Vec::new();
+    loop {
+        let chunk = sends(&e.poll_at_most(t(10), 3, &mut rng).unwrap());
+        assert!(chunk.len() <= 3);
+        if chunk.is_empty() {
+            break;
+        }
+        got.extend(chunk.into_iter().map(|s| s.0));
+    }
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), 10, "each UE once");
+    assert!(
+        e.store().writes() <= writes + 2,
+        "counter marks: {} writes for 10 UEs",
+        e.store().writes() - writes
+    );
+    assert!(
+        e.next_deadline().unwrap() > t(10),
+        "only retransmissions left"
+    );
 }

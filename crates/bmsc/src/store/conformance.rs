@@ -47,27 +47,23 @@ pub fn run_all(open: Open<'_>) {
     deliveries_and_charging(open);
 }
 
-/// MUK counter high-water marks: absent, raised, never lowered, per MUK,
+/// The MUK counter high-water mark: absent, raised, never lowered,
 /// durable.
 pub fn counters_never_go_back(open: Open<'_>) {
     let s = open();
-    let a = MukId::new("bmsc.home1.net", "counters-a@bsf");
-    let b = MukId::new("bmsc.home1.net", "counters-b@bsf");
-    assert_eq!(s.muk_counter_reserved(&a).unwrap(), None);
-    s.reserve_muk_counters(&a, 32).unwrap();
-    s.reserve_muk_counters(&a, 64).unwrap();
+    assert_eq!(s.counter_reserved().unwrap(), None);
+    s.reserve_counters(32).unwrap();
+    s.reserve_counters(64).unwrap();
     for lower in [64, 10] {
         assert!(matches!(
-            s.reserve_muk_counters(&a, lower),
+            s.reserve_counters(lower),
             Err(StoreError::CounterRollback { stored: 64, .. })
         ));
     }
-    s.reserve_muk_counters(&b, 7).unwrap();
-    s.reserve_muk_counters(&a, u32::MAX).unwrap();
+    s.reserve_counters(1_000_000).unwrap();
     drop(s);
     let s = open();
-    assert_eq!(s.muk_counter_reserved(&a).unwrap(), Some(u32::MAX));
-    assert_eq!(s.muk_counter_reserved(&b).unwrap(), Some(7));
+    assert_eq!(s.counter_reserved().unwrap(), Some(1_000_000));
 }
 
 fn snapshot(g: u16, k: u16, fill: u8) -> KeyGroupSnapshot {
@@ -272,11 +268,8 @@ pub fn deliveries_and_charging(open: Open<'_>) {
     };
     // The counters of acknowledged messages were reserved before use (a
     // database whose mark is below a used counter is refused at open).
-    for b in ["dl-a@x-btid", "dl-b@x-btid"] {
-        let m = MukId::new("bmsc.home1.net", b);
-        if s.muk_counter_reserved(&m).unwrap().is_none() {
-            s.reserve_muk_counters(&m, 100).unwrap();
-        }
+    if s.counter_reserved().unwrap().is_none() {
+        s.reserve_counters(100).unwrap();
     }
     let before = s.charging_records(0, usize::MAX).unwrap().len();
     let first = s

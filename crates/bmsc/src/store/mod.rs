@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use mbms::engine::{EngineStore, KeyGroupSnapshot, MskSnapshot};
-use mbms::{KeyGroupName, Msk, MskId, MskName, MtkId, Muk, MukId};
+use mbms::{KeyGroupName, Msk, MskId, MskName, MtkId, Muk};
 
 pub mod conformance;
 mod pg;
@@ -73,11 +73,9 @@ pub enum StoreError {
     /// A write with a value this program never stores (nothing written).
     #[error("refused to store {0}")]
     Invalid(String),
-    /// A MUK counter high-water mark would go down.
-    #[error("counter high-water mark of {muk} would go from {stored} to {requested}")]
+    /// The MUK counter high-water mark would go down.
+    #[error("MUK counter high-water mark would go from {stored} to {requested}")]
     CounterRollback {
-        /// The MUK.
-        muk: String,
         /// The stored mark.
         stored: u32,
         /// The requested mark.
@@ -210,16 +208,25 @@ impl Outcomes {
     }
 }
 
+/// The `(idi, idr)` key of the engine-wide MUK counter mark in table
+/// `muk_counters` (no MUK has an empty IDi: it is the BM-SC's FQDN). The
+/// key engine bounds every MUK's counters by one mark (see
+/// `mbms::engine::EngineStore`); 0.1.0 kept one row per MUK, which the
+/// maximum still covers.
+pub const COUNTER_MARK_ROW: (&str, &str) = ("", "");
+
 /// The BM-SC's storage. See the [module documentation](self).
 pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgresql`.
     fn backend(&self) -> &'static str;
 
-    /// The persisted high-water mark of a MUK's counters.
-    fn muk_counter_reserved(&self, muk: &MukId) -> Result<Option<u32>, StoreError>;
-    /// Raise the high-water mark; refuses to lower it
+    /// The persisted high-water mark of the MUK counters: the highest mark in
+    /// table `muk_counters` (the engine-wide mark is its row
+    /// [`COUNTER_MARK_ROW`]; marks per MUK written by 0.1.0 count too).
+    fn counter_reserved(&self) -> Result<Option<u32>, StoreError>;
+    /// Raise the engine-wide mark; refuses to lower it
     /// ([`StoreError::CounterRollback`]).
-    fn reserve_muk_counters(&self, muk: &MukId, upto: u32) -> Result<(), StoreError>;
+    fn reserve_counters(&self, upto: u32) -> Result<(), StoreError>;
     /// The saved state of a key group.
     fn load_key_group(&self, name: &KeyGroupName) -> Result<Option<KeyGroupSnapshot>, StoreError>;
     /// Save the state of a key group.
@@ -346,17 +353,17 @@ pub(crate) fn validate_rows(
                 .to_owned(),
         ),
         (
-            // A MUK's counter mark went back below a counter the BM-SC
-            // already used (and the UE acknowledged): the engine would
-            // reuse counters, and the MGV-F drops them as replays
-            // (PROFILE.md section 7).
+            // The counter mark went back below a counter the BM-SC already
+            // used (and the UE acknowledged): the engine would reuse
+            // counters, and the MGV-F drops them as replays (PROFILE.md
+            // section 7). One mark bounds every MUK's counters
+            // (COUNTER_MARK_ROW; marks per MUK of 0.1.0 count in the maximum).
             "a counter mark is below a counter already used",
-            "SELECT 'B-TID ' || c.btid || ': mark ' || COALESCE(CAST(m.mx AS TEXT), 'missing')
+            "SELECT 'mark ' || COALESCE(CAST(m.mx AS TEXT), 'missing')
                     || ', counter ' || CAST(c.counter AS TEXT)
                     || ' used by charging record ' || CAST(c.id AS TEXT)
-             FROM charging_records c
-             LEFT JOIN (SELECT idr, MAX(reserved) AS mx FROM muk_counters GROUP BY idr) m
-               ON m.idr = c.btid
+                    || ' (B-TID ' || c.btid || ')'
+             FROM charging_records c, (SELECT MAX(reserved) AS mx FROM muk_counters) m
              WHERE m.mx IS NULL OR c.counter > m.mx LIMIT 1"
                 .to_owned(),
         ),
@@ -416,16 +423,12 @@ fn engine_err(e: StoreError) -> mbms::engine::StoreError {
 }
 
 impl EngineStore for EngineStoreHandle {
-    fn muk_counter_reserved(&self, muk: &MukId) -> Result<Option<u32>, mbms::engine::StoreError> {
-        self.0.muk_counter_reserved(muk).map_err(engine_err)
+    fn counter_reserved(&self) -> Result<Option<u32>, mbms::engine::StoreError> {
+        self.0.counter_reserved().map_err(engine_err)
     }
 
-    fn reserve_muk_counters(
-        &mut self,
-        muk: &MukId,
-        upto: u32,
-    ) -> Result<(), mbms::engine::StoreError> {
-        self.0.reserve_muk_counters(muk, upto).map_err(engine_err)
+    fn reserve_counters(&mut self, upto: u32) -> Result<(), mbms::engine::StoreError> {
+        self.0.reserve_counters(upto).map_err(engine_err)
     }
 
     fn load_key_group(

@@ -29,7 +29,7 @@ use std::str::FromStr as _;
 use std::sync::{Mutex, MutexGuard};
 
 use mbms::engine::KeyGroupSnapshot;
-use mbms::{KeyGroupName, MukId};
+use mbms::KeyGroupName;
 use mbms_service::db::{plan, Migration};
 use postgres::{Client, NoTls, Transaction};
 
@@ -566,35 +566,43 @@ impl Store for PgStore {
         "postgresql"
     }
 
-    fn muk_counter_reserved(&self, muk: &MukId) -> Result<Option<u32>, StoreError> {
-        let row = self.lock()?.query_opt(
-            "SELECT reserved FROM muk_counters WHERE idi = $1 AND idr = $2",
-            &[&muk.idi, &muk.idr],
-        )?;
-        row.map(|r| u32_from_i64(r.get(0), "counter mark"))
-            .transpose()
+    fn counter_reserved(&self) -> Result<Option<u32>, StoreError> {
+        let row = self
+            .lock()?
+            .query_one("SELECT MAX(reserved) FROM muk_counters", &[])?;
+        let v: Option<i64> = row.get(0);
+        v.map(|v| u32_from_i64(v, "counter mark")).transpose()
     }
 
-    fn reserve_muk_counters(&self, muk: &MukId, upto: u32) -> Result<(), StoreError> {
+    fn reserve_counters(&self, upto: u32) -> Result<(), StoreError> {
+        let (idi, idr) = COUNTER_MARK_ROW;
         self.tx(|tx| {
-            let old = tx.query_opt(
-                "SELECT reserved FROM muk_counters WHERE idi = $1 AND idr = $2 FOR UPDATE",
-                &[&muk.idi, &muk.idr],
+            // Serialise writers of the mark (one row, locked), then compare
+            // with the highest mark of the table.
+            tx.execute(
+                "INSERT INTO muk_counters (idi, idr, reserved) VALUES ($1, $2, 0)
+                 ON CONFLICT (idi, idr) DO NOTHING",
+                &[&idi, &idr],
             )?;
-            if let Some(r) = old {
-                let old = u32_from_i64(r.get(0), "counter mark")?;
+            tx.query_one(
+                "SELECT reserved FROM muk_counters WHERE idi = $1 AND idr = $2 FOR UPDATE",
+                &[&idi, &idr],
+            )?;
+            let v: Option<i64> = tx
+                .query_one("SELECT MAX(reserved) FROM muk_counters", &[])?
+                .get(0);
+            if let Some(old) = v {
+                let old = u32_from_i64(old, "counter mark")?;
                 if upto <= old {
                     return Err(StoreError::CounterRollback {
-                        muk: muk.to_string(),
                         stored: old,
                         requested: upto,
                     });
                 }
             }
             tx.execute(
-                "INSERT INTO muk_counters (idi, idr, reserved) VALUES ($1, $2, $3)
-                 ON CONFLICT (idi, idr) DO UPDATE SET reserved = excluded.reserved",
-                &[&muk.idi, &muk.idr, &i64::from(upto)],
+                "UPDATE muk_counters SET reserved = $3 WHERE idi = $1 AND idr = $2",
+                &[&idi, &idr, &i64::from(upto)],
             )?;
             Ok(())
         })

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use mbms::engine::KeyGroupSnapshot;
-use mbms::{KeyGroupName, MukId};
+use mbms::KeyGroupName;
 use mbms_service::db::{self, Migration, Schema};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
@@ -185,32 +185,22 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
-    fn muk_counter_reserved(&self, muk: &MukId) -> Result<Option<u32>, StoreError> {
-        let v: Option<i64> = self
-            .lock()
-            .query_row(
-                "SELECT reserved FROM muk_counters WHERE idi = ?1 AND idr = ?2",
-                params![muk.idi, muk.idr],
-                |r| r.get(0),
-            )
-            .optional()?;
+    fn counter_reserved(&self) -> Result<Option<u32>, StoreError> {
+        let v: Option<i64> =
+            self.lock()
+                .query_row("SELECT MAX(reserved) FROM muk_counters", [], |r| r.get(0))?;
         v.map(|v| u32_from_i64(v, "counter mark")).transpose()
     }
 
-    fn reserve_muk_counters(&self, muk: &MukId, upto: u32) -> Result<(), StoreError> {
+    fn reserve_counters(&self, upto: u32) -> Result<(), StoreError> {
+        let (idi, idr) = COUNTER_MARK_ROW;
         self.write(|tx| {
-            let old: Option<i64> = tx
-                .query_row(
-                    "SELECT reserved FROM muk_counters WHERE idi = ?1 AND idr = ?2",
-                    params![muk.idi, muk.idr],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let old: Option<i64> =
+                tx.query_row("SELECT MAX(reserved) FROM muk_counters", [], |r| r.get(0))?;
             if let Some(old) = old {
                 let old = u32_from_i64(old, "counter mark")?;
                 if upto <= old {
                     return Err(StoreError::CounterRollback {
-                        muk: muk.to_string(),
                         stored: old,
                         requested: upto,
                     });
@@ -219,7 +209,7 @@ impl Store for SqliteStore {
             tx.execute(
                 "INSERT INTO muk_counters (idi, idr, reserved) VALUES (?1, ?2, ?3)
                  ON CONFLICT (idi, idr) DO UPDATE SET reserved = excluded.reserved",
-                params![muk.idi, muk.idr, i64::from(upto)],
+                params![idi, idr, i64::from(upto)],
             )?;
             Ok(())
         })

@@ -1,98 +1,66 @@
-//! The replay counter of each MUK, reserved in persisted blocks (see
+//! MUK replay counters under one persisted high-water mark (see
 //! [`super::store`]).
-
-use std::collections::HashMap;
-
-use crate::ids::MukId;
+//!
+//! The MGV-F needs each MUK's counters to increase (`PROFILE.md` section 7);
+//! they need not be consecutive nor differ between MUKs. So every UE keeps
+//! its next counter in memory, all of them start at the same floor, and one
+//! engine-wide mark bounds every counter ever put in a message: before a
+//! message uses counter `c`, `c <= mark` is durable. After a restart every UE
+//! starts above the persisted mark, so no (MUK, counter) pair repeats. A
+//! rotation of a million UEs needs one store write (each UE's counter moves by
+//! one), not one per MUK.
 
 use super::store::EngineStore;
 use super::EngineError;
 
-#[derive(Clone, Copy, Debug)]
-struct Block {
-    /// The next counter to hand out.
-    next: u64,
-    /// The persisted high-water mark: counters up to here may be handed out.
-    reserved: u64,
-}
-
-/// Per-MUK counters. A counter is handed out only from a block whose upper
-/// end the store has already persisted.
 #[derive(Debug)]
-pub(crate) struct MukCounters {
+pub(crate) struct CounterMark {
     block: u32,
-    muks: HashMap<MukId, Block>,
+    /// The persisted mark: every counter handed out is at most this.
+    reserved: u32,
+    /// Where UEs registered in this run start.
+    floor: u32,
 }
 
-impl MukCounters {
-    pub(crate) fn new(block: u32) -> Self {
-        MukCounters {
+impl CounterMark {
+    /// Read the persisted mark.
+    pub(crate) fn load(store: &impl EngineStore, block: u32) -> Result<Self, EngineError> {
+        let reserved = store.counter_reserved()?.unwrap_or(0);
+        Ok(CounterMark {
             block: block.max(1),
-            muks: HashMap::new(),
-        }
+            reserved,
+            floor: reserved.saturating_add(1),
+        })
     }
 
-    /// Make sure `n` counters of `muk` can be handed out without touching the
-    /// store, persisting a new high-water mark first if needed. On error
-    /// nothing changes in memory.
+    /// The first counter of a UE new to this run.
+    pub(crate) fn floor(&self) -> u32 {
+        self.floor
+    }
+
+    /// Make every counter up to `highest` usable (persisting a new mark, a
+    /// block ahead, when needed). `None` means beyond `u32::MAX`.
     pub(crate) fn ensure(
         &mut self,
         store: &mut impl EngineStore,
-        muk: &MukId,
-        n: u32,
+        highest: Option<u32>,
     ) -> Result<(), EngineError> {
-        let b = match self.muks.get(muk) {
-            Some(b) => *b,
-            None => {
-                let persisted = store.muk_counter_reserved(muk)?;
-                let r = u64::from(persisted.unwrap_or(0));
-                Block {
-                    next: r + 1,
-                    reserved: r,
-                }
-            }
+        let Some(highest) = highest else {
+            return Err(EngineError::CounterExhausted);
         };
-        let n = u64::from(n);
-        let available = (b.reserved + 1).saturating_sub(b.next);
-        let b = if available >= n {
-            b
-        } else {
-            let want = (b.reserved + u64::from(self.block)).max(b.next - 1 + n);
-            let upto = want.min(u64::from(u32::MAX));
-            if upto < b.next - 1 + n {
-                return Err(EngineError::MukCounterExhausted { muk: muk.clone() });
-            }
-            // `upto` fits in u32 (capped above).
-            store.reserve_muk_counters(muk, upto as u32)?;
-            Block {
-                next: b.next,
-                reserved: upto,
-            }
-        };
-        self.muks.insert(muk.clone(), b);
+        if highest <= self.reserved {
+            return Ok(());
+        }
+        let upto = highest.max(self.reserved.saturating_add(self.block));
+        let upto = upto.max(highest);
+        store.reserve_counters(upto)?;
+        self.reserved = upto;
         Ok(())
     }
 
-    /// Hand out the next counter of `muk`; `ensure` must have made room.
-    pub(crate) fn take(&mut self, muk: &MukId) -> Option<u32> {
-        let b = self.muks.get_mut(muk)?;
-        if b.next > b.reserved {
-            return None;
-        }
-        let c = u32::try_from(b.next).ok()?;
-        b.next += 1;
-        Some(c)
-    }
-
-    /// Allocate one counter (reserving a block first if needed).
-    pub(crate) fn allocate(
-        &mut self,
-        store: &mut impl EngineStore,
-        muk: &MukId,
-    ) -> Result<u32, EngineError> {
-        self.ensure(store, muk, 1)?;
-        self.take(muk)
-            .ok_or_else(|| EngineError::MukCounterExhausted { muk: muk.clone() })
+    /// Whether `c` may be put in a message.
+    pub(crate) fn covers(&self, c: u32) -> bool {
+        c <= self.reserved && c >= 1
     }
 }
 
@@ -102,45 +70,37 @@ mod tests {
     use crate::engine::store::MemoryStore;
 
     #[test]
-    fn blocks_are_persisted_before_use_and_resume_after_restart() {
-        let muk = MukId::new("bmsc.home1.net", "x@bsf");
+    fn marks_are_persisted_before_use_and_resume_after_restart() {
         let mut store = MemoryStore::new();
-        let mut c = MukCounters::new(4);
-        let mut seen = vec![];
-        for _ in 0..6 {
-            let v = c.allocate(&mut store, &muk).unwrap();
-            assert!(store.high_water(&muk).unwrap() >= v);
-            seen.push(v);
-        }
-        assert_eq!(seen, [1, 2, 3, 4, 5, 6]);
-        assert_eq!(store.high_water(&muk), Some(8));
-        // Crash: the rest of the block is skipped.
-        let mut c = MukCounters::new(4);
-        assert_eq!(c.allocate(&mut store, &muk).unwrap(), 9);
-        assert_eq!(store.high_water(&muk), Some(12));
-        // A failing store hands out nothing beyond the persisted block.
+        let mut m = CounterMark::load(&store, 4).unwrap();
+        assert_eq!(m.floor(), 1);
+        assert!(!m.covers(1));
+        m.ensure(&mut store, Some(1)).unwrap();
+        assert_eq!(store.counter_mark(), Some(4));
+        assert!(m.covers(4) && !m.covers(5));
+        // Within the block: no write.
+        let writes = store.writes();
+        m.ensure(&mut store, Some(3)).unwrap();
+        assert_eq!(store.writes(), writes);
+        // Beyond it: at least a block ahead, at least what is needed.
+        m.ensure(&mut store, Some(100)).unwrap();
+        assert_eq!(store.counter_mark(), Some(100));
+        m.ensure(&mut store, Some(101)).unwrap();
+        assert_eq!(store.counter_mark(), Some(104));
+        // Crash: the next run starts above the mark.
+        let m = CounterMark::load(&store, 4).unwrap();
+        assert_eq!(m.floor(), 105);
+        // A failing store hands out nothing beyond the persisted mark.
+        let mut m = CounterMark::load(&store, 4).unwrap();
         store.set_fail_writes(true);
-        for want in 10..=12 {
-            assert_eq!(c.allocate(&mut store, &muk).unwrap(), want);
-        }
         assert!(matches!(
-            c.allocate(&mut store, &muk),
+            m.ensure(&mut store, Some(105)),
             Err(EngineError::Store(_))
         ));
-        store.set_fail_writes(false);
-        assert_eq!(c.allocate(&mut store, &muk).unwrap(), 13);
-    }
-
-    #[test]
-    fn exhaustion_is_an_error() {
-        let muk = MukId::new("bmsc.home1.net", "y@bsf");
-        let mut store = MemoryStore::new();
-        store.reserve_muk_counters(&muk, u32::MAX - 1).unwrap();
-        let mut c = MukCounters::new(32);
-        assert_eq!(c.allocate(&mut store, &muk).unwrap(), u32::MAX);
+        assert!(!m.covers(105));
         assert!(matches!(
-            c.allocate(&mut store, &muk),
-            Err(EngineError::MukCounterExhausted { .. })
+            m.ensure(&mut store, None),
+            Err(EngineError::CounterExhausted)
         ));
     }
 }

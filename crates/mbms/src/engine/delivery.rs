@@ -1,115 +1,71 @@
-//! The delivery state machine of one MSK to one UE, the retransmission timers
-//! and the index that matches acknowledgements to the messages they
-//! acknowledge.
+//! The delivery state machine of one MSK to one UE and the retransmission
+//! timers.
+//!
+//! Per-UE state is small and fixed-size: a delivery is a plain record inside
+//! its UE's slot (no per-attempt copies). What an acknowledgement must be
+//! checked against (the counter, RAND, IDi/IDr/T and auth_key of the message
+//! it acknowledges) is recomputed when it arrives: the counters of the
+//! current step are a range, and the RAND of a message is a keyed function of
+//! (UE, counter, MSK) (see [`super::rand`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::BTreeSet;
 
-use mikey::crypto::InitiatorFields;
-use zeroize::Zeroizing;
-
-use crate::ids::{MskName, MukId};
+use crate::ids::MskName;
 
 use super::time::Timestamp;
-use super::UeId;
 
-/// The step of a delivery.
+/// Which message of a delivery is being sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Step {
-    /// A plain push of the MSK with its window (seed 000 6.3.2.3.1).
+    /// A plain MSK push (V bit per key group configuration).
     Deliver,
-    /// 4-way step 1: the MSK delivered inactive, VF > VT (seed 004
-    /// 6.3.2.3.3, `profile::INACTIVE_WINDOW`), V = 1.
+    /// 4-way procedure step 1: the MSK inactive (seed 004 6.3.2.3.3).
     Inactive,
-    /// 4-way step 3: the activation, same MSK ID and key, the real window,
-    /// V = 1.
+    /// 4-way procedure step 3: the activation (same MSK ID and key, the real
+    /// window).
     Activate,
 }
 
-/// Where the delivery of one MSK to one UE stands.
+/// Where a delivery stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeliveryState {
-    /// To be sent at the next [`poll`](super::Engine::poll).
+    /// To be sent at the next poll.
     Pending,
-    /// Sent, waiting for the acknowledgement.
+    /// Sent (attempt `attempt`), waiting for the acknowledgement until
+    /// `next_deadline`.
     Sent {
-        /// Transmissions of the current step so far (1 = the first).
+        /// Transmissions of the current step so far.
         attempt: u32,
-        /// When to retransmit (or give up, after the last attempt).
+        /// When the next attempt (or the give-up) is due.
         next_deadline: Timestamp,
     },
-    /// Sent without asking for an acknowledgement (V = 0): nothing to wait for.
+    /// Sent without the V bit: nothing to wait for.
     Unconfirmed,
-    /// The last step was acknowledged: the UE holds the MSK (and, after a
-    /// 4-way procedure, holds it active).
+    /// The last step was acknowledged.
     Acknowledged,
-    /// No acknowledgement after the last attempt. A late acknowledgement is
-    /// still accepted; a new request or subscription restarts the delivery.
+    /// No acknowledgement after the last attempt.
     GivenUp,
 }
 
 impl DeliveryState {
-    /// Pending or sent: retransmissions are scheduled.
+    /// Still to be sent or waiting for an acknowledgement.
     pub fn in_flight(&self) -> bool {
         matches!(self, DeliveryState::Pending | DeliveryState::Sent { .. })
     }
 }
 
-/// The status of the delivery of one MSK to one UE.
+/// A delivery as the caller sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeliveryStatus {
-    /// The current step.
+    /// The step being delivered.
     pub step: Step,
     /// Its state.
     pub state: DeliveryState,
-    /// A charging record was emitted (4-way step 1 acknowledged).
+    /// The subscriber was charged for the MSK.
     pub charged: bool,
 }
 
-/// One transmitted MSK message that expects an acknowledgement.
-pub(crate) struct Attempt {
-    pub(crate) round: u32,
-    pub(crate) step: Step,
-    pub(crate) counter: u32,
-    pub(crate) muk_id: MukId,
-    pub(crate) auth_key: Zeroizing<[u8; mikey::AUTH_KEY_LEN]>,
-    pub(crate) initiator: InitiatorFields,
-}
-
-pub(crate) struct Delivery {
-    pub(crate) step: Step,
-    pub(crate) state: DeliveryState,
-    /// When the delivery is due (pending: now; sent: the deadline).
-    pub(crate) due: Option<Timestamp>,
-    /// Incremented when a finished delivery is restarted (re-request):
-    /// acknowledgements of an earlier round are stale.
-    pub(crate) round: u32,
-    /// Transmissions that expect an acknowledgement, oldest first (the last
-    /// `keep` of [`Deliveries::record_attempt`]).
-    pub(crate) attempts: VecDeque<Attempt>,
-}
-
-impl Delivery {
-    pub(crate) fn status(&self, charged: bool) -> DeliveryStatus {
-        DeliveryStatus {
-            step: self.step,
-            state: self.state,
-            charged,
-        }
-    }
-}
-
-/// The fewest transmissions remembered per delivery for matching
-/// acknowledgements (the engine keeps two rounds of `max_attempts` when that
-/// is more). A UE that asks for an
-/// MSK again and again gets a new message each time (seed 002 6.3.2.2.1);
-/// the oldest attempts are then forgotten (an acknowledgement of one of
-/// them is refused as unmatched) so that the memory of a delivery stays
-/// bounded.
-pub(crate) const MIN_ATTEMPTS_KEPT: usize = 32;
-
-/// The first step of a delivery: a plain push, or the 4-way procedure's
-/// inactive MSK, or (the subscriber was already charged for the MSK, seed 004
-/// 6.3.2.3.3) directly its activation.
+/// The first step of a delivery.
 pub(crate) fn first_step(four_way: bool, charged: bool) -> Step {
     match (four_way, charged) {
         (false, _) => Step::Deliver,
@@ -118,181 +74,139 @@ pub(crate) fn first_step(four_way: bool, charged: bool) -> Step {
     }
 }
 
-pub(crate) type Key = (UeId, MskName);
-
-/// All deliveries, their timers and the acknowledgement index.
-#[derive(Default)]
-pub(crate) struct Deliveries {
-    map: BTreeMap<Key, Delivery>,
-    timers: BTreeSet<(Timestamp, Key)>,
-    /// (IDr = B-TID, counter) -> deliveries with an attempt of that counter.
-    sent: HashMap<(String, u32), Vec<Key>>,
+/// Counters used for a delivery (inclusive ranges; the UE's other deliveries
+/// may use counters in between).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Sent {
+    /// First counter ever used for this delivery (all rounds and steps).
+    pub(crate) first_ever: u32,
+    /// First counter of the current round and step.
+    pub(crate) first: u32,
+    /// Last counter used.
+    pub(crate) last: u32,
 }
 
-impl Deliveries {
-    pub(crate) fn get(&self, key: &Key) -> Option<&Delivery> {
-        self.map.get(key)
+/// One MSK to one UE.
+#[derive(Clone, Debug)]
+pub(crate) struct Delivery {
+    pub(crate) msk: MskName,
+    /// `false`: the UE left the key group; the record stays only to remember
+    /// the charge (seed 004 6.3.2.3.3: charged once per MSK).
+    pub(crate) subscribed: bool,
+    pub(crate) charged: bool,
+    pub(crate) step: Step,
+    pub(crate) state: DeliveryState,
+    /// The armed timer, if any (mirrors the entry in [`Timers`]).
+    pub(crate) due: Option<Timestamp>,
+    /// Bumped when the delivery starts over (a new step, a request, a
+    /// revival); acknowledgements of earlier rounds are stale.
+    pub(crate) round: u32,
+    /// Counters of the messages sent; `None` before the first.
+    pub(crate) sent: Option<Sent>,
+}
+
+impl Delivery {
+    pub(crate) fn new(msk: MskName, step: Step) -> Self {
+        Delivery {
+            msk,
+            subscribed: true,
+            charged: false,
+            step,
+            state: DeliveryState::Pending,
+            due: None,
+            round: 1,
+            sent: None,
+        }
     }
 
-    pub(crate) fn keys(&self) -> impl Iterator<Item = &Key> {
-        self.map.keys()
+    pub(crate) fn status(&self) -> DeliveryStatus {
+        DeliveryStatus {
+            step: self.step,
+            state: self.state,
+            charged: self.charged,
+        }
     }
 
-    /// Start a delivery, or restart one that was given up (a subscription or
-    /// a rotation). In-flight, acknowledged and unconfirmed deliveries are
-    /// left alone.
-    pub(crate) fn ensure(&mut self, key: &Key, four_way: bool, charged: bool, now: Timestamp) {
-        let step = first_step(four_way, charged);
-        match self.map.get_mut(key) {
-            None => self.insert(key, step),
-            Some(d) => {
-                if d.state != DeliveryState::GivenUp {
-                    return;
+    /// Start a new round of `step`: acknowledgements of earlier messages
+    /// become stale.
+    pub(crate) fn new_round(&mut self, step: Step) {
+        self.round = self.round.wrapping_add(1);
+        self.step = step;
+        if let Some(s) = &mut self.sent {
+            // Counters above `last` belong to the new round.
+            s.first = s.last.saturating_add(1);
+        }
+    }
+
+    /// Record a transmission with `counter`.
+    pub(crate) fn record_counter(&mut self, counter: u32) {
+        match &mut self.sent {
+            None => {
+                self.sent = Some(Sent {
+                    first_ever: counter,
+                    first: counter,
+                    last: counter,
+                })
+            }
+            Some(s) => {
+                if s.first > s.last {
+                    s.first = counter;
                 }
-                d.round += 1;
-                d.step = step;
+                s.last = counter;
             }
         }
-        self.set_state(key, DeliveryState::Pending, Some(now));
     }
 
-    /// The UE asked for the MSK (seed 002 6.3.2.2.1): the delivery is due
-    /// now, whatever its state, and its retransmission starts afresh
-    /// (attempt 1, until acknowledged or given up). A delivery in flight
-    /// keeps its round (an acknowledgement of an earlier attempt still
-    /// counts) unless its step changes; a finished one (acknowledged,
-    /// unconfirmed, given up) starts a new round at its first step.
-    pub(crate) fn request(&mut self, key: &Key, four_way: bool, charged: bool, now: Timestamp) {
-        let step = first_step(four_way, charged);
-        match self.map.get_mut(key) {
-            None => self.insert(key, step),
-            Some(d) => {
-                let same_round = d.state.in_flight() && d.step == step;
-                if !same_round {
-                    d.round += 1;
-                    d.step = step;
-                }
-            }
+    /// Whether `counter` was used by an attempt of the current round and
+    /// step (`Some(true)`), of an earlier one (`Some(false)`), or never for
+    /// this delivery (`None`). Counters of the UE's other deliveries that lie
+    /// inside the range are told apart by the MAC.
+    pub(crate) fn counter_round(&self, counter: u32) -> Option<bool> {
+        let s = self.sent?;
+        if counter < s.first_ever || counter > s.last {
+            return None;
         }
-        self.set_state(key, DeliveryState::Pending, Some(now));
+        Some(counter >= s.first)
     }
+}
 
-    /// The subscriber turned out to be charged for the MSK already (restored
-    /// after a restart): a delivery at the 4-way procedure's inactive step
-    /// moves to the activation (a new round: acknowledgements of the
-    /// inactive MSK are stale), sent now if it was in flight.
-    pub(crate) fn charged(&mut self, key: &Key, now: Timestamp) {
-        let Some(d) = self.map.get_mut(key) else {
-            return;
-        };
-        if d.step != Step::Inactive {
-            return;
-        }
-        d.round += 1;
-        d.step = Step::Activate;
-        if d.state.in_flight() {
-            self.set_state(key, DeliveryState::Pending, Some(now));
-        }
-    }
+/// Index of a UE in the engine (dense, never reused).
+pub(crate) type Handle = u32;
 
-    fn insert(&mut self, key: &Key, step: Step) {
-        self.map.insert(
-            key.clone(),
-            Delivery {
-                step,
-                state: DeliveryState::Pending,
-                due: None,
-                round: 1,
-                attempts: VecDeque::new(),
-            },
-        );
-    }
+/// The retransmission timers: one entry per armed delivery, ordered by
+/// deadline.
+#[derive(Debug, Default)]
+pub(crate) struct Timers {
+    set: BTreeSet<(Timestamp, Handle, MskName)>,
+}
 
-    /// Change the state and the timer of a delivery.
-    pub(crate) fn set_state(&mut self, key: &Key, state: DeliveryState, due: Option<Timestamp>) {
-        let Some(d) = self.map.get_mut(key) else {
-            return;
-        };
+impl Timers {
+    /// Arm (or move, or with `None` disarm) the timer of a delivery.
+    pub(crate) fn set(&mut self, d: &mut Delivery, handle: Handle, due: Option<Timestamp>) {
         if let Some(old) = d.due {
-            self.timers.remove(&(old, key.clone()));
+            self.set.remove(&(old, handle, d.msk));
         }
-        d.state = state;
         d.due = due;
         if let Some(t) = due {
-            self.timers.insert((t, key.clone()));
+            self.set.insert((t, handle, d.msk));
         }
     }
 
-    pub(crate) fn get_mut(&mut self, key: &Key) -> Option<&mut Delivery> {
-        self.map.get_mut(key)
-    }
-
-    /// Remember a transmission (and forget the oldest beyond `keep`).
-    pub(crate) fn record_attempt(&mut self, key: &Key, attempt: Attempt, keep: usize) {
-        if let Some(d) = self.map.get_mut(key) {
-            let k = (attempt.muk_id.idr.clone(), attempt.counter);
-            let entry = self.sent.entry(k).or_default();
-            if !entry.contains(key) {
-                entry.push(key.clone());
-            }
-            d.attempts.push_back(attempt);
-            while d.attempts.len() > keep.max(1) {
-                if let Some(old) = d.attempts.pop_front() {
-                    unindex(&mut self.sent, &old, key);
-                }
-            }
-        }
-    }
-
-    /// Deliveries that may have sent `counter` under a MUK with IDr `btid`.
-    pub(crate) fn candidates(&self, btid: &str, counter: u32) -> &[Key] {
-        self.sent
-            .get(&(btid.to_owned(), counter))
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
-    }
-
-    /// Keys due at or before `now`, earliest first.
-    pub(crate) fn due(&self, now: Timestamp) -> Vec<Key> {
-        self.timers
+    /// Deliveries due at `now`, earliest first, at most `limit`.
+    pub(crate) fn due(&self, now: Timestamp, limit: usize) -> Vec<(Handle, MskName)> {
+        self.set
             .iter()
-            .take_while(|(t, _)| *t <= now)
-            .map(|(_, k)| k.clone())
+            .take_while(|(t, _, _)| *t <= now)
+            .take(limit)
+            .map(|(_, h, m)| (*h, *m))
             .collect()
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Timestamp> {
-        self.timers.iter().next().map(|(t, _)| *t)
-    }
-
-    /// Remove every delivery for which `pred` holds, with its timer and its
-    /// index entries.
-    pub(crate) fn remove_where(&mut self, mut pred: impl FnMut(&Key) -> bool) {
-        let doomed: Vec<Key> = self.map.keys().filter(|k| pred(k)).cloned().collect();
-        for key in doomed {
-            if let Some(d) = self.map.remove(&key) {
-                if let Some(t) = d.due {
-                    self.timers.remove(&(t, key.clone()));
-                }
-                for a in &d.attempts {
-                    unindex(&mut self.sent, a, &key);
-                }
-            }
-        }
+        self.set.iter().next().map(|(t, _, _)| *t)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
-    }
-}
-
-/// Remove `key` from the acknowledgement index entry of attempt `a`.
-fn unindex(sent: &mut HashMap<(String, u32), Vec<Key>>, a: &Attempt, key: &Key) {
-    let k = (a.muk_id.idr.clone(), a.counter);
-    if let Some(v) = sent.get_mut(&k) {
-        v.retain(|x| x != key);
-        if v.is_empty() {
-            sent.remove(&k);
-        }
+        self.set.len()
     }
 }

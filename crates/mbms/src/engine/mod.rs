@@ -70,19 +70,22 @@
 mod counter;
 mod delivery;
 mod keygroup;
+mod rand;
 mod store;
 mod time;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
+use mikey::crypto::{prf_label, Prf};
+use mikey::{psk_constant, InitiatorFields, PSK_CS_ID};
 use rand_core::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
 use crate::ids::{KeyGroupName, MskName, MtkId, MukId};
 use crate::keys::Muk;
 use crate::messages::{MskAck, MskKeyData, MskMessage, ProfileError, Streaming};
-use crate::profile::{INACTIVE_WINDOW, RAND_LEN};
+use crate::profile::{INACTIVE_WINDOW, MSK_CSB_ID, RAND_LEN};
 
 pub use delivery::{DeliveryState, DeliveryStatus, Step};
 pub use keygroup::{
@@ -91,8 +94,9 @@ pub use keygroup::{
 pub use store::{EngineStore, KeyGroupSnapshot, MemoryStore, MskSnapshot, StoreError};
 pub use time::{RetransmitPolicy, Timestamp};
 
-use counter::MukCounters;
-use delivery::{Attempt, Deliveries, Key, MIN_ATTEMPTS_KEPT};
+use counter::CounterMark;
+use delivery::{first_step, Delivery, Handle, Timers};
+use rand::RandSource;
 
 /// Default size of a counter reservation block ([`EngineConfig::counter_block`]).
 pub const DEFAULT_COUNTER_BLOCK: u32 = 32;
@@ -227,13 +231,10 @@ pub enum EngineError {
         /// The MSK.
         msk: MskName,
     },
-    /// The replay counter of the MUK is at its maximum: the UE must
-    /// bootstrap again (new B-TID, new MUK).
-    #[error("replay counter of MUK {muk} exhausted: the UE must bootstrap again")]
-    MukCounterExhausted {
-        /// The MUK.
-        muk: MukId,
-    },
+    /// The MUK replay counters reached their maximum (`u32::MAX`): the UEs
+    /// must bootstrap again (new B-TIDs, new MUKs).
+    #[error("MUK replay counters exhausted: the UEs must bootstrap again")]
+    CounterExhausted,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -282,7 +283,7 @@ pub enum AckError {
 struct Group {
     cfg: KeyGroupConfig,
     state: KeyGroupSnapshot,
-    members: BTreeSet<UeId>,
+    members: BTreeSet<Handle>,
 }
 
 impl Group {
@@ -293,10 +294,34 @@ impl Group {
     }
 }
 
-struct Ue {
+/// A registered UE's keys.
+struct Registration {
     muk_id: MukId,
     muk: Muk,
-    groups: BTreeSet<KeyGroupName>,
+    /// The MUK it replaced and the first counter sent under the new one:
+    /// acknowledgements of messages sent under the old MUK remain valid.
+    previous: Option<Box<(MukId, Muk, u32)>>,
+    groups: Vec<KeyGroupName>,
+}
+
+/// One UE: fixed-size apart from its identity strings and its (usually two)
+/// deliveries per key group.
+struct UeSlot {
+    id: UeId,
+    reg: Option<Registration>,
+    /// The counter of the next message to this UE (any MUK).
+    next_counter: u32,
+    deliveries: Vec<Delivery>,
+}
+
+impl UeSlot {
+    fn delivery(&self, msk: &MskName) -> Option<&Delivery> {
+        self.deliveries.iter().find(|d| d.msk == *msk)
+    }
+
+    fn delivery_mut(&mut self, msk: &MskName) -> Option<&mut Delivery> {
+        self.deliveries.iter_mut().find(|d| d.msk == *msk)
+    }
 }
 
 /// The BM-SC key engine. See the [module documentation](self).
@@ -304,14 +329,15 @@ pub struct Engine<S: EngineStore> {
     config: EngineConfig,
     store: S,
     groups: BTreeMap<KeyGroupName, Group>,
-    ues: BTreeMap<UeId, Ue>,
-    deliveries: Deliveries,
-    /// (UE, MSK) pairs whose subscriber was charged (4-way step 1
-    /// acknowledged, or restored with [`Engine::mark_charged`]), for the
-    /// current and next MSKs only: kept when a delivery ends or the UE leaves,
-    /// dropped when the MSK retires.
-    charged: BTreeSet<Key>,
-    counters: MukCounters,
+    /// Every UE ever seen in this run (handles are indices, never reused, so
+    /// charges outlive a deregistration).
+    slots: Vec<UeSlot>,
+    by_id: HashMap<UeId, Handle>,
+    /// Registered UEs by IDr (B-TID), current and previous MUK.
+    by_idr: HashMap<Box<str>, Handle>,
+    timers: Timers,
+    counters: CounterMark,
+    rand: Option<RandSource>,
 }
 
 impl<S: EngineStore> fmt::Debug for Engine<S> {
@@ -319,8 +345,8 @@ impl<S: EngineStore> fmt::Debug for Engine<S> {
         f.debug_struct("Engine")
             .field("config", &self.config)
             .field("key_groups", &self.groups.keys().collect::<Vec<_>>())
-            .field("ues", &self.ues.len())
-            .field("deliveries", &self.deliveries.len())
+            .field("ues", &self.by_idr.len())
+            .field("armed_deliveries", &self.timers.len())
             .finish_non_exhaustive()
     }
 }
@@ -334,23 +360,25 @@ fn random16(rng: &mut (impl RngCore + CryptoRng)) -> [u8; RAND_LEN] {
 /// What `poll` does with a due delivery.
 enum Plan {
     Send {
-        key: Key,
+        handle: Handle,
+        msk: MskName,
         attempt: u32,
-        muk_id: MukId,
     },
     GiveUp {
-        key: Key,
+        handle: Handle,
+        msk: MskName,
         attempts: u32,
     },
     Drop {
-        key: Key,
+        handle: Handle,
+        msk: MskName,
     },
 }
 
 impl<S: EngineStore> Engine<S> {
     /// An engine over `store`, with no key group and no UE. After a restart,
     /// reopen the key groups ([`open_key_group`](Self::open_key_group)) and
-    /// register the UEs again; MUK counters resume from the store.
+    /// register the UEs again; MUK counters resume above the store's mark.
     pub fn new(config: EngineConfig, store: S) -> Result<Self, EngineError> {
         config
             .retransmit
@@ -361,14 +389,17 @@ impl<S: EngineStore> Engine<S> {
                 "counter_block must be at least 1",
             ));
         }
+        let counters = CounterMark::load(&store, config.counter_block)?;
         Ok(Engine {
             config,
             store,
             groups: BTreeMap::new(),
-            ues: BTreeMap::new(),
-            deliveries: Deliveries::default(),
-            charged: BTreeSet::new(),
-            counters: MukCounters::new(config.counter_block),
+            slots: Vec::new(),
+            by_id: HashMap::new(),
+            by_idr: HashMap::new(),
+            timers: Timers::default(),
+            counters,
+            rand: None,
         })
     }
 
@@ -382,10 +413,15 @@ impl<S: EngineStore> Engine<S> {
         self.store
     }
 
+    /// The number of registered UEs.
+    pub fn registered_ues(&self) -> usize {
+        self.slots.iter().filter(|s| s.reg.is_some()).count()
+    }
+
     // -----------------------------------------------------------------
     // Key groups
 
-    /// Open a key group: restore it from the store, or create its first two
+    /// Open a key group: load its saved state, or create its first two
     /// MSKs (Key Numbers 1 and 2, windows `(0, L]` and `(L, 2L]`) and save
     /// them. Opening an open group only changes its configuration (which
     /// applies to windows of MSKs created later).
@@ -428,7 +464,7 @@ impl<S: EngineStore> Engine<S> {
         self.groups.get(name).map(|g| info(&g.state))
     }
 
-    /// Rotate the MSK (seed 000 6.3.2.3.1): the next MSK becomes current, a
+    /// Rotate the MSK of a key group: the next MSK becomes current, a
     /// new next MSK is created with the following window and saved, and
     /// pushed to every subscribed UE (as is the new current MSK to UEs that
     /// do not have it). Deliveries of the retired MSK end.
@@ -448,23 +484,24 @@ impl<S: EngineStore> Engine<S> {
         g.state = new;
         let (current, next) = (g.state.current.name, g.state.next.name);
         let four_way = g.cfg.charging;
-        let members: Vec<UeId> = g.members.iter().cloned().collect();
         let rotated = info(&g.state);
-        self.deliveries.remove_where(|(_, m)| *m == retired);
-        self.charged.retain(|(_, m)| *m != retired);
-        for ue in members {
-            for m in [current, next] {
-                let key = (ue.clone(), m);
-                let charged = self.charged.contains(&key);
-                self.deliveries.ensure(&key, four_way, charged, now);
+        let members = &g.members;
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let handle = i as Handle;
+            if let Some(pos) = slot.deliveries.iter().position(|d| d.msk == retired) {
+                let mut d = slot.deliveries.swap_remove(pos);
+                self.timers.set(&mut d, handle, None);
+            }
+            if members.contains(&handle) {
+                for m in [current, next] {
+                    ensure(&mut self.timers, slot, handle, m, four_way, now);
+                }
             }
         }
         Ok(rotated)
     }
 
-    /// Issue the next MTK of the key group under its current MSK and build
-    /// its MTK message (`PROFILE.md` section 6): download when `streaming` is
-    /// `None`, else streaming with the SRTP-ID map and SRTP policy given. The
+    /// Issue the next MTK of a key group under its current MSK: the new
     /// MTK ID is the one after the last issued (inside `(SEQs, SEQu]`), the
     /// counter the one after the MSK's last MTK-message counter; the new
     /// state is saved before returning.
@@ -487,58 +524,85 @@ impl<S: EngineStore> Engine<S> {
     // -----------------------------------------------------------------
     // UEs
 
-    /// Register a UE with its current MUK, or give a registered UE a new MUK
-    /// (after it bootstrapped again). With a new MUK, deliveries in flight are
-    /// restarted with it (the UE may no longer hold the old MUK);
-    /// acknowledgements of messages sent under the old MUK remain valid.
+    fn handle_of(&self, ue: &UeId) -> Option<Handle> {
+        self.by_id.get(ue).copied()
+    }
+
+    fn slot_for(&mut self, ue: &UeId) -> Handle {
+        if let Some(h) = self.by_id.get(ue) {
+            return *h;
+        }
+        let h = Handle::try_from(self.slots.len()).expect("fewer than 2^32 UEs");
+        self.slots.push(UeSlot {
+            id: ue.clone(),
+            reg: None,
+            next_counter: self.counters.floor(),
+            deliveries: Vec::new(),
+        });
+        self.by_id.insert(ue.clone(), h);
+        h
+    }
+
+    /// Register a UE with its MUK, or update its MUK after it bootstrapped
+    /// again. With a new MUK, deliveries in flight are restarted with it
+    /// (the UE may no longer hold the old MUK); acknowledgements of messages
+    /// sent under the old MUK remain valid.
     pub fn register_ue(&mut self, ue: UeId, muk_id: MukId, muk: Muk, now: Timestamp) {
-        match self.ues.get_mut(&ue) {
-            Some(u) => {
-                let changed = u.muk_id != muk_id;
-                u.muk_id = muk_id;
-                u.muk = muk;
-                if changed {
-                    let keys: Vec<Key> = self
-                        .deliveries
-                        .keys()
-                        .filter(|(k, _)| *k == ue)
-                        .cloned()
-                        .collect();
-                    for key in keys {
-                        if self
-                            .deliveries
-                            .get(&key)
-                            .is_some_and(|d| d.state.in_flight())
-                        {
-                            self.deliveries
-                                .set_state(&key, DeliveryState::Pending, Some(now));
+        let h = self.slot_for(&ue);
+        let slot = &mut self.slots[h as usize];
+        match &mut slot.reg {
+            Some(r) => {
+                if r.muk_id != muk_id {
+                    let old_id = std::mem::replace(&mut r.muk_id, muk_id.clone());
+                    let old_muk = std::mem::replace(&mut r.muk, muk);
+                    if let Some(p) = r.previous.take() {
+                        if p.0.idr != muk_id.idr && p.0.idr != old_id.idr {
+                            self.by_idr.remove(p.0.idr.as_str());
                         }
                     }
+                    r.previous = Some(Box::new((old_id, old_muk, slot.next_counter)));
+                    self.by_idr.insert(muk_id.idr.as_str().into(), h);
+                    for d in slot.deliveries.iter_mut() {
+                        if d.subscribed && d.state.in_flight() {
+                            d.state = DeliveryState::Pending;
+                            self.timers.set(d, h, Some(now));
+                        }
+                    }
+                } else {
+                    r.muk = muk;
                 }
             }
             None => {
-                self.ues.insert(
-                    ue,
-                    Ue {
-                        muk_id,
-                        muk,
-                        groups: BTreeSet::new(),
-                    },
-                );
+                self.by_idr.insert(muk_id.idr.as_str().into(), h);
+                slot.reg = Some(Registration {
+                    muk_id,
+                    muk,
+                    previous: None,
+                    groups: Vec::new(),
+                });
             }
         }
     }
 
-    /// Forget a UE, its subscriptions and its deliveries.
+    /// Forget a UE, its subscriptions and its deliveries (its charges stay).
     pub fn remove_ue(&mut self, ue: &UeId) {
-        if let Some(u) = self.ues.remove(ue) {
-            for g in u.groups {
-                if let Some(g) = self.groups.get_mut(&g) {
-                    g.members.remove(ue);
-                }
+        let Some(h) = self.handle_of(ue) else {
+            return;
+        };
+        let slot = &mut self.slots[h as usize];
+        let Some(reg) = slot.reg.take() else {
+            return;
+        };
+        self.by_idr.remove(reg.muk_id.idr.as_str());
+        if let Some(p) = &reg.previous {
+            self.by_idr.remove(p.0.idr.as_str());
+        }
+        for g in &reg.groups {
+            if let Some(g) = self.groups.get_mut(g) {
+                g.members.remove(&h);
             }
         }
-        self.deliveries.remove_where(|(k, _)| k == ue);
+        leave(&mut self.timers, slot, h, |_| true);
     }
 
     /// The UE registered to a service that uses the key group (seed 002
@@ -549,47 +613,48 @@ impl<S: EngineStore> Engine<S> {
         group: &KeyGroupName,
         now: Timestamp,
     ) -> Result<(), EngineError> {
-        let u = self
-            .ues
-            .get_mut(ue)
+        let h = self
+            .handle_of(ue)
+            .filter(|h| self.slots[*h as usize].reg.is_some())
             .ok_or_else(|| EngineError::UnknownUe(ue.clone()))?;
         let g = self
             .groups
             .get_mut(group)
             .ok_or(EngineError::UnknownKeyGroup(*group))?;
-        u.groups.insert(*group);
-        g.members.insert(ue.clone());
+        let slot = &mut self.slots[h as usize];
+        if let Some(r) = &mut slot.reg {
+            if !r.groups.contains(group) {
+                r.groups.push(*group);
+            }
+        }
+        g.members.insert(h);
         let four_way = g.cfg.charging;
         for m in [g.state.current.name, g.state.next.name] {
-            let key = (ue.clone(), m);
-            let charged = self.charged.contains(&key);
-            self.deliveries.ensure(&key, four_way, charged, now);
+            ensure(&mut self.timers, slot, h, m, four_way, now);
         }
         Ok(())
     }
 
     /// The UE left every service that uses the key group: stop its deliveries.
     pub fn unsubscribe(&mut self, ue: &UeId, group: &KeyGroupName) {
-        if let Some(u) = self.ues.get_mut(ue) {
-            u.groups.remove(group);
+        let Some(h) = self.handle_of(ue) else {
+            return;
+        };
+        let slot = &mut self.slots[h as usize];
+        if let Some(r) = &mut slot.reg {
+            r.groups.retain(|g| g != group);
         }
         if let Some(g) = self.groups.get_mut(group) {
-            g.members.remove(ue);
+            g.members.remove(&h);
         }
-        self.deliveries
-            .remove_where(|(k, m)| k == ue && m.key_group() == *group);
+        leave(&mut self.timers, slot, h, |m| m.key_group() == *group);
     }
 
-    /// The basic MSK request (seed 002 6.3.2.2.1) for one Key Domain ID - MSK
-    /// ID pair: Key Number 0 means the current MSK. Returns the MSK that will
-    /// be delivered. The delivery is due at once, whatever its state: the
-    /// next [`poll`](Self::poll) sends a new message (fresh counter and
-    /// RAND) and retransmission starts afresh from attempt 1, until
-    /// acknowledged or given up; a delivery waiting for its retransmission
-    /// timer, given up, or finished is revived the same way. For a
-    /// subscriber already charged for the MSK (4-way key group) the message
-    /// is the activation, never the inactive MSK again (seed 004
-    /// 6.3.2.3.3).
+    /// The basic MSK request (seed 002 6.3.2.2.1) of a subscribed UE, answered
+    /// at once whatever the delivery's state. Key Number 0 asks for the current
+    /// MSK. Returns the MSK that will be sent. For a subscriber already charged
+    /// for the MSK (4-way key group) the message is the activation, never the
+    /// inactive MSK again (seed 004 6.3.2.3.3).
     pub fn request_msk(
         &mut self,
         ue: &UeId,
@@ -597,15 +662,16 @@ impl<S: EngineStore> Engine<S> {
         now: Timestamp,
     ) -> Result<MskName, EngineError> {
         let group = requested.key_group();
-        let u = self
-            .ues
-            .get(ue)
+        let h = self
+            .handle_of(ue)
+            .filter(|h| self.slots[*h as usize].reg.is_some())
             .ok_or_else(|| EngineError::UnknownUe(ue.clone()))?;
         let g = self
             .groups
             .get(&group)
             .ok_or(EngineError::UnknownKeyGroup(group))?;
-        if !u.groups.contains(&group) {
+        let slot = &mut self.slots[h as usize];
+        if !slot.reg.as_ref().is_some_and(|r| r.groups.contains(&group)) {
             return Err(EngineError::NotSubscribed {
                 ue: ue.clone(),
                 group,
@@ -619,9 +685,22 @@ impl<S: EngineStore> Engine<S> {
                 .name
         };
         let four_way = g.cfg.charging;
-        let key = (ue.clone(), name);
-        let charged = self.charged.contains(&key);
-        self.deliveries.request(&key, four_way, charged, now);
+        let d = match slot.delivery_mut(&name) {
+            Some(d) => d,
+            None => {
+                slot.deliveries
+                    .push(Delivery::new(name, first_step(four_way, false)));
+                slot.deliveries.last_mut().expect("just pushed")
+            }
+        };
+        let step = first_step(four_way, d.charged);
+        let same_round = d.subscribed && d.state.in_flight() && d.step == step;
+        if !same_round {
+            d.new_round(step);
+        }
+        d.subscribed = true;
+        d.state = DeliveryState::Pending;
+        self.timers.set(d, h, Some(now));
         Ok(name)
     }
 
@@ -637,19 +716,25 @@ impl<S: EngineStore> Engine<S> {
         if !self.groups.contains_key(group) {
             return Err(EngineError::UnknownKeyGroup(*group));
         }
-        let u = self
-            .ues
-            .get(ue)
+        let h = self
+            .handle_of(ue)
+            .filter(|h| self.slots[*h as usize].reg.is_some())
             .ok_or_else(|| EngineError::UnknownUe(ue.clone()))?;
-        let counter = self.counters.allocate(&mut self.store, &u.muk_id)?;
+        let counter = self.slots[h as usize].next_counter;
+        self.counters.ensure(&mut self.store, Some(counter))?;
+        let slot = &mut self.slots[h as usize];
+        slot.next_counter = counter
+            .checked_add(1)
+            .ok_or(EngineError::CounterExhausted)?;
+        let reg = slot.reg.as_ref().expect("registered (checked above)");
         let m = MskMessage::solicited_pull(
-            u.muk_id.clone(),
+            reg.muk_id.clone(),
             counter,
             random16(rng),
             group.key_domain,
             group.key_group,
         );
-        let built = m.build(&u.muk).map_err(EngineError::Message)?;
+        let built = m.build(&reg.muk).map_err(EngineError::Message)?;
         Ok(Action::SendMikey {
             ue: ue.clone(),
             msk: m.msk,
@@ -661,24 +746,24 @@ impl<S: EngineStore> Engine<S> {
 
     /// The state of the delivery of `msk` to `ue`.
     pub fn delivery(&self, ue: &UeId, msk: &MskName) -> Option<DeliveryStatus> {
-        let key = (ue.clone(), *msk);
-        let charged = self.charged.contains(&key);
-        self.deliveries.get(&key).map(|d| d.status(charged))
+        let h = self.handle_of(ue)?;
+        self.slots[h as usize]
+            .delivery(msk)
+            .filter(|d| d.subscribed)
+            .map(Delivery::status)
     }
 
     /// Whether the subscriber `ue` was charged for `msk` (a current or next
     /// MSK), whether or not a delivery of it exists now.
     pub fn is_charged(&self, ue: &UeId, msk: &MskName) -> bool {
-        self.charged.contains(&(ue.clone(), *msk))
+        self.handle_of(ue)
+            .and_then(|h| self.slots[h as usize].delivery(msk))
+            .is_some_and(|d| d.charged)
     }
 
-    /// Restore the fact that subscriber `ue` was charged for `msk` (a
-    /// durable charging record, seed 004 6.3.2.3.3) after a restart: every
-    /// later delivery or request of that MSK to that subscriber is the
-    /// activation, and no second charging record is produced. A delivery
-    /// at the inactive step moves to the activation (sent at the next
-    /// [`poll`](Self::poll) if it was in flight). The UE need not be
-    /// registered. Returns `false`, recording nothing, when `msk` is not the
+    /// Record that the subscriber was charged for `msk` (restored from the
+    /// caller's durable charging records after a restart), whether or not it
+    /// is registered. Returns `false`, recording nothing, when `msk` is not the
     /// current or next MSK of an open key group (a retired MSK is never
     /// delivered again).
     pub fn mark_charged(&mut self, ue: &UeId, msk: &MskName, now: Timestamp) -> bool {
@@ -688,15 +773,31 @@ impl<S: EngineStore> Engine<S> {
         if g.msk(msk).is_none() {
             return false;
         }
-        let key = (ue.clone(), *msk);
-        self.charged.insert(key.clone());
-        if g.cfg.charging {
-            self.deliveries.charged(&key, now);
+        let four_way = g.cfg.charging;
+        let h = self.slot_for(ue);
+        let slot = &mut self.slots[h as usize];
+        let d = match slot.delivery_mut(msk) {
+            Some(d) => d,
+            None => {
+                let mut d = Delivery::new(*msk, first_step(four_way, true));
+                d.subscribed = false;
+                slot.deliveries.push(d);
+                slot.deliveries.last_mut().expect("just pushed")
+            }
+        };
+        d.charged = true;
+        if four_way && d.subscribed && d.step == Step::Inactive {
+            d.new_round(Step::Activate);
+            if d.state.in_flight() {
+                d.state = DeliveryState::Pending;
+                self.timers.set(d, h, Some(now));
+            }
         }
         true
     }
 
-    /// Restore the persisted outcome of a delivery after a restart of the
+    /// Restore the outcome of a delivery from the caller's records after a
+    /// restart, for a UE registered again and subscribed to the key group's
     /// service (the engine keeps delivery state in memory only). Call it
     /// after [`subscribe`](Self::subscribe) and before the first
     /// [`poll`](Self::poll): a delivery that was `acknowledged` before the
@@ -716,22 +817,24 @@ impl<S: EngineStore> Engine<S> {
             return false;
         };
         let four_way = g.cfg.charging;
-        let key = (ue.clone(), *msk);
-        let Some(d) = self.deliveries.get_mut(&key) else {
+        let Some(h) = self.handle_of(ue) else {
             return false;
         };
-        if d.state != DeliveryState::Pending || !d.attempts.is_empty() {
+        let Some(d) = self.slots[h as usize].delivery_mut(msk) else {
+            return false;
+        };
+        if !d.subscribed || d.state != DeliveryState::Pending || d.sent.is_some() {
             return false;
         }
         if charged {
-            self.charged.insert(key.clone());
+            d.charged = true;
             if four_way {
                 d.step = Step::Activate;
             }
         }
         if acknowledged {
-            self.deliveries
-                .set_state(&key, DeliveryState::Acknowledged, None);
+            d.state = DeliveryState::Acknowledged;
+            self.timers.set(d, h, None);
         }
         true
     }
@@ -742,30 +845,46 @@ impl<S: EngineStore> Engine<S> {
     /// When [`poll`](Self::poll) has work next (a pending delivery or a
     /// retransmission deadline); `None` when nothing is scheduled.
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        self.deliveries.next_deadline()
+        self.timers.next_deadline()
     }
 
     /// Send pending deliveries, retransmit those whose deadline passed (a new
     /// message each time: fresh counter and RAND), give up after the last
-    /// attempt. All counters needed are reserved first: if the store fails,
-    /// nothing changes and the error is returned.
+    /// attempt. All counters needed are reserved first (one store write for
+    /// all UEs): if the store fails, nothing changes and the error is
+    /// returned.
     pub fn poll(
         &mut self,
         now: Timestamp,
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Result<Vec<Action>, EngineError> {
+        self.poll_at_most(now, usize::MAX, rng)
+    }
+
+    /// [`poll`](Self::poll) for at most `limit` due deliveries (the earliest
+    /// due first); call again while [`next_deadline`](Self::next_deadline)
+    /// is not after `now`. A server paces a rotation of many UEs this way,
+    /// reading acknowledgements between the chunks.
+    pub fn poll_at_most(
+        &mut self,
+        now: Timestamp,
+        limit: usize,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<Vec<Action>, EngineError> {
         let max = self.config.retransmit.max_attempts;
         let mut plans = Vec::new();
-        let mut needed: HashMap<MukId, u32> = HashMap::new();
-        for key in self.deliveries.due(now) {
-            let Some(d) = self.deliveries.get(&key) else {
+        let mut sends: Vec<Handle> = Vec::new();
+        for (handle, msk) in self.timers.due(now, limit) {
+            let slot = &self.slots[handle as usize];
+            let Some(d) = slot.delivery(&msk) else {
                 continue;
             };
             let attempt = match d.state {
                 DeliveryState::Pending => 1,
                 DeliveryState::Sent { attempt, .. } if attempt >= max => {
                     plans.push(Plan::GiveUp {
-                        key,
+                        handle,
+                        msk,
                         attempts: attempt,
                     });
                     continue;
@@ -773,51 +892,84 @@ impl<S: EngineStore> Engine<S> {
                 DeliveryState::Sent { attempt, .. } => attempt + 1,
                 _ => continue,
             };
-            let ue = self.ues.get(&key.0);
             let known = self
                 .groups
-                .get(&key.1.key_group())
-                .and_then(|g| g.msk(&key.1))
+                .get(&msk.key_group())
+                .and_then(|g| g.msk(&msk))
                 .is_some();
-            match ue {
-                Some(u) if known => {
-                    *needed.entry(u.muk_id.clone()).or_default() += 1;
-                    plans.push(Plan::Send {
-                        key,
-                        attempt,
-                        muk_id: u.muk_id.clone(),
-                    });
-                }
-                _ => plans.push(Plan::Drop { key }),
+            if slot.reg.is_none() || !known || !d.subscribed {
+                plans.push(Plan::Drop { handle, msk });
+                continue;
             }
+            sends.push(handle);
+            plans.push(Plan::Send {
+                handle,
+                msk,
+                attempt,
+            });
         }
-        for (muk, n) in &needed {
-            self.counters.ensure(&mut self.store, muk, *n)?;
+        if !sends.is_empty() {
+            // The highest counter any UE will use: a UE with several due
+            // deliveries uses consecutive counters.
+            sends.sort_unstable();
+            let mut highest = Some(0u32);
+            for run in sends.chunk_by(|a, b| a == b) {
+                let n = u32::try_from(run.len() - 1).ok();
+                let c = n.and_then(|n| self.slots[run[0] as usize].next_counter.checked_add(n));
+                highest = highest.zip(c).map(|(h, c)| h.max(c));
+            }
+            self.counters.ensure(&mut self.store, highest)?;
         }
+        let rand = self.rand.get_or_insert_with(|| RandSource::new(rng));
         let mut actions = Vec::new();
         for plan in plans {
             match plan {
-                Plan::Drop { key } => self.deliveries.remove_where(|k| *k == key),
-                Plan::GiveUp { key, attempts } => {
-                    let step = self.deliveries.get(&key).map_or(Step::Deliver, |d| d.step);
-                    self.deliveries
-                        .set_state(&key, DeliveryState::GivenUp, None);
+                Plan::Drop { handle, msk } => {
+                    leave(
+                        &mut self.timers,
+                        &mut self.slots[handle as usize],
+                        handle,
+                        |m| *m == msk,
+                    );
+                }
+                Plan::GiveUp {
+                    handle,
+                    msk,
+                    attempts,
+                } => {
+                    let slot = &mut self.slots[handle as usize];
+                    let ue = slot.id.clone();
+                    let Some(d) = slot.delivery_mut(&msk) else {
+                        continue;
+                    };
+                    d.state = DeliveryState::GivenUp;
+                    self.timers.set(d, handle, None);
                     actions.push(Action::GaveUp {
-                        ue: key.0,
-                        msk: key.1,
-                        step,
+                        ue,
+                        msk,
+                        step: d.step,
                         attempts,
                     });
                 }
                 Plan::Send {
-                    key,
+                    handle,
+                    msk,
                     attempt,
-                    muk_id,
                 } => {
-                    match self.send(&key, attempt, &muk_id, now, rng) {
-                        Some(a) => actions.push(a),
-                        // The UE or the MSK vanished: nothing left to deliver.
-                        None => self.deliveries.remove_where(|k| *k == key),
+                    if let Some(a) = send(
+                        &self.config,
+                        &self.groups,
+                        &mut self.slots[handle as usize],
+                        &mut self.timers,
+                        &self.counters,
+                        rand,
+                        handle,
+                        msk,
+                        attempt,
+                        now,
+                        rng,
+                    ) {
+                        actions.push(a);
                     }
                 }
             }
@@ -825,173 +977,84 @@ impl<S: EngineStore> Engine<S> {
         Ok(actions)
     }
 
-    /// Build and record one transmission of a delivery's current step.
-    fn send(
-        &mut self,
-        key: &Key,
-        attempt: u32,
-        muk_id: &MukId,
-        now: Timestamp,
-        rng: &mut (impl RngCore + CryptoRng),
-    ) -> Option<Action> {
-        let d = self.deliveries.get(key)?;
-        let (step, round) = (d.step, d.round);
-        let g = self.groups.get(&key.1.key_group())?;
-        let msk = g.msk(&key.1)?;
-        let u = self.ues.get(&key.0)?;
-        let (v, window) = match step {
-            Step::Deliver => (g.cfg.ack_requested, (msk.seq_s, msk.seq_u)),
-            Step::Inactive => (
-                true,
-                (MtkId::new(INACTIVE_WINDOW.0), MtkId::new(INACTIVE_WINDOW.1)),
-            ),
-            Step::Activate => (true, (msk.seq_s, msk.seq_u)),
-        };
-        // Reserved by `poll` before any state changed.
-        let counter = self.counters.take(muk_id)?;
-        let message = MskMessage {
-            muk_id: muk_id.clone(),
-            counter,
-            rand: random16(rng),
-            msk: msk.name,
-            v,
-            key: Some(MskKeyData {
-                msk: msk.key.clone(),
-                seq_s: window.0,
-                seq_u: window.1,
-            }),
-        };
-        let built = match message.build(&u.muk) {
-            Ok(b) => b,
-            Err(_) => {
-                // Only identifiers too long for MIKEY get here; retrying
-                // cannot help.
-                self.deliveries.set_state(key, DeliveryState::GivenUp, None);
-                return Some(Action::GaveUp {
-                    ue: key.0.clone(),
-                    msk: key.1,
-                    step,
-                    attempts: attempt - 1,
-                });
-            }
-        };
-        if v {
-            let deadline = now.saturating_add(self.config.retransmit.interval(attempt, rng));
-            let keep = usize::try_from(self.config.retransmit.max_attempts)
-                .unwrap_or(usize::MAX)
-                .saturating_mul(2)
-                .max(MIN_ATTEMPTS_KEPT);
-            self.deliveries.record_attempt(
-                key,
-                Attempt {
-                    round,
-                    step,
-                    counter,
-                    muk_id: muk_id.clone(),
-                    auth_key: Zeroizing::new(built.keys.auth_key),
-                    initiator: built.initiator,
-                },
-                keep,
-            );
-            self.deliveries.set_state(
-                key,
-                DeliveryState::Sent {
-                    attempt,
-                    next_deadline: deadline,
-                },
-                Some(deadline),
-            );
-        } else {
-            self.deliveries
-                .set_state(key, DeliveryState::Unconfirmed, None);
-        }
-        Some(Action::SendMikey {
-            ue: key.0.clone(),
-            msk: key.1,
-            step: Some(step),
-            counter,
-            bytes: built.bytes,
-        })
-    }
-
-    /// An MSK acknowledgement arrived (`PROFILE.md` section 6). It is matched
-    /// by its IDr (B-TID) and counter to a message sent with V = 1, its MAC is
-    /// verified with that message's auth_key over that message's IDi, IDr and
-    /// T, and its MSK must be the delivered one. Then the step is done: a
-    /// plain push or an activation is acknowledged; an inactive MSK (4-way
+    /// Process a MIKEY acknowledgement (a verification message, seed 004
+    /// 6.4.2): match it by IDr and counter to a message sent, verify its MAC
+    /// with that message's auth_key (recomputed), and advance the delivery:
+    /// a plain push or an activation is done; the inactive MSK (4-way
     /// step 1) yields a charging record and schedules the activation (sent
     /// at the next [`poll`](Self::poll)). Any error leaves everything as it
     /// was.
     pub fn on_ack(&mut self, bytes: &[u8], now: Timestamp) -> Result<Vec<Action>, AckError> {
         let ack = MskAck::parse(bytes).map_err(AckError::Malformed)?;
-        let candidates = self.deliveries.candidates(&ack.btid, ack.counter);
-        if candidates.is_empty() {
-            return Err(AckError::Unmatched {
-                btid: ack.btid,
-                counter: ack.counter,
-            });
-        }
-        let mut matched = None;
-        for key in candidates {
-            let Some(d) = self.deliveries.get(key) else {
-                continue;
-            };
-            let found = d
-                .attempts
-                .iter()
-                .find(|a| a.counter == ack.counter && a.muk_id.idr == ack.btid);
-            let Some(a) = found else { continue };
-            match MskAck::verify(bytes, &a.auth_key[..], &a.initiator) {
-                Ok(_) => {
-                    matched = Some((key.clone(), a.round, a.step, a.muk_id.clone()));
-                    break;
-                }
-                Err(ProfileError::MacMismatch) => continue,
+        let unmatched = || AckError::Unmatched {
+            btid: ack.btid.clone(),
+            counter: ack.counter,
+        };
+        let h = *self.by_idr.get(ack.btid.as_str()).ok_or_else(unmatched)?;
+        let rand = self.rand.as_ref().ok_or_else(unmatched)?;
+        let slot = &self.slots[h as usize];
+        let reg = slot.reg.as_ref().ok_or_else(unmatched)?;
+        // The MUK the message was sent under (by the counter: a new MUK
+        // starts at a known counter).
+        let (muk_id, muk) = match &reg.previous {
+            Some(p) if ack.counter < p.2 && p.0.idr == ack.btid => (&p.0, &p.1),
+            _ if reg.muk_id.idr == ack.btid => (&reg.muk_id, &reg.muk),
+            _ => return Err(unmatched()),
+        };
+        let verifies = |msk: &MskName| {
+            let r = rand.rand(h, ack.counter, msk);
+            verify_ack(bytes, muk, muk_id, ack.counter, &r)
+        };
+        let named = slot
+            .deliveries
+            .iter()
+            .find(|d| d.subscribed && d.msk == ack.msk);
+        let current = match named.map(|d| (d, d.counter_round(ack.counter))) {
+            Some((d, Some(current))) => match verifies(&d.msk) {
+                Ok(true) => current,
+                Ok(false) => return Err(self.misnamed(h, bytes, &ack, muk, muk_id)),
                 Err(e) => return Err(AckError::Malformed(e)),
-            }
-        }
-        let (key, round, step, muk_id) = matched.ok_or(AckError::BadMac)?;
-        if ack.msk != key.1 {
-            return Err(AckError::WrongMsk {
-                expected: key.1,
-                got: ack.msk,
-            });
-        }
-        let d = self.deliveries.get(&key).ok_or(AckError::BadMac)?;
-        let settled = round != d.round
-            || step != d.step
+            },
+            _ => return Err(self.misnamed(h, bytes, &ack, muk, muk_id)),
+        };
+        let d = named.expect("matched above");
+        let settled = !current
             || matches!(
                 d.state,
                 DeliveryState::Acknowledged | DeliveryState::Unconfirmed
             );
         if settled {
             return Err(AckError::Stale {
-                ue: key.0,
-                msk: key.1,
+                ue: slot.id.clone(),
+                msk: d.msk,
             });
         }
+        let step = d.step;
+        let ue = slot.id.clone();
+        let muk_id = muk_id.clone();
+        let slot = &mut self.slots[h as usize];
+        let d = slot.delivery_mut(&ack.msk).expect("matched above");
         let mut actions = vec![Action::Acknowledged {
-            ue: key.0.clone(),
-            msk: key.1,
+            ue: ue.clone(),
+            msk: d.msk,
             step,
         }];
         match step {
             Step::Deliver | Step::Activate => {
-                self.deliveries
-                    .set_state(&key, DeliveryState::Acknowledged, None);
+                d.state = DeliveryState::Acknowledged;
+                self.timers.set(d, h, None);
             }
             Step::Inactive => {
-                if let Some(d) = self.deliveries.get_mut(&key) {
-                    d.step = Step::Activate;
-                }
-                self.deliveries
-                    .set_state(&key, DeliveryState::Pending, Some(now));
+                d.new_round(Step::Activate);
+                d.state = DeliveryState::Pending;
+                self.timers.set(d, h, Some(now));
                 // Charged once per MSK (seed 004 6.3.2.3.3).
-                if self.charged.insert(key.clone()) {
+                if !d.charged {
+                    d.charged = true;
                     actions.push(Action::ChargingRecord(ChargingRecord {
-                        ue: key.0.clone(),
+                        ue,
                         muk_id,
-                        msk: key.1,
+                        msk: d.msk,
                         time: now,
                         counter: ack.counter,
                     }));
@@ -999,6 +1062,193 @@ impl<S: EngineStore> Engine<S> {
             }
         }
         Ok(actions)
+    }
+
+    /// The error for an acknowledgement that does not verify as an
+    /// acknowledgement of the MSK it names: `WrongMsk` when it is authentic
+    /// for another MSK delivered to the UE with that counter, else `BadMac`
+    /// (a counter we sent) or `Unmatched`.
+    fn misnamed(
+        &self,
+        h: Handle,
+        bytes: &[u8],
+        ack: &MskAck,
+        muk: &Muk,
+        muk_id: &MukId,
+    ) -> AckError {
+        let Some(rand) = self.rand.as_ref() else {
+            return AckError::BadMac;
+        };
+        let slot = &self.slots[h as usize];
+        let mut sent_it = false;
+        for d in &slot.deliveries {
+            if d.counter_round(ack.counter).is_none() {
+                continue;
+            }
+            sent_it = true;
+            let r = rand.rand(h, ack.counter, &d.msk);
+            if d.msk != ack.msk && verify_ack(bytes, muk, muk_id, ack.counter, &r) == Ok(true) {
+                return AckError::WrongMsk {
+                    expected: d.msk,
+                    got: ack.msk,
+                };
+            }
+        }
+        if sent_it {
+            AckError::BadMac
+        } else {
+            AckError::Unmatched {
+                btid: ack.btid.clone(),
+                counter: ack.counter,
+            }
+        }
+    }
+}
+
+/// Start (or revive) the delivery of `m` to a subscribed UE.
+fn ensure(
+    timers: &mut Timers,
+    slot: &mut UeSlot,
+    handle: Handle,
+    m: MskName,
+    four_way: bool,
+    now: Timestamp,
+) {
+    match slot.delivery_mut(&m) {
+        None => {
+            let mut d = Delivery::new(m, first_step(four_way, false));
+            timers.set(&mut d, handle, Some(now));
+            slot.deliveries.push(d);
+        }
+        Some(d) => {
+            if d.subscribed && d.state != DeliveryState::GivenUp {
+                return;
+            }
+            d.subscribed = true;
+            d.new_round(first_step(four_way, d.charged));
+            d.state = DeliveryState::Pending;
+            timers.set(d, handle, Some(now));
+        }
+    }
+}
+
+/// End the deliveries of the MSKs `which` selects; charged ones are kept
+/// (unsubscribed) to remember the charge.
+fn leave(timers: &mut Timers, slot: &mut UeSlot, handle: Handle, which: impl Fn(&MskName) -> bool) {
+    slot.deliveries.retain_mut(|d| {
+        if !which(&d.msk) {
+            return true;
+        }
+        timers.set(d, handle, None);
+        d.subscribed = false;
+        d.charged
+    });
+}
+
+/// Build and record one transmission of a delivery's current step.
+#[allow(clippy::too_many_arguments)]
+fn send(
+    config: &EngineConfig,
+    groups: &BTreeMap<KeyGroupName, Group>,
+    slot: &mut UeSlot,
+    timers: &mut Timers,
+    counters: &CounterMark,
+    rand: &RandSource,
+    handle: Handle,
+    msk_name: MskName,
+    attempt: u32,
+    now: Timestamp,
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Option<Action> {
+    let g = groups.get(&msk_name.key_group())?;
+    let msk = g.msk(&msk_name)?;
+    let counter = slot.next_counter;
+    if !counters.covers(counter) {
+        return None;
+    }
+    let reg = slot.reg.as_ref()?;
+    let d = slot.deliveries.iter_mut().find(|d| d.msk == msk_name)?;
+    let step = d.step;
+    let (v, window) = match step {
+        Step::Deliver => (g.cfg.ack_requested, (msk.seq_s, msk.seq_u)),
+        Step::Inactive => (
+            true,
+            (MtkId::new(INACTIVE_WINDOW.0), MtkId::new(INACTIVE_WINDOW.1)),
+        ),
+        Step::Activate => (true, (msk.seq_s, msk.seq_u)),
+    };
+    let message = MskMessage {
+        muk_id: reg.muk_id.clone(),
+        counter,
+        rand: rand.rand(handle, counter, &msk_name),
+        msk: msk.name,
+        v,
+        key: Some(MskKeyData {
+            msk: msk.key.clone(),
+            seq_s: window.0,
+            seq_u: window.1,
+        }),
+    };
+    let built = match message.build(&reg.muk) {
+        Ok(b) => b,
+        Err(_) => {
+            d.state = DeliveryState::GivenUp;
+            timers.set(d, handle, None);
+            return Some(Action::GaveUp {
+                ue: slot.id.clone(),
+                msk: msk_name,
+                step,
+                attempts: attempt - 1,
+            });
+        }
+    };
+    d.record_counter(counter);
+    if v {
+        let deadline = now.saturating_add(config.retransmit.interval(attempt, rng));
+        d.state = DeliveryState::Sent {
+            attempt,
+            next_deadline: deadline,
+        };
+        timers.set(d, handle, Some(deadline));
+    } else {
+        d.state = DeliveryState::Unconfirmed;
+        timers.set(d, handle, None);
+    }
+    slot.next_counter = counter.saturating_add(1);
+    Some(Action::SendMikey {
+        ue: slot.id.clone(),
+        msk: msk_name,
+        step: Some(step),
+        counter,
+        bytes: built.bytes,
+    })
+}
+
+/// Verify an acknowledgement's MAC against the message it acknowledges,
+/// rebuilt from what the engine keeps: the auth_key from the MUK and the
+/// message's RAND (RFC 3830 4.1.4), IDi/IDr/T from the MUK ID and counter
+/// (RFC 3830 5.2). `Ok(false)`: the MAC does not verify.
+fn verify_ack(
+    bytes: &[u8],
+    muk: &Muk,
+    muk_id: &MukId,
+    counter: u32,
+    rand: &[u8; RAND_LEN],
+) -> Result<bool, ProfileError> {
+    let mut auth_key = Zeroizing::new([0u8; mikey::AUTH_KEY_LEN]);
+    Prf::new(muk.as_bytes()).derive_into(
+        &prf_label(psk_constant::AUTH, PSK_CS_ID, MSK_CSB_ID, rand),
+        &mut auth_key[..],
+    );
+    let initiator = InitiatorFields {
+        idi: muk_id.idi.as_bytes().to_vec(),
+        idr: muk_id.idr.as_bytes().to_vec(),
+        t: counter.to_be_bytes().to_vec(),
+    };
+    match MskAck::verify(bytes, &auth_key[..], &initiator) {
+        Ok(_) => Ok(true),
+        Err(ProfileError::MacMismatch) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

@@ -5,11 +5,11 @@
 //!
 //! * the replay counter of each MUK (the MGV-F rejects an MSK message whose
 //!   counter is not greater than the last it accepted under that MUK,
-//!   `PROFILE.md` section 7): the engine reserves counters in blocks and
-//!   persists the block's upper end (the *high-water mark*) **before** it
-//!   emits any message that uses a counter of the block; after a restart it
-//!   resumes above the persisted mark, so counters never repeat (a crash
-//!   merely skips the rest of a block);
+//!   `PROFILE.md` section 7): the engine reserves counters in blocks under
+//!   one engine-wide *high-water mark* (every MUK's counters are below it)
+//!   and persists it **before** it emits any message that uses a counter of
+//!   the block; after a restart every UE resumes above the persisted mark,
+//!   so counters never repeat (a crash merely skips the rest of a block);
 //! * the state of each key group (its MSKs, their MTK ID windows, the last
 //!   MTK ID and the MTK-message counter of each MSK): the engine saves a
 //!   [`KeyGroupSnapshot`] before it returns any message or key that depends
@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::ids::{KeyGroupName, MskName, MtkId, MukId};
+use crate::ids::{KeyGroupName, MskName, MtkId};
 use crate::keys::Msk;
 
 /// A storage failure, as reported by an [`EngineStore`].
@@ -91,14 +91,15 @@ pub struct KeyGroupSnapshot {
 /// tests. Implemented for `&mut S` too, so a test can keep the store across
 /// a simulated crash of the engine.
 pub trait EngineStore {
-    /// The persisted high-water mark of the counters of `muk`: every counter
-    /// the engine may have used for this MUK is at most this value.
-    fn muk_counter_reserved(&self, muk: &MukId) -> Result<Option<u32>, StoreError>;
+    /// The persisted high-water mark of the MUK counters: every counter the
+    /// engine may have put in a message, under any MUK, is at most this value
+    /// (`None`: nothing reserved yet).
+    fn counter_reserved(&self) -> Result<Option<u32>, StoreError>;
 
-    /// Durably raise the high-water mark of `muk` to `upto`. The engine calls
+    /// Durably raise the counter high-water mark to `upto`. The engine calls
     /// it with strictly increasing values; an implementation must never lower
     /// the stored value.
-    fn reserve_muk_counters(&mut self, muk: &MukId, upto: u32) -> Result<(), StoreError>;
+    fn reserve_counters(&mut self, upto: u32) -> Result<(), StoreError>;
 
     /// The saved state of a key group, if any.
     fn load_key_group(&self, name: &KeyGroupName) -> Result<Option<KeyGroupSnapshot>, StoreError>;
@@ -108,12 +109,12 @@ pub trait EngineStore {
 }
 
 impl<S: EngineStore + ?Sized> EngineStore for &mut S {
-    fn muk_counter_reserved(&self, muk: &MukId) -> Result<Option<u32>, StoreError> {
-        (**self).muk_counter_reserved(muk)
+    fn counter_reserved(&self) -> Result<Option<u32>, StoreError> {
+        (**self).counter_reserved()
     }
 
-    fn reserve_muk_counters(&mut self, muk: &MukId, upto: u32) -> Result<(), StoreError> {
-        (**self).reserve_muk_counters(muk, upto)
+    fn reserve_counters(&mut self, upto: u32) -> Result<(), StoreError> {
+        (**self).reserve_counters(upto)
     }
 
     fn load_key_group(&self, name: &KeyGroupName) -> Result<Option<KeyGroupSnapshot>, StoreError> {
@@ -130,7 +131,7 @@ impl<S: EngineStore + ?Sized> EngineStore for &mut S {
 /// simulate a crash), counts writes, and can be told to fail writes.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    counters: BTreeMap<MukId, u32>,
+    counter_mark: Option<u32>,
     groups: BTreeMap<KeyGroupName, KeyGroupSnapshot>,
     writes: u64,
     fail_writes: bool,
@@ -142,9 +143,9 @@ impl MemoryStore {
         Self::default()
     }
 
-    /// The persisted high-water mark of a MUK's counters.
-    pub fn high_water(&self, muk: &MukId) -> Option<u32> {
-        self.counters.get(muk).copied()
+    /// The persisted counter high-water mark.
+    pub fn counter_mark(&self) -> Option<u32> {
+        self.counter_mark
     }
 
     /// The saved snapshot of a key group.
@@ -174,20 +175,20 @@ impl MemoryStore {
 }
 
 impl EngineStore for MemoryStore {
-    fn muk_counter_reserved(&self, muk: &MukId) -> Result<Option<u32>, StoreError> {
-        Ok(self.high_water(muk))
+    fn counter_reserved(&self) -> Result<Option<u32>, StoreError> {
+        Ok(self.counter_mark)
     }
 
-    fn reserve_muk_counters(&mut self, muk: &MukId, upto: u32) -> Result<(), StoreError> {
+    fn reserve_counters(&mut self, upto: u32) -> Result<(), StoreError> {
         self.check_write()?;
-        if let Some(&old) = self.counters.get(muk) {
+        if let Some(old) = self.counter_mark {
             if upto <= old {
                 return Err(StoreError::new(format!(
-                    "counter high-water mark of {muk} would go from {old} to {upto}"
+                    "counter high-water mark would go from {old} to {upto}"
                 )));
             }
         }
-        self.counters.insert(muk.clone(), upto);
+        self.counter_mark = Some(upto);
         self.writes += 1;
         Ok(())
     }
