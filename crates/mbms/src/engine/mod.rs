@@ -688,8 +688,7 @@ impl<S: EngineStore> Engine<S> {
         let d = match slot.delivery_mut(&name) {
             Some(d) => d,
             None => {
-                slot.deliveries
-                    .push(Delivery::new(name, first_step(four_way, false)));
+                push_delivery(slot, Delivery::new(name, first_step(four_way, false)));
                 slot.deliveries.last_mut().expect("just pushed")
             }
         };
@@ -781,7 +780,7 @@ impl<S: EngineStore> Engine<S> {
             None => {
                 let mut d = Delivery::new(*msk, first_step(four_way, true));
                 d.subscribed = false;
-                slot.deliveries.push(d);
+                push_delivery(slot, d);
                 slot.deliveries.last_mut().expect("just pushed")
             }
         };
@@ -1105,6 +1104,13 @@ impl<S: EngineStore> Engine<S> {
     }
 }
 
+/// Add a delivery to a UE, growing its list by exactly one (a UE has a
+/// current and a next MSK per key group: no spare capacity per UE).
+fn push_delivery(slot: &mut UeSlot, d: Delivery) {
+    slot.deliveries.reserve_exact(1);
+    slot.deliveries.push(d);
+}
+
 /// Start (or revive) the delivery of `m` to a subscribed UE.
 fn ensure(
     timers: &mut Timers,
@@ -1118,7 +1124,7 @@ fn ensure(
         None => {
             let mut d = Delivery::new(m, first_step(four_way, false));
             timers.set(&mut d, handle, Some(now));
-            slot.deliveries.push(d);
+            push_delivery(slot, d);
         }
         Some(d) => {
             if d.subscribed && d.state != DeliveryState::GivenUp {
