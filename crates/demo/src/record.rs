@@ -368,7 +368,7 @@ impl Recorder {
             return Ok((bsf.to_owned(), bmsc.to_owned()));
         };
         let w = {
-            let s = self.state().expect("on");
+            let s = inner.state.lock().unwrap_or_else(|p| p.into_inner());
             s.watched
                 .iter()
                 .position(|w| w.index == index)
