@@ -47,6 +47,13 @@ use tokio::net::UdpSocket;
 use bmsc::{Tap, TapKind};
 use ue::{RequestReason, RunningUe, UeConfig, UeEvent};
 
+mod html;
+mod record;
+
+pub use html::render_html;
+use record::Recorder;
+pub use record::{Arrow, Chart, Item, Lane, Note, Recording, Style};
+
 /// The JSON schema name of [`DemoReport`].
 pub const SCHEMA: &str = "mbms-demo/1";
 /// The BM-SC FQDN of the demo.
@@ -688,6 +695,26 @@ pub async fn run(
     opts: DemoOptions,
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> anyhow::Result<DemoReport> {
+    run_recorded(opts, progress, &Recorder::default()).await
+}
+
+/// Runs the demo and records its messages for the report page
+/// (`mbms demo --report`, [`render_html`]): the sequence charts of UE 1
+/// (every procedure) and UE 0 (the missed key update).
+pub async fn run_with_recording(
+    opts: DemoOptions,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> anyhow::Result<(DemoReport, Recording)> {
+    let rec = Recorder::on();
+    let report = run_recorded(opts, progress, &rec).await?;
+    Ok((report, rec.recording()))
+}
+
+async fn run_recorded(
+    opts: DemoOptions,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+    rec: &Recorder,
+) -> anyhow::Result<DemoReport> {
     let n = opts.ues;
     if n < 2 {
         bail!("the demo needs at least 2 UEs (one goes offline, one deregisters)");
@@ -708,6 +735,7 @@ pub async fn run(
     let mut results: Vec<ProcedureResult> = Vec::new();
     let total = PROCEDURES.len();
     let begin = |idx: usize| {
+        rec.procedure(idx);
         progress(Progress::Procedure {
             name: PROCEDURES[idx],
             index: idx + 1,
@@ -805,7 +833,7 @@ pub async fn run(
     });
     let cfg_text = bmsc_config(
         dir.path(),
-        &bsf.url(),
+        &rec.zn_url(&bsf.url()).await?,
         bmsc_mikey,
         rtp_in,
         &mtk_dests,
@@ -828,6 +856,7 @@ pub async fn run(
     let bmsc_url = bmsc.url();
     let http = reqwest::Client::new();
     let admin = |path: &str| {
+        rec.admin(path);
         let req = http.post(format!("{bmsc_url}{path}")).bearer_auth(ADMIN);
         async move {
             let r = req.send().await?;
@@ -847,6 +876,10 @@ pub async fn run(
     let mut cfgs = Vec::with_capacity(n);
     for i in 0..n {
         let ip = ips[i];
+        if i == offline || i == dereg {
+            rec.watch(i, &impis[i], ip, i == offline);
+        }
+        let (bsf_url, ua_url) = rec.ue_urls(i, &bsf.url(), &bmsc_url).await?;
         let udir = dir.path().join(format!("ue{i:05}"));
         let (mikey_listen, adv, mtk_listen) = if i == offline {
             let inner_m = SocketAddr::from((ip, free_port(ip, &avoid)?));
@@ -868,8 +901,8 @@ pub async fn run(
             mtk_listen,
             SocketAddr::from((ip, sp)),
             sink_addr,
-            &bsf.url(),
-            &bmsc_url,
+            &bsf_url,
+            &ua_url,
         )?;
         ues.push(DemoUe {
             impi: impis[i].clone(),
@@ -1092,6 +1125,7 @@ pub async fn run(
             .send()
             .await?;
         let text = r.text().await.unwrap_or_default();
+        rec.charging(&text);
         impis
             .iter()
             .filter(|impi| text.contains(&format!("\"{impi}\"")))
@@ -1202,6 +1236,7 @@ pub async fn run(
     for &i in &live {
         let u = &ues[i];
         std::fs::write(u.input_dir.join("report.bin.mikey"), &download_mikey)?;
+        rec.file_delivered(i, "report.bin", &download_mikey);
         std::fs::write(u.input_dir.join("report.bin.tmp"), &protected)?;
         std::fs::rename(
             u.input_dir.join("report.bin.tmp"),
@@ -1227,6 +1262,7 @@ pub async fn run(
     for r in &relays {
         r.set_online(false);
     }
+    rec.offline(offline, true);
     admin("/admin/v1/key-groups/1/rotate").await?;
     let v = admin("/admin/v1/key-groups/1/rotate").await?;
     let current = v["current"].as_str().unwrap_or_default().to_owned();
@@ -1257,6 +1293,7 @@ pub async fn run(
     for r in &relays {
         r.set_online(true);
     }
+    rec.offline(offline, false);
     let missed_ok = wait_all(&ues, &[offline], Duration::from_secs(30), progress, |_, u| {
         let ev = u.events_since(mark0);
         ev.iter().any(|e| {
@@ -1423,6 +1460,7 @@ pub async fn run(
             }
         }
     }
+    rec.datagrams(&caps, &muks);
     for (kid, key) in &msks {
         keylog.push_str(&format!(
             "MSK {} {} {}\n",

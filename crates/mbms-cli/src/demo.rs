@@ -33,6 +33,11 @@ pub struct DemoArgs {
     /// them; the table names the ports used.
     #[arg(long)]
     free_ports: bool,
+    /// Write a self-contained HTML page with the results table and a
+    /// sequence chart per procedure (UE, BM-SC, BSF), drawn from the run's
+    /// messages (docs/demo.md). It holds key identifiers, never keys.
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<PathBuf>,
 }
 
 /// Runs the demo; exit 0 only if every procedure succeeded for every UE.
@@ -98,7 +103,7 @@ pub fn run(a: DemoArgs) -> ExitCode {
     let outcome = rt.block_on(async {
         let signal = mbms_service::shutdown_signal();
         tokio::select! {
-            r = mbms_demo::run(opts, &progress) => Some(r),
+            r = run_demo(opts, &progress, a.report.is_some()) => Some(r),
             () = signal => None,
         }
     });
@@ -118,7 +123,17 @@ pub fn run(a: DemoArgs) -> ExitCode {
         eprintln!("warning: removing the temporary folder: {e}");
     }
     match report {
-        Ok(r) => {
+        Ok((r, recording)) => {
+            if let (Some(path), Some(rec)) = (&a.report, recording) {
+                let page = mbms_demo::render_html(&r, &rec);
+                match std::fs::write(path, page.as_bytes()) {
+                    Ok(()) => eprintln!("report: {}", path.display()),
+                    Err(e) => {
+                        eprintln!("error: writing {}: {e}", path.display());
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
             let out = if a.json {
                 serde_json::to_string_pretty(&r).unwrap_or_default() + "\n"
             } else {
@@ -135,5 +150,19 @@ pub fn run(a: DemoArgs) -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The run, with its recording for the report page when one is asked for.
+async fn run_demo(
+    opts: DemoOptions,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+    record: bool,
+) -> anyhow::Result<(mbms_demo::DemoReport, Option<mbms_demo::Recording>)> {
+    if record {
+        let (r, rec) = mbms_demo::run_with_recording(opts, progress).await?;
+        Ok((r, Some(rec)))
+    } else {
+        Ok((mbms_demo::run(opts, progress).await?, None))
     }
 }
