@@ -29,7 +29,7 @@ use crate::config::{check_key_group, check_service};
 use crate::metrics::Metrics;
 use crate::store::{
     ChargingRow, DeliveryRecord, EngineStoreHandle, KeyGroupDef, Outcomes, ServiceDef, Store,
-    StoreError, UeRecord,
+    StoreError, UeRecord, UeWrite, WriteBatch,
 };
 
 /// Per-item status codes (`PROFILE.md` section 3).
@@ -197,6 +197,17 @@ const CHARGING_PAGE: usize = 1000;
 /// HTTP requests) between them.
 pub const POLL_BATCH: usize = 4096;
 
+/// How far the group commit got: every write with a ticket at most
+/// `committed` is durable; a request whose ticket is at most `failed` (and
+/// above `committed`) saw its commit fail.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitState {
+    /// Highest ticket committed.
+    pub committed: u64,
+    /// Highest ticket whose commit failed.
+    pub failed: u64,
+}
+
 /// Current time for the engine.
 pub fn now_ts() -> Timestamp {
     Timestamp(crate::unix_millis())
@@ -205,6 +216,16 @@ pub fn now_ts() -> Timestamp {
 /// The state and decisions of the BM-SC. See the [module documentation](self).
 pub struct Core {
     engine: Engine<EngineStoreHandle>,
+    /// Writes of answered-but-not-yet-committed requests (group commit:
+    /// [`Core::flush`] writes them in one transaction; a request is answered
+    /// only when its [`ticket`](Core::write_ticket) is committed).
+    pending: WriteBatch,
+    /// Ticket of the last write put in `pending`.
+    ticket: u64,
+    /// Commit progress, for the requests waiting for their writes.
+    commits: tokio::sync::watch::Sender<CommitState>,
+    /// UEs with at least one service (the `registered_ues` gauge).
+    registered: usize,
     /// For retransmission jitter and solicited-pull RANDs: a CSPRNG seeded
     /// from the OS (one system call per message costs more than the
     /// message).
@@ -251,6 +272,10 @@ impl Core {
         let engine = Engine::new(settings.engine, EngineStoreHandle(store.clone()))?;
         let mut core = Core {
             engine,
+            pending: WriteBatch::default(),
+            ticket: 0,
+            commits: tokio::sync::watch::Sender::new(CommitState::default()),
+            registered: 0,
             rng: StdRng::from_rng(OsRng).map_err(|e| CoreError::Invalid(format!("OS RNG: {e}")))?,
             store: store.clone(),
             metrics,
@@ -275,6 +300,7 @@ impl Core {
                 ue.muk.clone(),
                 now,
             );
+            core.registered += usize::from(!ue.services.is_empty());
             core.ues.insert(ue.impi.clone(), ue.clone());
             core.sync_groups(&ue.impi, now)?;
         }
@@ -347,10 +373,75 @@ impl Core {
     }
 
     fn update_gauge(&self) {
-        let n = self.ues.values().filter(|u| !u.services.is_empty()).count();
         self.metrics
             .registered_ues
-            .set(i64::try_from(n).unwrap_or(i64::MAX));
+            .set(i64::try_from(self.registered).unwrap_or(i64::MAX));
+    }
+
+    /// Keep the count of UEs with a service right when `impi`'s record
+    /// changes from `before` to `after` (`None`: absent).
+    fn count_registered(&mut self, before: Option<bool>, after: Option<bool>) {
+        let had = before.unwrap_or(false);
+        let has = after.unwrap_or(false);
+        match (had, has) {
+            (false, true) => self.registered += 1,
+            (true, false) => self.registered = self.registered.saturating_sub(1),
+            _ => {}
+        }
+    }
+
+    /// Queue writes for the next group commit; returns their ticket.
+    fn enqueue(&mut self, batch: WriteBatch) -> u64 {
+        if !batch.is_empty() {
+            self.pending.append(batch);
+            self.ticket += 1;
+        }
+        self.ticket
+    }
+
+    /// The ticket a request must see committed before it is answered: the
+    /// last write queued so far (its own included).
+    pub fn write_ticket(&self) -> u64 {
+        self.ticket
+    }
+
+    /// Whether writes wait for a commit.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Commit progress (see [`CommitState`]).
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<CommitState> {
+        self.commits.subscribe()
+    }
+
+    /// Group commit: write every queued write, and `more`, in one
+    /// transaction. On success every ticket so far is committed; on a
+    /// failure the queued writes stay queued (the next flush retries them)
+    /// and the requests waiting for them are told it failed.
+    pub fn flush(&mut self, more: Outcomes) -> Result<Vec<ChargingRow>, CoreError> {
+        let upto = self.ticket;
+        let mut batch = std::mem::take(&mut self.pending);
+        let (n_del, n_chg) = (batch.outcomes.deliveries.len(), batch.outcomes.charging.len());
+        batch.outcomes.deliveries.extend(more.deliveries);
+        batch.outcomes.charging.extend(more.charging);
+        match self.store.commit(&batch) {
+            Ok(rows) => {
+                self.commits.send_modify(|c| c.committed = c.committed.max(upto));
+                Ok(rows)
+            }
+            Err(e) => {
+                // Put the queued writes back (not `more`: its caller reports
+                // the failure and changes nothing).
+                batch.outcomes.deliveries.truncate(n_del);
+                batch.outcomes.charging.truncate(n_chg);
+                let later = std::mem::take(&mut self.pending);
+                self.pending = batch;
+                self.pending.append(later);
+                self.commits.send_modify(|c| c.failed = c.failed.max(upto));
+                Err(e.into())
+            }
+        }
     }
 
     /// The key groups a UE should receive: those of its services.
@@ -406,7 +497,12 @@ impl Core {
         if self.ues.get(&ctx.impi) == Some(&rec) {
             return Ok(());
         }
-        self.store.put_ue(&rec)?;
+        let before = self.ues.get(&ctx.impi).map(|u| !u.services.is_empty());
+        self.count_registered(before, Some(!rec.services.is_empty()));
+        self.enqueue(WriteBatch {
+            ues: vec![UeWrite::Put(rec.clone())],
+            ..Default::default()
+        });
         self.engine.register_ue(
             UeId(ctx.impi.clone()),
             MukId::new(self.fqdn.clone(), ctx.btid.clone()),
@@ -491,7 +587,12 @@ impl Core {
             .collect();
         if self.ues.contains_key(&ctx.impi) {
             if set.is_empty() {
-                self.store.remove_ue(&ctx.impi)?;
+                let before = self.ues.get(&ctx.impi).map(|u| !u.services.is_empty());
+                self.count_registered(before, None);
+                self.enqueue(WriteBatch {
+                    ues: vec![UeWrite::Remove(ctx.impi.clone())],
+                    ..Default::default()
+                });
                 let ue = UeId(ctx.impi.clone());
                 self.engine.remove_ue(&ue);
                 self.ues.remove(&ctx.impi);
@@ -559,7 +660,10 @@ impl Core {
         }
         // The UE asked again: an earlier "acknowledged" must not stop the
         // re-delivery after a restart.
-        self.store.record(&pending)?;
+        self.enqueue(WriteBatch {
+            outcomes: pending,
+            ..Default::default()
+        });
         Ok(out)
     }
 
@@ -620,9 +724,10 @@ impl Core {
                 Action::Acknowledged { .. } | Action::ChargingRecord(_) => {}
             }
         }
-        if let Err(e) = self.store.record(&outcomes) {
-            tracing::error!(error = %crate::ErrorChain(&e), "recording give-ups");
-        }
+        self.enqueue(WriteBatch {
+            outcomes,
+            ..Default::default()
+        });
         Ok(out)
     }
 
@@ -683,7 +788,7 @@ impl Core {
                 }
             }
         }
-        let written = self.store.record(&outcomes)?;
+        let written = self.flush(outcomes)?;
         for r in &written {
             self.metrics.charging_records.inc();
             tracing::debug!(impi = %r.impi, msk = %r.msk, id = r.id, "charging record written");

@@ -76,6 +76,10 @@ pub struct App {
     pub(crate) admin_token: Token,
     pub(crate) mikey: Arc<UdpSocket>,
     rotations: watch::Sender<u64>,
+    /// Group commit progress ([`crate::core::Core::flush`]).
+    commits: watch::Receiver<crate::core::CommitState>,
+    /// Wakes the committer: writes are queued.
+    commit_wake: tokio::sync::Notify,
     pub(crate) sessions: Sessions,
     multicast_ttl: u32,
     tap: Option<Tap>,
@@ -90,6 +94,25 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
+    /// Wait until the writes up to `ticket` are durable (group commit:
+    /// the committer writes everything queued in one transaction). `false`
+    /// when their commit failed.
+    pub(crate) async fn committed(&self, ticket: u64) -> bool {
+        if self.commits.borrow().committed >= ticket {
+            return true;
+        }
+        self.commit_wake.notify_one();
+        let mut rx = self.commits.clone();
+        let done = match rx
+            .wait_for(|c| c.committed >= ticket || c.failed >= ticket)
+            .await
+        {
+            Ok(c) => c.committed >= ticket,
+            Err(_) => false,
+        };
+        done
+    }
+
     pub(crate) fn digest(&self) -> MutexGuard<'_, DigestServer> {
         self.digest.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -274,6 +297,8 @@ pub async fn start_with_tap(
         admin_token: cfg.admin_token.clone(),
         mikey: Arc::new(mikey),
         rotations,
+        commits: core.run(|c| c.commits()).await,
+        commit_wake: tokio::sync::Notify::new(),
         sessions: Sessions::new(&cfg.sessions),
         multicast_ttl: cfg.multicast_ttl,
         tap,
@@ -327,6 +352,7 @@ pub async fn start_with_tap(
     let mut tasks = vec![
         tokio::spawn(engine_driver(app.clone(), stop_rx.clone())),
         tokio::spawn(mikey_receiver(app.clone(), stop_rx.clone())),
+        tokio::spawn(committer(app.clone(), stop_rx.clone())),
     ];
     for s in app.sessions.all() {
         tasks.push(tokio::spawn(session::run(
@@ -378,6 +404,8 @@ async fn engine_driver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         match app.core.run(|c| c.poll(now_ts())).await {
             Ok(d) => {
                 app.send_mikey(&d).await;
+                // Give-ups are recorded with the next group commit.
+                app.commit_wake.notify_one();
                 if d.len() >= crate::core::POLL_BATCH {
                     // More is due: let the acknowledgements in first.
                     tokio::task::yield_now().await;
@@ -390,6 +418,38 @@ async fn engine_driver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }
+        }
+    }
+}
+
+/// Group commit of the Ua writes: whatever requests queued while the
+/// previous commit ran is written in one transaction, then they are
+/// answered.
+async fn committer(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let stopping = tokio::select! {
+            _ = stop.wait_for(|s| *s) => true,
+            () = app.commit_wake.notified() => false,
+        };
+        if stopping {
+            // Nothing answered is lost: the queued writes of requests not
+            // yet answered are written too.
+            let _ = app.core.run(|c| c.flush(Default::default())).await;
+            return;
+        }
+        let r = app
+            .core
+            .run(|c| {
+                if c.has_pending() {
+                    c.flush(Default::default()).map(|_| ())
+                } else {
+                    Ok(())
+                }
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %crate::ErrorChain(&e), "group commit failed; the requests get 500, the writes are retried");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }

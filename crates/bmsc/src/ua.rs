@@ -256,15 +256,21 @@ async fn handle(
             let r = app
                 .core
                 .run(move |c| {
-                    if rt == RequestType::Register {
+                    let r = if rt == RequestType::Register {
                         c.register(&c2, &s2, ts)
                     } else {
                         c.deregister(&c2, &s2, ts)
-                    }
+                    };
+                    r.map(|s| (s, c.write_ticket()))
                 })
                 .await;
             let statuses = match r {
-                Ok(s) => s,
+                Ok((s, ticket)) => {
+                    if !app.committed(ticket).await {
+                        return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+                    }
+                    s
+                }
                 Err(e) => {
                     tracing::error!(error = %crate::ErrorChain(&e), "Ua: {}", rt.as_str());
                     return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
@@ -283,9 +289,20 @@ async fn handle(
             };
             let names: Vec<_> = keys_req.iter().map(|k| k.name).collect();
             let c2 = ctx.clone();
-            let r = app.core.run(move |c| c.request_msks(&c2, &names, ts)).await;
+            let r = app
+                .core
+                .run(move |c| {
+                    c.request_msks(&c2, &names, ts)
+                        .map(|s| (s, c.write_ticket()))
+                })
+                .await;
             let statuses = match r {
-                Ok(s) => s,
+                Ok((s, ticket)) => {
+                    if !app.committed(ticket).await {
+                        return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+                    }
+                    s
+                }
                 Err(e) => {
                     tracing::error!(error = %crate::ErrorChain(&e), "Ua: msk-request");
                     return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error");

@@ -208,6 +208,40 @@ impl Outcomes {
     }
 }
 
+/// A write of a UE's registration state.
+#[derive(Clone, Debug)]
+pub enum UeWrite {
+    /// Insert or replace the UE and its registrations.
+    Put(UeRecord),
+    /// Forget the UE, its registrations and its deliveries.
+    Remove(String),
+}
+
+/// Writes of many requests committed together ([`Store::commit`]: group
+/// commit, one transaction and one fsync for all), in the order they were
+/// made.
+#[derive(Clone, Debug, Default)]
+pub struct WriteBatch {
+    /// Registration changes, in order.
+    pub ues: Vec<UeWrite>,
+    /// Delivery outcomes and charging records.
+    pub outcomes: Outcomes,
+}
+
+impl WriteBatch {
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.ues.is_empty() && self.outcomes.is_empty()
+    }
+
+    /// Append `later` (its writes come after this batch's).
+    pub fn append(&mut self, later: WriteBatch) {
+        self.ues.extend(later.ues);
+        self.outcomes.deliveries.extend(later.outcomes.deliveries);
+        self.outcomes.charging.extend(later.outcomes.charging);
+    }
+}
+
 /// The `(idi, idr)` key of the engine-wide MUK counter mark in table
 /// `muk_counters` (no MUK has an empty IDi: it is the BM-SC's FQDN). The
 /// key engine bounds every MUK's counters by one mark (see
@@ -251,6 +285,10 @@ pub trait Store: Send + Sync + 'static {
     /// Write delivery outcomes and charging records in one transaction;
     /// returns the charging records with their assigned IDs.
     fn record(&self, outcomes: &Outcomes) -> Result<Vec<ChargingRow>, StoreError>;
+    /// Write a batch of registration changes and outcomes in one
+    /// transaction (group commit); returns the charging records with their
+    /// assigned IDs. All or nothing.
+    fn commit(&self, batch: &WriteBatch) -> Result<Vec<ChargingRow>, StoreError>;
     /// Delivery outcomes, of one UE or of all.
     fn deliveries(&self, impi: Option<&str>) -> Result<Vec<DeliveryRecord>, StoreError>;
     /// Charging records with an ID greater than `after`, oldest first, at

@@ -337,37 +337,11 @@ impl Store for SqliteStore {
     }
 
     fn put_ue(&self, ue: &UeRecord) -> Result<(), StoreError> {
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO ues (impi, btid, muk, mikey_addr, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (impi) DO UPDATE SET btid = excluded.btid, muk = excluded.muk,
-                   mikey_addr = excluded.mikey_addr, updated_at = excluded.updated_at",
-                params![
-                    ue.impi,
-                    ue.btid,
-                    &ue.muk.as_bytes()[..],
-                    ue.mikey_addr.to_string(),
-                    i64_from_u64(ue.updated_at)
-                ],
-            )?;
-            tx.execute("DELETE FROM registrations WHERE impi = ?1", params![ue.impi])?;
-            for s in &ue.services {
-                tx.execute(
-                    "INSERT INTO registrations (impi, service_id) VALUES (?1, ?2)",
-                    params![ue.impi, s],
-                )?;
-            }
-            Ok(())
-        })
+        self.write(|tx| put_ue_tx(tx, ue))
     }
 
     fn remove_ue(&self, impi: &str) -> Result<(), StoreError> {
-        self.write(|tx| {
-            tx.execute("DELETE FROM registrations WHERE impi = ?1", params![impi])?;
-            tx.execute("DELETE FROM deliveries WHERE impi = ?1", params![impi])?;
-            tx.execute("DELETE FROM ues WHERE impi = ?1", params![impi])?;
-            Ok(())
-        })
+        self.write(|tx| remove_ue_tx(tx, impi))
     }
 
     fn ues(&self) -> Result<Vec<UeRecord>, StoreError> {
@@ -415,43 +389,22 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         check_outcomes(o)?;
+        self.write(|tx| record_tx(tx, o))
+    }
+
+    fn commit(&self, batch: &WriteBatch) -> Result<Vec<ChargingRow>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        check_outcomes(&batch.outcomes)?;
         self.write(|tx| {
-            {
-                let mut st = tx.prepare_cached(
-                    "INSERT INTO deliveries (impi, msk, state, charged, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (impi, msk) DO UPDATE SET state = excluded.state,
-                       charged = (deliveries.charged OR excluded.charged),
-                       updated_at = excluded.updated_at",
-                )?;
-                for d in &o.deliveries {
-                    st.execute(params![
-                        d.impi,
-                        msk_to_text(&d.msk),
-                        d.state,
-                        d.charged,
-                        i64_from_u64(d.updated_at)
-                    ])?;
+            for w in &batch.ues {
+                match w {
+                    UeWrite::Put(ue) => put_ue_tx(tx, ue)?,
+                    UeWrite::Remove(impi) => remove_ue_tx(tx, impi)?,
                 }
             }
-            let mut out = Vec::with_capacity(o.charging.len());
-            for c in &o.charging {
-                tx.execute(
-                    "INSERT INTO charging_records (impi, btid, msk, counter, time_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![
-                        c.impi,
-                        c.btid,
-                        msk_to_text(&c.msk),
-                        i64::from(c.counter),
-                        i64_from_u64(c.time_ms)
-                    ],
-                )?;
-                let mut c = c.clone();
-                c.id = tx.last_insert_rowid();
-                out.push(c);
-            }
-            Ok(out)
+            record_tx(tx, &batch.outcomes)
         })
     }
 
@@ -517,4 +470,76 @@ impl Store for SqliteStore {
         }
         Ok(out)
     }
+}
+
+// One transaction's worth of each write, shared by the single writes and
+// [`Store::commit`].
+
+fn put_ue_tx(tx: &rusqlite::Transaction<'_>, ue: &UeRecord) -> Result<(), StoreError> {
+            tx.execute(
+                "INSERT INTO ues (impi, btid, muk, mikey_addr, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (impi) DO UPDATE SET btid = excluded.btid, muk = excluded.muk,
+                   mikey_addr = excluded.mikey_addr, updated_at = excluded.updated_at",
+                params![
+                    ue.impi,
+                    ue.btid,
+                    &ue.muk.as_bytes()[..],
+                    ue.mikey_addr.to_string(),
+                    i64_from_u64(ue.updated_at)
+                ],
+            )?;
+            tx.execute("DELETE FROM registrations WHERE impi = ?1", params![ue.impi])?;
+            for s in &ue.services {
+                tx.execute(
+                    "INSERT INTO registrations (impi, service_id) VALUES (?1, ?2)",
+                    params![ue.impi, s],
+                )?;
+            }
+            Ok(())
+}
+
+fn remove_ue_tx(tx: &rusqlite::Transaction<'_>, impi: &str) -> Result<(), StoreError> {
+            tx.execute("DELETE FROM registrations WHERE impi = ?1", params![impi])?;
+            tx.execute("DELETE FROM deliveries WHERE impi = ?1", params![impi])?;
+            tx.execute("DELETE FROM ues WHERE impi = ?1", params![impi])?;
+            Ok(())
+}
+
+fn record_tx(tx: &rusqlite::Transaction<'_>, o: &Outcomes) -> Result<Vec<ChargingRow>, StoreError> {
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO deliveries (impi, msk, state, charged, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (impi, msk) DO UPDATE SET state = excluded.state,
+                       charged = (deliveries.charged OR excluded.charged),
+                       updated_at = excluded.updated_at",
+                )?;
+                for d in &o.deliveries {
+                    st.execute(params![
+                        d.impi,
+                        msk_to_text(&d.msk),
+                        d.state,
+                        d.charged,
+                        i64_from_u64(d.updated_at)
+                    ])?;
+                }
+            }
+            let mut out = Vec::with_capacity(o.charging.len());
+            for c in &o.charging {
+                tx.execute(
+                    "INSERT INTO charging_records (impi, btid, msk, counter, time_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        c.impi,
+                        c.btid,
+                        msk_to_text(&c.msk),
+                        i64::from(c.counter),
+                        i64_from_u64(c.time_ms)
+                    ],
+                )?;
+                let mut c = c.clone();
+                c.id = tx.last_insert_rowid();
+                out.push(c);
+            }
+            Ok(out)
 }
