@@ -422,12 +422,22 @@ impl Core {
     pub fn flush(&mut self, more: Outcomes) -> Result<Vec<ChargingRow>, CoreError> {
         let upto = self.ticket;
         let mut batch = std::mem::take(&mut self.pending);
-        let (n_del, n_chg) = (batch.outcomes.deliveries.len(), batch.outcomes.charging.len());
+        let (n_del, n_chg) = (
+            batch.outcomes.deliveries.len(),
+            batch.outcomes.charging.len(),
+        );
         batch.outcomes.deliveries.extend(more.deliveries);
         batch.outcomes.charging.extend(more.charging);
+        let writes =
+            batch.ues.len() + batch.outcomes.deliveries.len() + batch.outcomes.charging.len();
         match self.store.commit(&batch) {
             Ok(rows) => {
-                self.commits.send_modify(|c| c.committed = c.committed.max(upto));
+                if writes > 0 {
+                    self.metrics.group_commits.inc();
+                    self.metrics.group_commit_writes.inc_by(writes as u64);
+                }
+                self.commits
+                    .send_modify(|c| c.committed = c.committed.max(upto));
                 Ok(rows)
             }
             Err(e) => {

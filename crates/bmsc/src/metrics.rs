@@ -187,6 +187,12 @@ pub struct Metrics {
     pub acks: Family<Kind, Counter>,
     /// Deliveries given up.
     pub give_ups: Counter,
+    /// Group commits (transactions writing queued Ua writes and
+    /// acknowledgement outcomes).
+    pub group_commits: Counter,
+    /// Writes (registration changes, delivery outcomes, charging records)
+    /// those commits carried.
+    pub group_commit_writes: Counter,
     /// Charging records written.
     pub charging_records: Counter,
     /// MSK rotations.
@@ -232,6 +238,8 @@ impl Metrics {
             msk_retransmissions: Counter::default(),
             acks: Family::default(),
             give_ups: Counter::default(),
+            group_commits: Counter::default(),
+            group_commit_writes: Counter::default(),
             charging_records: Counter::default(),
             rotations: Counter::default(),
             mtk_sent: Family::default(),
@@ -276,6 +284,16 @@ impl Metrics {
             "msk_give_ups",
             "MSK deliveries given up after the last retransmission",
             m.give_ups.clone(),
+        );
+        r.register(
+            "group_commits",
+            "Store transactions of the group commit (Ua writes and acknowledgement outcomes)",
+            m.group_commits.clone(),
+        );
+        r.register(
+            "group_commit_writes",
+            "Writes carried by the group commits (writes / commits = the mean group size)",
+            m.group_commit_writes.clone(),
         );
         r.register(
             "charging_records",

@@ -839,73 +839,73 @@ mod tests {
 // [`Store::commit`].
 
 fn put_ue_tx(tx: &mut Transaction<'_>, ue: &UeRecord) -> Result<(), StoreError> {
-            tx.execute(
-                "INSERT INTO ues (impi, btid, muk, mikey_addr, updated_at) VALUES ($1, $2, $3, $4, $5)
+    tx.execute(
+        "INSERT INTO ues (impi, btid, muk, mikey_addr, updated_at) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (impi) DO UPDATE SET btid = excluded.btid, muk = excluded.muk,
                    mikey_addr = excluded.mikey_addr, updated_at = excluded.updated_at",
-                &[
-                    &ue.impi,
-                    &ue.btid,
-                    &&ue.muk.as_bytes()[..],
-                    &ue.mikey_addr.to_string(),
-                    &i64_from_u64(ue.updated_at),
-                ],
-            )?;
-            tx.execute("DELETE FROM registrations WHERE impi = $1", &[&ue.impi])?;
-            for s in &ue.services {
-                tx.execute(
-                    "INSERT INTO registrations (impi, service_id) VALUES ($1, $2)",
-                    &[&ue.impi, s],
-                )?;
-            }
-            Ok(())
+        &[
+            &ue.impi,
+            &ue.btid,
+            &&ue.muk.as_bytes()[..],
+            &ue.mikey_addr.to_string(),
+            &i64_from_u64(ue.updated_at),
+        ],
+    )?;
+    tx.execute("DELETE FROM registrations WHERE impi = $1", &[&ue.impi])?;
+    for s in &ue.services {
+        tx.execute(
+            "INSERT INTO registrations (impi, service_id) VALUES ($1, $2)",
+            &[&ue.impi, s],
+        )?;
+    }
+    Ok(())
 }
 
 fn remove_ue_tx(tx: &mut Transaction<'_>, impi: &str) -> Result<(), StoreError> {
-            tx.execute("DELETE FROM registrations WHERE impi = $1", &[&impi])?;
-            tx.execute("DELETE FROM deliveries WHERE impi = $1", &[&impi])?;
-            tx.execute("DELETE FROM ues WHERE impi = $1", &[&impi])?;
-            Ok(())
+    tx.execute("DELETE FROM registrations WHERE impi = $1", &[&impi])?;
+    tx.execute("DELETE FROM deliveries WHERE impi = $1", &[&impi])?;
+    tx.execute("DELETE FROM ues WHERE impi = $1", &[&impi])?;
+    Ok(())
 }
 
 fn record_tx(tx: &mut Transaction<'_>, o: &Outcomes) -> Result<Vec<ChargingRow>, StoreError> {
-            if !o.deliveries.is_empty() {
-                let st = tx.prepare(
-                    "INSERT INTO deliveries (impi, msk, state, charged, updated_at)
+    if !o.deliveries.is_empty() {
+        let st = tx.prepare(
+            "INSERT INTO deliveries (impi, msk, state, charged, updated_at)
                      VALUES ($1, $2, $3, $4, $5)
                      ON CONFLICT (impi, msk) DO UPDATE SET state = excluded.state,
                        charged = (deliveries.charged OR excluded.charged),
                        updated_at = excluded.updated_at",
-                )?;
-                for d in &o.deliveries {
-                    tx.execute(
-                        &st,
-                        &[
-                            &d.impi,
-                            &msk_to_text(&d.msk),
-                            &d.state,
-                            &d.charged,
-                            &i64_from_u64(d.updated_at),
-                        ],
-                    )?;
-                }
-            }
-            let mut out = Vec::with_capacity(o.charging.len());
-            for c in &o.charging {
-                let r = tx.query_one(
-                    "INSERT INTO charging_records (impi, btid, msk, counter, time_ms)
+        )?;
+        for d in &o.deliveries {
+            tx.execute(
+                &st,
+                &[
+                    &d.impi,
+                    &msk_to_text(&d.msk),
+                    &d.state,
+                    &d.charged,
+                    &i64_from_u64(d.updated_at),
+                ],
+            )?;
+        }
+    }
+    let mut out = Vec::with_capacity(o.charging.len());
+    for c in &o.charging {
+        let r = tx.query_one(
+            "INSERT INTO charging_records (impi, btid, msk, counter, time_ms)
                      VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                    &[
-                        &c.impi,
-                        &c.btid,
-                        &msk_to_text(&c.msk),
-                        &i64::from(c.counter),
-                        &i64_from_u64(c.time_ms),
-                    ],
-                )?;
-                let mut c = c.clone();
-                c.id = r.get(0);
-                out.push(c);
-            }
-            Ok(out)
+            &[
+                &c.impi,
+                &c.btid,
+                &msk_to_text(&c.msk),
+                &i64::from(c.counter),
+                &i64_from_u64(c.time_ms),
+            ],
+        )?;
+        let mut c = c.clone();
+        c.id = r.get(0);
+        out.push(c);
+    }
+    Ok(out)
 }

@@ -1,0 +1,107 @@
+//! Group commit of the Ua writes (`Core::flush`): many requests' writes in
+//! one transaction, each request answered only once its ticket is
+//! committed; a failed commit keeps the writes queued and tells the
+//! waiting requests.
+
+mod support;
+
+use std::sync::Arc;
+
+use bmsc::core::{Core, CoreSettings, UeContext};
+use bmsc::metrics::Metrics;
+use bmsc::store::{KeyGroupDef, ServiceDef};
+use mbms::engine::{EngineConfig, Timestamp};
+use mbms::Muk;
+use support::*;
+
+fn settings() -> CoreSettings {
+    CoreSettings {
+        fqdn: "bmsc.home1.net".into(),
+        key_domain: kd(),
+        engine: EngineConfig::default(),
+        key_groups: vec![KeyGroupDef {
+            key_group: 1,
+            window_len: 100,
+            charging: false,
+            ack: true,
+            rotate_interval: 0,
+        }],
+        services: vec![ServiceDef {
+            id: "svc".into(),
+            key_groups: vec![1],
+            open: true,
+            allowed: vec![],
+        }],
+    }
+}
+
+fn ctx(n: usize) -> UeContext {
+    UeContext {
+        impi: impi(n),
+        btid: format!("btid{n}@bsf.home1.net"),
+        muk: Muk::from_bytes([n as u8; 32]),
+        mikey_addr: "127.0.0.1:9".parse().unwrap(),
+    }
+}
+
+#[test]
+fn fifty_registrations_share_one_commit_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bmsc.db");
+    let db = db.to_str().unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let store = bmsc::store::open(db).unwrap();
+    let mut core = Core::open(&settings(), store, metrics.clone(), Timestamp(0)).unwrap();
+    let commits = core.commits();
+    for n in 0..50 {
+        let st = core
+            .register(&ctx(n), &["svc".into()], Timestamp(1))
+            .unwrap();
+        assert_eq!(st, [200]);
+    }
+    let ticket = core.write_ticket();
+    assert!(ticket >= 50);
+    assert!(commits.borrow().committed < ticket, "nothing committed yet");
+    // Not yet durable: a second connection sees none of them.
+    assert!(bmsc::store::open(db).unwrap().ues().unwrap().is_empty());
+    core.flush(Default::default()).unwrap();
+    assert_eq!(commits.borrow().committed, ticket);
+    assert_eq!(
+        metrics.group_commits.get(),
+        1,
+        "one transaction for 50 requests"
+    );
+    assert_eq!(metrics.group_commit_writes.get(), 50);
+    drop(core);
+    let store = bmsc::store::open(db).unwrap();
+    assert_eq!(store.ues().unwrap().len(), 50);
+    let core = Core::open(&settings(), store, metrics, Timestamp(2)).unwrap();
+    assert_eq!(core.ues().len(), 50);
+}
+
+#[test]
+fn a_failed_commit_keeps_the_writes_queued_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bmsc.db");
+    let db = db.to_str().unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let store = bmsc::store::open(db).unwrap();
+    let mut core = Core::open(&settings(), store, metrics, Timestamp(0)).unwrap();
+    let commits = core.commits();
+    core.register(&ctx(1), &["svc".into()], Timestamp(1))
+        .unwrap();
+    let ticket = core.write_ticket();
+    // Make the database unwritable: a commit fails.
+    let blocker = rusqlite::Connection::open(db).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    assert!(core.flush(Default::default()).is_err());
+    let c = *commits.borrow();
+    assert!(c.failed >= ticket && c.committed < ticket, "{c:?}");
+    assert!(core.has_pending(), "the writes stay queued");
+    blocker.execute_batch("ROLLBACK").unwrap();
+    drop(blocker);
+    core.flush(Default::default()).unwrap();
+    assert!(commits.borrow().committed >= ticket);
+    assert!(!core.has_pending());
+    assert_eq!(bmsc::store::open(db).unwrap().ues().unwrap().len(), 1);
+}
