@@ -812,29 +812,6 @@ impl Store for PgStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base_layout_reads_every_table_and_column() {
-        let pg = base_layout();
-        let lite = mbms_service::db::tables_of(super::super::sqlite::SCHEMA.base).unwrap();
-        let names: Vec<(String, Vec<String>)> = pg
-            .iter()
-            .map(|(t, cols)| (t.clone(), cols.iter().map(|c| c.0.clone()).collect()))
-            .collect();
-        assert_eq!(names, lite, "the same tables and columns as SQLite");
-        let charging = &pg.iter().find(|(t, _)| t == "charging_records").unwrap().1;
-        assert_eq!(charging[0], ("id".to_owned(), "bigint".to_owned(), false));
-        let defs = &pg.iter().find(|(t, _)| t == "key_group_defs").unwrap().1;
-        assert_eq!(
-            defs[2],
-            ("charging".to_owned(), "boolean".to_owned(), false)
-        );
-    }
-}
-
 // One transaction's worth of each write, shared by the single writes and
 // [`Store::commit`].
 
@@ -908,4 +885,27 @@ fn record_tx(tx: &mut Transaction<'_>, o: &Outcomes) -> Result<Vec<ChargingRow>,
         out.push(c);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_layout_reads_every_table_and_column() {
+        let pg = base_layout();
+        let lite = mbms_service::db::tables_of(super::super::sqlite::SCHEMA.base).unwrap();
+        let names: Vec<(String, Vec<String>)> = pg
+            .iter()
+            .map(|(t, cols)| (t.clone(), cols.iter().map(|c| c.0.clone()).collect()))
+            .collect();
+        assert_eq!(names, lite, "the same tables and columns as SQLite");
+        let charging = &pg.iter().find(|(t, _)| t == "charging_records").unwrap().1;
+        assert_eq!(charging[0], ("id".to_owned(), "bigint".to_owned(), false));
+        let defs = &pg.iter().find(|(t, _)| t == "key_group_defs").unwrap().1;
+        assert_eq!(
+            defs[2],
+            ("charging".to_owned(), "boolean".to_owned(), false)
+        );
+    }
 }
