@@ -1,0 +1,271 @@
+//! HMAC-SHA-1 (RFC 2104) over the SHA-1 compression function of the `sha1`
+//! crate, with the key schedule computed once per key.
+//!
+//! RFC 2104 section 4 ("Implementation note"): the intermediate results of
+//! the compression function on the `K XOR ipad` and `K XOR opad` blocks can
+//! be precomputed once per key; each MAC then costs only the compressions of
+//! the text and of the outer digest. [`HmacSha1Key`] holds those two states
+//! (40 bytes, zeroized on drop); a MAC over a short text (at most 55 bytes,
+//! such as every block of the MIKEY PRF) then costs two compressions.
+//! Nothing here allocates.
+
+use sha1::digest::generic_array::GenericArray;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::codes::HMAC_SHA1_LEN;
+
+/// The SHA-1 block size in bytes.
+const BLOCK: usize = 64;
+/// Bytes of the final block taken by the 64-bit message length.
+const LEN_FIELD: usize = 8;
+/// The SHA-1 initial hash value (FIPS 180-4 5.3.1).
+const IV: [u32; 5] = [
+    0x6745_2301,
+    0xefcd_ab89,
+    0x98ba_dcfe,
+    0x1032_5476,
+    0xc3d2_e1f0,
+];
+
+/// One SHA-1 compression; `block` is always exactly [`BLOCK`] bytes here.
+fn compress(state: &mut [u32; 5], block: &[u8]) {
+    sha1::compress(
+        state,
+        core::slice::from_ref(GenericArray::from_slice(block)),
+    );
+}
+
+fn digest_bytes(state: &[u32; 5]) -> [u8; HMAC_SHA1_LEN] {
+    let mut out = [0u8; HMAC_SHA1_LEN];
+    for (o, w) in out.chunks_exact_mut(4).zip(state) {
+        o.copy_from_slice(&w.to_be_bytes());
+    }
+    out
+}
+
+/// SHA-1 of a key longer than one block (RFC 2104 section 2: such keys are
+/// hashed first).
+fn sha1_long_key(key: &[u8]) -> [u8; HMAC_SHA1_LEN] {
+    let mut h = Sha1Stream {
+        state: IV,
+        buf: [0; BLOCK],
+        buf_len: 0,
+        total: 0,
+    };
+    h.update(key);
+    h.finish()
+}
+
+/// A streaming SHA-1 from a given state; `total` counts every byte hashed
+/// into the state, the `K XOR ipad` block included.
+#[derive(Zeroize, ZeroizeOnDrop)]
+struct Sha1Stream {
+    state: [u32; 5],
+    buf: [u8; BLOCK],
+    buf_len: usize,
+    total: u64,
+}
+
+impl Sha1Stream {
+    fn update(&mut self, mut data: &[u8]) {
+        self.total += data.len() as u64;
+        if self.buf_len > 0 {
+            let n = (BLOCK - self.buf_len).min(data.len());
+            self.buf[self.buf_len..self.buf_len + n].copy_from_slice(&data[..n]);
+            self.buf_len += n;
+            data = &data[n..];
+            if self.buf_len < BLOCK {
+                return;
+            }
+            compress(&mut self.state, &self.buf);
+            self.buf_len = 0;
+        }
+        let mut blocks = data.chunks_exact(BLOCK);
+        for b in &mut blocks {
+            compress(&mut self.state, b);
+        }
+        let rest = blocks.remainder();
+        self.buf[..rest.len()].copy_from_slice(rest);
+        self.buf_len = rest.len();
+    }
+
+    /// Pad (FIPS 180-4 5.1.1) and return the digest.
+    fn finish(&mut self) -> [u8; HMAC_SHA1_LEN] {
+        let bits = self.total.wrapping_mul(8);
+        let n = self.buf_len;
+        self.buf[n] = 0x80;
+        self.buf[n + 1..].fill(0);
+        if n + 1 > BLOCK - LEN_FIELD {
+            compress(&mut self.state, &self.buf);
+            self.buf.fill(0);
+        }
+        self.buf[BLOCK - LEN_FIELD..].copy_from_slice(&bits.to_be_bytes());
+        compress(&mut self.state, &self.buf);
+        digest_bytes(&self.state)
+    }
+}
+
+/// An HMAC-SHA-1 key with its inner and outer compression states computed
+/// once (RFC 2104 section 4). Cloning copies 40 bytes; dropping zeroizes.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct HmacSha1Key {
+    inner: [u32; 5],
+    outer: [u32; 5],
+}
+
+impl HmacSha1Key {
+    /// Compute the key schedule for `key` (any length; keys longer than 64
+    /// bytes are hashed first, RFC 2104 section 2).
+    pub fn new(key: &[u8]) -> Self {
+        let mut k = [0u8; BLOCK];
+        if key.len() > BLOCK {
+            let mut d = sha1_long_key(key);
+            k[..HMAC_SHA1_LEN].copy_from_slice(&d);
+            d.zeroize();
+        } else {
+            k[..key.len()].copy_from_slice(key);
+        }
+        let mut pad = [0u8; BLOCK];
+        let mut inner = IV;
+        let mut outer = IV;
+        for (p, b) in pad.iter_mut().zip(&k) {
+            *p = b ^ 0x36;
+        }
+        compress(&mut inner, &pad);
+        for (p, b) in pad.iter_mut().zip(&k) {
+            *p = b ^ 0x5c;
+        }
+        compress(&mut outer, &pad);
+        pad.zeroize();
+        k.zeroize();
+        HmacSha1Key { inner, outer }
+    }
+
+    /// Start a MAC computation.
+    pub fn start(&self) -> HmacSha1 {
+        HmacSha1 {
+            inner: Sha1Stream {
+                state: self.inner,
+                buf: [0; BLOCK],
+                buf_len: 0,
+                total: BLOCK as u64,
+            },
+            outer: self.outer,
+        }
+    }
+
+    /// HMAC-SHA-1 of the concatenation of `parts`.
+    pub fn mac(&self, parts: &[&[u8]]) -> [u8; HMAC_SHA1_LEN] {
+        let mut m = self.start();
+        for p in parts {
+            m.update(p);
+        }
+        m.finalize()
+    }
+}
+
+impl core::fmt::Debug for HmacSha1Key {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("HmacSha1Key(<redacted>)")
+    }
+}
+
+/// One HMAC-SHA-1 computation in progress (zeroized on drop).
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct HmacSha1 {
+    inner: Sha1Stream,
+    outer: [u32; 5],
+}
+
+impl HmacSha1 {
+    /// Feed more text.
+    pub fn update(&mut self, data: &[u8]) {
+        self.inner.update(data);
+    }
+
+    /// The 20-byte MAC.
+    pub fn finalize(mut self) -> [u8; HMAC_SHA1_LEN] {
+        let mut d = self.inner.finish();
+        // The outer hash: H(K XOR opad || inner digest), one block.
+        let mut block = [0u8; BLOCK];
+        block[..HMAC_SHA1_LEN].copy_from_slice(&d);
+        block[HMAC_SHA1_LEN] = 0x80;
+        block[BLOCK - LEN_FIELD..]
+            .copy_from_slice(&(((BLOCK + HMAC_SHA1_LEN) as u64) * 8).to_be_bytes());
+        let mut state = self.outer;
+        compress(&mut state, &block);
+        d.zeroize();
+        block.zeroize();
+        let out = digest_bytes(&state);
+        state.zeroize();
+        out
+    }
+}
+
+impl core::fmt::Debug for HmacSha1 {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("HmacSha1(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hmac::{Hmac, Mac};
+
+    fn reference(key: &[u8], data: &[u8]) -> [u8; 20] {
+        let mut m = <Hmac<sha1::Sha1> as Mac>::new_from_slice(key).unwrap();
+        m.update(data);
+        m.finalize().into_bytes().into()
+    }
+
+    /// RFC 2202 section 3, test cases 1, 2 and 6 (a key longer than a block).
+    #[test]
+    fn rfc2202_vectors() {
+        let cases: [(&[u8], &[u8], &str); 3] = [
+            (
+                &[0x0b; 20],
+                b"Hi There",
+                "b617318655057264e28bc0b6fb378c8ef146be00",
+            ),
+            (
+                b"Jefe",
+                b"what do ya want for nothing?",
+                "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79",
+            ),
+            (
+                &[0xaa; 80],
+                b"Test Using Larger Than Block-Size Key - Hash Key First",
+                "aa4ae5e15272d00e95705637ce8a3b55ed402112",
+            ),
+        ];
+        for (key, data, mac) in cases {
+            assert_eq!(hex::encode(HmacSha1Key::new(key).mac(&[data])), mac);
+        }
+    }
+
+    /// Every key length around the block size, every text length across
+    /// the padding boundaries, fed in uneven pieces: the same MAC as the
+    /// `hmac` crate.
+    #[test]
+    fn agrees_with_the_hmac_crate() {
+        let bytes: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
+        for key_len in [0, 1, 20, 32, 63, 64, 65, 100] {
+            let key = &bytes[..key_len];
+            let k = HmacSha1Key::new(key);
+            for len in 0..200 {
+                let data = &bytes[50..50 + len];
+                let cut = len / 3;
+                let mut m = k.start();
+                m.update(&data[..cut]);
+                m.update(&data[cut..]);
+                assert_eq!(
+                    m.finalize(),
+                    reference(key, data),
+                    "key {key_len} len {len}"
+                );
+                assert_eq!(k.mac(&[data]), reference(key, data));
+            }
+        }
+    }
+}
