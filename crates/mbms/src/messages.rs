@@ -586,6 +586,10 @@ impl MskMessageRef<'_> {
             return Err(violation(MSK_MSG, "a solicited pull never sets the V bit"));
         }
         out.clear();
+        if let Some(keys) = write_msk_canonical(self, muk, out) {
+            return Ok(keys);
+        }
+        out.clear();
         let r = self.write(muk, out);
         if r.is_err() {
             out.clear();
@@ -593,6 +597,8 @@ impl MskMessageRef<'_> {
         r
     }
 
+    /// The general writer: the same bytes as the canonical writer, and the
+    /// errors for what does not fit.
     fn write(&self, muk: &PreparedMuk, out: &mut Vec<u8>) -> Result<PskKeys, ProfileError> {
         let mut header = CommonHeader::new(DataType::PSK_INIT, MSK_CSB_ID);
         header.v = self.v;
@@ -724,6 +730,15 @@ impl<'a> MskView<'a> {
     /// Parse and check the profile, without a key, in one pass over the
     /// payloads with no allocation.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ProfileError> {
+        match canonical_msk(bytes) {
+            Some(v) => Ok(v),
+            None => Self::parse_general(bytes),
+        }
+    }
+
+    /// The general reader: every payload order the profile allows, and the
+    /// errors.
+    fn parse_general(bytes: &'a [u8]) -> Result<Self, ProfileError> {
         use mikey::PayloadType as T;
         let s = Scan::of(bytes, MSK_MSG, &[T::T, T::RAND, T::ID, T::KEMAC])?;
         check_header(&s.header, MSK_MSG, DataType::PSK_INIT)?;
@@ -809,25 +824,34 @@ impl<'a> MskView<'a> {
         let keys = PskKeys::derive_prepared(&muk.prf, MSK_CSB_ID, self.rand);
         let auth = HmacSha1Key::new(&keys.auth_key);
         let mac_at = self.bytes.len().saturating_sub(HMAC_SHA1_LEN);
-        let mac = auth.mac(&[&self.bytes[..mac_at]]);
+        let mac = auth.mac_contiguous(&self.bytes[..mac_at]);
         if !crypto::ct_eq(&mac, &self.bytes[mac_at..]) {
             return Err(ProfileError::MacMismatch);
         }
         let data = &self.bytes[self.encr_data.clone()];
-        // The profile's key data is 26 bytes; anything longer that still
-        // verified goes to the heap (and is wiped as well).
-        let mut stack = Zeroizing::new([0u8; 64]);
-        let mut heap = Zeroizing::new(Vec::new());
-        let plain: &mut [u8] = match stack.get_mut(..data.len()) {
-            Some(s) => s,
-            None => {
-                heap.resize(data.len(), 0);
-                &mut heap[..]
-            }
+        // The profile's key data is 26 bytes, decrypted on the stack;
+        // anything longer that still verified goes to the heap. Both are
+        // wiped.
+        let key = if data.len() <= 32 {
+            let mut stack = Zeroizing::new([0u8; 32]);
+            let plain = &mut stack[..data.len()];
+            plain.copy_from_slice(data);
+            self.decrypt_key_data(&keys, plain)?
+        } else {
+            let mut heap = Zeroizing::new(data.to_vec());
+            self.decrypt_key_data(&keys, &mut heap)?
         };
-        plain.copy_from_slice(data);
+        Ok(VerifiedMsk { key, keys, auth })
+    }
+
+    /// Decrypt the KEMAC data in place and check the key data.
+    fn decrypt_key_data(
+        &self,
+        keys: &PskKeys,
+        plain: &mut [u8],
+    ) -> Result<Option<MskKeyData>, ProfileError> {
         if self.encrypted {
-            crypto::aes_cm_apply(&keys, MSK_CSB_ID, u64::from(self.counter), plain);
+            crypto::aes_cm_apply(keys, MSK_CSB_ID, u64::from(self.counter), plain);
         }
         let mut count = 0usize;
         let mut first = None;
@@ -838,7 +862,7 @@ impl<'a> MskView<'a> {
             }
             count += 1;
         }
-        let key = match (first, count, self.is_solicited_pull()) {
+        Ok(match (first, count, self.is_solicited_pull()) {
             (None, _, true) => None,
             (Some(k), 1, false) => Some(MskKeyData::from_key_data(&k)?),
             (_, _, true) => return Err(violation(MSK_MSG, "a solicited pull carries key data")),
@@ -848,8 +872,7 @@ impl<'a> MskView<'a> {
                     format!("{n} key data sub-payloads (expected 1)"),
                 ))
             }
-        };
-        Ok(VerifiedMsk { key, keys, auth })
+        })
     }
 
     /// Build the acknowledgement of this message (`PROFILE.md` section 6)
@@ -963,6 +986,10 @@ fn write_ack(
     out: &mut Vec<u8>,
 ) -> Result<(), ProfileError> {
     out.clear();
+    if write_ack_canonical(csb_id, counter, btid, msk, auth, initiator, out).is_some() {
+        return Ok(());
+    }
+    out.clear();
     let r = write_ack_payloads(csb_id, counter, btid, msk, out)
         .and_then(|w| w.sign_verification(auth, initiator));
     if r.is_err() {
@@ -1004,6 +1031,14 @@ impl<'a> MskAckView<'a> {
     /// Read an acknowledgement (without verifying its MAC) in one pass with
     /// no allocation.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ProfileError> {
+        match canonical_ack(bytes) {
+            Some(v) => Ok(v),
+            None => Self::parse_general(bytes),
+        }
+    }
+
+    /// The general reader (every layout, and the errors).
+    fn parse_general(bytes: &'a [u8]) -> Result<Self, ProfileError> {
         use mikey::PayloadType as T;
         let s = Scan::of(bytes, ACK_MSG, &[T::T, T::ID, T::V])?;
         check_header(&s.header, ACK_MSG, DataType::PSK_RESP)?;
@@ -1116,6 +1151,255 @@ impl MskAck {
         ack.verify(&HmacSha1Key::new(auth_key), initiator.as_ref())?;
         Ok(ack.to_owned())
     }
+}
+
+// ---------------------------------------------------------------------------
+// The canonical encodings, written and recognized directly
+//
+// The MSK message and its acknowledgement have one canonical layout
+// (`PROFILE.md` section 6). Building writes it byte by byte; reading first
+// tries to recognize it byte by byte and, for anything else, falls back to
+// the general reader (the payload walk with every profile check), which
+// gives the error or accepts a valid message laid out otherwise. Whatever
+// the recognizer accepts, the general reader accepts with the same fields
+// (tests: `canonical_and_general_readers_agree`, the proptests of
+// `tests/fast_path.rs`).
+
+use mikey::codes::{ExtType, PayloadType as PT};
+
+/// T payload: next payload, TS type COUNTER, 4-byte value (RFC 3830 6.6).
+const TS_TYPE_COUNTER: u8 = 2;
+/// EXT payload with an MSK Key ID: next, type, length 10, Key ID type,
+/// Key ID length 7, the Key ID (RFC 3830 6.15, RFC 4563).
+const KEY_ID_EXT_LEN: usize = 4 + 3 + MSK_KEY_ID_LEN;
+
+fn put_header(out: &mut Vec<u8>, data_type: DataType, v: bool, csb_id: u32) {
+    // RFC 3830 6.1: version, data type, next payload (T), V || PRF func,
+    // CSB ID, #CS 0, CS ID map type empty (RFC 4563 section 5).
+    out.extend_from_slice(&[
+        mikey::MIKEY_VERSION,
+        data_type.0,
+        PT::T.0,
+        (u8::from(v) << 7) | PrfFunc::MIKEY_1.0,
+    ]);
+    out.extend_from_slice(&csb_id.to_be_bytes());
+    out.extend_from_slice(&[0, CsIdMap::TYPE_EMPTY]);
+}
+
+fn put_counter(out: &mut Vec<u8>, next: PT, counter: u32) {
+    out.extend_from_slice(&[next.0, TS_TYPE_COUNTER]);
+    out.extend_from_slice(&counter.to_be_bytes());
+}
+
+fn put_id(out: &mut Vec<u8>, next: PT, id_type: mikey::IdType, data: &[u8]) {
+    out.extend_from_slice(&[next.0, id_type.0]);
+    out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    out.extend_from_slice(data);
+}
+
+fn put_msk_key_id(out: &mut Vec<u8>, next: PT, msk: &MskName) {
+    out.extend_from_slice(&[
+        next.0,
+        ExtType::KEY_ID.0,
+        0,
+        (3 + MSK_KEY_ID_LEN) as u8,
+        KEY_ID_TYPE_MSK.0,
+        0,
+        MSK_KEY_ID_LEN as u8,
+    ]);
+    out.extend_from_slice(&msk.key_id());
+}
+
+/// The canonical MSK message (`PROFILE.md` section 6). Identifiers longer
+/// than an ID payload holds go to the general writer, which reports them.
+fn write_msk_canonical(
+    m: &MskMessageRef<'_>,
+    muk: &PreparedMuk,
+    out: &mut Vec<u8>,
+) -> Option<PskKeys> {
+    let (idi, idr) = (m.idi.as_bytes(), m.idr.as_bytes());
+    if idi.len() > 0xffff || idr.len() > 0xffff {
+        return None;
+    }
+    put_header(out, DataType::PSK_INIT, m.v, MSK_CSB_ID);
+    put_counter(out, PT::RAND, m.counter);
+    out.extend_from_slice(&[PT::ID.0, RAND_LEN as u8]);
+    out.extend_from_slice(&m.rand);
+    put_id(out, PT::ID, IDI_TYPE, idi);
+    put_id(out, PT::GENERAL_EXT, IDR_TYPE, idr);
+    put_msk_key_id(out, PT::KEMAC, &m.msk);
+    // KEMAC (RFC 3830 6.2): next (last), Encr alg, Encr data len, the key
+    // data sub-payload (6.13: TGK, KV Interval, VF = SEQs, VT = SEQu).
+    let at = out.len();
+    out.extend_from_slice(&[PT::LAST.0, KEMAC_ENCR.0, 0, 0]);
+    if let Some(k) = m.key {
+        let (from, to) = (k.seq_s.to_bytes(), k.seq_u.to_bytes());
+        KeyDataRef {
+            kind: KeyKind::Tgk,
+            key: k.msk.as_bytes(),
+            salt: None,
+            validity: KeyValidity::Interval {
+                from: Cow::Borrowed(&from),
+                to: Cow::Borrowed(&to),
+            },
+        }
+        .emit(PT::LAST.0, out);
+    }
+    let data_len = (out.len() - at - 4) as u16;
+    out[at + 2..at + 4].copy_from_slice(&data_len.to_be_bytes());
+    let keys = PskKeys::derive_prepared(&muk.prf, MSK_CSB_ID, &m.rand);
+    crypto::aes_cm_apply(&keys, MSK_CSB_ID, u64::from(m.counter), &mut out[at + 4..]);
+    // The MAC covers everything up to and including the MAC alg byte
+    // (RFC 3830 5.2, `PROFILE.md` section 6).
+    out.push(MacAlg::HmacSha1_160.code());
+    let mac = HmacSha1Key::new(&keys.auth_key).mac_contiguous(out);
+    out.extend_from_slice(&mac);
+    Some(keys)
+}
+
+/// The canonical acknowledgement; `None` for a B-TID no ID payload holds.
+fn write_ack_canonical(
+    csb_id: u32,
+    counter: u32,
+    btid: &[u8],
+    msk: MskName,
+    auth: &HmacSha1Key,
+    initiator: InitiatorRef<'_>,
+    out: &mut Vec<u8>,
+) -> Option<()> {
+    if btid.len() > 0xffff {
+        return None;
+    }
+    put_header(out, DataType::PSK_RESP, false, csb_id);
+    put_counter(out, PT::ID, counter);
+    put_id(out, PT::GENERAL_EXT, IDR_TYPE, btid);
+    put_msk_key_id(out, PT::V, &msk);
+    out.extend_from_slice(&[PT::LAST.0, MacAlg::HmacSha1_160.code()]);
+    let mac = auth.mac(&[out, initiator.idi, initiator.idr, initiator.t]);
+    out.extend_from_slice(&mac);
+    Some(())
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<usize> {
+    b.get(at..at + 2)
+        .map(|x| usize::from(u16::from_be_bytes([x[0], x[1]])))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    b.get(at..at + 4)
+        .map(|x| u32::from_be_bytes([x[0], x[1], x[2], x[3]]))
+}
+
+/// The common header of a canonical message: returns (V, CSB ID).
+fn canonical_header(b: &[u8], data_type: DataType) -> Option<(bool, u32)> {
+    let h = b.get(..10)?;
+    let ok = h[0] == mikey::MIKEY_VERSION
+        && h[1] == data_type.0
+        && h[2] == PT::T.0
+        && h[3] & 0x7f == PrfFunc::MIKEY_1.0
+        && h[8] == 0
+        && h[9] == CsIdMap::TYPE_EMPTY;
+    ok.then(|| (h[3] & 0x80 != 0, u32_at(h, 4).unwrap_or(0)))
+}
+
+/// An ID payload at `at` with the given next payload and type (`None`: any
+/// type): its data and the offset after it.
+fn canonical_id(
+    b: &[u8],
+    at: usize,
+    next: PT,
+    id_type: Option<mikey::IdType>,
+) -> Option<(&[u8], usize)> {
+    let h = b.get(at..at + 4)?;
+    if h[0] != next.0 || id_type.is_some_and(|t| t.0 != h[1]) {
+        return None;
+    }
+    let end = at + 4 + u16_at(h, 2)?;
+    Some((b.get(at + 4..end)?, end))
+}
+
+/// The EXT payload with one MSK Key ID at `at`.
+fn canonical_msk_key_id(b: &[u8], at: usize, next: PT) -> Option<MskName> {
+    let e = b.get(at..at + KEY_ID_EXT_LEN)?;
+    let ok = e[0] == next.0
+        && e[1] == ExtType::KEY_ID.0
+        && u16_at(e, 2)? == 3 + MSK_KEY_ID_LEN
+        && e[4] == KEY_ID_TYPE_MSK.0
+        && u16_at(e, 5)? == MSK_KEY_ID_LEN;
+    if !ok {
+        return None;
+    }
+    MskName::from_key_id(&e[7..]).ok()
+}
+
+/// Recognize a canonical MSK message; `None` for anything else.
+fn canonical_msk(b: &[u8]) -> Option<MskView<'_>> {
+    let (v, csb_id) = canonical_header(b, DataType::PSK_INIT)?;
+    let t = b.get(10..16)?;
+    if csb_id != MSK_CSB_ID || t[0] != PT::RAND.0 || t[1] != TS_TYPE_COUNTER {
+        return None;
+    }
+    let counter = u32_at(t, 2)?;
+    let r = b.get(16..18 + RAND_LEN)?;
+    if r[0] != PT::ID.0 || usize::from(r[1]) != RAND_LEN {
+        return None;
+    }
+    let rand: &[u8; RAND_LEN] = b.get(18..18 + RAND_LEN)?.try_into().ok()?;
+    let (idi, at) = canonical_id(b, 18 + RAND_LEN, PT::ID, Some(IDI_TYPE))?;
+    let (idr, at) = canonical_id(b, at, PT::GENERAL_EXT, Some(IDR_TYPE))?;
+    let msk = canonical_msk_key_id(b, at, PT::KEMAC)?;
+    let k = at + KEY_ID_EXT_LEN;
+    let h = b.get(k..k + 4)?;
+    let data = k + 4..k + 4 + u16_at(h, 2)?;
+    let encrypted = match EncrAlg(h[1]) {
+        KEMAC_ENCR => true,
+        EncrAlg::NULL if data.is_empty() => false,
+        _ => return None,
+    };
+    let ok = h[0] == PT::LAST.0
+        && b.get(data.end) == Some(&MacAlg::HmacSha1_160.code())
+        && b.len() == data.end + 1 + HMAC_SHA1_LEN
+        && !(msk.msk_id.is_current_request() && v);
+    if !ok {
+        return None;
+    }
+    Some(MskView {
+        bytes: b,
+        idi: core::str::from_utf8(idi).ok()?,
+        idr: core::str::from_utf8(idr).ok()?,
+        counter,
+        t_at: 12,
+        rand,
+        msk,
+        v,
+        encr_data: data,
+        encrypted,
+    })
+}
+
+/// Recognize a canonical acknowledgement; `None` for anything else.
+fn canonical_ack(b: &[u8]) -> Option<MskAckView<'_>> {
+    let (_, csb_id) = canonical_header(b, DataType::PSK_RESP)?;
+    let t = b.get(10..16)?;
+    if t[0] != PT::ID.0 || t[1] != TS_TYPE_COUNTER {
+        return None;
+    }
+    let counter = u32_at(t, 2)?;
+    let (btid, at) = canonical_id(b, 16, PT::GENERAL_EXT, None)?;
+    let msk = canonical_msk_key_id(b, at, PT::V)?;
+    let v = at + KEY_ID_EXT_LEN;
+    let ok = b.get(v..v + 2) == Some(&[PT::LAST.0, MacAlg::HmacSha1_160.code()][..])
+        && b.len() == v + 2 + HMAC_SHA1_LEN;
+    if !ok {
+        return None;
+    }
+    Some(MskAckView {
+        bytes: b,
+        csb_id,
+        counter,
+        btid: core::str::from_utf8(btid).ok()?,
+        msk,
+    })
 }
 
 // ---------------------------------------------------------------------------

@@ -19,9 +19,12 @@ use crate::message::Message;
 use crate::payload::{KeyData, MacAlg, Timestamp};
 use crate::secret::SecretBytes;
 
+use crate::hmac_sha1::{pad_one_block, ONE_BLOCK_TEXT};
 pub use crate::hmac_sha1::{HmacSha1, HmacSha1Key};
 
-type Aes128Ctr = ctr::Ctr128BE<aes::Aes128>;
+/// AES-128 in counter mode; CTR only ever encrypts, so only the encryption
+/// key schedule is computed.
+type Aes128Ctr = ctr::Ctr128BE<aes::Aes128Enc>;
 
 /// Size of one PRF input-key piece: 256 bits (RFC 3830 4.1.2).
 const PRF_PIECE: usize = 32;
@@ -71,17 +74,8 @@ impl Prf {
             // A_0 = label; A_i = HMAC(s, A_{i-1}).
             let mut a = [0u8; HMAC_SHA1_LEN];
             for (i, chunk) in out.chunks_mut(HMAC_SHA1_LEN).enumerate() {
-                let mut m = s.start();
-                if i == 0 {
-                    label.iter().for_each(|p| m.update(p));
-                } else {
-                    m.update(&a);
-                }
-                a = m.finalize();
-                let mut m = s.start();
-                m.update(&a);
-                label.iter().for_each(|p| m.update(p));
-                let mut block = m.finalize();
+                a = if i == 0 { s.mac(label) } else { s.mac(&[&a]) };
+                let mut block = s.mac_with_prefix(&a, label);
                 for (o, b) in chunk.iter_mut().zip(block.iter()) {
                     *o ^= *b;
                 }
@@ -141,7 +135,8 @@ impl PskKeys {
     }
 
     /// Derive the three keys with the PRF of the pre-shared key prepared
-    /// once ([`Prf::new`]): six HMACs of one block each for a 32-byte key.
+    /// once ([`Prf::new`]): six HMACs of one block each for a key of at
+    /// most 32 bytes.
     pub fn derive_prepared(prf: &Prf, csb_id: u32, rand: &[u8]) -> Self {
         let cs_id = [codes::PSK_CS_ID];
         let csb = csb_id.to_be_bytes();
@@ -150,6 +145,49 @@ impl PskKeys {
             auth_key: [0; AUTH_KEY_LEN],
             salt_key: [0; SALT_KEY_LEN],
         };
+        let label_len = 4 + 1 + 4 + rand.len();
+        if let [s] = prf.pieces.as_slice() {
+            if HMAC_SHA1_LEN + label_len <= ONE_BLOCK_TEXT {
+                // One piece, one PRF block per key (every key is at most 20
+                // bytes), every HMAC text one SHA-1 block: lay the blocks
+                // out once, and run the three keys' HMACs side by side
+                // (they are independent).
+                let constants = [
+                    codes::psk_constant::ENCR,
+                    codes::psk_constant::AUTH,
+                    codes::psk_constant::SALT,
+                ];
+                let mut b1 = [0u8; 64];
+                b1[4] = codes::PSK_CS_ID;
+                b1[5..9].copy_from_slice(&csb);
+                b1[9..label_len].copy_from_slice(rand);
+                let mut b2 = [0u8; 64];
+                b2[HMAC_SHA1_LEN..HMAC_SHA1_LEN + label_len].copy_from_slice(&b1[..label_len]);
+                pad_one_block(&mut b1, label_len);
+                pad_one_block(&mut b2, HMAC_SHA1_LEN + label_len);
+                let mut b1s = [b1; 3];
+                let mut b2s = [b2; 3];
+                for ((x, y), c) in b1s.iter_mut().zip(b2s.iter_mut()).zip(constants) {
+                    x[..4].copy_from_slice(&c.to_be_bytes());
+                    y[HMAC_SHA1_LEN..HMAC_SHA1_LEN + 4].copy_from_slice(&c.to_be_bytes());
+                }
+                // A_1 = HMAC(s, label); block = HMAC(s, A_1 || label).
+                let mut a1 = s.mac_one_block_n(&b1s);
+                for (y, a) in b2s.iter_mut().zip(&a1) {
+                    y[..HMAC_SHA1_LEN].copy_from_slice(a);
+                }
+                let mut blocks = s.mac_one_block_n(&b2s);
+                k.encr_key.copy_from_slice(&blocks[0][..ENCR_KEY_LEN]);
+                k.auth_key.copy_from_slice(&blocks[1][..AUTH_KEY_LEN]);
+                k.salt_key.copy_from_slice(&blocks[2][..SALT_KEY_LEN]);
+                blocks.zeroize();
+                a1.zeroize();
+                for y in b2s.iter_mut() {
+                    y[..HMAC_SHA1_LEN].zeroize();
+                }
+                return k;
+            }
+        }
         let one = |constant: u32, out: &mut [u8]| {
             prf.derive_parts_into(&[&constant.to_be_bytes(), &cs_id, &csb, rand], out);
         };
@@ -476,6 +514,24 @@ mod tests {
             .unwrap()
     }
 
+    /// The one-block fast path of `derive_prepared` and the general PRF
+    /// agree for every key length and RAND length around its limits.
+    #[test]
+    fn psk_keys_equal_the_general_prf() {
+        let bytes: Vec<u8> = (0..100u8).map(|i| i.wrapping_mul(29) ^ 0x5a).collect();
+        for key_len in [0, 1, 16, 20, 32, 33, 64, 65] {
+            for rand_len in [0, 8, 16, 26, 27, 40] {
+                let (psk, rand) = (&bytes[..key_len], &bytes[30..30 + rand_len]);
+                let k = PskKeys::derive(psk, 0x0102_0304, rand);
+                let p =
+                    |c: u32, len: usize| prf(psk, &prf_label(c, PSK_CS_ID, 0x0102_0304, rand), len);
+                assert_eq!(&k.encr_key[..], p(psk_constant::ENCR, 16).expose());
+                assert_eq!(&k.auth_key[..], p(psk_constant::AUTH, 20).expose());
+                assert_eq!(&k.salt_key[..], p(psk_constant::SALT, 14).expose());
+            }
+        }
+    }
+
     #[test]
     fn iv_follows_rfc3830_4_2_3() {
         let salt = [0xffu8; 14];
@@ -565,7 +621,8 @@ mod tests {
         );
         // The MAC is the last 20 bytes, over everything before it plus the fields.
         let b = ack.bytes();
-        let mut m = HmacSha1Key::new(&opened.keys.auth_key).start();
+        let auth = HmacSha1Key::new(&opened.keys.auth_key);
+        let mut m = auth.start();
         m.update(&b[..b.len() - 20]);
         m.update(b"bmsc.home1.net");
         m.update(b"btid@bsf.home1.net");
@@ -578,7 +635,8 @@ mod tests {
         let p = msk_message(EncrAlg::AES_CM_128, &[msk()]);
         let b = p.bytes();
         let keys = PskKeys::derive(&MUK, 0, &[0x33; 16]);
-        let mut m = HmacSha1Key::new(&keys.auth_key).start();
+        let auth = HmacSha1Key::new(&keys.auth_key);
+        let mut m = auth.start();
         m.update(&b[..b.len() - 20]);
         assert_eq!(&m.finalize()[..], &b[b.len() - 20..]);
         assert_eq!(b[b.len() - 21], 1, "MAC alg byte HMAC-SHA-1-160");

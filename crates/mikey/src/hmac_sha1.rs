@@ -8,6 +8,12 @@
 //! (40 bytes, zeroized on drop); a MAC over a short text (at most 55 bytes,
 //! such as every block of the MIKEY PRF) then costs two compressions.
 //! Nothing here allocates.
+//!
+//! What is wiped: the key-equivalent states (in [`HmacSha1Key`]) and the
+//! pad blocks that held key bytes. The working states after a compression
+//! and the text buffers are not (as in the RustCrypto `hmac` crate): the
+//! compression function is one-way, and the texts MIKEY MACs are the
+//! message on the wire and the PRF labels; the PRF wipes its own outputs.
 
 use sha1::digest::generic_array::GenericArray;
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -53,12 +59,12 @@ fn sha1_long_key(key: &[u8]) -> [u8; HMAC_SHA1_LEN] {
         total: 0,
     };
     h.update(key);
-    h.finish()
+    h.finish();
+    digest_bytes(&h.state)
 }
 
 /// A streaming SHA-1 from a given state; `total` counts every byte hashed
 /// into the state, the `K XOR ipad` block included.
-#[derive(Zeroize, ZeroizeOnDrop)]
 struct Sha1Stream {
     state: [u32; 5],
     buf: [u8; BLOCK],
@@ -89,8 +95,9 @@ impl Sha1Stream {
         self.buf_len = rest.len();
     }
 
-    /// Pad (FIPS 180-4 5.1.1) and return the digest.
-    fn finish(&mut self) -> [u8; HMAC_SHA1_LEN] {
+    /// Pad (FIPS 180-4 5.1.1) and compress the last block(s); the digest
+    /// is then `state`.
+    fn finish(&mut self) {
         let bits = self.total.wrapping_mul(8);
         let n = self.buf_len;
         self.buf[n] = 0x80;
@@ -101,8 +108,17 @@ impl Sha1Stream {
         }
         self.buf[BLOCK - LEN_FIELD..].copy_from_slice(&bits.to_be_bytes());
         compress(&mut self.state, &self.buf);
-        digest_bytes(&self.state)
     }
+}
+
+/// The longest text an HMAC inner hash takes in one block.
+pub(crate) const ONE_BLOCK_TEXT: usize = BLOCK - LEN_FIELD - 1;
+
+/// Pad `block`, whose first `len` bytes (at most [`ONE_BLOCK_TEXT`]) are
+/// the text and the rest zeros, as the single block of an HMAC inner hash.
+pub(crate) fn pad_one_block(block: &mut [u8; BLOCK], len: usize) {
+    block[len] = 0x80;
+    block[BLOCK - LEN_FIELD..].copy_from_slice(&(((BLOCK + len) as u64) * 8).to_be_bytes());
 }
 
 /// An HMAC-SHA-1 key with its inner and outer compression states computed
@@ -115,34 +131,33 @@ pub struct HmacSha1Key {
 
 impl HmacSha1Key {
     /// Compute the key schedule for `key` (any length; keys longer than 64
-    /// bytes are hashed first, RFC 2104 section 2).
+    /// bytes are hashed first, RFC 2104 section 2): two compressions.
     pub fn new(key: &[u8]) -> Self {
-        let mut k = [0u8; BLOCK];
         if key.len() > BLOCK {
             let mut d = sha1_long_key(key);
-            k[..HMAC_SHA1_LEN].copy_from_slice(&d);
+            let k = Self::new(&d);
             d.zeroize();
-        } else {
-            k[..key.len()].copy_from_slice(key);
+            return k;
         }
-        let mut pad = [0u8; BLOCK];
+        // K XOR ipad, then turned into K XOR opad in place; only the bytes
+        // that held key material need wiping afterwards.
+        let mut pad = [0x36u8; BLOCK];
+        for (p, b) in pad.iter_mut().zip(key) {
+            *p ^= b;
+        }
         let mut inner = IV;
-        let mut outer = IV;
-        for (p, b) in pad.iter_mut().zip(&k) {
-            *p = b ^ 0x36;
-        }
         compress(&mut inner, &pad);
-        for (p, b) in pad.iter_mut().zip(&k) {
-            *p = b ^ 0x5c;
+        for p in pad.iter_mut() {
+            *p ^= 0x36 ^ 0x5c;
         }
+        let mut outer = IV;
         compress(&mut outer, &pad);
-        pad.zeroize();
-        k.zeroize();
+        pad[..key.len()].zeroize();
         HmacSha1Key { inner, outer }
     }
 
     /// Start a MAC computation.
-    pub fn start(&self) -> HmacSha1 {
+    pub fn start(&self) -> HmacSha1<'_> {
         HmacSha1 {
             inner: Sha1Stream {
                 state: self.inner,
@@ -150,17 +165,112 @@ impl HmacSha1Key {
                 buf_len: 0,
                 total: BLOCK as u64,
             },
-            outer: self.outer,
+            key: self,
         }
     }
 
-    /// HMAC-SHA-1 of the concatenation of `parts`.
+    /// HMAC-SHA-1 of the concatenation of `parts`. A text of at most 55
+    /// bytes is one block: two compressions and no buffering.
     pub fn mac(&self, parts: &[&[u8]]) -> [u8; HMAC_SHA1_LEN] {
+        self.mac_with_prefix(&[], parts)
+    }
+
+    /// HMAC-SHA-1 of `prefix` followed by the concatenation of `parts`.
+    pub fn mac_with_prefix(&self, prefix: &[u8], parts: &[&[u8]]) -> [u8; HMAC_SHA1_LEN] {
+        let len = prefix.len() + parts.iter().map(|p| p.len()).sum::<usize>();
+        if len <= ONE_BLOCK_TEXT {
+            let mut block = [0u8; BLOCK];
+            let mut n = 0;
+            for p in core::iter::once(&prefix).chain(parts) {
+                block[n..n + p.len()].copy_from_slice(p);
+                n += p.len();
+            }
+            pad_one_block(&mut block, n);
+            return self.mac_one_block(&block);
+        }
         let mut m = self.start();
+        m.update(prefix);
         for p in parts {
             m.update(p);
         }
         m.finalize()
+    }
+
+    /// HMAC-SHA-1 of one contiguous text: its full blocks are compressed
+    /// where they are, only the tail is copied.
+    pub fn mac_contiguous(&self, text: &[u8]) -> [u8; HMAC_SHA1_LEN] {
+        let mut state = self.inner;
+        let mut blocks = text.chunks_exact(BLOCK);
+        for b in &mut blocks {
+            compress(&mut state, b);
+        }
+        let tail = blocks.remainder();
+        let mut block = [0u8; BLOCK];
+        block[..tail.len()].copy_from_slice(tail);
+        block[tail.len()] = 0x80;
+        let bits = ((BLOCK + text.len()) as u64).wrapping_mul(8).to_be_bytes();
+        if tail.len() >= BLOCK - LEN_FIELD {
+            compress(&mut state, &block);
+            block = [0u8; BLOCK];
+        }
+        block[BLOCK - LEN_FIELD..].copy_from_slice(&bits);
+        compress(&mut state, &block);
+        self.outer_hash(&state)
+    }
+
+    /// HMAC-SHA-1 of a text of `len` bytes (at most 55) already laid out in
+    /// `block` and padded with [`pad_one_block`]: two compressions.
+    pub(crate) fn mac_one_block(&self, block: &[u8; BLOCK]) -> [u8; HMAC_SHA1_LEN] {
+        let mut state = self.inner;
+        compress(&mut state, block);
+        self.outer_hash(&state)
+    }
+
+    /// [`Self::mac_one_block`] of `N` independent texts, stage by stage (the
+    /// `N` inner compressions, then the `N` outer ones), so that the
+    /// processor overlaps the independent compressions instead of waiting
+    /// on each chain in turn.
+    pub(crate) fn mac_one_block_n<const N: usize>(
+        &self,
+        blocks: &[[u8; BLOCK]; N],
+    ) -> [[u8; HMAC_SHA1_LEN]; N] {
+        let mut inner = [self.inner; N];
+        for (s, b) in inner.iter_mut().zip(blocks) {
+            compress(s, b);
+        }
+        let mut outer_blocks = [[0u8; BLOCK]; N];
+        for (ob, s) in outer_blocks.iter_mut().zip(&inner) {
+            *ob = Self::outer_block(s);
+        }
+        let mut outer = [self.outer; N];
+        for (s, b) in outer.iter_mut().zip(&outer_blocks) {
+            compress(s, b);
+        }
+        let mut out = [[0u8; HMAC_SHA1_LEN]; N];
+        for (o, s) in out.iter_mut().zip(&outer) {
+            *o = digest_bytes(s);
+        }
+        out
+    }
+
+    /// The block of the outer hash: the inner digest, padded.
+    fn outer_block(inner: &[u32; 5]) -> [u8; BLOCK] {
+        let mut block = [0u8; BLOCK];
+        for (o, w) in block.chunks_exact_mut(4).zip(inner) {
+            o.copy_from_slice(&w.to_be_bytes());
+        }
+        block[HMAC_SHA1_LEN] = 0x80;
+        block[BLOCK - LEN_FIELD..]
+            .copy_from_slice(&(((BLOCK + HMAC_SHA1_LEN) as u64) * 8).to_be_bytes());
+        block
+    }
+
+    /// The outer hash: H(K XOR opad || inner digest), one block.
+    fn outer_hash(&self, inner: &[u32; 5]) -> [u8; HMAC_SHA1_LEN] {
+        let block = Self::outer_block(inner);
+        let mut state = self.outer;
+        compress(&mut state, &block);
+        digest_bytes(&state)
     }
 }
 
@@ -170,14 +280,13 @@ impl core::fmt::Debug for HmacSha1Key {
     }
 }
 
-/// One HMAC-SHA-1 computation in progress (zeroized on drop).
-#[derive(Zeroize, ZeroizeOnDrop)]
-pub struct HmacSha1 {
+/// One HMAC-SHA-1 computation in progress ([`HmacSha1Key::start`]).
+pub struct HmacSha1<'k> {
     inner: Sha1Stream,
-    outer: [u32; 5],
+    key: &'k HmacSha1Key,
 }
 
-impl HmacSha1 {
+impl HmacSha1<'_> {
     /// Feed more text.
     pub fn update(&mut self, data: &[u8]) {
         self.inner.update(data);
@@ -185,24 +294,12 @@ impl HmacSha1 {
 
     /// The 20-byte MAC.
     pub fn finalize(mut self) -> [u8; HMAC_SHA1_LEN] {
-        let mut d = self.inner.finish();
-        // The outer hash: H(K XOR opad || inner digest), one block.
-        let mut block = [0u8; BLOCK];
-        block[..HMAC_SHA1_LEN].copy_from_slice(&d);
-        block[HMAC_SHA1_LEN] = 0x80;
-        block[BLOCK - LEN_FIELD..]
-            .copy_from_slice(&(((BLOCK + HMAC_SHA1_LEN) as u64) * 8).to_be_bytes());
-        let mut state = self.outer;
-        compress(&mut state, &block);
-        d.zeroize();
-        block.zeroize();
-        let out = digest_bytes(&state);
-        state.zeroize();
-        out
+        self.inner.finish();
+        self.key.outer_hash(&self.inner.state)
     }
 }
 
-impl core::fmt::Debug for HmacSha1 {
+impl core::fmt::Debug for HmacSha1<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str("HmacSha1(<redacted>)")
     }
@@ -265,6 +362,15 @@ mod tests {
                     "key {key_len} len {len}"
                 );
                 assert_eq!(k.mac(&[data]), reference(key, data));
+                assert_eq!(k.mac_contiguous(data), reference(key, data));
+                let parts: [&[u8]; 2] = [
+                    &data[cut..cut + (len - cut) / 2],
+                    &data[cut + (len - cut) / 2..],
+                ];
+                assert_eq!(
+                    k.mac_with_prefix(&data[..cut], &parts),
+                    reference(key, data)
+                );
             }
         }
     }

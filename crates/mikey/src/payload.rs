@@ -886,8 +886,9 @@ impl<'a> KeyDataRef<'a> {
     }
 
     /// Append the encoding with `next` as the next-payload value (the
-    /// sub-payload must have passed [`KeyDataRef::validate`]).
-    pub(crate) fn emit(&self, next: u8, out: &mut Vec<u8>) {
+    /// sub-payload must have passed [`KeyDataRef::validate`]: lengths that
+    /// do not fit are cut to 8 or 16 bits).
+    pub fn emit(&self, next: u8, out: &mut Vec<u8>) {
         out.push(next);
         out.push((self.type_code() << 4) | self.validity.kv_type());
         put_u16(out, self.key.len() as u16);

@@ -207,7 +207,7 @@ impl<'o> MessageWriter<'o> {
             crypto::aes_cm_apply(keys, self.csb_id, t, &mut self.out[data_at..]);
         }
         self.out.push(MacAlg::HmacSha1_160.code());
-        let mac = HmacSha1Key::new(&keys.auth_key).mac(&[&self.out[self.start..]]);
+        let mac = HmacSha1Key::new(&keys.auth_key).mac_contiguous(&self.out[self.start..]);
         self.out.extend_from_slice(&mac);
         Ok(Written {
             range: self.start..self.out.len(),
