@@ -255,13 +255,17 @@ impl HmacSha1Key {
 
     /// The block of the outer hash: the inner digest, padded.
     fn outer_block(inner: &[u32; 5]) -> [u8; BLOCK] {
+        // Written as whole 16-byte lanes, as the compression reads them.
+        let lane0 = (u128::from(inner[0]) << 96)
+            | (u128::from(inner[1]) << 64)
+            | (u128::from(inner[2]) << 32)
+            | u128::from(inner[3]);
+        let lane1 = (u128::from(inner[4]) << 96) | (0x80 << 88);
+        let lane3 = ((BLOCK + HMAC_SHA1_LEN) as u128) * 8;
         let mut block = [0u8; BLOCK];
-        for (o, w) in block.chunks_exact_mut(4).zip(inner) {
-            o.copy_from_slice(&w.to_be_bytes());
-        }
-        block[HMAC_SHA1_LEN] = 0x80;
-        block[BLOCK - LEN_FIELD..]
-            .copy_from_slice(&(((BLOCK + HMAC_SHA1_LEN) as u64) * 8).to_be_bytes());
+        block[..16].copy_from_slice(&lane0.to_be_bytes());
+        block[16..32].copy_from_slice(&lane1.to_be_bytes());
+        block[48..].copy_from_slice(&lane3.to_be_bytes());
         block
     }
 
