@@ -1627,6 +1627,81 @@ impl<'a> MtkEnvelope<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// A canonical MSK message and its acknowledgement from arbitrary
+    /// fields.
+    fn canonical_pair(idr: &str, counter: u32, number: u16, v: bool) -> (Vec<u8>, Vec<u8>) {
+        let muk = PreparedMuk::new(&muk());
+        let key = MskKeyData {
+            msk: Msk::from_bytes([0x11; 16]),
+            seq_s: MtkId::new(1),
+            seq_u: MtkId::new(9),
+        };
+        let m = MskMessageRef {
+            idi: "bmsc.home1.net",
+            idr,
+            counter,
+            rand: [counter as u8; 16],
+            msk: name(number),
+            v: v && number != 0,
+            key: (number != 0).then_some(&key),
+        };
+        let mut msg = Vec::new();
+        m.build_into(&muk, &mut msg).unwrap();
+        let opened = MskView::parse(&msg).unwrap().open(&muk).unwrap();
+        let mut ack = Vec::new();
+        MskView::parse(&msg)
+            .unwrap()
+            .ack_into(&opened, &mut ack)
+            .unwrap();
+        (msg, ack)
+    }
+
+    fn mutate(mut b: Vec<u8>, edits: &[(usize, u8, u8)]) -> Vec<u8> {
+        for &(at, value, how) in edits {
+            if b.is_empty() {
+                break;
+            }
+            let at = at % b.len();
+            match how % 4 {
+                0 | 1 => b[at] = value,
+                2 => b.truncate(at),
+                _ => b.insert(at, value),
+            }
+        }
+        b
+    }
+
+    proptest! {
+        /// Whatever the canonical recognizer accepts, the general reader
+        /// accepts with the same fields; everything else the general reader
+        /// decides: `parse` and `parse_general` always give the same answer,
+        /// for canonical messages and for damaged ones.
+        #[test]
+        fn canonical_and_general_readers_agree(
+            idr in "[A-Za-z0-9@.]{0,50}",
+            counter in any::<u32>(),
+            number in 0u16..3,
+            v in any::<bool>(),
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 0..4),
+        ) {
+            let (msg, ack) = canonical_pair(&idr, counter, number, v);
+            prop_assert!(canonical_msk(&msg).is_some());
+            prop_assert!(canonical_ack(&ack).is_some());
+            for (b, is_ack) in [(mutate(msg, &edits), false), (mutate(ack, &edits), true)] {
+                if is_ack {
+                    let fast = MskAckView::parse(&b);
+                    let general = MskAckView::parse_general(&b);
+                    prop_assert_eq!(format!("{fast:?}"), format!("{general:?}"));
+                } else {
+                    let fast = MskView::parse(&b);
+                    let general = MskView::parse_general(&b);
+                    prop_assert_eq!(format!("{fast:?}"), format!("{general:?}"));
+                }
+            }
+        }
+    }
 
     fn muk() -> Muk {
         Muk::from_bytes([0x4d; 32])
