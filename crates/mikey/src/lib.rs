@@ -10,11 +10,17 @@
 //!   It never panics, and `parse(b)?.to_bytes() == b` for every `b` it accepts.
 //! * [`Message::new`] and [`MessageBuilder`] build messages whose lengths,
 //!   next-payload fields and MACs are computed, never set by hand.
+//! * [`MessageWriter`] writes a message straight into a caller's buffer and
+//!   protects it in place, allocating nothing ([`MessageBuilder`] is a
+//!   wrapper over it); [`Message::walk`] and [`KeyDataRef::parse_list`]
+//!   read payload by payload without allocating.
 //! * [`crypto`]: the MIKEY-1 PRF (correct for input keys of any length,
 //!   32 bytes included), key derivation from a pre-shared key and from a TGK,
 //!   KEMAC protection (AES-CM-128 or NULL, HMAC-SHA-1-160) and the
 //!   verification message MAC. MACs are compared in constant time; keys are
-//!   zeroized on drop.
+//!   zeroized on drop. [`crypto::Prf`] and [`HmacSha1Key`] keep a key's HMAC
+//!   state (RFC 2104 section 4) so that it is computed once per key, not
+//!   once per message.
 //!
 //! ```
 //! use mikey::*;
