@@ -853,6 +853,20 @@ impl<'a> MskView<'a> {
         if self.encrypted {
             crypto::aes_cm_apply(keys, MSK_CSB_ID, u64::from(self.counter), plain);
         }
+        // The canonical key data sub-payload (RFC 3830 6.13): next payload
+        // 0, TGK with KV Interval, key length 16, the MSK, VF and VT of 2
+        // bytes each; anything else goes through the general reader.
+        if let ([0, 0x02, 0, 16, msk @ .., 2, s0, s1, 2, u0, u1], false) =
+            (&*plain, self.is_solicited_pull())
+        {
+            if let Ok(msk) = Msk::from_slice(msk) {
+                return Ok(Some(MskKeyData {
+                    msk,
+                    seq_s: MtkId::new(u16::from_be_bytes([*s0, *s1])),
+                    seq_u: MtkId::new(u16::from_be_bytes([*u0, *u1])),
+                }));
+            }
+        }
         let mut count = 0usize;
         let mut first = None;
         for kd in KeyDataRef::parse_list(plain, self.encr_data.start) {
