@@ -196,9 +196,15 @@ impl MessageBuilder {
         // parse(emit(x)) == x: the message is the header, the payloads and
         // the computed last payload, read back from the bytes (a failure
         // would be an encoder bug, reported as such).
-        let message = Message::parse(&bytes)
-            .map_err(|_| CryptoError::EncodingMismatch)?
-            .into_owned();
+        let computed = Message::walk(&bytes)
+            .ok()
+            .and_then(|(_, walk)| walk.last())
+            .and_then(Result::ok)
+            .map(|(_, p)| p.into_owned())
+            .ok_or(CryptoError::EncodingMismatch)?;
+        let mut payloads = self.payloads;
+        payloads.push(computed);
+        let message = Message::new(self.header, payloads)?;
         Ok(Protected { message, bytes })
     }
 }
