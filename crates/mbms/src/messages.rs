@@ -10,11 +10,15 @@
 //! counter without any key; `open` verifies the MAC with the key and only then
 //! decrypts.
 
-use mikey::crypto::{self, InitiatorFields, PskKeys};
+use std::borrow::Cow;
+
+use mikey::crypto::{self, HmacSha1Key, InitiatorFields, InitiatorRef, Prf, PskKeys};
 use mikey::{
-    CsIdMap, DataType, EncrAlg, GeneralExtension, KeyData, KeyKind, KeyValidity, MacAlg, Message,
-    MessageBuilder, Payload, PrfFunc, SecretBytes, SrtpIdEntry, SrtpPolicy, Timestamp,
+    CommonHeader, CryptoError, CsIdMap, DataType, EncrAlg, GeneralExtension, Kemac, KeyDataRef,
+    KeyIdInfo, KeyKind, KeyValidity, MacAlg, Message, MessageWriter, Payload, PrfFunc, SrtpIdEntry,
+    SrtpPolicy, Timestamp, HMAC_SHA1_LEN,
 };
+use zeroize::Zeroizing;
 
 use crate::ids::{KeyDomainId, MskId, MskName, MtkId, MukId};
 use crate::keys::{Msk, Mtk, MtkKey, MtkSalt, Muk};
@@ -77,11 +81,17 @@ pub enum MessageKind {
 
 /// Classify a message without checking it further.
 pub fn classify(bytes: &[u8]) -> Result<MessageKind, ProfileError> {
-    let m = Message::parse(bytes)?;
-    if m.header().data_type == DataType::PSK_RESP {
+    let (header, walk) = Message::walk(bytes)?;
+    let mut mtk = false;
+    for item in walk {
+        if let (_, Payload::GeneralExtension(GeneralExtension::KeyId(k))) = item? {
+            mtk |= k.key_id_type == KEY_ID_TYPE_MTK;
+        }
+    }
+    if header.data_type == DataType::PSK_RESP {
         return Ok(MessageKind::Ack);
     }
-    if m.key_ids().any(|k| k.key_id_type == KEY_ID_TYPE_MTK) {
+    if mtk {
         Ok(MessageKind::Mtk)
     } else {
         Ok(MessageKind::Msk)
@@ -89,14 +99,75 @@ pub fn classify(bytes: &[u8]) -> Result<MessageKind, ProfileError> {
 }
 
 // ---------------------------------------------------------------------------
+// Prepared keys
+
+/// A MUK with the HMAC key schedule of the MIKEY PRF computed once (RFC 3830
+/// 4.1.2 keyed with the MUK; RFC 2104 section 4): every MSK message to or
+/// from this MUK then derives its three keys with six one-block HMACs and
+/// no key setup. Build it when the MUK is stored or loaded, keep it as long
+/// as the MUK. The states are zeroized on drop; `Debug` shows nothing.
+#[derive(Clone)]
+pub struct PreparedMuk {
+    prf: Prf,
+}
+
+impl PreparedMuk {
+    /// Prepare `muk`.
+    pub fn new(muk: &Muk) -> Self {
+        PreparedMuk {
+            prf: Prf::new(muk.as_bytes()),
+        }
+    }
+}
+
+impl From<&Muk> for PreparedMuk {
+    fn from(muk: &Muk) -> Self {
+        Self::new(muk)
+    }
+}
+
+impl core::fmt::Debug for PreparedMuk {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("PreparedMuk(<redacted>)")
+    }
+}
+
+/// An MSK with the HMAC key schedule of the MIKEY PRF computed once, for the
+/// MTK messages it protects (as [`PreparedMuk`] for the MUK).
+#[derive(Clone)]
+pub struct PreparedMsk {
+    prf: Prf,
+}
+
+impl PreparedMsk {
+    /// Prepare `msk`.
+    pub fn new(msk: &Msk) -> Self {
+        PreparedMsk {
+            prf: Prf::new(msk.as_bytes()),
+        }
+    }
+}
+
+impl From<&Msk> for PreparedMsk {
+    fn from(msk: &Msk) -> Self {
+        Self::new(msk)
+    }
+}
+
+impl core::fmt::Debug for PreparedMsk {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("PreparedMsk(<redacted>)")
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Common checks
 
 fn check_header(
-    m: &Message<'_>,
+    h: &CommonHeader,
     what: &'static str,
     data_type: DataType,
 ) -> Result<(), ProfileError> {
-    let h = m.header();
     if h.data_type != data_type {
         return Err(violation(
             what,
@@ -112,13 +183,31 @@ fn check_header(
     Ok(())
 }
 
-fn check_empty_map(m: &Message<'_>, what: &'static str) -> Result<(), ProfileError> {
-    match m.header().cs_id_map {
+fn check_empty_map(h: &CommonHeader, what: &'static str) -> Result<(), ProfileError> {
+    match h.cs_id_map {
         CsIdMap::Empty { cs_count: 0 } => Ok(()),
         ref other => Err(violation(
             what,
             format!("CS ID map {other:?} (expected the empty map with #CS 0)"),
         )),
+    }
+}
+
+/// The counter of the single T payload (COUNTER), from the number of T
+/// payloads and the first one.
+fn single_counter(
+    count: usize,
+    first: Option<&Timestamp>,
+    what: &'static str,
+) -> Result<u32, ProfileError> {
+    match (first, count) {
+        (Some(Timestamp::Counter(c)), 1) => Ok(*c),
+        (Some(t), 1) => Err(violation(
+            what,
+            format!("timestamp type {} (expected COUNTER)", t.type_name()),
+        )),
+        (None, _) => Err(violation(what, "no T payload")),
+        _ => Err(violation(what, "more than one T payload")),
     }
 }
 
@@ -128,19 +217,15 @@ fn counter_of(m: &Message<'_>, what: &'static str) -> Result<u32, ProfileError> 
         Payload::Timestamp(t) => Some(t),
         _ => None,
     });
-    match (ts.next(), ts.next()) {
-        (Some(Timestamp::Counter(c)), None) => Ok(*c),
-        (Some(t), None) => Err(violation(
-            what,
-            format!("timestamp type {} (expected COUNTER)", t.type_name()),
-        )),
-        (None, _) => Err(violation(what, "no T payload")),
-        _ => Err(violation(what, "more than one T payload")),
-    }
+    let first = ts.next();
+    single_counter(first.map_or(0, |_| 1 + ts.count()), first, what)
 }
 
-fn rand_of(m: &Message<'_>, what: &'static str) -> Result<[u8; RAND_LEN], ProfileError> {
-    let r = m.rand().ok_or_else(|| violation(what, "no RAND payload"))?;
+fn rand_array<'a>(
+    r: Option<&'a [u8]>,
+    what: &'static str,
+) -> Result<&'a [u8; RAND_LEN], ProfileError> {
+    let r = r.ok_or_else(|| violation(what, "no RAND payload"))?;
     r.try_into().map_err(|_| {
         violation(
             what,
@@ -149,35 +234,77 @@ fn rand_of(m: &Message<'_>, what: &'static str) -> Result<[u8; RAND_LEN], Profil
     })
 }
 
+/// The MSK Key ID and, if present, the MTK Key ID of the EXT payloads, fed
+/// one at a time; General Extensions of other types are skipped. The first
+/// problem is kept and reported by [`KeyIdScan::finish`].
+#[derive(Default)]
+struct KeyIdScan {
+    msk: Option<MskName>,
+    mtk: Option<MtkId>,
+    problem: Option<ProfileError>,
+}
+
+impl KeyIdScan {
+    fn add(&mut self, k: &KeyIdInfo<'_>, what: &'static str) {
+        if self.problem.is_none() {
+            if let Err(e) = self.try_add(k, what) {
+                self.problem = Some(e);
+            }
+        }
+    }
+
+    fn try_add(&mut self, k: &KeyIdInfo<'_>, what: &'static str) -> Result<(), ProfileError> {
+        if k.key_id_type == KEY_ID_TYPE_MSK {
+            if self.msk.is_some() {
+                return Err(violation(what, "two MSK Key IDs"));
+            }
+            self.msk =
+                Some(MskName::from_key_id(&k.key_id).map_err(|e| violation(what, e.to_string()))?);
+        } else if k.key_id_type == KEY_ID_TYPE_MTK {
+            if self.mtk.is_some() {
+                return Err(violation(what, "two MTK Key IDs"));
+            }
+            self.mtk =
+                Some(MtkId::from_slice(&k.key_id).map_err(|e| violation(what, e.to_string()))?);
+        } else {
+            return Err(violation(what, format!("Key ID type {}", k.key_id_type.0)));
+        }
+        Ok(())
+    }
+
+    fn finish(self, what: &'static str) -> Result<(MskName, Option<MtkId>), ProfileError> {
+        if let Some(e) = self.problem {
+            return Err(e);
+        }
+        Ok((
+            self.msk.ok_or_else(|| violation(what, "no MSK Key ID"))?,
+            self.mtk,
+        ))
+    }
+}
+
 /// The MSK Key ID and, if present, the MTK Key ID of the EXT payloads;
 /// General Extensions of other types are skipped.
 fn key_ids_of(
     m: &Message<'_>,
     what: &'static str,
 ) -> Result<(MskName, Option<MtkId>), ProfileError> {
-    let mut msk = None;
-    let mut mtk = None;
-    for e in m.extensions() {
-        if let GeneralExtension::KeyId(k) = e {
-            if k.key_id_type == KEY_ID_TYPE_MSK {
-                if msk.is_some() {
-                    return Err(violation(what, "two MSK Key IDs"));
-                }
-                msk = Some(
-                    MskName::from_key_id(&k.key_id).map_err(|e| violation(what, e.to_string()))?,
-                );
-            } else if k.key_id_type == KEY_ID_TYPE_MTK {
-                if mtk.is_some() {
-                    return Err(violation(what, "two MTK Key IDs"));
-                }
-                mtk =
-                    Some(MtkId::from_slice(&k.key_id).map_err(|e| violation(what, e.to_string()))?);
-            } else {
-                return Err(violation(what, format!("Key ID type {}", k.key_id_type.0)));
-            }
-        }
+    let mut scan = KeyIdScan::default();
+    for k in m.key_ids() {
+        scan.add(k, what);
     }
-    Ok((msk.ok_or_else(|| violation(what, "no MSK Key ID"))?, mtk))
+    scan.finish(what)
+}
+
+fn unexpected(what: &'static str, t: mikey::PayloadType) -> ProfileError {
+    violation(
+        what,
+        format!("unexpected {} payload", t.name().unwrap_or("?")),
+    )
+}
+
+fn is_allowed(t: mikey::PayloadType, allowed: &[mikey::PayloadType]) -> bool {
+    t == mikey::PayloadType::GENERAL_EXT || allowed.contains(&t)
 }
 
 /// Refuse payloads the message kind does not use (EXT payloads are always
@@ -187,20 +314,24 @@ fn check_allowed(
     what: &'static str,
     allowed: &[mikey::PayloadType],
 ) -> Result<(), ProfileError> {
-    for p in m.payloads() {
-        let t = p.payload_type();
-        if t != mikey::PayloadType::GENERAL_EXT && !allowed.contains(&t) {
-            return Err(violation(
-                what,
-                format!("unexpected {} payload", t.name().unwrap_or("?")),
-            ));
-        }
+    match m
+        .payloads()
+        .iter()
+        .map(Payload::payload_type)
+        .find(|t| !is_allowed(*t, allowed))
+    {
+        Some(t) => Err(unexpected(what, t)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
-fn check_kemac_last(m: &Message<'_>, what: &'static str) -> Result<(), ProfileError> {
-    match m.payloads().last() {
+/// The last payload must be a KEMAC with HMAC-SHA-1-160 and AES-CM-128
+/// (NULL only without key data).
+fn check_kemac_last<'p, 'a>(
+    last: Option<&'p Payload<'a>>,
+    what: &'static str,
+) -> Result<&'p Kemac<'a>, ProfileError> {
+    match last {
         Some(Payload::Kemac(k)) => {
             if k.mac_alg != MacAlg::HmacSha1_160 {
                 return Err(violation(what, "KEMAC MAC algorithm is not HMAC-SHA-1-160"));
@@ -216,7 +347,7 @@ fn check_kemac_last(m: &Message<'_>, what: &'static str) -> Result<(), ProfileEr
                     ),
                 ));
             }
-            Ok(())
+            Ok(k)
         }
         _ => Err(violation(what, "the KEMAC payload is not the last payload")),
     }
@@ -227,6 +358,100 @@ fn u16_field(b: &[u8]) -> Option<u16> {
         [x, y] => Some(u16::from_be_bytes([*x, *y])),
         _ => None,
     }
+}
+
+/// The bytes of a parsed field (parsing always borrows).
+fn borrowed<'a>(b: &Cow<'a, [u8]>) -> &'a [u8] {
+    match *b {
+        Cow::Borrowed(b) => b,
+        Cow::Owned(_) => &[],
+    }
+}
+
+/// One pass over the payloads of a message ([`Message::walk`]), keeping what
+/// the profile checks of an MSK message or an acknowledgement need; nothing
+/// is copied or allocated. The checks then run in the order the readers
+/// have always applied them, so the errors stay the same.
+struct Scan<'a> {
+    header: CommonHeader,
+    /// The first payload of a type the message kind does not use.
+    unexpected: Option<mikey::PayloadType>,
+    timestamps: usize,
+    /// The first T payload and the offset of its value.
+    timestamp: Option<(Timestamp, usize)>,
+    /// The value of the first RAND payload.
+    rand: Option<&'a [u8]>,
+    /// The number of ID payloads and the first two (type, data).
+    ids: usize,
+    id: [Option<(mikey::IdType, &'a [u8])>; 2],
+    key_ids: KeyIdScan,
+    /// The last payload and its offset.
+    last: Option<(usize, Payload<'a>)>,
+}
+
+impl<'a> Scan<'a> {
+    fn of(
+        bytes: &'a [u8],
+        what: &'static str,
+        allowed: &[mikey::PayloadType],
+    ) -> Result<Self, ProfileError> {
+        let (header, walk) = Message::walk(bytes)?;
+        let mut s = Scan {
+            header,
+            unexpected: None,
+            timestamps: 0,
+            timestamp: None,
+            rand: None,
+            ids: 0,
+            id: [None, None],
+            key_ids: KeyIdScan::default(),
+            last: None,
+        };
+        for item in walk {
+            let (at, p) = item?;
+            let t = p.payload_type();
+            if s.unexpected.is_none() && !is_allowed(t, allowed) {
+                s.unexpected = Some(t);
+            }
+            match &p {
+                Payload::Timestamp(ts) => {
+                    s.timestamps += 1;
+                    if s.timestamp.is_none() {
+                        // next payload (1), TS type (1), TS value.
+                        s.timestamp = Some((*ts, at + 2));
+                    }
+                }
+                Payload::Rand(r) if s.rand.is_none() => s.rand = Some(borrowed(&r.value)),
+                Payload::Id(i) => {
+                    if let Some(slot) = s.id.get_mut(s.ids) {
+                        *slot = Some((i.id_type, borrowed(&i.data)));
+                    }
+                    s.ids += 1;
+                }
+                Payload::GeneralExtension(GeneralExtension::KeyId(k)) => s.key_ids.add(k, what),
+                _ => {}
+            }
+            s.last = Some((at, p));
+        }
+        Ok(s)
+    }
+
+    fn check_allowed(&self, what: &'static str) -> Result<(), ProfileError> {
+        match self.unexpected {
+            Some(t) => Err(unexpected(what, t)),
+            None => Ok(()),
+        }
+    }
+
+    /// The counter and the offset of its 4 bytes.
+    fn counter(&self, what: &'static str) -> Result<(u32, usize), ProfileError> {
+        let c = single_counter(self.timestamps, self.timestamp.as_ref().map(|t| &t.0), what)?;
+        Ok((c, self.timestamp.as_ref().map_or(0, |t| t.1)))
+    }
+}
+
+fn utf8<'a>(b: &'a [u8], what: &'static str, field: &str) -> Result<&'a str, ProfileError> {
+    core::str::from_utf8(b).map_err(|_| violation(what, format!("{field} is not UTF-8")))
 }
 
 // ---------------------------------------------------------------------------
@@ -250,6 +475,31 @@ impl MskKeyData {
     /// 6.3.2.3.3). Equal or undefined comparisons count as not inactive.
     pub fn is_inactive(&self) -> bool {
         self.seq_s.0.gt(self.seq_u.0)
+    }
+
+    /// Read the key data sub-payload of an MSK message: TGK, KV Interval
+    /// with VF = SEQs and VT = SEQu of 2 bytes each (`PROFILE.md` section 6).
+    fn from_key_data(k: &KeyDataRef<'_>) -> Result<Self, ProfileError> {
+        if k.kind != KeyKind::Tgk || k.salt.is_some() {
+            return Err(violation(
+                MSK_MSG,
+                format!("key data type {} (expected TGK)", k.type_name()),
+            ));
+        }
+        let (seq_s, seq_u) = match &k.validity {
+            KeyValidity::Interval { from, to } => match (u16_field(from), u16_field(to)) {
+                (Some(f), Some(t)) => (MtkId::new(f), MtkId::new(t)),
+                _ => return Err(violation(MSK_MSG, "VF and VT must be 2 bytes each")),
+            },
+            other => {
+                return Err(violation(
+                    MSK_MSG,
+                    format!("key validity {} (expected Interval)", other.type_name()),
+                ))
+            }
+        };
+        let msk = Msk::from_slice(k.key).map_err(|e| violation(MSK_MSG, e.to_string()))?;
+        Ok(MskKeyData { msk, seq_s, seq_u })
     }
 }
 
@@ -282,6 +532,101 @@ pub struct BuiltMsk {
     pub initiator: InitiatorFields,
 }
 
+/// An MSK message to build, borrowing its identifiers and key: the form
+/// [`MskMessageRef::build_into`] encodes with no allocation (`PROFILE.md`
+/// section 6: HDR(data type 0, V, CSB ID 0, #CS 0, empty map) · T(COUNTER)
+/// · RAND · IDi(URI) · IDr(NAI) · EXT(Key ID MSK) · KEMAC(AES-CM-128,
+/// HMAC-SHA-1-160)).
+#[derive(Clone, Copy, Debug)]
+pub struct MskMessageRef<'a> {
+    /// IDi: the BM-SC FQDN.
+    pub idi: &'a str,
+    /// IDr: the UE's B-TID.
+    pub idr: &'a str,
+    /// The replay counter of this MUK (T payload, COUNTER).
+    pub counter: u32,
+    /// 16 fresh random bytes.
+    pub rand: [u8; RAND_LEN],
+    /// The MSK's name (Key Number 0 for a solicited pull).
+    pub msk: MskName,
+    /// The V bit: an acknowledgement is requested.
+    pub v: bool,
+    /// The key; `None` for a solicited pull (KEMAC with Encr data len 0).
+    pub key: Option<&'a MskKeyData>,
+}
+
+impl MskMessageRef<'_> {
+    /// IDi, IDr and T of the message: what its acknowledgement's MAC covers
+    /// (RFC 3830 5.2). `t` is the caller's copy of `counter.to_be_bytes()`.
+    pub fn initiator<'s>(&'s self, t: &'s [u8; 4]) -> InitiatorRef<'s> {
+        InitiatorRef {
+            idi: self.idi.as_bytes(),
+            idr: self.idr.as_bytes(),
+            t,
+        }
+    }
+
+    /// Build and protect with the prepared MUK into `out` (its contents are
+    /// replaced; a buffer reused with 256 bytes of capacity never
+    /// reallocates). Returns the message keys: `auth_key` keys the
+    /// acknowledgement's MAC. Nothing is allocated. On an error `out` is
+    /// left empty.
+    pub fn build_into(
+        &self,
+        muk: &PreparedMuk,
+        out: &mut Vec<u8>,
+    ) -> Result<PskKeys, ProfileError> {
+        if self.key.is_none() != self.msk.msk_id.is_current_request() {
+            return Err(violation(
+                MSK_MSG,
+                "a key goes with Key Number 1..65535; Key Number 0 (solicited pull) carries none",
+            ));
+        }
+        if self.key.is_none() && self.v {
+            return Err(violation(MSK_MSG, "a solicited pull never sets the V bit"));
+        }
+        out.clear();
+        if let Some(keys) = write_msk_canonical(self, muk, out) {
+            return Ok(keys);
+        }
+        out.clear();
+        let r = self.write(muk, out);
+        if r.is_err() {
+            out.clear();
+        }
+        r
+    }
+
+    /// The general writer: the same bytes as the canonical writer, and the
+    /// errors for what does not fit.
+    fn write(&self, muk: &PreparedMuk, out: &mut Vec<u8>) -> Result<PskKeys, ProfileError> {
+        let mut header = CommonHeader::new(DataType::PSK_INIT, MSK_CSB_ID);
+        header.v = self.v;
+        let mut w = MessageWriter::new(out, &header).map_err(CryptoError::from)?;
+        w.timestamp(Timestamp::Counter(self.counter))
+            .and_then(|w| w.rand(&self.rand))
+            .and_then(|w| w.id(IDI_TYPE, self.idi.as_bytes()))
+            .and_then(|w| w.id(IDR_TYPE, self.idr.as_bytes()))
+            .and_then(|w| w.key_id(KEY_ID_TYPE_MSK, &self.msk.key_id()))
+            .map_err(CryptoError::from)?;
+        let window = self.key.map(|k| (k.seq_s.to_bytes(), k.seq_u.to_bytes()));
+        let key_data = match (self.key, &window) {
+            (Some(k), Some((from, to))) => Some(KeyDataRef {
+                kind: KeyKind::Tgk,
+                key: k.msk.as_bytes(),
+                salt: None,
+                validity: KeyValidity::Interval {
+                    from: Cow::Borrowed(from),
+                    to: Cow::Borrowed(to),
+                },
+            }),
+            _ => None,
+        };
+        let (keys, _) = w.protect_psk(&muk.prf, KEMAC_ENCR, key_data.as_slice())?;
+        Ok(keys)
+    }
+}
+
 impl MskMessage {
     /// A solicited pull for a key group (seed 002/003 6.3.2.2.4): Key Number 0,
     /// no key, V never set.
@@ -305,46 +650,259 @@ impl MskMessage {
         }
     }
 
-    /// Build and protect with the MUK.
+    /// Borrow as an [`MskMessageRef`].
+    pub fn as_ref(&self) -> MskMessageRef<'_> {
+        MskMessageRef {
+            idi: &self.muk_id.idi,
+            idr: &self.muk_id.idr,
+            counter: self.counter,
+            rand: self.rand,
+            msk: self.msk,
+            v: self.v,
+            key: self.key.as_ref(),
+        }
+    }
+
+    /// Build and protect with the prepared MUK into `out`
+    /// ([`MskMessageRef::build_into`]).
+    pub fn build_into(
+        &self,
+        muk: &PreparedMuk,
+        out: &mut Vec<u8>,
+    ) -> Result<PskKeys, ProfileError> {
+        self.as_ref().build_into(muk, out)
+    }
+
+    /// Build and protect with the MUK (prepares the MUK for this one message;
+    /// keep a [`PreparedMuk`] and use [`MskMessage::build_into`] to send many).
     pub fn build(&self, muk: &Muk) -> Result<BuiltMsk, ProfileError> {
-        if self.key.is_none() != self.msk.msk_id.is_current_request() {
-            return Err(violation(
-                MSK_MSG,
-                "a key goes with Key Number 1..65535; Key Number 0 (solicited pull) carries none",
-            ));
-        }
-        if self.key.is_none() && self.v {
-            return Err(violation(MSK_MSG, "a solicited pull never sets the V bit"));
-        }
-        let key_data: Vec<KeyData> = self
-            .key
-            .iter()
-            .map(|k| KeyData {
-                kind: KeyKind::Tgk,
-                key: SecretBytes::from_slice(k.msk.as_bytes()),
-                salt: None,
-                validity: KeyValidity::Interval {
-                    from: k.seq_s.to_bytes().to_vec().into(),
-                    to: k.seq_u.to_bytes().to_vec().into(),
-                },
-            })
-            .collect();
-        let keys = PskKeys::derive(muk.as_bytes(), MSK_CSB_ID, &self.rand);
-        let p = MessageBuilder::new(DataType::PSK_INIT)
-            .verification_requested(self.v)
-            .csb_id(MSK_CSB_ID)
-            .timestamp(Timestamp::Counter(self.counter))
-            .rand(self.rand)
-            .id(IDI_TYPE, self.muk_id.idi.as_bytes())
-            .id(IDR_TYPE, self.muk_id.idr.as_bytes())
-            .key_id(KEY_ID_TYPE_MSK, self.msk.key_id())
-            .protect_with_keys(&keys, KEMAC_ENCR, &key_data)?;
-        let initiator = InitiatorFields::of(p.message());
+        let mut bytes = Vec::new();
+        let keys = self.build_into(&PreparedMuk::new(muk), &mut bytes)?;
+        let t = self.counter.to_be_bytes();
+        let initiator = self.as_ref().initiator(&t).to_owned();
         Ok(BuiltMsk {
-            bytes: p.into_bytes(),
+            bytes,
             keys,
             initiator,
         })
+    }
+}
+
+/// An MSK message read without its key and without copying anything: what
+/// the MGV-F needs to find the MUK and check the counter before any
+/// cryptography, borrowed from the datagram. [`MskView::open`] then
+/// verifies and decrypts, [`MskView::ack_into`] builds the acknowledgement.
+#[derive(Clone, Debug)]
+pub struct MskView<'a> {
+    bytes: &'a [u8],
+    /// IDi: the BM-SC FQDN.
+    pub idi: &'a str,
+    /// IDr: the B-TID.
+    pub idr: &'a str,
+    /// The counter (T).
+    pub counter: u32,
+    /// Offset of the counter's 4 bytes.
+    t_at: usize,
+    /// The RAND.
+    pub rand: &'a [u8; RAND_LEN],
+    /// The MSK named in the EXT.
+    pub msk: MskName,
+    /// The V bit.
+    pub v: bool,
+    /// The KEMAC's Encr data.
+    encr_data: core::ops::Range<usize>,
+    /// AES-CM-128 (else NULL, with no data).
+    encrypted: bool,
+}
+
+/// An MSK message verified with its MUK and decrypted ([`MskView::open`]).
+#[derive(Debug)]
+pub struct VerifiedMsk {
+    /// The key; `None` for a solicited pull.
+    pub key: Option<MskKeyData>,
+    /// The message keys.
+    pub keys: PskKeys,
+    /// The key schedule of `keys.auth_key`, which MACs the acknowledgement.
+    pub auth: HmacSha1Key,
+}
+
+impl<'a> MskView<'a> {
+    /// Parse and check the profile, without a key, in one pass over the
+    /// payloads with no allocation.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, ProfileError> {
+        match canonical_msk(bytes) {
+            Some(v) => Ok(v),
+            None => Self::parse_general(bytes),
+        }
+    }
+
+    /// The general reader: every payload order the profile allows, and the
+    /// errors.
+    fn parse_general(bytes: &'a [u8]) -> Result<Self, ProfileError> {
+        use mikey::PayloadType as T;
+        let s = Scan::of(bytes, MSK_MSG, &[T::T, T::RAND, T::ID, T::KEMAC])?;
+        check_header(&s.header, MSK_MSG, DataType::PSK_INIT)?;
+        if s.header.csb_id != MSK_CSB_ID {
+            return Err(violation(
+                MSK_MSG,
+                format!("CSB ID {:#x} (expected 0)", s.header.csb_id),
+            ));
+        }
+        check_empty_map(&s.header, MSK_MSG)?;
+        s.check_allowed(MSK_MSG)?;
+        let (counter, t_at) = s.counter(MSK_MSG)?;
+        let rand = rand_array(s.rand, MSK_MSG)?;
+        let (idi, idr) = match s.id {
+            [Some((ti, i)), Some((tr, r))] if s.ids == 2 && ti == IDI_TYPE && tr == IDR_TYPE => {
+                (i, r)
+            }
+            _ => return Err(violation(MSK_MSG, "expected IDi (URI) then IDr (NAI)")),
+        };
+        let idi = utf8(idi, MSK_MSG, "IDi")?;
+        let idr = utf8(idr, MSK_MSG, "IDr")?;
+        let (msk, mtk) = s.key_ids.finish(MSK_MSG)?;
+        if mtk.is_some() {
+            return Err(violation(MSK_MSG, "an MTK Key ID in an MSK message"));
+        }
+        let kemac = check_kemac_last(s.last.as_ref().map(|l| &l.1), MSK_MSG)?;
+        // next payload (1), Encr alg (1), Encr data len (2), Encr data.
+        let data_at = s.last.as_ref().map_or(0, |l| l.0) + 4;
+        let encr_data = data_at..data_at + kemac.encr_data.len();
+        let encrypted = kemac.encr_alg == KEMAC_ENCR;
+        let v = s.header.v;
+        if msk.msk_id.is_current_request() && v {
+            return Err(violation(
+                MSK_MSG,
+                "a solicited pull (Key Number 0) with the V bit set",
+            ));
+        }
+        Ok(MskView {
+            bytes,
+            idi,
+            idr,
+            counter,
+            t_at,
+            rand,
+            msk,
+            v,
+            encr_data,
+            encrypted,
+        })
+    }
+
+    /// True for a solicited pull (Key Number 0).
+    pub fn is_solicited_pull(&self) -> bool {
+        self.msk.msk_id.is_current_request()
+    }
+
+    /// The message's bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The KEMAC MAC (the last 20 bytes): equal MACs under one MUK mean the
+    /// same message.
+    pub fn mac(&self) -> &'a [u8] {
+        &self.bytes[self.bytes.len().saturating_sub(HMAC_SHA1_LEN)..]
+    }
+
+    /// IDi, IDr and T of the message, which its acknowledgement's MAC
+    /// covers (RFC 3830 5.2), borrowed from the message.
+    pub fn initiator(&self) -> InitiatorRef<'a> {
+        InitiatorRef {
+            idi: self.idi.as_bytes(),
+            idr: self.idr.as_bytes(),
+            t: self.bytes.get(self.t_at..self.t_at + 4).unwrap_or(&[]),
+        }
+    }
+
+    /// Verify the KEMAC MAC with the prepared MUK (HMAC-SHA-1-160 over the
+    /// message up to the MAC, compared in constant time; RFC 3830 5.2), then
+    /// decrypt (AES-CM-128, RFC 3830 4.2.3) into a stack buffer that is
+    /// wiped, and check the key data. Nothing is allocated.
+    pub fn open(&self, muk: &PreparedMuk) -> Result<VerifiedMsk, ProfileError> {
+        let keys = PskKeys::derive_prepared(&muk.prf, MSK_CSB_ID, self.rand);
+        let auth = HmacSha1Key::new(&keys.auth_key);
+        let mac_at = self.bytes.len().saturating_sub(HMAC_SHA1_LEN);
+        let mac = auth.mac_contiguous(&self.bytes[..mac_at]);
+        if !crypto::ct_eq(&mac, &self.bytes[mac_at..]) {
+            return Err(ProfileError::MacMismatch);
+        }
+        let data = &self.bytes[self.encr_data.clone()];
+        // The profile's key data is 26 bytes, decrypted on the stack;
+        // anything longer that still verified goes to the heap. Both are
+        // wiped.
+        let key = if data.len() <= 32 {
+            let mut stack = Zeroizing::new([0u8; 32]);
+            let plain = &mut stack[..data.len()];
+            plain.copy_from_slice(data);
+            self.decrypt_key_data(&keys, plain)?
+        } else {
+            let mut heap = Zeroizing::new(data.to_vec());
+            self.decrypt_key_data(&keys, &mut heap)?
+        };
+        Ok(VerifiedMsk { key, keys, auth })
+    }
+
+    /// Decrypt the KEMAC data in place and check the key data.
+    fn decrypt_key_data(
+        &self,
+        keys: &PskKeys,
+        plain: &mut [u8],
+    ) -> Result<Option<MskKeyData>, ProfileError> {
+        if self.encrypted {
+            crypto::aes_cm_apply(keys, MSK_CSB_ID, u64::from(self.counter), plain);
+        }
+        // The canonical key data sub-payload (RFC 3830 6.13): next payload
+        // 0, TGK with KV Interval, key length 16, the MSK, VF and VT of 2
+        // bytes each; anything else goes through the general reader.
+        if let ([0, 0x02, 0, 16, msk @ .., 2, s0, s1, 2, u0, u1], false) =
+            (&*plain, self.is_solicited_pull())
+        {
+            if let Ok(msk) = Msk::from_slice(msk) {
+                return Ok(Some(MskKeyData {
+                    msk,
+                    seq_s: MtkId::new(u16::from_be_bytes([*s0, *s1])),
+                    seq_u: MtkId::new(u16::from_be_bytes([*u0, *u1])),
+                }));
+            }
+        }
+        let mut count = 0usize;
+        let mut first = None;
+        for kd in KeyDataRef::parse_list(plain, self.encr_data.start) {
+            let kd = kd.map_err(CryptoError::KeyData)?;
+            if first.is_none() {
+                first = Some(kd);
+            }
+            count += 1;
+        }
+        Ok(match (first, count, self.is_solicited_pull()) {
+            (None, _, true) => None,
+            (Some(k), 1, false) => Some(MskKeyData::from_key_data(&k)?),
+            (_, _, true) => return Err(violation(MSK_MSG, "a solicited pull carries key data")),
+            (_, n, false) => {
+                return Err(violation(
+                    MSK_MSG,
+                    format!("{n} key data sub-payloads (expected 1)"),
+                ))
+            }
+        })
+    }
+
+    /// Build the acknowledgement of this message (`PROFILE.md` section 6)
+    /// into `out` (contents replaced), MACed with the opened message's
+    /// `auth_key` over the acknowledgement and this message's IDi, IDr and T.
+    /// Nothing is allocated.
+    pub fn ack_into(&self, opened: &VerifiedMsk, out: &mut Vec<u8>) -> Result<(), ProfileError> {
+        write_ack(
+            MSK_CSB_ID,
+            self.counter,
+            self.idr.as_bytes(),
+            self.msk,
+            &opened.auth,
+            self.initiator(),
+            out,
+        )
     }
 }
 
@@ -352,8 +910,7 @@ impl MskMessage {
 /// and check the counter before any cryptography.
 #[derive(Debug)]
 pub struct MskEnvelope<'a> {
-    bytes: &'a [u8],
-    message: Message<'a>,
+    view: MskView<'a>,
     /// The MUK ID from IDi and IDr.
     pub muk_id: MukId,
     /// The counter (T).
@@ -376,101 +933,38 @@ pub struct OpenedMsk {
 }
 
 impl<'a> MskEnvelope<'a> {
-    /// Parse and check the profile, without a key.
+    /// Parse and check the profile, without a key ([`MskView::parse`], with
+    /// the identifiers copied).
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ProfileError> {
-        let message = Message::parse(bytes)?;
-        check_header(&message, MSK_MSG, DataType::PSK_INIT)?;
-        if message.header().csb_id != MSK_CSB_ID {
-            return Err(violation(
-                MSK_MSG,
-                format!("CSB ID {:#x} (expected 0)", message.header().csb_id),
-            ));
-        }
-        check_empty_map(&message, MSK_MSG)?;
-        use mikey::PayloadType as T;
-        check_allowed(&message, MSK_MSG, &[T::T, T::RAND, T::ID, T::KEMAC])?;
-        let counter = counter_of(&message, MSK_MSG)?;
-        rand_of(&message, MSK_MSG)?;
-        let ids: Vec<_> = message.ids().collect();
-        let (idi, idr) = match ids.as_slice() {
-            [i, r] if i.id_type == IDI_TYPE && r.id_type == IDR_TYPE => (i, r),
-            _ => return Err(violation(MSK_MSG, "expected IDi (URI) then IDr (NAI)")),
-        };
-        let text = |b: &[u8], what: &str| {
-            String::from_utf8(b.to_vec())
-                .map_err(|_| violation(MSK_MSG, format!("{what} is not UTF-8")))
-        };
-        let muk_id = MukId::new(text(&idi.data, "IDi")?, text(&idr.data, "IDr")?);
-        let (msk, mtk) = key_ids_of(&message, MSK_MSG)?;
-        if mtk.is_some() {
-            return Err(violation(MSK_MSG, "an MTK Key ID in an MSK message"));
-        }
-        check_kemac_last(&message, MSK_MSG)?;
-        let v = message.header().v;
-        if msk.msk_id.is_current_request() && v {
-            return Err(violation(
-                MSK_MSG,
-                "a solicited pull (Key Number 0) with the V bit set",
-            ));
-        }
+        let view = MskView::parse(bytes)?;
         Ok(MskEnvelope {
-            bytes,
-            message,
-            muk_id,
-            counter,
-            msk,
-            v,
+            muk_id: MukId::new(view.idi, view.idr),
+            counter: view.counter,
+            msk: view.msk,
+            v: view.v,
+            view,
         })
+    }
+
+    /// The borrowed view it was read from.
+    pub fn view(&self) -> &MskView<'a> {
+        &self.view
     }
 
     /// True for a solicited pull (Key Number 0).
     pub fn is_solicited_pull(&self) -> bool {
-        self.msk.msk_id.is_current_request()
+        self.view.is_solicited_pull()
     }
 
-    /// Verify the MAC with the MUK, then decrypt and check the key data.
+    /// Verify the MAC with the MUK, then decrypt and check the key data
+    /// ([`MskView::open`] with the MUK prepared for this one message).
     pub fn open(&self, muk: &Muk) -> Result<OpenedMsk, ProfileError> {
-        let keys = crypto::open_check(self.bytes, &self.message, muk.as_bytes())?;
-        let kd = crypto::decrypt_kemac(&self.message, &keys)?;
-        let key = match (kd.as_slice(), self.is_solicited_pull()) {
-            ([], true) => None,
-            ([k], false) => Some(Self::msk_key_data(k)?),
-            (_, true) => return Err(violation(MSK_MSG, "a solicited pull carries key data")),
-            (_, false) => {
-                return Err(violation(
-                    MSK_MSG,
-                    format!("{} key data sub-payloads (expected 1)", kd.len()),
-                ))
-            }
-        };
+        let v = self.view.open(&PreparedMuk::new(muk))?;
         Ok(OpenedMsk {
-            key,
-            keys,
-            initiator: InitiatorFields::of(&self.message),
+            key: v.key,
+            keys: v.keys,
+            initiator: self.view.initiator().to_owned(),
         })
-    }
-
-    fn msk_key_data(k: &KeyData) -> Result<MskKeyData, ProfileError> {
-        if k.kind != KeyKind::Tgk || k.salt.is_some() {
-            return Err(violation(
-                MSK_MSG,
-                format!("key data type {} (expected TGK)", k.type_name()),
-            ));
-        }
-        let (seq_s, seq_u) = match &k.validity {
-            KeyValidity::Interval { from, to } => match (u16_field(from), u16_field(to)) {
-                (Some(f), Some(t)) => (MtkId::new(f), MtkId::new(t)),
-                _ => return Err(violation(MSK_MSG, "VF and VT must be 2 bytes each")),
-            },
-            other => {
-                return Err(violation(
-                    MSK_MSG,
-                    format!("key validity {} (expected Interval)", other.type_name()),
-                ))
-            }
-        };
-        let msk = Msk::from_slice(k.key.expose()).map_err(|e| violation(MSK_MSG, e.to_string()))?;
-        Ok(MskKeyData { msk, seq_s, seq_u })
     }
 }
 
@@ -494,11 +988,142 @@ pub struct MskAck {
     pub msk: MskName,
 }
 
+/// Write an acknowledgement into `out` (contents replaced); `auth` is the
+/// key schedule of the acknowledged message's `auth_key` (RFC 3830 5.2).
+fn write_ack(
+    csb_id: u32,
+    counter: u32,
+    btid: &[u8],
+    msk: MskName,
+    auth: &HmacSha1Key,
+    initiator: InitiatorRef<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), ProfileError> {
+    out.clear();
+    if write_ack_canonical(csb_id, counter, btid, msk, auth, initiator, out).is_some() {
+        return Ok(());
+    }
+    out.clear();
+    let r = write_ack_payloads(csb_id, counter, btid, msk, out)
+        .and_then(|w| w.sign_verification(auth, initiator));
+    if r.is_err() {
+        out.clear();
+    }
+    r.map(|_| ()).map_err(ProfileError::from)
+}
+
+fn write_ack_payloads<'o>(
+    csb_id: u32,
+    counter: u32,
+    btid: &[u8],
+    msk: MskName,
+    out: &'o mut Vec<u8>,
+) -> Result<MessageWriter<'o>, CryptoError> {
+    let mut w = MessageWriter::new(out, &CommonHeader::new(DataType::PSK_RESP, csb_id))?;
+    w.timestamp(Timestamp::Counter(counter))?
+        .id(IDR_TYPE, btid)?
+        .key_id(KEY_ID_TYPE_MSK, &msk.key_id())?;
+    Ok(w)
+}
+
+/// An acknowledgement read without copying ([`MskAckView::parse`]); the
+/// BM-SC matches it by `btid` and `counter`, then [`MskAckView::verify`]s it.
+#[derive(Clone, Debug)]
+pub struct MskAckView<'a> {
+    bytes: &'a [u8],
+    /// CSB ID of the acknowledged message.
+    pub csb_id: u32,
+    /// Counter of the acknowledged message.
+    pub counter: u32,
+    /// The UE's B-TID.
+    pub btid: &'a str,
+    /// The acknowledged MSK.
+    pub msk: MskName,
+}
+
+impl<'a> MskAckView<'a> {
+    /// Read an acknowledgement (without verifying its MAC) in one pass with
+    /// no allocation.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, ProfileError> {
+        match canonical_ack(bytes) {
+            Some(v) => Ok(v),
+            None => Self::parse_general(bytes),
+        }
+    }
+
+    /// The general reader (every layout, and the errors).
+    fn parse_general(bytes: &'a [u8]) -> Result<Self, ProfileError> {
+        use mikey::PayloadType as T;
+        let s = Scan::of(bytes, ACK_MSG, &[T::T, T::ID, T::V])?;
+        check_header(&s.header, ACK_MSG, DataType::PSK_RESP)?;
+        check_empty_map(&s.header, ACK_MSG)?;
+        s.check_allowed(ACK_MSG)?;
+        let (counter, _) = s.counter(ACK_MSG)?;
+        let btid = match s.id {
+            [Some((_, r)), None] if s.ids == 1 => utf8(r, ACK_MSG, "IDr")?,
+            _ => return Err(violation(ACK_MSG, "expected exactly one ID payload (IDr)")),
+        };
+        let (msk, mtk) = s.key_ids.finish(ACK_MSG)?;
+        if mtk.is_some() {
+            return Err(violation(ACK_MSG, "an MTK Key ID in an acknowledgement"));
+        }
+        match s.last.as_ref().map(|l| &l.1) {
+            Some(Payload::Verification(v)) if v.auth_alg == MacAlg::HmacSha1_160 => {}
+            _ => {
+                return Err(violation(
+                    ACK_MSG,
+                    "the last payload is not V with HMAC-SHA-1-160",
+                ))
+            }
+        }
+        Ok(MskAckView {
+            bytes,
+            csb_id: s.header.csb_id,
+            counter,
+            btid,
+            msk,
+        })
+    }
+
+    /// Verify the MAC (the last 20 bytes): HMAC-SHA-1 keyed with the
+    /// acknowledged message's `auth_key` (`auth` is its key schedule) over
+    /// the acknowledgement up to the MAC and that message's IDi, IDr and T
+    /// (RFC 3830 5.2), compared in constant time. Nothing is allocated.
+    pub fn verify(
+        &self,
+        auth: &HmacSha1Key,
+        initiator: InitiatorRef<'_>,
+    ) -> Result<(), ProfileError> {
+        let mac_at = self.bytes.len().saturating_sub(HMAC_SHA1_LEN);
+        let mac = auth.mac(&[
+            &self.bytes[..mac_at],
+            initiator.idi,
+            initiator.idr,
+            initiator.t,
+        ]);
+        if crypto::ct_eq(&mac, &self.bytes[mac_at..]) {
+            Ok(())
+        } else {
+            Err(ProfileError::MacMismatch)
+        }
+    }
+
+    /// Copy into an [`MskAck`].
+    pub fn to_owned(&self) -> MskAck {
+        MskAck {
+            csb_id: self.csb_id,
+            counter: self.counter,
+            btid: self.btid.to_owned(),
+            msk: self.msk,
+        }
+    }
+}
+
 impl MskAck {
     /// The acknowledgement of an opened MSK message.
     pub fn for_message(env: &MskEnvelope<'_>) -> Self {
         MskAck {
-            csb_id: env.message.header().csb_id,
+            csb_id: MSK_CSB_ID,
             counter: env.counter,
             btid: env.muk_id.idr.clone(),
             msk: env.msk,
@@ -512,48 +1137,22 @@ impl MskAck {
         auth_key: &[u8],
         initiator: &InitiatorFields,
     ) -> Result<Vec<u8>, ProfileError> {
-        Ok(MessageBuilder::new(DataType::PSK_RESP)
-            .csb_id(self.csb_id)
-            .timestamp(Timestamp::Counter(self.counter))
-            .id(IDR_TYPE, self.btid.as_bytes())
-            .key_id(KEY_ID_TYPE_MSK, self.msk.key_id())
-            .sign_verification(auth_key, initiator)?
-            .into_bytes())
+        let mut out = Vec::new();
+        write_ack(
+            self.csb_id,
+            self.counter,
+            self.btid.as_bytes(),
+            self.msk,
+            &HmacSha1Key::new(auth_key),
+            initiator.as_ref(),
+            &mut out,
+        )?;
+        Ok(out)
     }
 
     /// Read an acknowledgement (without verifying its MAC).
     pub fn parse(bytes: &[u8]) -> Result<Self, ProfileError> {
-        let m = Message::parse(bytes)?;
-        check_header(&m, ACK_MSG, DataType::PSK_RESP)?;
-        check_empty_map(&m, ACK_MSG)?;
-        use mikey::PayloadType as T;
-        check_allowed(&m, ACK_MSG, &[T::T, T::ID, T::V])?;
-        let counter = counter_of(&m, ACK_MSG)?;
-        let ids: Vec<_> = m.ids().collect();
-        let btid = match ids.as_slice() {
-            [r] => String::from_utf8(r.data.to_vec())
-                .map_err(|_| violation(ACK_MSG, "IDr is not UTF-8"))?,
-            _ => return Err(violation(ACK_MSG, "expected exactly one ID payload (IDr)")),
-        };
-        let (msk, mtk) = key_ids_of(&m, ACK_MSG)?;
-        if mtk.is_some() {
-            return Err(violation(ACK_MSG, "an MTK Key ID in an acknowledgement"));
-        }
-        match m.payloads().last() {
-            Some(Payload::Verification(v)) if v.auth_alg == MacAlg::HmacSha1_160 => {}
-            _ => {
-                return Err(violation(
-                    ACK_MSG,
-                    "the last payload is not V with HMAC-SHA-1-160",
-                ))
-            }
-        }
-        Ok(MskAck {
-            csb_id: m.header().csb_id,
-            counter,
-            btid,
-            msk,
-        })
+        Ok(MskAckView::parse(bytes)?.to_owned())
     }
 
     /// Verify the MAC of an acknowledgement against the message it acknowledges.
@@ -562,11 +1161,259 @@ impl MskAck {
         auth_key: &[u8],
         initiator: &InitiatorFields,
     ) -> Result<Self, ProfileError> {
-        let ack = Self::parse(bytes)?;
-        let m = Message::parse(bytes)?;
-        crypto::verify_verification_mac(bytes, &m, auth_key, initiator)?;
-        Ok(ack)
+        let ack = MskAckView::parse(bytes)?;
+        ack.verify(&HmacSha1Key::new(auth_key), initiator.as_ref())?;
+        Ok(ack.to_owned())
     }
+}
+
+// ---------------------------------------------------------------------------
+// The canonical encodings, written and recognized directly
+//
+// The MSK message and its acknowledgement have one canonical layout
+// (`PROFILE.md` section 6). Building writes it byte by byte; reading first
+// tries to recognize it byte by byte and, for anything else, falls back to
+// the general reader (the payload walk with every profile check), which
+// gives the error or accepts a valid message laid out otherwise. Whatever
+// the recognizer accepts, the general reader accepts with the same fields
+// (tests: `canonical_and_general_readers_agree`, the proptests of
+// `tests/fast_path.rs`).
+
+use mikey::codes::{ExtType, PayloadType as PT};
+
+/// T payload: next payload, TS type COUNTER, 4-byte value (RFC 3830 6.6).
+const TS_TYPE_COUNTER: u8 = 2;
+/// EXT payload with an MSK Key ID: next, type, length 10, Key ID type,
+/// Key ID length 7, the Key ID (RFC 3830 6.15, RFC 4563).
+const KEY_ID_EXT_LEN: usize = 4 + 3 + MSK_KEY_ID_LEN;
+
+fn put_header(out: &mut Vec<u8>, data_type: DataType, v: bool, csb_id: u32) {
+    // RFC 3830 6.1: version, data type, next payload (T), V || PRF func,
+    // CSB ID, #CS 0, CS ID map type empty (RFC 4563 section 5).
+    out.extend_from_slice(&[
+        mikey::MIKEY_VERSION,
+        data_type.0,
+        PT::T.0,
+        (u8::from(v) << 7) | PrfFunc::MIKEY_1.0,
+    ]);
+    out.extend_from_slice(&csb_id.to_be_bytes());
+    out.extend_from_slice(&[0, CsIdMap::TYPE_EMPTY]);
+}
+
+fn put_counter(out: &mut Vec<u8>, next: PT, counter: u32) {
+    out.extend_from_slice(&[next.0, TS_TYPE_COUNTER]);
+    out.extend_from_slice(&counter.to_be_bytes());
+}
+
+fn put_id(out: &mut Vec<u8>, next: PT, id_type: mikey::IdType, data: &[u8]) {
+    out.extend_from_slice(&[next.0, id_type.0]);
+    out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    out.extend_from_slice(data);
+}
+
+fn put_msk_key_id(out: &mut Vec<u8>, next: PT, msk: &MskName) {
+    out.extend_from_slice(&[
+        next.0,
+        ExtType::KEY_ID.0,
+        0,
+        (3 + MSK_KEY_ID_LEN) as u8,
+        KEY_ID_TYPE_MSK.0,
+        0,
+        MSK_KEY_ID_LEN as u8,
+    ]);
+    out.extend_from_slice(&msk.key_id());
+}
+
+/// The canonical MSK message (`PROFILE.md` section 6). Identifiers longer
+/// than an ID payload holds go to the general writer, which reports them.
+fn write_msk_canonical(
+    m: &MskMessageRef<'_>,
+    muk: &PreparedMuk,
+    out: &mut Vec<u8>,
+) -> Option<PskKeys> {
+    let (idi, idr) = (m.idi.as_bytes(), m.idr.as_bytes());
+    if idi.len() > 0xffff || idr.len() > 0xffff {
+        return None;
+    }
+    put_header(out, DataType::PSK_INIT, m.v, MSK_CSB_ID);
+    put_counter(out, PT::RAND, m.counter);
+    out.extend_from_slice(&[PT::ID.0, RAND_LEN as u8]);
+    out.extend_from_slice(&m.rand);
+    put_id(out, PT::ID, IDI_TYPE, idi);
+    put_id(out, PT::GENERAL_EXT, IDR_TYPE, idr);
+    put_msk_key_id(out, PT::KEMAC, &m.msk);
+    // KEMAC (RFC 3830 6.2): next (last), Encr alg, Encr data len, the key
+    // data sub-payload (6.13: TGK, KV Interval, VF = SEQs, VT = SEQu).
+    let at = out.len();
+    out.extend_from_slice(&[PT::LAST.0, KEMAC_ENCR.0, 0, 0]);
+    if let Some(k) = m.key {
+        let (from, to) = (k.seq_s.to_bytes(), k.seq_u.to_bytes());
+        KeyDataRef {
+            kind: KeyKind::Tgk,
+            key: k.msk.as_bytes(),
+            salt: None,
+            validity: KeyValidity::Interval {
+                from: Cow::Borrowed(&from),
+                to: Cow::Borrowed(&to),
+            },
+        }
+        .emit(PT::LAST.0, out);
+    }
+    let data_len = (out.len() - at - 4) as u16;
+    out[at + 2..at + 4].copy_from_slice(&data_len.to_be_bytes());
+    let keys = PskKeys::derive_prepared(&muk.prf, MSK_CSB_ID, &m.rand);
+    crypto::aes_cm_apply(&keys, MSK_CSB_ID, u64::from(m.counter), &mut out[at + 4..]);
+    // The MAC covers everything up to and including the MAC alg byte
+    // (RFC 3830 5.2, `PROFILE.md` section 6).
+    out.push(MacAlg::HmacSha1_160.code());
+    let mac = HmacSha1Key::new(&keys.auth_key).mac_contiguous(out);
+    out.extend_from_slice(&mac);
+    Some(keys)
+}
+
+/// The canonical acknowledgement; `None` for a B-TID no ID payload holds.
+fn write_ack_canonical(
+    csb_id: u32,
+    counter: u32,
+    btid: &[u8],
+    msk: MskName,
+    auth: &HmacSha1Key,
+    initiator: InitiatorRef<'_>,
+    out: &mut Vec<u8>,
+) -> Option<()> {
+    if btid.len() > 0xffff {
+        return None;
+    }
+    put_header(out, DataType::PSK_RESP, false, csb_id);
+    put_counter(out, PT::ID, counter);
+    put_id(out, PT::GENERAL_EXT, IDR_TYPE, btid);
+    put_msk_key_id(out, PT::V, &msk);
+    out.extend_from_slice(&[PT::LAST.0, MacAlg::HmacSha1_160.code()]);
+    let mac = auth.mac(&[out, initiator.idi, initiator.idr, initiator.t]);
+    out.extend_from_slice(&mac);
+    Some(())
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<usize> {
+    b.get(at..at + 2)
+        .map(|x| usize::from(u16::from_be_bytes([x[0], x[1]])))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    b.get(at..at + 4)
+        .map(|x| u32::from_be_bytes([x[0], x[1], x[2], x[3]]))
+}
+
+/// The common header of a canonical message: returns (V, CSB ID).
+fn canonical_header(b: &[u8], data_type: DataType) -> Option<(bool, u32)> {
+    let h = b.get(..10)?;
+    let ok = h[0] == mikey::MIKEY_VERSION
+        && h[1] == data_type.0
+        && h[2] == PT::T.0
+        && h[3] & 0x7f == PrfFunc::MIKEY_1.0
+        && h[8] == 0
+        && h[9] == CsIdMap::TYPE_EMPTY;
+    ok.then(|| (h[3] & 0x80 != 0, u32_at(h, 4).unwrap_or(0)))
+}
+
+/// An ID payload at `at` with the given next payload and type (`None`: any
+/// type): its data and the offset after it.
+fn canonical_id(
+    b: &[u8],
+    at: usize,
+    next: PT,
+    id_type: Option<mikey::IdType>,
+) -> Option<(&[u8], usize)> {
+    let h = b.get(at..at + 4)?;
+    if h[0] != next.0 || id_type.is_some_and(|t| t.0 != h[1]) {
+        return None;
+    }
+    let end = at + 4 + u16_at(h, 2)?;
+    Some((b.get(at + 4..end)?, end))
+}
+
+/// The EXT payload with one MSK Key ID at `at`.
+fn canonical_msk_key_id(b: &[u8], at: usize, next: PT) -> Option<MskName> {
+    let e = b.get(at..at + KEY_ID_EXT_LEN)?;
+    let ok = e[0] == next.0
+        && e[1] == ExtType::KEY_ID.0
+        && u16_at(e, 2)? == 3 + MSK_KEY_ID_LEN
+        && e[4] == KEY_ID_TYPE_MSK.0
+        && u16_at(e, 5)? == MSK_KEY_ID_LEN;
+    if !ok {
+        return None;
+    }
+    MskName::from_key_id(&e[7..]).ok()
+}
+
+/// Recognize a canonical MSK message; `None` for anything else.
+fn canonical_msk(b: &[u8]) -> Option<MskView<'_>> {
+    let (v, csb_id) = canonical_header(b, DataType::PSK_INIT)?;
+    let t = b.get(10..16)?;
+    if csb_id != MSK_CSB_ID || t[0] != PT::RAND.0 || t[1] != TS_TYPE_COUNTER {
+        return None;
+    }
+    let counter = u32_at(t, 2)?;
+    let r = b.get(16..18 + RAND_LEN)?;
+    if r[0] != PT::ID.0 || usize::from(r[1]) != RAND_LEN {
+        return None;
+    }
+    let rand: &[u8; RAND_LEN] = b.get(18..18 + RAND_LEN)?.try_into().ok()?;
+    let (idi, at) = canonical_id(b, 18 + RAND_LEN, PT::ID, Some(IDI_TYPE))?;
+    let (idr, at) = canonical_id(b, at, PT::GENERAL_EXT, Some(IDR_TYPE))?;
+    let msk = canonical_msk_key_id(b, at, PT::KEMAC)?;
+    let k = at + KEY_ID_EXT_LEN;
+    let h = b.get(k..k + 4)?;
+    let data = k + 4..k + 4 + u16_at(h, 2)?;
+    let encrypted = match EncrAlg(h[1]) {
+        KEMAC_ENCR => true,
+        EncrAlg::NULL if data.is_empty() => false,
+        _ => return None,
+    };
+    let ok = h[0] == PT::LAST.0
+        && b.get(data.end) == Some(&MacAlg::HmacSha1_160.code())
+        && b.len() == data.end + 1 + HMAC_SHA1_LEN
+        && !(msk.msk_id.is_current_request() && v);
+    if !ok {
+        return None;
+    }
+    Some(MskView {
+        bytes: b,
+        idi: core::str::from_utf8(idi).ok()?,
+        idr: core::str::from_utf8(idr).ok()?,
+        counter,
+        t_at: 12,
+        rand,
+        msk,
+        v,
+        encr_data: data,
+        encrypted,
+    })
+}
+
+/// Recognize a canonical acknowledgement; `None` for anything else.
+fn canonical_ack(b: &[u8]) -> Option<MskAckView<'_>> {
+    let (_, csb_id) = canonical_header(b, DataType::PSK_RESP)?;
+    let t = b.get(10..16)?;
+    if t[0] != PT::ID.0 || t[1] != TS_TYPE_COUNTER {
+        return None;
+    }
+    let counter = u32_at(t, 2)?;
+    let (btid, at) = canonical_id(b, 16, PT::GENERAL_EXT, None)?;
+    let msk = canonical_msk_key_id(b, at, PT::V)?;
+    let v = at + KEY_ID_EXT_LEN;
+    let ok = b.get(v..v + 2) == Some(&[PT::LAST.0, MacAlg::HmacSha1_160.code()][..])
+        && b.len() == v + 2 + HMAC_SHA1_LEN;
+    if !ok {
+        return None;
+    }
+    Some(MskAckView {
+        bytes: b,
+        csb_id,
+        counter,
+        btid: core::str::from_utf8(btid).ok()?,
+        msk,
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -617,27 +1464,52 @@ pub fn mki(msk_id: MskId, mtk_id: MtkId) -> [u8; MKI_LEN] {
 }
 
 impl MtkMessage {
+    /// Build and protect with the prepared MSK into `out` (contents
+    /// replaced; left empty on an error). A download message allocates
+    /// nothing; a streaming one copies its SRTP-ID map and SP parameters
+    /// (one MTK message per key group and MTK, not per UE).
+    pub fn build_into(&self, msk: &PreparedMsk, out: &mut Vec<u8>) -> Result<(), ProfileError> {
+        out.clear();
+        let r = self.write(msk, out);
+        if r.is_err() {
+            out.clear();
+        }
+        r
+    }
+
+    fn write(&self, msk: &PreparedMsk, out: &mut Vec<u8>) -> Result<(), ProfileError> {
+        let mut header = CommonHeader::new(DataType::PSK_INIT, MTK_CSB_ID);
+        if let Some(s) = &self.streaming {
+            header.cs_id_map = CsIdMap::SrtpId(s.streams.clone());
+        }
+        let mut w = MessageWriter::new(out, &header).map_err(CryptoError::from)?;
+        w.timestamp(Timestamp::Counter(self.counter))
+            .and_then(|w| w.rand(&self.rand))
+            .and_then(|w| w.key_id(KEY_ID_TYPE_MSK, &self.msk.key_id()))
+            .and_then(|w| w.key_id(KEY_ID_TYPE_MTK, &self.mtk_id.to_bytes()))
+            .map_err(CryptoError::from)?;
+        if let Some(s) = &self.streaming {
+            w.payload(&Payload::SecurityPolicy(
+                s.policy.to_payload(STREAMING_POLICY_NO),
+            ))
+            .map_err(CryptoError::from)?;
+        }
+        let spi = mki(self.msk.msk_id, self.mtk_id);
+        let key = KeyDataRef {
+            kind: KeyKind::Tek,
+            key: self.mtk.key.as_bytes(),
+            salt: Some(self.mtk.salt.as_bytes()),
+            validity: KeyValidity::SpiMki(Cow::Borrowed(&spi)),
+        };
+        w.protect_psk(&msk.prf, KEMAC_ENCR, &[key])?;
+        Ok(())
+    }
+
     /// Build and protect with the MSK.
     pub fn build(&self, msk: &Msk) -> Result<Vec<u8>, ProfileError> {
-        let key = KeyData {
-            kind: KeyKind::Tek,
-            key: SecretBytes::from_slice(self.mtk.key.as_bytes()),
-            salt: Some(SecretBytes::from_slice(self.mtk.salt.as_bytes())),
-            validity: KeyValidity::SpiMki(mki(self.msk.msk_id, self.mtk_id).to_vec().into()),
-        };
-        let mut b = MessageBuilder::new(DataType::PSK_INIT).csb_id(MTK_CSB_ID);
-        if let Some(s) = &self.streaming {
-            b = b.cs_id_map(CsIdMap::SrtpId(s.streams.clone()));
-        }
-        b = b
-            .timestamp(Timestamp::Counter(self.counter))
-            .rand(self.rand)
-            .key_id(KEY_ID_TYPE_MSK, self.msk.key_id())
-            .key_id(KEY_ID_TYPE_MTK, self.mtk_id.to_bytes());
-        if let Some(s) = &self.streaming {
-            b = b.security_policy(s.policy.to_payload(STREAMING_POLICY_NO));
-        }
-        Ok(b.protect(msk.as_bytes(), KEMAC_ENCR, &[key])?.into_bytes())
+        let mut out = Vec::new();
+        self.build_into(&PreparedMsk::new(msk), &mut out)?;
+        Ok(out)
     }
 }
 
@@ -662,7 +1534,7 @@ impl<'a> MtkEnvelope<'a> {
     /// Parse and check the profile, without a key.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ProfileError> {
         let message = Message::parse(bytes)?;
-        check_header(&message, MTK_MSG, DataType::PSK_INIT)?;
+        check_header(message.header(), MTK_MSG, DataType::PSK_INIT)?;
         if message.header().v {
             return Err(violation(MTK_MSG, "the V bit is set"));
         }
@@ -675,7 +1547,7 @@ impl<'a> MtkEnvelope<'a> {
         use mikey::PayloadType as T;
         check_allowed(&message, MTK_MSG, &[T::T, T::RAND, T::SP, T::KEMAC])?;
         let counter = counter_of(&message, MTK_MSG)?;
-        let rand = rand_of(&message, MTK_MSG)?;
+        let rand = *rand_array(message.rand(), MTK_MSG)?;
         let (msk, mtk_id) = key_ids_of(&message, MTK_MSG)?;
         let mtk_id = mtk_id.ok_or_else(|| violation(MTK_MSG, "no MTK Key ID"))?;
         let policies: Vec<_> = message.security_policies().collect();
@@ -702,7 +1574,7 @@ impl<'a> MtkEnvelope<'a> {
                 ))
             }
         };
-        check_kemac_last(&message, MTK_MSG)?;
+        check_kemac_last(message.payloads().last(), MTK_MSG)?;
         Ok(MtkEnvelope {
             bytes,
             message,
@@ -721,7 +1593,14 @@ impl<'a> MtkEnvelope<'a> {
 
     /// Verify the MAC with the MSK, then decrypt and check the key data.
     pub fn open(&self, msk: &Msk) -> Result<Mtk, ProfileError> {
-        let keys = crypto::open_check(self.bytes, &self.message, msk.as_bytes())?;
+        self.open_prepared(&PreparedMsk::new(msk))
+    }
+
+    /// Verify the MAC with the prepared MSK, then decrypt and check the key
+    /// data.
+    pub fn open_prepared(&self, msk: &PreparedMsk) -> Result<Mtk, ProfileError> {
+        let keys = PskKeys::derive_prepared(&msk.prf, self.csb_id(), &self.rand);
+        crypto::verify_kemac_mac(self.bytes, &self.message, &keys.auth_key)?;
         let kd = crypto::decrypt_kemac(&self.message, &keys)?;
         let [k] = kd.as_slice() else {
             return Err(violation(
@@ -762,6 +1641,81 @@ impl<'a> MtkEnvelope<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// A canonical MSK message and its acknowledgement from arbitrary
+    /// fields.
+    fn canonical_pair(idr: &str, counter: u32, number: u16, v: bool) -> (Vec<u8>, Vec<u8>) {
+        let muk = PreparedMuk::new(&muk());
+        let key = MskKeyData {
+            msk: Msk::from_bytes([0x11; 16]),
+            seq_s: MtkId::new(1),
+            seq_u: MtkId::new(9),
+        };
+        let m = MskMessageRef {
+            idi: "bmsc.home1.net",
+            idr,
+            counter,
+            rand: [counter as u8; 16],
+            msk: name(number),
+            v: v && number != 0,
+            key: (number != 0).then_some(&key),
+        };
+        let mut msg = Vec::new();
+        m.build_into(&muk, &mut msg).unwrap();
+        let opened = MskView::parse(&msg).unwrap().open(&muk).unwrap();
+        let mut ack = Vec::new();
+        MskView::parse(&msg)
+            .unwrap()
+            .ack_into(&opened, &mut ack)
+            .unwrap();
+        (msg, ack)
+    }
+
+    fn mutate(mut b: Vec<u8>, edits: &[(usize, u8, u8)]) -> Vec<u8> {
+        for &(at, value, how) in edits {
+            if b.is_empty() {
+                break;
+            }
+            let at = at % b.len();
+            match how % 4 {
+                0 | 1 => b[at] = value,
+                2 => b.truncate(at),
+                _ => b.insert(at, value),
+            }
+        }
+        b
+    }
+
+    proptest! {
+        /// Whatever the canonical recognizer accepts, the general reader
+        /// accepts with the same fields; everything else the general reader
+        /// decides: `parse` and `parse_general` always give the same answer,
+        /// for canonical messages and for damaged ones.
+        #[test]
+        fn canonical_and_general_readers_agree(
+            idr in "[A-Za-z0-9@.]{0,50}",
+            counter in any::<u32>(),
+            number in 0u16..3,
+            v in any::<bool>(),
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 0..4),
+        ) {
+            let (msg, ack) = canonical_pair(&idr, counter, number, v);
+            prop_assert!(canonical_msk(&msg).is_some());
+            prop_assert!(canonical_ack(&ack).is_some());
+            for (b, is_ack) in [(mutate(msg, &edits), false), (mutate(ack, &edits), true)] {
+                if is_ack {
+                    let fast = MskAckView::parse(&b);
+                    let general = MskAckView::parse_general(&b);
+                    prop_assert_eq!(format!("{fast:?}"), format!("{general:?}"));
+                } else {
+                    let fast = MskView::parse(&b);
+                    let general = MskView::parse_general(&b);
+                    prop_assert_eq!(format!("{fast:?}"), format!("{general:?}"));
+                }
+            }
+        }
+    }
 
     fn muk() -> Muk {
         Muk::from_bytes([0x4d; 32])

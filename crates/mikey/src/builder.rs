@@ -3,13 +3,12 @@
 
 use std::borrow::Cow;
 
-use zeroize::Zeroize;
-
 use crate::codes::{DataType, EncrAlg, IdType, KeyIdType, PrfFunc};
-use crate::crypto::{self, InitiatorFields, PskKeys};
+use crate::crypto::{HmacSha1Key, InitiatorFields, Prf, PskKeys};
 use crate::error::{BuildError, CryptoError};
 use crate::message::Message;
 use crate::payload::*;
+use crate::writer::{MessageWriter, Written};
 
 /// Builds a [`Message`].
 ///
@@ -154,109 +153,58 @@ impl MessageBuilder {
         encr_alg: EncrAlg,
         key_data: &[KeyData],
     ) -> Result<Protected, CryptoError> {
-        if self.header.prf != PrfFunc::MIKEY_1 {
-            return Err(CryptoError::UnsupportedPrf(self.header.prf.0));
-        }
-        let rand = self
-            .payloads
-            .iter()
-            .find_map(|p| match p {
-                Payload::Rand(r) => Some(r.value.to_vec()),
-                _ => None,
-            })
-            .unwrap_or_default();
-        let keys = PskKeys::derive(psk, self.header.csb_id, &rand);
-        self.protect_with_keys(&keys, encr_alg, key_data)
+        let prf = Prf::new(psk);
+        let refs: Vec<KeyDataRef<'_>> = key_data.iter().map(KeyData::as_ref).collect();
+        self.finish(|w| w.protect_psk(&prf, encr_alg, &refs).map(|(_, w)| w))
     }
 
     /// As [`MessageBuilder::protect`] with keys already derived.
     pub fn protect_with_keys(
-        mut self,
+        self,
         keys: &PskKeys,
         encr_alg: EncrAlg,
         key_data: &[KeyData],
     ) -> Result<Protected, CryptoError> {
-        let mut data = Vec::new();
-        KeyData::emit_list(key_data, &mut data)?;
-        match encr_alg {
-            EncrAlg::NULL => {}
-            EncrAlg::AES_CM_128 => {
-                let t = self
-                    .payloads
-                    .iter()
-                    .find_map(|p| match p {
-                        Payload::Timestamp(t) => Some(*t),
-                        _ => None,
-                    })
-                    .ok_or(CryptoError::NoTimestamp)?;
-                crypto::aes_cm_apply(
-                    keys,
-                    self.header.csb_id,
-                    crypto::iv_timestamp(&t),
-                    &mut data,
-                );
-            }
-            other => {
-                data.zeroize();
-                return Err(CryptoError::UnsupportedEncryption(other.0));
-            }
-        }
-        self.payloads.push(Payload::Kemac(Kemac {
-            encr_alg,
-            encr_data: Cow::Owned(data),
-            mac_alg: MacAlg::HmacSha1_160,
-            mac: Cow::Owned(vec![0; MacAlg::HmacSha1_160.mac_len()]),
-        }));
-        let message = Message::new(self.header, self.payloads)?;
-        finish_mac(message, &keys.auth_key, &[])
+        let refs: Vec<KeyDataRef<'_>> = key_data.iter().map(KeyData::as_ref).collect();
+        self.finish(|w| w.protect(keys, encr_alg, &refs))
     }
 
     /// Append a V payload (HMAC-SHA-1-160) and compute its MAC over this
     /// message and the IDi, IDr and T of the acknowledged initiator message,
     /// keyed with the `auth_key` that protected it (RFC 3830 5.2).
     pub fn sign_verification(
-        mut self,
+        self,
         auth_key: &[u8],
         initiator: &InitiatorFields,
     ) -> Result<Protected, CryptoError> {
-        self.payloads.push(Payload::Verification(Verification {
-            auth_alg: MacAlg::HmacSha1_160,
-            mac: Cow::Owned(vec![0; MacAlg::HmacSha1_160.mac_len()]),
-        }));
-        let message = Message::new(self.header, self.payloads)?;
-        finish_mac(
-            message,
-            auth_key,
-            &[&initiator.idi, &initiator.idr, &initiator.t],
-        )
+        let auth = HmacSha1Key::new(auth_key);
+        self.finish(|w| w.sign_verification(&auth, initiator.as_ref()))
     }
-}
 
-fn finish_mac(
-    mut message: Message<'static>,
-    auth_key: &[u8],
-    extra: &[&[u8]],
-) -> Result<Protected, CryptoError> {
-    let mut bytes = message.to_bytes();
-    // The MAC belongs to the payload just appended: the last one.
-    let last_at = message
-        .payload_offsets()
-        .last()
-        .copied()
-        .ok_or(CryptoError::NoKemac)?;
-    let range = match message.payloads().last() {
-        Some(Payload::Kemac(k)) => {
-            let start = last_at + 4 + k.encr_data.len() + 1;
-            start..start + k.mac.len()
+    /// Write the header and payloads with a [`MessageWriter`], let `last`
+    /// append the protected last payload, and read the result back.
+    fn finish(
+        self,
+        last: impl FnOnce(MessageWriter<'_>) -> Result<Written, CryptoError>,
+    ) -> Result<Protected, CryptoError> {
+        let mut bytes = Vec::new();
+        let mut w = MessageWriter::new(&mut bytes, &self.header)?;
+        for p in &self.payloads {
+            w.payload(p)?;
         }
-        Some(Payload::Verification(v)) => last_at + 2..last_at + 2 + v.mac.len(),
-        _ => return Err(CryptoError::NoKemac),
-    };
-    let mac = crypto::write_mac(&mut bytes, range, auth_key, extra);
-    match message.payloads_mut().last_mut() {
-        Some(Payload::Kemac(k)) => k.mac = Cow::Owned(mac.to_vec()),
-        Some(Payload::Verification(v)) => v.mac = Cow::Owned(mac.to_vec()),
-        _ => return Err(CryptoError::NoKemac),
+        last(w)?;
+        // parse(emit(x)) == x: the message is the header, the payloads and
+        // the computed last payload, read back from the bytes (a failure
+        // would be an encoder bug, reported as such).
+        let computed = Message::walk(&bytes)
+            .ok()
+            .and_then(|(_, walk)| walk.last())
+            .and_then(Result::ok)
+            .map(|(_, p)| p.into_owned())
+            .ok_or(CryptoError::EncodingMismatch)?;
+        let mut payloads = self.payloads;
+        payloads.push(computed);
+        let message = Message::new(self.header, payloads)?;
+        Ok(Protected { message, bytes })
     }
-    Ok(Protected { message, bytes })
 }

@@ -8,8 +8,6 @@
 use core::fmt;
 
 use aes::cipher::{KeyIvInit, StreamCipher};
-use hmac::{Hmac, Mac};
-use sha1::Sha1;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -21,21 +19,21 @@ use crate::message::Message;
 use crate::payload::{KeyData, MacAlg, Timestamp};
 use crate::secret::SecretBytes;
 
-type HmacSha1 = Hmac<Sha1>;
-type Aes128Ctr = ctr::Ctr128BE<aes::Aes128>;
+use crate::hmac_sha1::{pad_one_block, ONE_BLOCK_TEXT};
+pub use crate::hmac_sha1::{HmacSha1, HmacSha1Key};
+
+/// AES-128 in counter mode; CTR only ever encrypts, so only the encryption
+/// key schedule is computed.
+type Aes128Ctr = ctr::Ctr128BE<aes::Aes128Enc>;
 
 /// Size of one PRF input-key piece: 256 bits (RFC 3830 4.1.2).
 const PRF_PIECE: usize = 32;
 
-fn hmac_keyed(key: &[u8]) -> HmacSha1 {
-    // HMAC accepts keys of any length, so this cannot fail.
-    <HmacSha1 as Mac>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))
-}
-
 /// The MIKEY-1 PRF of RFC 3830 4.1.2, with the HMAC key schedule of each
-/// 256-bit input-key piece computed once and reused for every block and
-/// every label.
+/// 256-bit input-key piece computed once and reused for every block, every
+/// label and every message: prepare it once per pre-shared key (a MUK, an
+/// MSK) and derive the keys of each message with
+/// [`PskKeys::derive_prepared`].
 ///
 /// ```text
 /// P(s, label, m) = HMAC(s, A_1 || label) || ... || HMAC(s, A_m || label)
@@ -45,46 +43,43 @@ fn hmac_keyed(key: &[u8]) -> HmacSha1 {
 ///     m = ceil(outkey_len / 160 bits)
 /// ```
 /// An input key of exactly 32 bytes is one piece (n = ceil(256/256) = 1).
-/// An empty input key is treated as one empty piece.
+/// An empty input key is treated as one empty piece. The prepared states
+/// are zeroized on drop.
+#[derive(Clone)]
 pub struct Prf {
-    pieces: Vec<HmacSha1>,
+    pieces: Vec<HmacSha1Key>,
 }
 
 impl Prf {
-    /// Prepare the PRF for `inkey`.
+    /// Prepare the PRF for `inkey` (two SHA-1 compressions per piece).
     pub fn new(inkey: &[u8]) -> Self {
         let pieces = if inkey.is_empty() {
-            vec![hmac_keyed(&[])]
+            vec![HmacSha1Key::new(&[])]
         } else {
-            inkey.chunks(PRF_PIECE).map(hmac_keyed).collect()
+            inkey.chunks(PRF_PIECE).map(HmacSha1Key::new).collect()
         };
         Prf { pieces }
     }
 
     /// Fill `out` with PRF(inkey, label).
     pub fn derive_into(&self, label: &[u8], out: &mut [u8]) {
+        self.derive_parts_into(&[label], out);
+    }
+
+    /// Fill `out` with PRF(inkey, label) where the label is the
+    /// concatenation of `label` (no buffer is assembled).
+    pub fn derive_parts_into(&self, label: &[&[u8]], out: &mut [u8]) {
         out.fill(0);
         for s in &self.pieces {
             // A_0 = label; A_i = HMAC(s, A_{i-1}).
             let mut a = [0u8; HMAC_SHA1_LEN];
-            let mut first = true;
-            for chunk in out.chunks_mut(HMAC_SHA1_LEN) {
-                let mut m = s.clone();
-                if first {
-                    m.update(label);
-                    first = false;
-                } else {
-                    m.update(&a);
-                }
-                a.copy_from_slice(&m.finalize().into_bytes());
-                let mut m = s.clone();
-                m.update(&a);
-                m.update(label);
-                let mut block = m.finalize().into_bytes();
+            for (i, chunk) in out.chunks_mut(HMAC_SHA1_LEN).enumerate() {
+                a = if i == 0 { s.mac(label) } else { s.mac(&[&a]) };
+                let mut block = s.mac_with_prefix(&a, label);
                 for (o, b) in chunk.iter_mut().zip(block.iter()) {
                     *o ^= *b;
                 }
-                block.as_mut_slice().zeroize();
+                block.zeroize();
             }
             a.zeroize();
         }
@@ -119,25 +114,6 @@ pub fn prf_label(constant: u32, cs_id: u8, csb_id: u32, rand: &[u8]) -> Vec<u8> 
     l
 }
 
-/// Writes a label into a fixed buffer and returns it; the constant is the
-/// only part that changes between the keys of one derivation.
-struct LabelBuf {
-    buf: Vec<u8>,
-}
-
-impl LabelBuf {
-    fn new(cs_id: u8, csb_id: u32, rand: &[u8]) -> Self {
-        LabelBuf {
-            buf: prf_label(0, cs_id, csb_id, rand),
-        }
-    }
-
-    fn with(&mut self, constant: u32) -> &[u8] {
-        self.buf[..4].copy_from_slice(&constant.to_be_bytes());
-        &self.buf
-    }
-}
-
 /// The keys that protect a pre-shared-key message (RFC 3830 4.1.4):
 /// `encr_key`, `auth_key` and `salt_key`, each `PRF(psk, constant || 0xFF ||
 /// CSB ID || RAND)`.
@@ -155,22 +131,81 @@ impl PskKeys {
     /// Derive the three keys. `rand` is the RAND payload of the message
     /// (empty if the message has none).
     pub fn derive(psk: &[u8], csb_id: u32, rand: &[u8]) -> Self {
-        let prf = Prf::new(psk);
-        let mut label = LabelBuf::new(codes::PSK_CS_ID, csb_id, rand);
+        Self::derive_prepared(&Prf::new(psk), csb_id, rand)
+    }
+
+    /// Derive the three keys with the PRF of the pre-shared key prepared
+    /// once ([`Prf::new`]): six HMACs of one block each for a key of at
+    /// most 32 bytes.
+    pub fn derive_prepared(prf: &Prf, csb_id: u32, rand: &[u8]) -> Self {
+        let cs_id = [codes::PSK_CS_ID];
+        let csb = csb_id.to_be_bytes();
         let mut k = PskKeys {
             encr_key: [0; ENCR_KEY_LEN],
             auth_key: [0; AUTH_KEY_LEN],
             salt_key: [0; SALT_KEY_LEN],
         };
-        prf.derive_into(label.with(codes::psk_constant::ENCR), &mut k.encr_key);
-        prf.derive_into(label.with(codes::psk_constant::AUTH), &mut k.auth_key);
-        prf.derive_into(label.with(codes::psk_constant::SALT), &mut k.salt_key);
+        let label_len = 4 + 1 + 4 + rand.len();
+        if let [s] = prf.pieces.as_slice() {
+            if HMAC_SHA1_LEN + label_len <= ONE_BLOCK_TEXT {
+                // One piece, one PRF block per key (every key is at most 20
+                // bytes), every HMAC text one SHA-1 block: lay the blocks
+                // out once, and run the three keys' HMACs side by side
+                // (they are independent).
+                let constants = [
+                    codes::psk_constant::ENCR,
+                    codes::psk_constant::AUTH,
+                    codes::psk_constant::SALT,
+                ];
+                let mut b1 = [0u8; 64];
+                b1[4] = codes::PSK_CS_ID;
+                b1[5..9].copy_from_slice(&csb);
+                b1[9..label_len].copy_from_slice(rand);
+                let mut b2 = [0u8; 64];
+                b2[HMAC_SHA1_LEN..HMAC_SHA1_LEN + label_len].copy_from_slice(&b1[..label_len]);
+                pad_one_block(&mut b1, label_len);
+                pad_one_block(&mut b2, HMAC_SHA1_LEN + label_len);
+                let mut b1s = [b1; 3];
+                let mut b2s = [b2; 3];
+                for ((x, y), c) in b1s.iter_mut().zip(b2s.iter_mut()).zip(constants) {
+                    x[..4].copy_from_slice(&c.to_be_bytes());
+                    y[HMAC_SHA1_LEN..HMAC_SHA1_LEN + 4].copy_from_slice(&c.to_be_bytes());
+                }
+                // A_1 = HMAC(s, label); block = HMAC(s, A_1 || label).
+                let mut a1 = s.mac_one_block_n(&b1s);
+                for (y, a) in b2s.iter_mut().zip(&a1) {
+                    y[..HMAC_SHA1_LEN].copy_from_slice(a);
+                }
+                let mut blocks = s.mac_one_block_n(&b2s);
+                k.encr_key.copy_from_slice(&blocks[0][..ENCR_KEY_LEN]);
+                k.auth_key.copy_from_slice(&blocks[1][..AUTH_KEY_LEN]);
+                k.salt_key.copy_from_slice(&blocks[2][..SALT_KEY_LEN]);
+                blocks.zeroize();
+                a1.zeroize();
+                for y in b2s.iter_mut() {
+                    y[..HMAC_SHA1_LEN].zeroize();
+                }
+                return k;
+            }
+        }
+        let one = |constant: u32, out: &mut [u8]| {
+            prf.derive_parts_into(&[&constant.to_be_bytes(), &cs_id, &csb, rand], out);
+        };
+        one(codes::psk_constant::ENCR, &mut k.encr_key);
+        one(codes::psk_constant::AUTH, &mut k.auth_key);
+        one(codes::psk_constant::SALT, &mut k.salt_key);
         k
     }
 
     /// Derive the keys for `message` from its CSB ID and RAND (RFC 3830 4.1.4).
     pub fn for_message(psk: &[u8], message: &Message<'_>) -> Self {
         Self::derive(psk, message.header().csb_id, message.rand().unwrap_or(&[]))
+    }
+
+    /// The key schedule of `auth_key`, which MACs the message and its
+    /// verification message (RFC 3830 5.2).
+    pub fn mac_key(&self) -> HmacSha1Key {
+        HmacSha1Key::new(&self.auth_key)
     }
 }
 
@@ -250,21 +285,22 @@ pub fn aes_cm_apply(keys: &PskKeys, csb_id: u32, t: u64, data: &mut [u8]) {
 }
 
 fn hmac_excluding(
-    key: &[u8],
+    key: &HmacSha1Key,
     bytes: &[u8],
     skip: core::ops::Range<usize>,
     extra: &[&[u8]],
 ) -> [u8; HMAC_SHA1_LEN] {
-    let mut m = hmac_keyed(key);
+    let mut m = key.start();
     m.update(&bytes[..skip.start]);
     m.update(&bytes[skip.end..]);
     for e in extra {
         m.update(e);
     }
-    m.finalize().into_bytes().into()
+    m.finalize()
 }
 
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+/// Constant-time equality of two MACs (`subtle`); lengths are public.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
@@ -292,7 +328,7 @@ pub fn verify_kemac_mac(
     }
     check_encoding(bytes, message)?;
     let range = message.kemac_mac_range().ok_or(CryptoError::NoKemac)?;
-    let mac = hmac_excluding(auth_key, bytes, range, &[]);
+    let mac = hmac_excluding(&HmacSha1Key::new(auth_key), bytes, range, &[]);
     if ct_eq(&mac, &k.mac) {
         Ok(())
     } else {
@@ -366,7 +402,40 @@ pub struct InitiatorFields {
     pub t: Vec<u8>,
 }
 
+/// The fields of an initiator message that a verification MAC covers,
+/// borrowed (RFC 3830 5.2): from the message bytes on the UE, from the
+/// BM-SC's own records on the BM-SC; nothing is copied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InitiatorRef<'a> {
+    /// Data of the first ID payload (IDi), empty if absent.
+    pub idi: &'a [u8],
+    /// Data of the second ID payload (IDr), empty if absent.
+    pub idr: &'a [u8],
+    /// The TS value bytes (4 for COUNTER, 8 for NTP), empty if absent.
+    pub t: &'a [u8],
+}
+
+impl InitiatorRef<'_> {
+    /// Copy the fields.
+    pub fn to_owned(&self) -> InitiatorFields {
+        InitiatorFields {
+            idi: self.idi.to_vec(),
+            idr: self.idr.to_vec(),
+            t: self.t.to_vec(),
+        }
+    }
+}
+
 impl InitiatorFields {
+    /// Borrow the fields.
+    pub fn as_ref(&self) -> InitiatorRef<'_> {
+        InitiatorRef {
+            idi: &self.idi,
+            idr: &self.idr,
+            t: &self.t,
+        }
+    }
+
     /// Take the fields from an initiator message.
     pub fn of(initiator: &Message<'_>) -> Self {
         let mut ids = initiator.ids();
@@ -400,7 +469,7 @@ pub fn verify_verification_mac(
         .verification_mac_range()
         .ok_or(CryptoError::NoVerification)?;
     let mac = hmac_excluding(
-        auth_key,
+        &HmacSha1Key::new(auth_key),
         bytes,
         range,
         &[&initiator.idi, &initiator.idr, &initiator.t],
@@ -410,19 +479,6 @@ pub fn verify_verification_mac(
     } else {
         Err(CryptoError::MacMismatch)
     }
-}
-
-/// Compute and write the MAC into an encoded message whose MAC field is at
-/// `range` (used by the builder).
-pub(crate) fn write_mac(
-    bytes: &mut [u8],
-    range: core::ops::Range<usize>,
-    auth_key: &[u8],
-    extra: &[&[u8]],
-) -> [u8; HMAC_SHA1_LEN] {
-    let mac = hmac_excluding(auth_key, bytes, range.clone(), extra);
-    bytes[range].copy_from_slice(&mac);
-    mac
 }
 
 #[cfg(test)]
@@ -456,6 +512,24 @@ mod tests {
             .key_id(KeyIdType::MSK, [0, 0xf1, 0x10, 0, 1, 0, 2])
             .protect(&MUK, encr, keys)
             .unwrap()
+    }
+
+    /// The one-block fast path of `derive_prepared` and the general PRF
+    /// agree for every key length and RAND length around its limits.
+    #[test]
+    fn psk_keys_equal_the_general_prf() {
+        let bytes: Vec<u8> = (0..100u8).map(|i| i.wrapping_mul(29) ^ 0x5a).collect();
+        for key_len in [0, 1, 16, 20, 32, 33, 64, 65] {
+            for rand_len in [0, 8, 16, 26, 27, 40] {
+                let (psk, rand) = (&bytes[..key_len], &bytes[30..30 + rand_len]);
+                let k = PskKeys::derive(psk, 0x0102_0304, rand);
+                let p =
+                    |c: u32, len: usize| prf(psk, &prf_label(c, PSK_CS_ID, 0x0102_0304, rand), len);
+                assert_eq!(&k.encr_key[..], p(psk_constant::ENCR, 16).expose());
+                assert_eq!(&k.auth_key[..], p(psk_constant::AUTH, 20).expose());
+                assert_eq!(&k.salt_key[..], p(psk_constant::SALT, 14).expose());
+            }
+        }
     }
 
     #[test]
@@ -547,12 +621,13 @@ mod tests {
         );
         // The MAC is the last 20 bytes, over everything before it plus the fields.
         let b = ack.bytes();
-        let mut m = hmac_keyed(&opened.keys.auth_key);
+        let auth = HmacSha1Key::new(&opened.keys.auth_key);
+        let mut m = auth.start();
         m.update(&b[..b.len() - 20]);
         m.update(b"bmsc.home1.net");
         m.update(b"btid@bsf.home1.net");
         m.update(&42u32.to_be_bytes());
-        assert_eq!(&m.finalize().into_bytes()[..], &b[b.len() - 20..]);
+        assert_eq!(&m.finalize()[..], &b[b.len() - 20..]);
     }
 
     #[test]
@@ -560,9 +635,10 @@ mod tests {
         let p = msk_message(EncrAlg::AES_CM_128, &[msk()]);
         let b = p.bytes();
         let keys = PskKeys::derive(&MUK, 0, &[0x33; 16]);
-        let mut m = hmac_keyed(&keys.auth_key);
+        let auth = HmacSha1Key::new(&keys.auth_key);
+        let mut m = auth.start();
         m.update(&b[..b.len() - 20]);
-        assert_eq!(&m.finalize().into_bytes()[..], &b[b.len() - 20..]);
+        assert_eq!(&m.finalize()[..], &b[b.len() - 20..]);
         assert_eq!(b[b.len() - 21], 1, "MAC alg byte HMAC-SHA-1-160");
     }
 

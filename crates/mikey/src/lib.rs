@@ -10,11 +10,17 @@
 //!   It never panics, and `parse(b)?.to_bytes() == b` for every `b` it accepts.
 //! * [`Message::new`] and [`MessageBuilder`] build messages whose lengths,
 //!   next-payload fields and MACs are computed, never set by hand.
+//! * [`MessageWriter`] writes a message straight into a caller's buffer and
+//!   protects it in place, allocating nothing ([`MessageBuilder`] is a
+//!   wrapper over it); [`Message::walk`] and [`KeyDataRef::parse_list`]
+//!   read payload by payload without allocating.
 //! * [`crypto`]: the MIKEY-1 PRF (correct for input keys of any length,
 //!   32 bytes included), key derivation from a pre-shared key and from a TGK,
 //!   KEMAC protection (AES-CM-128 or NULL, HMAC-SHA-1-160) and the
 //!   verification message MAC. MACs are compared in constant time; keys are
-//!   zeroized on drop.
+//!   zeroized on drop. [`crypto::Prf`] and [`HmacSha1Key`] keep a key's HMAC
+//!   state (RFC 2104 section 4) so that it is computed once per key, not
+//!   once per message.
 //!
 //! ```
 //! use mikey::*;
@@ -37,17 +43,20 @@ mod builder;
 pub mod codes;
 pub mod crypto;
 mod error;
+mod hmac_sha1;
 mod message;
 mod payload;
 mod policy;
 mod reader;
 mod secret;
+mod writer;
 
 pub use builder::{MessageBuilder, Protected};
 pub use codes::*;
-pub use crypto::{open_psk, InitiatorFields, Opened, PskKeys};
+pub use crypto::{open_psk, HmacSha1Key, InitiatorFields, InitiatorRef, Opened, Prf, PskKeys};
 pub use error::{BuildError, CryptoError, OpenError, ParseError, ParseErrorKind, PayloadName};
-pub use message::Message;
+pub use message::{Message, PayloadWalk};
 pub use payload::*;
 pub use policy::{EffectiveSrtpPolicy, PolicyError, SrtpPolicy};
 pub use secret::SecretBytes;
+pub use writer::{MessageWriter, Written};

@@ -39,18 +39,30 @@ impl<'a> Message<'a> {
     /// Errors name the payload and the byte offset. Parsing never panics and
     /// allocates at most in proportion to the input length.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ParseError> {
-        let mut r = Reader::new(bytes, 0, PayloadName::CommonHeader);
-        let (header, mut next) = CommonHeader::decode(&mut r)?;
-        let mut payloads = Vec::new();
-        while next != PayloadType::LAST.0 {
-            let (p, n) = Payload::decode(next, &mut r)?;
-            payloads.push(p);
-            next = n;
-        }
-        if !r.is_empty() {
-            return Err(r.error(ParseErrorKind::TrailingData(r.remaining())));
-        }
+        let (header, walk) = Self::walk(bytes)?;
+        let payloads = walk
+            .map(|p| p.map(|(_, p)| p))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Message { header, payloads })
+    }
+
+    /// Parse the common header and return an iterator that decodes the
+    /// payloads one at a time, each with its byte offset, borrowing from
+    /// `bytes` and allocating nothing (except for the entries of an SRTP-ID
+    /// map or an SP payload's parameter list): the zero-copy reader under
+    /// [`Message::parse`]. After the last payload the iterator checks that
+    /// no bytes follow; an error ends the walk.
+    pub fn walk(bytes: &'a [u8]) -> Result<(CommonHeader, PayloadWalk<'a>), ParseError> {
+        let mut r = Reader::new(bytes, 0, PayloadName::CommonHeader);
+        let (header, next) = CommonHeader::decode(&mut r)?;
+        Ok((
+            header,
+            PayloadWalk {
+                r,
+                next,
+                done: false,
+            },
+        ))
     }
 
     /// The common header.
@@ -222,10 +234,44 @@ impl<'a> Message<'a> {
         }
         None
     }
+}
 
-    /// Mutable access for the crate's builders (which keep lengths valid).
-    pub(crate) fn payloads_mut(&mut self) -> &mut Vec<Payload<'a>> {
-        &mut self.payloads
+/// The payloads of a message, decoded one at a time ([`Message::walk`]).
+#[derive(Clone, Debug)]
+pub struct PayloadWalk<'a> {
+    r: Reader<'a>,
+    next: u8,
+    done: bool,
+}
+
+impl<'a> Iterator for PayloadWalk<'a> {
+    /// A payload and the byte offset where it starts.
+    type Item = Result<(usize, Payload<'a>), ParseError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        if self.next == PayloadType::LAST.0 {
+            self.done = true;
+            if !self.r.is_empty() {
+                return Some(Err(self
+                    .r
+                    .error(ParseErrorKind::TrailingData(self.r.remaining()))));
+            }
+            return None;
+        }
+        let at = self.r.offset();
+        match Payload::decode(self.next, &mut self.r) {
+            Ok((p, n)) => {
+                self.next = n;
+                Some(Ok((at, p)))
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
     }
 }
 

@@ -779,37 +779,39 @@ impl KeyData {
         }
     }
 
-    pub(crate) fn validate(&self) -> Result<(), BuildError> {
-        check_len(PayloadName::KeyData, "key data", self.key.len(), 0xffff)?;
-        if let Some(s) = &self.salt {
-            check_len(PayloadName::KeyData, "salt", s.len(), 0xffff)?;
+    /// Borrow as a [`KeyDataRef`].
+    pub fn as_ref(&self) -> KeyDataRef<'_> {
+        KeyDataRef {
+            kind: self.kind,
+            key: self.key.expose(),
+            salt: self.salt.as_ref().map(SecretBytes::expose),
+            validity: match &self.validity {
+                KeyValidity::Null => KeyValidity::Null,
+                KeyValidity::SpiMki(s) => KeyValidity::SpiMki(Cow::Borrowed(s)),
+                KeyValidity::Interval { from, to } => KeyValidity::Interval {
+                    from: Cow::Borrowed(from),
+                    to: Cow::Borrowed(to),
+                },
+            },
         }
-        self.validity.validate(PayloadName::KeyData)
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), BuildError> {
+        self.as_ref().validate()
     }
 
     pub(crate) fn emit(&self, next: u8, out: &mut Vec<u8>) {
-        out.push(next);
-        out.push((self.type_code() << 4) | self.validity.kv_type());
-        put_u16(out, self.key.len() as u16);
-        out.extend_from_slice(self.key.expose());
-        if let Some(s) = &self.salt {
-            put_u16(out, s.len() as u16);
-            out.extend_from_slice(s.expose());
-        }
-        self.validity.emit(out);
+        self.as_ref().emit(next, out)
     }
 
     /// Encode a list of key data sub-payloads as the plaintext of a KEMAC
     /// (each links to the next with payload type 20, the last with 0).
     pub fn emit_list(list: &[KeyData], out: &mut Vec<u8>) -> Result<(), BuildError> {
-        for (i, kd) in list.iter().enumerate() {
+        for kd in list {
             kd.validate()?;
-            let next = if i + 1 < list.len() {
-                PayloadType::KEY_DATA.0
-            } else {
-                PayloadType::LAST.0
-            };
-            kd.emit(next, out);
+        }
+        for (i, kd) in list.iter().enumerate() {
+            kd.emit(next_key_data(i, list.len()), out);
         }
         Ok(())
     }
@@ -818,53 +820,185 @@ impl KeyData {
     /// `base` is the absolute offset of `plain[0]`, used in errors. An empty
     /// input is an empty list (a KEMAC with Encr data len 0).
     pub fn parse_list(plain: &[u8], base: usize) -> Result<Vec<KeyData>, ParseError> {
-        let mut r = Reader::new(plain, base, PayloadName::KeyData);
-        let mut out = Vec::new();
-        while !r.is_empty() {
-            let at = r.offset();
-            let next = r.u8()?;
-            let tk = r.u8()?;
-            let kv = tk & 0x0f;
-            let (kind, salted) = match tk >> 4 {
-                0 => (KeyKind::Tgk, false),
-                1 => (KeyKind::Tgk, true),
-                2 => (KeyKind::Tek, false),
-                3 => (KeyKind::Tek, true),
-                other => return Err(r.error_at(at + 1, ParseErrorKind::UnknownKeyDataType(other))),
-            };
-            let n = r.u16()? as usize;
-            let key = SecretBytes::from_slice(r.take(n)?);
-            let salt = if salted {
-                let n = r.u16()? as usize;
-                Some(SecretBytes::from_slice(r.take(n)?))
-            } else {
-                None
-            };
-            let validity = KeyValidity::decode(&mut r, kv, at + 1)?.into_owned();
-            out.push(KeyData {
-                kind,
-                key,
-                salt,
-                validity,
-            });
-            match next {
-                0 => {
-                    if !r.is_empty() {
-                        return Err(r.error(ParseErrorKind::TrailingData(r.remaining())));
-                    }
-                }
-                20 => {
-                    if r.is_empty() {
-                        return Err(r.error(ParseErrorKind::Truncated {
-                            needed: 4,
-                            available: 0,
-                        }));
-                    }
-                }
-                other => return Err(r.error_at(at, ParseErrorKind::BadKeyDataChain(other))),
-            }
+        KeyDataRef::parse_list(plain, base)
+            .map(|k| k.map(|k| k.to_owned()))
+            .collect()
+    }
+}
+
+/// The next-payload value of key data sub-payload `i` of `n`.
+fn next_key_data(i: usize, n: usize) -> u8 {
+    if i + 1 < n {
+        PayloadType::KEY_DATA.0
+    } else {
+        PayloadType::LAST.0
+    }
+}
+
+/// A key data sub-payload (RFC 3830 6.13) borrowing its key, salt and
+/// validity: what the zero-copy writer emits and the zero-copy reader yields
+/// (from a buffer the caller owns and wipes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyDataRef<'a> {
+    /// TGK or TEK.
+    pub kind: KeyKind,
+    /// The key.
+    pub key: &'a [u8],
+    /// The salt (present for the +SALT types; may be empty).
+    pub salt: Option<&'a [u8]>,
+    /// Key validity data.
+    pub validity: KeyValidity<'a>,
+}
+
+impl<'a> KeyDataRef<'a> {
+    /// The Type field value.
+    pub fn type_code(&self) -> u8 {
+        match (self.kind, self.salt.is_some()) {
+            (KeyKind::Tgk, false) => 0,
+            (KeyKind::Tgk, true) => 1,
+            (KeyKind::Tek, false) => 2,
+            (KeyKind::Tek, true) => 3,
         }
-        Ok(out)
+    }
+
+    /// Registered name of the Type field.
+    pub fn type_name(&self) -> &'static str {
+        match self.type_code() {
+            0 => "TGK",
+            1 => "TGK+SALT",
+            2 => "TEK",
+            _ => "TEK+SALT",
+        }
+    }
+
+    /// Encoded length in bytes.
+    pub fn encoded_len(&self) -> usize {
+        4 + self.key.len() + self.salt.map_or(0, |s| 2 + s.len()) + self.validity.encoded_len()
+    }
+
+    /// Check that every field fits its encoding.
+    pub fn validate(&self) -> Result<(), BuildError> {
+        check_len(PayloadName::KeyData, "key data", self.key.len(), 0xffff)?;
+        if let Some(s) = self.salt {
+            check_len(PayloadName::KeyData, "salt", s.len(), 0xffff)?;
+        }
+        self.validity.validate(PayloadName::KeyData)
+    }
+
+    /// Append the encoding with `next` as the next-payload value (the
+    /// sub-payload must have passed [`KeyDataRef::validate`]: lengths that
+    /// do not fit are cut to 8 or 16 bits).
+    pub fn emit(&self, next: u8, out: &mut Vec<u8>) {
+        out.push(next);
+        out.push((self.type_code() << 4) | self.validity.kv_type());
+        put_u16(out, self.key.len() as u16);
+        out.extend_from_slice(self.key);
+        if let Some(s) = self.salt {
+            put_u16(out, s.len() as u16);
+            out.extend_from_slice(s);
+        }
+        self.validity.emit(out);
+    }
+
+    /// Append a list as the plaintext of a KEMAC (the writer's path).
+    pub(crate) fn emit_list(list: &[KeyDataRef<'_>], out: &mut Vec<u8>) -> Result<(), BuildError> {
+        for kd in list {
+            kd.validate()?;
+        }
+        for (i, kd) in list.iter().enumerate() {
+            kd.emit(next_key_data(i, list.len()), out);
+        }
+        Ok(())
+    }
+
+    /// Copy into an owned [`KeyData`].
+    pub fn to_owned(&self) -> KeyData {
+        KeyData {
+            kind: self.kind,
+            key: SecretBytes::from_slice(self.key),
+            salt: self.salt.map(SecretBytes::from_slice),
+            validity: self.validity.clone().into_owned(),
+        }
+    }
+
+    /// Walk the plaintext of a KEMAC without copying: one item per key data
+    /// sub-payload, then `None`; an error ends the walk. `base` is the
+    /// absolute offset of `plain[0]`, used in errors.
+    pub fn parse_list(plain: &'a [u8], base: usize) -> KeyDataIter<'a> {
+        KeyDataIter {
+            r: Reader::new(plain, base, PayloadName::KeyData),
+            done: false,
+        }
+    }
+}
+
+/// The key data sub-payloads of a KEMAC plaintext ([`KeyDataRef::parse_list`]).
+#[derive(Clone, Debug)]
+pub struct KeyDataIter<'a> {
+    r: Reader<'a>,
+    done: bool,
+}
+
+impl<'a> KeyDataIter<'a> {
+    fn next_one(&mut self) -> Result<KeyDataRef<'a>, ParseError> {
+        let r = &mut self.r;
+        let at = r.offset();
+        let next = r.u8()?;
+        let tk = r.u8()?;
+        let kv = tk & 0x0f;
+        let (kind, salted) = match tk >> 4 {
+            0 => (KeyKind::Tgk, false),
+            1 => (KeyKind::Tgk, true),
+            2 => (KeyKind::Tek, false),
+            3 => (KeyKind::Tek, true),
+            other => return Err(r.error_at(at + 1, ParseErrorKind::UnknownKeyDataType(other))),
+        };
+        let n = r.u16()? as usize;
+        let key = r.take(n)?;
+        let salt = if salted {
+            let n = r.u16()? as usize;
+            Some(r.take(n)?)
+        } else {
+            None
+        };
+        let validity = KeyValidity::decode(r, kv, at + 1)?;
+        match next {
+            0 => {
+                if !r.is_empty() {
+                    return Err(r.error(ParseErrorKind::TrailingData(r.remaining())));
+                }
+            }
+            20 => {
+                if r.is_empty() {
+                    return Err(r.error(ParseErrorKind::Truncated {
+                        needed: 4,
+                        available: 0,
+                    }));
+                }
+            }
+            other => return Err(r.error_at(at, ParseErrorKind::BadKeyDataChain(other))),
+        }
+        Ok(KeyDataRef {
+            kind,
+            key,
+            salt,
+            validity,
+        })
+    }
+}
+
+impl<'a> Iterator for KeyDataIter<'a> {
+    type Item = Result<KeyDataRef<'a>, ParseError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done || self.r.is_empty() {
+            return None;
+        }
+        let item = self.next_one();
+        if item.is_err() {
+            self.done = true;
+        }
+        Some(item)
     }
 }
 
@@ -1031,7 +1165,12 @@ impl<'a> Payload<'a> {
             Payload::Timestamp(t) => {
                 out.push(next);
                 out.push(t.ts_type());
-                out.extend_from_slice(&t.value_bytes());
+                match t {
+                    Timestamp::NtpUtc(v) | Timestamp::Ntp(v) => {
+                        out.extend_from_slice(&v.to_be_bytes())
+                    }
+                    Timestamp::Counter(c) => put_u32(out, *c),
+                }
             }
             Payload::Id(i) => {
                 out.push(next);
