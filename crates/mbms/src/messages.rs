@@ -118,6 +118,13 @@ impl PreparedMuk {
             prf: Prf::new(muk.as_bytes()),
         }
     }
+
+    /// The keys of the MSK message with this RAND (RFC 3830 4.1.4, CSB ID
+    /// [`MSK_CSB_ID`]): what a BM-SC that keeps no per-message copy
+    /// recomputes to verify an acknowledgement (its `auth_key`).
+    pub fn msk_message_keys(&self, rand: &[u8; RAND_LEN]) -> PskKeys {
+        PskKeys::derive_prepared(&self.prf, MSK_CSB_ID, rand)
+    }
 }
 
 impl From<&Muk> for PreparedMuk {

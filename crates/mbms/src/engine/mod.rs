@@ -77,15 +77,16 @@ mod time;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
-use mikey::crypto::{prf_label, Prf};
-use mikey::{psk_constant, InitiatorFields, PSK_CS_ID};
+use mikey::InitiatorRef;
 use rand_core::{CryptoRng, RngCore};
-use zeroize::Zeroizing;
 
+use crate::ids::MskId;
 use crate::ids::{KeyGroupName, MskName, MtkId, MukId};
 use crate::keys::Muk;
-use crate::messages::{MskAck, MskKeyData, MskMessage, ProfileError, Streaming};
-use crate::profile::{INACTIVE_WINDOW, MSK_CSB_ID, RAND_LEN};
+use crate::messages::{
+    MskAckView, MskKeyData, MskMessageRef, PreparedMuk, ProfileError, Streaming,
+};
+use crate::profile::{INACTIVE_WINDOW, RAND_LEN};
 
 pub use delivery::{DeliveryState, DeliveryStatus, Step};
 pub use keygroup::{
@@ -97,6 +98,10 @@ pub use time::{RetransmitPolicy, Timestamp};
 use counter::CounterMark;
 use delivery::{first_step, Delivery, Handle, Timers};
 use rand::RandSource;
+
+/// Capacity of the buffer an MSK message is built into (the MBMS shape is
+/// about 160 bytes with a 40-byte B-TID): one allocation per message.
+const MSK_MESSAGE_CAPACITY: usize = 256;
 
 /// Default size of a counter reservation block ([`EngineConfig::counter_block`]).
 pub const DEFAULT_COUNTER_BLOCK: u32 = 32;
@@ -297,10 +302,12 @@ impl Group {
 /// A registered UE's keys.
 struct Registration {
     muk_id: MukId,
-    muk: Muk,
+    /// The MUK with its PRF key schedule computed once (no key setup per
+    /// message).
+    muk: PreparedMuk,
     /// The MUK it replaced and the first counter sent under the new one:
     /// acknowledgements of messages sent under the old MUK remain valid.
-    previous: Option<Box<(MukId, Muk, u32)>>,
+    previous: Option<Box<(MukId, PreparedMuk, u32)>>,
     groups: Vec<KeyGroupName>,
 }
 
@@ -554,7 +561,7 @@ impl<S: EngineStore> Engine<S> {
             Some(r) => {
                 if r.muk_id != muk_id {
                     let old_id = std::mem::replace(&mut r.muk_id, muk_id.clone());
-                    let old_muk = std::mem::replace(&mut r.muk, muk);
+                    let old_muk = std::mem::replace(&mut r.muk, PreparedMuk::new(&muk));
                     if let Some(p) = r.previous.take() {
                         if p.0.idr != muk_id.idr && p.0.idr != old_id.idr {
                             self.by_idr.remove(p.0.idr.as_str());
@@ -569,14 +576,14 @@ impl<S: EngineStore> Engine<S> {
                         }
                     }
                 } else {
-                    r.muk = muk;
+                    r.muk = PreparedMuk::new(&muk);
                 }
             }
             None => {
                 self.by_idr.insert(muk_id.idr.as_str().into(), h);
                 slot.reg = Some(Registration {
                     muk_id,
-                    muk,
+                    muk: PreparedMuk::new(&muk),
                     previous: None,
                     groups: Vec::new(),
                 });
@@ -726,20 +733,28 @@ impl<S: EngineStore> Engine<S> {
             .checked_add(1)
             .ok_or(EngineError::CounterExhausted)?;
         let reg = slot.reg.as_ref().expect("registered (checked above)");
-        let m = MskMessage::solicited_pull(
-            reg.muk_id.clone(),
+        let msk = MskName {
+            key_domain: group.key_domain,
+            msk_id: MskId::current(group.key_group),
+        };
+        let m = MskMessageRef {
+            idi: &reg.muk_id.idi,
+            idr: &reg.muk_id.idr,
             counter,
-            random16(rng),
-            group.key_domain,
-            group.key_group,
-        );
-        let built = m.build(&reg.muk).map_err(EngineError::Message)?;
+            rand: random16(rng),
+            msk,
+            v: false,
+            key: None,
+        };
+        let mut bytes = Vec::with_capacity(MSK_MESSAGE_CAPACITY);
+        m.build_into(&reg.muk, &mut bytes)
+            .map_err(EngineError::Message)?;
         Ok(Action::SendMikey {
             ue: ue.clone(),
-            msk: m.msk,
+            msk,
             step: None,
             counter,
-            bytes: built.bytes,
+            bytes,
         })
     }
 
@@ -984,12 +999,12 @@ impl<S: EngineStore> Engine<S> {
     /// at the next [`poll`](Self::poll)). Any error leaves everything as it
     /// was.
     pub fn on_ack(&mut self, bytes: &[u8], now: Timestamp) -> Result<Vec<Action>, AckError> {
-        let ack = MskAck::parse(bytes).map_err(AckError::Malformed)?;
+        let ack = MskAckView::parse(bytes).map_err(AckError::Malformed)?;
         let unmatched = || AckError::Unmatched {
-            btid: ack.btid.clone(),
+            btid: ack.btid.to_owned(),
             counter: ack.counter,
         };
-        let h = *self.by_idr.get(ack.btid.as_str()).ok_or_else(unmatched)?;
+        let h = *self.by_idr.get(ack.btid).ok_or_else(unmatched)?;
         let rand = self.rand.as_ref().ok_or_else(unmatched)?;
         let slot = &self.slots[h as usize];
         let reg = slot.reg.as_ref().ok_or_else(unmatched)?;
@@ -1002,7 +1017,7 @@ impl<S: EngineStore> Engine<S> {
         };
         let verifies = |msk: &MskName| {
             let r = rand.rand(h, ack.counter, msk);
-            verify_ack(bytes, muk, muk_id, ack.counter, &r)
+            verify_ack(&ack, muk, muk_id, &r)
         };
         let named = slot
             .deliveries
@@ -1011,10 +1026,10 @@ impl<S: EngineStore> Engine<S> {
         let current = match named.map(|d| (d, d.counter_round(ack.counter))) {
             Some((d, Some(current))) => match verifies(&d.msk) {
                 Ok(true) => current,
-                Ok(false) => return Err(self.misnamed(h, bytes, &ack, muk, muk_id)),
+                Ok(false) => return Err(self.misnamed(h, &ack, muk, muk_id)),
                 Err(e) => return Err(AckError::Malformed(e)),
             },
-            _ => return Err(self.misnamed(h, bytes, &ack, muk, muk_id)),
+            _ => return Err(self.misnamed(h, &ack, muk, muk_id)),
         };
         let d = named.expect("matched above");
         let settled = !current
@@ -1070,9 +1085,8 @@ impl<S: EngineStore> Engine<S> {
     fn misnamed(
         &self,
         h: Handle,
-        bytes: &[u8],
-        ack: &MskAck,
-        muk: &Muk,
+        ack: &MskAckView<'_>,
+        muk: &PreparedMuk,
         muk_id: &MukId,
     ) -> AckError {
         let Some(rand) = self.rand.as_ref() else {
@@ -1086,7 +1100,7 @@ impl<S: EngineStore> Engine<S> {
             }
             sent_it = true;
             let r = rand.rand(h, ack.counter, &d.msk);
-            if d.msk != ack.msk && verify_ack(bytes, muk, muk_id, ack.counter, &r) == Ok(true) {
+            if d.msk != ack.msk && verify_ack(ack, muk, muk_id, &r) == Ok(true) {
                 return AckError::WrongMsk {
                     expected: d.msk,
                     got: ack.msk,
@@ -1097,7 +1111,7 @@ impl<S: EngineStore> Engine<S> {
             AckError::BadMac
         } else {
             AckError::Unmatched {
-                btid: ack.btid.clone(),
+                btid: ack.btid.to_owned(),
                 counter: ack.counter,
             }
         }
@@ -1183,20 +1197,23 @@ fn send(
         ),
         Step::Activate => (true, (msk.seq_s, msk.seq_u)),
     };
-    let message = MskMessage {
-        muk_id: reg.muk_id.clone(),
+    let key = MskKeyData {
+        msk: msk.key.clone(),
+        seq_s: window.0,
+        seq_u: window.1,
+    };
+    let message = MskMessageRef {
+        idi: &reg.muk_id.idi,
+        idr: &reg.muk_id.idr,
         counter,
         rand: rand.rand(handle, counter, &msk_name),
         msk: msk.name,
         v,
-        key: Some(MskKeyData {
-            msk: msk.key.clone(),
-            seq_s: window.0,
-            seq_u: window.1,
-        }),
+        key: Some(&key),
     };
-    let built = match message.build(&reg.muk) {
-        Ok(b) => b,
+    let mut bytes = Vec::with_capacity(MSK_MESSAGE_CAPACITY);
+    match message.build_into(&reg.muk, &mut bytes) {
+        Ok(_) => {}
         Err(_) => {
             d.state = DeliveryState::GivenUp;
             timers.set(d, handle, None);
@@ -1207,7 +1224,7 @@ fn send(
                 attempts: attempt - 1,
             });
         }
-    };
+    }
     d.record_counter(counter);
     if v {
         let deadline = now.saturating_add(config.retransmit.interval(attempt, rng));
@@ -1226,33 +1243,29 @@ fn send(
         msk: msk_name,
         step: Some(step),
         counter,
-        bytes: built.bytes,
+        bytes,
     })
 }
 
 /// Verify an acknowledgement's MAC against the message it acknowledges,
-/// rebuilt from what the engine keeps: the auth_key from the MUK and the
-/// message's RAND (RFC 3830 4.1.4), IDi/IDr/T from the MUK ID and counter
-/// (RFC 3830 5.2). `Ok(false)`: the MAC does not verify.
+/// rebuilt from what the engine keeps: the auth_key from the prepared MUK
+/// and the message's RAND (RFC 3830 4.1.4), IDi/IDr/T from the MUK ID and
+/// counter (RFC 3830 5.2). `Ok(false)`: the MAC does not verify.
 fn verify_ack(
-    bytes: &[u8],
-    muk: &Muk,
+    ack: &MskAckView<'_>,
+    muk: &PreparedMuk,
     muk_id: &MukId,
-    counter: u32,
     rand: &[u8; RAND_LEN],
 ) -> Result<bool, ProfileError> {
-    let mut auth_key = Zeroizing::new([0u8; mikey::AUTH_KEY_LEN]);
-    Prf::new(muk.as_bytes()).derive_into(
-        &prf_label(psk_constant::AUTH, PSK_CS_ID, MSK_CSB_ID, rand),
-        &mut auth_key[..],
-    );
-    let initiator = InitiatorFields {
-        idi: muk_id.idi.as_bytes().to_vec(),
-        idr: muk_id.idr.as_bytes().to_vec(),
-        t: counter.to_be_bytes().to_vec(),
+    let keys = muk.msk_message_keys(rand);
+    let t = ack.counter.to_be_bytes();
+    let initiator = InitiatorRef {
+        idi: muk_id.idi.as_bytes(),
+        idr: muk_id.idr.as_bytes(),
+        t: &t,
     };
-    match MskAck::verify(bytes, &auth_key[..], &initiator) {
-        Ok(_) => Ok(true),
+    match ack.verify(&keys.mac_key(), initiator) {
+        Ok(()) => Ok(true),
         Err(ProfileError::MacMismatch) => Ok(false),
         Err(e) => Err(e),
     }
