@@ -451,6 +451,19 @@ fn stats_since(a: &SwarmStats, b: &SwarmStats) -> SwarmStats {
     }
 }
 
+/// `bmsc_msk_acks_total{kind="accepted"}`.
+const ACCEPTED: (&str, Option<(&str, &str)>) = ("bmsc_msk_acks_total", Some(("kind", "accepted")));
+/// `bmsc_msk_give_ups_total`.
+const GIVE_UPS: (&str, Option<(&str, &str)>) = ("bmsc_msk_give_ups_total", None);
+
+fn counter_delta(now: &Metrics, before: &Metrics, c: (&str, Option<(&str, &str)>)) -> u64 {
+    let v = |m: &Metrics| match c.1 {
+        Some((label, value)) => m.get(c.0, label, value),
+        None => m.sum(c.0),
+    };
+    (v(now) - v(before)).max(0.0) as u64
+}
+
 struct Settled {
     /// Seconds from the start to the end condition.
     seconds: f64,
@@ -458,12 +471,12 @@ struct Settled {
     all_hold_s: f64,
 }
 
-/// Waits until every UE holds the target MSKs and the BM-SC has processed
-/// every acknowledgement the swarm handed to the kernel since `since`
-/// (its `bmsc_msk_acks_total`, all kinds, grew by the swarm's
-/// `acks_sent`, less the datagrams the kernel dropped for full receive
-/// buffers). UEs missing one of `keys` [`RekeyOptions::request_after`]
-/// after the start ask for it over Ua.
+/// Waits until every UE holds the target MSKs and the BM-SC has closed a
+/// delivery of each of `keys` to every UE since `since`: its accepted
+/// acknowledgements (`bmsc_msk_acks_total{kind="accepted"}`) and give-ups
+/// (`bmsc_msk_give_ups_total`) grew by `keys.len()` x N together. UEs
+/// missing one of `keys` [`RekeyOptions::request_after`] after the start
+/// ask for it over Ua.
 async fn wait_settled(
     o: &RekeyOptions,
     swarm: &Swarm,
@@ -474,7 +487,7 @@ async fn wait_settled(
     services: &mut Services,
 ) -> Result<Settled, BenchError> {
     let n = o.ues;
-    let (start, s0, m0, udp0) = since;
+    let (start, s0, m0, _udp0) = since;
     let b = bar(o.progress, n as u64, what);
     let mut all_hold: Option<f64> = None;
     let mut next_request = o.request_after.map(|d| start + d);
@@ -487,11 +500,8 @@ async fn wait_settled(
         if all_hold.is_some() {
             let m = admin.metrics().await?;
             let t = start.elapsed().as_secs_f64();
-            let processed =
-                (m.sum("bmsc_msk_acks_total") - m0.sum("bmsc_msk_acks_total")).max(0.0) as u64;
-            let sent = swarm.stats().acks_sent - s0.acks_sent;
-            let kernel_dropped = UdpCounters::read().since(&udp0).rcvbuf_errors;
-            if processed + kernel_dropped >= sent {
+            let closed = counter_delta(&m, &m0, ACCEPTED) + counter_delta(&m, &m0, GIVE_UPS);
+            if closed >= (keys.len() * n) as u64 {
                 b.finish();
                 return Ok(Settled {
                     seconds: t,
@@ -503,11 +513,12 @@ async fn wait_settled(
             b.abandon();
             let m = admin.metrics().await?;
             return Err(BenchError::Service(format!(
-                "timeout ({what}): {} of {n} UEs hold the MSKs after {:?}; the BM-SC processed {} acknowledgements (accepted {}), the swarm sent {} (swarm {:?})",
+                "timeout ({what}): {} of {n} UEs hold the MSKs after {:?}; the BM-SC processed {} acknowledgements (accepted {}, given up {}), the swarm sent {} (swarm {:?})",
                 swarm.count_holders(),
                 o.timeout,
                 m.sum("bmsc_msk_acks_total") - m0.sum("bmsc_msk_acks_total"),
-                m.get("bmsc_msk_acks_total", "kind", "accepted") - m0.get("bmsc_msk_acks_total", "kind", "accepted"),
+                counter_delta(&m, &m0, ACCEPTED),
+                counter_delta(&m, &m0, GIVE_UPS),
                 swarm.stats().acks_sent - s0.acks_sent,
                 swarm.stats()
             )));

@@ -496,7 +496,9 @@ impl Swarm {
         .await
     }
 
-    fn ua_client(&self, index: usize) -> Option<UaClient> {
+    /// A Ua client for UE `index` (its B-TID and MRK, its shard's MIKEY
+    /// port), `None` before it bootstrapped.
+    pub fn ua_client(&self, index: usize) -> Option<UaClient> {
         ua_client(&self.cfg, &self.http, &self.shards, index)
     }
 

@@ -126,3 +126,75 @@ fn text(r: &RekeyReport) -> String {
         r.cpu_setup.bmsc_s, r.cpu_setup.bsf_s, r.cpu_setup.swarm_s, r.swarm_cpu_us_per_ue_setup,
     )
 }
+
+/// Options of `mbms bench http`.
+#[derive(Args, Debug)]
+pub struct HttpArgs {
+    /// Concurrent keep-alive connections (one swarm UE each on the BM-SC).
+    #[arg(long, value_name = "C", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
+    connections: u64,
+    /// Seconds per measurement.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
+    seconds: f64,
+    /// Measurements of each server, alternating (the report gives the
+    /// medians).
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..=100))]
+    rounds: u64,
+    /// Print the report as JSON (schema "mbms-bench-http/1").
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `mbms bench http`.
+pub fn run_http(a: HttpArgs) -> ExitCode {
+    let bin = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: cannot find this program's path: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut o = mbms_bench::http::HttpOptions::new(bin);
+    o.connections = a.connections as usize;
+    o.seconds = a.seconds;
+    o.rounds = a.rounds as usize;
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(mbms_bench::http::run(&o)) {
+        Ok(r) => {
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            } else {
+                println!(
+                    "mbms bench http: {} connections, {} s x {} rounds, {} CPUs\n\
+                     BM-SC msk-request (Digest): {:.0} req/s (rounds {:?}, {} errors)\n\
+                     axum hello:                 {:.0} req/s (rounds {:?}, {} errors)\n\
+                     ratio BM-SC / hello: {:.2}",
+                    r.connections,
+                    r.seconds,
+                    r.bmsc.rounds.len(),
+                    r.cpus,
+                    r.bmsc.median_per_s,
+                    r.bmsc.rounds.iter().map(|x| x.round()).collect::<Vec<_>>(),
+                    r.bmsc.errors,
+                    r.hello.median_per_s,
+                    r.hello.rounds.iter().map(|x| x.round()).collect::<Vec<_>>(),
+                    r.hello.errors,
+                    r.ratio
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
