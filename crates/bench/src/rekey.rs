@@ -35,7 +35,7 @@ pub struct RekeyOptions {
     pub retransmit_initial_ms: u64,
     /// A UE that misses the new MSK this long after the rotation asks for
     /// it over Ua (and again after as long), like the real UE's missed key
-    /// update; `None`: never.
+    /// update; `None` (the default): never.
     pub request_after: Option<Duration>,
     /// Give up waiting (setup deliveries, rekey) after this long.
     pub timeout: Duration,
@@ -55,7 +55,7 @@ impl RekeyOptions {
             sockets: None,
             concurrency: 128,
             retransmit_initial_ms: 2000,
-            request_after: Some(Duration::from_secs(5)),
+            request_after: None,
             timeout: Duration::from_secs(600),
             progress: false,
         }
@@ -184,6 +184,10 @@ pub struct RekeyReport {
     pub swarm_cpu_us_per_ue_rekey: f64,
     /// Swarm CPU microseconds per UE during the setup.
     pub swarm_cpu_us_per_ue_setup: f64,
+    /// Microseconds the swarm's shard tasks spent per MSK message received
+    /// during the rekey (MGV-F processing, routing, sending the
+    /// acknowledgement; from `rekey.swarm.busy_ns`).
+    pub swarm_us_per_message: f64,
     /// Every UE holds the new MSK.
     pub every_ue_holds_new_msk: bool,
 }
@@ -430,6 +434,10 @@ async fn run_with(o: &RekeyOptions, services: &mut Services) -> Result<RekeyRepo
         cpu_rekey,
         swarm_cpu_us_per_ue_rekey: cpu_rekey.swarm_s * 1e6 / n.max(1) as f64,
         swarm_cpu_us_per_ue_setup: cpu_setup.swarm_s * 1e6 / n.max(1) as f64,
+        swarm_us_per_message: {
+            let d = stats_since(&s1, &s0);
+            d.busy_ns as f64 / 1e3 / d.datagrams_received.max(1) as f64
+        },
         every_ue_holds_new_msk: holding == n,
     })
 }
@@ -446,6 +454,7 @@ fn stats_since(a: &SwarmStats, b: &SwarmStats) -> SwarmStats {
         acks_sent: a.acks_sent - b.acks_sent,
         solicited_pulls: a.solicited_pulls - b.solicited_pulls,
         msk_requests: a.msk_requests - b.msk_requests,
+        busy_ns: a.busy_ns - b.busy_ns,
         bootstrap_retries: a.bootstrap_retries - b.bootstrap_retries,
         register_retries: a.register_retries - b.register_retries,
     }

@@ -207,6 +207,9 @@ pub struct SwarmStats {
     pub solicited_pulls: u64,
     /// MSK requests sent over Ua (a UE noticed it missed an MSK).
     pub msk_requests: u64,
+    /// Nanoseconds the shard tasks spent processing received batches
+    /// (MGV-F work, routing, sending the acknowledgements), all shards.
+    pub busy_ns: u64,
     /// Bootstrap attempts that failed and were retried.
     pub bootstrap_retries: u64,
     /// Registration attempts that failed and were retried.
@@ -225,6 +228,7 @@ struct Stats {
     acks_sent: AtomicU64,
     solicited_pulls: AtomicU64,
     msk_requests: AtomicU64,
+    busy_ns: AtomicU64,
     bootstrap_retries: AtomicU64,
     register_retries: AtomicU64,
 }
@@ -367,6 +371,7 @@ impl Swarm {
             acks_sent: g(&s.acks_sent),
             solicited_pulls: g(&s.solicited_pulls),
             msk_requests: g(&s.msk_requests),
+            busy_ns: g(&s.busy_ns),
             bootstrap_retries: g(&s.bootstrap_retries),
             register_retries: g(&s.register_retries),
         }
@@ -684,6 +689,7 @@ async fn shard_loop(
             }
         };
         add(&stats.datagrams_received, n as u64);
+        let busy = Instant::now();
         acks.clear();
         {
             let now = epoch.elapsed();
@@ -741,8 +747,10 @@ async fn shard_loop(
             }
         }
         if acks.is_empty() {
+            add(&stats.busy_ns, busy.elapsed().as_nanos() as u64);
             continue;
         }
+        let processed = busy.elapsed();
         if let Some(rate) = per_shard_rate {
             let now = Instant::now();
             if next_send > now {
@@ -750,8 +758,14 @@ async fn shard_loop(
             }
             next_send = next_send.max(now) + Duration::from_secs_f64(acks.len() as f64 / rate);
         }
+        let sending = Instant::now();
         let sent = udp::send_batch(&shard.sock, &acks).await;
         add(&stats.acks_sent, sent as u64);
+        // Processing and the send itself, not the pacing wait.
+        add(
+            &stats.busy_ns,
+            (processed + sending.elapsed()).as_nanos() as u64,
+        );
     }
 }
 

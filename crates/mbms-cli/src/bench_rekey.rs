@@ -40,9 +40,10 @@ pub struct RekeyArgs {
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     retransmit_initial_ms: u64,
     /// A UE that misses the new MSK this many seconds after the rotation
-    /// asks for it over Ua (0: never).
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
-    request_after: f64,
+    /// asks for it over Ua, and again as often (0: never). Default: 5 with
+    /// --loss, never without (the BM-SC's retransmissions deliver).
+    #[arg(long, value_name = "SECONDS")]
+    request_after: Option<f64>,
     /// Give up after this many seconds of waiting for the deliveries.
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     timeout: u64,
@@ -73,7 +74,10 @@ pub fn run(a: RekeyArgs) -> ExitCode {
     o.sockets = a.sockets.map(|s| s as usize);
     o.concurrency = a.concurrency as usize;
     o.retransmit_initial_ms = a.retransmit_initial_ms;
-    o.request_after = (a.request_after > 0.0).then(|| Duration::from_secs_f64(a.request_after));
+    let request_after = a
+        .request_after
+        .unwrap_or(if a.loss > 0.0 { 5.0 } else { 0.0 });
+    o.request_after = (request_after > 0.0).then(|| Duration::from_secs_f64(request_after));
     o.timeout = Duration::from_secs(a.timeout);
     o.progress = !a.json || std::io::IsTerminal::is_terminal(&std::io::stderr());
     let rt = match tokio::runtime::Runtime::new() {
@@ -114,7 +118,7 @@ fn text(r: &RekeyReport) -> String {
          swarm:  {} datagrams in, {} acks out, {} dropped by --loss in / {} out, {} MSK requests, {} refused\n\
          kernel: UDP drops during the rekey: {} receive-buffer, {} send-buffer (setup: {} / {})\n\
          memory: BM-SC RSS {} -> {} KiB, {:.0} bytes per registered UE\n\
-         CPU s:  rekey BM-SC {:.2}, BSF {:.2}, swarm {:.2} ({:.2} us/UE); setup BM-SC {:.2}, BSF {:.2}, swarm {:.2} ({:.1} us/UE)\n",
+         CPU s:  rekey BM-SC {:.2}, BSF {:.2}, swarm {:.2} ({:.2} us/UE, {:.2} us busy per message); setup BM-SC {:.2}, BSF {:.2}, swarm {:.2} ({:.1} us/UE)\n",
         r.ues, r.loss, r.sockets, r.socket_buffer / 1024, r.cpus,
         s.import_s, s.bootstrap_s, s.bootstraps_per_s, s.register_s, s.registrations_per_s, s.settle_s,
         k.seconds, k.all_hold_s, k.ues_holding, r.ues,
@@ -122,7 +126,7 @@ fn text(r: &RekeyReport) -> String {
         k.swarm.datagrams_received, k.swarm.acks_sent, k.swarm.dropped_in, k.swarm.dropped_out, k.swarm.msk_requests, k.swarm.refused,
         r.udp_drops_rekey.rcvbuf_errors, r.udp_drops_rekey.sndbuf_errors, r.udp_drops_setup.rcvbuf_errors, r.udp_drops_setup.sndbuf_errors,
         r.memory.bmsc_rss_before_kib, r.memory.bmsc_rss_after_kib, r.memory.bmsc_bytes_per_ue,
-        r.cpu_rekey.bmsc_s, r.cpu_rekey.bsf_s, r.cpu_rekey.swarm_s, r.swarm_cpu_us_per_ue_rekey,
+        r.cpu_rekey.bmsc_s, r.cpu_rekey.bsf_s, r.cpu_rekey.swarm_s, r.swarm_cpu_us_per_ue_rekey, r.swarm_us_per_message,
         r.cpu_setup.bmsc_s, r.cpu_setup.bsf_s, r.cpu_setup.swarm_s, r.swarm_cpu_us_per_ue_setup,
     )
 }
