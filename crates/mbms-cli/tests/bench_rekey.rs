@@ -59,3 +59,33 @@ fn every_ue_holds_the_rotated_msk_with_loss() {
     let requests = swarm["msk_requests"].as_u64().unwrap();
     assert!(retx + requests > 0, "{r}");
 }
+
+#[test]
+fn http_bench_drives_both_servers() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mbms"))
+        .args([
+            "bench",
+            "http",
+            "--json",
+            "--connections",
+            "4",
+            "--seconds",
+            "0.5",
+            "--rounds",
+            "1",
+        ])
+        .output()
+        .expect("run mbms bench http");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(r["schema"], "mbms-bench-http/1");
+    assert_eq!(r["bmsc"]["errors"], 0, "{r}");
+    assert_eq!(r["hello"]["errors"], 0, "{r}");
+    assert!(r["bmsc"]["median_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["hello"]["median_per_s"].as_f64().unwrap() > 0.0, "{r}");
+}
