@@ -26,6 +26,13 @@ pub struct BenchArgs {
 enum BenchCommand {
     /// SRTP protect and unprotect throughput (MB/s of payload, one core).
     Srtp(SrtpArgs),
+    /// One MSK rotation to N simulated UEs over the real BSF and BM-SC
+    /// (started as child processes): setup rates, rekey time, messages,
+    /// kernel UDP drops, BM-SC memory per UE, CPU per process.
+    Rekey(crate::bench_rekey::RekeyArgs),
+    /// Authenticated msk-request rate of the real BM-SC against an axum
+    /// hello server, driven by the same load generator in the same run.
+    Http(crate::bench_rekey::HttpArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -63,6 +70,8 @@ const SSRC: u32 = 0x5eed_5eed;
 pub fn run(a: BenchArgs) -> ExitCode {
     match a.what {
         BenchCommand::Srtp(a) => srtp_bench(a),
+        BenchCommand::Rekey(a) => crate::bench_rekey::run(a),
+        BenchCommand::Http(a) => crate::bench_rekey::run_http(a),
     }
 }
 

@@ -1,0 +1,290 @@
+//! `mbms bench http`: the authenticated MSK request rate of the real BM-SC
+//! against an axum "hello" server, both driven by the same load generator
+//! in the same run (schema `mbms-bench-http/1`, docs/bench.md).
+//!
+//! The BM-SC side: `connections` swarm UEs (bootstrapped and registered
+//! first), each sending `msk-request`s back to back over its own
+//! keep-alive connection with HTTP Digest on every request, as the UE's
+//! [`ue::ua::UaClient`] does (the `nextnonce` of the last answer, the
+//! nonce count advancing; `Authentication-Info` checked). Every accepted
+//! request makes the BM-SC push an MSK message, which the swarm
+//! acknowledges. The hello side: the same number of connections posting
+//! the same body to an axum server in this process (on its own runtime
+//! with as many threads as the BM-SC's) that answers `hello`. The two are
+//! measured alternately, `rounds` times each; the report gives the
+//! medians.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mbms::{KeyDomainId, MskId, MskName};
+
+use crate::services::{io_err, BenchError, ServiceOptions, Services};
+use crate::swarm::Swarm;
+
+/// The JSON schema name of [`HttpReport`].
+pub const HTTP_SCHEMA: &str = "mbms-bench-http/1";
+
+/// Options of `mbms bench http`.
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    /// The `mbms` binary that runs the services.
+    pub mbms_bin: PathBuf,
+    /// Concurrent keep-alive connections (one UE each on the BM-SC side).
+    pub connections: usize,
+    /// Seconds per measurement.
+    pub seconds: f64,
+    /// Measurements of each server (alternating).
+    pub rounds: usize,
+}
+
+impl HttpOptions {
+    /// 64 connections, 3 s, 3 rounds.
+    pub fn new(mbms_bin: PathBuf) -> Self {
+        HttpOptions {
+            mbms_bin,
+            connections: 64,
+            seconds: 3.0,
+            rounds: 3,
+        }
+    }
+}
+
+/// The rate of one server.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Rate {
+    /// Requests per second of each round.
+    pub rounds: Vec<f64>,
+    /// Their median.
+    pub median_per_s: f64,
+    /// Requests that failed (all rounds).
+    pub errors: u64,
+}
+
+/// The report of `mbms bench http` (schema [`HTTP_SCHEMA`]).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct HttpReport {
+    /// [`HTTP_SCHEMA`].
+    pub schema: &'static str,
+    /// Concurrent connections.
+    pub connections: usize,
+    /// Seconds per round.
+    pub seconds: f64,
+    /// The BM-SC: authenticated `msk-request`s per second.
+    pub bmsc: Rate,
+    /// The axum hello server: requests per second.
+    pub hello: Rate,
+    /// `bmsc.median_per_s / hello.median_per_s`.
+    pub ratio: f64,
+    /// CPUs of the machine.
+    pub cpus: usize,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    if s.is_empty() {
+        0.0
+    } else {
+        s[s.len() / 2]
+    }
+}
+
+/// Starts the hello server on its own runtime; returns its address.
+fn hello_server(threads: usize) -> Result<std::net::SocketAddr, BenchError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io_err("binding hello"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io_err("hello listener"))?;
+    let addr = listener.local_addr().map_err(io_err("hello listener"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name("hello")
+        .enable_all()
+        .build()
+        .map_err(io_err("hello runtime"))?;
+    std::thread::spawn(move || {
+        rt.block_on(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                return;
+            };
+            let app = axum::Router::new().fallback(|| async { "hello\n" });
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    Ok(addr)
+}
+
+/// Runs `mbms bench http`.
+pub async fn run(o: &HttpOptions) -> Result<HttpReport, BenchError> {
+    let c = o.connections.max(1);
+    let mut services = Services::start(&ServiceOptions {
+        mbms_bin: o.mbms_bin.clone(),
+        subscribers: c,
+        seed: 1,
+        retransmit_initial_ms: 2000,
+        retransmit_max_attempts: 6,
+        max_connections: (2 * c).max(512),
+    })?;
+    let r = run_with(o, &mut services).await;
+    services.stop();
+    r
+}
+
+async fn run_with(o: &HttpOptions, services: &mut Services) -> Result<HttpReport, BenchError> {
+    let c = o.connections.max(1);
+    let mut cfg = services.swarm_config(c, 1);
+    cfg.concurrency = c;
+    let swarm = Swarm::start(cfg).await?;
+    swarm.bootstrap_all().await?;
+    swarm.register_all().await?;
+    services.check_running()?;
+    let key_domain: KeyDomainId = services
+        .names
+        .key_domain
+        .parse()
+        .map_err(|e| BenchError::Service(format!("key domain: {e}")))?;
+    // Key Number 0: the current MSK of the key group (seed 002).
+    let key = MskName {
+        key_domain,
+        msk_id: MskId::new(services.names.key_group, 0),
+    };
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hello = hello_server(cpus)?;
+    let hello_url = format!("http://{hello}/keymanagement?requesttype=msk-request");
+    let body = ue::xml::msk_request_body(&[key]);
+    let hello_http = reqwest::Client::builder()
+        .pool_max_idle_per_host(c)
+        .tcp_nodelay(true)
+        .build()?;
+    let mut clients: Vec<_> = (0..c)
+        .filter_map(|i| swarm.ua_client(i))
+        .map(|cl| Arc::new(tokio::sync::Mutex::new(cl)))
+        .collect();
+    if clients.len() != c {
+        return Err(BenchError::Service("a UE has no Ua client".into()));
+    }
+    // Warm up: the first request of each UE takes a challenge.
+    for cl in &mut clients {
+        let _ = cl.lock().await.msk_request(&[key]).await;
+    }
+    let dur = Duration::from_secs_f64(o.seconds.max(0.1));
+    let mut bmsc_rates = Vec::new();
+    let mut hello_rates = Vec::new();
+    let (mut bmsc_errors, mut hello_errors) = (0, 0);
+    for _ in 0..o.rounds.max(1) {
+        let (n, e, t) = drive(c, dur, |i| {
+            let cl = clients[i].clone();
+            async move {
+                cl.lock()
+                    .await
+                    .msk_request(&[key])
+                    .await
+                    .is_ok_and(|st| st.iter().all(|k| k.status == 200))
+            }
+        })
+        .await;
+        bmsc_rates.push(n as f64 / t);
+        bmsc_errors += e;
+        let (n, e, t) = drive(c, dur, |_| {
+            let (http, url, body) = (hello_http.clone(), hello_url.clone(), body.clone());
+            async move {
+                match http
+                    .post(url)
+                    .header("content-type", ue::xml::CT_MSK)
+                    .body(body)
+                    .send()
+                    .await
+                {
+                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await;
+        hello_rates.push(n as f64 / t);
+        hello_errors += e;
+    }
+    services.check_running()?;
+    swarm.stop();
+    let bmsc = Rate {
+        median_per_s: median(&bmsc_rates),
+        rounds: bmsc_rates,
+        errors: bmsc_errors,
+    };
+    let hello = Rate {
+        median_per_s: median(&hello_rates),
+        rounds: hello_rates,
+        errors: hello_errors,
+    };
+    Ok(HttpReport {
+        schema: HTTP_SCHEMA,
+        connections: c,
+        seconds: dur.as_secs_f64(),
+        ratio: bmsc.median_per_s / hello.median_per_s.max(1e-9),
+        bmsc,
+        hello,
+        cpus,
+    })
+}
+
+/// `c` workers send requests back to back for `dur`; returns (successes,
+/// failures, seconds).
+async fn drive<F, Fut>(c: usize, dur: Duration, request: F) -> (u64, u64, f64)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let request = Arc::new(request);
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    // The futures are made here (the closure need not be Send) and run on
+    // the runtime's workers.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<usize>(c);
+    for i in 0..c {
+        let _ = tx.send(i).await;
+    }
+    let deadline = start + dur;
+    let mut running = 0usize;
+    loop {
+        while let Ok(i) = rx.try_recv() {
+            if Instant::now() >= deadline {
+                stop.store(true, Ordering::Relaxed);
+                continue;
+            }
+            let fut = request(i);
+            let (ok, failed, tx) = (ok.clone(), failed.clone(), tx.clone());
+            running += 1;
+            set.spawn(async move {
+                if fut.await {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = tx.send(i).await;
+            });
+        }
+        if running == 0 && stop.load(Ordering::Relaxed) {
+            break;
+        }
+        match set.join_next().await {
+            Some(_) => running -= 1,
+            None => {
+                if Instant::now() >= deadline {
+                    break;
+                }
+            }
+        }
+    }
+    let t = start.elapsed().as_secs_f64();
+    (
+        ok.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+        t,
+    )
+}
