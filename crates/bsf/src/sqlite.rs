@@ -10,9 +10,17 @@
 //! * Every method runs in one `BEGIN IMMEDIATE` transaction; the connection
 //!   sits behind a mutex and is meant to be called from blocking threads
 //!   (`tokio::task::spawn_blocking`).
+//! * Group commit for the writes of bootstrapping ([`Store::next_sqn`],
+//!   [`Store::insert_session`]): the calls that arrive while a commit is
+//!   running wait, then the first of them runs all of them in one
+//!   transaction (each in its own savepoint, so one that fails changes
+//!   nothing and the others go on) and one fsync; each call returns after
+//!   the commit that holds its write, so what was answered is on disk as
+//!   before. Reads of a database file use a second connection, so they
+//!   never wait for an fsync (WAL readers see the last commit).
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use gba::aka::Amf;
 use gba::{BTid, Ks, Opc, Sqn48, SubscriberKey};
@@ -80,9 +88,36 @@ fn is_constraint(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
 }
 
+/// A write waiting for the group commit: it runs inside the batch's
+/// transaction and returns what delivers its result once the commit's
+/// outcome is known.
+struct Job {
+    run: Box<dyn FnOnce(&Connection) -> Deliver + Send>,
+    /// Delivers an error without running (the transaction did not begin).
+    fail: Box<dyn FnOnce(String) + Send>,
+}
+/// Delivers a job's result: `Ok` when the batch was committed, the commit
+/// error otherwise.
+type Deliver = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// The group-commit queue.
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<Job>,
+    /// A caller is running a batch.
+    leader: bool,
+}
+
+/// Most writes in one transaction.
+const GROUP_COMMIT_MAX: usize = 1024;
+
 /// A [`Store`] on one SQLite database file.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Read-only connection for the reads (file databases only).
+    reader: Option<Mutex<Connection>>,
+    queue: Mutex<Queue>,
+    batch_done: Condvar,
 }
 
 impl core::fmt::Debug for SqliteStore {
@@ -109,22 +144,132 @@ impl SqliteStore {
     /// refuses any file with content.
     pub fn open_with(path: &Path, create: Create) -> Result<Self, StoreError> {
         let conn = db::open_sqlite(path, &SCHEMA, create, &validate_rows)?;
-        Ok(Self {
-            conn: Mutex::new(conn),
+        let reader = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .and_then(|r| {
+            r.busy_timeout(std::time::Duration::from_secs(10))?;
+            Ok(r)
         })
+        .map_err(|e| StoreError::Open {
+            path: path.display().to_string(),
+            source: Box::new(e),
+        })?;
+        Ok(Self::with(conn, Some(reader)))
     }
 
     /// An in-memory database (for tests).
     pub fn open_in_memory() -> Result<Self, StoreError> {
-        Ok(Self {
-            conn: Mutex::new(db::open_sqlite_in_memory(&SCHEMA)?),
-        })
+        Ok(Self::with(db::open_sqlite_in_memory(&SCHEMA)?, None))
+    }
+
+    fn with(conn: Connection, reader: Option<Connection>) -> Self {
+        Self {
+            conn: Mutex::new(conn),
+            reader: reader.map(Mutex::new),
+            queue: Mutex::new(Queue::default()),
+            batch_done: Condvar::new(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave a half-done SQLite
         // transaction behind (it rolls back on drop), so poisoning is benign.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The connection for reads: the read-only one of a file database.
+    fn read(&self) -> MutexGuard<'_, Connection> {
+        match &self.reader {
+            Some(r) => r.lock().unwrap_or_else(|p| p.into_inner()),
+            None => self.lock(),
+        }
+    }
+
+    /// Runs `write` in a group commit (see the module documentation) and
+    /// returns its result once the transaction that holds it is committed.
+    fn group_write<R: Send + 'static>(
+        &self,
+        write: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        type Slot<R> = Arc<Mutex<Option<Result<R, StoreError>>>>;
+        let slot: Slot<R> = Arc::new(Mutex::new(None));
+        let out = slot.clone();
+        let failed = slot.clone();
+        let fail = Box::new(move |e: String| {
+            *failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(Err(StoreError::Backend(e.into())));
+        });
+        let run = Box::new(move |conn: &Connection| -> Deliver {
+            // One savepoint per write: a failed write leaves nothing in
+            // the batch (bad input changes no stored state).
+            let r = match conn.execute_batch("SAVEPOINT w") {
+                Err(e) => Err(StoreError::from(e)),
+                Ok(()) => {
+                    let r = write(conn);
+                    let end = if r.is_ok() {
+                        conn.execute_batch("RELEASE w")
+                    } else {
+                        conn.execute_batch("ROLLBACK TO w; RELEASE w")
+                    };
+                    match (r, end) {
+                        (Ok(v), Ok(())) => Ok(v),
+                        (Err(e), _) => Err(e),
+                        (Ok(_), Err(e)) => Err(e.into()),
+                    }
+                }
+            };
+            Box::new(move |committed: Result<(), String>| {
+                let r = match committed {
+                    Ok(()) => r,
+                    Err(e) => r.and(Err(StoreError::Backend(e.into()))),
+                };
+                *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+            })
+        });
+        let job = Job { run, fail };
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.jobs.push(job);
+        loop {
+            if let Some(r) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                return r;
+            }
+            if q.leader {
+                q = self.batch_done.wait(q).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            q.leader = true;
+            let n = q.jobs.len().min(GROUP_COMMIT_MAX);
+            let jobs: Vec<Job> = q.jobs.drain(..n).collect();
+            drop(q);
+            self.run_batch(jobs);
+            q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            q.leader = false;
+            self.batch_done.notify_all();
+        }
+    }
+
+    /// One transaction, one commit for `jobs`; every job's result is
+    /// delivered (the commit error to all when it failed).
+    fn run_batch(&self, jobs: Vec<Job>) {
+        let conn = self.lock();
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            drop(conn);
+            for job in jobs {
+                (job.fail)(e.to_string());
+            }
+            return;
+        }
+        let delivers: Vec<Deliver> = jobs.into_iter().map(|job| (job.run)(&conn)).collect();
+        let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        drop(conn);
+        for d in delivers {
+            d(committed.clone());
+        }
     }
 }
 
@@ -269,17 +414,17 @@ fn validate(s: &Subscriber) -> Result<(), StoreError> {
 }
 
 fn insert_subscriber(tx: &rusqlite::Transaction<'_>, s: &Subscriber) -> rusqlite::Result<usize> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT OR IGNORE INTO subscribers (impi, k, opc, sqn, amf, gba_type) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
+    )?
+    .execute(params![
             s.impi,
             &s.k.as_bytes()[..],
             &s.opc.as_bytes()[..],
             sqn_to_sql(s.sqn),
             &s.amf[..],
             s.gba_type.as_str()
-        ],
-    )
+        ])
 }
 
 impl Store for SqliteStore {
@@ -310,7 +455,7 @@ impl Store for SqliteStore {
     }
 
     fn subscriber(&self, impi: &str) -> Result<Option<Subscriber>, StoreError> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE impi = ?1"
         ))?;
@@ -322,7 +467,7 @@ impl Store for SqliteStore {
     }
 
     fn subscribers(&self) -> Result<Vec<Subscriber>, StoreError> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {SUBSCRIBER_COLUMNS} FROM subscribers ORDER BY impi"
         ))?;
@@ -344,32 +489,31 @@ impl Store for SqliteStore {
     }
 
     fn next_sqn(&self, impi: &str) -> Result<Option<Subscriber>, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let current = {
-            let mut stmt = tx.prepare_cached(&format!(
-                "SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE impi = ?1"
-            ))?;
-            let mut rows = stmt.query([impi])?;
-            match rows.next()? {
-                Some(row) => subscriber_from_row(row)?,
-                None => return Ok(None),
-            }
-        };
-        let next = current
-            .sqn
-            .next()
-            .map_err(|_| StoreError::SqnExhausted(impi.to_owned()))?;
-        tx.execute(
-            "UPDATE subscribers SET sqn = ?1 WHERE impi = ?2",
-            params![sqn_to_sql(next), impi],
-        )?;
-        // Durable before the vector leaves the BSF (TS 33.102 Annex C).
-        tx.commit()?;
-        Ok(Some(Subscriber {
-            sqn: next,
-            ..current
-        }))
+        let impi = impi.to_owned();
+        // Durable before the vector leaves the BSF (TS 33.102 Annex C):
+        // the group commit returns after the commit that holds the update.
+        self.group_write(move |conn| {
+            let current = {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE impi = ?1"
+                ))?;
+                let mut rows = stmt.query([&impi])?;
+                match rows.next()? {
+                    Some(row) => subscriber_from_row(row)?,
+                    None => return Ok(None),
+                }
+            };
+            let next = current
+                .sqn
+                .next()
+                .map_err(|_| StoreError::SqnExhausted(impi.clone()))?;
+            conn.prepare_cached("UPDATE subscribers SET sqn = ?1 WHERE impi = ?2")?
+                .execute(params![sqn_to_sql(next), impi])?;
+            Ok(Some(Subscriber {
+                sqn: next,
+                ..current
+            }))
+        })
     }
 
     fn resync_sqn(&self, impi: &str, sqn_ms: Sqn48) -> Result<Sqn48, StoreError> {
@@ -394,30 +538,33 @@ impl Store for SqliteStore {
     }
 
     fn insert_session(&self, session: &Session) -> Result<(), StoreError> {
-        let conn = self.lock();
-        let r = conn.execute(
-            "INSERT INTO sessions (btid, impi, rand, ks, gba_type, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                session.btid.as_str(),
-                session.impi,
-                &session.rand[..],
-                &session.ks.as_bytes()[..],
-                session.gba_type.as_str(),
-                time_to_sql(session.created_at),
-                time_to_sql(session.expires_at)
-            ],
-        );
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) if is_constraint(&e) => {
-                Err(StoreError::SessionExists(session.btid.as_str().to_owned()))
+        let session = session.clone();
+        self.group_write(move |conn| {
+            let r = conn
+                .prepare_cached(
+                    "INSERT INTO sessions (btid, impi, rand, ks, gba_type, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    session.btid.as_str(),
+                    session.impi,
+                    &session.rand[..],
+                    &session.ks.as_bytes()[..],
+                    session.gba_type.as_str(),
+                    time_to_sql(session.created_at),
+                    time_to_sql(session.expires_at)
+                ]);
+            match r {
+                Ok(_) => Ok(()),
+                Err(e) if is_constraint(&e) => {
+                    Err(StoreError::SessionExists(session.btid.as_str().to_owned()))
+                }
+                Err(e) => Err(e.into()),
             }
-            Err(e) => Err(e.into()),
-        }
+        })
     }
 
     fn session(&self, btid: &str, now: u64) -> Result<Option<Session>, StoreError> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached(
             "SELECT btid, impi, rand, ks, gba_type, created_at, expires_at FROM sessions WHERE btid = ?1 AND expires_at > ?2",
         )?;
@@ -437,7 +584,7 @@ impl Store for SqliteStore {
     }
 
     fn session_count(&self) -> Result<usize, StoreError> {
-        let conn = self.lock();
+        let conn = self.read();
         let n: i64 = conn.query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0))?;
         Ok(usize::try_from(n).unwrap_or(0))
     }
@@ -510,6 +657,62 @@ mod tests {
             s.next_sqn("max@x"),
             Err(StoreError::SqnExhausted(_))
         ));
+    }
+
+    #[test]
+    fn group_commit_keeps_every_write_and_isolates_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bsf.db");
+        let s = std::sync::Arc::new(SqliteStore::open(&path).unwrap());
+        s.add_subscribers(&[sub("a@x", 0), sub("b@x", 0)]).unwrap();
+        let threads: Vec<_> = (0..16u8)
+            .map(|t| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    let mut sqns = Vec::new();
+                    for i in 0..25u8 {
+                        let impi = if t % 2 == 0 { "a@x" } else { "b@x" };
+                        sqns.push((impi, s.next_sqn(impi).unwrap().unwrap().sqn.value()));
+                        let session = Session {
+                            btid: BTid::new(
+                                &[t, i, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                                "bsf.x",
+                            ),
+                            impi: impi.into(),
+                            rand: [t; 16],
+                            ks: Ks::from_bytes([i; 32]),
+                            gba_type: GbaType::GbaMe,
+                            created_at: 1,
+                            expires_at: 1_000,
+                        };
+                        s.insert_session(&session).unwrap();
+                        // The same B-TID again: refused, and only this write.
+                        assert!(matches!(
+                            s.insert_session(&session),
+                            Err(StoreError::SessionExists(_))
+                        ));
+                        assert!(s.next_sqn("nobody").unwrap().is_none());
+                    }
+                    sqns
+                })
+            })
+            .collect();
+        let mut all: Vec<(&str, u64)> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        all.sort();
+        let before = all.len();
+        all.dedup();
+        assert_eq!(all.len(), before, "an SQN was handed out twice");
+        assert_eq!(s.subscriber("a@x").unwrap().unwrap().sqn.value(), 200);
+        assert_eq!(s.subscriber("b@x").unwrap().unwrap().sqn.value(), 200);
+        assert_eq!(s.session_count().unwrap(), 400);
+        drop(s);
+        // Everything answered is in the file.
+        let again = SqliteStore::open(&path).unwrap();
+        assert_eq!(again.subscriber("a@x").unwrap().unwrap().sqn.value(), 200);
+        assert_eq!(again.session_count().unwrap(), 400);
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub struct BenchArgs {
 enum BenchCommand {
     /// SRTP protect and unprotect throughput (MB/s of payload, one core).
     Srtp(SrtpArgs),
+    /// One MSK rotation to N simulated UEs over the real BSF and BM-SC
+    /// (started as child processes): setup rates, rekey time, messages,
+    /// kernel UDP drops, BM-SC memory per UE, CPU per process.
+    Rekey(crate::bench_rekey::RekeyArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -63,6 +67,7 @@ const SSRC: u32 = 0x5eed_5eed;
 pub fn run(a: BenchArgs) -> ExitCode {
     match a.what {
         BenchCommand::Srtp(a) => srtp_bench(a),
+        BenchCommand::Rekey(a) => crate::bench_rekey::run(a),
     }
 }
 

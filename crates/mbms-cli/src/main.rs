@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod bench;
+mod bench_rekey;
 mod demo;
 mod inspect;
 mod man;

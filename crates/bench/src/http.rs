@@ -1,0 +1,1 @@
+//! http bench (below)

@@ -1,0 +1,531 @@
+//! `mbms bench rekey`: the real BSF and BM-SC, a UE swarm, one MSK
+//! rotation; the report of schema `mbms-bench-rekey/1` (docs/bench.md).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use mbms::{KeyDomainId, MskId, MskName};
+
+use crate::procfs::{self, Metrics, UdpCounters};
+use crate::services::{BenchError, ServiceOptions, Services};
+use crate::swarm::{Swarm, SwarmStats};
+
+/// The JSON schema name of [`RekeyReport`].
+pub const REKEY_SCHEMA: &str = "mbms-bench-rekey/1";
+
+/// Options of a rekey run.
+#[derive(Clone, Debug)]
+pub struct RekeyOptions {
+    /// The `mbms` binary that runs the services.
+    pub mbms_bin: PathBuf,
+    /// Number of UEs.
+    pub ues: usize,
+    /// Fraction of datagrams the swarm drops in each direction.
+    pub loss: f64,
+    /// At most this many acknowledgements per second from the swarm.
+    pub pace: Option<u64>,
+    /// Seed of the keys and of the loss.
+    pub seed: u64,
+    /// UDP sockets of the swarm (default: one per core).
+    pub sockets: Option<usize>,
+    /// Concurrent HTTP requests during the setup.
+    pub concurrency: usize,
+    /// BM-SC `[retransmit] initial_ms`.
+    pub retransmit_initial_ms: u64,
+    /// A UE that misses the new MSK this long after the rotation asks for
+    /// it over Ua (and again after as long), like the real UE's missed key
+    /// update; `None`: never.
+    pub request_after: Option<Duration>,
+    /// Give up waiting (setup deliveries, rekey) after this long.
+    pub timeout: Duration,
+    /// Draw progress bars on standard error.
+    pub progress: bool,
+}
+
+impl RekeyOptions {
+    /// Defaults for `ues` UEs run by `mbms_bin`.
+    pub fn new(mbms_bin: PathBuf, ues: usize) -> Self {
+        RekeyOptions {
+            mbms_bin,
+            ues,
+            loss: 0.0,
+            pace: None,
+            seed: 1,
+            sockets: None,
+            concurrency: 128,
+            retransmit_initial_ms: 2000,
+            request_after: Some(Duration::from_secs(5)),
+            timeout: Duration::from_secs(600),
+            progress: false,
+        }
+    }
+}
+
+/// Setup figures.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SetupReport {
+    /// Seconds of `mbms bsf subscriber import` (all subscribers).
+    pub import_s: f64,
+    /// Seconds for every UE to bootstrap.
+    pub bootstrap_s: f64,
+    /// Bootstraps per second.
+    pub bootstraps_per_s: f64,
+    /// Seconds for every UE to register.
+    pub register_s: f64,
+    /// Registrations per second.
+    pub registrations_per_s: f64,
+    /// Seconds from the last registration until every UE held both MSKs
+    /// pushed at registration and the BM-SC had processed every
+    /// acknowledgement.
+    pub settle_s: f64,
+}
+
+/// Rekey figures.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RekeyFigures {
+    /// Seconds from sending the rotation request to the BM-SC having
+    /// processed every acknowledgement the swarm sent, every UE holding
+    /// the new MSK (see docs/bench.md).
+    pub seconds: f64,
+    /// Seconds from the rotation request until every UE held the new MSK
+    /// (swarm side).
+    pub all_hold_s: f64,
+    /// UEs holding the new MSK at the end.
+    pub ues_holding: usize,
+    /// BM-SC `bmsc_msk_messages_sent_total` delta.
+    pub messages_sent: u64,
+    /// BM-SC `bmsc_msk_retransmissions_total` delta.
+    pub retransmissions: u64,
+    /// BM-SC `bmsc_msk_acks_total{kind="accepted"}` delta.
+    pub acks_accepted: u64,
+    /// BM-SC `bmsc_msk_acks_total` delta, every kind.
+    pub acks_processed: u64,
+    /// BM-SC `bmsc_msk_give_ups_total` delta.
+    pub give_ups: u64,
+    /// Swarm counters during the rekey.
+    pub swarm: SwarmStats,
+}
+
+/// CPU seconds per process (user + system).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Cpu {
+    /// The BSF.
+    pub bsf_s: f64,
+    /// The BM-SC.
+    pub bmsc_s: f64,
+    /// The swarm (this process).
+    pub swarm_s: f64,
+}
+
+impl Cpu {
+    fn read(pids: (u32, u32)) -> Cpu {
+        Cpu {
+            bsf_s: procfs::cpu_seconds(pids.0).unwrap_or(0.0),
+            bmsc_s: procfs::cpu_seconds(pids.1).unwrap_or(0.0),
+            swarm_s: procfs::self_cpu_seconds(),
+        }
+    }
+
+    fn since(&self, e: &Cpu) -> Cpu {
+        Cpu {
+            bsf_s: self.bsf_s - e.bsf_s,
+            bmsc_s: self.bmsc_s - e.bmsc_s,
+            swarm_s: self.swarm_s - e.swarm_s,
+        }
+    }
+}
+
+/// Memory figures.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Memory {
+    /// BM-SC VmRSS before the registrations, KiB.
+    pub bmsc_rss_before_kib: u64,
+    /// BM-SC VmRSS after the registrations settled, KiB.
+    pub bmsc_rss_after_kib: u64,
+    /// (after - before) * 1024 / UEs.
+    pub bmsc_bytes_per_ue: f64,
+}
+
+/// The report of `mbms bench rekey` (schema [`REKEY_SCHEMA`]).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RekeyReport {
+    /// [`REKEY_SCHEMA`].
+    pub schema: &'static str,
+    /// UEs.
+    pub ues: usize,
+    /// Simulated loss per direction.
+    pub loss: f64,
+    /// Acknowledgement pacing, datagrams per second.
+    pub pace: Option<u64>,
+    /// Swarm UDP sockets.
+    pub sockets: usize,
+    /// `SO_RCVBUF` granted to each swarm socket, bytes.
+    pub socket_buffer: usize,
+    /// Concurrent HTTP requests of the setup.
+    pub concurrency: usize,
+    /// CPUs of the machine.
+    pub cpus: usize,
+    /// Setup.
+    pub setup: SetupReport,
+    /// The rotation.
+    pub rekey: RekeyFigures,
+    /// Kernel UDP drops during the rekey (`/proc/net/snmp`, whole machine).
+    pub udp_drops_rekey: UdpCounters,
+    /// Kernel UDP drops during the setup.
+    pub udp_drops_setup: UdpCounters,
+    /// BM-SC memory.
+    pub memory: Memory,
+    /// CPU seconds during the setup (bootstrap to settle).
+    pub cpu_setup: Cpu,
+    /// CPU seconds during the rekey.
+    pub cpu_rekey: Cpu,
+    /// Swarm CPU microseconds per UE during the rekey.
+    pub swarm_cpu_us_per_ue_rekey: f64,
+    /// Swarm CPU microseconds per UE during the setup.
+    pub swarm_cpu_us_per_ue_setup: f64,
+    /// Every UE holds the new MSK.
+    pub every_ue_holds_new_msk: bool,
+}
+
+struct Admin {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Admin {
+    async fn metrics(&self) -> Result<Metrics, BenchError> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        Ok(Metrics::parse(&text))
+    }
+
+    async fn key_group(&self, id: u16) -> Result<(MskId, MskId), BenchError> {
+        let v: serde_json::Value = self
+            .http
+            .get(format!("{}/admin/v1/key-groups", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let g = v
+            .as_array()
+            .and_then(|a| a.iter().find(|g| g["key_group"] == id))
+            .ok_or_else(|| BenchError::Service(format!("key group {id} not listed: {v}")))?;
+        Ok((
+            msk_id(&g["current"]["msk_id"])?,
+            msk_id(&g["next"]["msk_id"])?,
+        ))
+    }
+
+    async fn rotate(&self, id: u16) -> Result<MskId, BenchError> {
+        let v: serde_json::Value = self
+            .http
+            .post(format!("{}/admin/v1/key-groups/{id}/rotate", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        msk_id(&v["next"])
+    }
+}
+
+fn msk_id(v: &serde_json::Value) -> Result<MskId, BenchError> {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| BenchError::Service(format!("not an MSK ID: {v}")))
+}
+
+fn bar(show: bool, len: u64, what: &str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(len);
+    b.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    b.set_message(what.to_owned());
+    b
+}
+
+/// Runs a phase of the swarm while a bar shows its progress.
+async fn with_bar<F: std::future::Future<Output = Result<(), crate::swarm::SwarmError>>>(
+    swarm: &Swarm,
+    show: bool,
+    what: &str,
+    f: F,
+) -> Result<f64, BenchError> {
+    let b = bar(show, swarm.config().ues as u64, what);
+    let t0 = Instant::now();
+    tokio::pin!(f);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let r = loop {
+        tokio::select! {
+            r = &mut f => break r,
+            _ = tick.tick() => b.set_position(swarm.progress()),
+        }
+    };
+    b.set_position(swarm.progress());
+    b.finish();
+    r?;
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// Runs `mbms bench rekey` (see the module documentation).
+pub async fn run(o: &RekeyOptions) -> Result<RekeyReport, BenchError> {
+    let mut services = Services::start(&ServiceOptions {
+        mbms_bin: o.mbms_bin.clone(),
+        subscribers: o.ues,
+        seed: o.seed,
+        retransmit_initial_ms: o.retransmit_initial_ms,
+        retransmit_max_attempts: 6,
+        max_connections: (o.concurrency * 2).max(512),
+    })?;
+    let result = run_with(o, &mut services).await;
+    if result.is_err() {
+        let _ = services.check_running();
+    }
+    services.stop();
+    result
+}
+
+/// The measurement over running services.
+async fn run_with(o: &RekeyOptions, services: &mut Services) -> Result<RekeyReport, BenchError> {
+    let pids = services.pids();
+    let admin = Admin {
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()?,
+        base: services.bmsc_url.clone(),
+        token: services.admin_token.clone(),
+    };
+    let mut cfg = services.swarm_config(o.ues, o.seed);
+    if let Some(s) = o.sockets {
+        cfg.sockets = s.max(1);
+    }
+    cfg.concurrency = o.concurrency.max(1);
+    cfg.loss = o.loss;
+    cfg.pace = o.pace;
+    let swarm = Swarm::start(cfg).await?;
+    let n = o.ues;
+
+    let rss0 = procfs::rss_kib(pids.1).unwrap_or(0);
+    let udp0 = UdpCounters::read();
+    let cpu0 = Cpu::read(pids);
+    let bootstrap_s = with_bar(&swarm, o.progress, "bootstrap", swarm.bootstrap_all()).await?;
+    services.check_running()?;
+    let register_s = with_bar(&swarm, o.progress, "register", swarm.register_all()).await?;
+    services.check_running()?;
+
+    // The registrations pushed the current and the next MSK to every UE.
+    let kg = services.names.key_group;
+    let (cur, next) = admin.key_group(kg).await?;
+    let key_domain: KeyDomainId = services
+        .names
+        .key_domain
+        .parse()
+        .map_err(|e| BenchError::Service(format!("key domain: {e}")))?;
+    let name = |msk_id| MskName { key_domain, msk_id };
+    let t_settle = Instant::now();
+    swarm.set_target(&[cur, next]);
+    let since_start = (t_settle, SwarmStats::default(), Metrics::default(), udp0);
+    wait_settled(
+        o,
+        &swarm,
+        &admin,
+        &[name(cur), name(next)],
+        since_start,
+        "settle",
+        services,
+    )
+    .await?;
+    let settle_s = t_settle.elapsed().as_secs_f64();
+    let rss1 = procfs::rss_kib(pids.1).unwrap_or(0);
+    let cpu1 = Cpu::read(pids);
+    let udp1 = UdpCounters::read();
+
+    // The rotation.
+    let m0 = admin.metrics().await?;
+    let s0 = swarm.stats();
+    let t0 = Instant::now();
+    let new_next = admin.rotate(kg).await?;
+    swarm.set_target(&[new_next]);
+    let since = (t0, s0, m0.clone(), udp1);
+    let done = wait_settled(
+        o,
+        &swarm,
+        &admin,
+        &[name(new_next)],
+        since,
+        "rekey",
+        services,
+    )
+    .await?;
+    let seconds = t0.elapsed().as_secs_f64().min(done.seconds);
+    let cpu2 = Cpu::read(pids);
+    let udp2 = UdpCounters::read();
+    let m1 = admin.metrics().await?;
+    let s1 = swarm.stats();
+    let holding = swarm.count_holders();
+    let socket_buffer = swarm.granted_buffer;
+    swarm.stop();
+
+    let delta = |name: &str| (m1.sum(name) - m0.sum(name)).max(0.0) as u64;
+    let cpu_setup = cpu1.since(&cpu0);
+    let cpu_rekey = cpu2.since(&cpu1);
+    let sockets = o
+        .sockets
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    Ok(RekeyReport {
+        schema: REKEY_SCHEMA,
+        ues: n,
+        loss: o.loss,
+        pace: o.pace,
+        sockets,
+        socket_buffer,
+        concurrency: o.concurrency,
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        setup: SetupReport {
+            import_s: services.import_seconds,
+            bootstrap_s,
+            bootstraps_per_s: n as f64 / bootstrap_s.max(1e-9),
+            register_s,
+            registrations_per_s: n as f64 / register_s.max(1e-9),
+            settle_s,
+        },
+        rekey: RekeyFigures {
+            seconds,
+            all_hold_s: done.all_hold_s,
+            ues_holding: holding,
+            messages_sent: delta("bmsc_msk_messages_sent_total"),
+            retransmissions: delta("bmsc_msk_retransmissions_total"),
+            acks_accepted: (m1.get("bmsc_msk_acks_total", "kind", "accepted")
+                - m0.get("bmsc_msk_acks_total", "kind", "accepted"))
+            .max(0.0) as u64,
+            acks_processed: delta("bmsc_msk_acks_total"),
+            give_ups: delta("bmsc_msk_give_ups_total"),
+            swarm: stats_since(&s1, &s0),
+        },
+        udp_drops_rekey: udp2.since(&udp1),
+        udp_drops_setup: udp1.since(&udp0),
+        memory: Memory {
+            bmsc_rss_before_kib: rss0,
+            bmsc_rss_after_kib: rss1,
+            bmsc_bytes_per_ue: (rss1.saturating_sub(rss0) as f64 * 1024.0) / n.max(1) as f64,
+        },
+        cpu_setup,
+        cpu_rekey,
+        swarm_cpu_us_per_ue_rekey: cpu_rekey.swarm_s * 1e6 / n.max(1) as f64,
+        swarm_cpu_us_per_ue_setup: cpu_setup.swarm_s * 1e6 / n.max(1) as f64,
+        every_ue_holds_new_msk: holding == n,
+    })
+}
+
+fn stats_since(a: &SwarmStats, b: &SwarmStats) -> SwarmStats {
+    SwarmStats {
+        datagrams_received: a.datagrams_received - b.datagrams_received,
+        dropped_in: a.dropped_in - b.dropped_in,
+        msk_accepted: a.msk_accepted - b.msk_accepted,
+        refused: a.refused - b.refused,
+        unknown_idr: a.unknown_idr - b.unknown_idr,
+        acks_made: a.acks_made - b.acks_made,
+        dropped_out: a.dropped_out - b.dropped_out,
+        acks_sent: a.acks_sent - b.acks_sent,
+        solicited_pulls: a.solicited_pulls - b.solicited_pulls,
+        msk_requests: a.msk_requests - b.msk_requests,
+        bootstrap_retries: a.bootstrap_retries - b.bootstrap_retries,
+        register_retries: a.register_retries - b.register_retries,
+    }
+}
+
+struct Settled {
+    /// Seconds from the start to the end condition.
+    seconds: f64,
+    /// Seconds from the start until every UE held the target.
+    all_hold_s: f64,
+}
+
+/// Waits until every UE holds the target MSKs and the BM-SC has processed
+/// every acknowledgement the swarm handed to the kernel since `since`
+/// (its `bmsc_msk_acks_total`, all kinds, grew by the swarm's
+/// `acks_sent`, less the datagrams the kernel dropped for full receive
+/// buffers). UEs missing one of `keys` [`RekeyOptions::request_after`]
+/// after the start ask for it over Ua.
+async fn wait_settled(
+    o: &RekeyOptions,
+    swarm: &Swarm,
+    admin: &Admin,
+    keys: &[MskName],
+    since: (Instant, SwarmStats, Metrics, UdpCounters),
+    what: &str,
+    services: &mut Services,
+) -> Result<Settled, BenchError> {
+    let n = o.ues;
+    let (start, s0, m0, udp0) = since;
+    let b = bar(o.progress, n as u64, what);
+    let mut all_hold: Option<f64> = None;
+    let mut next_request = o.request_after.map(|d| start + d);
+    loop {
+        let holders = swarm.holders();
+        b.set_position(holders as u64);
+        if holders >= n && all_hold.is_none() {
+            all_hold = Some(start.elapsed().as_secs_f64());
+        }
+        if all_hold.is_some() {
+            let m = admin.metrics().await?;
+            let t = start.elapsed().as_secs_f64();
+            let processed =
+                (m.sum("bmsc_msk_acks_total") - m0.sum("bmsc_msk_acks_total")).max(0.0) as u64;
+            let sent = swarm.stats().acks_sent - s0.acks_sent;
+            let kernel_dropped = UdpCounters::read().since(&udp0).rcvbuf_errors;
+            if processed + kernel_dropped >= sent {
+                b.finish();
+                return Ok(Settled {
+                    seconds: t,
+                    all_hold_s: all_hold.unwrap_or(t),
+                });
+            }
+        }
+        if start.elapsed() > o.timeout {
+            b.abandon();
+            let m = admin.metrics().await?;
+            return Err(BenchError::Service(format!(
+                "timeout ({what}): {} of {n} UEs hold the MSKs after {:?}; the BM-SC processed {} acknowledgements (accepted {}), the swarm sent {} (swarm {:?})",
+                swarm.count_holders(),
+                o.timeout,
+                m.sum("bmsc_msk_acks_total") - m0.sum("bmsc_msk_acks_total"),
+                m.get("bmsc_msk_acks_total", "kind", "accepted") - m0.get("bmsc_msk_acks_total", "kind", "accepted"),
+                swarm.stats().acks_sent - s0.acks_sent,
+                swarm.stats()
+            )));
+        }
+        if let (Some(at), Some(every)) = (next_request, o.request_after) {
+            if Instant::now() >= at && all_hold.is_none() {
+                for key in keys {
+                    swarm.request_missing(*key, every).await;
+                }
+                next_request = Some(Instant::now() + every);
+            }
+        }
+        services.check_running()?;
+        tokio::time::sleep(Duration::from_millis(if all_hold.is_some() {
+            10
+        } else {
+            20
+        }))
+        .await;
+    }
+}

@@ -1,0 +1,128 @@
+//! `mbms bench rekey`: one MSK rotation to N UEs over the real BSF and
+//! BM-SC (child processes of this binary), with the UE swarm of the
+//! `mbms-bench` crate in this process. See docs/bench.md.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use mbms_bench::rekey::{self, RekeyOptions, RekeyReport};
+
+/// Options of `mbms bench rekey`.
+#[derive(Args, Debug)]
+pub struct RekeyArgs {
+    /// Number of simulated UEs (each bootstraps, registers and receives
+    /// the rotation's MSK).
+    #[arg(long, value_name = "N", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    ues: u64,
+    /// Print the report as JSON (schema "mbms-bench-rekey/1").
+    #[arg(long)]
+    json: bool,
+    /// Fraction of datagrams the swarm drops in each direction (seeded).
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_fraction)]
+    loss: f64,
+    /// At most this many acknowledgements per second from the swarm.
+    #[arg(long, value_name = "DATAGRAMS_PER_S", value_parser = clap::value_parser!(u64).range(1..))]
+    pace: Option<u64>,
+    /// Seed of the subscriber keys and of the loss.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// UDP sockets of the swarm (default: one per core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    sockets: Option<u64>,
+    /// Concurrent HTTP requests (keep-alive connections) during the setup.
+    #[arg(long, value_name = "N", default_value_t = 128,
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
+    concurrency: u64,
+    /// BM-SC retransmission: first interval in milliseconds
+    /// (`[retransmit] initial_ms`).
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    retransmit_initial_ms: u64,
+    /// A UE that misses the new MSK this many seconds after the rotation
+    /// asks for it over Ua (0: never).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    request_after: f64,
+    /// Give up after this many seconds of waiting for the deliveries.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    timeout: u64,
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("not a number: {s}"))?;
+    if (0.0..1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err("must be at least 0 and below 1".into())
+    }
+}
+
+/// Runs `mbms bench rekey`.
+pub fn run(a: RekeyArgs) -> ExitCode {
+    let bin = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: cannot find this program's path: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut o = RekeyOptions::new(bin, a.ues as usize);
+    o.loss = a.loss;
+    o.pace = a.pace;
+    o.seed = a.seed;
+    o.sockets = a.sockets.map(|s| s as usize);
+    o.concurrency = a.concurrency as usize;
+    o.retransmit_initial_ms = a.retransmit_initial_ms;
+    o.request_after = (a.request_after > 0.0).then(|| Duration::from_secs_f64(a.request_after));
+    o.timeout = Duration::from_secs(a.timeout);
+    o.progress = !a.json || std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(rekey::run(&o)) {
+        Ok(r) => {
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            } else {
+                print!("{}", text(&r));
+            }
+            if r.every_ue_holds_new_msk {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn text(r: &RekeyReport) -> String {
+    let s = &r.setup;
+    let k = &r.rekey;
+    format!(
+        "mbms bench rekey: {} UEs, loss {}, {} swarm sockets ({} KiB buffers), {} CPUs\n\
+         setup:  import {:.2} s; bootstrap {:.2} s ({:.0}/s); register {:.2} s ({:.0}/s); settle {:.2} s\n\
+         rekey:  {:.3} s (every UE holds the new MSK after {:.3} s; {} of {} hold it)\n\
+         BM-SC:  {} MSK messages sent, {} retransmissions, {} acks accepted of {} processed, {} given up\n\
+         swarm:  {} datagrams in, {} acks out, {} dropped by --loss in / {} out, {} MSK requests, {} refused\n\
+         kernel: UDP drops during the rekey: {} receive-buffer, {} send-buffer (setup: {} / {})\n\
+         memory: BM-SC RSS {} -> {} KiB, {:.0} bytes per registered UE\n\
+         CPU s:  rekey BM-SC {:.2}, BSF {:.2}, swarm {:.2} ({:.2} us/UE); setup BM-SC {:.2}, BSF {:.2}, swarm {:.2} ({:.1} us/UE)\n",
+        r.ues, r.loss, r.sockets, r.socket_buffer / 1024, r.cpus,
+        s.import_s, s.bootstrap_s, s.bootstraps_per_s, s.register_s, s.registrations_per_s, s.settle_s,
+        k.seconds, k.all_hold_s, k.ues_holding, r.ues,
+        k.messages_sent, k.retransmissions, k.acks_accepted, k.acks_processed, k.give_ups,
+        k.swarm.datagrams_received, k.swarm.acks_sent, k.swarm.dropped_in, k.swarm.dropped_out, k.swarm.msk_requests, k.swarm.refused,
+        r.udp_drops_rekey.rcvbuf_errors, r.udp_drops_rekey.sndbuf_errors, r.udp_drops_setup.rcvbuf_errors, r.udp_drops_setup.sndbuf_errors,
+        r.memory.bmsc_rss_before_kib, r.memory.bmsc_rss_after_kib, r.memory.bmsc_bytes_per_ue,
+        r.cpu_rekey.bmsc_s, r.cpu_rekey.bsf_s, r.cpu_rekey.swarm_s, r.swarm_cpu_us_per_ue_rekey,
+        r.cpu_setup.bmsc_s, r.cpu_setup.bsf_s, r.cpu_setup.swarm_s, r.swarm_cpu_us_per_ue_setup,
+    )
+}
