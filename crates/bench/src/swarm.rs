@@ -42,6 +42,7 @@ use tokio::net::UdpSocket;
 use ue::ua::UaClient;
 use ue::BootstrapClient;
 
+use crate::timeline::Timeline;
 use crate::udp;
 
 /// How the swarm is built and where it connects.
@@ -280,6 +281,7 @@ pub struct Swarm {
     stats: Arc<Stats>,
     progress: Arc<AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    timeline: Arc<Timeline>,
     /// The receive buffer the kernel granted each socket.
     pub granted_buffer: usize,
 }
@@ -299,6 +301,7 @@ impl Swarm {
         let mut shards = Vec::new();
         let mut tasks = Vec::new();
         let mut granted_buffer = usize::MAX;
+        let timeline = Arc::new(Timeline::new());
         for s in 0..nshards {
             let (sock, granted) =
                 udp::bind(SocketAddr::from(([127, 0, 0, 1], 0)), cfg.socket_buffer)?;
@@ -323,6 +326,7 @@ impl Swarm {
                 stats.clone(),
                 rng,
                 nshards,
+                (s, timeline.clone()),
             )));
             shards.push(shard);
         }
@@ -333,8 +337,14 @@ impl Swarm {
             stats,
             progress: Arc::new(AtomicU64::new(0)),
             tasks,
+            timeline,
             granted_buffer,
         })
+    }
+
+    /// The recorder of `mbms bench rekey --plot` (off until started).
+    pub fn timeline(&self) -> &Timeline {
+        &self.timeline
     }
 
     /// The configuration.
@@ -556,6 +566,9 @@ impl Swarm {
             shard.holders.store(count, Ordering::SeqCst);
             total += count;
         }
+        if let Some(m) = self.timeline.mark() {
+            m.holders(total);
+        }
         total
     }
 
@@ -605,6 +618,7 @@ impl Swarm {
             }
         }
         let asked = todo.len();
+        self.timeline.requests(asked);
         let sem = Arc::new(tokio::sync::Semaphore::new(self.cfg.concurrency.max(1)));
         let mut set = tokio::task::JoinSet::new();
         for i in todo {
@@ -665,6 +679,7 @@ async fn shard_loop(
     stats: Arc<Stats>,
     mut rng: StdRng,
     nshards: usize,
+    (shard_ix, timeline): (usize, Arc<Timeline>),
 ) {
     let epoch = Instant::now();
     let mut rx = udp::Receiver::default();
@@ -685,15 +700,23 @@ async fn shard_loop(
         acks.clear();
         {
             let now = epoch.elapsed();
+            let mark = timeline.mark();
             let mut st = shard.lock();
             let st = &mut *st;
             for (bytes, from) in rx.datagrams() {
                 if cfg.loss > 0.0 && rng.gen::<f64>() < cfg.loss {
                     add(&stats.dropped_in, 1);
+                    if let Some(m) = &mark {
+                        let ix = |l: u32| l as usize * nshards + shard_ix;
+                        m.msk_message_lost(bytes, |idr| st.by_btid.get(idr).copied().map(ix));
+                    }
                     continue;
                 }
-                let local = match MskEnvelope::parse(bytes) {
-                    Ok(env) => st.by_btid.get(env.muk_id.idr.as_str()).copied(),
+                let (local, msk_id) = match MskEnvelope::parse(bytes) {
+                    Ok(env) => (
+                        st.by_btid.get(env.muk_id.idr.as_str()).copied(),
+                        env.msk.msk_id,
+                    ),
                     Err(_) => {
                         add(&stats.refused, 1);
                         continue;
@@ -706,6 +729,9 @@ async fn shard_loop(
                     add(&stats.unknown_idr, 1);
                     continue;
                 };
+                if let (Some(m), Some(l)) = (&mark, local) {
+                    m.msk_message(l as usize * nshards + shard_ix, msk_id);
+                }
                 let ack = match ue.mgvf.process_msk_message(bytes, now) {
                     Ok(MskOutcome::Stored { ack, .. })
                     | Ok(MskOutcome::Superseded { ack, .. })
@@ -727,11 +753,17 @@ async fn shard_loop(
                 if !ue.holds_target && ue.holds(&st.target) {
                     ue.holds_target = true;
                     shard.holders.fetch_add(1, Ordering::SeqCst);
+                    if let Some(m) = &mark {
+                        m.holders(1);
+                    }
                 }
                 if let Some(a) = ack {
                     add(&stats.acks_made, 1);
                     if cfg.loss > 0.0 && rng.gen::<f64>() < cfg.loss {
                         add(&stats.dropped_out, 1);
+                        if let Some(m) = &mark {
+                            m.ack_lost();
+                        }
                     } else {
                         acks.push((from, a));
                     }
