@@ -436,7 +436,7 @@ impl<'p, 'a> Chart<'p, 'a> {
         self.steps("series-retransmissions", &retx, C_RETX, 2.0, Some("3 2"));
         self.steps("series-acks", &acks, C_ACK, 2.0, None);
         let mut cum = 0.0;
-        let hold: Vec<(f64, f64)> = self
+        let mut hold: Vec<(f64, f64)> = self
             .p
             .timeline
             .swarm
@@ -448,6 +448,12 @@ impl<'p, 'a> Chart<'p, 'a> {
                 (b.t_s + b.width_s, cum)
             })
             .collect();
+        // Level until the end of the rekey (a plateau below N stays visible).
+        if let Some(&(t, v)) = hold.last() {
+            if self.p.rekey_s.is_finite() && self.p.rekey_s > t {
+                hold.push((self.p.rekey_s, v));
+            }
+        }
         self.steps("series-holding", &hold, C_HOLD, 2.5, None);
         self.w("</g>\n");
     }
