@@ -17,8 +17,10 @@
 #![warn(missing_docs)]
 
 pub mod http;
+pub mod plot;
 pub mod procfs;
 pub mod rekey;
 pub mod services;
 pub mod swarm;
+pub mod timeline;
 pub mod udp;

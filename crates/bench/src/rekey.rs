@@ -10,6 +10,7 @@ use mbms::{KeyDomainId, MskId, MskName};
 use crate::procfs::{self, Metrics, UdpCounters};
 use crate::services::{BenchError, ServiceOptions, Services};
 use crate::swarm::{Swarm, SwarmStats};
+use crate::timeline::{MetricsSampler, RekeyTimeline};
 
 /// The JSON schema name of [`RekeyReport`].
 pub const REKEY_SCHEMA: &str = "mbms-bench-rekey/1";
@@ -41,6 +42,9 @@ pub struct RekeyOptions {
     pub timeout: Duration,
     /// Draw progress bars on standard error.
     pub progress: bool,
+    /// Record the rotation's timeline ([`RekeyReport::timeline`], for
+    /// `--plot`).
+    pub timeline: bool,
 }
 
 impl RekeyOptions {
@@ -58,6 +62,7 @@ impl RekeyOptions {
             request_after: None,
             timeout: Duration::from_secs(600),
             progress: false,
+            timeline: false,
         }
     }
 }
@@ -190,6 +195,10 @@ pub struct RekeyReport {
     pub swarm_us_per_message: f64,
     /// Every UE holds the new MSK.
     pub every_ue_holds_new_msk: bool,
+    /// The rotation's timeline when [`RekeyOptions::timeline`] asked for
+    /// it (not in the JSON report; drawn by [`crate::plot`]).
+    #[serde(skip)]
+    pub timeline: Option<RekeyTimeline>,
 }
 
 struct Admin {
@@ -365,6 +374,13 @@ async fn run_with(o: &RekeyOptions, services: &mut Services) -> Result<RekeyRepo
     let m0 = admin.metrics().await?;
     let s0 = swarm.stats();
     let t0 = Instant::now();
+    let sampler = o.timeline.then(|| {
+        swarm
+            .timeline()
+            .start(t0, n, o.timeout + Duration::from_secs(5), &[cur, next]);
+        let url = format!("{}/metrics", admin.base);
+        MetricsSampler::start(admin.http.clone(), url, t0, m0.clone())
+    });
     let new_next = admin.rotate(kg).await?;
     swarm.set_target(&[new_next]);
     let since = (t0, s0, m0.clone(), udp1);
@@ -384,6 +400,13 @@ async fn run_with(o: &RekeyOptions, services: &mut Services) -> Result<RekeyRepo
     let m1 = admin.metrics().await?;
     let s1 = swarm.stats();
     let holding = swarm.count_holders();
+    let timeline = match sampler {
+        Some(s) => Some(RekeyTimeline {
+            bmsc: s.finish().await,
+            swarm: swarm.timeline().snapshot(),
+        }),
+        None => None,
+    };
     let socket_buffer = swarm.granted_buffer;
     swarm.stop();
 
@@ -439,6 +462,7 @@ async fn run_with(o: &RekeyOptions, services: &mut Services) -> Result<RekeyRepo
             d.busy_ns as f64 / 1e3 / d.datagrams_received.max(1) as f64
         },
         every_ue_holds_new_msk: holding == n,
+        timeline,
     })
 }
 

@@ -42,6 +42,7 @@ use tokio::net::UdpSocket;
 use ue::ua::UaClient;
 use ue::BootstrapClient;
 
+use crate::timeline::Timeline;
 use crate::udp;
 
 /// How the swarm is built and where it connects.
@@ -284,6 +285,7 @@ pub struct Swarm {
     stats: Arc<Stats>,
     progress: Arc<AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    timeline: Arc<Timeline>,
     /// The receive buffer the kernel granted each socket.
     pub granted_buffer: usize,
 }
@@ -303,6 +305,7 @@ impl Swarm {
         let mut shards = Vec::new();
         let mut tasks = Vec::new();
         let mut granted_buffer = usize::MAX;
+        let timeline = Arc::new(Timeline::new());
         for s in 0..nshards {
             let (sock, granted) =
                 udp::bind(SocketAddr::from(([127, 0, 0, 1], 0)), cfg.socket_buffer)?;
@@ -327,6 +330,7 @@ impl Swarm {
                 stats.clone(),
                 rng,
                 nshards,
+                (s, timeline.clone()),
             )));
             shards.push(shard);
         }
@@ -337,8 +341,14 @@ impl Swarm {
             stats,
             progress: Arc::new(AtomicU64::new(0)),
             tasks,
+            timeline,
             granted_buffer,
         })
+    }
+
+    /// The recorder of `mbms bench rekey --plot` (off until started).
+    pub fn timeline(&self) -> &Timeline {
+        &self.timeline
     }
 
     /// The configuration.
@@ -563,6 +573,9 @@ impl Swarm {
             shard.holders.store(count, Ordering::SeqCst);
             total += count;
         }
+        if let Some(m) = self.timeline.mark() {
+            m.holders(total);
+        }
         total
     }
 
@@ -612,6 +625,7 @@ impl Swarm {
             }
         }
         let asked = todo.len();
+        self.timeline.requests(asked);
         let sem = Arc::new(tokio::sync::Semaphore::new(self.cfg.concurrency.max(1)));
         let mut set = tokio::task::JoinSet::new();
         for i in todo {
@@ -672,6 +686,7 @@ async fn shard_loop(
     stats: Arc<Stats>,
     mut rng: StdRng,
     nshards: usize,
+    (shard_ix, timeline): (usize, Arc<Timeline>),
 ) {
     let epoch = Instant::now();
     let mut rx = udp::Receiver::default();
@@ -693,15 +708,23 @@ async fn shard_loop(
         acks.clear();
         {
             let now = epoch.elapsed();
+            let mark = timeline.mark();
             let mut st = shard.lock();
             let st = &mut *st;
             for (bytes, from) in rx.datagrams() {
                 if cfg.loss > 0.0 && rng.gen::<f64>() < cfg.loss {
                     add(&stats.dropped_in, 1);
+                    if let Some(m) = &mark {
+                        let ix = |l: u32| l as usize * nshards + shard_ix;
+                        m.msk_message_lost(bytes, |idr| st.by_btid.get(idr).copied().map(ix));
+                    }
                     continue;
                 }
-                let local = match MskEnvelope::parse(bytes) {
-                    Ok(env) => st.by_btid.get(env.muk_id.idr.as_str()).copied(),
+                let (local, msk_id) = match MskEnvelope::parse(bytes) {
+                    Ok(env) => (
+                        st.by_btid.get(env.muk_id.idr.as_str()).copied(),
+                        env.msk.msk_id,
+                    ),
                     Err(_) => {
                         add(&stats.refused, 1);
                         continue;
@@ -714,6 +737,9 @@ async fn shard_loop(
                     add(&stats.unknown_idr, 1);
                     continue;
                 };
+                if let (Some(m), Some(l)) = (&mark, local) {
+                    m.msk_message(l as usize * nshards + shard_ix, msk_id);
+                }
                 let ack = match ue.mgvf.process_msk_message(bytes, now) {
                     Ok(MskOutcome::Stored { ack, .. })
                     | Ok(MskOutcome::Superseded { ack, .. })
@@ -735,11 +761,17 @@ async fn shard_loop(
                 if !ue.holds_target && ue.holds(&st.target) {
                     ue.holds_target = true;
                     shard.holders.fetch_add(1, Ordering::SeqCst);
+                    if let Some(m) = &mark {
+                        m.holders(1);
+                    }
                 }
                 if let Some(a) = ack {
                     add(&stats.acks_made, 1);
                     if cfg.loss > 0.0 && rng.gen::<f64>() < cfg.loss {
                         add(&stats.dropped_out, 1);
+                        if let Some(m) = &mark {
+                            m.ack_lost();
+                        }
                     } else {
                         acks.push((from, a));
                     }

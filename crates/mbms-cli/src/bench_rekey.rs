@@ -47,6 +47,10 @@ pub struct RekeyArgs {
     /// Give up after this many seconds of waiting for the deliveries.
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     timeout: u64,
+    /// Draw the rotation into an SVG chart: UEs holding the new MSK and
+    /// acknowledgements over time, retransmissions and losses marked.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<std::path::PathBuf>,
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {
@@ -80,6 +84,7 @@ pub fn run(a: RekeyArgs) -> ExitCode {
     o.request_after = (request_after > 0.0).then(|| Duration::from_secs_f64(request_after));
     o.timeout = Duration::from_secs(a.timeout);
     o.progress = !a.json || std::io::IsTerminal::is_terminal(&std::io::stderr());
+    o.timeline = a.plot.is_some();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -89,6 +94,17 @@ pub fn run(a: RekeyArgs) -> ExitCode {
     };
     match rt.block_on(rekey::run(&o)) {
         Ok(r) => {
+            let cmd = mbms_bench::plot::command_line(
+                std::env::args_os().map(|a| a.to_string_lossy().into_owned()),
+            );
+            if let Some(Err(e)) = a
+                .plot
+                .as_ref()
+                .map(|p| mbms_bench::plot::write(p, &r, &cmd))
+            {
+                eprintln!("error: --plot: {e}");
+                return ExitCode::FAILURE;
+            }
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
             } else {
