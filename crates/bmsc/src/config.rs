@@ -84,6 +84,34 @@ impl RetransmitSection {
     }
 }
 
+/// Default [`MikeySection::socket_buffer`]: 8 MiB.
+pub const DEFAULT_MIKEY_SOCKET_BUFFER: usize = 8 << 20;
+
+/// `[mikey]`: the MIKEY UDP socket (issue 12: with the kernel's default
+/// 212 KB receive buffer, a burst of acknowledgements from 10,000 UEs was
+/// dropped and the retransmission timer set the rotation's completion time).
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MikeySection {
+    /// SO_RCVBUF and SO_SNDBUF of the socket, bytes. The kernel caps them at
+    /// `net.core.rmem_max` / `wmem_max`; the BM-SC logs the size it granted
+    /// when it capped it.
+    #[serde(default = "default_mikey_socket_buffer")]
+    pub socket_buffer: usize,
+}
+
+impl Default for MikeySection {
+    fn default() -> Self {
+        MikeySection {
+            socket_buffer: DEFAULT_MIKEY_SOCKET_BUFFER,
+        }
+    }
+}
+
+fn default_mikey_socket_buffer() -> usize {
+    DEFAULT_MIKEY_SOCKET_BUFFER
+}
+
 /// `[[key_group]]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -257,6 +285,9 @@ pub struct BmscConfig {
     /// on.
     #[serde(default = "default_mikey_listen")]
     pub mikey_listen: SocketAddr,
+    /// The MIKEY socket's buffers (the `[mikey]` table).
+    #[serde(default)]
+    pub mikey: MikeySection,
     /// SQLite file or `postgres://` URL.
     #[serde(default = "default_db")]
     pub db: String,

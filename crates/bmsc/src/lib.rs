@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod protection;
 pub mod server;
 pub mod session;
+pub mod socket_buffer;
 pub mod store;
 pub mod tap;
 pub mod ua;

@@ -237,6 +237,7 @@ pub async fn start_with_tap(
             addr: cfg.mikey_listen,
             source,
         })?;
+    crate::socket_buffer::size(&mikey, cfg.mikey.socket_buffer);
     let mikey_addr = mikey.local_addr().map_err(|source| ServerError::Bind {
         addr: cfg.mikey_listen,
         source,
