@@ -1355,7 +1355,7 @@ pub async fn run(
     let v = admin("/admin/v1/key-groups/1/rotate").await?;
     let current = v["current"].as_str().unwrap_or_default().to_owned();
     // Wait until the BM-SC gave up the pushes to the offline UE.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + grace(20, n);
     loop {
         let r = http
             .get(format!(
@@ -1381,7 +1381,7 @@ pub async fn run(
     for r in &relays {
         r.set_online(true);
     }
-    let missed_ok = wait_all(&ues, &[offline], Duration::from_secs(30), progress, |_, u| {
+    let missed_ok = wait_all(&ues, &[offline], grace(30, n), progress, |_, u| {
         let ev = u.events_since(mark0);
         ev.iter().any(|e| {
             matches!(e, UeEvent::MskRequested { reason: RequestReason::MissedKeyUpdate | RequestReason::Retry, statuses, .. } if statuses.contains(&200))
