@@ -33,7 +33,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -74,6 +74,11 @@ const ZN_TOKEN: &str = "zn-demo-token";
 const ADMIN: &str = "admin-demo-token";
 /// RTP packets of the synthetic stream.
 const RTP_PACKETS: u16 = 60;
+/// RTP sequence number of the first pre-roll packet; the pre-roll has at
+/// most `STREAM_FIRST_SEQ - PREROLL_FIRST_SEQ` packets.
+const PREROLL_FIRST_SEQ: u16 = 60_000;
+/// RTP sequence number of the first packet of the checked stream.
+const STREAM_FIRST_SEQ: u16 = 60_200;
 /// Size of the generated download file.
 const FILE_LEN: usize = 48 * 1024;
 
@@ -464,6 +469,13 @@ fn stored(e: &UeEvent) -> Option<&str> {
     }
 }
 
+/// The time a procedure gets for `n` UEs: `base_s` seconds for the first
+/// few plus 10 ms per UE (the UEs, the BSF and the BM-SC share the host's
+/// cores; at 10,000 UEs a push to all of them takes tens of seconds).
+fn grace(base_s: u64, n: usize) -> Duration {
+    Duration::from_secs(base_s) + Duration::from_millis(10 * n as u64)
+}
+
 /// Waits until `f` holds for every UE in `which` or `timeout` passes;
 /// returns how many it holds for. Reports progress.
 async fn wait_all(
@@ -496,8 +508,33 @@ async fn wait_all(
     }
 }
 
+/// The `[http] max_connections` of the demo's BSF and BM-SC for `n` UEs.
+/// Every UE keeps its HTTP client's connections to both servers open
+/// (keep-alive, until the server's idle timeout) and may have a request of
+/// each of its two services in flight at once: with the default of 512, the
+/// 513th UE's connection waited in the listen backlog until an idle one
+/// timed out (60 s), and once the backlog was full too, the admin API's
+/// connection timed out (issue 12: `mbms demo --ues 1000`).
+fn http_connections(n: usize) -> usize {
+    (2 * n + 64).max(mbms_service::http::DEFAULT_MAX_CONNECTIONS)
+}
+
+/// The streaming session's `mtk_interval` (seconds) and `switch_delay_ms`
+/// for `n` UEs: 2 s and 500 ms, plus 5 s and 3 s per 1,000 UEs. The BM-SC
+/// switches SRTP to a new MTK `switch_delay_ms` after sending its MTK
+/// message to every UE; each UE stores the new MTK (two fsyncs each for its
+/// MGV-S and its MTK cache) before it can decrypt with it. At 1,000 UEs on
+/// 2 cores those 4,000 fsyncs took longer than 500 ms (and than 1.5 s on a
+/// busy disk), and a UE dropped the packets of the new MKI until it got
+/// there (issue 12: UEs with 45 or 54 of 60 packets). The delay stays
+/// shorter than the interval, or no switch would ever happen.
+fn mtk_timing(n: usize) -> (u64, u64) {
+    (2 + 5 * n as u64 / 1000, 500 + 3 * n as u64)
+}
+
 fn bmsc_config(
     dir: &std::path::Path,
+    n: usize,
     bsf_url: &str,
     mikey: SocketAddr,
     rtp_in: u16,
@@ -524,6 +561,9 @@ counter_block = 16
 [bsf]
 url = "{bsf_url}"
 zn_token = "{ZN_TOKEN}"
+
+[http]
+max_connections = {max_connections}
 
 [retransmit]
 initial_ms = 1000
@@ -560,11 +600,11 @@ name = "video"
 kind = "streaming"
 key_group = 1
 mtk_destinations = [{mtk}]
-mtk_interval = 2
+mtk_interval = {mtk_interval}
 mtk_repeat = 1
 rtp_listen = "127.0.0.1:{rtp_in}"
 srtp_destinations = [{srtp}]
-switch_delay_ms = 500
+switch_delay_ms = {switch_delay_ms}
 
 [[session]]
 name = "files"
@@ -576,6 +616,9 @@ scan_interval = 1
 "#,
         mtk = list(mtk_dests),
         srtp = list(srtp_dests),
+        max_connections = http_connections(n),
+        mtk_interval = mtk_timing(n).0,
+        switch_delay_ms = mtk_timing(n).1,
     )
 }
 
@@ -661,6 +704,33 @@ key_groups = [2]
     Ok(cfg)
 }
 
+/// The time between two RTP packets of the stream for `n` UEs: 10 ms up
+/// to 50 UEs, 20 ms up to 1,000, then 20 us per UE (every packet is one
+/// SRTP datagram per UE for the BM-SC to protect and send, and for the UEs
+/// to receive and decrypt, on the host's cores: 200 ms at 10,000).
+fn stream_pace(n: usize) -> Duration {
+    let floor = if n > 50 { 20_000 } else { 10_000 };
+    Duration::from_micros((20 * n as u64).max(floor))
+}
+
+/// The packets of the checked stream among a UE's decrypted packets: all
+/// but those of the pre-roll (sequence numbers [`PREROLL_FIRST_SEQ`] up
+/// to [`STREAM_FIRST_SEQ`]), which may still arrive after the list was
+/// cleared when the BM-SC's sending lags behind the pre-roll (issue 12:
+/// "UEs count 70 of 60 packets" at 1,000 UEs were pre-roll packets).
+fn stream_part(plain: &[Vec<u8>]) -> impl Iterator<Item = &[u8]> {
+    plain.iter().map(Vec::as_slice).filter(|p| {
+        let seq = p.get(2..4).map(|b| u16::from_be_bytes([b[0], b[1]]));
+        !seq.is_some_and(|s| (PREROLL_FIRST_SEQ..STREAM_FIRST_SEQ).contains(&s))
+    })
+}
+
+/// A UE decrypted exactly the packets `sent`, byte-exact and in order (and
+/// nothing else but pre-roll packets).
+fn stream_matches(plain: &[Vec<u8>], sent: &[Vec<u8>]) -> bool {
+    stream_part(plain).eq(sent.iter().map(Vec::as_slice))
+}
+
 /// An RTP packet of the synthetic stream: version 2, PT 33, SSRC, SEQ,
 /// timestamp and a payload that names its sequence number.
 pub fn rtp(ssrc: u32, seq: u16, len: usize) -> Vec<u8> {
@@ -688,6 +758,47 @@ pub fn muk_of(k: &[u8; 16], opc: &[u8; 16], impi: &str, btid: &str) -> anyhow::R
     let ks_naf = gba::kdf::derive_ks_naf(&ks, btid.rand(), impi, &gba::NafId::mbms(BMSC_FQDN))
         .map_err(|e| anyhow!("KDF: {e}"))?;
     Ok(*gba::kdf::derive_muk(&ks_naf).as_bytes())
+}
+
+/// File descriptors one in-process UE holds: its MIKEY, MTK, SRTP and
+/// plain RTP output sockets, its HTTP client's connections to the BSF and
+/// the BM-SC and their server ends, and one more for files being written.
+const DESCRIPTORS_PER_UE: u64 = 9;
+
+/// Makes room for `n` UEs' descriptors: raises the soft `RLIMIT_NOFILE` up
+/// to the hard limit if needed (returns a note saying so), or fails naming
+/// the limit when even the hard limit is too low (issue 12: beyond it,
+/// sockets and connections fail one by one in the middle of the run).
+fn descriptors_for(n: usize) -> anyhow::Result<Option<String>> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let need = n as u64 * DESCRIPTORS_PER_UE + 256;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("reading RLIMIT_NOFILE")?;
+    if soft >= need {
+        return Ok(None);
+    }
+    if hard < need {
+        bail!(
+            "{n} UEs need about {need} file descriptors ({DESCRIPTORS_PER_UE} per UE); this process may open {hard} at most (`ulimit -Hn`): run fewer UEs or raise the hard limit"
+        );
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, need, hard).context("raising RLIMIT_NOFILE")?;
+    Ok(Some(format!(
+        "raised the open file limit from {soft} to {need} for {n} UEs"
+    )))
+}
+
+/// The worker threads of the runtime `mbms demo` runs in: at least 16.
+/// The in-process UEs write their state files (fsync: the MGV-S, the MTK
+/// cache, the registrations) on the thread that handles their datagram or
+/// HTTP answer, so the runtime's worker threads bound how many of these
+/// writes wait for the disk at once; with one worker per core (2 here),
+/// starting 1,000 UEs took 3 minutes, the disk idle most of the time
+/// (issue 12).
+pub fn worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+        .max(16)
 }
 
 /// Runs the demo. `progress` is called from the running task.
@@ -723,6 +834,9 @@ async fn run_recorded(
         bail!("at most 50000 UEs");
     }
     let start = Instant::now();
+    if let Some(note) = descriptors_for(n)? {
+        progress(Progress::Note(note));
+    }
     // Our own folder (removed when `_own_dir` drops), or the caller's.
     let (_own_dir, dir) = match &opts.work_dir {
         Some(p) => (None, WorkDir(p.clone())),
@@ -812,7 +926,8 @@ async fn run_recorded(
         Ok(s)
     })
     .await??;
-    let bsf_cfg = bsf::BsfConfig::new(BSF_FQDN, bsf::ZnToken::new(ZN_TOKEN));
+    let mut bsf_cfg = bsf::BsfConfig::new(BSF_FQDN, bsf::ZnToken::new(ZN_TOKEN));
+    bsf_cfg.http.max_connections = http_connections(n);
     let bsf = bsf::Bsf::new(bsf_cfg.settings(), Arc::new(bsf_store))
         .spawn("127.0.0.1:0".parse()?)
         .await
@@ -833,6 +948,7 @@ async fn run_recorded(
     });
     let cfg_text = bmsc_config(
         dir.path(),
+        n,
         &rec.zn_url(&bsf.url()).await?,
         bmsc_mikey,
         rtp_in,
@@ -966,7 +1082,7 @@ async fn run_recorded(
     }
     let all: Vec<usize> = (0..n).collect();
     let live: Vec<usize> = (0..n).filter(|i| ues[*i].ue.is_some()).collect();
-    let boot_ok = wait_all(&ues, &all, Duration::from_secs(5), progress, |_, u| {
+    let boot_ok = wait_all(&ues, &all, grace(5, n), progress, |_, u| {
         u.events_since(0)
             .iter()
             .any(|e| matches!(e, UeEvent::Bootstrapped { .. }))
@@ -981,7 +1097,7 @@ async fn run_recorded(
         detail: start_errors.first().cloned(),
     });
     let t = begin(1);
-    let reg_ok = wait_all(&ues, &all, Duration::from_secs(5), progress, |_, u| {
+    let reg_ok = wait_all(&ues, &all, grace(5, n), progress, |_, u| {
         let ev = u.events_since(0);
         [NEWS, PAY].iter().all(|s| {
             ev.iter()
@@ -1000,7 +1116,7 @@ async fn run_recorded(
 
     // ---- MSK push with acknowledgement (key groups 1 and 3) ----------------
     let t = begin(2);
-    let push_ok = wait_all(&ues, &live, Duration::from_secs(20), progress, |_, u| {
+    let push_ok = wait_all(&ues, &live, grace(20, n), progress, |_, u| {
         let ev = u.events_since(0);
         ["0001", "0003"].iter().all(|g| {
             ev.iter().any(|e| {
@@ -1026,7 +1142,7 @@ async fn run_recorded(
             let _ = u.request_current_msks(NEWS);
         }
     }
-    let req_ok = wait_all(&ues, &live, Duration::from_secs(20), progress, |i, u| {
+    let req_ok = wait_all(&ues, &live, grace(20, n), progress, |i, u| {
         let ev = u.events_since(marks[i]);
         let asked = ev.iter().any(|e| {
             matches!(e, UeEvent::MskRequested { reason: RequestReason::Manual, statuses, .. }
@@ -1049,7 +1165,7 @@ async fn run_recorded(
     let marks: Vec<usize> = ues.iter().map(DemoUe::mark).collect();
     let v = admin("/admin/v1/key-groups/1/rotate").await?;
     let next = v["next"].as_str().unwrap_or_default().to_owned();
-    let rot_ok = wait_all(&ues, &live, Duration::from_secs(20), progress, |i, u| {
+    let rot_ok = wait_all(&ues, &live, grace(20, n), progress, |i, u| {
         u.events_since(marks[i]).iter().any(|e| {
             matches!(e, UeEvent::MskStored { msk, acknowledged: true, .. } if msk.ends_with(&next))
         })
@@ -1068,7 +1184,7 @@ async fn run_recorded(
     let t = begin(5);
     let marks: Vec<usize> = ues.iter().map(DemoUe::mark).collect();
     admin("/admin/v1/key-groups/1/solicited-pull").await?;
-    let pull_ok = wait_all(&ues, &live, Duration::from_secs(30), progress, |i, u| {
+    let pull_ok = wait_all(&ues, &live, grace(30, n), progress, |i, u| {
         let ev = u.events_since(marks[i]);
         ev.iter()
             .any(|e| matches!(e, UeEvent::SolicitedPull { key_group } if key_group == "00F110/0001"))
@@ -1091,7 +1207,7 @@ async fn run_recorded(
     let t = begin(6);
     let four_ok_ues: BTreeSet<usize> = {
         let mut s = BTreeSet::new();
-        wait_all(&ues, &live, Duration::from_secs(20), progress, |i, u| {
+        wait_all(&ues, &live, grace(20, n), progress, |i, u| {
             let ev = u.events_since(0);
             let inactive: Vec<&str> = ev
                 .iter()
@@ -1154,7 +1270,7 @@ async fn run_recorded(
     // ---- MTK delivery + SRTP stream -------------------------------------------
     let t = begin(7);
     // Every UE holds an MTK of the streaming session before the stream.
-    wait_all(&ues, &live, Duration::from_secs(15), progress, |_, u| {
+    wait_all(&ues, &live, grace(15, n), progress, |_, u| {
         u.events_since(0).iter().any(
             |e| matches!(e, UeEvent::MtkAccepted { msk, .. } if msk.starts_with("00F110/0001")),
         )
@@ -1164,10 +1280,11 @@ async fn run_recorded(
     // Pre-roll: the first packets of a new SSRC make the BM-SC announce an
     // MTK for it (SRTP-ID map with SSRC and ROC); wait until every UE
     // decrypts, then send the stream that is checked.
-    for k in 0..200u16 {
-        let p = rtp(0x4d42_4d53, 60_000 + k, 160);
+    let pace = stream_pace(n);
+    for k in 0..STREAM_FIRST_SEQ - PREROLL_FIRST_SEQ {
+        let p = rtp(0x4d42_4d53, PREROLL_FIRST_SEQ + k, 160);
         rtp_sock.send_to(&p, (Ipv4Addr::LOCALHOST, rtp_in)).await?;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(pace).await;
         if live
             .iter()
             .all(|i| !ues[*i].plain.lock().unwrap().is_empty())
@@ -1180,26 +1297,33 @@ async fn run_recorded(
         u.plain.lock().unwrap().clear();
     }
     let mut sent = Vec::new();
-    let pace = Duration::from_millis(if n > 50 { 20 } else { 10 });
     for seq in 0..RTP_PACKETS {
-        let p = rtp(0x4d42_4d53, seq.wrapping_add(60_200), 160);
+        let p = rtp(0x4d42_4d53, seq.wrapping_add(STREAM_FIRST_SEQ), 160);
         rtp_sock.send_to(&p, (Ipv4Addr::LOCALHOST, rtp_in)).await?;
         sent.push(p);
         tokio::time::sleep(pace).await;
     }
-    let stream_ok = wait_all(&ues, &live, Duration::from_secs(10), progress, |_, u| {
-        *u.plain.lock().unwrap() == sent
+    let stream_ok = wait_all(&ues, &live, grace(10, n), progress, |_, u| {
+        stream_matches(&u.plain.lock().unwrap(), &sent)
     })
     .await;
     let short: Vec<String> = live
         .iter()
-        .filter(|i| *ues[**i].plain.lock().unwrap() != sent)
+        .filter(|i| !stream_matches(&ues[**i].plain.lock().unwrap(), &sent))
         .take(3)
         .map(|i| {
+            let plain = ues[*i].plain.lock().unwrap();
+            let part: Vec<&[u8]> = stream_part(&plain).collect();
+            let in_order = part
+                .iter()
+                .zip(&sent)
+                .take_while(|(a, b)| **a == b.as_slice())
+                .count();
             format!(
-                "UE {i}: {} of {}",
-                ues[*i].plain.lock().unwrap().len(),
-                sent.len()
+                "UE {i}: {} packets of the stream ({in_order} byte-exact in order) of {}, {} of the pre-roll",
+                part.len(),
+                sent.len(),
+                plain.len() - part.len()
             )
         })
         .collect();
@@ -1243,7 +1367,7 @@ async fn run_recorded(
             u.input_dir.join("report.bin"),
         )?;
     }
-    let dl_ok = wait_all(&ues, &live, Duration::from_secs(20), progress, |_, u| {
+    let dl_ok = wait_all(&ues, &live, grace(20, n), progress, |_, u| {
         std::fs::read(u.output_dir.join("report.bin")).is_ok_and(|b| b == plain)
     })
     .await;
@@ -1267,7 +1391,7 @@ async fn run_recorded(
     let v = admin("/admin/v1/key-groups/1/rotate").await?;
     let current = v["current"].as_str().unwrap_or_default().to_owned();
     // Wait until the BM-SC gave up the pushes to the offline UE.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + grace(20, n);
     loop {
         let r = http
             .get(format!(
@@ -1294,7 +1418,7 @@ async fn run_recorded(
         r.set_online(true);
     }
     rec.offline(offline, false);
-    let missed_ok = wait_all(&ues, &[offline], Duration::from_secs(30), progress, |_, u| {
+    let missed_ok = wait_all(&ues, &[offline], grace(30, n), progress, |_, u| {
         let ev = u.events_since(mark0);
         ev.iter().any(|e| {
             matches!(e, UeEvent::MskRequested { reason: RequestReason::MissedKeyUpdate | RequestReason::Retry, statuses, .. } if statuses.contains(&200))
@@ -1304,7 +1428,7 @@ async fn run_recorded(
     // Its traffic decrypts again: a short stream under the recovered MSK.
     let mut recovered = false;
     if missed_ok == 1 {
-        for round in 0..20u16 {
+        for round in 0..20 + (n / 100) as u16 {
             ues[offline].plain.lock().unwrap().clear();
             let mut sent = Vec::new();
             for k in 0..10u16 {
@@ -1345,17 +1469,27 @@ async fn run_recorded(
         let mark = ues[dereg].mark();
         match u.shutdown(true).await {
             Ok(()) => {
-                let ev = ues[dereg].events_since(mark);
-                let both = [NEWS, PAY].iter().all(|s| {
-                    ev.iter()
-                        .any(|e| matches!(e, UeEvent::Deregistered { service } if service == s))
-                });
+                // The UE's events reach `events` through a task of their
+                // own, which may run after `shutdown` returned: wait for
+                // them (a busy 1,000-UE run read them too early).
+                let deadline = Instant::now() + Duration::from_secs(10);
+                let both = loop {
+                    let ev = ues[dereg].events_since(mark);
+                    let both = [NEWS, PAY].iter().all(|s| {
+                        ev.iter()
+                            .any(|e| matches!(e, UeEvent::Deregistered { service } if service == s))
+                    });
+                    if both || Instant::now() >= deadline {
+                        break both;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                };
                 let before = captured.lock().unwrap().len();
                 let marks: Vec<usize> = ues.iter().map(DemoUe::mark).collect();
                 let v = admin("/admin/v1/key-groups/1/rotate").await?;
                 let next = v["next"].as_str().unwrap_or_default().to_owned();
                 let others: Vec<usize> = live.iter().copied().filter(|i| *i != dereg).collect();
-                let got = wait_all(&ues, &others, Duration::from_secs(20), progress, |i, u| {
+                let got = wait_all(&ues, &others, grace(20, n), progress, |i, u| {
                     u.events_since(marks[i]).iter().any(
                         |e| matches!(e, UeEvent::MskStored { msk, .. } if msk.ends_with(&next)),
                     )
@@ -1513,6 +1647,12 @@ async fn run_recorded(
     let mut mikey_count = 0usize;
     let mut srtp_count = 0usize;
     let mut failures = Vec::new();
+    // The MSK messages seen so far by (T, IDr), for the acknowledgements
+    // (a scan of every earlier datagram made the check quadratic: 61 s of
+    // a 1,000-UE run), and the outcome of each distinct KEMAC message (an
+    // MTK message goes to every UE: the same bytes open the same way).
+    let mut initiators: HashMap<InitiatorKey, Vec<usize>> = HashMap::new();
+    let mut kemac_opened: HashMap<&[u8], bool> = HashMap::new();
     for (idx, c) in caps.iter().enumerate() {
         match c.kind {
             TapKind::Srtp => {
@@ -1521,7 +1661,23 @@ async fn run_recorded(
             }
             TapKind::Mikey | TapKind::Mtk => mikey_count += 1,
         }
-        let ok = check_one(&c.bytes, &caps[..idx], &muks, &msks);
+        let ok = check_one(
+            &c.bytes,
+            &caps,
+            &initiators,
+            &mut kemac_opened,
+            &muks,
+            &msks,
+        );
+        if c.kind == TapKind::Mikey {
+            if let Some(key) = mikey::Message::parse(&c.bytes)
+                .ok()
+                .filter(|m| m.kemac().is_some())
+                .and_then(|m| initiator_key(&m))
+            {
+                initiators.entry(key).or_default().push(idx);
+            }
+        }
         if ok {
             opened += 1;
         } else if failures.len() < 3 {
@@ -1582,12 +1738,25 @@ async fn run_recorded(
     })
 }
 
+/// The timestamp (its `Debug` form) and IDr of a MIKEY message: what an
+/// acknowledgement shares with the MSK message it answers.
+type InitiatorKey = (String, Vec<u8>);
+
+fn initiator_key(m: &mikey::Message<'_>) -> Option<InitiatorKey> {
+    Some((
+        format!("{:?}", m.timestamp()?),
+        m.ids().last()?.data.to_vec(),
+    ))
+}
+
 /// Opens one MIKEY datagram with the keys: KEMAC messages with the MUK (by
 /// IDr) or the MSK (by MSK Key ID), acknowledgements with the MUK of their
 /// IDr and the initiator found among the earlier datagrams.
-fn check_one(
-    bytes: &[u8],
-    earlier: &[Captured],
+fn check_one<'c>(
+    bytes: &'c [u8],
+    caps: &[Captured],
+    initiators: &HashMap<InitiatorKey, Vec<usize>>,
+    kemac_opened: &mut HashMap<&'c [u8], bool>,
     muks: &BTreeMap<String, [u8; 32]>,
     msks: &BTreeMap<Vec<u8>, Vec<u8>>,
 ) -> bool {
@@ -1605,24 +1774,25 @@ fn check_one(
         } else {
             idr.and_then(|r| muks.get(r)).map(|k| k.to_vec())
         };
-        return key.is_some_and(|k| mikey::open_psk(bytes, &k).is_ok());
+        if let Some(ok) = kemac_opened.get(bytes) {
+            return *ok;
+        }
+        let ok = key.is_some_and(|k| mikey::open_psk(bytes, &k).is_ok());
+        kemac_opened.insert(bytes, ok);
+        return ok;
     }
     if m.verification().is_some() {
         let Some(muk) = idr.and_then(|r| muks.get(r)) else {
             return false;
         };
         // The initiator: the latest earlier MSK message with the same T and IDr.
-        let t = m.timestamp().cloned();
-        for c in earlier.iter().rev().filter(|c| c.kind == TapKind::Mikey) {
-            let Ok(init) = mikey::Message::parse(&c.bytes) else {
+        let Some(earlier) = initiator_key(&m).and_then(|k| initiators.get(&k)) else {
+            return false;
+        };
+        for &i in earlier.iter().rev() {
+            let Ok(init) = mikey::Message::parse(&caps[i].bytes) else {
                 continue;
             };
-            if init.kemac().is_none() || init.timestamp().cloned() != t {
-                continue;
-            }
-            if init.ids().last().map(|i| &*i.data) != ids.last().copied() {
-                continue;
-            }
             let keys = mikey::PskKeys::for_message(muk, &init);
             if mikey::crypto::verify_verification_mac(
                 bytes,
@@ -1692,4 +1862,51 @@ pub fn render_table(r: &DemoReport) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_preroll_packets_are_not_part_of_the_stream() {
+        let sent: Vec<Vec<u8>> = (0..3).map(|k| rtp(7, STREAM_FIRST_SEQ + k, 8)).collect();
+        let late = rtp(7, STREAM_FIRST_SEQ - 1, 8);
+        let mut plain = vec![late.clone()];
+        plain.extend(sent.iter().cloned());
+        assert!(stream_matches(&plain, &sent));
+        // A missing, repeated, reordered or altered stream packet still fails.
+        assert!(!stream_matches(&plain[..3], &sent));
+        let mut twice = plain.clone();
+        twice.push(sent[2].clone());
+        assert!(!stream_matches(&twice, &sent));
+        let mut swapped = plain.clone();
+        swapped.swap(1, 2);
+        assert!(!stream_matches(&swapped, &sent));
+        let mut altered = plain;
+        altered[3][15] ^= 1;
+        assert!(!stream_matches(&altered, &sent));
+        // A packet of another stream (the missed key update's) is not pre-roll.
+        let mut other = vec![rtp(7, 1000, 8)];
+        other.extend(sent.iter().cloned());
+        assert!(!stream_matches(&other, &sent));
+    }
+
+    #[test]
+    fn the_mtk_switch_comes_before_the_next_mtk() {
+        for n in [2, 10, 20, 200, 1000, 2000, 10_000, 50_000] {
+            let (interval_s, delay_ms) = mtk_timing(n);
+            assert!(delay_ms < interval_s * 1000, "{n} UEs: {delay_ms} ms");
+        }
+        assert_eq!(mtk_timing(10), (2, 530));
+    }
+
+    #[test]
+    fn servers_take_a_connection_per_ue_and_service() {
+        assert_eq!(
+            http_connections(10),
+            mbms_service::http::DEFAULT_MAX_CONNECTIONS
+        );
+        assert_eq!(http_connections(1000), 2064);
+    }
 }

@@ -93,7 +93,11 @@ pub fn run(a: DemoArgs) -> ExitCode {
         ports: mbms_demo::DemoPorts::DEFAULT,
         free_ports: a.free_ports,
     };
-    let rt = match tokio::runtime::Runtime::new() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(mbms_demo::worker_threads())
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {e}");

@@ -209,7 +209,7 @@ impl Shell {
             c.dirty = false;
             c.runtime_status(&base)
         };
-        if let Err(e) = state::write_json(&self.state_dir.join(files::STATUS), &doc) {
+        if let Err(e) = state::write_json_snapshot(&self.state_dir.join(files::STATUS), &doc) {
             warn!(error = %e, "writing status.json");
         }
     }
