@@ -1076,7 +1076,10 @@ impl CoreHandle {
         .await
         {
             Ok(v) => v,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Cancelled: the runtime is shutting down and drops this task;
+            // there is no value to return and nothing left to do.
+            Err(_) => std::future::pending().await,
         }
     }
 
