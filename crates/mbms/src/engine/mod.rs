@@ -31,12 +31,17 @@
 //!   flight, e.g. current and next). A rebuilt message with a new counter is
 //!   accepted (the same MSK ID and key simply updates the window) and
 //!   acknowledged. An acknowledgement of any attempt of the current step is
-//!   accepted: each attempt's counter, auth_key and IDi/IDr/T are kept.
-//! * **Counters are reserved in blocks** of [`EngineConfig::counter_block`]:
-//!   the new high-water mark is persisted through
-//!   [`EngineStore::reserve_muk_counters`] before any counter of the block is
-//!   put in a message; after a crash the engine resumes above the persisted
-//!   mark (skipping at most one block), so a (MUK, counter) pair never repeats.
+//!   accepted. Nothing is copied per attempt: a delivery keeps the range of
+//!   counters it used, the RAND of a message is a keyed function of (UE,
+//!   counter, MSK) (`rand` module), and the auth_key and IDi/IDr/T the
+//!   acknowledgement's MAC covers are recomputed when it arrives.
+//! * **Counters are reserved in blocks** of [`EngineConfig::counter_block`]
+//!   under one engine-wide high-water mark: every UE keeps its next counter
+//!   in memory, and the mark is persisted through
+//!   [`EngineStore::reserve_counters`] before any counter above the old mark
+//!   is put in a message (one write for a whole rotation, not one per MUK);
+//!   after a crash every UE resumes above the persisted mark, so a (MUK,
+//!   counter) pair never repeats.
 //!   Key group state (MSKs, windows, last MTK ID, MTK-message counter) is
 //!   saved with [`EngineStore::save_key_group`] before the MTK message or the
 //!   rotated MSK is returned.
