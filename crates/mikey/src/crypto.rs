@@ -322,8 +322,16 @@ fn hmac_excluding(
 }
 
 /// Constant-time equality of two MACs (`subtle`); lengths are public.
+///
+/// The byte differences are OR-ed together with no early exit and the
+/// result tested once with `subtle` (one optimisation barrier per
+/// comparison rather than one per byte).
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && bool::from(a.ct_eq(b))
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y));
+    bool::from(diff.ct_eq(&0))
 }
 
 fn check_encoding(bytes: &[u8], message: &Message<'_>) -> Result<(), CryptoError> {
@@ -570,6 +578,21 @@ mod tests {
                 assert_ne!(other.mac(&[b"text"]), all.mac_key().mac(&[b"text"]));
             }
         }
+    }
+
+    #[test]
+    fn ct_eq_compares_every_byte_and_the_length() {
+        let a = [0x5au8; 20];
+        assert!(ct_eq(&a, &a));
+        for i in 0..20 {
+            for bit in 0..8 {
+                let mut b = a;
+                b[i] ^= 1 << bit;
+                assert!(!ct_eq(&a, &b), "byte {i} bit {bit}");
+            }
+        }
+        assert!(!ct_eq(&a, &a[..19]));
+        assert!(ct_eq(&[], &[]));
     }
 
     #[test]
