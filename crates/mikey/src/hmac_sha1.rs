@@ -205,7 +205,7 @@ impl HmacSha1Key {
     }
 
     /// HMAC-SHA-1 of one contiguous text. A text of at most
-    /// [`STACK_TEXT`] bytes (a whole MIKEY MSK message) is laid out with its
+    /// 247 bytes (`STACK_TEXT`; a whole MIKEY MSK message) is laid out with its
     /// padding in a stack buffer and compressed in one call, so that the
     /// SHA-1 state stays in registers from block to block; a longer one has
     /// its full blocks compressed where they are and only the tail copied.
