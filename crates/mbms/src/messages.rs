@@ -1829,6 +1829,39 @@ mod tests {
         );
     }
 
+    /// Key data longer than the stack buffer of `open` (two sub-payloads,
+    /// 52 bytes) is verified, decrypted on the heap, and refused by the
+    /// profile; with the wrong MUK the MAC fails first.
+    #[test]
+    fn long_key_data_is_decrypted_after_the_mac_and_refused() {
+        let kd = mikey::KeyData {
+            kind: KeyKind::Tgk,
+            key: mikey::SecretBytes::new(vec![0x11; 16]),
+            salt: None,
+            validity: KeyValidity::Interval {
+                from: vec![0, 1].into(),
+                to: vec![0, 9].into(),
+            },
+        };
+        let p = mikey::MessageBuilder::new(DataType::PSK_INIT)
+            .verification_requested(true)
+            .timestamp(Timestamp::Counter(5))
+            .rand([0x33; RAND_LEN])
+            .id(IDI_TYPE, "bmsc.home1.net")
+            .id(IDR_TYPE, "btid@bsf.home1.net")
+            .key_id(KEY_ID_TYPE_MSK, name(2).key_id())
+            .protect(muk().as_bytes(), KEMAC_ENCR, &[kd.clone(), kd])
+            .unwrap();
+        let view = MskView::parse(p.bytes()).unwrap();
+        let e = view.open(&PreparedMuk::new(&muk())).unwrap_err();
+        assert!(e.to_string().contains("2 key data sub-payloads"), "{e}");
+        assert_eq!(
+            view.open(&PreparedMuk::new(&Muk::from_bytes([0; 32])))
+                .unwrap_err(),
+            ProfileError::MacMismatch
+        );
+    }
+
     #[test]
     fn solicited_pull_rules() {
         let m = MskMessage::solicited_pull(

@@ -342,6 +342,19 @@ mod tests {
         m.finalize().into_bytes().into()
     }
 
+    /// `mac_contiguous` on both sides of its stack-buffer limit and far
+    /// beyond: the same MAC as the `hmac` crate.
+    #[test]
+    fn mac_contiguous_across_the_stack_limit() {
+        let bytes: Vec<u8> = (0..700u32).map(|i| (i * 13 + 1) as u8).collect();
+        let key = &bytes[..32];
+        let k = HmacSha1Key::new(key);
+        for len in (STACK_TEXT - 12..STACK_TEXT + 80).chain([500, 640, 700]) {
+            let data = &bytes[..len];
+            assert_eq!(k.mac_contiguous(data), reference(key, data), "len {len}");
+        }
+    }
+
     /// RFC 2202 section 3, test cases 1, 2 and 6 (a key longer than a block).
     #[test]
     fn rfc2202_vectors() {
