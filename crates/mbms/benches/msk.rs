@@ -16,9 +16,8 @@
 use std::hint::black_box;
 
 use aes::cipher::{KeyIvInit, StreamCipher};
-use std::time::Duration;
 
-use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::measurement::Measurement;
 use criterion::Criterion;
 use hmac::{Hmac, Mac};
 use mbms::ids::{KeyDomainId, MskId, MskName, MtkId, MukId};
@@ -99,48 +98,6 @@ fn floor_compressions(state: &mut [u32; 5], block: &[u8; 64]) {
     state[0] ^= u32::from(data[0]);
 }
 
-/// The CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`).
-fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; the clock id is a
-    // constant the kernel knows.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-/// Criterion measurement: CPU time of the benchmark thread.
-struct ThreadCpuTime;
-
-static WALL_TIME: WallTime = WallTime;
-
-impl Measurement for ThreadCpuTime {
-    type Intermediate = Duration;
-    type Value = Duration;
-
-    fn start(&self) -> Duration {
-        thread_cpu_time()
-    }
-    fn end(&self, start: Duration) -> Duration {
-        thread_cpu_time().saturating_sub(start)
-    }
-    fn add(&self, a: &Duration, b: &Duration) -> Duration {
-        *a + *b
-    }
-    fn zero(&self) -> Duration {
-        Duration::ZERO
-    }
-    fn to_f64(&self, v: &Duration) -> f64 {
-        v.as_nanos() as f64
-    }
-    fn formatter(&self) -> &dyn ValueFormatter {
-        WALL_TIME.formatter()
-    }
-}
-
 fn benches<M: Measurement + 'static>(c: &mut Criterion<M>) {
     let muk = Muk::from_bytes(MUK);
     let prepared = PreparedMuk::new(&muk);
@@ -196,6 +153,33 @@ fn benches<M: Measurement + 'static>(c: &mut Criterion<M>) {
             a.counter
         })
     });
+    // The BM-SC's verification of an acknowledgement: the auth_key alone
+    // recomputed from the prepared MUK and the message's RAND (what the
+    // engine does), beside deriving all three message keys for it.
+    c.bench_function("msk/ack_verify_from_muk", |b| {
+        b.iter(|| {
+            let a = MskAckView::parse(black_box(&ack)).expect("parse");
+            a.verify(
+                &black_box(&prepared).msk_ack_key(black_box(&RAND)),
+                m.initiator(&t),
+            )
+            .expect("verify");
+            a.counter
+        })
+    });
+    c.bench_function("msk/ack_verify_from_muk_all_keys", |b| {
+        b.iter(|| {
+            let a = MskAckView::parse(black_box(&ack)).expect("parse");
+            a.verify(
+                &black_box(&prepared)
+                    .msk_message_keys(black_box(&RAND))
+                    .mac_key(),
+                m.initiator(&t),
+            )
+            .expect("verify");
+            a.counter
+        })
+    });
     c.bench_function("msk/owned_build_protect", |b| {
         b.iter(|| black_box(&owned).build(black_box(&muk)).expect("build"))
     });
@@ -217,16 +201,4 @@ fn benches<M: Measurement + 'static>(c: &mut Criterion<M>) {
     });
 }
 
-fn main() {
-    if std::env::var_os("MBMS_BENCH_CPU_TIME").is_some() {
-        let mut c = Criterion::default()
-            .with_measurement(ThreadCpuTime)
-            .configure_from_args();
-        benches(&mut c);
-        c.final_summary();
-    } else {
-        let mut c = Criterion::default().configure_from_args();
-        benches(&mut c);
-        c.final_summary();
-    }
-}
+mbms_test_support::bench_main!(benches);

@@ -125,6 +125,14 @@ impl PreparedMuk {
     pub fn msk_message_keys(&self, rand: &[u8; RAND_LEN]) -> PskKeys {
         PskKeys::derive_prepared(&self.prf, MSK_CSB_ID, rand)
     }
+
+    /// The key schedule of the `auth_key` of the MSK message with this RAND
+    /// (RFC 3830 4.1.4, CSB ID [`MSK_CSB_ID`]), and nothing else: what
+    /// verifying its acknowledgement ([`MskAckView::verify`], RFC 3830 5.2)
+    /// needs. A third of the PRF work of [`Self::msk_message_keys`].
+    pub fn msk_ack_key(&self, rand: &[u8; RAND_LEN]) -> HmacSha1Key {
+        PskKeys::derive_auth_key_prepared(&self.prf, MSK_CSB_ID, rand)
+    }
 }
 
 impl From<&Muk> for PreparedMuk {
@@ -722,6 +730,10 @@ pub struct MskView<'a> {
     encrypted: bool,
 }
 
+/// The key data an MSK message decrypts on the stack (the profile's is 26
+/// bytes: [`MskView::open`]).
+const KEY_STREAM_LEN: usize = 32;
+
 /// An MSK message verified with its MUK and decrypted ([`MskView::open`]).
 #[derive(Debug)]
 pub struct VerifiedMsk {
@@ -829,42 +841,52 @@ impl<'a> MskView<'a> {
     /// wiped, and check the key data. Nothing is allocated.
     pub fn open(&self, muk: &PreparedMuk) -> Result<VerifiedMsk, ProfileError> {
         let keys = PskKeys::derive_prepared(&muk.prf, MSK_CSB_ID, self.rand);
+        let data = &self.bytes[self.encr_data.clone()];
+        // The profile's key data is 26 bytes. Its AES-CM key stream (RFC
+        // 3830 4.2.3) depends only on the keys and the counter: it is
+        // computed here, on the stack, so that the processor overlaps it
+        // with the SHA-1 work of the MAC; the data is decrypted only once
+        // the MAC verified. Zero for NULL encryption. Wiped.
+        let mut stream = Zeroizing::new([0u8; KEY_STREAM_LEN]);
+        let short = data.len() <= KEY_STREAM_LEN;
+        if short && self.encrypted {
+            crypto::aes_cm_apply(
+                &keys,
+                MSK_CSB_ID,
+                u64::from(self.counter),
+                &mut stream[..data.len()],
+            );
+        }
         let auth = HmacSha1Key::new(&keys.auth_key);
         let mac_at = self.bytes.len().saturating_sub(HMAC_SHA1_LEN);
         let mac = auth.mac_contiguous(&self.bytes[..mac_at]);
         if !crypto::ct_eq(&mac, &self.bytes[mac_at..]) {
             return Err(ProfileError::MacMismatch);
         }
-        let data = &self.bytes[self.encr_data.clone()];
-        // The profile's key data is 26 bytes, decrypted on the stack;
-        // anything longer that still verified goes to the heap. Both are
-        // wiped.
-        let key = if data.len() <= 32 {
-            let mut stack = Zeroizing::new([0u8; 32]);
-            let plain = &mut stack[..data.len()];
-            plain.copy_from_slice(data);
-            self.decrypt_key_data(&keys, plain)?
+        let key = if short {
+            let plain = &mut stream[..data.len()];
+            for (p, c) in plain.iter_mut().zip(data) {
+                *p ^= c;
+            }
+            self.key_data_of(plain)?
         } else {
+            // Anything longer that still verified is decrypted on the heap.
             let mut heap = Zeroizing::new(data.to_vec());
-            self.decrypt_key_data(&keys, &mut heap)?
+            if self.encrypted {
+                crypto::aes_cm_apply(&keys, MSK_CSB_ID, u64::from(self.counter), &mut heap);
+            }
+            self.key_data_of(&heap)?
         };
         Ok(VerifiedMsk { key, keys, auth })
     }
 
-    /// Decrypt the KEMAC data in place and check the key data.
-    fn decrypt_key_data(
-        &self,
-        keys: &PskKeys,
-        plain: &mut [u8],
-    ) -> Result<Option<MskKeyData>, ProfileError> {
-        if self.encrypted {
-            crypto::aes_cm_apply(keys, MSK_CSB_ID, u64::from(self.counter), plain);
-        }
+    /// Check the decrypted key data.
+    fn key_data_of(&self, plain: &[u8]) -> Result<Option<MskKeyData>, ProfileError> {
         // The canonical key data sub-payload (RFC 3830 6.13): next payload
         // 0, TGK with KV Interval, key length 16, the MSK, VF and VT of 2
         // bytes each; anything else goes through the general reader.
         if let ([0, 0x02, 0, 16, msk @ .., 2, s0, s1, 2, u0, u1], false) =
-            (&*plain, self.is_solicited_pull())
+            (plain, self.is_solicited_pull())
         {
             if let Ok(msk) = Msk::from_slice(msk) {
                 return Ok(Some(MskKeyData {
@@ -1772,6 +1794,72 @@ mod tests {
             ack
         );
         assert!(MskAck::verify(&bytes, &[0; 20], &built.initiator).is_err());
+    }
+
+    /// The BM-SC verifies an acknowledgement from the prepared MUK and the
+    /// message's RAND alone (`msk_ack_key`), with no copy of the message's
+    /// keys; another RAND or MUK does not verify it.
+    #[test]
+    fn ack_verifies_with_the_auth_key_alone() {
+        let prepared = PreparedMuk::new(&muk());
+        let m = delivery();
+        let mut bytes = Vec::new();
+        let keys = m.build_into(&prepared, &mut bytes).unwrap();
+        let view = MskView::parse(&bytes).unwrap();
+        let opened = view.open(&prepared).unwrap();
+        let mut ack = Vec::new();
+        view.ack_into(&opened, &mut ack).unwrap();
+        let ack = MskAckView::parse(&ack).unwrap();
+        let t = m.counter.to_be_bytes();
+        let r = m.as_ref();
+        let initiator = r.initiator(&t);
+        let auth = prepared.msk_ack_key(&m.rand);
+        assert_eq!(auth.mac(&[b"x"]), keys.mac_key().mac(&[b"x"]));
+        ack.verify(&auth, initiator).unwrap();
+        let mut other_rand = m.rand;
+        other_rand[0] ^= 1;
+        assert_eq!(
+            ack.verify(&prepared.msk_ack_key(&other_rand), initiator),
+            Err(ProfileError::MacMismatch)
+        );
+        let other_muk = PreparedMuk::new(&Muk::from_bytes([0; 32]));
+        assert_eq!(
+            ack.verify(&other_muk.msk_ack_key(&m.rand), initiator),
+            Err(ProfileError::MacMismatch)
+        );
+    }
+
+    /// Key data longer than the stack buffer of `open` (two sub-payloads,
+    /// 52 bytes) is verified, decrypted on the heap, and refused by the
+    /// profile; with the wrong MUK the MAC fails first.
+    #[test]
+    fn long_key_data_is_decrypted_after_the_mac_and_refused() {
+        let kd = mikey::KeyData {
+            kind: KeyKind::Tgk,
+            key: mikey::SecretBytes::new(vec![0x11; 16]),
+            salt: None,
+            validity: KeyValidity::Interval {
+                from: vec![0, 1].into(),
+                to: vec![0, 9].into(),
+            },
+        };
+        let p = mikey::MessageBuilder::new(DataType::PSK_INIT)
+            .verification_requested(true)
+            .timestamp(Timestamp::Counter(5))
+            .rand([0x33; RAND_LEN])
+            .id(IDI_TYPE, "bmsc.home1.net")
+            .id(IDR_TYPE, "btid@bsf.home1.net")
+            .key_id(KEY_ID_TYPE_MSK, name(2).key_id())
+            .protect(muk().as_bytes(), KEMAC_ENCR, &[kd.clone(), kd])
+            .unwrap();
+        let view = MskView::parse(p.bytes()).unwrap();
+        let e = view.open(&PreparedMuk::new(&muk())).unwrap_err();
+        assert!(e.to_string().contains("2 key data sub-payloads"), "{e}");
+        assert_eq!(
+            view.open(&PreparedMuk::new(&Muk::from_bytes([0; 32])))
+                .unwrap_err(),
+            ProfileError::MacMismatch
+        );
     }
 
     #[test]

@@ -10,9 +10,8 @@
 //! benchmark thread instead of the wall clock (as `mbms`'s `msk` bench).
 
 use std::hint::black_box;
-use std::time::Duration;
 
-use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::measurement::Measurement;
 use criterion::Criterion;
 use mikey::*;
 
@@ -62,48 +61,6 @@ fn build_msk_message(keys: &[KeyData]) -> Protected {
         .expect("protect")
 }
 
-/// The CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`).
-fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; the clock id is a
-    // constant the kernel knows.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-/// Criterion measurement: CPU time of the benchmark thread.
-struct ThreadCpuTime;
-
-static WALL_TIME: WallTime = WallTime;
-
-impl Measurement for ThreadCpuTime {
-    type Intermediate = Duration;
-    type Value = Duration;
-
-    fn start(&self) -> Duration {
-        thread_cpu_time()
-    }
-    fn end(&self, start: Duration) -> Duration {
-        thread_cpu_time().saturating_sub(start)
-    }
-    fn add(&self, a: &Duration, b: &Duration) -> Duration {
-        *a + *b
-    }
-    fn zero(&self) -> Duration {
-        Duration::ZERO
-    }
-    fn to_f64(&self, v: &Duration) -> f64 {
-        v.as_nanos() as f64
-    }
-    fn formatter(&self) -> &dyn ValueFormatter {
-        WALL_TIME.formatter()
-    }
-}
-
 fn benches<M: Measurement + 'static>(c: &mut Criterion<M>) {
     let keys = [msk_key_data()];
     let bytes = build_msk_message(&keys).into_bytes();
@@ -126,16 +83,4 @@ fn benches<M: Measurement + 'static>(c: &mut Criterion<M>) {
     });
 }
 
-fn main() {
-    if std::env::var_os("MBMS_BENCH_CPU_TIME").is_some() {
-        let mut c = Criterion::default()
-            .with_measurement(ThreadCpuTime)
-            .configure_from_args();
-        benches(&mut c);
-        c.final_summary();
-    } else {
-        let mut c = Criterion::default().configure_from_args();
-        benches(&mut c);
-        c.final_summary();
-    }
-}
+mbms_test_support::bench_main!(benches);

@@ -197,6 +197,28 @@ impl PskKeys {
         k
     }
 
+    /// Only the `auth_key` of a pre-shared-key message (RFC 3830 4.1.4,
+    /// constant [`codes::psk_constant::AUTH`]), as its HMAC key schedule:
+    /// what verifying the message's verification message (RFC 3830 5.2)
+    /// needs. Four SHA-1 compressions for the key (a 32-byte PSK and a
+    /// 16-byte RAND), two for its schedule, where deriving all three keys
+    /// costs twelve.
+    pub fn derive_auth_key_prepared(prf: &Prf, csb_id: u32, rand: &[u8]) -> HmacSha1Key {
+        let mut auth_key = [0u8; AUTH_KEY_LEN];
+        prf.derive_parts_into(
+            &[
+                &codes::psk_constant::AUTH.to_be_bytes(),
+                &[codes::PSK_CS_ID],
+                &csb_id.to_be_bytes(),
+                rand,
+            ],
+            &mut auth_key,
+        );
+        let key = HmacSha1Key::new(&auth_key);
+        auth_key.zeroize();
+        key
+    }
+
     /// Derive the keys for `message` from its CSB ID and RAND (RFC 3830 4.1.4).
     pub fn for_message(psk: &[u8], message: &Message<'_>) -> Self {
         Self::derive(psk, message.header().csb_id, message.rand().unwrap_or(&[]))
@@ -300,8 +322,16 @@ fn hmac_excluding(
 }
 
 /// Constant-time equality of two MACs (`subtle`); lengths are public.
+///
+/// The byte differences are OR-ed together with no early exit and the
+/// result tested once with `subtle` (one optimisation barrier per
+/// comparison rather than one per byte).
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && bool::from(a.ct_eq(b))
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y));
+    bool::from(diff.ct_eq(&0))
 }
 
 fn check_encoding(bytes: &[u8], message: &Message<'_>) -> Result<(), CryptoError> {
@@ -530,6 +560,39 @@ mod tests {
                 assert_eq!(&k.salt_key[..], p(psk_constant::SALT, 14).expose());
             }
         }
+    }
+
+    /// The auth_key alone is the one of the three keys, for every key and
+    /// RAND length around the one-block limits.
+    #[test]
+    fn auth_key_alone_equals_the_one_of_the_three() {
+        let bytes: Vec<u8> = (0..100u8).map(|i| i.wrapping_mul(31) ^ 0xa5).collect();
+        for key_len in [0, 16, 32, 33, 65] {
+            for rand_len in [0, 16, 27, 40] {
+                let (psk, rand) = (&bytes[..key_len], &bytes[30..30 + rand_len]);
+                let prf = Prf::new(psk);
+                let all = PskKeys::derive_prepared(&prf, 7, rand);
+                let auth = PskKeys::derive_auth_key_prepared(&prf, 7, rand);
+                assert_eq!(auth.mac(&[b"text"]), all.mac_key().mac(&[b"text"]));
+                let other = PskKeys::derive_auth_key_prepared(&prf, 8, rand);
+                assert_ne!(other.mac(&[b"text"]), all.mac_key().mac(&[b"text"]));
+            }
+        }
+    }
+
+    #[test]
+    fn ct_eq_compares_every_byte_and_the_length() {
+        let a = [0x5au8; 20];
+        assert!(ct_eq(&a, &a));
+        for i in 0..20 {
+            for bit in 0..8 {
+                let mut b = a;
+                b[i] ^= 1 << bit;
+                assert!(!ct_eq(&a, &b), "byte {i} bit {bit}");
+            }
+        }
+        assert!(!ct_eq(&a, &a[..19]));
+        assert!(ct_eq(&[], &[]));
     }
 
     #[test]

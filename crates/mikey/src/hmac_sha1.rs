@@ -24,6 +24,14 @@ use crate::codes::HMAC_SHA1_LEN;
 const BLOCK: usize = 64;
 /// Bytes of the final block taken by the 64-bit message length.
 const LEN_FIELD: usize = 8;
+/// One SHA-1 block as the `sha1` crate takes it.
+type Block = GenericArray<u8, sha1::digest::consts::U64>;
+/// Blocks of the stack buffer of [`HmacSha1Key::mac_contiguous`].
+const STACK_BLOCKS: usize = 4;
+/// The longest text [`HmacSha1Key::mac_contiguous`] hashes in one call from
+/// a stack buffer: [`STACK_BLOCKS`] blocks less the padding (0x80 and the
+/// length).
+pub(crate) const STACK_TEXT: usize = STACK_BLOCKS * BLOCK - 1 - LEN_FIELD;
 /// The SHA-1 initial hash value (FIPS 180-4 5.3.1).
 const IV: [u32; 5] = [
     0x6745_2301,
@@ -196,10 +204,25 @@ impl HmacSha1Key {
         m.finalize()
     }
 
-    /// HMAC-SHA-1 of one contiguous text: its full blocks are compressed
-    /// where they are, only the tail is copied.
+    /// HMAC-SHA-1 of one contiguous text. A text of at most
+    /// 247 bytes (`STACK_TEXT`; a whole MIKEY MSK message) is laid out with its
+    /// padding in a stack buffer and compressed in one call, so that the
+    /// SHA-1 state stays in registers from block to block; a longer one has
+    /// its full blocks compressed where they are and only the tail copied.
     pub fn mac_contiguous(&self, text: &[u8]) -> [u8; HMAC_SHA1_LEN] {
         let mut state = self.inner;
+        let bits = ((BLOCK + text.len()) as u64).wrapping_mul(8).to_be_bytes();
+        if text.len() <= STACK_TEXT {
+            let mut blocks = [Block::default(); STACK_BLOCKS];
+            let n = (text.len() + 1 + LEN_FIELD).div_ceil(BLOCK);
+            for (b, chunk) in blocks.iter_mut().zip(text.chunks(BLOCK)) {
+                b[..chunk.len()].copy_from_slice(chunk);
+            }
+            blocks[text.len() / BLOCK][text.len() % BLOCK] = 0x80;
+            blocks[n - 1][BLOCK - LEN_FIELD..].copy_from_slice(&bits);
+            sha1::compress(&mut state, &blocks[..n]);
+            return self.outer_hash(&state);
+        }
         let mut blocks = text.chunks_exact(BLOCK);
         for b in &mut blocks {
             compress(&mut state, b);
@@ -208,7 +231,6 @@ impl HmacSha1Key {
         let mut block = [0u8; BLOCK];
         block[..tail.len()].copy_from_slice(tail);
         block[tail.len()] = 0x80;
-        let bits = ((BLOCK + text.len()) as u64).wrapping_mul(8).to_be_bytes();
         if tail.len() >= BLOCK - LEN_FIELD {
             compress(&mut state, &block);
             block = [0u8; BLOCK];
@@ -318,6 +340,19 @@ mod tests {
         let mut m = <Hmac<sha1::Sha1> as Mac>::new_from_slice(key).unwrap();
         m.update(data);
         m.finalize().into_bytes().into()
+    }
+
+    /// `mac_contiguous` on both sides of its stack-buffer limit and far
+    /// beyond: the same MAC as the `hmac` crate.
+    #[test]
+    fn mac_contiguous_across_the_stack_limit() {
+        let bytes: Vec<u8> = (0..700u32).map(|i| (i * 13 + 1) as u8).collect();
+        let key = &bytes[..32];
+        let k = HmacSha1Key::new(key);
+        for len in (STACK_TEXT - 12..STACK_TEXT + 80).chain([500, 640, 700]) {
+            let data = &bytes[..len];
+            assert_eq!(k.mac_contiguous(data), reference(key, data), "len {len}");
+        }
     }
 
     /// RFC 2202 section 3, test cases 1, 2 and 6 (a key longer than a block).

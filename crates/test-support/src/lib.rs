@@ -3,10 +3,13 @@
 //! A dev-dependency only. [`skip`] is the one way a test says it skipped
 //! part or all of its work because something of the machine is missing
 //! (PostgreSQL, tshark, libsrtp, curl): the line shows in `cargo test`'s
-//! output without `--nocapture`.
+//! output without `--nocapture`. [`cpu_time`] measures criterion
+//! benchmarks in the benchmark thread's CPU time ([`bench_main!`]).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod cpu_time;
 
 use std::fmt::Display;
 use std::io::Write as _;

@@ -1262,14 +1262,14 @@ fn verify_ack(
     muk_id: &MukId,
     rand: &[u8; RAND_LEN],
 ) -> Result<bool, ProfileError> {
-    let keys = muk.msk_message_keys(rand);
+    let auth = muk.msk_ack_key(rand);
     let t = ack.counter.to_be_bytes();
     let initiator = InitiatorRef {
         idi: muk_id.idi.as_bytes(),
         idr: muk_id.idr.as_bytes(),
         t: &t,
     };
-    match ack.verify(&keys.mac_key(), initiator) {
+    match ack.verify(&auth, initiator) {
         Ok(()) => Ok(true),
         Err(ProfileError::MacMismatch) => Ok(false),
         Err(e) => Err(e),
