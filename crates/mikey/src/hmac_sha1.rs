@@ -149,18 +149,18 @@ impl HmacSha1Key {
         }
         // K XOR ipad, then turned into K XOR opad in place; only the bytes
         // that held key material need wiping afterwards.
-        let mut pad = [0x36u8; BLOCK];
-        for (p, b) in pad.iter_mut().zip(key) {
-            *p ^= b;
+        // The two compressions are independent: run side by side.
+        let mut pads = [[0x36u8; BLOCK], [0x5cu8; BLOCK]];
+        for (i, b) in key.iter().enumerate() {
+            pads[0][i] ^= b;
+            pads[1][i] ^= b;
         }
-        let mut inner = IV;
-        compress(&mut inner, &pad);
-        for p in pad.iter_mut() {
-            *p ^= 0x36 ^ 0x5c;
+        let mut states = [IV; 2];
+        mbms_sha1_lanes::compress_lanes(&mut states, &pads);
+        for p in pads.iter_mut() {
+            p[..key.len()].zeroize();
         }
-        let mut outer = IV;
-        compress(&mut outer, &pad);
-        pad[..key.len()].zeroize();
+        let [inner, outer] = states;
         HmacSha1Key { inner, outer }
     }
 
@@ -257,17 +257,13 @@ impl HmacSha1Key {
         blocks: &[[u8; BLOCK]; N],
     ) -> [[u8; HMAC_SHA1_LEN]; N] {
         let mut inner = [self.inner; N];
-        for (s, b) in inner.iter_mut().zip(blocks) {
-            compress(s, b);
-        }
+        mbms_sha1_lanes::compress_lanes(&mut inner, blocks);
         let mut outer_blocks = [[0u8; BLOCK]; N];
         for (ob, s) in outer_blocks.iter_mut().zip(&inner) {
             *ob = Self::outer_block(s);
         }
         let mut outer = [self.outer; N];
-        for (s, b) in outer.iter_mut().zip(&outer_blocks) {
-            compress(s, b);
-        }
+        mbms_sha1_lanes::compress_lanes(&mut outer, &outer_blocks);
         let mut out = [[0u8; HMAC_SHA1_LEN]; N];
         for (o, s) in out.iter_mut().zip(&outer) {
             *o = digest_bytes(s);
