@@ -61,6 +61,17 @@ impl Prf {
         Prf { pieces }
     }
 
+    /// Whether two PRFs were prepared from the same input key, in constant
+    /// time (the number of pieces, i.e. the key length, is public).
+    pub fn ct_eq(&self, other: &Prf) -> bool {
+        self.pieces.len() == other.pieces.len()
+            && self
+                .pieces
+                .iter()
+                .zip(&other.pieces)
+                .fold(true, |acc, (a, b)| acc & a.ct_eq(b))
+    }
+
     /// Fill `out` with PRF(inkey, label).
     pub fn derive_into(&self, label: &[u8], out: &mut [u8]) {
         self.derive_parts_into(&[label], out);
