@@ -1071,7 +1071,7 @@ impl<S: EngineStore> Engine<S> {
         let Some(d) = self.slots[h as usize].delivery_mut(msk) else {
             return false;
         };
-        if !d.subscribed || d.state != DeliveryState::Pending || d.sent.is_some() {
+        if !d.subscribed || d.state != DeliveryState::Pending || d.sent().is_some() {
             return false;
         }
         if charged {
