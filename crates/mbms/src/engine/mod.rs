@@ -67,6 +67,13 @@
 //!   subscriber's IMPI: charging records name it). Acknowledgements are
 //!   matched by their IDr (B-TID) and counter, and authenticated by their
 //!   MAC, never by the address they came from.
+//! * **One record per UE.** The engine gives each UE a dense [`UeHandle`]
+//!   (never reused) and keeps its IMPI, B-TID and prepared MUK once, in its
+//!   slot; the IMPI and IDr indexes hold handles only, key group membership
+//!   is a bit per UE. [`Action`]s carry the handle (and the attempt and
+//!   charge), so a caller keys its own per-UE data (the BM-SC core: MIKEY
+//!   address, services) by [`UeHandle::index`] in a `Vec` and looks nothing
+//!   up by name on the hot path.
 //! * Delivery state lives in memory only: the caller restores the outcome of
 //!   deliveries after a restart ([`Engine::restore_delivery`],
 //!   [`Engine::mark_charged`]); UEs that miss an MSK fetch it again with the
