@@ -19,8 +19,8 @@ use rand::SeedableRng as _;
 use tokio::sync::Notify;
 
 use mbms::engine::{
-    AckError, Action, DeliveryState, DeliveryStatus, Engine, EngineConfig, EngineError,
-    KeyGroupConfig, KeyGroupInfo, MtkOutput, Step, Timestamp, UeId,
+    AckError, Action, DeliveryState, Engine, EngineConfig, EngineError, KeyGroupConfig,
+    KeyGroupInfo, MtkOutput, Step, Timestamp, UeHandle, UeId,
 };
 use mbms::messages::Streaming;
 use mbms::{KeyDomainId, KeyGroupName, MskName, Muk, MukId};
@@ -213,6 +213,71 @@ pub fn now_ts() -> Timestamp {
     Timestamp(crate::unix_millis())
 }
 
+/// The services of a UE: bits of the services' indices in
+/// [`Core::service_names`] (one word for the first 64 services configured;
+/// more go to a set allocated only for UEs that use them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct ServiceSet {
+    low: u64,
+    /// Indices from 64 up, sorted; `None` when empty.
+    high: Option<Box<[u16]>>,
+}
+
+impl ServiceSet {
+    fn insert(&mut self, i: u16) {
+        if i < 64 {
+            self.low |= 1 << i;
+        } else if !self.contains(i) {
+            let mut v: Vec<u16> = self.high.take().map(Vec::from).unwrap_or_default();
+            let at = v.partition_point(|x| *x < i);
+            v.insert(at, i);
+            self.high = Some(v.into_boxed_slice());
+        }
+    }
+
+    fn remove(&mut self, i: u16) {
+        if i < 64 {
+            self.low &= !(1 << i);
+        } else if let Some(h) = self.high.take() {
+            let v: Vec<u16> = h.iter().copied().filter(|x| *x != i).collect();
+            self.high = (!v.is_empty()).then(|| v.into_boxed_slice());
+        }
+    }
+
+    fn contains(&self, i: u16) -> bool {
+        if i < 64 {
+            self.low & (1 << i) != 0
+        } else {
+            self.high
+                .as_ref()
+                .is_some_and(|h| h.binary_search(&i).is_ok())
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.low == 0 && self.high.is_none()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        (0..64u16)
+            .filter(|i| self.low & (1 << i) != 0)
+            .chain(self.high.iter().flat_map(|h| h.iter().copied()))
+    }
+}
+
+/// What the core keeps of a registered UE, at the index of its engine
+/// handle ([`UeHandle::index`]); its IMPI, B-TID and MUK are the engine's
+/// (one copy per UE).
+#[derive(Clone, PartialEq, Eq)]
+struct UeEntry {
+    /// Where MIKEY messages go (`PROFILE.md` section 3).
+    mikey_addr: SocketAddr,
+    /// The services it is registered to.
+    services: ServiceSet,
+    /// Last change, Unix milliseconds.
+    updated_at: u64,
+}
+
 /// The state and decisions of the BM-SC. See the [module documentation](self).
 pub struct Core {
     engine: Engine<EngineStoreHandle>,
@@ -236,8 +301,13 @@ pub struct Core {
     key_domain: KeyDomainId,
     groups: BTreeMap<u16, KeyGroupDef>,
     services: BTreeMap<String, ServiceDef>,
-    ues: BTreeMap<String, UeRecord>,
-    subscribed: BTreeMap<String, BTreeSet<u16>>,
+    /// Every service ID ever configured in this run, by index (the bits of
+    /// a [`ServiceSet`]); never shrinks.
+    service_names: Vec<String>,
+    /// Registered UEs by engine handle (`None`: not registered).
+    ues: Vec<Option<UeEntry>>,
+    /// `Some` entries of `ues`.
+    known: usize,
     last_rotation: BTreeMap<u16, u64>,
 }
 
@@ -283,27 +353,41 @@ impl Core {
             key_domain: settings.key_domain,
             groups: BTreeMap::new(),
             services: BTreeMap::new(),
-            ues: BTreeMap::new(),
-            subscribed: BTreeMap::new(),
+            service_names: Vec::new(),
+            ues: Vec::new(),
+            known: 0,
             last_rotation: BTreeMap::new(),
         };
         for d in store.key_group_defs()? {
             core.open_group(&d, now)?;
         }
         for s in store.services()? {
+            core.service_index(&s.id);
             core.services.insert(s.id.clone(), s);
         }
         for ue in store.ues()? {
-            core.engine.register_ue(
-                UeId(ue.impi.clone()),
-                MukId::new(core.fqdn.clone(), ue.btid.clone()),
-                ue.muk.clone(),
+            let h = core.engine.register_ue(
+                UeId(ue.impi),
+                MukId::new(core.fqdn.clone(), ue.btid),
+                ue.muk,
                 now,
             );
             core.registered += usize::from(!ue.services.is_empty());
-            core.ues.insert(ue.impi.clone(), ue.clone());
-            core.sync_groups(&ue.impi, now)?;
+            let mut services = ServiceSet::default();
+            for s in &ue.services {
+                services.insert(core.service_index(s));
+            }
+            core.set_entry(
+                h,
+                Some(UeEntry {
+                    mikey_addr: ue.mikey_addr,
+                    services,
+                    updated_at: ue.updated_at,
+                }),
+            );
+            core.sync_groups(h, now)?;
         }
+        core.ues.shrink_to_fit();
         let mut restored = 0usize;
         for d in store.deliveries(None)? {
             let acked = d.state == "acknowledged";
@@ -319,7 +403,7 @@ impl Core {
         tracing::info!(
             key_groups = core.groups.len(),
             services = core.services.len(),
-            ues = core.ues.len(),
+            ues = core.known,
             restored_deliveries = restored,
             restored_charges = charges,
             backend = store.backend(),
@@ -454,13 +538,61 @@ impl Core {
         }
     }
 
+    /// The index of service `id` in [`Core::service_names`], added if new.
+    fn service_index(&mut self, id: &str) -> u16 {
+        if let Some(i) = self.service_names.iter().position(|n| n == id) {
+            return i as u16;
+        }
+        let i = u16::try_from(self.service_names.len()).expect("fewer than 65536 services");
+        self.service_names.push(id.to_owned());
+        i
+    }
+
+    fn service_known(&self, id: &str) -> Option<u16> {
+        self.service_names
+            .iter()
+            .position(|n| n == id)
+            .map(|i| i as u16)
+    }
+
+    /// The registered UE of handle `h`.
+    fn entry(&self, h: UeHandle) -> Option<&UeEntry> {
+        self.ues.get(h.index()).and_then(Option::as_ref)
+    }
+
+    /// The handle of the registered UE `impi`.
+    fn registered_handle(&self, impi: &str) -> Option<UeHandle> {
+        self.engine
+            .ue_handle(impi)
+            .filter(|h| self.entry(*h).is_some())
+    }
+
+    fn set_entry(&mut self, h: UeHandle, e: Option<UeEntry>) {
+        if self.ues.len() <= h.index() {
+            if e.is_none() {
+                return;
+            }
+            self.ues.resize(h.index() + 1, None);
+        }
+        let slot = &mut self.ues[h.index()];
+        self.known = self.known + usize::from(e.is_some()) - usize::from(slot.is_some());
+        *slot = e;
+    }
+
+    /// The service names of a set.
+    fn service_ids(&self, set: &ServiceSet) -> BTreeSet<String> {
+        set.iter()
+            .filter_map(|i| self.service_names.get(usize::from(i)).cloned())
+            .collect()
+    }
+
     /// The key groups a UE should receive: those of its services.
-    fn wanted_groups(&self, impi: &str) -> BTreeSet<u16> {
-        self.ues
-            .get(impi)
+    fn wanted_groups(&self, h: UeHandle) -> BTreeSet<u16> {
+        self.entry(h)
             .map(|u| {
                 u.services
                     .iter()
+                    .filter_map(|i| self.service_names.get(usize::from(i)))
                     .filter_map(|s| self.services.get(s))
                     .flat_map(|s| s.key_groups.iter().copied())
                     .filter(|g| self.groups.contains_key(g))
@@ -469,10 +601,26 @@ impl Core {
             .unwrap_or_default()
     }
 
+    /// The key groups of this BM-SC's key domain UE `h` is subscribed to in
+    /// the engine.
+    fn subscribed_groups(&self, h: UeHandle) -> BTreeSet<u16> {
+        self.engine
+            .subscriptions(h)
+            .filter(|n| n.key_domain == self.key_domain)
+            .map(|n| n.key_group)
+            .collect()
+    }
+
     /// Subscribe / unsubscribe the UE in the engine to match its services.
-    fn sync_groups(&mut self, impi: &str, now: Timestamp) -> Result<(), CoreError> {
-        let want = self.wanted_groups(impi);
-        let have = self.subscribed.get(impi).cloned().unwrap_or_default();
+    fn sync_groups(&mut self, h: UeHandle, now: Timestamp) -> Result<(), CoreError> {
+        let want = self.wanted_groups(h);
+        let have = self.subscribed_groups(h);
+        if want == have {
+            return Ok(());
+        }
+        let Some(impi) = self.engine.ue_id(h) else {
+            return Ok(());
+        };
         let ue = UeId(impi.to_owned());
         for g in have.difference(&want) {
             self.engine.unsubscribe(&ue, &self.group_name(*g));
@@ -480,53 +628,63 @@ impl Core {
         for g in want.difference(&have) {
             self.engine.subscribe(&ue, &self.group_name(*g), now)?;
         }
-        if want.is_empty() {
-            self.subscribed.remove(impi);
-        } else {
-            self.subscribed.insert(impi.to_owned(), want);
-        }
         Ok(())
     }
 
     /// Record the UE's B-TID, MUK and MIKEY address from an authenticated
     /// request, with `services` as its registrations. Persisted first.
+    /// Returns its handle.
     fn put_ue(
         &mut self,
         ctx: &UeContext,
-        services: BTreeSet<String>,
+        services: ServiceSet,
         now: Timestamp,
-    ) -> Result<(), CoreError> {
+    ) -> Result<UeHandle, CoreError> {
+        let entry = UeEntry {
+            mikey_addr: ctx.mikey_addr,
+            services,
+            updated_at: now.0,
+        };
+        let known = self.registered_handle(&ctx.impi);
+        if let Some(h) = known {
+            if self.entry(h) == Some(&entry) && self.same_keys(h, ctx) {
+                return Ok(h);
+            }
+        }
+        let before = known
+            .and_then(|h| self.entry(h))
+            .map(|u| !u.services.is_empty());
+        self.count_registered(before, Some(!entry.services.is_empty()));
         let rec = UeRecord {
             impi: ctx.impi.clone(),
             btid: ctx.btid.clone(),
             muk: ctx.muk.clone(),
             mikey_addr: ctx.mikey_addr,
-            services,
+            services: self.service_ids(&entry.services),
             updated_at: now.0,
         };
-        if self.ues.get(&ctx.impi) == Some(&rec) {
-            return Ok(());
-        }
-        let before = self.ues.get(&ctx.impi).map(|u| !u.services.is_empty());
-        self.count_registered(before, Some(!rec.services.is_empty()));
         self.enqueue(WriteBatch {
-            ues: vec![UeWrite::Put(rec.clone())],
+            ues: vec![UeWrite::Put(rec)],
             ..Default::default()
         });
-        self.engine.register_ue(
+        let h = self.engine.register_ue(
             UeId(ctx.impi.clone()),
             MukId::new(self.fqdn.clone(), ctx.btid.clone()),
             ctx.muk.clone(),
             now,
         );
-        self.ues.insert(ctx.impi.clone(), rec);
-        Ok(())
+        self.set_entry(h, Some(entry));
+        Ok(h)
     }
 
-    fn same_ue(&self, ctx: &UeContext) -> bool {
-        self.ues.get(&ctx.impi).is_some_and(|u| {
-            u.btid == ctx.btid && u.muk == ctx.muk && u.mikey_addr == ctx.mikey_addr
-        })
+    /// Whether the engine holds the B-TID and MUK of `ctx` for UE `h`.
+    fn same_keys(&self, h: UeHandle, ctx: &UeContext) -> bool {
+        self.engine.has_muk(h, &self.fqdn, &ctx.btid, &ctx.muk)
+    }
+
+    fn same_ue(&self, h: UeHandle, ctx: &UeContext) -> bool {
+        self.entry(h)
+            .is_some_and(|u| u.mikey_addr == ctx.mikey_addr && self.same_keys(h, ctx))
     }
 
     /// MBMS User Service Registration: one status per service, in order
@@ -538,9 +696,9 @@ impl Core {
         services: &[String],
         now: Timestamp,
     ) -> Result<Vec<u16>, CoreError> {
-        let mut set = self
-            .ues
-            .get(&ctx.impi)
+        let known = self.registered_handle(&ctx.impi);
+        let mut set = known
+            .and_then(|h| self.entry(h))
             .map(|u| u.services.clone())
             .unwrap_or_default();
         let statuses: Vec<u16> = services
@@ -553,16 +711,17 @@ impl Core {
                     None => status::NOT_FOUND,
                     Some(s) if !s.allows(&ctx.impi) => status::FORBIDDEN,
                     Some(_) => {
-                        set.insert(id.clone());
+                        if let Some(i) = self.service_known(id) {
+                            set.insert(i);
+                        }
                         status::OK
                     }
                 }
             })
             .collect();
-        let known = self.ues.contains_key(&ctx.impi);
-        if known || statuses.contains(&status::OK) {
-            self.put_ue(ctx, set, now)?;
-            self.sync_groups(&ctx.impi, now)?;
+        if known.is_some() || statuses.contains(&status::OK) {
+            let h = self.put_ue(ctx, set, now)?;
+            self.sync_groups(h, now)?;
         }
         self.update_gauge();
         Ok(statuses)
@@ -577,9 +736,9 @@ impl Core {
         services: &[String],
         now: Timestamp,
     ) -> Result<Vec<u16>, CoreError> {
-        let mut set = self
-            .ues
-            .get(&ctx.impi)
+        let known = self.registered_handle(&ctx.impi);
+        let mut set = known
+            .and_then(|h| self.entry(h))
             .map(|u| u.services.clone())
             .unwrap_or_default();
         let statuses: Vec<u16> = services
@@ -590,14 +749,16 @@ impl Core {
                 } else if !self.services.contains_key(id) {
                     status::NOT_FOUND
                 } else {
-                    set.remove(id);
+                    if let Some(i) = self.service_known(id) {
+                        set.remove(i);
+                    }
                     status::OK
                 }
             })
             .collect();
-        if self.ues.contains_key(&ctx.impi) {
+        if let Some(h) = known {
             if set.is_empty() {
-                let before = self.ues.get(&ctx.impi).map(|u| !u.services.is_empty());
+                let before = self.entry(h).map(|u| !u.services.is_empty());
                 self.count_registered(before, None);
                 self.enqueue(WriteBatch {
                     ues: vec![UeWrite::Remove(ctx.impi.clone())],
@@ -605,11 +766,10 @@ impl Core {
                 });
                 let ue = UeId(ctx.impi.clone());
                 self.engine.remove_ue(&ue);
-                self.ues.remove(&ctx.impi);
-                self.subscribed.remove(&ctx.impi);
+                self.set_entry(h, None);
             } else {
-                self.put_ue(ctx, set, now)?;
-                self.sync_groups(&ctx.impi, now)?;
+                let h = self.put_ue(ctx, set, now)?;
+                self.sync_groups(h, now)?;
             }
         }
         self.update_gauge();
@@ -628,12 +788,17 @@ impl Core {
         keys: &[Option<MskName>],
         now: Timestamp,
     ) -> Result<Vec<u16>, CoreError> {
-        let known = self.ues.contains_key(&ctx.impi);
-        if known && !self.same_ue(ctx) {
-            let services = self.ues[&ctx.impi].services.clone();
-            self.put_ue(ctx, services, now)?;
+        let known = self.registered_handle(&ctx.impi);
+        if let Some(h) = known {
+            if !self.same_ue(h, ctx) {
+                let services = self
+                    .entry(h)
+                    .map(|u| u.services.clone())
+                    .unwrap_or_default();
+                self.put_ue(ctx, services, now)?;
+            }
         }
-        let subscribed = self.subscribed.get(&ctx.impi).cloned().unwrap_or_default();
+        let subscribed = known.map(|h| self.subscribed_groups(h)).unwrap_or_default();
         let ue = UeId(ctx.impi.clone());
         let mut out = Vec::with_capacity(keys.len());
         let mut pending = Outcomes::default();
@@ -692,25 +857,21 @@ impl Core {
             match a {
                 Action::SendMikey {
                     ue,
+                    handle,
                     msk,
                     step,
+                    attempt,
                     bytes,
                     ..
                 } => {
-                    let Some(u) = self.ues.get(&ue.0) else {
+                    let Some(u) = self.entry(handle) else {
                         continue;
                     };
                     let kind = step.map_or("pull", step_name);
                     Metrics::inc(&self.metrics.msk_sent, kind);
-                    if let Some(DeliveryStatus {
-                        state: DeliveryState::Sent { attempt, .. },
-                        ..
-                    }) = self.engine.delivery(&ue, &msk)
-                    {
-                        if attempt > 1 {
-                            self.metrics.msk_retransmissions.inc();
-                            tracing::debug!(ue = %ue, msk = %msk, attempt, "MSK message retransmitted");
-                        }
+                    if attempt > 1 && step.is_some() {
+                        self.metrics.msk_retransmissions.inc();
+                        tracing::debug!(ue = %ue, msk = %msk, attempt, "MSK message retransmitted");
                     }
                     out.push((u.mikey_addr, bytes));
                 }
@@ -719,10 +880,11 @@ impl Core {
                     msk,
                     step,
                     attempts,
+                    charged,
+                    ..
                 } => {
                     self.metrics.give_ups.inc();
                     tracing::warn!(ue = %ue, msk = %msk, step = step_name(step), attempts, "MSK delivery given up");
-                    let charged = self.engine.is_charged(&ue, &msk);
                     outcomes.deliveries.push(DeliveryRecord {
                         impi: ue.0,
                         msk,
@@ -757,17 +919,20 @@ impl Core {
                     Metrics::inc(&self.metrics.acks, "accepted");
                     for a in actions {
                         match a {
-                            Action::Acknowledged { ue, msk, step } => {
+                            Action::Acknowledged {
+                                ue,
+                                msk,
+                                step,
+                                charged,
+                                ..
+                            } => {
                                 tracing::debug!(ue = %ue, msk = %msk, step = step_name(step), "MSK acknowledged");
                                 let acked = matches!(step, Step::Deliver | Step::Activate);
                                 outcomes.deliveries.push(DeliveryRecord {
-                                    impi: ue.0.clone(),
+                                    impi: ue.0,
                                     msk,
                                     state: if acked { "acknowledged" } else { "pending" }.into(),
-                                    charged: self
-                                        .engine
-                                        .delivery(&ue, &msk)
-                                        .is_some_and(|d| d.charged),
+                                    charged,
                                     updated_at: now.0,
                                 });
                             }
@@ -866,29 +1031,31 @@ impl Core {
         if !self.groups.contains_key(&g) {
             return Err(CoreError::NotFound(format!("key group {g}")));
         }
-        let targets: Vec<String> = match impi {
-            Some(i) => {
-                if !self.ues.contains_key(i) {
-                    return Err(CoreError::NotFound(format!("UE {i}")));
-                }
-                vec![i.to_owned()]
-            }
-            None => self
-                .subscribed
-                .iter()
-                .filter(|(_, gs)| gs.contains(&g))
-                .map(|(i, _)| i.clone())
+        let name = self.group_name(g);
+        let targets: Vec<UeHandle> = match impi {
+            Some(i) => vec![self
+                .registered_handle(i)
+                .ok_or_else(|| CoreError::NotFound(format!("UE {i}")))?],
+            None => (0..self.ues.len())
+                .filter_map(|i| {
+                    let h = self.engine.ue_handle_at(i)?;
+                    (self.entry(h).is_some() && self.engine.is_subscribed(h, &name)).then_some(h)
+                })
                 .collect(),
         };
-        let name = self.group_name(g);
         let mut out = Vec::with_capacity(targets.len());
-        for i in targets {
+        for h in targets {
+            let Some(i) = self.engine.ue_id(h) else {
+                continue;
+            };
+            let ue = UeId(i.to_owned());
             if let Action::SendMikey { bytes, .. } =
-                self.engine
-                    .solicited_pull(&UeId(i.clone()), &name, &mut self.rng)?
+                self.engine.solicited_pull(&ue, &name, &mut self.rng)?
             {
                 Metrics::inc(&self.metrics.msk_sent, "pull");
-                out.push((self.ues[&i].mikey_addr, bytes));
+                if let Some(u) = self.entry(h) {
+                    out.push((u.mikey_addr, bytes));
+                }
             }
         }
         Ok(out)
@@ -940,15 +1107,18 @@ impl Core {
             return Err(CoreError::Invalid(format!("key group {g} does not exist")));
         }
         self.store.put_service(&d)?;
+        let bit = self.service_index(&d.id);
         self.services.insert(d.id.clone(), d.clone());
-        let affected: Vec<String> = self
-            .ues
-            .values()
-            .filter(|u| u.services.contains(&d.id))
-            .map(|u| u.impi.clone())
+        let affected: Vec<UeHandle> = (0..self.ues.len())
+            .filter(|i| {
+                self.ues[*i]
+                    .as_ref()
+                    .is_some_and(|u| u.services.contains(bit))
+            })
+            .filter_map(|i| self.engine.ue_handle_at(i))
             .collect();
-        for i in affected {
-            self.sync_groups(&i, now)?;
+        for h in affected {
+            self.sync_groups(h, now)?;
         }
         Ok(d)
     }
@@ -969,7 +1139,7 @@ impl Core {
             key_domain: self.key_domain.to_string(),
             current: msk_view(&info.current),
             next: msk_view(&info.next),
-            members: self.subscribed.values().filter(|s| s.contains(&g)).count(),
+            members: self.engine.members(&self.group_name(g)),
         })
     }
 
@@ -985,30 +1155,29 @@ impl Core {
 
     /// Registered UEs (admin API).
     pub fn ues(&self) -> Vec<UeView> {
-        self.ues
-            .values()
-            .map(|u| UeView {
-                impi: u.impi.clone(),
-                btid: u.btid.clone(),
-                mikey_addr: u.mikey_addr.to_string(),
-                services: u.services.iter().cloned().collect(),
-                key_groups: self
-                    .subscribed
-                    .get(&u.impi)
-                    .map(|s| s.iter().copied().collect())
-                    .unwrap_or_default(),
-                updated_at: u.updated_at,
+        let mut out: Vec<UeView> = (0..self.ues.len())
+            .filter_map(|i| {
+                let h = self.engine.ue_handle_at(i)?;
+                let u = self.entry(h)?;
+                Some(UeView {
+                    impi: self.engine.ue_id(h)?.to_owned(),
+                    btid: self.engine.ue_btid(h).unwrap_or_default().to_owned(),
+                    mikey_addr: u.mikey_addr.to_string(),
+                    services: self.service_ids(&u.services).into_iter().collect(),
+                    key_groups: self.subscribed_groups(h).into_iter().collect(),
+                    updated_at: u.updated_at,
+                })
             })
-            .collect()
+            .collect();
+        out.sort_unstable_by(|a, b| a.impi.cmp(&b.impi));
+        out
     }
 
     /// Delivery status of the current and next MSK of every key group of a
     /// UE (admin API).
     pub fn deliveries(&self, impi: &str) -> Option<Vec<DeliveryView>> {
-        let groups = self.subscribed.get(impi).cloned().unwrap_or_default();
-        if !self.ues.contains_key(impi) {
-            return None;
-        }
+        let h = self.registered_handle(impi)?;
+        let groups = self.subscribed_groups(h);
         let ue = UeId(impi.to_owned());
         let mut out = Vec::new();
         for g in groups {
@@ -1091,5 +1260,30 @@ impl CoreHandle {
     /// Waits for [`wake`](Self::wake).
     pub async fn woken(&self) {
         self.wake.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServiceSet;
+
+    #[test]
+    fn service_set_holds_low_and_high_indices_and_forgets_removed_ones() {
+        let mut s = ServiceSet::default();
+        assert!(s.is_empty());
+        for i in [3, 0, 63, 64, 300, 65] {
+            s.insert(i);
+        }
+        s.insert(300);
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![0, 3, 63, 64, 65, 300]);
+        assert!(s.contains(65) && s.contains(0) && !s.contains(1) && !s.contains(299));
+        for i in [64, 65, 300, 0, 3] {
+            s.remove(i);
+        }
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![63]);
+        assert!(s.high.is_none());
+        s.remove(63);
+        assert!(s.is_empty());
+        assert_eq!(s, ServiceSet::default());
     }
 }

@@ -119,6 +119,11 @@ impl PreparedMuk {
         }
     }
 
+    /// Whether this is the prepared form of `muk` (constant time).
+    pub fn same_key(&self, muk: &Muk) -> bool {
+        self.prf.ct_eq(&Prf::new(muk.as_bytes()))
+    }
+
     /// The keys of the MSK message with this RAND (RFC 3830 4.1.4, CSB ID
     /// [`MSK_CSB_ID`]): what a BM-SC that keeps no per-message copy
     /// recomputes to verify an acknowledgement (its `auth_key`).

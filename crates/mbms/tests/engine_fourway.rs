@@ -68,8 +68,10 @@ fn four_way_procedure_end_to_end() {
         vec![
             Action::Acknowledged {
                 ue: ue.id.clone(),
+                handle: e.ue_handle(&ue.id.0).unwrap(),
                 msk,
-                step: Step::Inactive
+                step: Step::Inactive,
+                charged: true,
             },
             Action::ChargingRecord(ChargingRecord {
                 ue: ue.id.clone(),
@@ -107,8 +109,10 @@ fn four_way_procedure_end_to_end() {
         actions,
         vec![Action::Acknowledged {
             ue: ue.id.clone(),
+            handle: e.ue_handle(&ue.id.0).unwrap(),
             msk,
-            step: Step::Activate
+            step: Step::Activate,
+            charged: true,
         }]
     );
     let st = e.delivery(&ue.id, &msk).unwrap();

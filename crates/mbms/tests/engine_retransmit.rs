@@ -156,8 +156,10 @@ fn an_ack_stops_retransmission_and_acks_of_any_attempt_count() {
         actions,
         vec![Action::Acknowledged {
             ue: ue.id.clone(),
+            handle: e.ue_handle(&ue.id.0).unwrap(),
             msk: info.current.name,
-            step: Step::Deliver
+            step: Step::Deliver,
+            charged: false,
         }]
     );
     assert_eq!(

@@ -47,18 +47,42 @@ const PRF_PIECE: usize = 32;
 /// are zeroized on drop.
 #[derive(Clone)]
 pub struct Prf {
-    pieces: Vec<HmacSha1Key>,
+    pieces: Pieces,
+}
+
+/// The prepared pieces: inline for a key of at most 256 bits (every MUK and
+/// MSK of the MBMS profile: no allocation, 48 bytes per prepared key).
+#[derive(Clone)]
+enum Pieces {
+    One(HmacSha1Key),
+    Many(Box<[HmacSha1Key]>),
+}
+
+impl Pieces {
+    fn as_slice(&self) -> &[HmacSha1Key] {
+        match self {
+            Pieces::One(k) => core::slice::from_ref(k),
+            Pieces::Many(v) => v,
+        }
+    }
 }
 
 impl Prf {
     /// Prepare the PRF for `inkey` (two SHA-1 compressions per piece).
     pub fn new(inkey: &[u8]) -> Self {
-        let pieces = if inkey.is_empty() {
-            vec![HmacSha1Key::new(&[])]
+        let pieces = if inkey.len() <= PRF_PIECE {
+            Pieces::One(HmacSha1Key::new(inkey))
         } else {
-            inkey.chunks(PRF_PIECE).map(HmacSha1Key::new).collect()
+            Pieces::Many(inkey.chunks(PRF_PIECE).map(HmacSha1Key::new).collect())
         };
         Prf { pieces }
+    }
+
+    /// Whether two PRFs were prepared from the same input key, in constant
+    /// time (the number of pieces, i.e. the key length, is public).
+    pub fn ct_eq(&self, other: &Prf) -> bool {
+        let (a, b) = (self.pieces.as_slice(), other.pieces.as_slice());
+        a.len() == b.len() && a.iter().zip(b).fold(true, |acc, (a, b)| acc & a.ct_eq(b))
     }
 
     /// Fill `out` with PRF(inkey, label).
@@ -70,7 +94,7 @@ impl Prf {
     /// concatenation of `label` (no buffer is assembled).
     pub fn derive_parts_into(&self, label: &[&[u8]], out: &mut [u8]) {
         out.fill(0);
-        for s in &self.pieces {
+        for s in self.pieces.as_slice() {
             // A_0 = label; A_i = HMAC(s, A_{i-1}).
             let mut a = [0u8; HMAC_SHA1_LEN];
             for (i, chunk) in out.chunks_mut(HMAC_SHA1_LEN).enumerate() {
@@ -95,7 +119,11 @@ impl Prf {
 
 impl fmt::Debug for Prf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Prf(<{} piece(s) redacted>)", self.pieces.len())
+        write!(
+            f,
+            "Prf(<{} piece(s) redacted>)",
+            self.pieces.as_slice().len()
+        )
     }
 }
 
@@ -519,6 +547,26 @@ mod tests {
     use crate::MessageBuilder;
 
     const MUK: [u8; 32] = [0x5a; 32];
+
+    #[test]
+    fn a_prepared_prf_of_one_piece_is_inline_and_compares_by_key() {
+        assert!(core::mem::size_of::<Prf>() <= 48);
+        let a = Prf::new(&MUK);
+        assert!(a.ct_eq(&Prf::new(&MUK)));
+        assert!(!a.ct_eq(&Prf::new(&[0x5b; 32])));
+        assert!(!a.ct_eq(&Prf::new(&[0x5a; 33])), "one piece against two");
+        let long = Prf::new(&[0x5a; 40]);
+        assert!(long.ct_eq(&Prf::new(&[0x5a; 40])));
+        // Inline or not, the PRF is the same function of its pieces.
+        let mut two = [0u8; 20];
+        long.derive_into(b"label", &mut two);
+        let mut one = [0u8; 20];
+        a.derive_into(b"label", &mut one);
+        let mut tail = [0u8; 20];
+        Prf::new(&[0x5a; 8]).derive_into(b"label", &mut tail);
+        let xored: Vec<u8> = one.iter().zip(&tail).map(|(x, y)| x ^ y).collect();
+        assert_eq!(two.to_vec(), xored);
+    }
 
     fn msk() -> KeyData {
         KeyData {

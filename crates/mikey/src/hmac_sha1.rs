@@ -164,6 +164,17 @@ impl HmacSha1Key {
         HmacSha1Key { inner, outer }
     }
 
+    /// Whether two keys have the same schedule (hence the same key), in
+    /// constant time.
+    pub fn ct_eq(&self, other: &HmacSha1Key) -> bool {
+        use subtle::ConstantTimeEq as _;
+        let a = self.inner.iter().chain(&self.outer);
+        let b = other.inner.iter().chain(&other.outer);
+        a.zip(b)
+            .fold(subtle::Choice::from(1), |acc, (x, y)| acc & x.ct_eq(y))
+            .into()
+    }
+
     /// Start a MAC computation.
     pub fn start(&self) -> HmacSha1<'_> {
         HmacSha1 {

@@ -86,7 +86,11 @@ pub(crate) struct Sent {
     pub(crate) last: u32,
 }
 
-/// One MSK to one UE.
+/// The [`Delivery::due`] of a delivery whose timer is not armed.
+const NOT_ARMED: Timestamp = Timestamp(u64::MAX);
+
+/// One MSK to one UE: 48 bytes (a UE usually has two per key group, the
+/// current and the next MSK), no `Option` tags of its own.
 #[derive(Clone, Debug)]
 pub(crate) struct Delivery {
     pub(crate) msk: MskName,
@@ -95,14 +99,16 @@ pub(crate) struct Delivery {
     pub(crate) subscribed: bool,
     pub(crate) charged: bool,
     pub(crate) step: Step,
+    /// `sent` holds counters (a message was sent).
+    has_sent: bool,
     pub(crate) state: DeliveryState,
-    /// The armed timer, if any (mirrors the entry in [`Timers`]).
-    pub(crate) due: Option<Timestamp>,
-    /// Bumped when the delivery starts over (a new step, a request, a
-    /// revival); acknowledgements of earlier rounds are stale.
-    pub(crate) round: u32,
-    /// Counters of the messages sent; `None` before the first.
-    pub(crate) sent: Option<Sent>,
+    /// The armed timer ([`NOT_ARMED`] if none; mirrors the entry in
+    /// [`Timers`]).
+    due: Timestamp,
+    /// Counters of the messages sent; meaningful once `has_sent`. A new
+    /// round (a new step, a request, a revival) starts above `last`:
+    /// acknowledgements of earlier rounds are stale.
+    sent: Sent,
 }
 
 impl Delivery {
@@ -112,11 +118,16 @@ impl Delivery {
             subscribed: true,
             charged: false,
             step,
+            has_sent: false,
             state: DeliveryState::Pending,
-            due: None,
-            round: 1,
-            sent: None,
+            due: NOT_ARMED,
+            sent: Sent::default(),
         }
+    }
+
+    /// Counters of the messages sent; `None` before the first.
+    pub(crate) fn sent(&self) -> Option<Sent> {
+        self.has_sent.then_some(self.sent)
     }
 
     pub(crate) fn status(&self) -> DeliveryStatus {
@@ -130,30 +141,28 @@ impl Delivery {
     /// Start a new round of `step`: acknowledgements of earlier messages
     /// become stale.
     pub(crate) fn new_round(&mut self, step: Step) {
-        self.round = self.round.wrapping_add(1);
         self.step = step;
-        if let Some(s) = &mut self.sent {
+        if self.has_sent {
             // Counters above `last` belong to the new round.
-            s.first = s.last.saturating_add(1);
+            self.sent.first = self.sent.last.saturating_add(1);
         }
     }
 
     /// Record a transmission with `counter`.
     pub(crate) fn record_counter(&mut self, counter: u32) {
-        match &mut self.sent {
-            None => {
-                self.sent = Some(Sent {
-                    first_ever: counter,
-                    first: counter,
-                    last: counter,
-                })
+        if self.has_sent {
+            let s = &mut self.sent;
+            if s.first > s.last {
+                s.first = counter;
             }
-            Some(s) => {
-                if s.first > s.last {
-                    s.first = counter;
-                }
-                s.last = counter;
-            }
+            s.last = counter;
+        } else {
+            self.has_sent = true;
+            self.sent = Sent {
+                first_ever: counter,
+                first: counter,
+                last: counter,
+            };
         }
     }
 
@@ -162,7 +171,7 @@ impl Delivery {
     /// this delivery (`None`). Counters of the UE's other deliveries that lie
     /// inside the range are told apart by the MAC.
     pub(crate) fn counter_round(&self, counter: u32) -> Option<bool> {
-        let s = self.sent?;
+        let s = self.sent()?;
         if counter < s.first_ever || counter > s.last {
             return None;
         }
@@ -183,10 +192,12 @@ pub(crate) struct Timers {
 impl Timers {
     /// Arm (or move, or with `None` disarm) the timer of a delivery.
     pub(crate) fn set(&mut self, d: &mut Delivery, handle: Handle, due: Option<Timestamp>) {
-        if let Some(old) = d.due {
-            self.set.remove(&(old, handle, d.msk));
+        if d.due != NOT_ARMED {
+            self.set.remove(&(d.due, handle, d.msk));
         }
-        d.due = due;
+        // The last millisecond of time stands for "not armed".
+        let due = due.map(|t| Timestamp(t.0.min(NOT_ARMED.0 - 1)));
+        d.due = due.unwrap_or(NOT_ARMED);
         if let Some(t) = due {
             self.set.insert((t, handle, d.msk));
         }
@@ -208,5 +219,41 @@ impl Timers {
 
     pub(crate) fn len(&self) -> usize {
         self.set.len()
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn a_delivery_takes_48_bytes_and_its_timer_arms_and_disarms() {
+        assert!(std::mem::size_of::<Delivery>() <= 48);
+        let m = MskName {
+            key_domain: crate::ids::KeyDomainId([1, 2, 3]),
+            msk_id: crate::ids::MskId {
+                key_group: 1,
+                key_number: 1,
+            },
+        };
+        let mut d = Delivery::new(m, Step::Deliver);
+        assert_eq!(d.sent(), None);
+        let mut t = Timers::default();
+        t.set(&mut d, 7, Some(Timestamp(u64::MAX)));
+        assert_eq!(t.next_deadline(), Some(Timestamp(u64::MAX - 1)));
+        t.set(&mut d, 7, Some(Timestamp(5)));
+        assert_eq!(t.due(Timestamp(5), 10), vec![(7, m)]);
+        t.set(&mut d, 7, None);
+        assert_eq!((t.len(), t.next_deadline()), (0, None));
+        d.record_counter(4);
+        d.record_counter(6);
+        d.new_round(Step::Activate);
+        assert_eq!(d.counter_round(4), Some(false));
+        assert_eq!(d.counter_round(3), None);
+        d.record_counter(9);
+        assert_eq!(
+            (d.counter_round(9), d.counter_round(6)),
+            (Some(true), Some(false))
+        );
     }
 }

@@ -67,6 +67,13 @@
 //!   subscriber's IMPI: charging records name it). Acknowledgements are
 //!   matched by their IDr (B-TID) and counter, and authenticated by their
 //!   MAC, never by the address they came from.
+//! * **One record per UE.** The engine gives each UE a dense [`UeHandle`]
+//!   (never reused) and keeps its IMPI, B-TID and prepared MUK once, in its
+//!   slot; the IMPI and IDr indexes hold handles only, key group membership
+//!   is a bit per UE. [`Action`]s carry the handle (and the attempt and
+//!   charge), so a caller keys its own per-UE data (the BM-SC core: MIKEY
+//!   address, services) by [`UeHandle::index`] in a `Vec` and looks nothing
+//!   up by name on the hot path.
 //! * Delivery state lives in memory only: the caller restores the outcome of
 //!   deliveries after a restart ([`Engine::restore_delivery`],
 //!   [`Engine::mark_charged`]); UEs that miss an MSK fetch it again with the
@@ -79,8 +86,11 @@ mod rand;
 mod store;
 mod time;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
+
+use hashbrown::HashTable;
 
 use mikey::InitiatorRef;
 use rand_core::{CryptoRng, RngCore};
@@ -128,6 +138,22 @@ impl From<&str> for UeId {
     }
 }
 
+/// The engine's index of a UE: dense from 0, never reused (a UE keeps its
+/// handle across a deregistration, so its charges outlive it). The caller
+/// may key its own per-UE records by [`UeHandle::index`] (a `Vec`, not a
+/// map keyed by the IMPI), and [`Action`]s carry it so that nothing is
+/// looked up by name on the hot path.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct UeHandle(Handle);
+
+impl UeHandle {
+    /// The handle as an index (0, 1, 2, ... in the order UEs were first
+    /// seen).
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
 /// Engine-wide settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EngineConfig {
@@ -155,10 +181,15 @@ pub enum Action {
     SendMikey {
         /// The UE.
         ue: UeId,
+        /// Its handle.
+        handle: UeHandle,
         /// The MSK delivered (Key Number 0 for a solicited pull).
         msk: MskName,
         /// The delivery step; `None` for a solicited pull.
         step: Option<Step>,
+        /// Transmissions of this step so far, this one included (1 for a
+        /// solicited pull).
+        attempt: u32,
         /// The MUK counter of the message.
         counter: u32,
         /// The message.
@@ -168,10 +199,15 @@ pub enum Action {
     Acknowledged {
         /// The UE.
         ue: UeId,
+        /// Its handle.
+        handle: UeHandle,
         /// The MSK.
         msk: MskName,
         /// The acknowledged step.
         step: Step,
+        /// The subscriber is charged for the MSK (this acknowledgement
+        /// included).
+        charged: bool,
     },
     /// Charge the subscriber for the MSK (4-way step 1 acknowledged, seed
     /// 004 6.3.2.3.3).
@@ -180,12 +216,16 @@ pub enum Action {
     GaveUp {
         /// The UE.
         ue: UeId,
+        /// Its handle.
+        handle: UeHandle,
         /// The MSK.
         msk: MskName,
         /// The unacknowledged step.
         step: Step,
         /// Transmissions of that step.
         attempts: u32,
+        /// The subscriber was charged for the MSK.
+        charged: bool,
     },
 }
 
@@ -293,7 +333,10 @@ pub enum AckError {
 struct Group {
     cfg: KeyGroupConfig,
     state: KeyGroupSnapshot,
-    members: BTreeSet<Handle>,
+    /// The subscribed UEs: bit `h` is UE handle `h` (one bit per UE ever
+    /// seen per key group, instead of a set entry per member and a list of
+    /// key groups per UE).
+    members: Vec<u64>,
 }
 
 impl Group {
@@ -302,24 +345,61 @@ impl Group {
             .into_iter()
             .find(|m| m.name == *name)
     }
+
+    fn is_member(&self, h: Handle) -> bool {
+        self.members
+            .get(h as usize / 64)
+            .is_some_and(|w| w & (1 << (h % 64)) != 0)
+    }
+
+    fn set_member(&mut self, h: Handle, member: bool) {
+        let i = h as usize / 64;
+        if member {
+            if self.members.len() <= i {
+                self.members.resize(i + 1, 0);
+            }
+            self.members[i] |= 1 << (h % 64);
+        } else if let Some(w) = self.members.get_mut(i) {
+            *w &= !(1 << (h % 64));
+        }
+    }
+
+    fn member_count(&self) -> usize {
+        self.members.iter().map(|w| w.count_ones() as usize).sum()
+    }
+}
+
+/// The MUK ID of a registration without copies: IDi is an index into the
+/// engine's few distinct IDi values (every UE has the BM-SC's FQDN), IDr
+/// the B-TID, stored once (the IDr index refers to it).
+struct MukName {
+    idi: u16,
+    idr: Box<str>,
+}
+
+/// The MUK a registration replaced.
+struct PreviousMuk {
+    name: MukName,
+    muk: PreparedMuk,
+    /// The first counter sent under the new MUK.
+    until: u32,
 }
 
 /// A registered UE's keys.
 struct Registration {
-    muk_id: MukId,
+    name: MukName,
     /// The MUK with its PRF key schedule computed once (no key setup per
     /// message).
     muk: PreparedMuk,
     /// The MUK it replaced and the first counter sent under the new one:
     /// acknowledgements of messages sent under the old MUK remain valid.
-    previous: Option<Box<(MukId, PreparedMuk, u32)>>,
-    groups: Vec<KeyGroupName>,
+    previous: Option<Box<PreviousMuk>>,
 }
 
-/// One UE: fixed-size apart from its identity strings and its (usually two)
+/// One UE: fixed-size apart from its IMPI, its B-TID and its (usually two)
 /// deliveries per key group.
 struct UeSlot {
-    id: UeId,
+    id: Box<str>,
     reg: Option<Registration>,
     /// The counter of the next message to this UE (any MUK).
     next_counter: u32,
@@ -336,6 +416,81 @@ impl UeSlot {
     }
 }
 
+/// An entry of the IDr index: a handle, with [`PREVIOUS_IDR`] set when the
+/// entry is the IDr of the UE's previous MUK.
+type IdrEntry = u32;
+
+/// The bit of an [`IdrEntry`] naming the previous MUK's IDr.
+const PREVIOUS_IDR: u32 = 1 << 31;
+
+/// The UE indexes hold handles only; the strings they are keyed by are the
+/// slots' own (no second copy of an IMPI or B-TID per UE).
+struct Indexes {
+    hasher: RandomState,
+    /// Every UE by IMPI.
+    by_id: HashTable<Handle>,
+    /// Registered UEs by IDr (B-TID), current and previous MUK.
+    by_idr: HashTable<IdrEntry>,
+}
+
+impl Indexes {
+    fn hash(&self, s: &str) -> u64 {
+        self.hasher.hash_one(s)
+    }
+
+    fn find_id(&self, slots: &[UeSlot], id: &str) -> Option<Handle> {
+        self.by_id
+            .find(self.hash(id), |h| &*slots[*h as usize].id == id)
+            .copied()
+    }
+
+    fn insert_id(&mut self, slots: &[UeSlot], h: Handle) {
+        let hasher = &self.hasher;
+        let hash = hasher.hash_one(&*slots[h as usize].id);
+        self.by_id
+            .insert_unique(hash, h, |h| hasher.hash_one(&*slots[*h as usize].id));
+    }
+
+    /// The IDr an entry stands for.
+    fn idr_of(slots: &[UeSlot], e: IdrEntry) -> &str {
+        let reg = slots[(e & !PREVIOUS_IDR) as usize].reg.as_ref();
+        let name = match reg {
+            Some(r) if e & PREVIOUS_IDR == 0 => Some(&r.name),
+            Some(r) => r.previous.as_ref().map(|p| &p.name),
+            None => None,
+        };
+        name.map_or("", |n| &n.idr)
+    }
+
+    fn find_idr(&self, slots: &[UeSlot], idr: &str) -> Option<Handle> {
+        self.by_idr
+            .find(self.hash(idr), |e| Self::idr_of(slots, *e) == idr)
+            .map(|e| e & !PREVIOUS_IDR)
+    }
+
+    /// Index entry `e` under `idr`, replacing another UE's entry for the
+    /// same IDr (the last registration with a B-TID wins).
+    fn insert_idr(&mut self, slots: &[UeSlot], idr: &str, e: IdrEntry) {
+        let hash = self.hash(idr);
+        if let Ok(old) = self
+            .by_idr
+            .find_entry(hash, |x| Self::idr_of(slots, *x) == idr)
+        {
+            old.remove();
+        }
+        let hasher = &self.hasher;
+        self.by_idr
+            .insert_unique(hash, e, |x| hasher.hash_one(Self::idr_of(slots, *x)));
+    }
+
+    /// Drop the entry `e` (looked up under `idr`, the IDr it stands for).
+    fn remove_idr(&mut self, idr: &str, e: IdrEntry) {
+        if let Ok(old) = self.by_idr.find_entry(self.hash(idr), |x| *x == e) {
+            old.remove();
+        }
+    }
+}
+
 /// The BM-SC key engine. See the [module documentation](self).
 pub struct Engine<S: EngineStore> {
     config: EngineConfig,
@@ -344,9 +499,9 @@ pub struct Engine<S: EngineStore> {
     /// Every UE ever seen in this run (handles are indices, never reused, so
     /// charges outlive a deregistration).
     slots: Vec<UeSlot>,
-    by_id: HashMap<UeId, Handle>,
-    /// Registered UEs by IDr (B-TID), current and previous MUK.
-    by_idr: HashMap<Box<str>, Handle>,
+    index: Indexes,
+    /// The distinct IDi values (the BM-SC's FQDN), each stored once.
+    idis: Vec<Box<str>>,
     timers: Timers,
     counters: CounterMark,
     rand: Option<RandSource>,
@@ -357,7 +512,7 @@ impl<S: EngineStore> fmt::Debug for Engine<S> {
         f.debug_struct("Engine")
             .field("config", &self.config)
             .field("key_groups", &self.groups.keys().collect::<Vec<_>>())
-            .field("ues", &self.by_idr.len())
+            .field("ues", &self.index.by_idr.len())
             .field("armed_deliveries", &self.timers.len())
             .finish_non_exhaustive()
     }
@@ -407,8 +562,12 @@ impl<S: EngineStore> Engine<S> {
             store,
             groups: BTreeMap::new(),
             slots: Vec::new(),
-            by_id: HashMap::new(),
-            by_idr: HashMap::new(),
+            index: Indexes {
+                hasher: RandomState::new(),
+                by_id: HashTable::new(),
+                by_idr: HashTable::new(),
+            },
+            idis: Vec::new(),
             timers: Timers::default(),
             counters,
             rand: None,
@@ -465,7 +624,7 @@ impl<S: EngineStore> Engine<S> {
             Group {
                 cfg,
                 state,
-                members: BTreeSet::new(),
+                members: Vec::new(),
             },
         );
         Ok(i)
@@ -497,14 +656,14 @@ impl<S: EngineStore> Engine<S> {
         let (current, next) = (g.state.current.name, g.state.next.name);
         let four_way = g.cfg.charging;
         let rotated = info(&g.state);
-        let members = &g.members;
+        let g = &*g;
         for (i, slot) in self.slots.iter_mut().enumerate() {
             let handle = i as Handle;
             if let Some(pos) = slot.deliveries.iter().position(|d| d.msk == retired) {
                 let mut d = slot.deliveries.swap_remove(pos);
                 self.timers.set(&mut d, handle, None);
             }
-            if members.contains(&handle) {
+            if g.is_member(handle) {
                 for m in [current, next] {
                     ensure(&mut self.timers, slot, handle, m, four_way, now);
                 }
@@ -537,63 +696,98 @@ impl<S: EngineStore> Engine<S> {
     // UEs
 
     fn handle_of(&self, ue: &UeId) -> Option<Handle> {
-        self.by_id.get(ue).copied()
+        self.index.find_id(&self.slots, &ue.0)
     }
 
     fn slot_for(&mut self, ue: &UeId) -> Handle {
-        if let Some(h) = self.by_id.get(ue) {
-            return *h;
+        if let Some(h) = self.handle_of(ue) {
+            return h;
         }
-        let h = Handle::try_from(self.slots.len()).expect("fewer than 2^32 UEs");
+        let h = Handle::try_from(self.slots.len())
+            .ok()
+            .filter(|h| h & PREVIOUS_IDR == 0)
+            .expect("fewer than 2^31 UEs");
         self.slots.push(UeSlot {
-            id: ue.clone(),
+            id: ue.0.as_str().into(),
             reg: None,
             next_counter: self.counters.floor(),
             deliveries: Vec::new(),
         });
-        self.by_id.insert(ue.clone(), h);
+        self.index.insert_id(&self.slots, h);
         h
+    }
+
+    /// The index of IDi `idi`, added if new.
+    fn idi_index(&mut self, idi: &str) -> u16 {
+        if let Some(i) = self.idis.iter().position(|x| &**x == idi) {
+            return i as u16;
+        }
+        assert!(
+            self.idis.len() < usize::from(u16::MAX),
+            "fewer than 65535 IDi values"
+        );
+        self.idis.push(idi.into());
+        (self.idis.len() - 1) as u16
+    }
+
+    fn muk_name(&mut self, muk_id: &MukId) -> MukName {
+        MukName {
+            idi: self.idi_index(&muk_id.idi),
+            idr: muk_id.idr.as_str().into(),
+        }
     }
 
     /// Register a UE with its MUK, or update its MUK after it bootstrapped
     /// again. With a new MUK, deliveries in flight are restarted with it
     /// (the UE may no longer hold the old MUK); acknowledgements of messages
-    /// sent under the old MUK remain valid.
-    pub fn register_ue(&mut self, ue: UeId, muk_id: MukId, muk: Muk, now: Timestamp) {
+    /// sent under the old MUK remain valid. Returns the UE's handle.
+    pub fn register_ue(&mut self, ue: UeId, muk_id: MukId, muk: Muk, now: Timestamp) -> UeHandle {
         let h = self.slot_for(&ue);
+        let name = self.muk_name(&muk_id);
         let slot = &mut self.slots[h as usize];
         match &mut slot.reg {
             Some(r) => {
-                if r.muk_id != muk_id {
-                    let old_id = std::mem::replace(&mut r.muk_id, muk_id.clone());
-                    let old_muk = std::mem::replace(&mut r.muk, PreparedMuk::new(&muk));
+                if r.name.idi != name.idi || r.name.idr != name.idr {
+                    // The old previous MUK leaves the IDr index first (its
+                    // entry is found by the IDr it stands for).
                     if let Some(p) = r.previous.take() {
-                        if p.0.idr != muk_id.idr && p.0.idr != old_id.idr {
-                            self.by_idr.remove(p.0.idr.as_str());
+                        if p.name.idr != r.name.idr {
+                            self.index.remove_idr(&p.name.idr, h | PREVIOUS_IDR);
                         }
                     }
-                    r.previous = Some(Box::new((old_id, old_muk, slot.next_counter)));
-                    self.by_idr.insert(muk_id.idr.as_str().into(), h);
+                    self.index.remove_idr(&r.name.idr, h);
+                    let old_name = std::mem::replace(&mut r.name, name);
+                    let old_muk = std::mem::replace(&mut r.muk, PreparedMuk::new(&muk));
+                    let prev_idr = (old_name.idr != r.name.idr).then(|| old_name.idr.clone());
+                    r.previous = Some(Box::new(PreviousMuk {
+                        name: old_name,
+                        muk: old_muk,
+                        until: slot.next_counter,
+                    }));
                     for d in slot.deliveries.iter_mut() {
                         if d.subscribed && d.state.in_flight() {
                             d.state = DeliveryState::Pending;
                             self.timers.set(d, h, Some(now));
                         }
                     }
+                    self.index.insert_idr(&self.slots, &muk_id.idr, h);
+                    if let Some(prev) = prev_idr {
+                        self.index.insert_idr(&self.slots, &prev, h | PREVIOUS_IDR);
+                    }
                 } else {
                     r.muk = PreparedMuk::new(&muk);
                 }
             }
             None => {
-                self.by_idr.insert(muk_id.idr.as_str().into(), h);
                 slot.reg = Some(Registration {
-                    muk_id,
+                    name,
                     muk: PreparedMuk::new(&muk),
                     previous: None,
-                    groups: Vec::new(),
                 });
+                self.index.insert_idr(&self.slots, &muk_id.idr, h);
             }
         }
+        UeHandle(h)
     }
 
     /// Forget a UE, its subscriptions and its deliveries (its charges stay).
@@ -605,14 +799,12 @@ impl<S: EngineStore> Engine<S> {
         let Some(reg) = slot.reg.take() else {
             return;
         };
-        self.by_idr.remove(reg.muk_id.idr.as_str());
+        self.index.remove_idr(&reg.name.idr, h);
         if let Some(p) = &reg.previous {
-            self.by_idr.remove(p.0.idr.as_str());
+            self.index.remove_idr(&p.name.idr, h | PREVIOUS_IDR);
         }
-        for g in &reg.groups {
-            if let Some(g) = self.groups.get_mut(g) {
-                g.members.remove(&h);
-            }
+        for g in self.groups.values_mut() {
+            g.set_member(h, false);
         }
         leave(&mut self.timers, slot, h, |_| true);
     }
@@ -634,12 +826,7 @@ impl<S: EngineStore> Engine<S> {
             .get_mut(group)
             .ok_or(EngineError::UnknownKeyGroup(*group))?;
         let slot = &mut self.slots[h as usize];
-        if let Some(r) = &mut slot.reg {
-            if !r.groups.contains(group) {
-                r.groups.push(*group);
-            }
-        }
-        g.members.insert(h);
+        g.set_member(h, true);
         let four_way = g.cfg.charging;
         for m in [g.state.current.name, g.state.next.name] {
             ensure(&mut self.timers, slot, h, m, four_way, now);
@@ -653,11 +840,8 @@ impl<S: EngineStore> Engine<S> {
             return;
         };
         let slot = &mut self.slots[h as usize];
-        if let Some(r) = &mut slot.reg {
-            r.groups.retain(|g| g != group);
-        }
         if let Some(g) = self.groups.get_mut(group) {
-            g.members.remove(&h);
+            g.set_member(h, false);
         }
         leave(&mut self.timers, slot, h, |m| m.key_group() == *group);
     }
@@ -683,7 +867,7 @@ impl<S: EngineStore> Engine<S> {
             .get(&group)
             .ok_or(EngineError::UnknownKeyGroup(group))?;
         let slot = &mut self.slots[h as usize];
-        if !slot.reg.as_ref().is_some_and(|r| r.groups.contains(&group)) {
+        if !g.is_member(h) {
             return Err(EngineError::NotSubscribed {
                 ue: ue.clone(),
                 group,
@@ -743,8 +927,8 @@ impl<S: EngineStore> Engine<S> {
             msk_id: MskId::current(group.key_group),
         };
         let m = MskMessageRef {
-            idi: &reg.muk_id.idi,
-            idr: &reg.muk_id.idr,
+            idi: &self.idis[usize::from(reg.name.idi)],
+            idr: &reg.name.idr,
             counter,
             rand: random16(rng),
             msk,
@@ -756,8 +940,10 @@ impl<S: EngineStore> Engine<S> {
             .map_err(EngineError::Message)?;
         Ok(Action::SendMikey {
             ue: ue.clone(),
+            handle: UeHandle(h),
             msk,
             step: None,
+            attempt: 1,
             counter,
             bytes,
         })
@@ -778,6 +964,56 @@ impl<S: EngineStore> Engine<S> {
         self.handle_of(ue)
             .and_then(|h| self.slots[h as usize].delivery(msk))
             .is_some_and(|d| d.charged)
+    }
+
+    /// The handle of a UE seen in this run (registered or not).
+    pub fn ue_handle(&self, ue: &str) -> Option<UeHandle> {
+        self.index.find_id(&self.slots, ue).map(UeHandle)
+    }
+
+    /// The identity of the UE with handle `h`.
+    pub fn ue_id(&self, h: UeHandle) -> Option<&str> {
+        self.slots.get(h.index()).map(|s| &*s.id)
+    }
+
+    /// The B-TID (IDr) of the current MUK of a registered UE.
+    pub fn ue_btid(&self, h: UeHandle) -> Option<&str> {
+        let reg = self.slots.get(h.index())?.reg.as_ref()?;
+        Some(&reg.name.idr)
+    }
+
+    /// The handle of index `i` (see [`UeHandle::index`]), if a UE has it.
+    pub fn ue_handle_at(&self, i: usize) -> Option<UeHandle> {
+        (i < self.slots.len()).then_some(UeHandle(i as Handle))
+    }
+
+    /// Whether the registered UE `h` has the MUK ID (`idi`, `idr`) and the
+    /// MUK `muk` (the key compared in constant time).
+    pub fn has_muk(&self, h: UeHandle, idi: &str, idr: &str, muk: &Muk) -> bool {
+        let Some(reg) = self.slots.get(h.index()).and_then(|s| s.reg.as_ref()) else {
+            return false;
+        };
+        *reg.name.idr == *idr
+            && *self.idis[usize::from(reg.name.idi)] == *idi
+            && reg.muk.same_key(muk)
+    }
+
+    /// Whether UE `h` is subscribed to key group `group`.
+    pub fn is_subscribed(&self, h: UeHandle, group: &KeyGroupName) -> bool {
+        self.groups.get(group).is_some_and(|g| g.is_member(h.0))
+    }
+
+    /// The key groups UE `h` is subscribed to, in order.
+    pub fn subscriptions(&self, h: UeHandle) -> impl Iterator<Item = KeyGroupName> + '_ {
+        self.groups
+            .iter()
+            .filter(move |(_, g)| g.is_member(h.0))
+            .map(|(n, _)| *n)
+    }
+
+    /// The number of UEs subscribed to key group `group`.
+    pub fn members(&self, group: &KeyGroupName) -> usize {
+        self.groups.get(group).map_or(0, Group::member_count)
     }
 
     /// Record that the subscriber was charged for `msk` (restored from the
@@ -842,7 +1078,7 @@ impl<S: EngineStore> Engine<S> {
         let Some(d) = self.slots[h as usize].delivery_mut(msk) else {
             return false;
         };
-        if !d.subscribed || d.state != DeliveryState::Pending || d.sent.is_some() {
+        if !d.subscribed || d.state != DeliveryState::Pending || d.sent().is_some() {
             return false;
         }
         if charged {
@@ -957,7 +1193,7 @@ impl<S: EngineStore> Engine<S> {
                     attempts,
                 } => {
                     let slot = &mut self.slots[handle as usize];
-                    let ue = slot.id.clone();
+                    let ue = UeId(slot.id.to_string());
                     let Some(d) = slot.delivery_mut(&msk) else {
                         continue;
                     };
@@ -965,9 +1201,11 @@ impl<S: EngineStore> Engine<S> {
                     self.timers.set(d, handle, None);
                     actions.push(Action::GaveUp {
                         ue,
+                        handle: UeHandle(handle),
                         msk,
                         step: d.step,
                         attempts,
+                        charged: d.charged,
                     });
                 }
                 Plan::Send {
@@ -978,6 +1216,7 @@ impl<S: EngineStore> Engine<S> {
                     if let Some(a) = send(
                         &self.config,
                         &self.groups,
+                        &self.idis,
                         &mut self.slots[handle as usize],
                         &mut self.timers,
                         &self.counters,
@@ -1009,17 +1248,21 @@ impl<S: EngineStore> Engine<S> {
             btid: ack.btid.to_owned(),
             counter: ack.counter,
         };
-        let h = *self.by_idr.get(ack.btid).ok_or_else(unmatched)?;
+        let h = self
+            .index
+            .find_idr(&self.slots, ack.btid)
+            .ok_or_else(unmatched)?;
         let rand = self.rand.as_ref().ok_or_else(unmatched)?;
         let slot = &self.slots[h as usize];
         let reg = slot.reg.as_ref().ok_or_else(unmatched)?;
         // The MUK the message was sent under (by the counter: a new MUK
         // starts at a known counter).
-        let (muk_id, muk) = match &reg.previous {
-            Some(p) if ack.counter < p.2 && p.0.idr == ack.btid => (&p.0, &p.1),
-            _ if reg.muk_id.idr == ack.btid => (&reg.muk_id, &reg.muk),
+        let (name, muk) = match &reg.previous {
+            Some(p) if ack.counter < p.until && *p.name.idr == *ack.btid => (&p.name, &p.muk),
+            _ if *reg.name.idr == *ack.btid => (&reg.name, &reg.muk),
             _ => return Err(unmatched()),
         };
+        let muk_id = (&*self.idis[usize::from(name.idi)], &*name.idr);
         let verifies = |msk: &MskName| {
             let r = rand.rand(h, ack.counter, msk);
             verify_ack(&ack, muk, muk_id, &r)
@@ -1044,20 +1287,16 @@ impl<S: EngineStore> Engine<S> {
             );
         if settled {
             return Err(AckError::Stale {
-                ue: slot.id.clone(),
+                ue: UeId(slot.id.to_string()),
                 msk: d.msk,
             });
         }
         let step = d.step;
-        let ue = slot.id.clone();
-        let muk_id = muk_id.clone();
+        let ue = UeId(slot.id.to_string());
+        let charge = step == Step::Inactive && !d.charged;
+        let muk_id = charge.then(|| MukId::new(muk_id.0.to_owned(), muk_id.1.to_owned()));
         let slot = &mut self.slots[h as usize];
         let d = slot.delivery_mut(&ack.msk).expect("matched above");
-        let mut actions = vec![Action::Acknowledged {
-            ue: ue.clone(),
-            msk: d.msk,
-            step,
-        }];
         match step {
             Step::Deliver | Step::Activate => {
                 d.state = DeliveryState::Acknowledged;
@@ -1068,17 +1307,24 @@ impl<S: EngineStore> Engine<S> {
                 d.state = DeliveryState::Pending;
                 self.timers.set(d, h, Some(now));
                 // Charged once per MSK (seed 004 6.3.2.3.3).
-                if !d.charged {
-                    d.charged = true;
-                    actions.push(Action::ChargingRecord(ChargingRecord {
-                        ue,
-                        muk_id,
-                        msk: d.msk,
-                        time: now,
-                        counter: ack.counter,
-                    }));
-                }
+                d.charged = true;
             }
+        }
+        let mut actions = vec![Action::Acknowledged {
+            ue: ue.clone(),
+            handle: UeHandle(h),
+            msk: d.msk,
+            step,
+            charged: d.charged,
+        }];
+        if let Some(muk_id) = muk_id {
+            actions.push(Action::ChargingRecord(ChargingRecord {
+                ue,
+                muk_id,
+                msk: d.msk,
+                time: now,
+                counter: ack.counter,
+            }));
         }
         Ok(actions)
     }
@@ -1092,7 +1338,7 @@ impl<S: EngineStore> Engine<S> {
         h: Handle,
         ack: &MskAckView<'_>,
         muk: &PreparedMuk,
-        muk_id: &MukId,
+        muk_id: (&str, &str),
     ) -> AckError {
         let Some(rand) = self.rand.as_ref() else {
             return AckError::BadMac;
@@ -1175,6 +1421,7 @@ fn leave(timers: &mut Timers, slot: &mut UeSlot, handle: Handle, which: impl Fn(
 fn send(
     config: &EngineConfig,
     groups: &BTreeMap<KeyGroupName, Group>,
+    idis: &[Box<str>],
     slot: &mut UeSlot,
     timers: &mut Timers,
     counters: &CounterMark,
@@ -1208,8 +1455,8 @@ fn send(
         seq_u: window.1,
     };
     let message = MskMessageRef {
-        idi: &reg.muk_id.idi,
-        idr: &reg.muk_id.idr,
+        idi: &idis[usize::from(reg.name.idi)],
+        idr: &reg.name.idr,
         counter,
         rand: rand.rand(handle, counter, &msk_name),
         msk: msk.name,
@@ -1223,10 +1470,12 @@ fn send(
             d.state = DeliveryState::GivenUp;
             timers.set(d, handle, None);
             return Some(Action::GaveUp {
-                ue: slot.id.clone(),
+                ue: UeId(slot.id.to_string()),
+                handle: UeHandle(handle),
                 msk: msk_name,
                 step,
                 attempts: attempt - 1,
+                charged: d.charged,
             });
         }
     }
@@ -1244,9 +1493,11 @@ fn send(
     }
     slot.next_counter = counter.saturating_add(1);
     Some(Action::SendMikey {
-        ue: slot.id.clone(),
+        ue: UeId(slot.id.to_string()),
+        handle: UeHandle(handle),
         msk: msk_name,
         step: Some(step),
+        attempt,
         counter,
         bytes,
     })
@@ -1259,14 +1510,14 @@ fn send(
 fn verify_ack(
     ack: &MskAckView<'_>,
     muk: &PreparedMuk,
-    muk_id: &MukId,
+    (idi, idr): (&str, &str),
     rand: &[u8; RAND_LEN],
 ) -> Result<bool, ProfileError> {
     let auth = muk.msk_ack_key(rand);
     let t = ack.counter.to_be_bytes();
     let initiator = InitiatorRef {
-        idi: muk_id.idi.as_bytes(),
-        idr: muk_id.idr.as_bytes(),
+        idi: idi.as_bytes(),
+        idr: idr.as_bytes(),
         t: &t,
     };
     match ack.verify(&auth, initiator) {

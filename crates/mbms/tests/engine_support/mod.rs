@@ -159,6 +159,7 @@ pub fn sends(actions: &[Action]) -> Vec<Sent> {
                 step,
                 counter,
                 bytes,
+                ..
             } => Some((ue.clone(), *msk, *step, *counter, bytes.clone())),
             _ => None,
         })
