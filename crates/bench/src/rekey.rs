@@ -481,6 +481,7 @@ fn stats_since(a: &SwarmStats, b: &SwarmStats) -> SwarmStats {
         busy_ns: a.busy_ns - b.busy_ns,
         bootstrap_retries: a.bootstrap_retries - b.bootstrap_retries,
         register_retries: a.register_retries - b.register_retries,
+        counter_violations: a.counter_violations - b.counter_violations,
     }
 }
 
