@@ -127,6 +127,7 @@ pub async fn run(o: &HttpOptions) -> Result<HttpReport, BenchError> {
         retransmit_initial_ms: 2000,
         retransmit_max_attempts: 6,
         max_connections: (2 * c).max(512),
+        charging: false,
     })?;
     let r = run_with(o, &mut services).await;
     services.stop();

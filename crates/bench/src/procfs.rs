@@ -86,6 +86,28 @@ impl UdpCounters {
     }
 }
 
+/// Bytes queued for reading on the IPv4 UDP sockets bound to one of
+/// `ports` (`rx_queue` of `/proc/net/udp`); `None` when unreadable.
+pub fn udp_rx_queue(ports: &[u16]) -> Option<u64> {
+    Some(parse_rx_queue(
+        &std::fs::read_to_string("/proc/net/udp").ok()?,
+        ports,
+    ))
+}
+
+fn parse_rx_queue(table: &str, ports: &[u16]) -> u64 {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let port = u16::from_str_radix(f.get(1)?.rsplit_once(':')?.1, 16).ok()?;
+            let rx = u64::from_str_radix(f.get(4)?.split_once(':')?.1, 16).ok()?;
+            ports.contains(&port).then_some(rx)
+        })
+        .sum()
+}
+
 /// A scrape of Prometheus text (`name{labels} value` lines): the value of
 /// every series, keyed by `name{labels}` as written.
 #[derive(Clone, Debug, Default)]
@@ -157,6 +179,16 @@ mod tests {
                 sndbuf_errors: 1
             })
         );
+    }
+
+    #[test]
+    fn udp_table_rx_queue() {
+        let t = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n  \
+                 1: 0100007F:1F90 00000000:0000 07 00000000:00000140 00:00000000 00000000  1000        0 1 2 0 0\n  \
+                 2: 0100007F:1F91 00000000:0000 07 00000000:00000010 00:00000000 00000000  1000        0 2 2 0 0\n";
+        assert_eq!(parse_rx_queue(t, &[0x1f90]), 0x140);
+        assert_eq!(parse_rx_queue(t, &[0x1f90, 0x1f91]), 0x150);
+        assert_eq!(parse_rx_queue(t, &[1]), 0);
     }
 
     #[test]

@@ -45,6 +45,12 @@ pub struct RekeyOptions {
     /// Record the rotation's timeline ([`RekeyReport::timeline`], for
     /// `--plot`).
     pub timeline: bool,
+    /// `--kill-bmsc-at F`: once this fraction of the UEs hold the new MSK,
+    /// SIGKILL the BM-SC and restart it at once on the same configuration,
+    /// store and ports, then check what must survive a crash
+    /// ([`KillReport`]). The key group then charges (the 4-way procedure,
+    /// seed 004 6.3.2.3.3), so that every acknowledgement leaves a record.
+    pub kill_bmsc_at: Option<f64>,
 }
 
 impl RekeyOptions {
@@ -63,6 +69,7 @@ impl RekeyOptions {
             timeout: Duration::from_secs(600),
             progress: false,
             timeline: false,
+            kill_bmsc_at: None,
         }
     }
 }
@@ -152,6 +159,45 @@ pub struct Memory {
     pub bmsc_bytes_per_ue: f64,
 }
 
+/// What `--kill-bmsc-at` measured and checked (docs/bench.md).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct KillReport {
+    /// The fraction asked for.
+    pub at_fraction: f64,
+    /// UEs holding the new MSK (swarm side) when the BM-SC was killed.
+    pub holders_at_kill: usize,
+    /// Seconds from the rotation request to the SIGKILL.
+    pub killed_after_s: f64,
+    /// Seconds from the SIGKILL to the first MIKEY datagram of the
+    /// restarted BM-SC at the swarm; `null` when none came.
+    pub restart_s: Option<f64>,
+    /// Seconds from the SIGKILL to the restarted BM-SC answering
+    /// `/healthz`.
+    pub healthy_s: f64,
+    /// MIKEY datagrams the swarm received from the killed BM-SC in the
+    /// rotation (its own counters died with it).
+    pub datagrams_before_kill: u64,
+    /// MSK messages the restarted BM-SC sent (`bmsc_msk_messages_sent_total`
+    /// of the new process).
+    pub messages_after_restart: u64,
+    /// Of those, retransmissions (`bmsc_msk_retransmissions_total`).
+    pub retransmissions_after_restart: u64,
+    /// MSK messages whose counter was not above the last one the same UE's
+    /// MGV-F saw, over the whole run (must be 0).
+    pub counter_violations: u64,
+    /// UEs holding the new MSK active at the end (must be every UE).
+    pub ues_active: usize,
+    /// Charging records of the new MSK in the BM-SC's store (admin API
+    /// `GET /admin/v1/charging-records`; must be one per UE).
+    pub charging_records: u64,
+    /// UEs charged exactly once for the new MSK (must be every UE).
+    pub ues_charged_once: usize,
+    /// UEs charged more than once for the new MSK (must be 0).
+    pub ues_charged_twice: usize,
+    /// Every check above holds.
+    pub passed: bool,
+}
+
 /// The report of `mbms bench rekey` (schema [`REKEY_SCHEMA`]).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct RekeyReport {
@@ -195,6 +241,9 @@ pub struct RekeyReport {
     pub swarm_us_per_message: f64,
     /// Every UE holds the new MSK.
     pub every_ue_holds_new_msk: bool,
+    /// `--kill-bmsc-at`: the crash and its checks (absent without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kill: Option<KillReport>,
     /// The rotation's timeline when [`RekeyOptions::timeline`] asked for
     /// it (not in the JSON report; drawn by [`crate::plot`]).
     #[serde(skip)]
@@ -238,6 +287,53 @@ impl Admin {
             msk_id(&g["current"]["msk_id"])?,
             msk_id(&g["next"]["msk_id"])?,
         ))
+    }
+
+    /// Counts the charging records of `msk` per UE (by the index in its
+    /// IMPI `ue<i>@...`), paging through `GET /admin/v1/charging-records`;
+    /// returns the records of `msk` and the count per UE.
+    async fn charges(&self, msk: &MskName, n: usize) -> Result<(u64, Vec<u32>), BenchError> {
+        const PAGE: usize = 100_000;
+        let want = msk.to_string();
+        let mut per_ue = vec![0u32; n];
+        let (mut after, mut records) = (0i64, 0u64);
+        loop {
+            let v: serde_json::Value = self
+                .http
+                .get(format!(
+                    "{}/admin/v1/charging-records?after={after}&limit={PAGE}",
+                    self.base
+                ))
+                .bearer_auth(&self.token)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            let page = v["records"]
+                .as_array()
+                .ok_or_else(|| BenchError::Service(format!("charging records: {v}")))?;
+            for r in page {
+                after = after.max(r["id"].as_i64().unwrap_or(after));
+                if r["msk"].as_str() != Some(want.as_str()) {
+                    continue;
+                }
+                records += 1;
+                let ix = r["impi"]
+                    .as_str()
+                    .and_then(|i| i.strip_prefix("ue"))
+                    .and_then(|i| i.split_once('@'))
+                    .and_then(|(i, _)| i.parse::<usize>().ok())
+                    .filter(|i| *i < n)
+                    .ok_or_else(|| {
+                        BenchError::Service(format!("charging record of an unknown UE: {r}"))
+                    })?;
+                per_ue[ix] += 1;
+            }
+            if page.len() < PAGE {
+                return Ok((records, per_ue));
+            }
+        }
     }
 
     async fn rotate(&self, id: u16) -> Result<MskId, BenchError> {
@@ -306,6 +402,7 @@ pub async fn run(o: &RekeyOptions) -> Result<RekeyReport, BenchError> {
         retransmit_initial_ms: o.retransmit_initial_ms,
         retransmit_max_attempts: 6,
         max_connections: (o.concurrency * 2).max(512),
+        charging: o.kill_bmsc_at.is_some(),
     })?;
     let result = run_with(o, &mut services).await;
     if result.is_err() {
@@ -318,10 +415,13 @@ pub async fn run(o: &RekeyOptions) -> Result<RekeyReport, BenchError> {
 /// The measurement over running services.
 async fn run_with(o: &RekeyOptions, services: &mut Services) -> Result<RekeyReport, BenchError> {
     let pids = services.pids();
+    let mut http = reqwest::Client::builder().timeout(Duration::from_secs(60));
+    if o.kill_bmsc_at.is_some() {
+        // No connection kept to a BM-SC that is going to be killed.
+        http = http.pool_max_idle_per_host(0);
+    }
     let admin = Admin {
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()?,
+        http: http.build()?,
         base: services.bmsc_url.clone(),
         token: services.admin_token.clone(),
     };
@@ -363,6 +463,7 @@ async fn run_with(o: &RekeyOptions, services: &mut Services) -> Result<RekeyRepo
         since_start,
         "settle",
         services,
+        None,
     )
     .await?;
     let settle_s = t_settle.elapsed().as_secs_f64();
@@ -384,6 +485,10 @@ async fn run_with(o: &RekeyOptions, services: &mut Services) -> Result<RekeyRepo
     let new_next = admin.rotate(kg).await?;
     swarm.set_target(&[new_next]);
     let since = (t0, s0, m0.clone(), udp1);
+    let mut kill = o.kill_bmsc_at.map(|f| Kill {
+        at_holders: ((f * n as f64).ceil() as usize).clamp(1, n),
+        ..Kill::default()
+    });
     let done = wait_settled(
         o,
         &swarm,
@@ -392,14 +497,25 @@ async fn run_with(o: &RekeyOptions, services: &mut Services) -> Result<RekeyRepo
         since,
         "rekey",
         services,
+        kill.as_mut(),
     )
     .await?;
     let seconds = t0.elapsed().as_secs_f64().min(done.seconds);
-    let cpu2 = Cpu::read(pids);
+    let mut cpu2 = Cpu::read(services.pids());
     let udp2 = UdpCounters::read();
     let m1 = admin.metrics().await?;
     let s1 = swarm.stats();
     let holding = swarm.count_holders();
+    // The killed BM-SC's counters died with it: the BM-SC figures of the
+    // rekey are then the restarted process's (counting from zero).
+    let killed = kill.is_some();
+    if let Some(k) = &kill {
+        cpu2.bmsc_s += k.bmsc_cpu_s;
+    }
+    let kill_report = match kill {
+        Some(k) => Some(kill_checks(o, &k, &swarm, &admin, name(new_next), t0, &m1).await?),
+        None => None,
+    };
     let timeline = match sampler {
         Some(s) => Some(RekeyTimeline {
             bmsc: s.finish().await,
@@ -410,7 +526,13 @@ async fn run_with(o: &RekeyOptions, services: &mut Services) -> Result<RekeyRepo
     let socket_buffer = swarm.granted_buffer;
     swarm.stop();
 
-    let delta = |name: &str| (m1.sum(name) - m0.sum(name)).max(0.0) as u64;
+    let base = if killed {
+        Metrics::default()
+    } else {
+        m0.clone()
+    };
+    let delta = |name: &str| (m1.sum(name) - base.sum(name)).max(0.0) as u64;
+    let accepted = |m: &Metrics| m.get("bmsc_msk_acks_total", "kind", "accepted");
     let cpu_setup = cpu1.since(&cpu0);
     let cpu_rekey = cpu2.since(&cpu1);
     let sockets = o
@@ -439,9 +561,7 @@ async fn run_with(o: &RekeyOptions, services: &mut Services) -> Result<RekeyRepo
             ues_holding: holding,
             messages_sent: delta("bmsc_msk_messages_sent_total"),
             retransmissions: delta("bmsc_msk_retransmissions_total"),
-            acks_accepted: (m1.get("bmsc_msk_acks_total", "kind", "accepted")
-                - m0.get("bmsc_msk_acks_total", "kind", "accepted"))
-            .max(0.0) as u64,
+            acks_accepted: (accepted(&m1) - accepted(&base)).max(0.0) as u64,
             acks_processed: delta("bmsc_msk_acks_total"),
             give_ups: delta("bmsc_msk_give_ups_total"),
             swarm: stats_since(&s1, &s0),
@@ -462,6 +582,7 @@ async fn run_with(o: &RekeyOptions, services: &mut Services) -> Result<RekeyRepo
             d.busy_ns as f64 / 1e3 / d.datagrams_received.max(1) as f64
         },
         every_ue_holds_new_msk: holding == n,
+        kill: kill_report,
         timeline,
     })
 }
@@ -481,8 +602,124 @@ fn stats_since(a: &SwarmStats, b: &SwarmStats) -> SwarmStats {
         busy_ns: a.busy_ns - b.busy_ns,
         bootstrap_retries: a.bootstrap_retries - b.bootstrap_retries,
         register_retries: a.register_retries - b.register_retries,
+        counter_violations: a.counter_violations - b.counter_violations,
     }
 }
+
+/// The state of `--kill-bmsc-at` during the rekey.
+#[derive(Default)]
+struct Kill {
+    /// Kill once this many UEs hold the new MSK.
+    at_holders: usize,
+    /// UEs holding it at the kill.
+    holders_at_kill: usize,
+    /// MIKEY datagrams the swarm received from the killed BM-SC during the
+    /// rotation.
+    datagrams_before_kill: u64,
+    /// Its CPU seconds at the kill.
+    bmsc_cpu_s: f64,
+    /// The SIGKILL.
+    killed_at: Option<Instant>,
+    /// The restarted BM-SC answered `/healthz`.
+    healthy_at: Option<Instant>,
+}
+
+/// SIGKILL to the BM-SC mid-rotation and its restart (see
+/// [`RekeyOptions::kill_bmsc_at`]).
+async fn kill_bmsc(
+    k: &mut Kill,
+    swarm: &Swarm,
+    s0: SwarmStats,
+    services: &mut Services,
+) -> Result<(), BenchError> {
+    k.bmsc_cpu_s = procfs::cpu_seconds(services.pids().1).unwrap_or(0.0);
+    k.holders_at_kill = swarm.holders();
+    let killed_at = services.kill_and_restart_bmsc()?;
+    k.killed_at = Some(killed_at);
+    // What the killed BM-SC sent may still wait in the swarm's socket
+    // queues: once they are empty, every datagram is the new process's.
+    let ports = swarm.ports();
+    let drain = Instant::now();
+    while procfs::udp_rx_queue(&ports).unwrap_or(0) > 0 && drain.elapsed() < Duration::from_secs(2)
+    {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    swarm.arm_first_datagram();
+    k.datagrams_before_kill = swarm.stats().datagrams_received - s0.datagrams_received;
+    services.wait_bmsc_healthy(Duration::from_secs(120)).await?;
+    k.healthy_at = Some(Instant::now());
+    Ok(())
+}
+
+/// Waits (at most 5 s) until the BM-SC's acknowledgement counter stays
+/// still for 50 ms: the last acknowledgements are processed before its
+/// counters are read.
+async fn wait_quiet(admin: &Admin) -> Result<(), BenchError> {
+    let start = Instant::now();
+    let mut last = admin.metrics().await?.sum("bmsc_msk_acks_total");
+    while start.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = admin.metrics().await?.sum("bmsc_msk_acks_total");
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    Ok(())
+}
+
+/// The checks of `--kill-bmsc-at` after the rekey.
+async fn kill_checks(
+    o: &RekeyOptions,
+    k: &Kill,
+    swarm: &Swarm,
+    admin: &Admin,
+    key: MskName,
+    t0: Instant,
+    m1: &Metrics,
+) -> Result<KillReport, BenchError> {
+    let n = o.ues;
+    let Some(killed_at) = k.killed_at else {
+        return Err(BenchError::Service(
+            "--kill-bmsc-at: the rekey ended before the BM-SC was killed".into(),
+        ));
+    };
+    let (charging_records, per_ue) = admin.charges(&key, n).await?;
+    let ues_charged_once = per_ue.iter().filter(|c| **c == 1).count();
+    let ues_charged_twice = per_ue.iter().filter(|c| **c > 1).count();
+    let counter_violations = swarm.stats().counter_violations;
+    let ues_active = swarm.count_active(key);
+    let zero = Metrics::default();
+    Ok(KillReport {
+        at_fraction: o.kill_bmsc_at.unwrap_or(0.0),
+        holders_at_kill: k.holders_at_kill,
+        killed_after_s: killed_at.saturating_duration_since(t0).as_secs_f64(),
+        restart_s: swarm
+            .first_datagram()
+            .map(|t| t.saturating_duration_since(killed_at).as_secs_f64()),
+        healthy_s: k.healthy_at.map_or(0.0, |t| {
+            t.saturating_duration_since(killed_at).as_secs_f64()
+        }),
+        datagrams_before_kill: k.datagrams_before_kill,
+        messages_after_restart: counter_delta(m1, &zero, SENT),
+        retransmissions_after_restart: counter_delta(m1, &zero, RETRANSMISSIONS),
+        counter_violations,
+        ues_active,
+        charging_records,
+        ues_charged_once,
+        ues_charged_twice,
+        passed: counter_violations == 0
+            && ues_active == n
+            && ues_charged_once == n
+            && ues_charged_twice == 0
+            && charging_records == n as u64,
+    })
+}
+
+/// `bmsc_msk_messages_sent_total`.
+const SENT: (&str, Option<(&str, &str)>) = ("bmsc_msk_messages_sent_total", None);
+/// `bmsc_msk_retransmissions_total`.
+const RETRANSMISSIONS: (&str, Option<(&str, &str)>) = ("bmsc_msk_retransmissions_total", None);
 
 /// `bmsc_msk_acks_total{kind="accepted"}`.
 const ACCEPTED: (&str, Option<(&str, &str)>) = ("bmsc_msk_acks_total", Some(("kind", "accepted")));
@@ -510,6 +747,13 @@ struct Settled {
 /// (`bmsc_msk_give_ups_total`) grew by `keys.len()` x N together. UEs
 /// missing one of `keys` [`RekeyOptions::request_after`] after the start
 /// ask for it over Ua.
+///
+/// With the 4-way procedure (`--kill-bmsc-at`) each delivery takes two
+/// acknowledgements (step 1 and the activation) and every UE must hold
+/// each of `keys` active. With `kill`, the BM-SC is killed and restarted
+/// once `kill.at_holders` UEs hold the target; the killed process's
+/// counters (its last scrape) add to the restarted one's.
+#[allow(clippy::too_many_arguments)]
 async fn wait_settled(
     o: &RekeyOptions,
     swarm: &Swarm,
@@ -518,23 +762,48 @@ async fn wait_settled(
     since: (Instant, SwarmStats, Metrics, UdpCounters),
     what: &str,
     services: &mut Services,
+    mut kill: Option<&mut Kill>,
 ) -> Result<Settled, BenchError> {
     let n = o.ues;
     let (start, s0, m0, _udp0) = since;
+    let four_way = o.kill_bmsc_at.is_some();
+    let steps = if four_way { 2 } else { 1 };
     let b = bar(o.progress, n as u64, what);
     let mut all_hold: Option<f64> = None;
     let mut next_request = o.request_after.map(|d| start + d);
     loop {
         let holders = swarm.holders();
         b.set_position(holders as u64);
+        if let Some(k) = kill.as_deref_mut() {
+            if k.killed_at.is_none() && holders >= k.at_holders {
+                kill_bmsc(k, swarm, s0, services).await?;
+            }
+        }
         if holders >= n && all_hold.is_none() {
             all_hold = Some(start.elapsed().as_secs_f64());
         }
-        if all_hold.is_some() {
+        if all_hold.is_some() && kill.is_some() {
+            // The killed BM-SC's counters died with it: the UEs' side
+            // decides. Every UE holding each key active got its
+            // activation, sent once its step-1 acknowledgement was
+            // charged and committed.
+            let t = start.elapsed().as_secs_f64();
+            let killed = kill.as_ref().is_some_and(|k| k.killed_at.is_some());
+            if killed && keys.iter().all(|k| swarm.count_active(*k) >= n) {
+                b.finish();
+                wait_quiet(admin).await?;
+                return Ok(Settled {
+                    seconds: t,
+                    all_hold_s: all_hold.unwrap_or(t),
+                });
+            }
+        } else if all_hold.is_some() {
             let m = admin.metrics().await?;
             let t = start.elapsed().as_secs_f64();
             let closed = counter_delta(&m, &m0, ACCEPTED) + counter_delta(&m, &m0, GIVE_UPS);
-            if closed >= (keys.len() * n) as u64 {
+            if closed >= (keys.len() * n * steps) as u64
+                && (!four_way || keys.iter().all(|k| swarm.count_active(*k) >= n))
+            {
                 b.finish();
                 return Ok(Settled {
                     seconds: t,
@@ -565,7 +834,10 @@ async fn wait_settled(
             }
         }
         services.check_running()?;
-        tokio::time::sleep(Duration::from_millis(if all_hold.is_some() {
+        let kill_pending = kill.as_ref().is_some_and(|k| k.killed_at.is_none());
+        tokio::time::sleep(Duration::from_millis(if kill_pending {
+            1
+        } else if all_hold.is_some() {
             10
         } else {
             20

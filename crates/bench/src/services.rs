@@ -58,11 +58,15 @@ pub struct ServiceOptions {
     pub retransmit_max_attempts: u32,
     /// `[http] max_connections` of both services.
     pub max_connections: usize,
+    /// `[[key_group]] charging` of the one key group: the 4-way procedure
+    /// and a charging record per acknowledged MSK (seed 004 6.3.2.3.3).
+    pub charging: bool,
 }
 
 /// The running BSF and BM-SC.
 pub struct Services {
     dir: tempfile::TempDir,
+    mbms_bin: PathBuf,
     bsf: Child,
     bmsc: Child,
     /// Ub / Zn URL of the BSF.
@@ -183,7 +187,7 @@ impl Services {
             o.max_connections
         );
         let bmsc_toml = format!(
-            "fqdn = \"{}\"\nlisten = \"{bmsc_addr}\"\nmikey_listen = \"{mikey_addr}\"\ndb = \"{}\"\nkey_domain = \"{}\"\nadmin_token = \"{admin_token}\"\n\n[bsf]\nurl = \"http://{bsf_addr}\"\nzn_token = \"{zn_token}\"\n\n[http]\nmax_connections = {}\n\n[retransmit]\ninitial_ms = {}\nfactor = 2\nmax_interval_ms = 60000\nmax_attempts = {}\njitter_permille = 100\n\n[[key_group]]\nid = {}\nrotate_interval = 0\n\n[[service]]\nid = \"{}\"\nkey_groups = [{}]\nopen = true\n",
+            "fqdn = \"{}\"\nlisten = \"{bmsc_addr}\"\nmikey_listen = \"{mikey_addr}\"\ndb = \"{}\"\nkey_domain = \"{}\"\nadmin_token = \"{admin_token}\"\n\n[bsf]\nurl = \"http://{bsf_addr}\"\nzn_token = \"{zn_token}\"\n\n[http]\nmax_connections = {}\n\n[retransmit]\ninitial_ms = {}\nfactor = 2\nmax_interval_ms = 60000\nmax_attempts = {}\njitter_permille = 100\n\n[[key_group]]\nid = {}\nrotate_interval = 0\ncharging = {}\n\n[[service]]\nid = \"{}\"\nkey_groups = [{}]\nopen = true\n",
             names.bmsc_fqdn,
             d.join("bmsc.db").display(),
             names.key_domain,
@@ -191,13 +195,14 @@ impl Services {
             o.retransmit_initial_ms,
             o.retransmit_max_attempts,
             names.key_group,
+            o.charging,
             names.service,
             names.key_group
         );
         write_private(&d.join("bsf.toml"), &bsf_toml)?;
         write_private(&d.join("bmsc.toml"), &bmsc_toml)?;
-        let mut bsf = spawn(&o.mbms_bin, "bsf", d)?;
-        let bmsc = match spawn(&o.mbms_bin, "bmsc", d) {
+        let mut bsf = spawn(&o.mbms_bin, "bsf", d, false)?;
+        let bmsc = match spawn(&o.mbms_bin, "bmsc", d, false) {
             Ok(c) => c,
             Err(e) => {
                 let _ = bsf.kill();
@@ -206,6 +211,7 @@ impl Services {
             }
         };
         let mut services = Services {
+            mbms_bin: o.mbms_bin.clone(),
             bmsc,
             bsf,
             dir,
@@ -289,6 +295,48 @@ impl Services {
         c
     }
 
+    /// SIGKILL to the BM-SC (no chance to flush or close anything), reaps
+    /// it and starts it again at once with the same configuration, store
+    /// and ports (its log goes on in `bmsc.log`); returns the instant of
+    /// the kill. The new process may not answer yet: see
+    /// [`Self::wait_bmsc_healthy`].
+    pub fn kill_and_restart_bmsc(&mut self) -> Result<Instant, BenchError> {
+        let killed_at = Instant::now();
+        self.bmsc.kill().map_err(io_err("SIGKILL to the BM-SC"))?;
+        self.bmsc.wait().map_err(io_err("reaping the BM-SC"))?;
+        self.bmsc = spawn(&self.mbms_bin, "bmsc", self.dir.path(), true)?;
+        Ok(killed_at)
+    }
+
+    /// Waits until the BM-SC answers `/healthz` (without blocking the
+    /// runtime's threads).
+    pub async fn wait_bmsc_healthy(&mut self, limit: Duration) -> Result<(), BenchError> {
+        let start = Instant::now();
+        let addr = self.bmsc_url.trim_start_matches("http://").to_owned();
+        loop {
+            if let Some(status) = self.bmsc.try_wait().ok().flatten() {
+                return Err(BenchError::Service(format!(
+                    "mbms bmsc exited ({status}) at its restart: {}",
+                    self.log_tail("bmsc")
+                )));
+            }
+            let a = addr.clone();
+            if tokio::task::spawn_blocking(move || healthz(&a))
+                .await
+                .unwrap_or(false)
+            {
+                return Ok(());
+            }
+            if start.elapsed() > limit {
+                return Err(BenchError::Service(format!(
+                    "mbms bmsc did not answer /healthz after its restart: {}",
+                    self.log_tail("bmsc")
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Whether both still run.
     pub fn check_running(&mut self) -> Result<(), BenchError> {
         for name in ["bsf", "bmsc"] {
@@ -334,8 +382,13 @@ impl Drop for Services {
     }
 }
 
-fn spawn(bin: &Path, what: &str, dir: &Path) -> Result<Child, BenchError> {
-    let log = fs::File::create(dir.join(format!("{what}.log")))
+fn spawn(bin: &Path, what: &str, dir: &Path, append: bool) -> Result<Child, BenchError> {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(dir.join(format!("{what}.log")))
         .map_err(io_err(format!("creating {what}.log")))?;
     let log2 = log.try_clone().map_err(io_err("log file"))?;
     let mut cmd = Command::new(bin);

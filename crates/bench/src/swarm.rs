@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use gba::{Mrk, Opc, Sqn48, SubscriberKey, Usim};
 use mbms::messages::MskEnvelope;
 use mbms::mgvf::store::MemoryStore;
-use mbms::mgvf::{MgvF, MskOutcome};
+use mbms::mgvf::{MgvError, MgvF, MskOutcome};
 use mbms::{MskId, MskName, MukId};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
@@ -215,6 +215,12 @@ pub struct SwarmStats {
     pub bootstrap_retries: u64,
     /// Registration attempts that failed and were retried.
     pub register_retries: u64,
+    /// MSK messages whose counter was not above the last counter the same
+    /// UE's MGV-F saw (a (MUK, counter) pair seen twice or a counter gone
+    /// backwards, whether the MGV-F refused it as a replay or took it as
+    /// an identical resend): the BM-SC must never send one (issue 12,
+    /// "What must not change"; seed 000 6.3.2.3.1, RFC 3830 6.6).
+    pub counter_violations: u64,
 }
 
 #[derive(Default)]
@@ -232,6 +238,7 @@ struct Stats {
     busy_ns: AtomicU64,
     bootstrap_retries: AtomicU64,
     register_retries: AtomicU64,
+    counter_violations: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -244,6 +251,9 @@ struct SwarmUe {
     mgvf: MgvF<MemoryStore>,
     holds_target: bool,
     last_request: Option<Instant>,
+    /// The counter of the last MSK message this UE's MGV-F opened (or
+    /// refused as a replay): the counter check of `--kill-bmsc-at`.
+    last_counter: Option<u32>,
 }
 
 impl SwarmUe {
@@ -277,6 +287,37 @@ impl Shard {
     }
 }
 
+/// The first datagram the shards received after an instant
+/// ([`Swarm::arm_first_datagram`]): the restart time of `--kill-bmsc-at`.
+struct FirstDatagram {
+    epoch: Instant,
+    /// Nanoseconds since `epoch`; `u64::MAX`: not armed.
+    armed_at: AtomicU64,
+    /// Nanoseconds since `epoch` of the first datagram received at or
+    /// after `armed_at`; `u64::MAX`: none yet.
+    first: AtomicU64,
+}
+
+impl FirstDatagram {
+    fn new() -> Self {
+        FirstDatagram {
+            epoch: Instant::now(),
+            armed_at: AtomicU64::new(u64::MAX),
+            first: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    fn received(&self) {
+        let armed = self.armed_at.load(Ordering::Relaxed);
+        if armed != u64::MAX {
+            let t = self.epoch.elapsed().as_nanos() as u64;
+            if t >= armed {
+                self.first.fetch_min(t, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// A running swarm (see the module documentation).
 pub struct Swarm {
     cfg: Arc<SwarmConfig>,
@@ -286,6 +327,7 @@ pub struct Swarm {
     progress: Arc<AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     timeline: Arc<Timeline>,
+    first_datagram: Arc<FirstDatagram>,
     /// The receive buffer the kernel granted each socket.
     pub granted_buffer: usize,
 }
@@ -306,6 +348,7 @@ impl Swarm {
         let mut tasks = Vec::new();
         let mut granted_buffer = usize::MAX;
         let timeline = Arc::new(Timeline::new());
+        let first_datagram = Arc::new(FirstDatagram::new());
         for s in 0..nshards {
             let (sock, granted) =
                 udp::bind(SocketAddr::from(([127, 0, 0, 1], 0)), cfg.socket_buffer)?;
@@ -330,7 +373,7 @@ impl Swarm {
                 stats.clone(),
                 rng,
                 nshards,
-                (s, timeline.clone()),
+                (s, timeline.clone(), first_datagram.clone()),
             )));
             shards.push(shard);
         }
@@ -342,8 +385,51 @@ impl Swarm {
             progress: Arc::new(AtomicU64::new(0)),
             tasks,
             timeline,
+            first_datagram,
             granted_buffer,
         })
+    }
+
+    /// From now on, notes when the shards receive their first datagram
+    /// (read it with [`Self::first_datagram`]).
+    pub fn arm_first_datagram(&self) {
+        let f = &self.first_datagram;
+        f.first.store(u64::MAX, Ordering::SeqCst);
+        let t = f.epoch.elapsed().as_nanos() as u64;
+        f.armed_at.store(t, Ordering::SeqCst);
+    }
+
+    /// When the shards received their first datagram since
+    /// [`Self::arm_first_datagram`], if they did.
+    pub fn first_datagram(&self) -> Option<Instant> {
+        let f = &self.first_datagram;
+        match f.first.load(Ordering::SeqCst) {
+            u64::MAX => None,
+            ns => Some(f.epoch + Duration::from_nanos(ns)),
+        }
+    }
+
+    /// How many UEs hold `key` active (an MSK of the 4-way procedure is
+    /// stored inactive by its step 1 and activated by its step 3, seed 004
+    /// 6.3.2.3.3), from their MGV-F states.
+    pub fn count_active(&self, key: MskName) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                let st = s.lock();
+                st.ues
+                    .iter()
+                    .flatten()
+                    .filter(|u| {
+                        u.mgvf
+                            .state()
+                            .msks
+                            .get(&key)
+                            .is_some_and(|r| !r.is_inactive())
+                    })
+                    .count()
+            })
+            .sum()
     }
 
     /// The recorder of `mbms bench rekey --plot` (off until started).
@@ -384,6 +470,7 @@ impl Swarm {
             busy_ns: g(&s.busy_ns),
             bootstrap_retries: g(&s.bootstrap_retries),
             register_retries: g(&s.register_retries),
+            counter_violations: g(&s.counter_violations),
         }
     }
 
@@ -504,6 +591,7 @@ impl Swarm {
                     mgvf,
                     holds_target: false,
                     last_request: None,
+                    last_counter: None,
                 });
                 Ok(())
             }
@@ -686,7 +774,7 @@ async fn shard_loop(
     stats: Arc<Stats>,
     mut rng: StdRng,
     nshards: usize,
-    (shard_ix, timeline): (usize, Arc<Timeline>),
+    (shard_ix, timeline, first_datagram): (usize, Arc<Timeline>, Arc<FirstDatagram>),
 ) {
     let epoch = Instant::now();
     let mut rx = udp::Receiver::default();
@@ -703,6 +791,7 @@ async fn shard_loop(
                 continue;
             }
         };
+        first_datagram.received();
         add(&stats.datagrams_received, n as u64);
         let busy = Instant::now();
         acks.clear();
@@ -720,10 +809,11 @@ async fn shard_loop(
                     }
                     continue;
                 }
-                let (local, msk_id) = match MskEnvelope::parse(bytes) {
+                let (local, msk_id, counter) = match MskEnvelope::parse(bytes) {
                     Ok(env) => (
                         st.by_btid.get(env.muk_id.idr.as_str()).copied(),
                         env.msk.msk_id,
+                        env.counter,
                     ),
                     Err(_) => {
                         add(&stats.refused, 1);
@@ -740,7 +830,14 @@ async fn shard_loop(
                 if let (Some(m), Some(l)) = (&mark, local) {
                     m.msk_message(l as usize * nshards + shard_ix, msk_id);
                 }
-                let ack = match ue.mgvf.process_msk_message(bytes, now) {
+                let result = ue.mgvf.process_msk_message(bytes, now);
+                // Opened (MAC verified) or refused as a replay: the counter
+                // the BM-SC put in the message counts.
+                let counter = match &result {
+                    Ok(_) | Err(MgvError::Replay { .. }) => Some(counter),
+                    Err(_) => None,
+                };
+                let ack = match result {
                     Ok(MskOutcome::Stored { ack, .. })
                     | Ok(MskOutcome::Superseded { ack, .. })
                     | Ok(MskOutcome::Duplicate { ack }) => {
@@ -758,6 +855,12 @@ async fn shard_loop(
                         None
                     }
                 };
+                if let Some(c) = counter {
+                    if ue.last_counter.is_some_and(|last| c <= last) {
+                        add(&stats.counter_violations, 1);
+                    }
+                    ue.last_counter = Some(ue.last_counter.map_or(c, |l| l.max(c)));
+                }
                 if !ue.holds_target && ue.holds(&st.target) {
                     ue.holds_target = true;
                     shard.holders.fetch_add(1, Ordering::SeqCst);

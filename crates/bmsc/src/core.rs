@@ -907,9 +907,9 @@ impl Core {
     /// outcomes (acknowledged deliveries, charging records) in one
     /// transaction. Returns the charging records written. Forged, replayed,
     /// unmatched or malformed datagrams change nothing.
-    pub fn on_acks(
+    pub fn on_acks<'a>(
         &mut self,
-        datagrams: &[(Vec<u8>, SocketAddr)],
+        datagrams: impl IntoIterator<Item = (&'a [u8], SocketAddr)>,
         now: Timestamp,
     ) -> Result<Vec<ChargingRow>, CoreError> {
         let mut outcomes = Outcomes::default();

@@ -455,36 +455,46 @@ async fn committer(app: Arc<App>, mut stop: watch::Receiver<bool>) {
 }
 
 async fn mikey_receiver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    // Buffers kept from batch to batch: nothing allocated per datagram.
+    let mut rx = udp::Receiver::new();
+    let mut batch = udp::RecvBatch::with_capacity(udp::ACK_BATCH_MAX);
     loop {
-        let batch = tokio::select! {
+        let r = tokio::select! {
             r = stop.wait_for(|s| *s) => { let _ = r; return; }
-            r = udp::recv_batch(&app.mikey) => r,
+            r = rx.recv(&app.mikey, &mut batch) => r,
         };
-        let batch = match batch {
-            Ok(mut b) => {
+        match r {
+            Ok(_) => {
                 // Group commit: everything queued now is processed and
                 // committed together.
-                udp::try_recv_more(&app.mikey, &mut b, udp::ACK_BATCH_MAX);
-                b
+                rx.try_recv_more(&app.mikey, &mut batch, udp::ACK_BATCH_MAX);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "MIKEY socket");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
-        };
+        }
         if let (Some(t), Ok(dst)) = (&app.tap, app.mikey.local_addr()) {
-            for (b, src) in &batch {
+            for (b, src) in batch.iter() {
                 (t.0)(&TapDatagram {
                     direction: TapDirection::Received,
                     kind: TapKind::Mikey,
-                    src: *src,
+                    src,
                     dst,
                     bytes: b,
                 });
             }
         }
-        let r = app.core.run(move |c| c.on_acks(&batch, now_ts())).await;
+        // The batch goes to the core's thread and comes back for reuse.
+        let (r, b) = app
+            .core
+            .run(move |c| {
+                let r = c.on_acks(batch.iter(), now_ts());
+                (r, batch)
+            })
+            .await;
+        batch = b;
         if let Err(e) = r {
             tracing::error!(error = %crate::ErrorChain(&e), "recording acknowledgements failed");
         }

@@ -320,6 +320,7 @@ async fn run_streaming(
     let mut repeat = tokio::time::interval(Duration::from_secs(cfg.mtk_repeat));
     repeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(session = %cfg.name, rtp = %listen, "streaming session started");
+    let (mut rtp_rx, mut rtp_in) = (udp::Receiver::new(), udp::RecvBatch::new());
     loop {
         if Instant::now() >= next_issue {
             let streams: Vec<mikey::SrtpIdEntry> = if ssrcs.is_empty() {
@@ -430,10 +431,12 @@ async fn run_streaming(
                 send_mtk(&out, &ctx, &s, &bytes_of(&announced)).await;
             }
             _ = tokio::time::sleep_until(wake_at.into()) => {}
-            r = udp::recv_batch(&rtp) => {
-                let batch = r.map_err(|e| format!("RTP socket: {e}"))?;
-                let mut sends = Vec::with_capacity(batch.len() * cfg.srtp_destinations.len());
-                for (mut pkt, _) in batch {
+            r = rtp_rx.recv(&rtp, &mut rtp_in) => {
+                r.map_err(|e| format!("RTP socket: {e}"))?;
+                let mut sends = Vec::with_capacity(rtp_in.len() * cfg.srtp_destinations.len());
+                for (pkt, _) in rtp_in.iter() {
+                    // Protected in place: SRTP appends its tag.
+                    let mut pkt = pkt.to_vec();
                     if pkt.len() < 12 || pkt[0] >> 6 != 2 {
                         Metrics::inc_session(&ctx.metrics.rtp_dropped, &cfg.name, 1);
                         continue;

@@ -51,6 +51,23 @@ pub struct RekeyArgs {
     /// acknowledgements over time, retransmissions and losses marked.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<std::path::PathBuf>,
+    /// Crash test: once this fraction of the UEs hold the new MSK, SIGKILL
+    /// the BM-SC and restart it at once (same configuration, store and
+    /// ports). The key group charges (4-way procedure); the run fails
+    /// unless every UE ends holding the new MSK active, no UE saw a
+    /// counter twice or going backwards, and every UE is charged exactly
+    /// once for the new MSK.
+    #[arg(long, value_name = "F", value_parser = parse_kill_fraction)]
+    kill_bmsc_at: Option<f64>,
+}
+
+fn parse_kill_fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("not a number: {s}"))?;
+    if v > 0.0 && v < 1.0 {
+        Ok(v)
+    } else {
+        Err("must be above 0 and below 1".into())
+    }
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {
@@ -85,6 +102,7 @@ pub fn run(a: RekeyArgs) -> ExitCode {
     o.timeout = Duration::from_secs(a.timeout);
     o.progress = !a.json || std::io::IsTerminal::is_terminal(&std::io::stderr());
     o.timeline = a.plot.is_some();
+    o.kill_bmsc_at = a.kill_bmsc_at;
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -110,7 +128,7 @@ pub fn run(a: RekeyArgs) -> ExitCode {
             } else {
                 print!("{}", text(&r));
             }
-            if r.every_ue_holds_new_msk {
+            if r.every_ue_holds_new_msk && r.kill.as_ref().is_none_or(|k| k.passed) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -124,6 +142,32 @@ pub fn run(a: RekeyArgs) -> ExitCode {
 }
 
 fn text(r: &RekeyReport) -> String {
+    let mut t = figures(r);
+    if let Some(k) = &r.kill {
+        t.push_str(&format!(
+            "kill:   SIGKILL at {:.3} s ({} UEs held the new MSK); restarted BM-SC's first MIKEY datagram {}, /healthz after {:.3} s\n\
+             \x20       {} datagrams from the killed BM-SC, {} MSK messages sent after the restart ({} retransmissions)\n\
+             checks: {} counter violations; {} of {} UEs hold the new MSK active; {} charging records, {} UEs charged once, {} more than once: {}\n",
+            k.killed_after_s,
+            k.holders_at_kill,
+            k.restart_s.map_or("never".to_owned(), |s| format!("after {s:.3} s")),
+            k.healthy_s,
+            k.datagrams_before_kill,
+            k.messages_after_restart,
+            k.retransmissions_after_restart,
+            k.counter_violations,
+            k.ues_active,
+            r.ues,
+            k.charging_records,
+            k.ues_charged_once,
+            k.ues_charged_twice,
+            if k.passed { "passed" } else { "FAILED" },
+        ));
+    }
+    t
+}
+
+fn figures(r: &RekeyReport) -> String {
     let s = &r.setup;
     let k = &r.rekey;
     format!(

@@ -2,7 +2,7 @@
 //! place for how they log, stop, create files that hold secrets, open
 //! their SQLite databases ([`db`]), serve HTTP within limits ([`http`]),
 //! read their configuration files and bearer tokens ([`config`]), read the
-//! clock and write times ([`clock`]), serve HTTP Digest ([`digest`]) and
+//! clock and write times ([`clock`]), serve HTTP Digest ([`digest`]), batch UDP ([`udp`]) and
 //! log errors ([`ErrorChain`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod digest;
+pub mod udp;
 
 use std::future::Future;
 use std::path::Path;
