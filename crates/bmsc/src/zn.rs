@@ -59,10 +59,19 @@ struct ZnAnswer {
     gba_type: String,
 }
 
+/// Zn request body (PROFILE.md section 5).
+#[derive(serde::Serialize)]
+struct ZnRequest<'a> {
+    btid: &'a str,
+    naf_id: &'a str,
+}
+
 /// Zn client with a cache. Cheap to share (`Arc`).
 pub struct ZnClient {
     http: reqwest::Client,
-    endpoint: String,
+    /// The Zn URL, parsed once (a `&str` would be parsed, IDNA included, on
+    /// every fetch).
+    endpoint: reqwest::Url,
     token: Token,
     naf_id_hex: String,
     cache: Mutex<HashMap<String, Arc<UeKeys>>>,
@@ -97,9 +106,12 @@ impl ZnClient {
             .timeout(timeout)
             .build()
             .map_err(|e| ZnError::Unavailable(e.to_string()))?;
+        let endpoint = format!("{}/zn/v1/naf-keys", bsf_url.trim_end_matches('/'));
+        let endpoint = reqwest::Url::parse(&endpoint)
+            .map_err(|e| ZnError::Unavailable(format!("BSF URL {endpoint:?}: {e}")))?;
         Ok(ZnClient {
             http,
-            endpoint: format!("{}/zn/v1/naf-keys", bsf_url.trim_end_matches('/')),
+            endpoint,
             token,
             naf_id_hex: hex::encode(NafId::mbms(bmsc_fqdn).as_bytes()),
             cache: Mutex::new(HashMap::new()),
@@ -123,12 +135,17 @@ impl ZnClient {
         if let Some(k) = self.cached(btid, now) {
             return Ok(Some(k));
         }
-        let body = serde_json::json!({"btid": btid, "naf_id": self.naf_id_hex});
+        let body = serde_json::to_vec(&ZnRequest {
+            btid,
+            naf_id: &self.naf_id_hex,
+        })
+        .map_err(|e| ZnError::Malformed(e.to_string()))?;
         let resp = self
             .http
-            .post(&self.endpoint)
+            .post(self.endpoint.clone())
             .bearer_auth(self.token.expose())
-            .json(&body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
             .send()
             .await
             .map_err(|e| ZnError::Unavailable(e.to_string()))?;
@@ -140,10 +157,12 @@ impl ZnClient {
             }
             s => return Err(ZnError::Unavailable(format!("Zn answered HTTP {s}"))),
         }
-        let a: ZnAnswer = resp
-            .json()
+        let bytes = resp
+            .bytes()
             .await
-            .map_err(|e| ZnError::Malformed(e.to_string()))?;
+            .map_err(|e| ZnError::Unavailable(e.to_string()))?;
+        let a: ZnAnswer =
+            serde_json::from_slice(&bytes).map_err(|e| ZnError::Malformed(e.to_string()))?;
         let expires_at = time::OffsetDateTime::parse(
             &a.lifetime,
             &time::format_description::well_known::Rfc3339,

@@ -30,7 +30,7 @@ pub use config::{BsfConfig, ConfigError, ZnToken};
 pub use mbms_service::db::Create;
 pub use server::{Bsf, RunningBsf, Settings};
 pub use sqlite::SqliteStore;
-pub use store::{GbaType, Session, Store, StoreError, Subscriber};
+pub use store::{Done, GbaType, Session, Store, StoreError, Subscriber};
 
 pub(crate) use mbms_service::ErrorChain;
 

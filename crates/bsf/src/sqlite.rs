@@ -11,15 +11,20 @@
 //!   sits behind a mutex and is meant to be called from blocking threads
 //!   (`tokio::task::spawn_blocking`).
 //! * Group commit for the writes of bootstrapping ([`Store::next_sqn`],
-//!   [`Store::insert_session`]): the calls that arrive while a commit is
-//!   running wait, then the first of them runs all of them in one
-//!   transaction (each in its own savepoint, so one that fails changes
-//!   nothing and the others go on) and one fsync; each call returns after
-//!   the commit that holds its write, so what was answered is on disk as
-//!   before. Reads of a database file use a second connection, so they
-//!   never wait for an fsync (WAL readers see the last commit).
+//!   [`Store::insert_session`] and their non-blocking forms
+//!   [`Store::next_sqn_then`], [`Store::insert_session_then`]): the writes
+//!   are queued to one writer thread, which runs every write queued while
+//!   its last commit ran in one transaction (each in its own savepoint, so
+//!   one that fails changes nothing and the others go on) with one fsync;
+//!   each write's result is delivered after the commit that holds it, so
+//!   what was answered is on disk as before. The non-blocking forms let the
+//!   async server wait for the commit without holding a blocking thread
+//!   (no thread hand-off per write). Reads of a database file use their
+//!   own read-only connections ([`READERS`]), so they never wait for an
+//!   fsync (WAL readers see the last commit).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use gba::aka::Amf;
@@ -27,7 +32,7 @@ use gba::{BTid, Ks, Opc, Sqn48, SubscriberKey};
 use mbms_service::db::{self, Create, Migration, Schema};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
-use crate::store::{Session, Store, StoreError, Subscriber};
+use crate::store::{Done, Session, Store, StoreError, Subscriber};
 
 /// The schema: the tables of version 0 and the migration steps after it
 /// (the version is kept in `PRAGMA user_version`; a database with a newer
@@ -88,14 +93,11 @@ fn is_constraint(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
 }
 
-/// A write waiting for the group commit: it runs inside the batch's
-/// transaction and returns what delivers its result once the commit's
-/// outcome is known.
-struct Job {
-    run: Box<dyn FnOnce(&Connection) -> Deliver + Send>,
-    /// Delivers an error without running (the transaction did not begin).
-    fail: Box<dyn FnOnce(String) + Send>,
-}
+/// A write waiting for the group commit. It runs inside the batch's
+/// transaction (`Ok(connection)`), or learns that the transaction did not
+/// begin (`Err(reason)`), and returns what delivers its result once the
+/// commit's outcome is known.
+type Job = Box<dyn FnOnce(Result<&Connection, &str>) -> Deliver + Send>;
 /// Delivers a job's result: `Ok` when the batch was committed, the commit
 /// error otherwise.
 type Deliver = Box<dyn FnOnce(Result<(), String>) + Send>;
@@ -104,25 +106,107 @@ type Deliver = Box<dyn FnOnce(Result<(), String>) + Send>;
 #[derive(Default)]
 struct Queue {
     jobs: Vec<Job>,
-    /// A caller is running a batch.
-    leader: bool,
+    /// The store is being dropped: the writer finishes the queue and stops.
+    closed: bool,
 }
 
 /// Most writes in one transaction.
 const GROUP_COMMIT_MAX: usize = 1024;
 
+/// Read-only connections of a file database: one per core, so that the
+/// request handlers of every runtime worker read at the same time (WAL
+/// readers do not block each other nor the writer).
+const READERS: usize = 2;
+
+/// What the store and its writer thread share.
+struct Shared {
+    conn: Mutex<Connection>,
+    queue: Mutex<Queue>,
+    /// Signalled when a job is queued or the store closes.
+    work: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a half-done SQLite
+        // transaction behind (it rolls back on drop), so poisoning is benign.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The writer thread: takes every queued job (at most
+    /// [`GROUP_COMMIT_MAX`]) and runs them in one transaction with one
+    /// commit; the jobs queued meanwhile form the next batch. Stops when the
+    /// store is closed and the queue is empty.
+    fn writer(&self) {
+        let mut q = self.queue();
+        loop {
+            if q.jobs.is_empty() {
+                if q.closed {
+                    return;
+                }
+                q = self.work.wait(q).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            let n = q.jobs.len().min(GROUP_COMMIT_MAX);
+            let jobs: Vec<Job> = q.jobs.drain(..n).collect();
+            drop(q);
+            self.run_batch(jobs);
+            q = self.queue();
+        }
+    }
+
+    /// One transaction, one commit for `jobs`; every job's result is
+    /// delivered (the commit error to all when it failed).
+    fn run_batch(&self, jobs: Vec<Job>) {
+        let conn = self.lock();
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            drop(conn);
+            let e = e.to_string();
+            for job in jobs {
+                job(Err(&e))(Err(e.clone()));
+            }
+            return;
+        }
+        let delivers: Vec<Deliver> = jobs.into_iter().map(|job| job(Ok(&conn))).collect();
+        let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        drop(conn);
+        for d in delivers {
+            d(committed.clone());
+        }
+    }
+}
+
 /// A [`Store`] on one SQLite database file.
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
-    /// Read-only connection for the reads (file databases only).
-    reader: Option<Mutex<Connection>>,
-    queue: Mutex<Queue>,
-    batch_done: Condvar,
+    shared: Arc<Shared>,
+    /// Read-only connections for the reads (file databases only).
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+    /// The group-commit writer thread (see the module documentation).
+    writer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl core::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+impl Drop for SqliteStore {
+    /// Lets the writer finish the queued writes, then stops it.
+    fn drop(&mut self) {
+        self.shared.queue().closed = true;
+        self.shared.work.notify_all();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
     }
 }
 
@@ -144,72 +228,102 @@ impl SqliteStore {
     /// refuses any file with content.
     pub fn open_with(path: &Path, create: Create) -> Result<Self, StoreError> {
         let conn = db::open_sqlite(path, &SCHEMA, create, &validate_rows)?;
-        let reader = Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .and_then(|r| {
-            r.busy_timeout(std::time::Duration::from_secs(10))?;
-            Ok(r)
-        })
-        .map_err(|e| StoreError::Open {
-            path: path.display().to_string(),
-            source: Box::new(e),
-        })?;
-        Ok(Self::with(conn, Some(reader)))
+        let readers = (0..READERS)
+            .map(|_| {
+                Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .and_then(|r| {
+                    r.busy_timeout(std::time::Duration::from_secs(10))?;
+                    Ok(Mutex::new(r))
+                })
+                .map_err(|e| StoreError::Open {
+                    path: path.display().to_string(),
+                    source: Box::new(e),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::with(conn, readers)
     }
 
     /// An in-memory database (for tests).
     pub fn open_in_memory() -> Result<Self, StoreError> {
-        Ok(Self::with(db::open_sqlite_in_memory(&SCHEMA)?, None))
+        Self::with(db::open_sqlite_in_memory(&SCHEMA)?, Vec::new())
     }
 
-    fn with(conn: Connection, reader: Option<Connection>) -> Self {
-        Self {
+    fn with(conn: Connection, readers: Vec<Mutex<Connection>>) -> Result<Self, StoreError> {
+        let shared = Arc::new(Shared {
             conn: Mutex::new(conn),
-            reader: reader.map(Mutex::new),
             queue: Mutex::new(Queue::default()),
-            batch_done: Condvar::new(),
-        }
+            work: Condvar::new(),
+        });
+        let writer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("bsf-group-commit".into())
+                .spawn(move || shared.writer())
+                .map_err(|e| StoreError::Backend(Box::new(e)))?
+        };
+        Ok(Self {
+            shared,
+            readers,
+            next_reader: AtomicUsize::new(0),
+            writer: Some(writer),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave a half-done SQLite
-        // transaction behind (it rolls back on drop), so poisoning is benign.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.lock()
     }
 
-    /// The connection for reads: the read-only one of a file database.
+    /// A connection for reads: a free read-only one of a file database
+    /// (else the next one in turn), the only connection of an in-memory
+    /// one.
     fn read(&self) -> MutexGuard<'_, Connection> {
-        match &self.reader {
-            Some(r) => r.lock().unwrap_or_else(|p| p.into_inner()),
-            None => self.lock(),
+        if self.readers.is_empty() {
+            return self.lock();
         }
+        for r in &self.readers {
+            if let Ok(c) = r.try_lock() {
+                return c;
+            }
+        }
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        self.readers[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `write` in a group commit (see the module documentation) and
-    /// returns its result once the transaction that holds it is committed.
-    fn group_write<R: Send + 'static>(
+    /// Queues `write` for the group commit (see the module documentation);
+    /// `done` gets its result on the writer thread once the transaction
+    /// that holds it is committed.
+    fn submit<R: Send + 'static>(
         &self,
         write: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
-    ) -> Result<R, StoreError> {
-        type Slot<R> = Arc<Mutex<Option<Result<R, StoreError>>>>;
-        let slot: Slot<R> = Arc::new(Mutex::new(None));
-        let out = slot.clone();
-        let failed = slot.clone();
-        let fail = Box::new(move |e: String| {
-            *failed.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(Err(StoreError::Backend(e.into())));
-        });
-        let run = Box::new(move |conn: &Connection| -> Deliver {
+        done: impl FnOnce(Result<R, StoreError>) + Send + 'static,
+    ) {
+        let job: Job = Box::new(move |conn: Result<&Connection, &str>| -> Deliver {
+            let conn = match conn {
+                Ok(c) => c,
+                Err(_) => {
+                    return Box::new(move |begun: Result<(), String>| {
+                        let e = begun.err().unwrap_or_default();
+                        done(Err(StoreError::Backend(e.into())))
+                    })
+                }
+            };
             // One savepoint per write: a failed write leaves nothing in
             // the batch (bad input changes no stored state).
-            let r = match conn.execute_batch("SAVEPOINT w") {
+            let r = match conn
+                .prepare_cached("SAVEPOINT w")
+                .and_then(|mut s| s.execute([]))
+            {
                 Err(e) => Err(StoreError::from(e)),
-                Ok(()) => {
+                Ok(_) => {
                     let r = write(conn);
                     let end = if r.is_ok() {
-                        conn.execute_batch("RELEASE w")
+                        conn.prepare_cached("RELEASE w")
+                            .and_then(|mut s| s.execute([]).map(drop))
                     } else {
                         conn.execute_batch("ROLLBACK TO w; RELEASE w")
                     };
@@ -221,55 +335,31 @@ impl SqliteStore {
                 }
             };
             Box::new(move |committed: Result<(), String>| {
-                let r = match committed {
+                done(match committed {
                     Ok(()) => r,
                     Err(e) => r.and(Err(StoreError::Backend(e.into()))),
-                };
-                *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                })
             })
         });
-        let job = Job { run, fail };
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        q.jobs.push(job);
-        loop {
-            if let Some(r) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                return r;
-            }
-            if q.leader {
-                q = self.batch_done.wait(q).unwrap_or_else(|p| p.into_inner());
-                continue;
-            }
-            q.leader = true;
-            let n = q.jobs.len().min(GROUP_COMMIT_MAX);
-            let jobs: Vec<Job> = q.jobs.drain(..n).collect();
-            drop(q);
-            self.run_batch(jobs);
-            q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-            q.leader = false;
-            self.batch_done.notify_all();
-        }
+        self.shared.queue().jobs.push(job);
+        self.shared.work.notify_one();
     }
 
-    /// One transaction, one commit for `jobs`; every job's result is
-    /// delivered (the commit error to all when it failed).
-    fn run_batch(&self, jobs: Vec<Job>) {
-        let conn = self.lock();
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            drop(conn);
-            for job in jobs {
-                (job.fail)(e.to_string());
-            }
-            return;
-        }
-        let delivers: Vec<Deliver> = jobs.into_iter().map(|job| (job.run)(&conn)).collect();
-        let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
-        if committed.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        drop(conn);
-        for d in delivers {
-            d(committed.clone());
-        }
+    /// Runs `write` in a group commit and returns its result once the
+    /// transaction that holds it is committed.
+    fn group_write<R: Send + 'static>(
+        &self,
+        write: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.submit(write, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.recv().unwrap_or_else(|_| {
+            Err(StoreError::Backend(
+                "the group-commit writer stopped".into(),
+            ))
+        })
     }
 }
 
@@ -427,6 +517,56 @@ fn insert_subscriber(tx: &rusqlite::Transaction<'_>, s: &Subscriber) -> rusqlite
         ])
 }
 
+/// Advances SQN_HE of `impi` (inside the group commit's transaction).
+/// Durable before the vector leaves the BSF (TS 33.102 Annex C): the
+/// result is delivered after the commit that holds the update.
+fn next_sqn_tx(conn: &Connection, impi: String) -> Result<Option<Subscriber>, StoreError> {
+    let current = {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE impi = ?1"
+        ))?;
+        let mut rows = stmt.query([&impi])?;
+        match rows.next()? {
+            Some(row) => subscriber_from_row(row)?,
+            None => return Ok(None),
+        }
+    };
+    let next = current
+        .sqn
+        .next()
+        .map_err(|_| StoreError::SqnExhausted(impi.clone()))?;
+    conn.prepare_cached("UPDATE subscribers SET sqn = ?1 WHERE impi = ?2")?
+        .execute(params![sqn_to_sql(next), impi])?;
+    Ok(Some(Subscriber {
+        sqn: next,
+        ..current
+    }))
+}
+
+/// Inserts a session (inside the group commit's transaction).
+fn insert_session_tx(conn: &Connection, session: &Session) -> Result<(), StoreError> {
+    let r = conn
+        .prepare_cached(
+            "INSERT INTO sessions (btid, impi, rand, ks, gba_type, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            session.btid.as_str(),
+            session.impi,
+            &session.rand[..],
+            &session.ks.as_bytes()[..],
+            session.gba_type.as_str(),
+            time_to_sql(session.created_at),
+            time_to_sql(session.expires_at)
+        ]);
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if is_constraint(&e) => {
+            Err(StoreError::SessionExists(session.btid.as_str().to_owned()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl Store for SqliteStore {
     fn add_subscribers(&self, subscribers: &[Subscriber]) -> Result<(), StoreError> {
         subscribers.iter().try_for_each(validate)?;
@@ -490,30 +630,12 @@ impl Store for SqliteStore {
 
     fn next_sqn(&self, impi: &str) -> Result<Option<Subscriber>, StoreError> {
         let impi = impi.to_owned();
-        // Durable before the vector leaves the BSF (TS 33.102 Annex C):
-        // the group commit returns after the commit that holds the update.
-        self.group_write(move |conn| {
-            let current = {
-                let mut stmt = conn.prepare_cached(&format!(
-                    "SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE impi = ?1"
-                ))?;
-                let mut rows = stmt.query([&impi])?;
-                match rows.next()? {
-                    Some(row) => subscriber_from_row(row)?,
-                    None => return Ok(None),
-                }
-            };
-            let next = current
-                .sqn
-                .next()
-                .map_err(|_| StoreError::SqnExhausted(impi.clone()))?;
-            conn.prepare_cached("UPDATE subscribers SET sqn = ?1 WHERE impi = ?2")?
-                .execute(params![sqn_to_sql(next), impi])?;
-            Ok(Some(Subscriber {
-                sqn: next,
-                ..current
-            }))
-        })
+        self.group_write(move |conn| next_sqn_tx(conn, impi))
+    }
+
+    fn next_sqn_then(&self, impi: &str, done: Done<Option<Subscriber>>) {
+        let impi = impi.to_owned();
+        self.submit(move |conn| next_sqn_tx(conn, impi), done);
     }
 
     fn resync_sqn(&self, impi: &str, sqn_ms: Sqn48) -> Result<Sqn48, StoreError> {
@@ -539,28 +661,12 @@ impl Store for SqliteStore {
 
     fn insert_session(&self, session: &Session) -> Result<(), StoreError> {
         let session = session.clone();
-        self.group_write(move |conn| {
-            let r = conn
-                .prepare_cached(
-                    "INSERT INTO sessions (btid, impi, rand, ks, gba_type, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?
-                .execute(params![
-                    session.btid.as_str(),
-                    session.impi,
-                    &session.rand[..],
-                    &session.ks.as_bytes()[..],
-                    session.gba_type.as_str(),
-                    time_to_sql(session.created_at),
-                    time_to_sql(session.expires_at)
-                ]);
-            match r {
-                Ok(_) => Ok(()),
-                Err(e) if is_constraint(&e) => {
-                    Err(StoreError::SessionExists(session.btid.as_str().to_owned()))
-                }
-                Err(e) => Err(e.into()),
-            }
-        })
+        self.group_write(move |conn| insert_session_tx(conn, &session))
+    }
+
+    fn insert_session_then(&self, session: &Session, done: Done<()>) {
+        let session = session.clone();
+        self.submit(move |conn| insert_session_tx(conn, &session), done);
     }
 
     fn session(&self, btid: &str, now: u64) -> Result<Option<Session>, StoreError> {

@@ -4,8 +4,9 @@
 //! TS 33.220 4.5.2).
 //!
 //! The trait is synchronous on purpose: the server calls it from
-//! `tokio::task::spawn_blocking`, and a later PostgreSQL implementation can
-//! use a blocking client the same way. [`crate::sqlite::SqliteStore`] is
+//! `tokio::task::spawn_blocking` (the writes of bootstrapping through their
+//! `*_then` forms, which deliver the result once committed), and a later
+//! PostgreSQL implementation can use a blocking client the same way. [`crate::sqlite::SqliteStore`] is
 //! the default implementation.
 //!
 //! SQN rule (TS 33.102 6.3.2 and Annex C): the stored `sqn` of a subscriber
@@ -145,6 +146,11 @@ pub enum StoreError {
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Receives the result of a write handed over without waiting for it
+/// ([`Store::next_sqn_then`], [`Store::insert_session_then`]), possibly on
+/// another thread, once the write is committed (or failed).
+pub type Done<T> = Box<dyn FnOnce(Result<T, StoreError>) + Send>;
+
 /// The BSF's persistent state. Implementations must be safe to call from
 /// several threads; every method is one atomic transaction.
 pub trait Store: Send + Sync + 'static {
@@ -180,6 +186,20 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a new session; [`StoreError::SessionExists`] if the B-TID is
     /// taken.
     fn insert_session(&self, session: &Session) -> Result<(), StoreError>;
+
+    /// [`Store::next_sqn`] handing its result to `done` once committed,
+    /// without blocking the caller where the store can (the SQLite store
+    /// queues it to its group-commit writer). The default runs
+    /// [`Store::next_sqn`] on the calling thread.
+    fn next_sqn_then(&self, impi: &str, done: Done<Option<Subscriber>>) {
+        done(self.next_sqn(impi));
+    }
+
+    /// [`Store::insert_session`] handing its result to `done` once
+    /// committed, like [`Store::next_sqn_then`].
+    fn insert_session_then(&self, session: &Session, done: Done<()>) {
+        done(self.insert_session(session));
+    }
 
     /// A session that has not expired at `now` (Unix seconds).
     fn session(&self, btid: &str, now: u64) -> Result<Option<Session>, StoreError>;
