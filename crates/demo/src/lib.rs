@@ -310,9 +310,29 @@ fn v4(a: SocketAddr) -> SocketAddrV4 {
     }
 }
 
-/// The loopback address of UE `i`.
+/// UEs that run standalone, as `mbms ue run` runs one: UE 0 (the offline
+/// one, behind relays) and UE 1 (the one that deregisters), each with its
+/// own address, sockets and HTTP client. The others are hosted
+/// ([`ue::UeHost`]) on [`HOST_IP`].
+pub const STANDALONE_UES: usize = 2;
+
+/// The address the hosted UEs (every UE from index [`STANDALONE_UES`] on)
+/// share: one MIKEY, one MTK and one SRTP socket and one pool of HTTP
+/// connections for all of them (`docs/demo.md`, "Many UEs").
+pub const HOST_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 1, 3);
+
+/// Ub and Ua requests the hosted UEs have in flight at most, together
+/// (each holds one connection to the BSF or the BM-SC while in flight).
+pub const HOST_HTTP_CONCURRENCY: usize = 64;
+
+/// The loopback address of UE `i`: 127.0.1.1 and 127.0.1.2 for the two
+/// standalone UEs, [`HOST_IP`] for every hosted one.
 pub fn ue_ip(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(127, 0, 1 + (i / 250) as u8, 1 + (i % 250) as u8)
+    if i < STANDALONE_UES {
+        Ipv4Addr::new(127, 0, 1, 1 + i as u8)
+    } else {
+        HOST_IP
+    }
 }
 
 fn port_free(ip: Ipv4Addr, port: u16) -> bool {
@@ -486,6 +506,9 @@ async fn wait_all(
     mut f: impl FnMut(usize, &DemoUe) -> bool,
 ) -> usize {
     let deadline = Instant::now() + timeout;
+    // Polled every 20 ms, 50 ms per 1,000 UEs beyond 400: a poll looks at
+    // every UE not yet done.
+    let every = Duration::from_millis((ues.len() as u64 / 20).max(20));
     let mut done = BTreeSet::new();
     let mut last = usize::MAX;
     loop {
@@ -504,19 +527,19 @@ async fn wait_all(
         if done.len() == which.len() || Instant::now() >= deadline {
             return done.len();
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
-/// The `[http] max_connections` of the demo's BSF and BM-SC for `n` UEs.
-/// Every UE keeps its HTTP client's connections to both servers open
-/// (keep-alive, until the server's idle timeout) and may have a request of
-/// each of its two services in flight at once: with the default of 512, the
-/// 513th UE's connection waited in the listen backlog until an idle one
-/// timed out (60 s), and once the backlog was full too, the admin API's
-/// connection timed out (issue 12: `mbms demo --ues 1000`).
-fn http_connections(n: usize) -> usize {
-    (2 * n + 64).max(mbms_service::http::DEFAULT_MAX_CONNECTIONS)
+/// The `[http] max_connections` of the demo's BSF and BM-SC: the default
+/// (512) whatever the number of UEs. The hosted UEs share at most
+/// [`HOST_HTTP_CONCURRENCY`] connections, each standalone UE keeps one to
+/// each server, the admin API one. (When every UE had its own HTTP client,
+/// its keep-alive connections took 2 per UE, and with 512 the 513th UE's
+/// connection waited in the listen backlog until an idle one timed out:
+/// issue 12.)
+fn http_connections(_n: usize) -> usize {
+    mbms_service::http::DEFAULT_MAX_CONNECTIONS.max(HOST_HTTP_CONCURRENCY + 2 * STANDALONE_UES + 64)
 }
 
 /// The streaming session's `mtk_interval` (seconds) and `switch_delay_ms`
@@ -636,6 +659,7 @@ fn ue_config(
     rtp_out: SocketAddr,
     bsf_url: &str,
     bmsc_url: &str,
+    scan_ms: u64,
 ) -> anyhow::Result<UeConfig> {
     std::fs::create_dir_all(dir)?;
     let d = dir.display();
@@ -689,7 +713,7 @@ kind = "download"
 key_group = 3
 input_dir = "{d}/in"
 output_dir = "{d}/out"
-scan_interval_ms = 100
+scan_interval_ms = {scan_ms}
 
 [[service]]
 id = "{PAY}"
@@ -702,6 +726,13 @@ key_groups = [2]
     cfg.service_list = ue::config::parse_services(&svc)?;
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// How often each UE scans its download input folder, in milliseconds, for
+/// `n` UEs: every 100 ms, and no more than 1,000 scans per second over all
+/// UEs (at 10,000 UEs, every 100 ms was 100,000 folder reads a second).
+fn download_scan_ms(n: usize) -> u64 {
+    (n as u64).max(100)
 }
 
 /// The time between two RTP packets of the stream for `n` UEs: 10 ms up
@@ -760,10 +791,22 @@ pub fn muk_of(k: &[u8; 16], opc: &[u8; 16], impi: &str, btid: &str) -> anyhow::R
     Ok(*gba::kdf::derive_muk(&ks_naf).as_bytes())
 }
 
-/// File descriptors one in-process UE holds: its MIKEY, MTK, SRTP and
+/// File descriptors one standalone UE holds: its MIKEY, MTK, SRTP and
 /// plain RTP output sockets, its HTTP client's connections to the BSF and
 /// the BM-SC and their server ends, and one more for files being written.
-const DESCRIPTORS_PER_UE: u64 = 9;
+const DESCRIPTORS_PER_STANDALONE_UE: u64 = 9;
+
+/// File descriptors of everything else, whatever the number of UEs: the
+/// hosted UEs' three shared sockets, their at most
+/// [`HOST_HTTP_CONCURRENCY`] connections and the server ends, the servers'
+/// listeners and databases, the relays, state files being written (one per
+/// worker thread at most), the runtime. A hosted UE holds none of its own.
+const DESCRIPTORS_SHARED: u64 = 1024;
+
+/// The file descriptors `n` UEs need.
+fn descriptors_needed(n: usize) -> u64 {
+    n.min(STANDALONE_UES) as u64 * DESCRIPTORS_PER_STANDALONE_UE + DESCRIPTORS_SHARED
+}
 
 /// Makes room for `n` UEs' descriptors: raises the soft `RLIMIT_NOFILE` up
 /// to the hard limit if needed (returns a note saying so), or fails naming
@@ -771,14 +814,14 @@ const DESCRIPTORS_PER_UE: u64 = 9;
 /// sockets and connections fail one by one in the middle of the run).
 fn descriptors_for(n: usize) -> anyhow::Result<Option<String>> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let need = n as u64 * DESCRIPTORS_PER_UE + 256;
+    let need = descriptors_needed(n);
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("reading RLIMIT_NOFILE")?;
     if soft >= need {
         return Ok(None);
     }
     if hard < need {
         bail!(
-            "{n} UEs need about {need} file descriptors ({DESCRIPTORS_PER_UE} per UE); this process may open {hard} at most (`ulimit -Hn`): run fewer UEs or raise the hard limit"
+            "{n} UEs need about {need} file descriptors; this process may open {hard} at most (`ulimit -Hn`)"
         );
     }
     setrlimit(Resource::RLIMIT_NOFILE, need, hard).context("raising RLIMIT_NOFILE")?;
@@ -787,19 +830,26 @@ fn descriptors_for(n: usize) -> anyhow::Result<Option<String>> {
     )))
 }
 
-/// The worker threads of the runtime `mbms demo` runs in: at least 16.
+/// The worker threads of the runtime `mbms demo` runs in: at least 64.
 /// The in-process UEs write their state files (fsync: the MGV-S, the MTK
 /// cache, the registrations) on the thread that handles their datagram or
 /// HTTP answer, so the runtime's worker threads bound how many of these
 /// writes wait for the disk at once; with one worker per core (2 here),
 /// starting 1,000 UEs took 3 minutes, the disk idle most of the time
-/// (issue 12).
+/// (issue 12). With 16, on a disk shared with other builds (an fsync took
+/// 180 ms), 10,000 UEs started at 2 a second: the file system commits
+/// the fsyncs waiting at the same time together, so more of them at once
+/// go faster.
 pub fn worker_threads() -> usize {
     std::thread::available_parallelism()
         .map(usize::from)
         .unwrap_or(1)
-        .max(16)
+        .max(STARTS_AT_ONCE)
 }
+
+/// UEs starting (bootstrapping, registering, storing their first MSKs) at
+/// the same time; see [`worker_threads`].
+const STARTS_AT_ONCE: usize = 64;
 
 /// Runs the demo. `progress` is called from the running task.
 pub async fn run(
@@ -860,7 +910,14 @@ async fn run_recorded(
 
     // ---- addresses -------------------------------------------------------
     let ips: Vec<Ipv4Addr> = (0..n).map(ue_ip).collect();
-    if !ips.iter().all(|ip| port_free(*ip, 0)) {
+    // The distinct addresses: the standalone UEs' and the host's.
+    let addrs: Vec<Ipv4Addr> = ips
+        .iter()
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !addrs.iter().all(|ip| port_free(*ip, 0)) {
         bail!("cannot bind the UEs' loopback addresses 127.0.1.x (is 127.0.0.0/8 routed to lo?)");
     }
     let wanted = opts.ports;
@@ -871,7 +928,7 @@ async fn run_recorded(
     {
         bail!("the demo's MIKEY, MTK and SRTP ports must be three different non-zero ports: {wanted:?}");
     }
-    let mut chosen = choose_ports(&ips, (!opts.free_ports).then_some(wanted))?;
+    let mut chosen = choose_ports(&addrs, (!opts.free_ports).then_some(wanted))?;
     let (mp, tp, sp) = (chosen.mikey, chosen.mtk, chosen.srtp);
     let avoid = [mp, tp, sp];
     if chosen.fallback {
@@ -892,8 +949,10 @@ async fn run_recorded(
     // The offline UE (index 0) sits behind relays on its MIKEY and MTK ports.
     let offline = 0usize;
     let dereg = 1usize;
-    let mtk_dests: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::from((*ip, tp))).collect();
-    let srtp_dests: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::from((*ip, sp))).collect();
+    // One MTK and one SRTP destination per address: the hosted UEs all
+    // receive what reaches the host's shared sockets.
+    let mtk_dests: Vec<SocketAddr> = addrs.iter().map(|ip| SocketAddr::from((*ip, tp))).collect();
+    let srtp_dests: Vec<SocketAddr> = addrs.iter().map(|ip| SocketAddr::from((*ip, sp))).collect();
 
     // ---- BSF ---------------------------------------------------------------
     let mut keys = Vec::with_capacity(n);
@@ -1019,6 +1078,7 @@ async fn run_recorded(
             sink_addr,
             &bsf_url,
             &ua_url,
+            download_scan_ms(n),
         )?;
         ues.push(DemoUe {
             impi: impis[i].clone(),
@@ -1033,14 +1093,29 @@ async fn run_recorded(
         });
         cfgs.push(cfg);
     }
-    // Start them with bounded concurrency.
-    let sem = Arc::new(tokio::sync::Semaphore::new(16));
+    // Start them with bounded concurrency: the standalone ones on their
+    // own sockets, the others on the host's.
+    let host = Arc::new(
+        ue::UeHost::new(&ue::HostConfig {
+            address: HOST_IP.into(),
+            http_concurrency: HOST_HTTP_CONCURRENCY,
+            http_timeout: Duration::from_secs(30),
+        })
+        .context("the UE host")?,
+    );
+    let sem = Arc::new(tokio::sync::Semaphore::new(STARTS_AT_ONCE));
     let mut set = tokio::task::JoinSet::new();
     for (i, cfg) in cfgs.into_iter().enumerate() {
         let sem = sem.clone();
+        let host = host.clone();
         set.spawn(async move {
             let _p = sem.acquire().await;
-            (i, RunningUe::start_subscribed(cfg).await)
+            let r = if i < STANDALONE_UES {
+                RunningUe::start_subscribed(cfg).await
+            } else {
+                host.start(cfg).await
+            };
+            (i, r)
         });
     }
     let mut started = 0usize;
@@ -1242,9 +1317,15 @@ async fn run_recorded(
             .await?;
         let text = r.text().await.unwrap_or_default();
         rec.charging(&text);
+        // Every string of the answer (a search of the whole answer per UE
+        // was quadratic: 10,000 UEs x megabytes).
+        let mut strings = BTreeSet::new();
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+            json_strings(&v, &mut strings);
+        }
         impis
             .iter()
-            .filter(|impi| text.contains(&format!("\"{impi}\"")))
+            .filter(|impi| strings.contains(impi.as_str()))
             .cloned()
             .collect()
     };
@@ -1534,25 +1615,36 @@ async fn run_recorded(
     drop(relays);
     let _ = bmsc.shutdown().await;
     sink_task.abort();
+    // The UEs' state folders go now, many at once, while the capture is
+    // checked.
+    let removal = remove_folders(
+        ues.iter()
+            .filter_map(|u| u.input_dir.parent().map(std::path::Path::to_path_buf))
+            .collect(),
+    );
 
     // ---- captures and key log ----------------------------------------------------------
     let t = begin(11);
     let caps = captured.lock().unwrap().clone();
     let mut keylog = String::new();
     let mut muks: BTreeMap<String, [u8; 32]> = BTreeMap::new();
+    // The UE of each B-TID, from its events (hosted UEs share an address).
+    let mut btid_owner: HashMap<String, usize> = HashMap::new();
+    for (i, u) in ues.iter().enumerate() {
+        for e in u.events.lock().unwrap().iter() {
+            if let UeEvent::Bootstrapped { btid, .. } = e {
+                btid_owner.insert(btid.clone(), i);
+            }
+        }
+    }
     // B-TIDs in captured messages (a UE may have bootstrapped more than once).
     for c in caps.iter().filter(|c| c.kind == TapKind::Mikey) {
         if let Ok(m) = mikey::Message::parse(&c.bytes) {
             for id in m.ids() {
                 if let Ok(s) = std::str::from_utf8(&id.data) {
                     if s.contains('@') && !muks.contains_key(s) {
-                        // Find the UE: by its address.
-                        let ip = if c.src.ip() == &Ipv4Addr::LOCALHOST {
-                            *c.dst.ip()
-                        } else {
-                            *c.src.ip()
-                        };
-                        if let Some(i) = ips.iter().position(|x| *x == ip) {
+                        // Find the UE: by its B-TID.
+                        if let Some(&i) = btid_owner.get(s) {
                             if let Ok(muk) = muk_of(&keys[i].0, &keys[i].1, &impis[i], s) {
                                 muks.insert(s.to_owned(), muk);
                             }
@@ -1715,6 +1807,7 @@ async fn run_recorded(
         detail: (!failures.is_empty()).then(|| format!("not opened: {}", failures.join(", "))),
     });
 
+    removal.await;
     let success = results.iter().all(ProcedureResult::ok);
     Ok(DemoReport {
         schema: SCHEMA,
@@ -1736,6 +1829,39 @@ async fn run_recorded(
             keylog_lines,
         },
     })
+}
+
+/// Folders removed at once at most by [`remove_folders`].
+const REMOVAL_THREADS: usize = 32;
+
+/// Removes `dirs` (best effort: what remains goes with the run's folder),
+/// [`REMOVAL_THREADS`] at a time. On a disk mounted with `discard` every
+/// unlink waits for the device: one after the other, the 10,000 UEs' state
+/// files took minutes (7 ms each here); side by side, a tenth of that.
+fn remove_folders(dirs: Vec<PathBuf>) -> impl std::future::Future<Output = ()> {
+    let dirs = Arc::new(dirs);
+    let mut set = tokio::task::JoinSet::new();
+    for k in 0..REMOVAL_THREADS {
+        let dirs = dirs.clone();
+        set.spawn_blocking(move || {
+            for d in dirs.iter().skip(k).step_by(REMOVAL_THREADS) {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        });
+    }
+    async move { while set.join_next().await.is_some() {} }
+}
+
+/// Every string in a JSON value.
+fn json_strings(v: &serde_json::Value, out: &mut BTreeSet<String>) {
+    match v {
+        serde_json::Value::String(s) => {
+            out.insert(s.clone());
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| json_strings(x, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|x| json_strings(x, out)),
+        _ => {}
+    }
 }
 
 /// The timestamp (its `Debug` form) and IDr of a MIKEY message: what an
@@ -1895,6 +2021,7 @@ mod tests {
     #[test]
     fn the_mtk_switch_comes_before_the_next_mtk() {
         for n in [2, 10, 20, 200, 1000, 2000, 10_000, 50_000] {
+            assert!(download_scan_ms(n) >= n as u64);
             let (interval_s, delay_ms) = mtk_timing(n);
             assert!(delay_ms < interval_s * 1000, "{n} UEs: {delay_ms} ms");
         }
@@ -1907,6 +2034,6 @@ mod tests {
             http_connections(10),
             mbms_service::http::DEFAULT_MAX_CONNECTIONS
         );
-        assert_eq!(http_connections(1000), 2064);
+        assert_eq!(http_connections(10_000), http_connections(10));
     }
 }

@@ -88,6 +88,8 @@ pub(crate) struct Km {
     cfg: Arc<UeConfig>,
     shell: Arc<Shell>,
     http: reqwest::Client,
+    /// A hosted UE's share of its host's requests in flight ([`crate::host`]).
+    http_slots: Option<Arc<tokio::sync::Semaphore>>,
     usim: Usim,
     session: Option<GbaSession>,
     clients: BTreeMap<String, UaClient>,
@@ -132,15 +134,22 @@ impl Km {
         let session = GbaSession::load(&dir.join(files::GBA))?
             .filter(|s| s.impi == cfg.identity.impi && s.mode == cfg.identity.gba);
         let regs = state::read_json(&dir.join(files::REGISTRATIONS))?.unwrap_or_default();
-        let http = reqwest::Client::builder()
-            .user_agent(crate::bootstrap::USER_AGENT_VALUE)
-            .timeout(cfg.http_timeout())
-            .local_address(cfg.http_local_address)
-            .build()?;
+        let (http, http_slots) = match shell.host_http() {
+            Some((c, slots)) => (c, Some(slots)),
+            None => (
+                reqwest::Client::builder()
+                    .user_agent(crate::bootstrap::USER_AGENT_VALUE)
+                    .timeout(cfg.http_timeout())
+                    .local_address(cfg.http_local_address)
+                    .build()?,
+                None,
+            ),
+        };
         Ok(Km {
             cfg,
             shell,
             http,
+            http_slots,
             usim,
             session,
             clients: BTreeMap::new(),
@@ -152,6 +161,15 @@ impl Km {
             rebootstrap_at: None,
             mikey_port,
         })
+    }
+
+    /// A slot for one HTTP request (Digest exchange included) of a hosted
+    /// UE: its host bounds the requests in flight over all its UEs.
+    async fn http_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        match &self.http_slots {
+            Some(s) => s.clone().acquire_owned().await.ok(),
+            None => None,
+        }
     }
 
     fn error(&self, what: String) {
@@ -182,7 +200,10 @@ impl Km {
             client = client.with_bsf_fqdn(f.clone());
         }
         self.shell.core().counters.bootstraps += 1;
-        let r = client.bootstrap(&id.impi, &mut self.usim).await;
+        let r = {
+            let _slot = self.http_slot().await;
+            client.bootstrap(&id.impi, &mut self.usim).await
+        };
         // SQN_MS moves only forward; persist it whatever happened.
         state::write_json(
             &self.cfg.state_dir.join(files::USIM),
@@ -225,6 +246,7 @@ impl Km {
             .filter(|x| x.protected())
             .map(Service::bmsc)
             .collect();
+        self.shell.route_btid(s.btid.as_str());
         for f in fqdns {
             let keys = s.mbms_keys(&f)?;
             self.shell
@@ -319,7 +341,10 @@ impl Km {
         let mut retried = false;
         let statuses = loop {
             self.shell.core().counters.registrations += 1;
-            let r = self.client(&svcs[0])?.register(&ids).await;
+            let r = {
+                let _slot = self.http_slot().await;
+                self.client(&svcs[0])?.register(&ids).await
+            };
             match r {
                 Err(UaError::Unauthorized { .. }) if !retried => {
                     retried = true;
@@ -360,7 +385,10 @@ impl Km {
         let ids: Vec<&str> = svcs.iter().map(|s| s.id.as_str()).collect();
         let mut retried = false;
         let statuses = loop {
-            let r = self.client(&svcs[0])?.deregister(&ids).await;
+            let r = {
+                let _slot = self.http_slot().await;
+                self.client(&svcs[0])?.deregister(&ids).await
+            };
             match r {
                 Err(UaError::Unauthorized { .. }) if !retried => {
                     retried = true;
@@ -707,9 +735,12 @@ impl Km {
         self.shell.core().counters.msk_requests += 1;
         let mut retried = false;
         loop {
-            let r = match self.client(svc) {
-                Ok(c) => c.msk_request(keys).await.map_err(UeError::from),
-                Err(e) => Err(e),
+            let r = {
+                let _slot = self.http_slot().await;
+                match self.client(svc) {
+                    Ok(c) => c.msk_request(keys).await.map_err(UeError::from),
+                    Err(e) => Err(e),
+                }
             };
             match r {
                 Err(UeError::Ua(UaError::Unauthorized { .. })) if !retried => {
@@ -853,9 +884,12 @@ impl Km {
         // Tell the BM-SC (best effort), keeping the state "left".
         for svcs in Self::by_server(leaving.iter()) {
             let ids: Vec<&str> = svcs.iter().map(|s| s.id.as_str()).collect();
-            let r = match self.client(&svcs[0]) {
-                Ok(c) => c.deregister(&ids).await.map_err(UeError::from),
-                Err(e) => Err(e),
+            let r = {
+                let _slot = self.http_slot().await;
+                match self.client(&svcs[0]) {
+                    Ok(c) => c.deregister(&ids).await.map_err(UeError::from),
+                    Err(e) => Err(e),
+                }
             };
             if let Err(e) = r {
                 warn!(error = %e, "deregistration after leaving failed");

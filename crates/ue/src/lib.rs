@@ -14,6 +14,8 @@
 //!   requests for inactive MSKs ([`ACTIVATION_REQUESTS`]), re-bootstrapping,
 //!   leaving services.
 //! * [`state`]: the state directory; [`status`]: `mbms ue status`.
+//! * [`UeHost`] ([`host`]): many UEs in one process sharing sockets and
+//!   HTTP connections (`mbms demo --ues 10000`).
 //! * [`sdp`]: the SDP file of the plain RTP output, for ffplay or VLC.
 
 #![forbid(unsafe_code)]
@@ -25,6 +27,7 @@ pub mod config;
 mod core;
 pub mod download;
 pub mod events;
+pub mod host;
 mod km;
 pub mod runtime;
 pub mod sdp;
@@ -37,5 +40,6 @@ pub use crate::core::ACTIVATION_REQUESTS;
 pub use bootstrap::{Bootstrap, BootstrapClient, BootstrapError};
 pub use config::{ConfigError, GbaMode, Service, Session, SessionKind, UeConfig};
 pub use events::{RequestReason, UeEvent};
+pub use host::{HostConfig, HostStats, UeHost};
 pub use runtime::{PlainPacket, RunningUe, SessionAddrs, UeError};
 pub use status::Status;

@@ -35,6 +35,7 @@ use mbms::mgvf::MgvF;
 use crate::config::{ConfigError, SessionKind, UeConfig};
 use crate::core::{Core, Out};
 use crate::events::UeEvent;
+use crate::host::{Datagram, HostInner, UeHost};
 use crate::km::{Km, KmMsg};
 use crate::state::{self, files, StateError};
 use crate::status::{self, RuntimeStatus, Status, STATUS_FORMAT};
@@ -122,8 +123,12 @@ pub struct SessionAddrs {
 pub(crate) struct Shell {
     core: Mutex<Core>,
     pub mikey: Arc<UdpSocket>,
-    outputs: Vec<(Arc<UdpSocket>, SocketAddr, String)>,
+    /// Per streaming session: the plain RTP output socket (none for a
+    /// hosted UE), its destination and the session's name.
+    outputs: Vec<(Option<Arc<UdpSocket>>, SocketAddr, String)>,
     pub km: mpsc::UnboundedSender<KmMsg>,
+    /// A hosted UE's host and its MIKEY inbox ([`crate::host`]).
+    pub(crate) host: Option<(Arc<HostInner>, mpsc::UnboundedSender<Datagram>)>,
     pub events: broadcast::Sender<UeEvent>,
     rtp: broadcast::Sender<PlainPacket>,
     runtime_base: Mutex<RuntimeStatus>,
@@ -178,8 +183,10 @@ impl Shell {
                     } else {
                         *addr
                     };
-                    if let Err(e) = sock.send_to(&bytes, dest).await {
-                        debug!(to = %dest, error = %e, "forwarding plain RTP failed");
+                    if let Some(sock) = sock {
+                        if let Err(e) = sock.send_to(&bytes, dest).await {
+                            debug!(to = %dest, error = %e, "forwarding plain RTP failed");
+                        }
                     }
                     if self.rtp.receiver_count() > 0 {
                         let _ = self.rtp.send(PlainPacket {
@@ -195,6 +202,21 @@ impl Shell {
                 Out::Event(e) => self.event(e),
             }
         }
+    }
+
+    /// A new B-TID of this UE: a hosted UE's MSK messages (IDr = B-TID)
+    /// reach it from now on.
+    pub(crate) fn route_btid(&self, btid: &str) {
+        if let Some((host, inbox)) = &self.host {
+            host.route(btid, inbox);
+        }
+    }
+
+    /// The HTTP client of the UE's host, if hosted.
+    pub(crate) fn host_http(&self) -> Option<(reqwest::Client, Arc<tokio::sync::Semaphore>)> {
+        self.host
+            .as_ref()
+            .map(|(h, _)| (h.http.clone(), h.http_slots.clone()))
     }
 
     fn write_status(&self, running: bool) {
@@ -228,7 +250,7 @@ impl Shell {
 
 /// Binds a UDP socket; a multicast address binds the port on the wildcard
 /// address and joins the group.
-async fn bind_udp(addr: SocketAddr, what: &str) -> Result<UdpSocket, UeError> {
+pub(crate) async fn bind_udp(addr: SocketAddr, what: &str) -> Result<UdpSocket, UeError> {
     let err = |source| UeError::Bind {
         addr,
         what: what.to_owned(),
@@ -254,7 +276,32 @@ async fn bind_udp(addr: SocketAddr, what: &str) -> Result<UdpSocket, UeError> {
 }
 
 /// The largest datagram read.
-const MAX_DATAGRAM: usize = 65_535;
+pub(crate) const MAX_DATAGRAM: usize = 65_535;
+
+/// Where a UE's task reads its datagrams: its own socket, or the inbox a
+/// [`UeHost`] feeds from a shared one.
+pub(crate) enum Inbox {
+    /// A socket of the UE's own.
+    Socket(Arc<UdpSocket>),
+    /// Datagrams of a shared socket.
+    Channel(mpsc::UnboundedReceiver<Datagram>),
+}
+
+impl Inbox {
+    /// The next datagram, copied into `buf`; `None` once a shared socket's
+    /// host is gone.
+    async fn recv(&mut self, buf: &mut [u8]) -> Option<std::io::Result<(usize, SocketAddr)>> {
+        match self {
+            Inbox::Socket(s) => Some(s.recv_from(buf).await),
+            Inbox::Channel(rx) => {
+                let (d, from) = rx.recv().await?;
+                let n = d.len().min(buf.len());
+                buf[..n].copy_from_slice(&d[..n]);
+                Some(Ok((n, from)))
+            }
+        }
+    }
+}
 
 /// A running UE.
 pub struct RunningUe {
@@ -289,6 +336,22 @@ impl RunningUe {
     pub async fn start_subscribed(
         cfg: UeConfig,
     ) -> Result<(RunningUe, broadcast::Receiver<UeEvent>), UeError> {
+        Self::start_inner(cfg, None).await
+    }
+
+    /// [`RunningUe::start_subscribed`] on a [`UeHost`]'s shared sockets and
+    /// HTTP client ([`crate::host`]).
+    pub(crate) async fn start_hosted(
+        cfg: UeConfig,
+        host: &UeHost,
+    ) -> Result<(RunningUe, broadcast::Receiver<UeEvent>), UeError> {
+        Self::start_inner(cfg, Some(host)).await
+    }
+
+    async fn start_inner(
+        cfg: UeConfig,
+        host: Option<&UeHost>,
+    ) -> Result<(RunningUe, broadcast::Receiver<UeEvent>), UeError> {
         cfg.validate()?;
         let cfg = Arc::new(cfg);
         // A damaged or missing state is refused here, naming the file
@@ -301,7 +364,17 @@ impl RunningUe {
         )
         .map_err(StateError::with_hint)?;
 
-        let mikey = Arc::new(bind_udp(cfg.mikey_listen, "MIKEY listener").await?);
+        let (mikey, mikey_inbox, host_route) = match host {
+            None => {
+                let s = Arc::new(bind_udp(cfg.mikey_listen, "MIKEY listener").await?);
+                (s.clone(), Inbox::Socket(s), None)
+            }
+            Some(h) => {
+                let s = h.mikey_socket(cfg.mikey_listen).await?;
+                let (tx, rx) = mpsc::unbounded_channel();
+                (s, Inbox::Channel(rx), Some((h.inner().clone(), tx)))
+            }
+        };
         let mikey_addr = mikey.local_addr().map_err(|source| UeError::Io {
             what: "MIKEY socket address".into(),
             source,
@@ -314,17 +387,33 @@ impl RunningUe {
         let mut download_socks = Vec::new(); // (name, service protected, required, mtk, input, output)
         for svc in &cfg.service_list {
             for s in &svc.sessions {
-                let mtk = match s.mtk_listen {
-                    Some(a) if svc.protected() => {
-                        Some(bind_udp(a, &format!("MTK messages of {}", s.name)).await?)
+                let what = format!("MTK messages of {}", s.name);
+                let (mtk, mtk_addr) = match (s.mtk_listen, host) {
+                    (Some(a), None) if svc.protected() => {
+                        let m = bind_udp(a, &what).await?;
+                        let local = m.local_addr().ok();
+                        (Some(Inbox::Socket(Arc::new(m))), local)
                     }
-                    _ => None,
+                    (Some(a), Some(h)) if svc.protected() => {
+                        let inbox = h.fanout_inbox(a, &what).await?;
+                        (Some(inbox), h.socket_addr(a))
+                    }
+                    _ => (None, None),
                 };
-                let mtk_addr = mtk.as_ref().and_then(|m| m.local_addr().ok());
                 match s.kind {
                     SessionKind::Streaming => {
                         let srtp_a = s.srtp_listen.unwrap_or(SocketAddr::from(([0; 4], 0)));
-                        let srtp = bind_udp(srtp_a, &format!("SRTP of {}", s.name)).await?;
+                        let what = format!("SRTP of {}", s.name);
+                        let (srtp, srtp_addr) = match host {
+                            None => {
+                                let x = bind_udp(srtp_a, &what).await?;
+                                let local = x.local_addr().ok();
+                                (Inbox::Socket(Arc::new(x)), local)
+                            }
+                            Some(h) => {
+                                (h.fanout_inbox(srtp_a, &what).await?, h.socket_addr(srtp_a))
+                            }
+                        };
                         let out = s
                             .rtp_output
                             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -333,8 +422,14 @@ impl RunningUe {
                         } else {
                             SocketAddr::from(([0u16; 8], 0))
                         };
-                        let osock =
-                            bind_udp(local, &format!("plain RTP output of {}", s.name)).await?;
+                        // A hosted UE forwards nothing (no socket per UE):
+                        // `plain_packets` has every packet.
+                        let osock = match host {
+                            None => Some(Arc::new(
+                                bind_udp(local, &format!("plain RTP output of {}", s.name)).await?,
+                            )),
+                            Some(_) => None,
+                        };
                         let path = cfg.sdp_path(s);
                         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                             std::fs::create_dir_all(dir).map_err(|source| UeError::Io {
@@ -358,12 +453,12 @@ impl RunningUe {
                             s.name.clone(),
                             SessionAddrs {
                                 mtk: mtk_addr,
-                                srtp: srtp.local_addr().ok(),
+                                srtp: srtp_addr,
                                 rtp_output: Some(out),
                             },
                         );
                         stream_socks.push((mtk, srtp));
-                        outputs.push((Arc::new(osock), out, s.name.clone()));
+                        outputs.push((osock, out, s.name.clone()));
                     }
                     SessionKind::Download => {
                         let (Some(input), Some(output)) = (&s.input_dir, &s.output_dir) else {
@@ -405,6 +500,7 @@ impl RunningUe {
             mikey: mikey.clone(),
             outputs,
             km: km_tx,
+            host: host_route,
             events,
             rtp,
             runtime_base: Mutex::new(RuntimeStatus {
@@ -421,10 +517,10 @@ impl RunningUe {
 
         let subscription = shell.events.subscribe();
         let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(mikey_task(shell.clone(), mikey)));
+        tasks.push(tokio::spawn(mikey_task(shell.clone(), mikey_inbox)));
         for (i, (mtk, srtp)) in stream_socks.into_iter().enumerate() {
             if let Some(m) = mtk {
-                tasks.push(tokio::spawn(mikey_task(shell.clone(), Arc::new(m))));
+                tasks.push(tokio::spawn(mikey_task(shell.clone(), m)));
             }
             tasks.push(tokio::spawn(srtp_task(shell.clone(), i, srtp)));
         }
@@ -433,7 +529,7 @@ impl RunningUe {
             download_socks.into_iter().enumerate()
         {
             if let Some(m) = mtk {
-                tasks.push(tokio::spawn(mikey_task(shell.clone(), Arc::new(m))));
+                tasks.push(tokio::spawn(mikey_task(shell.clone(), m)));
             }
             tasks.push(tokio::spawn(crate::download::watch(
                 shell.clone(),
@@ -581,10 +677,10 @@ impl Drop for RunningUe {
     }
 }
 
-async fn mikey_task(shell: Arc<Shell>, sock: Arc<UdpSocket>) {
+async fn mikey_task(shell: Arc<Shell>, mut inbox: Inbox) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    loop {
-        let (n, from) = match sock.recv_from(&mut buf).await {
+    while let Some(r) = inbox.recv(&mut buf).await {
+        let (n, from) = match r {
             Ok(x) => x,
             Err(e) => {
                 // ICMP port unreachable of an earlier send, etc.
@@ -598,10 +694,10 @@ async fn mikey_task(shell: Arc<Shell>, sock: Arc<UdpSocket>) {
     }
 }
 
-async fn srtp_task(shell: Arc<Shell>, i: usize, sock: UdpSocket) {
+async fn srtp_task(shell: Arc<Shell>, i: usize, mut inbox: Inbox) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    loop {
-        let n = match sock.recv_from(&mut buf).await {
+    while let Some(r) = inbox.recv(&mut buf).await {
+        let n = match r {
             Ok((n, _)) => n,
             Err(e) => {
                 debug!(error = %e, "SRTP socket");

@@ -1,0 +1,337 @@
+//! Many UEs in one process sharing one host's sockets and HTTP connections
+//! ([`UeHost`]): how `mbms demo --ues 10000` fits under a process's open
+//! file limit.
+//!
+//! Every UE started with [`UeHost::start`] is a full [`RunningUe`] (its own
+//! ME, MGV-F over its own durable MGV-S, its own key management task, state
+//! folder and events), but the file descriptors are the host's:
+//!
+//! * **MIKEY**: one UDP socket per distinct `mikey_listen` address for all
+//!   the UEs that name it. `PROFILE.md` section 3: the BM-SC sends MIKEY to
+//!   the source IP of the Ua requests and the port the UE names with
+//!   `mikey-port`, so UEs on one address share one port, and the host tells
+//!   their MSK messages apart by IDr (the B-TID, which names the MUK: seed
+//!   000 6.3.2.3.1), as a BM-SC's acknowledgements are matched by IDr too.
+//!   Each UE's acknowledgements leave from that shared socket.
+//! * **MTK messages and SRTP**: one UDP socket per distinct `mtk_listen` /
+//!   `srtp_listen` address, every datagram handed to every UE whose session
+//!   names it: one MBMS bearer received by many UEs (seed 004 6.4.2), as
+//!   the point-to-multipoint delivery it stands for.
+//! * **Plain RTP**: not forwarded to `rtp_output` (no socket per UE);
+//!   [`RunningUe::plain_packets`] has every decrypted packet.
+//! * **HTTP** (Ub and Ua): one `reqwest::Client` bound to the host's
+//!   address, its connections kept alive and shared by every UE, with at
+//!   most [`HostConfig::http_concurrency`] requests in flight at once (a
+//!   UE's procedure waits for a slot), so the connections to the BSF and the
+//!   BM-SC (and their server ends when the servers run in the same process)
+//!   stay bounded whatever the number of UEs.
+//!
+//! A hosted UE's configuration names the shared addresses as a standalone
+//! UE would name its own (`mikey_listen`, `mtk_listen`, `srtp_listen`); its
+//! `http_local_address` is ignored (the host's client is used).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio::task::JoinHandle;
+use tracing::debug;
+
+use crate::events::UeEvent;
+use crate::runtime::{bind_udp, Inbox, RunningUe, UeError, MAX_DATAGRAM};
+use crate::UeConfig;
+
+/// Receive buffer asked for each shared socket, bytes (`SO_RCVBUF`): a
+/// rotation pushes one MSK message per UE to the one shared MIKEY socket
+/// at once (the BM-SC sends them in `sendmmsg` batches); with the default
+/// 212 KB, about 270 of them fitted and a third of 1,000 UEs missed the
+/// push (a 160-byte datagram takes about 1 KiB of buffer accounting). The
+/// same as the BM-SC's `mikey_socket_buffer` default: room for about 64k.
+pub const SHARED_SOCKET_BUFFER: usize = 64 << 20;
+
+/// Asks for [`SHARED_SOCKET_BUFFER`] of receive buffer (best effort: the
+/// kernel caps it at `net.core.rmem_max` unless the process may force it);
+/// returns what was granted.
+fn set_receive_buffer(sock: &UdpSocket) -> Option<usize> {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+    let bytes = SHARED_SOCKET_BUFFER;
+    let _ = setsockopt(sock, sockopt::RcvBuf, &bytes);
+    let mut r = getsockopt(sock, sockopt::RcvBuf).ok()?;
+    if r < bytes && setsockopt(sock, sockopt::RcvBufForce, &bytes).is_ok() {
+        r = getsockopt(sock, sockopt::RcvBuf).ok()?;
+    }
+    Some(r)
+}
+
+/// Binds a shared socket with a large receive buffer.
+async fn bind_shared(addr: SocketAddr, what: &str) -> Result<UdpSocket, UeError> {
+    let sock = bind_udp(addr, what).await?;
+    let granted = set_receive_buffer(&sock);
+    debug!(%addr, ?granted, "shared socket receive buffer");
+    Ok(sock)
+}
+
+/// A datagram handed to a hosted UE: bytes and sender.
+pub(crate) type Datagram = (Arc<[u8]>, SocketAddr);
+
+/// How a [`UeHost`] shares its resources.
+#[derive(Clone, Debug)]
+pub struct HostConfig {
+    /// The local address of the shared HTTP client (the BM-SC sends MIKEY
+    /// to the source IP of the Ua requests: the address of the hosted UEs'
+    /// shared MIKEY socket).
+    pub address: IpAddr,
+    /// Ub and Ua requests in flight at once over all hosted UEs (each holds
+    /// one connection while in flight).
+    pub http_concurrency: usize,
+    /// The shared HTTP client's timeout per request.
+    pub http_timeout: Duration,
+}
+
+/// Counters of a host's shared sockets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostStats {
+    /// MIKEY datagrams whose IDr names no hosted UE (or that are no MSK
+    /// message): dropped.
+    pub unknown_idr: u64,
+    /// Datagrams handed to hosted UEs (one per UE for a fanned-out one).
+    pub delivered: u64,
+}
+
+/// One shared socket.
+struct Shared {
+    sock: Arc<UdpSocket>,
+    /// The UEs that receive every datagram of it (MTK, SRTP).
+    fanout: Arc<Mutex<Vec<mpsc::UnboundedSender<Datagram>>>>,
+    task: JoinHandle<()>,
+}
+
+pub(crate) struct HostInner {
+    pub(crate) http: reqwest::Client,
+    pub(crate) http_slots: Arc<Semaphore>,
+    /// MIKEY sockets by address, and their UEs by B-TID (IDr).
+    mikey: Mutex<HashMap<SocketAddr, Shared>>,
+    by_btid: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Datagram>>>>,
+    /// MTK and SRTP sockets by address.
+    fanout: Mutex<HashMap<SocketAddr, Shared>>,
+    unknown_idr: Arc<AtomicU64>,
+    delivered: Arc<AtomicU64>,
+}
+
+impl HostInner {
+    /// A hosted UE's B-TID (IDr of its MSK messages) now routes to `to`.
+    pub(crate) fn route(&self, btid: &str, to: &mpsc::UnboundedSender<Datagram>) {
+        lock(&self.by_btid).insert(btid.to_owned(), to.clone());
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Many [`RunningUe`]s sharing sockets and HTTP connections (module docs).
+pub struct UeHost {
+    inner: Arc<HostInner>,
+}
+
+impl std::fmt::Debug for UeHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UeHost")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl UeHost {
+    /// A host with no UE yet (sockets are bound as UEs name them).
+    pub fn new(cfg: &HostConfig) -> Result<UeHost, UeError> {
+        let http = reqwest::Client::builder()
+            .user_agent(crate::bootstrap::USER_AGENT_VALUE)
+            .timeout(cfg.http_timeout)
+            .local_address(cfg.address)
+            .pool_max_idle_per_host(cfg.http_concurrency.max(1))
+            .build()?;
+        Ok(UeHost {
+            inner: Arc::new(HostInner {
+                http,
+                http_slots: Arc::new(Semaphore::new(cfg.http_concurrency.max(1))),
+                mikey: Mutex::new(HashMap::new()),
+                by_btid: Arc::new(Mutex::new(HashMap::new())),
+                fanout: Mutex::new(HashMap::new()),
+                unknown_idr: Arc::new(AtomicU64::new(0)),
+                delivered: Arc::new(AtomicU64::new(0)),
+            }),
+        })
+    }
+
+    /// Counters of the shared sockets.
+    pub fn stats(&self) -> HostStats {
+        HostStats {
+            unknown_idr: self.inner.unknown_idr.load(Ordering::Relaxed),
+            delivered: self.inner.delivered.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The local address of the shared socket bound for `addr` (as named
+    /// in the UEs' configurations), if any.
+    pub fn socket_addr(&self, addr: SocketAddr) -> Option<SocketAddr> {
+        let m = lock(&self.inner.mikey);
+        let f = lock(&self.inner.fanout);
+        m.get(&addr)
+            .or_else(|| f.get(&addr))
+            .and_then(|s| s.sock.local_addr().ok())
+    }
+
+    /// Starts a hosted UE ([`RunningUe::start_subscribed`], with the
+    /// host's sockets and HTTP client).
+    pub async fn start(
+        &self,
+        cfg: UeConfig,
+    ) -> Result<(RunningUe, broadcast::Receiver<UeEvent>), UeError> {
+        RunningUe::start_hosted(cfg, self).await
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<HostInner> {
+        &self.inner
+    }
+
+    /// The shared MIKEY socket for `addr` (bound on first use).
+    pub(crate) async fn mikey_socket(&self, addr: SocketAddr) -> Result<Arc<UdpSocket>, UeError> {
+        if let Some(s) = lock(&self.inner.mikey).get(&addr) {
+            return Ok(s.sock.clone());
+        }
+        let sock = Arc::new(bind_shared(addr, "shared MIKEY listener").await?);
+        let mut m = lock(&self.inner.mikey);
+        if let Some(s) = m.get(&addr) {
+            return Ok(s.sock.clone());
+        }
+        let task = tokio::spawn(demux_task(
+            sock.clone(),
+            Arc::downgrade(&self.inner.by_btid),
+            self.inner.unknown_idr.clone(),
+            self.inner.delivered.clone(),
+        ));
+        m.insert(
+            addr,
+            Shared {
+                sock: sock.clone(),
+                fanout: Arc::default(),
+                task,
+            },
+        );
+        Ok(sock)
+    }
+
+    /// A new inbox fed with every datagram of the shared socket for `addr`
+    /// (bound on first use).
+    pub(crate) async fn fanout_inbox(
+        &self,
+        addr: SocketAddr,
+        what: &str,
+    ) -> Result<Inbox, UeError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let exists = lock(&self.inner.fanout)
+            .get(&addr)
+            .map(|s| lock(&s.fanout).push(tx.clone()))
+            .is_some();
+        if !exists {
+            let sock = Arc::new(bind_shared(addr, what).await?);
+            let mut f = lock(&self.inner.fanout);
+            match f.get(&addr) {
+                Some(s) => lock(&s.fanout).push(tx),
+                None => {
+                    let subs = Arc::new(Mutex::new(vec![tx]));
+                    let task = tokio::spawn(fanout_task(
+                        sock.clone(),
+                        subs.clone(),
+                        self.inner.delivered.clone(),
+                    ));
+                    f.insert(
+                        addr,
+                        Shared {
+                            sock,
+                            fanout: subs,
+                            task,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(Inbox::Channel(rx))
+    }
+}
+
+impl Drop for UeHost {
+    fn drop(&mut self) {
+        for s in lock(&self.inner.mikey).values() {
+            s.task.abort();
+        }
+        for s in lock(&self.inner.fanout).values() {
+            s.task.abort();
+        }
+    }
+}
+
+/// The shared MIKEY socket: each MSK message (or solicited pull) goes to
+/// the UE its IDr names (seed 000 6.3.2.3.1: IDr is the B-TID).
+async fn demux_task(
+    sock: Arc<UdpSocket>,
+    by_btid: Weak<Mutex<HashMap<String, mpsc::UnboundedSender<Datagram>>>>,
+    unknown: Arc<AtomicU64>,
+    delivered: Arc<AtomicU64>,
+) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let (n, from) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                debug!(error = %e, "shared MIKEY socket");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Some(table) = by_btid.upgrade() else {
+            return;
+        };
+        let to = mbms::messages::MskEnvelope::parse(&buf[..n])
+            .ok()
+            .and_then(|env| lock(&table).get(env.muk_id.idr.as_str()).cloned());
+        match to {
+            Some(tx) if tx.send((Arc::from(&buf[..n]), from)).is_ok() => {
+                delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {
+                unknown.fetch_add(1, Ordering::Relaxed);
+                debug!(%from, "MIKEY datagram for no hosted UE");
+            }
+        }
+    }
+}
+
+/// A shared MTK or SRTP socket: every datagram to every UE of it.
+async fn fanout_task(
+    sock: Arc<UdpSocket>,
+    subs: Arc<Mutex<Vec<mpsc::UnboundedSender<Datagram>>>>,
+    delivered: Arc<AtomicU64>,
+) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let (n, from) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                debug!(error = %e, "shared socket");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let d: Arc<[u8]> = Arc::from(&buf[..n]);
+        let mut s = lock(&subs);
+        // A stopped UE's inbox is closed: forget it.
+        s.retain(|tx| tx.send((d.clone(), from)).is_ok());
+        delivered.fetch_add(s.len() as u64, Ordering::Relaxed);
+    }
+}
