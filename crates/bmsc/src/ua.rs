@@ -251,19 +251,21 @@ async fn handle(
                 Ok(s) => s,
                 Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
             };
-            let s2 = services.clone();
-            let c2 = ctx.clone();
-            let r = app
-                .core
-                .run(move |c| {
-                    let r = if rt == RequestType::Register {
-                        c.register(&c2, &s2, ts)
-                    } else {
-                        c.deregister(&c2, &s2, ts)
-                    };
-                    r.map(|s| (s, c.write_ticket()))
-                })
-                .await;
+            // In-memory work and a queued write: on this thread (the
+            // commit happens outside the core, see `server::committer`).
+            let r = app.core.with(|c| {
+                let r = if rt == RequestType::Register {
+                    c.register(&ctx, &services, ts)
+                } else {
+                    c.deregister(&ctx, &services, ts)
+                };
+                r.map(|s| (s, c.write_ticket()))
+            });
+            // The engine driver sends what became due (the MIKEY push)
+            // while the commit runs: the push needs no durable record (a
+            // UE whose request is not answered asks again), the answer
+            // does.
+            app.core.wake();
             let statuses = match r {
                 Ok((s, ticket)) => {
                     if !app.committed(ticket).await {
@@ -288,14 +290,15 @@ async fn handle(
                 Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
             };
             let names: Vec<_> = keys_req.iter().map(|k| k.name).collect();
-            let c2 = ctx.clone();
-            let r = app
-                .core
-                .run(move |c| {
-                    c.request_msks(&c2, &names, ts)
-                        .map(|s| (s, c.write_ticket()))
-                })
-                .await;
+            let r = app.core.with(|c| {
+                c.request_msks(&ctx, &names, ts)
+                    .map(|s| (s, c.write_ticket()))
+            });
+            // The engine driver sends what became due (the MIKEY push)
+            // while the commit runs: the push needs no durable record (a
+            // UE whose request is not answered asks again), the answer
+            // does.
+            app.core.wake();
             let statuses = match r {
                 Ok((s, ticket)) => {
                     if !app.committed(ticket).await {
@@ -322,7 +325,6 @@ async fn handle(
             })
             .inc();
     }
-    app.core.wake();
 
     let mut random = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut random);
