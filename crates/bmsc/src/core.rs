@@ -1143,15 +1143,37 @@ impl CoreHandle {
         }
     }
 
-    /// Runs `f` on the core on this thread, for the short in-memory
-    /// operations of the request path (an MSK request, a registration, a
-    /// batch of acknowledgements, a commit's bookkeeping): handing each to a
-    /// blocking thread cost more than the operation. Commits no longer
-    /// hold the core across the disk sync (the committer writes between
-    /// [`Core::begin_commit`] and [`Core::end_commit`]), so the wait for
-    /// the lock stays short; what may write to the store (rotations, polls
-    /// that reserve counters, admin changes) goes through
-    /// [`run`](Self::run).
+    /// Runs `f` on the core on this thread when the core is free, for the
+    /// short in-memory operations of the request path (an MSK request, a
+    /// registration, a batch of acknowledgements, a commit's bookkeeping):
+    /// handing each to a blocking thread cost more than the operation.
+    /// When the core is busy (a poll building a rotation's messages, an
+    /// admin change writing to the store) `f` goes to a blocking thread as
+    /// with [`run`](Self::run), so that no runtime worker waits for the
+    /// lock. Commits do not hold the core across the disk sync (the
+    /// committer writes between [`Core::begin_commit`] and
+    /// [`Core::end_commit`]).
+    pub async fn run_short<T, F>(&self, f: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Core) -> T + Send + 'static,
+    {
+        let f = {
+            let guard = match self.core.try_lock() {
+                Ok(c) => Some(c),
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
+            match guard {
+                Some(mut c) => return f(&mut c),
+                None => f,
+            }
+        };
+        self.run(f).await
+    }
+
+    /// Runs `f` on the core on this thread, waiting for the lock (for
+    /// setup, where no request is served yet).
     pub fn with<T>(&self, f: impl FnOnce(&mut Core) -> T) -> T {
         let mut c = self.core.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut c)

@@ -384,7 +384,10 @@ pub async fn start_with_tap(
 
 async fn engine_driver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     loop {
-        let (deadline, rotation) = app.core.with(|c| (c.next_deadline(), c.next_rotation()));
+        let (deadline, rotation) = app
+            .core
+            .run_short(|c| (c.next_deadline(), c.next_rotation()))
+            .await;
         let now = now_ts();
         let next = [deadline, rotation].into_iter().flatten().min();
         let sleep = next.map_or(Duration::from_secs(3600), |t| t.saturating_since(now));
@@ -443,7 +446,7 @@ async fn committer(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         // Nothing answered is lost at a stop: the queued writes of requests
         // not yet answered are written too.
         loop {
-            let commit = app.core.with(|c| c.begin_commit());
+            let commit = app.core.run_short(|c| c.begin_commit()).await;
             if commit.is_empty() {
                 break;
             }
@@ -457,7 +460,7 @@ async fn committer(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                 // Cancelled by the runtime's shutdown: nothing to record.
                 return;
             };
-            if let Err(e) = app.core.with(|c| c.end_commit(commit, r)) {
+            if let Err(e) = app.core.run_short(move |c| c.end_commit(commit, r)).await {
                 tracing::error!(error = %crate::ErrorChain(&e), "group commit failed; the requests get 500, the writes are retried");
                 if stopping {
                     return;
@@ -503,7 +506,9 @@ async fn mikey_receiver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             }
         }
         // Verified here, written by the next group commit.
-        app.core.with(|c| c.on_acks(&batch, now_ts()));
+        app.core
+            .run_short(move |c| c.on_acks(&batch, now_ts()))
+            .await;
         app.commit_wake.notify_one();
         app.core.wake();
     }

@@ -253,14 +253,18 @@ async fn handle(
             };
             // In-memory work and a queued write: on this thread (the
             // commit happens outside the core, see `server::committer`).
-            let r = app.core.with(|c| {
-                let r = if rt == RequestType::Register {
-                    c.register(&ctx, &services, ts)
-                } else {
-                    c.deregister(&ctx, &services, ts)
-                };
-                r.map(|s| (s, c.write_ticket()))
-            });
+            let (c2, s2) = (ctx.clone(), services.clone());
+            let r = app
+                .core
+                .run_short(move |c| {
+                    let r = if rt == RequestType::Register {
+                        c.register(&c2, &s2, ts)
+                    } else {
+                        c.deregister(&c2, &s2, ts)
+                    };
+                    r.map(|s| (s, c.write_ticket()))
+                })
+                .await;
             // The engine driver sends what became due (the MIKEY push)
             // while the commit runs: the push needs no durable record (a
             // UE whose request is not answered asks again), the answer
@@ -290,10 +294,14 @@ async fn handle(
                 Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
             };
             let names: Vec<_> = keys_req.iter().map(|k| k.name).collect();
-            let r = app.core.with(|c| {
-                c.request_msks(&ctx, &names, ts)
-                    .map(|s| (s, c.write_ticket()))
-            });
+            let c2 = ctx.clone();
+            let r = app
+                .core
+                .run_short(move |c| {
+                    c.request_msks(&c2, &names, ts)
+                        .map(|s| (s, c.write_ticket()))
+                })
+                .await;
             // The engine driver sends what became due (the MIKEY push)
             // while the commit runs: the push needs no durable record (a
             // UE whose request is not answered asks again), the answer
