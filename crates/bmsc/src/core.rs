@@ -208,6 +208,25 @@ pub struct CommitState {
     pub failed: u64,
 }
 
+/// The writes of one group commit, taken by [`Core::begin_commit`].
+#[derive(Debug)]
+pub struct PendingCommit {
+    /// What to write, in order.
+    pub batch: WriteBatch,
+    /// The last ticket it covers.
+    upto: u64,
+    /// Deliveries and charging records that were queued (the rest was
+    /// added by [`Core::flush`]'s caller).
+    queued: (usize, usize),
+}
+
+impl PendingCommit {
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+}
+
 /// Current time for the engine.
 pub fn now_ts() -> Timestamp {
     Timestamp(crate::unix_millis())
@@ -503,32 +522,73 @@ impl Core {
     /// transaction. On success every ticket so far is committed; on a
     /// failure the queued writes stay queued (the next flush retries them)
     /// and the requests waiting for them are told it failed.
+    ///
+    /// This holds the core across the store's commit (its fsync); the
+    /// BM-SC's committer task does the same in three steps instead
+    /// ([`begin_commit`](Self::begin_commit), [`Store::commit`] with the
+    /// core free, [`end_commit`](Self::end_commit)), so that requests,
+    /// polls and acknowledgements go on while the disk syncs.
     pub fn flush(&mut self, more: Outcomes) -> Result<Vec<ChargingRow>, CoreError> {
-        let upto = self.ticket;
-        let mut batch = std::mem::take(&mut self.pending);
-        let (n_del, n_chg) = (
-            batch.outcomes.deliveries.len(),
-            batch.outcomes.charging.len(),
-        );
-        batch.outcomes.deliveries.extend(more.deliveries);
-        batch.outcomes.charging.extend(more.charging);
-        let writes =
-            batch.ues.len() + batch.outcomes.deliveries.len() + batch.outcomes.charging.len();
-        match self.store.commit(&batch) {
+        let mut commit = self.begin_commit();
+        commit.batch.outcomes.deliveries.extend(more.deliveries);
+        commit.batch.outcomes.charging.extend(more.charging);
+        let r = self.store.commit(&commit.batch);
+        if r.is_err() {
+            // Put back only the queued writes (not `more`: its caller
+            // reports the failure and changes nothing).
+            commit.batch.outcomes.deliveries.truncate(commit.queued.0);
+            commit.batch.outcomes.charging.truncate(commit.queued.1);
+        }
+        self.end_commit(commit, r)
+    }
+
+    /// Takes every queued write for one group commit (the first of the
+    /// three steps of [`flush`](Self::flush)). The caller writes
+    /// `commit.batch` with [`Store::commit`] (on the [`store`](Self::store),
+    /// the core need not be held) and hands the result to
+    /// [`end_commit`](Self::end_commit) before it begins another commit, so
+    /// that writes reach the store in the order they were queued.
+    pub fn begin_commit(&mut self) -> PendingCommit {
+        let batch = std::mem::take(&mut self.pending);
+        PendingCommit {
+            upto: self.ticket,
+            queued: (
+                batch.outcomes.deliveries.len(),
+                batch.outcomes.charging.len(),
+            ),
+            batch,
+        }
+    }
+
+    /// Ends a commit begun with [`begin_commit`](Self::begin_commit):
+    /// on success every ticket it covers is committed (the waiting requests
+    /// are answered) and the charging records it wrote are counted; on a
+    /// failure its writes go back in front of the queue (the next commit
+    /// retries them, in order) and the waiting requests are told.
+    pub fn end_commit(
+        &mut self,
+        commit: PendingCommit,
+        result: Result<Vec<ChargingRow>, StoreError>,
+    ) -> Result<Vec<ChargingRow>, CoreError> {
+        let PendingCommit { upto, batch, .. } = commit;
+        match result {
             Ok(rows) => {
+                let writes = batch.ues.len()
+                    + batch.outcomes.deliveries.len()
+                    + batch.outcomes.charging.len();
                 if writes > 0 {
                     self.metrics.group_commits.inc();
                     self.metrics.group_commit_writes.inc_by(writes as u64);
+                }
+                for r in &rows {
+                    self.metrics.charging_records.inc();
+                    tracing::debug!(impi = %r.impi, msk = %r.msk, id = r.id, "charging record written");
                 }
                 self.commits
                     .send_modify(|c| c.committed = c.committed.max(upto));
                 Ok(rows)
             }
             Err(e) => {
-                // Put the queued writes back (not `more`: its caller reports
-                // the failure and changes nothing).
-                batch.outcomes.deliveries.truncate(n_del);
-                batch.outcomes.charging.truncate(n_chg);
                 let later = std::mem::take(&mut self.pending);
                 self.pending = batch;
                 self.pending.append(later);
@@ -903,15 +963,18 @@ impl Core {
         Ok(out)
     }
 
-    /// Feeds received MIKEY acknowledgements to the engine and commits their
-    /// outcomes (acknowledged deliveries, charging records) in one
-    /// transaction. Returns the charging records written. Forged, replayed,
+    /// Feeds received MIKEY acknowledgements to the engine and queues their
+    /// outcomes (acknowledged deliveries, charging records) for the next
+    /// group commit ([`flush`](Self::flush) or the committer's
+    /// [`begin_commit`](Self::begin_commit)); they are reported (metrics,
+    /// admin API) only once written. Returns the [write
+    /// ticket](Self::write_ticket) that covers them. Forged, replayed,
     /// unmatched or malformed datagrams change nothing.
     pub fn on_acks<'a>(
         &mut self,
         datagrams: impl IntoIterator<Item = (&'a [u8], SocketAddr)>,
         now: Timestamp,
-    ) -> Result<Vec<ChargingRow>, CoreError> {
+    ) -> u64 {
         let mut outcomes = Outcomes::default();
         for (bytes, from) in datagrams {
             match self.engine.on_ack(bytes, now) {
@@ -963,12 +1026,13 @@ impl Core {
                 }
             }
         }
-        let written = self.flush(outcomes)?;
-        for r in &written {
-            self.metrics.charging_records.inc();
-            tracing::debug!(impi = %r.impi, msk = %r.msk, id = r.id, "charging record written");
-        }
-        Ok(written)
+        // Group commit: the outcomes go with the next commit (the
+        // committer's), not one transaction of their own per batch; the
+        // charging records are counted once written (`end_commit`).
+        self.enqueue(WriteBatch {
+            outcomes,
+            ..Default::default()
+        })
     }
 
     /// Rotates a key group now (seed 000 6.3.2.3.1): the new MSKs are
@@ -1250,6 +1314,42 @@ impl CoreHandle {
             // there is no value to return and nothing left to do.
             Err(_) => std::future::pending().await,
         }
+    }
+
+    /// Runs `f` on the core on this thread when the core is free, for the
+    /// short in-memory operations of the request path (an MSK request, a
+    /// registration, a batch of acknowledgements, a commit's bookkeeping):
+    /// handing each to a blocking thread cost more than the operation.
+    /// When the core is busy (a poll building a rotation's messages, an
+    /// admin change writing to the store) `f` goes to a blocking thread as
+    /// with [`run`](Self::run), so that no runtime worker waits for the
+    /// lock. Commits do not hold the core across the disk sync (the
+    /// committer writes between [`Core::begin_commit`] and
+    /// [`Core::end_commit`]).
+    pub async fn run_short<T, F>(&self, f: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Core) -> T + Send + 'static,
+    {
+        let f = {
+            let guard = match self.core.try_lock() {
+                Ok(c) => Some(c),
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
+            match guard {
+                Some(mut c) => return f(&mut c),
+                None => f,
+            }
+        };
+        self.run(f).await
+    }
+
+    /// Runs `f` on the core on this thread, waiting for the lock (for
+    /// setup, where no request is served yet).
+    pub fn with<T>(&self, f: impl FnOnce(&mut Core) -> T) -> T {
+        let mut c = self.core.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut c)
     }
 
     /// Tells the engine driver that work may be due now.

@@ -70,6 +70,9 @@ pub enum ServerError {
 pub struct App {
     pub(crate) realm: String,
     pub(crate) core: CoreHandle,
+    /// The core's store, for the committer (which writes with the core
+    /// free).
+    store: Arc<dyn Store>,
     digest: Mutex<DigestServer>,
     pub(crate) zn: ZnClient,
     pub(crate) metrics: Arc<Metrics>,
@@ -291,6 +294,7 @@ pub async fn start_with_tap(
     let app = Arc::new(App {
         realm: format!("3GPP-bootstrapping@{}", cfg.fqdn),
         core: core.clone(),
+        store: core.with(|c| c.store().clone()),
         digest: Mutex::new(digest_server(cfg)?),
         zn,
         metrics,
@@ -382,7 +386,7 @@ async fn engine_driver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     loop {
         let (deadline, rotation) = app
             .core
-            .run(|c| (c.next_deadline(), c.next_rotation()))
+            .run_short(|c| (c.next_deadline(), c.next_rotation()))
             .await;
         let now = now_ts();
         let next = [deadline, rotation].into_iter().flatten().min();
@@ -397,9 +401,12 @@ async fn engine_driver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         if *stop.borrow() {
             return;
         }
-        let rotated = app.core.run(|c| c.rotate_due(now_ts())).await;
-        if !rotated.is_empty() {
-            app.rotated();
+        if rotation.is_some_and(|t| t <= now_ts()) {
+            // A rotation writes the key group's state: on a blocking thread.
+            let rotated = app.core.run(|c| c.rotate_due(now_ts())).await;
+            if !rotated.is_empty() {
+                app.rotated();
+            }
         }
         match app.core.run(|c| c.poll(now_ts())).await {
             Ok(d) => {
@@ -422,34 +429,48 @@ async fn engine_driver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Group commit of the Ua writes: whatever requests queued while the
-/// previous commit ran is written in one transaction, then they are
-/// answered.
+/// Group commit of every queued write (Ua requests, acknowledgement
+/// outcomes, charging records, give-ups): whatever was queued while the
+/// previous commit ran is written in one transaction, then the requests
+/// waiting for it are answered. The core is free while the disk syncs
+/// (`begin_commit`, the store's commit on a blocking thread, `end_commit`):
+/// requests, polls and acknowledgements go on meanwhile and queue for the
+/// next commit, which starts as soon as this one ends. One committer, so
+/// writes reach the store in the order they were queued.
 async fn committer(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     loop {
         let stopping = tokio::select! {
             _ = stop.wait_for(|s| *s) => true,
             () = app.commit_wake.notified() => false,
         };
-        if stopping {
-            // Nothing answered is lost: the queued writes of requests not
-            // yet answered are written too.
-            let _ = app.core.run(|c| c.flush(Default::default())).await;
-            return;
-        }
-        let r = app
-            .core
-            .run(|c| {
-                if c.has_pending() {
-                    c.flush(Default::default()).map(|_| ())
-                } else {
-                    Ok(())
-                }
+        // Nothing answered is lost at a stop: the queued writes of requests
+        // not yet answered are written too.
+        loop {
+            let commit = app.core.run_short(|c| c.begin_commit()).await;
+            if commit.is_empty() {
+                break;
+            }
+            let store = app.store.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                let r = store.commit(&commit.batch);
+                (commit, r)
             })
             .await;
-        if let Err(e) = r {
-            tracing::error!(error = %crate::ErrorChain(&e), "group commit failed; the requests get 500, the writes are retried");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            let Ok((commit, r)) = done else {
+                // Cancelled by the runtime's shutdown: nothing to record.
+                return;
+            };
+            if let Err(e) = app.core.run_short(move |c| c.end_commit(commit, r)).await {
+                tracing::error!(error = %crate::ErrorChain(&e), "group commit failed; the requests get 500, the writes are retried");
+                if stopping {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                break;
+            }
+        }
+        if stopping {
+            return;
         }
     }
 }
@@ -486,18 +507,16 @@ async fn mikey_receiver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                 });
             }
         }
-        // The batch goes to the core's thread and comes back for reuse.
-        let (r, b) = app
+        // Verified here, written by the next group commit; the batch
+        // comes back for reuse.
+        batch = app
             .core
-            .run(move |c| {
-                let r = c.on_acks(batch.iter(), now_ts());
-                (r, batch)
+            .run_short(move |c| {
+                c.on_acks(batch.iter(), now_ts());
+                batch
             })
             .await;
-        batch = b;
-        if let Err(e) = r {
-            tracing::error!(error = %crate::ErrorChain(&e), "recording acknowledgements failed");
-        }
+        app.commit_wake.notify_one();
         app.core.wake();
     }
 }

@@ -251,11 +251,12 @@ async fn handle(
                 Ok(s) => s,
                 Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
             };
-            let s2 = services.clone();
-            let c2 = ctx.clone();
+            // In-memory work and a queued write: on this thread (the
+            // commit happens outside the core, see `server::committer`).
+            let (c2, s2) = (ctx.clone(), services.clone());
             let r = app
                 .core
-                .run(move |c| {
+                .run_short(move |c| {
                     let r = if rt == RequestType::Register {
                         c.register(&c2, &s2, ts)
                     } else {
@@ -264,6 +265,11 @@ async fn handle(
                     r.map(|s| (s, c.write_ticket()))
                 })
                 .await;
+            // The engine driver sends what became due (the MIKEY push)
+            // while the commit runs: the push needs no durable record (a
+            // UE whose request is not answered asks again), the answer
+            // does.
+            app.core.wake();
             let statuses = match r {
                 Ok((s, ticket)) => {
                     if !app.committed(ticket).await {
@@ -291,11 +297,16 @@ async fn handle(
             let c2 = ctx.clone();
             let r = app
                 .core
-                .run(move |c| {
+                .run_short(move |c| {
                     c.request_msks(&c2, &names, ts)
                         .map(|s| (s, c.write_ticket()))
                 })
                 .await;
+            // The engine driver sends what became due (the MIKEY push)
+            // while the commit runs: the push needs no durable record (a
+            // UE whose request is not answered asks again), the answer
+            // does.
+            app.core.wake();
             let statuses = match r {
                 Ok((s, ticket)) => {
                     if !app.committed(ticket).await {
@@ -322,7 +333,6 @@ async fn handle(
             })
             .inc();
     }
-    app.core.wake();
 
     let mut random = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut random);

@@ -105,3 +105,83 @@ fn a_failed_commit_keeps_the_writes_queued_and_says_so() {
     assert!(!core.has_pending());
     assert_eq!(bmsc::store::open(db).unwrap().ues().unwrap().len(), 1);
 }
+
+/// The committer's three steps: the core is free while the store commits,
+/// writes queued meanwhile wait for the next commit, and only the tickets
+/// the commit covers are reported committed.
+#[test]
+fn writes_queued_during_a_commit_wait_for_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bmsc.db");
+    let db = db.to_str().unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let store = bmsc::store::open(db).unwrap();
+    let mut core = Core::open(&settings(), store, metrics.clone(), Timestamp(0)).unwrap();
+    let commits = core.commits();
+    core.register(&ctx(1), &["svc".into()], Timestamp(1))
+        .unwrap();
+    let first = core.write_ticket();
+    let commit = core.begin_commit();
+    assert!(!commit.is_empty());
+    assert!(!core.has_pending(), "the commit took the queued writes");
+    // While the store commits (the core is free), another request queues.
+    core.register(&ctx(2), &["svc".into()], Timestamp(2))
+        .unwrap();
+    let second = core.write_ticket();
+    assert!(second > first);
+    let r = core.store().commit(&commit.batch);
+    core.end_commit(commit, r).unwrap();
+    let c = *commits.borrow();
+    assert_eq!(c.committed, first, "only the writes the commit took");
+    assert!(c.committed < second);
+    assert!(
+        core.has_pending(),
+        "the later request waits for the next commit"
+    );
+    assert_eq!(bmsc::store::open(db).unwrap().ues().unwrap().len(), 1);
+    let commit = core.begin_commit();
+    let r = core.store().commit(&commit.batch);
+    core.end_commit(commit, r).unwrap();
+    assert_eq!(commits.borrow().committed, second);
+    assert_eq!(bmsc::store::open(db).unwrap().ues().unwrap().len(), 2);
+    assert_eq!(metrics.group_commits.get(), 2);
+    // Nothing queued: an empty commit writes nothing.
+    assert!(core.begin_commit().is_empty());
+}
+
+/// A failed commit puts its writes back in front of what was queued
+/// meanwhile, so that they reach the store in order: a registration whose
+/// commit failed and the deregistration queued after it leave no UE.
+#[test]
+fn a_failed_commit_is_retried_before_later_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bmsc.db");
+    let db = db.to_str().unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let store = bmsc::store::open(db).unwrap();
+    let mut core = Core::open(&settings(), store, metrics, Timestamp(0)).unwrap();
+    let commits = core.commits();
+    core.register(&ctx(1), &["svc".into()], Timestamp(1))
+        .unwrap();
+    let first = core.write_ticket();
+    let commit = core.begin_commit();
+    let blocker = rusqlite::Connection::open(db).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let r = core.store().commit(&commit.batch);
+    assert!(r.is_err());
+    // Queued while the failing commit ran.
+    core.deregister(&ctx(1), &["svc".into()], Timestamp(2))
+        .unwrap();
+    let second = core.write_ticket();
+    assert!(core.end_commit(commit, r).is_err());
+    let c = *commits.borrow();
+    assert!(c.failed >= first && c.committed < first, "{c:?}");
+    blocker.execute_batch("ROLLBACK").unwrap();
+    drop(blocker);
+    core.flush(Default::default()).unwrap();
+    assert!(commits.borrow().committed >= second);
+    assert!(
+        bmsc::store::open(db).unwrap().ues().unwrap().is_empty(),
+        "the deregistration was written after the registration"
+    );
+}
