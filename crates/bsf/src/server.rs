@@ -5,7 +5,7 @@
 //! moves bytes, reads the clock, draws random numbers and calls the
 //! [`Store`]: the writes of bootstrapping through its group commit (the
 //! task waits for the commit, no thread waits with it), the reads by key
-//! on the task itself (see [`read`]), the other calls on blocking threads.
+//! on the task itself (see `read`), the other calls on blocking threads.
 //!
 //! # Ub, `GET /`
 //!

@@ -20,7 +20,7 @@
 //!   what was answered is on disk as before. The non-blocking forms let the
 //!   async server wait for the commit without holding a blocking thread
 //!   (no thread hand-off per write). Reads of a database file use their
-//!   own read-only connections ([`READERS`]), so they never wait for an
+//!   own read-only connections (`READERS`), so they never wait for an
 //!   fsync (WAL readers see the last commit).
 
 use std::path::Path;
