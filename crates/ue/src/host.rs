@@ -53,24 +53,12 @@ use crate::UeConfig;
 /// same as the BM-SC's `mikey_socket_buffer` default: room for about 64k.
 pub const SHARED_SOCKET_BUFFER: usize = 64 << 20;
 
-/// Asks for [`SHARED_SOCKET_BUFFER`] of receive buffer (best effort: the
-/// kernel caps it at `net.core.rmem_max` unless the process may force it);
-/// returns what was granted.
-fn set_receive_buffer(sock: &UdpSocket) -> Option<usize> {
-    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
-    let bytes = SHARED_SOCKET_BUFFER;
-    let _ = setsockopt(sock, sockopt::RcvBuf, &bytes);
-    let mut r = getsockopt(sock, sockopt::RcvBuf).ok()?;
-    if r < bytes && setsockopt(sock, sockopt::RcvBufForce, &bytes).is_ok() {
-        r = getsockopt(sock, sockopt::RcvBuf).ok()?;
-    }
-    Some(r)
-}
-
 /// Binds a shared socket with a large receive buffer.
 async fn bind_shared(addr: SocketAddr, what: &str) -> Result<UdpSocket, UeError> {
     let sock = bind_udp(addr, what).await?;
-    let granted = set_receive_buffer(&sock);
+    // Best effort (the kernel caps it at `net.core.rmem_max` unless the
+    // process may force it); what was granted is logged.
+    let granted = mbms_service::udp::set_buffers(&sock, SHARED_SOCKET_BUFFER);
     debug!(%addr, ?granted, "shared socket receive buffer");
     Ok(sock)
 }
