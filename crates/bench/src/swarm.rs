@@ -76,11 +76,20 @@ pub struct SwarmConfig {
     pub socket_buffer: usize,
 }
 
+/// `SO_RCVBUF` / `SO_SNDBUF` asked for each of the swarm's sockets: 32 MiB
+/// (Linux doubles it in its accounting; granted past `net.core.rmem_max`
+/// where the process may force it). A few sockets stand for the buffers of
+/// N UEs, each of which has its own on a real network: with 4 MiB, a
+/// 100,000-UE rotation overflowed them whenever the swarm's MGV-Fs fell
+/// behind the BM-SC's sending, and every message lost there cost the BM-SC
+/// a retransmission (2 s later) that a real UE would not have caused.
+pub const SWARM_SOCKET_BUFFER: usize = 32 << 20;
+
 impl SwarmConfig {
     /// Defaults for `ues` UEs: seed 1, domain `swarm.bench`, BSF FQDN
     /// `bsf.swarm.bench`, BM-SC `bmsc.swarm.bench`, service
     /// `urn:mbms:service:bench`, one socket per core, 128 concurrent
-    /// requests, no loss, no pacing, 4 MiB socket buffers.
+    /// requests, no loss, no pacing, [`SWARM_SOCKET_BUFFER`] socket buffers.
     pub fn new(ues: usize, bsf_url: &str, key_management_uri: &str) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         SwarmConfig {
@@ -96,7 +105,7 @@ impl SwarmConfig {
             concurrency: 128,
             loss: 0.0,
             pace: None,
-            socket_buffer: 4 << 20,
+            socket_buffer: SWARM_SOCKET_BUFFER,
         }
     }
 }

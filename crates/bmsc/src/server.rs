@@ -86,7 +86,39 @@ pub struct App {
     pub(crate) sessions: Sessions,
     multicast_ttl: u32,
     tap: Option<Tap>,
+    /// Datagrams read from the MIKEY socket so far (acknowledgements).
+    mikey_received: std::sync::atomic::AtomicU64,
+    /// Wakes the engine driver: datagrams were read from the MIKEY socket.
+    mikey_read: tokio::sync::Notify,
+    /// MIKEY messages a rotation may have sent beyond the datagrams read
+    /// back ([`ack_window`]).
+    ack_window: u64,
 }
+
+/// What one small datagram (an acknowledgement, about 60 bytes) takes of a
+/// socket's receive buffer in the kernel's accounting (its `skb`'s
+/// truesize, measured about 1 KiB on Linux for a 160-byte datagram).
+const DATAGRAM_BUFFER_COST: usize = 1024;
+
+/// The receive buffer Linux grants by default (`net.core.rmem_default`),
+/// assumed when the granted size cannot be read.
+const DEFAULT_RECEIVE_BUFFER: usize = 212_992;
+
+/// Flow control of a rotation's pushes: at most this many MIKEY messages
+/// sent beyond the datagrams read back from the socket, half of what its
+/// receive buffer holds, so that the acknowledgements of a large rotation
+/// (one per UE, seed 000 6.3.2.3.1: V bit) wait in the buffer instead of
+/// being dropped by the kernel and costing a retransmission each. At least
+/// one [`POLL_BATCH`](crate::core::POLL_BATCH).
+fn ack_window(receive_buffer: usize) -> u64 {
+    ((receive_buffer / DATAGRAM_BUFFER_COST / 2).max(crate::core::POLL_BATCH)) as u64
+}
+
+/// How long the engine driver waits for the acknowledgements of a rotation
+/// to be read when its window is full: past it without a datagram read
+/// (messages lost, or pushes without the V bit, which are never
+/// acknowledged) it sends on.
+const ACK_STALL: Duration = Duration::from_millis(5);
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -97,6 +129,26 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
+    /// Waits until at most [`ack_window`] of the `sent` MIKEY messages are
+    /// ahead of the datagrams read back, or until [`ACK_STALL`] passes
+    /// without one read.
+    async fn wait_for_acks(&self, sent: u64) {
+        use std::sync::atomic::Ordering;
+        loop {
+            let read = self.mikey_received.load(Ordering::Acquire);
+            if sent.saturating_sub(read) <= self.ack_window {
+                return;
+            }
+            let progress = self.mikey_read.notified();
+            if self.mikey_received.load(Ordering::Acquire) != read {
+                continue;
+            }
+            if tokio::time::timeout(ACK_STALL, progress).await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Wait until the writes up to `ticket` are durable (group commit:
     /// the committer writes everything queued in one transaction). `false`
     /// when their commit failed.
@@ -263,7 +315,9 @@ pub async fn start_with_tap(
             addr: cfg.mikey_listen,
             source,
         })?;
-    match udp::set_buffers(&mikey, cfg.mikey_socket_buffer) {
+    let granted = udp::set_buffers(&mikey, cfg.mikey_socket_buffer);
+    let ack_window = ack_window(granted.map_or(DEFAULT_RECEIVE_BUFFER, |(r, _)| r));
+    match granted {
         Some((r, w)) if r < cfg.mikey_socket_buffer || w < cfg.mikey_socket_buffer => {
             tracing::warn!(
                 requested = cfg.mikey_socket_buffer,
@@ -305,6 +359,9 @@ pub async fn start_with_tap(
         commit_wake: tokio::sync::Notify::new(),
         sessions: Sessions::new(&cfg.sessions),
         multicast_ttl: cfg.multicast_ttl,
+        mikey_received: std::sync::atomic::AtomicU64::new(0),
+        mikey_read: tokio::sync::Notify::new(),
+        ack_window,
         tap,
     });
     let (stop, stop_rx) = watch::channel(false);
@@ -383,6 +440,8 @@ pub async fn start_with_tap(
 }
 
 async fn engine_driver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    // MIKEY messages sent so far (compared with the datagrams read back).
+    let mut sent: u64 = 0;
     loop {
         let (deadline, rotation) = app
             .core
@@ -411,11 +470,21 @@ async fn engine_driver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         match app.core.run(|c| c.poll(now_ts())).await {
             Ok(d) => {
                 app.send_mikey(&d).await;
+                sent += d.len() as u64;
                 // Give-ups are recorded with the next group commit.
                 app.commit_wake.notify_one();
                 if d.len() >= crate::core::POLL_BATCH {
-                    // More is due: let the acknowledgements in first.
+                    // More is due: let the acknowledgements in first, and
+                    // no more than the window ahead of them.
                     tokio::task::yield_now().await;
+                    app.wait_for_acks(sent).await;
+                } else {
+                    // The burst is over: the next one counts from what was
+                    // read by now (messages lost or never acknowledged do
+                    // not narrow the window for good).
+                    sent = app
+                        .mikey_received
+                        .load(std::sync::atomic::Ordering::Acquire);
                 }
             }
             Err(e) => {
@@ -516,7 +585,28 @@ async fn mikey_receiver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                 batch
             })
             .await;
+        app.mikey_received
+            .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Release);
+        app.mikey_read.notify_waiters();
         app.commit_wake.notify_one();
         app.core.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ack_window_is_half_the_receive_buffer_and_at_least_one_poll_batch() {
+        // 64 MiB (the `mikey_socket_buffer` default, granted): 32k
+        // acknowledgements may wait in the buffer.
+        assert_eq!(ack_window(64 << 20), 32 * 1024);
+        // Linux's default buffer holds fewer than a poll batch's
+        // acknowledgements: one batch at a time.
+        assert_eq!(
+            ack_window(DEFAULT_RECEIVE_BUFFER),
+            crate::core::POLL_BATCH as u64
+        );
     }
 }
