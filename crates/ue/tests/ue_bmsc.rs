@@ -150,12 +150,18 @@ async fn solicited_pull_leads_to_a_new_msk() {
         |e| matches!(e, UeEvent::SolicitedPull { key_group } if key_group == "00F110/0001"),
     )
     .await;
-    wait_event(&mut ev, 10, "the MSK request", |e| {
-        matches!(e, UeEvent::MskRequested { reason: RequestReason::SolicitedPull, statuses, keys }
+    // The request's answer and the MSK it brings, in either order.
+    let (_, e) = wait_events_any_order(
+        &mut ev,
+        10,
+        "the MSK request and the MSK",
+        |e| {
+            matches!(e, UeEvent::MskRequested { reason: RequestReason::SolicitedPull, statuses, keys }
             if statuses.iter().all(|s| *s == 200) && keys.contains(&"00F110/00010000".to_string()))
-    })
+        },
+        |e| msk_id_of(e).is_some(),
+    )
     .await;
-    let e = wait_event(&mut ev, 10, "the MSK", |e| msk_id_of(e).is_some()).await;
     let st = ue.status().unwrap();
     assert!(st
         .msks
@@ -192,13 +198,16 @@ async fn offline_ue_recovers_through_the_missed_key_update() {
     relay.set_online(true);
 
     // The MTK messages (and the SRTP MKIs) name the MSK the UE missed.
-    wait_event(&mut ev, 15, "the missed key update", |e| {
-        matches!(e, UeEvent::MskRequested { reason: RequestReason::MissedKeyUpdate | RequestReason::Retry, statuses, .. } if statuses.contains(&200))
-    })
-    .await;
-    wait_event(&mut ev, 15, "the missed MSK", |e| {
-        msk_id_of(e).is_some_and(|m| m.ends_with(&current))
-    })
+    // The request's answer and the MSK it brings, in either order.
+    wait_events_any_order(
+        &mut ev,
+        15,
+        "the missed key update and the missed MSK",
+        |e| {
+            matches!(e, UeEvent::MskRequested { reason: RequestReason::MissedKeyUpdate | RequestReason::Retry, statuses, .. } if statuses.contains(&200))
+        },
+        |e| msk_id_of(e).is_some_and(|m| m.ends_with(&current)),
+    )
     .await;
     assert!(
         ue.status()

@@ -522,6 +522,36 @@ pub async fn wait_event(
     }
 }
 
+/// Waits for two events matching `f` and `g`, in either order (panics
+/// after `secs`): the BM-SC's MIKEY push that an `msk-request` causes may
+/// reach the UE before the HTTP answer to the request does.
+pub async fn wait_events_any_order(
+    rx: &mut broadcast::Receiver<UeEvent>,
+    secs: u64,
+    what: &str,
+    mut f: impl FnMut(&UeEvent) -> bool,
+    mut g: impl FnMut(&UeEvent) -> bool,
+) -> (UeEvent, UeEvent) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let (mut a, mut b) = (None, None);
+    let mut seen = Vec::new();
+    while a.is_none() || b.is_none() {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(e)) if a.is_none() && f(&e) => a = Some(e),
+            Ok(Ok(e)) if b.is_none() && g(&e) => b = Some(e),
+            Ok(Ok(e)) => seen.push(e),
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(e)) => panic!("waiting for {what}: {e}"),
+            Err(_) => panic!(
+                "timed out waiting for {what} (first found: {}, second found: {}); other events: {seen:#?}",
+                a.is_some(),
+                b.is_some()
+            ),
+        }
+    }
+    (a.unwrap(), b.unwrap())
+}
+
 /// Polls `f` every 50 ms until it holds (panics after `secs`).
 pub async fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
