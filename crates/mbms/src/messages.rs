@@ -739,6 +739,17 @@ pub struct MskView<'a> {
 /// bytes: [`MskView::open`]).
 const KEY_STREAM_LEN: usize = 32;
 
+/// The key stream, then the key data, of [`MskView::open`], wiped on drop
+/// as one slice (`zeroize` wipes an array byte by byte with volatile
+/// stores, a slice with one store sequence and a barrier).
+struct KeyStream([u8; KEY_STREAM_LEN]);
+
+impl Drop for KeyStream {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(self.0.as_mut_slice());
+    }
+}
+
 /// An MSK message verified with its MUK and decrypted ([`MskView::open`]).
 #[derive(Debug)]
 pub struct VerifiedMsk {
@@ -852,14 +863,14 @@ impl<'a> MskView<'a> {
         // computed here, on the stack, so that the processor overlaps it
         // with the SHA-1 work of the MAC; the data is decrypted only once
         // the MAC verified. Zero for NULL encryption. Wiped.
-        let mut stream = Zeroizing::new([0u8; KEY_STREAM_LEN]);
+        let mut stream = KeyStream([0u8; KEY_STREAM_LEN]);
         let short = data.len() <= KEY_STREAM_LEN;
         if short && self.encrypted {
             crypto::aes_cm_apply(
                 &keys,
                 MSK_CSB_ID,
                 u64::from(self.counter),
-                &mut stream[..data.len()],
+                &mut stream.0[..data.len()],
             );
         }
         let auth = HmacSha1Key::new(&keys.auth_key);
@@ -869,7 +880,7 @@ impl<'a> MskView<'a> {
             return Err(ProfileError::MacMismatch);
         }
         let key = if short {
-            let plain = &mut stream[..data.len()];
+            let plain = &mut stream.0[..data.len()];
             for (p, c) in plain.iter_mut().zip(data) {
                 *p ^= c;
             }

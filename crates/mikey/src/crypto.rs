@@ -103,9 +103,9 @@ impl Prf {
                 for (o, b) in chunk.iter_mut().zip(block.iter()) {
                     *o ^= *b;
                 }
-                block.zeroize();
+                block.as_mut_slice().zeroize();
             }
-            a.zeroize();
+            a.as_mut_slice().zeroize();
         }
     }
 
@@ -145,7 +145,7 @@ pub fn prf_label(constant: u32, cs_id: u8, csb_id: u32, rand: &[u8]) -> Vec<u8> 
 /// The keys that protect a pre-shared-key message (RFC 3830 4.1.4):
 /// `encr_key`, `auth_key` and `salt_key`, each `PRF(psk, constant || 0xFF ||
 /// CSB ID || RAND)`.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+#[derive(Clone)]
 pub struct PskKeys {
     /// Encryption key (AES-CM-128), 16 bytes.
     pub encr_key: [u8; ENCR_KEY_LEN],
@@ -154,6 +154,24 @@ pub struct PskKeys {
     /// Salting key (AES-CM IV), 14 bytes.
     pub salt_key: [u8; SALT_KEY_LEN],
 }
+
+impl Zeroize for PskKeys {
+    fn zeroize(&mut self) {
+        // As slices: `zeroize` wipes a slice with one store sequence and a
+        // barrier, an array byte by byte with volatile stores.
+        self.encr_key.as_mut_slice().zeroize();
+        self.auth_key.as_mut_slice().zeroize();
+        self.salt_key.as_mut_slice().zeroize();
+    }
+}
+
+impl Drop for PskKeys {
+    fn drop(&mut self) {
+        self.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for PskKeys {}
 
 impl PskKeys {
     /// Derive the three keys. `rand` is the RAND payload of the message
@@ -199,20 +217,21 @@ impl PskKeys {
                     x[..4].copy_from_slice(&c.to_be_bytes());
                     y[HMAC_SHA1_LEN..HMAC_SHA1_LEN + 4].copy_from_slice(&c.to_be_bytes());
                 }
-                // A_1 = HMAC(s, label); block = HMAC(s, A_1 || label).
-                let mut a1 = s.mac_one_block_n(&b1s);
-                for (y, a) in b2s.iter_mut().zip(&a1) {
-                    y[..HMAC_SHA1_LEN].copy_from_slice(a);
+                // A_1 = HMAC(s, label); block = HMAC(s, A_1 || label);
+                // A_1 stays in registers (b2s's first 20 bytes are its
+                // place, left zero).
+                let mut blocks = s.mac_chain_n(&b1s, &b2s);
+                let out = [
+                    &mut k.encr_key[..],
+                    &mut k.auth_key[..],
+                    &mut k.salt_key[..],
+                ];
+                for (key, words) in out.into_iter().zip(&blocks) {
+                    for (o, w) in key.chunks_mut(4).zip(words) {
+                        o.copy_from_slice(&w.to_be_bytes()[..o.len()]);
+                    }
                 }
-                let mut blocks = s.mac_one_block_n(&b2s);
-                k.encr_key.copy_from_slice(&blocks[0][..ENCR_KEY_LEN]);
-                k.auth_key.copy_from_slice(&blocks[1][..AUTH_KEY_LEN]);
-                k.salt_key.copy_from_slice(&blocks[2][..SALT_KEY_LEN]);
-                blocks.zeroize();
-                a1.zeroize();
-                for y in b2s.iter_mut() {
-                    y[..HMAC_SHA1_LEN].zeroize();
-                }
+                blocks.as_flattened_mut().zeroize();
                 return k;
             }
         }
@@ -243,7 +262,7 @@ impl PskKeys {
             &mut auth_key,
         );
         let key = HmacSha1Key::new(&auth_key);
-        auth_key.zeroize();
+        auth_key.as_mut_slice().zeroize();
         key
     }
 
@@ -327,11 +346,16 @@ pub fn aes_cm_iv(salt_key: &[u8; SALT_KEY_LEN], csb_id: u32, t: u64) -> [u8; 16]
 }
 
 /// Encrypt or decrypt (the same operation) KEMAC data in place with
-/// AES-CM-128 (RFC 3830 4.2.3).
+/// AES-CM-128 (RFC 3830 4.2.3: AES in counter mode from the IV, the whole
+/// block a big-endian counter). With AES-NI the key schedule stays in
+/// registers (`mbms_sha1_lanes::aes128_ctr_xor`); otherwise the `aes` and
+/// `ctr` crates.
 pub fn aes_cm_apply(keys: &PskKeys, csb_id: u32, t: u64, data: &mut [u8]) {
     let iv = aes_cm_iv(&keys.salt_key, csb_id, t);
-    let mut c = Aes128Ctr::new((&keys.encr_key).into(), (&iv).into());
-    c.apply_keystream(data);
+    if !mbms_sha1_lanes::aes128_ctr_xor(&keys.encr_key, &iv, data) {
+        let mut c = Aes128Ctr::new((&keys.encr_key).into(), (&iv).into());
+        c.apply_keystream(data);
+    }
 }
 
 fn hmac_excluding(
@@ -566,6 +590,27 @@ mod tests {
         Prf::new(&[0x5a; 8]).derive_into(b"label", &mut tail);
         let xored: Vec<u8> = one.iter().zip(&tail).map(|(x, y)| x ^ y).collect();
         assert_eq!(two.to_vec(), xored);
+    }
+
+    /// AES-CM: the same key stream as the `ctr` crate's AES-128-CTR from
+    /// the RFC 3830 4.2.3 IV, for every length across the batch and block
+    /// edges.
+    #[test]
+    fn aes_cm_is_aes_ctr_from_the_iv() {
+        let keys = PskKeys {
+            encr_key: core::array::from_fn(|i| (i * 7 + 1) as u8),
+            auth_key: [0; AUTH_KEY_LEN],
+            salt_key: core::array::from_fn(|i| (i * 13 + 200) as u8),
+        };
+        let text: Vec<u8> = (0..200u32).map(|i| (i * 31 + 5) as u8).collect();
+        for len in 0..text.len() {
+            let mut got = text[..len].to_vec();
+            aes_cm_apply(&keys, 7, 0x0102_0304_0506_0708, &mut got);
+            let iv = aes_cm_iv(&keys.salt_key, 7, 0x0102_0304_0506_0708);
+            let mut want = text[..len].to_vec();
+            Aes128Ctr::new((&keys.encr_key).into(), (&iv).into()).apply_keystream(&mut want);
+            assert_eq!(got, want, "len {len}");
+        }
     }
 
     fn msk() -> KeyData {

@@ -15,7 +15,6 @@
 //! compression function is one-way, and the texts MIKEY MACs are the
 //! message on the wire and the PRF labels; the PRF wipes its own outputs.
 
-use sha1::digest::generic_array::GenericArray;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::codes::HMAC_SHA1_LEN;
@@ -24,14 +23,6 @@ use crate::codes::HMAC_SHA1_LEN;
 const BLOCK: usize = 64;
 /// Bytes of the final block taken by the 64-bit message length.
 const LEN_FIELD: usize = 8;
-/// One SHA-1 block as the `sha1` crate takes it.
-type Block = GenericArray<u8, sha1::digest::consts::U64>;
-/// Blocks of the stack buffer of [`HmacSha1Key::mac_contiguous`].
-const STACK_BLOCKS: usize = 4;
-/// The longest text [`HmacSha1Key::mac_contiguous`] hashes in one call from
-/// a stack buffer: [`STACK_BLOCKS`] blocks less the padding (0x80 and the
-/// length).
-pub(crate) const STACK_TEXT: usize = STACK_BLOCKS * BLOCK - 1 - LEN_FIELD;
 /// The SHA-1 initial hash value (FIPS 180-4 5.3.1).
 const IV: [u32; 5] = [
     0x6745_2301,
@@ -41,12 +32,9 @@ const IV: [u32; 5] = [
     0xc3d2_e1f0,
 ];
 
-/// One SHA-1 compression; `block` is always exactly [`BLOCK`] bytes here.
-fn compress(state: &mut [u32; 5], block: &[u8]) {
-    sha1::compress(
-        state,
-        core::slice::from_ref(GenericArray::from_slice(block)),
-    );
+/// One SHA-1 compression.
+fn compress(state: &mut [u32; 5], block: &[u8; BLOCK]) {
+    mbms_sha1_lanes::compress_blocks(state, core::slice::from_ref(block));
 }
 
 fn digest_bytes(state: &[u32; 5]) -> [u8; HMAC_SHA1_LEN] {
@@ -94,11 +82,8 @@ impl Sha1Stream {
             compress(&mut self.state, &self.buf);
             self.buf_len = 0;
         }
-        let mut blocks = data.chunks_exact(BLOCK);
-        for b in &mut blocks {
-            compress(&mut self.state, b);
-        }
-        let rest = blocks.remainder();
+        let (whole, rest) = data.as_chunks::<BLOCK>();
+        mbms_sha1_lanes::compress_blocks(&mut self.state, whole);
         self.buf[..rest.len()].copy_from_slice(rest);
         self.buf_len = rest.len();
     }
@@ -131,11 +116,28 @@ pub(crate) fn pad_one_block(block: &mut [u8; BLOCK], len: usize) {
 
 /// An HMAC-SHA-1 key with its inner and outer compression states computed
 /// once (RFC 2104 section 4). Cloning copies 40 bytes; dropping zeroizes.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+#[derive(Clone)]
 pub struct HmacSha1Key {
     inner: [u32; 5],
     outer: [u32; 5],
 }
+
+impl Zeroize for HmacSha1Key {
+    fn zeroize(&mut self) {
+        // As slices: one store sequence and a barrier (`zeroize`'s slice
+        // path), where an array is wiped word by word with volatile stores.
+        self.inner.as_mut_slice().zeroize();
+        self.outer.as_mut_slice().zeroize();
+    }
+}
+
+impl Drop for HmacSha1Key {
+    fn drop(&mut self) {
+        self.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for HmacSha1Key {}
 
 impl HmacSha1Key {
     /// Compute the key schedule for `key` (any length; keys longer than 64
@@ -144,7 +146,7 @@ impl HmacSha1Key {
         if key.len() > BLOCK {
             let mut d = sha1_long_key(key);
             let k = Self::new(&d);
-            d.zeroize();
+            d.as_mut_slice().zeroize();
             return k;
         }
         // K XOR ipad, then turned into K XOR opad in place; only the bytes
@@ -215,71 +217,54 @@ impl HmacSha1Key {
         m.finalize()
     }
 
-    /// HMAC-SHA-1 of one contiguous text. A text of at most
-    /// 247 bytes (`STACK_TEXT`; a whole MIKEY MSK message) is laid out with its
-    /// padding in a stack buffer and compressed in one call, so that the
-    /// SHA-1 state stays in registers from block to block; a longer one has
-    /// its full blocks compressed where they are and only the tail copied.
+    /// HMAC-SHA-1 of one contiguous text: its whole blocks are compressed
+    /// where they are, in one call (the SHA-1 state stays in registers from
+    /// block to block), and only the tail is copied, with the padding, into
+    /// one or two stack blocks.
     pub fn mac_contiguous(&self, text: &[u8]) -> [u8; HMAC_SHA1_LEN] {
         let mut state = self.inner;
-        let bits = ((BLOCK + text.len()) as u64).wrapping_mul(8).to_be_bytes();
-        if text.len() <= STACK_TEXT {
-            let mut blocks = [Block::default(); STACK_BLOCKS];
-            let n = (text.len() + 1 + LEN_FIELD).div_ceil(BLOCK);
-            for (b, chunk) in blocks.iter_mut().zip(text.chunks(BLOCK)) {
-                b[..chunk.len()].copy_from_slice(chunk);
-            }
-            blocks[text.len() / BLOCK][text.len() % BLOCK] = 0x80;
-            blocks[n - 1][BLOCK - LEN_FIELD..].copy_from_slice(&bits);
-            sha1::compress(&mut state, &blocks[..n]);
-            return self.outer_hash(&state);
-        }
-        let mut blocks = text.chunks_exact(BLOCK);
-        for b in &mut blocks {
-            compress(&mut state, b);
-        }
-        let tail = blocks.remainder();
-        let mut block = [0u8; BLOCK];
-        block[..tail.len()].copy_from_slice(tail);
-        block[tail.len()] = 0x80;
-        if tail.len() >= BLOCK - LEN_FIELD {
-            compress(&mut state, &block);
-            block = [0u8; BLOCK];
-        }
-        block[BLOCK - LEN_FIELD..].copy_from_slice(&bits);
-        compress(&mut state, &block);
+        let (whole, tail) = text.as_chunks::<BLOCK>();
+        mbms_sha1_lanes::compress_blocks(&mut state, whole);
+        let mut last = [[0u8; BLOCK]; 2];
+        last[0][..tail.len()].copy_from_slice(tail);
+        last[0][tail.len()] = 0x80;
+        let n = if tail.len() < BLOCK - LEN_FIELD { 1 } else { 2 };
+        let bits = ((BLOCK + text.len()) as u64).wrapping_mul(8);
+        last[n - 1][BLOCK - LEN_FIELD..].copy_from_slice(&bits.to_be_bytes());
+        mbms_sha1_lanes::compress_blocks(&mut state, &last[..n]);
         self.outer_hash(&state)
     }
 
     /// HMAC-SHA-1 of a text of `len` bytes (at most 55) already laid out in
     /// `block` and padded with [`pad_one_block`]: two compressions.
     pub(crate) fn mac_one_block(&self, block: &[u8; BLOCK]) -> [u8; HMAC_SHA1_LEN] {
-        let mut state = self.inner;
-        compress(&mut state, block);
-        self.outer_hash(&state)
+        let [mac] = self.mac_one_block_n(core::array::from_ref(block));
+        mac
     }
 
     /// [`Self::mac_one_block`] of `N` independent texts, stage by stage (the
-    /// `N` inner compressions, then the `N` outer ones), so that the
-    /// processor overlaps the independent compressions instead of waiting
-    /// on each chain in turn.
+    /// `N` inner compressions, then the `N` outer ones, the inner digests
+    /// handed over in registers), so that the processor can overlap the
+    /// independent compressions.
     pub(crate) fn mac_one_block_n<const N: usize>(
         &self,
         blocks: &[[u8; BLOCK]; N],
     ) -> [[u8; HMAC_SHA1_LEN]; N] {
-        let mut inner = [self.inner; N];
-        mbms_sha1_lanes::compress_lanes(&mut inner, blocks);
-        let mut outer_blocks = [[0u8; BLOCK]; N];
-        for (ob, s) in outer_blocks.iter_mut().zip(&inner) {
-            *ob = Self::outer_block(s);
-        }
-        let mut outer = [self.outer; N];
-        mbms_sha1_lanes::compress_lanes(&mut outer, &outer_blocks);
-        let mut out = [[0u8; HMAC_SHA1_LEN]; N];
-        for (o, s) in out.iter_mut().zip(&outer) {
-            *o = digest_bytes(s);
-        }
-        out
+        mbms_sha1_lanes::hmac_one_block_lanes(&self.inner, &self.outer, blocks)
+            .map(|s| digest_bytes(&s))
+    }
+
+    /// `A = HMAC(first[i])`, then `HMAC(A || second[i][20..])` for each
+    /// lane `i` (texts of at most 55 bytes, laid out and padded with
+    /// [`pad_one_block`]; the first 20 bytes of `second[i]` are the place of
+    /// `A` and ignored): one output block of the MIKEY PRF's P_SHA1 (RFC
+    /// 3830 4.1.2). The digests, as the five words of their SHA-1 states.
+    pub(crate) fn mac_chain_n<const N: usize>(
+        &self,
+        first: &[[u8; BLOCK]; N],
+        second: &[[u8; BLOCK]; N],
+    ) -> [[u32; 5]; N] {
+        mbms_sha1_lanes::hmac_chain_lanes(&self.inner, &self.outer, first, second)
     }
 
     /// The block of the outer hash: the inner digest, padded.
@@ -349,14 +334,14 @@ mod tests {
         m.finalize().into_bytes().into()
     }
 
-    /// `mac_contiguous` on both sides of its stack-buffer limit and far
-    /// beyond: the same MAC as the `hmac` crate.
+    /// `mac_contiguous` for every tail length (the padding in one block or
+    /// two) and long texts: the same MAC as the `hmac` crate.
     #[test]
-    fn mac_contiguous_across_the_stack_limit() {
+    fn mac_contiguous_every_tail() {
         let bytes: Vec<u8> = (0..700u32).map(|i| (i * 13 + 1) as u8).collect();
         let key = &bytes[..32];
         let k = HmacSha1Key::new(key);
-        for len in (STACK_TEXT - 12..STACK_TEXT + 80).chain([500, 640, 700]) {
+        for len in (0..300).chain([500, 640, 700]) {
             let data = &bytes[..len];
             assert_eq!(k.mac_contiguous(data), reference(key, data), "len {len}");
         }
