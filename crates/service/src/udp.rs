@@ -185,10 +185,36 @@ impl RecvBatch {
 }
 
 /// Receives datagrams into a [`RecvBatch`], [`BATCH`] per system call,
-/// through buffers it keeps from call to call.
+/// through buffers it keeps from call to call: nothing is allocated per
+/// call once warm. The datagram buffers are the receiver's; the I/O
+/// vectors live on the stack; on Linux the `recvmmsg` headers (their
+/// source address slots) are allocated once per thread ([`RECV_HEADERS`]).
 pub struct Receiver {
     bufs: Box<[[u8; MAX_DATAGRAM]]>,
+    /// The socket last received from and whether it is IPv6 (which set of
+    /// [`RECV_HEADERS`] it uses).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    family: Option<(std::os::fd::RawFd, bool)>,
     truncated: u64,
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+thread_local! {
+    /// The `recvmmsg` headers of this thread's receivers, one set for IPv4
+    /// sockets and one for IPv6 ones, allocated at first use. They live
+    /// here, not in a [`Receiver`]: `nix`'s headers hold raw pointers, so
+    /// they are not `Send`, and a receiver moves between tokio's threads.
+    ///
+    /// Why two sets: the kernel writes each source address's length into
+    /// its header and `nix` does not reset it before the next call, so a
+    /// header that carried an IPv4 source (16 bytes) would cut an IPv6 one
+    /// (28 bytes) short. One socket never mixes the two (a dual-stack IPv6
+    /// socket reports IPv4 peers as IPv4-mapped IPv6 addresses). A source of
+    /// the other family (a socket closed and its descriptor reused for the
+    /// other family under the same receiver) renews the set, and an IPv6
+    /// source in the IPv4 set is dropped and counted as truncated.
+    static RECV_HEADERS: std::cell::RefCell<[Option<nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>>; 2]> =
+        const { std::cell::RefCell::new([None, None]) };
 }
 
 impl Default for Receiver {
@@ -210,6 +236,8 @@ impl Receiver {
     pub fn new() -> Self {
         Receiver {
             bufs: vec![[0u8; MAX_DATAGRAM]; BATCH].into_boxed_slice(),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            family: None,
             truncated: 0,
         }
     }
@@ -266,30 +294,42 @@ impl Receiver {
         use std::io::IoSliceMut;
         use std::os::fd::AsRawFd as _;
 
-        use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
+        use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders};
 
         let max = max.clamp(1, BATCH);
-        let mut n = 0;
+        let fd = sock.as_raw_fd();
+        let v6 = match self.family {
+            Some((f, v6)) if f == fd => v6,
+            _ => {
+                let v6 = sock.local_addr()?.is_ipv6();
+                self.family = Some((fd, v6));
+                v6
+            }
+        };
         let mut lens = [(0usize, None::<SocketAddr>, false); BATCH];
-        {
-            // Small per call (the headers too); the datagram buffers are kept.
-            let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self.bufs[..max]
-                .iter_mut()
-                .map(|b| [IoSliceMut::new(&mut b[..])])
-                .collect();
-            let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(max, None);
-            let res = recvmmsg(
-                sock.as_raw_fd(),
-                &mut headers,
-                &mut iovs,
-                MsgFlags::empty(),
-                None,
-            )
-            .map_err(io::Error::from)?;
+        let mut other_family = false;
+        let n = RECV_HEADERS.with_borrow_mut(|sets| -> io::Result<usize> {
+            let set = &mut sets[usize::from(v6)];
+            let headers = set.get_or_insert_with(|| MultiHeaders::preallocate(BATCH, None));
+            // The I/O vectors on the stack, over the kept buffers.
+            let mut bufs = self.bufs.iter_mut();
+            let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] = core::array::from_fn(|_| {
+                [IoSliceMut::new(
+                    &mut bufs.next().expect("BATCH buffers")[..],
+                )]
+            });
+            let res = recvmmsg(fd, headers, iovs[..max].iter_mut(), MsgFlags::empty(), None)
+                .map_err(io::Error::from)?;
+            let mut n = 0;
             for m in res {
                 let from = m.address.and_then(|a| {
                     if let Some(v4) = a.as_sockaddr_in() {
+                        other_family |= v6;
                         Some(SocketAddr::V4((*v4).into()))
+                    } else if !v6 {
+                        // Possibly cut short (see `RECV_HEADERS`).
+                        other_family = true;
+                        None
                     } else {
                         a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
                     }
@@ -297,6 +337,13 @@ impl Receiver {
                 lens[n] = (m.bytes, from, m.flags.contains(MsgFlags::MSG_TRUNC));
                 n += 1;
             }
+            if other_family {
+                *set = None;
+            }
+            Ok(n)
+        })?;
+        if other_family {
+            self.family = None;
         }
         for (i, (len, from, truncated)) in lens[..n].iter().enumerate() {
             match from {
@@ -475,6 +522,72 @@ mod tests {
         send_batch(&tx, &[(to, [9u8; 4])]).await;
         r.recv(&rx, &mut b).await.unwrap();
         assert_eq!(b.len(), 1);
+    }
+
+    /// The kept buffers and headers, reused call after call with different
+    /// counts (1, 5, a full batch, 3, more than a batch): every datagram
+    /// keeps its own bytes and its own source, none left over from an
+    /// earlier, longer call.
+    #[tokio::test]
+    async fn kept_buffers_and_headers_stay_right_across_calls() {
+        let rx = bind("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap().0;
+        let to = rx.local_addr().unwrap();
+        let senders: Vec<UdpSocket> = (0..3)
+            .map(|_| bind("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap().0)
+            .collect();
+        let (mut r, mut b) = (Receiver::new(), RecvBatch::new());
+        for (round, count) in [1usize, 5, BATCH, 3, BATCH + 7, 2].into_iter().enumerate() {
+            let mut want = Vec::new();
+            for i in 0..count {
+                // Longer datagrams in the first calls: a later, shorter
+                // one must not show their tail.
+                let len = 1 + (count - i) * 3 + (5 - round.min(5)) * 20;
+                let d: Vec<u8> = (0..len).map(|j| (round * 31 + i * 7 + j) as u8).collect();
+                let from = &senders[(round + i) % senders.len()];
+                assert_eq!(send_batch(from, &[(to, d.clone())]).await.sent, 1);
+                want.push((d, from.local_addr().unwrap()));
+            }
+            let mut got = Vec::new();
+            while got.len() < count {
+                r.recv(&rx, &mut b).await.unwrap();
+                r.try_recv_more(&rx, &mut b, count - got.len());
+                got.extend(b.iter().map(|(d, f)| (d.to_vec(), f)));
+            }
+            assert_eq!(got, want, "round {round}, {count} datagrams");
+        }
+        assert_eq!(r.truncated(), 0);
+    }
+
+    /// One receiver (and one thread's headers) going back and forth
+    /// between an IPv4 and an IPv6 socket: every source is right, none is
+    /// dropped (an IPv4 source's shorter address never cuts an IPv6 one).
+    #[tokio::test]
+    async fn ipv4_and_ipv6_sockets_in_turn_report_right_sources() {
+        let Ok((rx6, _)) = bind("[::1]:0".parse().unwrap(), 1 << 20) else {
+            mbms_test_support::skip("no IPv6 loopback");
+            return;
+        };
+        let tx6 = bind("[::1]:0".parse().unwrap(), 1 << 20).unwrap().0;
+        let (tx4, rx4) = pair();
+        let (mut r, mut b) = (Receiver::new(), RecvBatch::new());
+        for round in 0..3u8 {
+            for (tx, rx) in [(&tx4, &rx4), (&tx6, &rx6)] {
+                let to = rx.local_addr().unwrap();
+                let msgs: Vec<(SocketAddr, [u8; 1])> =
+                    (0..5).map(|i| (to, [round * 10 + i])).collect();
+                assert_eq!(send_batch(tx, &msgs).await.sent, 5);
+                let mut got = Vec::new();
+                while got.len() < 5 {
+                    r.recv(rx, &mut b).await.unwrap();
+                    got.extend(b.iter().map(|(d, f)| (d[0], f)));
+                }
+                let want: Vec<_> = (0..5)
+                    .map(|i| (round * 10 + i, tx.local_addr().unwrap()))
+                    .collect();
+                assert_eq!(got, want, "round {round}, to {to}");
+            }
+        }
+        assert_eq!(r.truncated(), 0);
     }
 
     #[tokio::test]
