@@ -284,6 +284,20 @@ impl<'p, 'a> Chart<'p, 'a> {
         );
     }
 
+    /// A legend entry drawn as a short vertical line (`style`: its stroke
+    /// attributes) with its label to the right, on baseline `y`.
+    fn legend_line(&mut self, y: f64, style: &str, label: &str) {
+        let _ = writeln!(
+            self.out,
+            "<line x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" {style}/>",
+            LEGEND_X + 14.0,
+            y - 13.0,
+            LEGEND_X + 14.0,
+            y + 3.0
+        );
+        self.text(LEGEND_X + 36.0, y, "class=\"legend-entry\"", label);
+    }
+
     fn render(mut self) -> String {
         let _ = writeln!(
             self.out,
@@ -365,13 +379,7 @@ impl<'p, 'a> Chart<'p, 'a> {
         self.w("<g id=\"y-axis\" font-size=\"12\" text-anchor=\"end\">\n");
         for v in ticks(self.y_max, step) {
             let y = self.y(v);
-            let _ = writeln!(
-                self.out,
-                "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{RIGHT}\" y2=\"{y:.1}\" stroke=\"{C_GRID}\"/><line x1=\"{:.1}\" y1=\"{y:.1}\" x2=\"{LEFT}\" y2=\"{y:.1}\" stroke=\"#000\"/>",
-                LEFT - 5.0
-            );
-            let label = tick_label(v, step);
-            self.text(LEFT - 8.0, y + 4.0, "", &label);
+            self.y_tick(y, v, step);
         }
         let _ = writeln!(
             self.out,
@@ -547,10 +555,10 @@ impl<'p, 'a> Chart<'p, 'a> {
         let step = nice_step(max_up.max(max_down), 3.0);
         self.w("<g font-size=\"12\" text-anchor=\"end\">\n");
         for v in ticks(max_up, step) {
-            self.rate_tick(zero - v * scale, v, step);
+            self.y_tick(zero - v * scale, v, step);
         }
         for v in ticks(max_down, step).into_iter().skip(1) {
-            self.rate_tick(zero + v * scale, v, step);
+            self.y_tick(zero + v * scale, v, step);
         }
         self.w("</g>\n");
         let cy = (BOT_Y0 + BOT_Y1) / 2.0;
@@ -601,7 +609,9 @@ impl<'p, 'a> Chart<'p, 'a> {
         self.w("</g>\n");
     }
 
-    fn rate_tick(&mut self, y: f64, v: f64, step: f64) {
+    /// A Y tick of either panel: its grid line, its tick mark and its
+    /// label `v` (shown to the precision of `step`) at height `y`.
+    fn y_tick(&mut self, y: f64, v: f64, step: f64) {
         let _ = writeln!(
             self.out,
             "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{RIGHT}\" y2=\"{y:.1}\" stroke=\"{C_GRID}\"/><line x1=\"{:.1}\" y1=\"{y:.1}\" x2=\"{LEFT}\" y2=\"{y:.1}\" stroke=\"#000\"/>",
@@ -723,33 +733,15 @@ impl<'p, 'a> Chart<'p, 'a> {
             y += 20.0;
         }
         y += 10.0;
-        let _ = writeln!(
-            self.out,
-            "<line x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"{C_REQ}\" stroke-width=\"1.5\" stroke-dasharray=\"2 3\"/>",
-            LEGEND_X + 14.0,
-            y - 13.0,
-            LEGEND_X + 14.0,
-            y + 3.0
-        );
-        self.text(
-            LEGEND_X + 36.0,
+        self.legend_line(
             y,
-            "class=\"legend-entry\"",
+            &format!("stroke=\"{C_REQ}\" stroke-width=\"1.5\" stroke-dasharray=\"2 3\""),
             "MSK requests over Ua",
         );
         y += 22.0;
-        let _ = writeln!(
-            self.out,
-            "<line x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#000\" stroke-dasharray=\"6 3\"/>",
-            LEGEND_X + 14.0,
-            y - 13.0,
-            LEGEND_X + 14.0,
-            y + 3.0
-        );
-        self.text(
-            LEGEND_X + 36.0,
+        self.legend_line(
             y,
-            "class=\"legend-entry\"",
+            "stroke=\"#000\" stroke-dasharray=\"6 3\"",
             "rekey done (last ack processed)",
         );
         y += 34.0;

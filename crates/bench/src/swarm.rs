@@ -422,21 +422,23 @@ impl Swarm {
     /// stored inactive by its step 1 and activated by its step 3, seed 004
     /// 6.3.2.3.3), from their MGV-F states.
     pub fn count_active(&self, key: MskName) -> usize {
+        self.count_ues(|_, u| {
+            u.mgvf
+                .state()
+                .msks
+                .get(&key)
+                .is_some_and(|r| !r.is_inactive())
+        })
+    }
+
+    /// How many UEs of every shard satisfy `pred` (given the UE's shard
+    /// state too), each shard locked in turn.
+    fn count_ues(&self, pred: impl Fn(&ShardState, &SwarmUe) -> bool) -> usize {
         self.shards
             .iter()
             .map(|s| {
                 let st = s.lock();
-                st.ues
-                    .iter()
-                    .flatten()
-                    .filter(|u| {
-                        u.mgvf
-                            .state()
-                            .msks
-                            .get(&key)
-                            .is_some_and(|r| !r.is_inactive())
-                    })
-                    .count()
+                st.ues.iter().flatten().filter(|u| pred(&st, u)).count()
             })
             .sum()
     }
@@ -687,17 +689,7 @@ impl Swarm {
     /// Recounts the UEs holding the target from their MGV-F states (the
     /// authority; [`Self::holders`] is its running count).
     pub fn count_holders(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| {
-                let st = s.lock();
-                st.ues
-                    .iter()
-                    .flatten()
-                    .filter(|u| u.holds(&st.target))
-                    .count()
-            })
-            .sum()
+        self.count_ues(|st, u| u.holds(&st.target))
     }
 
     /// The missed-key-update path of the UE: every UE that lacks `key`
