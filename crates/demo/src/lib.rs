@@ -2103,6 +2103,79 @@ pub fn render_table(r: &DemoReport) -> String {
 mod tests {
     use super::*;
 
+    fn stored_ev(msk: &str, inactive: bool) -> UeEvent {
+        UeEvent::MskStored {
+            msk: msk.into(),
+            inactive,
+            replaced: None,
+            acknowledged: true,
+        }
+    }
+
+    fn requested(reason: RequestReason, statuses: Vec<u16>) -> UeEvent {
+        UeEvent::MskRequested {
+            keys: vec!["00F110/00010000".into()],
+            reason,
+            statuses,
+        }
+    }
+
+    #[test]
+    fn a_solicited_pull_is_done_with_its_request_or_retry_answered_and_an_msk_stored() {
+        let pull = UeEvent::SolicitedPull {
+            key_group: "00F110/0001".into(),
+        };
+        let msk = stored_ev("00F110/00010002", false);
+        assert_eq!(pulled(&[]), Pulled::NoPull);
+        // Events before the pull do not count.
+        let early = [
+            requested(RequestReason::SolicitedPull, vec![200]),
+            msk.clone(),
+            pull.clone(),
+        ];
+        assert_eq!(pulled(&early), Pulled::NotAnswered);
+        let refused = [
+            pull.clone(),
+            requested(RequestReason::SolicitedPull, vec![500]),
+        ];
+        assert_eq!(pulled(&refused), Pulled::NotAnswered);
+        let answered = [
+            pull.clone(),
+            requested(RequestReason::SolicitedPull, vec![200]),
+        ];
+        assert_eq!(pulled(&answered), Pulled::NoMsk);
+        // A request that got no answer is retried (docs/ue.md).
+        let retried = [
+            pull.clone(),
+            requested(RequestReason::Retry, vec![200]),
+            stored_ev("00F110/00030001", false),
+        ];
+        assert_eq!(pulled(&retried), Pulled::NoMsk);
+        let mut done = retried.to_vec();
+        done.push(msk);
+        assert_eq!(pulled(&done), Pulled::Done);
+        // A request of another reason is not the pull's.
+        let manual = [
+            pull,
+            requested(RequestReason::Manual, vec![200]),
+            stored_ev("00F110/00010002", false),
+        ];
+        assert_eq!(pulled(&manual), Pulled::NotAnswered);
+    }
+
+    #[test]
+    fn the_four_way_exchange_is_settled_once_every_inactive_msk_is_activated() {
+        assert!(four_way_settled(&[]));
+        let one = stored_ev("00F110/00020001", true);
+        let two = stored_ev("00F110/00020002", true);
+        assert!(!four_way_settled(&[one.clone()]));
+        let a1 = stored_ev("00F110/00020001", false);
+        assert!(four_way_settled(&[one.clone(), a1.clone()]));
+        assert!(!four_way_settled(&[one, a1, two]));
+        // Other key groups do not count.
+        assert!(four_way_settled(&[stored_ev("00F110/00010001", true)]));
+    }
+
     #[test]
     fn late_preroll_packets_are_not_part_of_the_stream() {
         let sent: Vec<Vec<u8>> = (0..3).map(|k| rtp(7, STREAM_FIRST_SEQ + k, 8)).collect();

@@ -427,3 +427,131 @@ async fn fanout_task(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mbms::messages::MskMessage;
+    use mbms::{Muk, MukId};
+
+    /// A solicited pull to the UE of B-TID `btid`.
+    fn pull(btid: &str, counter: u32) -> Vec<u8> {
+        MskMessage::solicited_pull(
+            MukId::new("bmsc.home1.net", btid),
+            counter,
+            [counter as u8; 16],
+            "001-01".parse().unwrap(),
+            1,
+        )
+        .build(&Muk::from_bytes([0x6d; 32]))
+        .unwrap()
+        .bytes
+    }
+
+    fn host() -> UeHost {
+        UeHost::new(&HostConfig {
+            address: "127.0.0.1".parse().unwrap(),
+            http_concurrency: 1,
+            http_timeout: Duration::from_secs(5),
+        })
+        .unwrap()
+    }
+
+    async fn eventually(what: &str, f: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    /// More datagrams than one `recvmmsg` batch, for two UEs interleaved
+    /// with garbage, a message for no hosted UE and an oversize datagram:
+    /// each UE gets exactly its own, byte-exact, in order, with the sender;
+    /// the rest is counted, not delivered.
+    #[tokio::test]
+    async fn the_shared_mikey_socket_hands_each_message_to_the_ue_its_idr_names() {
+        let host = host();
+        let sock = host
+            .mikey_socket("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let to = sock.local_addr().unwrap();
+        let (ta, mut ra) = mpsc::unbounded_channel();
+        let (tb, mut rb) = mpsc::unbounded_channel();
+        host.inner().route("a@bsf.home1.net", &ta);
+        host.inner().route("b@bsf.home1.net", &tb);
+        let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let from = sender.local_addr().unwrap();
+        let rounds = 2 * BATCH as u32;
+        let (mut want_a, mut want_b) = (Vec::new(), Vec::new());
+        for c in 1..=rounds {
+            let (a, b) = (pull("a@bsf.home1.net", c), pull("b@bsf.home1.net", c));
+            sender.send_to(&a, to).await.unwrap();
+            sender.send_to(b"not MIKEY", to).await.unwrap();
+            sender.send_to(&b, to).await.unwrap();
+            want_a.push(a);
+            want_b.push(b);
+            if c % 16 == 0 {
+                // Let the host read: the socket's buffer is not the point.
+                tokio::task::yield_now().await;
+            }
+        }
+        sender
+            .send_to(&pull("nobody@bsf.home1.net", 1), to)
+            .await
+            .unwrap();
+        sender.send_to(&vec![0u8; 4000], to).await.unwrap();
+        for (rx, want) in [(&mut ra, &want_a), (&mut rb, &want_b)] {
+            for w in want {
+                let d = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(d.bytes(), &w[..]);
+                assert_eq!(d.from(), from);
+            }
+        }
+        eventually("the counters", || {
+            host.stats()
+                == HostStats {
+                    unknown_idr: u64::from(rounds) + 1,
+                    delivered: 2 * u64::from(rounds),
+                    truncated: 1,
+                }
+        })
+        .await;
+        assert!(ra.try_recv().is_err() && rb.try_recv().is_err());
+    }
+
+    /// A fanned-out socket hands every datagram to every subscriber (one
+    /// shared copy), and forgets a subscriber whose inbox closed.
+    #[tokio::test]
+    async fn a_fanned_out_socket_gives_every_datagram_to_every_ue() {
+        let host = host();
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let Inbox::Channel(mut first) = host.fanout_inbox(addr, "test").await.unwrap() else {
+            panic!("a hosted inbox is a channel");
+        };
+        let Inbox::Channel(second) = host.fanout_inbox(addr, "test").await.unwrap() else {
+            panic!("a hosted inbox is a channel");
+        };
+        let to = host.socket_addr(addr).unwrap();
+        drop(second);
+        let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        for i in 0..3u8 {
+            sender.send_to(&[i; 100], to).await.unwrap();
+        }
+        for i in 0..3u8 {
+            let d = tokio::time::timeout(Duration::from_secs(5), first.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(d.bytes(), &[i; 100]);
+        }
+        // The closed inbox was dropped on the first datagram.
+        eventually("deliveries counted", || host.stats().delivered == 3).await;
+    }
+}
