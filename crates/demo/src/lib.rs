@@ -2168,7 +2168,7 @@ mod tests {
         assert!(four_way_settled(&[]));
         let one = stored_ev("00F110/00020001", true);
         let two = stored_ev("00F110/00020002", true);
-        assert!(!four_way_settled(&[one.clone()]));
+        assert!(!four_way_settled(std::slice::from_ref(&one)));
         let a1 = stored_ev("00F110/00020001", false);
         assert!(four_way_settled(&[one.clone(), a1.clone()]));
         assert!(!four_way_settled(&[one, a1, two]));
