@@ -13,6 +13,12 @@
 //!   their MSK messages apart by IDr (the B-TID, which names the MUK: seed
 //!   000 6.3.2.3.1), as a BM-SC's acknowledgements are matched by IDr too.
 //!   Each UE's acknowledgements leave from that shared socket.
+//! * Every shared socket is read in `recvmmsg` batches
+//!   ([`mbms_service::udp::Receiver`]); a batch is copied once into memory
+//!   its UEs share (each UE gets a slice of it), and the MIKEY
+//!   demultiplexer reads IDr with the borrowed [`MskView`]. Datagrams
+//!   longer than [`mbms_service::udp::MAX_DATAGRAM`] are dropped and
+//!   counted ([`HostStats::truncated`]).
 //! * **MTK messages and SRTP**: one UDP socket per distinct `mtk_listen` /
 //!   `srtp_listen` address, every datagram handed to every UE whose session
 //!   names it: one MBMS bearer received by many UEs (seed 004 6.4.2), as
