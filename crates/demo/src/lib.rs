@@ -489,6 +489,99 @@ fn stored(e: &UeEvent) -> Option<&str> {
     }
 }
 
+/// The key groups of service NEWS (key groups 1 and 3).
+const NEWS_GROUPS: [&str; 2] = ["00F110/0001", "00F110/0003"];
+
+/// Every MSK of key group 2 stored inactive has been activated (4-way
+/// procedure steps 1 and 3, seed 004 6.3.2.3.3): the BM-SC has nothing
+/// more to send for it.
+fn four_way_settled(ev: &[UeEvent]) -> bool {
+    let mut inactive = ev.iter().filter_map(|e| match e {
+        UeEvent::MskStored {
+            msk,
+            inactive: true,
+            ..
+        } if msk.starts_with("00F110/0002") => Some(msk),
+        _ => None,
+    });
+    inactive.all(|m| {
+        ev.iter()
+            .any(|e| matches!(e, UeEvent::MskStored { msk, inactive: false, .. } if msk == m))
+    })
+}
+
+/// How far a UE got through the solicited pull of key group 1, from its
+/// events since the pull was sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pulled {
+    /// No pull accepted.
+    NoPull,
+    /// Accepted, no MSK request answered 200 yet.
+    NotAnswered,
+    /// Answered, no MSK of key group 1 stored yet.
+    NoMsk,
+    /// Pull, request (or its retry: a UE whose request got no answer
+    /// retries, `docs/ue.md`) answered 200, MSK stored.
+    Done,
+}
+
+fn pulled(ev: &[UeEvent]) -> Pulled {
+    const G: &str = "00F110/0001";
+    let Some(at) = ev
+        .iter()
+        .position(|e| matches!(e, UeEvent::SolicitedPull { key_group } if key_group == G))
+    else {
+        return Pulled::NoPull;
+    };
+    let after = &ev[at..];
+    let answered = after.iter().any(|e| {
+        matches!(e, UeEvent::MskRequested { reason: RequestReason::SolicitedPull | RequestReason::Retry, keys, statuses }
+            if keys.iter().any(|k| k.starts_with(G))
+                && !statuses.is_empty() && statuses.iter().all(|s| *s == 200))
+    });
+    if !answered {
+        Pulled::NotAnswered
+    } else if after
+        .iter()
+        .any(|e| stored(e).is_some_and(|m| m.starts_with(G)))
+    {
+        Pulled::Done
+    } else {
+        Pulled::NoMsk
+    }
+}
+
+/// Why UEs did not complete the solicited pull: how many stopped where,
+/// and the first error of the first UE that got no pull.
+fn pull_detail(ues: &[DemoUe], live: &[usize], marks: &[usize]) -> String {
+    let (mut no_pull, mut not_answered, mut no_msk) = (0, 0, 0);
+    let mut first = None;
+    for &i in live {
+        let ev = ues[i].events_since(marks[i]);
+        match pulled(&ev) {
+            Pulled::NoPull => {
+                no_pull += 1;
+                if first.is_none() {
+                    // Its last error (a refused MIKEY message is one).
+                    first = ues[i]
+                        .ue
+                        .as_ref()
+                        .and_then(|u| u.status().ok())
+                        .and_then(|st| st.runtime?.last_errors.pop())
+                        .map(|e| format!(" (UE {i}, last error: {})", e.what));
+                }
+            }
+            Pulled::NotAnswered => not_answered += 1,
+            Pulled::NoMsk => no_msk += 1,
+            Pulled::Done => {}
+        }
+    }
+    format!(
+        "{no_pull} UEs accepted no pull{}, {not_answered} got no 200 to their MSK request, {no_msk} stored no MSK",
+        first.unwrap_or_default()
+    )
+}
+
 /// The time a procedure gets for `n` UEs: `base_s` seconds for the first
 /// few plus 10 ms per UE (the UEs, the BSF and the BM-SC share the host's
 /// cores; at 10,000 UEs a push to all of them takes tens of seconds).
@@ -1217,13 +1310,22 @@ async fn run_recorded(
             let _ = u.request_current_msks(NEWS);
         }
     }
+    // Every key group of the service asked for and answered 200, and an
+    // MSK of each delivered: the BM-SC has sent everything the request
+    // asked for before the next procedure starts (see the solicited pull).
     let req_ok = wait_all(&ues, &live, grace(20, n), progress, |i, u| {
         let ev = u.events_since(marks[i]);
-        let asked = ev.iter().any(|e| {
-            matches!(e, UeEvent::MskRequested { reason: RequestReason::Manual, statuses, .. }
-                if !statuses.is_empty() && statuses.iter().all(|s| *s == 200))
-        });
-        asked && ev.iter().any(|e| stored(e).is_some())
+        NEWS_GROUPS.iter().all(|g| {
+            let asked = ev.iter().any(|e| {
+                matches!(e, UeEvent::MskRequested { reason: RequestReason::Manual, keys, statuses }
+                    if keys.iter().any(|k| k.starts_with(g))
+                        && !statuses.is_empty() && statuses.iter().all(|s| *s == 200))
+            });
+            asked
+                && ev
+                    .iter()
+                    .any(|e| stored(e).is_some_and(|m| m.starts_with(g)))
+        })
     })
     .await;
     results.push(ProcedureResult {
@@ -1256,17 +1358,24 @@ async fn run_recorded(
     });
 
     // ---- solicited pull ------------------------------------------------------
+    // The pull starts once the BM-SC has sent every MSK message of the
+    // procedures before it, the 4-way exchanges of key group 2 included
+    // (their activations go out as the UEs acknowledge; at 10,000 UEs some
+    // were still queued here). A pull is refused by a UE that accepted a
+    // later counter first (PROFILE.md section 7: the counter must be
+    // greater), and the BM-SC never resends it (V = 0: seed 002 6.3.2.2.4):
+    // the BM-SC builds the pulls of the whole key group at once and sends
+    // them after, so an MSK message built after a UE's pull but sent before
+    // it (a queued delivery) made 482 of 10,000 UEs miss the pull (issue 12).
     let t = begin(5);
+    wait_all(&ues, &live, grace(20, n), &|_| {}, |_, u| {
+        four_way_settled(&u.events_since(0))
+    })
+    .await;
     let marks: Vec<usize> = ues.iter().map(DemoUe::mark).collect();
     admin("/admin/v1/key-groups/1/solicited-pull").await?;
     let pull_ok = wait_all(&ues, &live, grace(30, n), progress, |i, u| {
-        let ev = u.events_since(marks[i]);
-        ev.iter()
-            .any(|e| matches!(e, UeEvent::SolicitedPull { key_group } if key_group == "00F110/0001"))
-            && ev.iter().any(|e| {
-                matches!(e, UeEvent::MskRequested { reason: RequestReason::SolicitedPull, statuses, .. } if statuses.iter().all(|s| *s == 200))
-            })
-            && ev.iter().any(|e| stored(e).is_some_and(|m| m.starts_with("00F110/0001")))
+        pulled(&u.events_since(marks[i])) == Pulled::Done
     })
     .await;
     results.push(ProcedureResult {
@@ -1275,7 +1384,7 @@ async fn run_recorded(
         succeeded: pull_ok,
         total: n,
         millis: t.elapsed().as_millis() as u64,
-        detail: None,
+        detail: (pull_ok < live.len()).then(|| pull_detail(&ues, &live, &marks)),
     });
 
     // ---- 4-way procedure with charging (service PAY, key group 2) -----------
@@ -1993,6 +2102,79 @@ pub fn render_table(r: &DemoReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stored_ev(msk: &str, inactive: bool) -> UeEvent {
+        UeEvent::MskStored {
+            msk: msk.into(),
+            inactive,
+            replaced: None,
+            acknowledged: true,
+        }
+    }
+
+    fn requested(reason: RequestReason, statuses: Vec<u16>) -> UeEvent {
+        UeEvent::MskRequested {
+            keys: vec!["00F110/00010000".into()],
+            reason,
+            statuses,
+        }
+    }
+
+    #[test]
+    fn a_solicited_pull_is_done_with_its_request_or_retry_answered_and_an_msk_stored() {
+        let pull = UeEvent::SolicitedPull {
+            key_group: "00F110/0001".into(),
+        };
+        let msk = stored_ev("00F110/00010002", false);
+        assert_eq!(pulled(&[]), Pulled::NoPull);
+        // Events before the pull do not count.
+        let early = [
+            requested(RequestReason::SolicitedPull, vec![200]),
+            msk.clone(),
+            pull.clone(),
+        ];
+        assert_eq!(pulled(&early), Pulled::NotAnswered);
+        let refused = [
+            pull.clone(),
+            requested(RequestReason::SolicitedPull, vec![500]),
+        ];
+        assert_eq!(pulled(&refused), Pulled::NotAnswered);
+        let answered = [
+            pull.clone(),
+            requested(RequestReason::SolicitedPull, vec![200]),
+        ];
+        assert_eq!(pulled(&answered), Pulled::NoMsk);
+        // A request that got no answer is retried (docs/ue.md).
+        let retried = [
+            pull.clone(),
+            requested(RequestReason::Retry, vec![200]),
+            stored_ev("00F110/00030001", false),
+        ];
+        assert_eq!(pulled(&retried), Pulled::NoMsk);
+        let mut done = retried.to_vec();
+        done.push(msk);
+        assert_eq!(pulled(&done), Pulled::Done);
+        // A request of another reason is not the pull's.
+        let manual = [
+            pull,
+            requested(RequestReason::Manual, vec![200]),
+            stored_ev("00F110/00010002", false),
+        ];
+        assert_eq!(pulled(&manual), Pulled::NotAnswered);
+    }
+
+    #[test]
+    fn the_four_way_exchange_is_settled_once_every_inactive_msk_is_activated() {
+        assert!(four_way_settled(&[]));
+        let one = stored_ev("00F110/00020001", true);
+        let two = stored_ev("00F110/00020002", true);
+        assert!(!four_way_settled(std::slice::from_ref(&one)));
+        let a1 = stored_ev("00F110/00020001", false);
+        assert!(four_way_settled(&[one.clone(), a1.clone()]));
+        assert!(!four_way_settled(&[one, a1, two]));
+        // Other key groups do not count.
+        assert!(four_way_settled(&[stored_ev("00F110/00010001", true)]));
+    }
 
     #[test]
     fn late_preroll_packets_are_not_part_of_the_stream() {

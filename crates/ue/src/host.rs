@@ -13,6 +13,12 @@
 //!   their MSK messages apart by IDr (the B-TID, which names the MUK: seed
 //!   000 6.3.2.3.1), as a BM-SC's acknowledgements are matched by IDr too.
 //!   Each UE's acknowledgements leave from that shared socket.
+//! * Every shared socket is read in `recvmmsg` batches
+//!   ([`mbms_service::udp::Receiver`]); a batch is copied once into memory
+//!   its UEs share (each UE gets a slice of it), and the MIKEY
+//!   demultiplexer reads IDr with the borrowed [`MskView`]. Datagrams
+//!   longer than [`mbms_service::udp::MAX_DATAGRAM`] are dropped and
+//!   counted ([`HostStats::truncated`]).
 //! * **MTK messages and SRTP**: one UDP socket per distinct `mtk_listen` /
 //!   `srtp_listen` address, every datagram handed to every UE whose session
 //!   names it: one MBMS bearer received by many UEs (seed 004 6.4.2), as
@@ -36,13 +42,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use mbms::messages::MskView;
+use mbms_service::udp::{Receiver, RecvBatch, BATCH};
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::debug;
 
 use crate::events::UeEvent;
-use crate::runtime::{bind_udp, Inbox, RunningUe, UeError, MAX_DATAGRAM};
+use crate::runtime::{bind_udp, Inbox, RunningUe, UeError};
 use crate::UeConfig;
 
 /// Receive buffer asked for each shared socket, bytes (`SO_RCVBUF`): a
@@ -63,8 +71,26 @@ async fn bind_shared(addr: SocketAddr, what: &str) -> Result<UdpSocket, UeError>
     Ok(sock)
 }
 
-/// A datagram handed to a hosted UE: bytes and sender.
-pub(crate) type Datagram = (Arc<[u8]>, SocketAddr);
+/// A datagram handed to a hosted UE: a slice of the receive batch it came
+/// in (shared by every UE it goes to), and its sender.
+#[derive(Debug)]
+pub(crate) struct Datagram {
+    batch: Arc<Vec<u8>>,
+    span: std::ops::Range<usize>,
+    from: SocketAddr,
+}
+
+impl Datagram {
+    /// The datagram's bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.batch[self.span.clone()]
+    }
+
+    /// Its sender.
+    pub(crate) fn from(&self) -> SocketAddr {
+        self.from
+    }
+}
 
 /// How a [`UeHost`] shares its resources.
 #[derive(Clone, Debug)]
@@ -88,6 +114,18 @@ pub struct HostStats {
     pub unknown_idr: u64,
     /// Datagrams handed to hosted UEs (one per UE for a fanned-out one).
     pub delivered: u64,
+    /// Datagrams dropped because they were longer than a shared socket
+    /// reads (`mbms_service::udp::MAX_DATAGRAM`, 2,048 bytes; MIKEY
+    /// messages are about 160 bytes, SRTP packets fit an MTU).
+    pub truncated: u64,
+}
+
+/// The counters the shared sockets' tasks add to.
+#[derive(Clone, Default)]
+struct Counters {
+    unknown_idr: Arc<AtomicU64>,
+    delivered: Arc<AtomicU64>,
+    truncated: Arc<AtomicU64>,
 }
 
 /// One shared socket.
@@ -106,8 +144,7 @@ pub(crate) struct HostInner {
     by_btid: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Datagram>>>>,
     /// MTK and SRTP sockets by address.
     fanout: Mutex<HashMap<SocketAddr, Shared>>,
-    unknown_idr: Arc<AtomicU64>,
-    delivered: Arc<AtomicU64>,
+    counters: Counters,
 }
 
 impl HostInner {
@@ -150,17 +187,18 @@ impl UeHost {
                 mikey: Mutex::new(HashMap::new()),
                 by_btid: Arc::new(Mutex::new(HashMap::new())),
                 fanout: Mutex::new(HashMap::new()),
-                unknown_idr: Arc::new(AtomicU64::new(0)),
-                delivered: Arc::new(AtomicU64::new(0)),
+                counters: Counters::default(),
             }),
         })
     }
 
     /// Counters of the shared sockets.
     pub fn stats(&self) -> HostStats {
+        let c = &self.inner.counters;
         HostStats {
-            unknown_idr: self.inner.unknown_idr.load(Ordering::Relaxed),
-            delivered: self.inner.delivered.load(Ordering::Relaxed),
+            unknown_idr: c.unknown_idr.load(Ordering::Relaxed),
+            delivered: c.delivered.load(Ordering::Relaxed),
+            truncated: c.truncated.load(Ordering::Relaxed),
         }
     }
 
@@ -200,8 +238,7 @@ impl UeHost {
         let task = tokio::spawn(demux_task(
             sock.clone(),
             Arc::downgrade(&self.inner.by_btid),
-            self.inner.unknown_idr.clone(),
-            self.inner.delivered.clone(),
+            self.inner.counters.clone(),
         ));
         m.insert(
             addr,
@@ -236,7 +273,7 @@ impl UeHost {
                     let task = tokio::spawn(fanout_task(
                         sock.clone(),
                         subs.clone(),
-                        self.inner.delivered.clone(),
+                        self.inner.counters.clone(),
                     ));
                     f.insert(
                         addr,
@@ -264,62 +301,263 @@ impl Drop for UeHost {
     }
 }
 
-/// The shared MIKEY socket: each MSK message (or solicited pull) goes to
-/// the UE its IDr names (seed 000 6.3.2.3.1: IDr is the B-TID).
-async fn demux_task(
-    sock: Arc<UdpSocket>,
-    by_btid: Weak<Mutex<HashMap<String, mpsc::UnboundedSender<Datagram>>>>,
-    unknown: Arc<AtomicU64>,
-    delivered: Arc<AtomicU64>,
-) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    loop {
-        let (n, from) = match sock.recv_from(&mut buf).await {
-            Ok(x) => x,
-            Err(e) => {
-                debug!(error = %e, "shared MIKEY socket");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let Some(table) = by_btid.upgrade() else {
-            return;
-        };
-        let to = mbms::messages::MskEnvelope::parse(&buf[..n])
-            .ok()
-            .and_then(|env| lock(&table).get(env.muk_id.idr.as_str()).cloned());
-        match to {
-            Some(tx) if tx.send((Arc::from(&buf[..n]), from)).is_ok() => {
-                delivered.fetch_add(1, Ordering::Relaxed);
-            }
-            _ => {
-                unknown.fetch_add(1, Ordering::Relaxed);
-                debug!(%from, "MIKEY datagram for no hosted UE");
-            }
+/// One receive batch of a shared socket, copied once into memory the
+/// hosted UEs share: [`Datagram`]s are slices of it, so handing a datagram
+/// to a UE (or to every UE of a fanned-out socket) allocates and copies
+/// nothing more.
+fn share(got: &RecvBatch) -> Arc<Vec<u8>> {
+    let mut all = Vec::with_capacity(got.iter().map(|(d, _)| d.len()).sum());
+    for (d, _) in got.iter() {
+        all.extend_from_slice(d);
+    }
+    Arc::new(all)
+}
+
+/// Receives the next batch of a shared socket into `got` (`what` names it
+/// in the log); `false` after an error (logged, after a short pause).
+async fn recv_batch(
+    sock: &UdpSocket,
+    rx: &mut Receiver,
+    got: &mut RecvBatch,
+    truncated: &AtomicU64,
+    what: &str,
+) -> bool {
+    let before = rx.truncated();
+    let r = rx.recv(sock, got).await;
+    truncated.fetch_add(rx.truncated() - before, Ordering::Relaxed);
+    match r {
+        Ok(_) => true,
+        Err(e) => {
+            debug!(error = %e, "{what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            false
         }
     }
 }
 
-/// A shared MTK or SRTP socket: every datagram to every UE of it.
+/// The shared MIKEY socket: each MSK message (or solicited pull) goes to
+/// the UE its IDr names (seed 000 6.3.2.3.1: IDr is the B-TID), read with
+/// the borrowed [`MskView`] (nothing copied or allocated to find it), in
+/// `recvmmsg` batches.
+async fn demux_task(
+    sock: Arc<UdpSocket>,
+    by_btid: Weak<Mutex<HashMap<String, mpsc::UnboundedSender<Datagram>>>>,
+    counters: Counters,
+) {
+    let mut rx = Receiver::new();
+    let mut got = RecvBatch::with_capacity(BATCH);
+    loop {
+        if !recv_batch(
+            &sock,
+            &mut rx,
+            &mut got,
+            &counters.truncated,
+            "shared MIKEY socket",
+        )
+        .await
+        {
+            continue;
+        }
+        let Some(table) = by_btid.upgrade() else {
+            return;
+        };
+        let shared = share(&got);
+        let (mut delivered, mut unknown) = (0, 0);
+        {
+            let table = lock(&table);
+            let mut at = 0;
+            for (d, from) in got.iter() {
+                let span = at..at + d.len();
+                at = span.end;
+                let to = MskView::parse(d).ok().and_then(|v| table.get(v.idr));
+                let sent = to.is_some_and(|tx| {
+                    tx.send(Datagram {
+                        batch: shared.clone(),
+                        span,
+                        from,
+                    })
+                    .is_ok()
+                });
+                if sent {
+                    delivered += 1;
+                } else {
+                    unknown += 1;
+                    debug!(%from, "MIKEY datagram for no hosted UE");
+                }
+            }
+        }
+        counters.delivered.fetch_add(delivered, Ordering::Relaxed);
+        counters.unknown_idr.fetch_add(unknown, Ordering::Relaxed);
+    }
+}
+
+/// A shared MTK or SRTP socket: every datagram to every UE of it, in
+/// `recvmmsg` batches.
 async fn fanout_task(
     sock: Arc<UdpSocket>,
     subs: Arc<Mutex<Vec<mpsc::UnboundedSender<Datagram>>>>,
-    delivered: Arc<AtomicU64>,
+    counters: Counters,
 ) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut rx = Receiver::new();
+    let mut got = RecvBatch::with_capacity(BATCH);
     loop {
-        let (n, from) = match sock.recv_from(&mut buf).await {
-            Ok(x) => x,
-            Err(e) => {
-                debug!(error = %e, "shared socket");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let d: Arc<[u8]> = Arc::from(&buf[..n]);
+        if !recv_batch(
+            &sock,
+            &mut rx,
+            &mut got,
+            &counters.truncated,
+            "shared socket",
+        )
+        .await
+        {
+            continue;
+        }
+        let shared = share(&got);
         let mut s = lock(&subs);
-        // A stopped UE's inbox is closed: forget it.
-        s.retain(|tx| tx.send((d.clone(), from)).is_ok());
-        delivered.fetch_add(s.len() as u64, Ordering::Relaxed);
+        let mut at = 0;
+        for (d, from) in got.iter() {
+            let span = at..at + d.len();
+            at = span.end;
+            // A stopped UE's inbox is closed: forget it.
+            s.retain(|tx| {
+                tx.send(Datagram {
+                    batch: shared.clone(),
+                    span: span.clone(),
+                    from,
+                })
+                .is_ok()
+            });
+            counters
+                .delivered
+                .fetch_add(s.len() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mbms::messages::MskMessage;
+    use mbms::{Muk, MukId};
+
+    /// A solicited pull to the UE of B-TID `btid`.
+    fn pull(btid: &str, counter: u32) -> Vec<u8> {
+        MskMessage::solicited_pull(
+            MukId::new("bmsc.home1.net", btid),
+            counter,
+            [counter as u8; 16],
+            "001-01".parse().unwrap(),
+            1,
+        )
+        .build(&Muk::from_bytes([0x6d; 32]))
+        .unwrap()
+        .bytes
+    }
+
+    fn host() -> UeHost {
+        UeHost::new(&HostConfig {
+            address: "127.0.0.1".parse().unwrap(),
+            http_concurrency: 1,
+            http_timeout: Duration::from_secs(5),
+        })
+        .unwrap()
+    }
+
+    async fn eventually(what: &str, f: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    /// More datagrams than one `recvmmsg` batch, for two UEs interleaved
+    /// with garbage, a message for no hosted UE and an oversize datagram:
+    /// each UE gets exactly its own, byte-exact, in order, with the sender;
+    /// the rest is counted, not delivered.
+    #[tokio::test]
+    async fn the_shared_mikey_socket_hands_each_message_to_the_ue_its_idr_names() {
+        let host = host();
+        let sock = host
+            .mikey_socket("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let to = sock.local_addr().unwrap();
+        let (ta, mut ra) = mpsc::unbounded_channel();
+        let (tb, mut rb) = mpsc::unbounded_channel();
+        host.inner().route("a@bsf.home1.net", &ta);
+        host.inner().route("b@bsf.home1.net", &tb);
+        let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let from = sender.local_addr().unwrap();
+        let rounds = 2 * BATCH as u32;
+        let (mut want_a, mut want_b) = (Vec::new(), Vec::new());
+        for c in 1..=rounds {
+            let (a, b) = (pull("a@bsf.home1.net", c), pull("b@bsf.home1.net", c));
+            sender.send_to(&a, to).await.unwrap();
+            sender.send_to(b"not MIKEY", to).await.unwrap();
+            sender.send_to(&b, to).await.unwrap();
+            want_a.push(a);
+            want_b.push(b);
+            if c % 16 == 0 {
+                // Let the host read: the socket's buffer is not the point.
+                tokio::task::yield_now().await;
+            }
+        }
+        sender
+            .send_to(&pull("nobody@bsf.home1.net", 1), to)
+            .await
+            .unwrap();
+        sender.send_to(&vec![0u8; 4000], to).await.unwrap();
+        for (rx, want) in [(&mut ra, &want_a), (&mut rb, &want_b)] {
+            for w in want {
+                let d = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(d.bytes(), &w[..]);
+                assert_eq!(d.from(), from);
+            }
+        }
+        eventually("the counters", || {
+            host.stats()
+                == HostStats {
+                    unknown_idr: u64::from(rounds) + 1,
+                    delivered: 2 * u64::from(rounds),
+                    truncated: 1,
+                }
+        })
+        .await;
+        assert!(ra.try_recv().is_err() && rb.try_recv().is_err());
+    }
+
+    /// A fanned-out socket hands every datagram to every subscriber (one
+    /// shared copy), and forgets a subscriber whose inbox closed.
+    #[tokio::test]
+    async fn a_fanned_out_socket_gives_every_datagram_to_every_ue() {
+        let host = host();
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let Inbox::Channel(mut first) = host.fanout_inbox(addr, "test").await.unwrap() else {
+            panic!("a hosted inbox is a channel");
+        };
+        let Inbox::Channel(second) = host.fanout_inbox(addr, "test").await.unwrap() else {
+            panic!("a hosted inbox is a channel");
+        };
+        let to = host.socket_addr(addr).unwrap();
+        drop(second);
+        let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        for i in 0..3u8 {
+            sender.send_to(&[i; 100], to).await.unwrap();
+        }
+        for i in 0..3u8 {
+            let d = tokio::time::timeout(Duration::from_secs(5), first.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(d.bytes(), &[i; 100]);
+        }
+        // The closed inbox was dropped on the first datagram.
+        eventually("deliveries counted", || host.stats().delivered == 3).await;
     }
 }

@@ -287,18 +287,50 @@ pub(crate) enum Inbox {
     Channel(mpsc::UnboundedReceiver<Datagram>),
 }
 
-impl Inbox {
-    /// The next datagram, copied into `buf`; `None` once a shared socket's
-    /// host is gone.
-    async fn recv(&mut self, buf: &mut [u8]) -> Option<std::io::Result<(usize, SocketAddr)>> {
+/// A datagram an [`Inbox`] got: read into the task's buffer (own socket),
+/// or handed over by the host as it is, without a copy (shared socket).
+enum Received {
+    /// The first `.0` bytes of the task's buffer, from `.1`.
+    Read(usize, SocketAddr),
+    /// A shared socket's datagram.
+    Shared(Datagram),
+}
+
+impl Received {
+    /// The datagram's bytes (`buf`: the buffer given to [`Inbox::recv`]).
+    fn bytes<'a>(&'a self, buf: &'a [u8]) -> &'a [u8] {
         match self {
-            Inbox::Socket(s) => Some(s.recv_from(buf).await),
-            Inbox::Channel(rx) => {
-                let (d, from) = rx.recv().await?;
-                let n = d.len().min(buf.len());
-                buf[..n].copy_from_slice(&d[..n]);
-                Some(Ok((n, from)))
+            Received::Read(n, _) => &buf[..*n],
+            Received::Shared(d) => d.bytes(),
+        }
+    }
+
+    /// Its sender.
+    fn from(&self) -> SocketAddr {
+        match self {
+            Received::Read(_, from) => *from,
+            Received::Shared(d) => d.from(),
+        }
+    }
+}
+
+impl Inbox {
+    /// The next datagram; `None` once a shared socket's host is gone. An
+    /// own socket reads into `buf`, grown to [`MAX_DATAGRAM`] on first use:
+    /// a hosted UE's tasks keep no buffer (10,000 UEs, four tasks each).
+    async fn recv(&mut self, buf: &mut Vec<u8>) -> Option<std::io::Result<Received>> {
+        match self {
+            Inbox::Socket(s) => {
+                if buf.len() < MAX_DATAGRAM {
+                    buf.resize(MAX_DATAGRAM, 0);
+                }
+                Some(
+                    s.recv_from(buf)
+                        .await
+                        .map(|(n, from)| Received::Read(n, from)),
+                )
             }
+            Inbox::Channel(rx) => Some(Ok(Received::Shared(rx.recv().await?))),
         }
     }
 }
@@ -678,9 +710,9 @@ impl Drop for RunningUe {
 }
 
 async fn mikey_task(shell: Arc<Shell>, mut inbox: Inbox) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut buf = Vec::new();
     while let Some(r) = inbox.recv(&mut buf).await {
-        let (n, from) = match r {
+        let got = match r {
             Ok(x) => x,
             Err(e) => {
                 // ICMP port unreachable of an earlier send, etc.
@@ -689,23 +721,25 @@ async fn mikey_task(shell: Arc<Shell>, mut inbox: Inbox) {
                 continue;
             }
         };
-        let outs = shell.core().on_mikey(&buf[..n], from);
+        let outs = shell.core().on_mikey(got.bytes(&buf), got.from());
         shell.exec(outs).await;
     }
 }
 
 async fn srtp_task(shell: Arc<Shell>, i: usize, mut inbox: Inbox) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut buf = Vec::new();
     while let Some(r) = inbox.recv(&mut buf).await {
-        let n = match r {
-            Ok((n, _)) => n,
+        let got = match r {
+            Ok(x) => x,
             Err(e) => {
                 debug!(error = %e, "SRTP socket");
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
-        let outs = shell.core_fast().on_srtp(i, buf[..n].to_vec());
+        // The packet is decrypted in place: a copy of its own (a shared
+        // socket's datagram goes to every hosted UE).
+        let outs = shell.core_fast().on_srtp(i, got.bytes(&buf).to_vec());
         shell.exec(outs).await;
     }
 }

@@ -113,6 +113,7 @@ async fn hosted_ues_share_sockets_and_each_gets_its_own_keys_and_the_stream() {
         assert_eq!(&g[..], &sent[first..]);
     }
     assert_eq!(host.stats().unknown_idr, 0);
+    assert_eq!(host.stats().truncated, 0);
     ua.shutdown(true).await.unwrap();
     ub.shutdown(true).await.unwrap();
 }
