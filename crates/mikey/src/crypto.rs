@@ -348,11 +348,11 @@ pub fn aes_cm_iv(salt_key: &[u8; SALT_KEY_LEN], csb_id: u32, t: u64) -> [u8; 16]
 /// Encrypt or decrypt (the same operation) KEMAC data in place with
 /// AES-CM-128 (RFC 3830 4.2.3: AES in counter mode from the IV, the whole
 /// block a big-endian counter). With AES-NI the key schedule stays in
-/// registers (`mbms_sha1_lanes::aes128_ctr_xor`); otherwise the `aes` and
+/// registers (`mbms_crypto_ni::aes128_ctr_xor`); otherwise the `aes` and
 /// `ctr` crates.
 pub fn aes_cm_apply(keys: &PskKeys, csb_id: u32, t: u64, data: &mut [u8]) {
     let iv = aes_cm_iv(&keys.salt_key, csb_id, t);
-    if !mbms_sha1_lanes::aes128_ctr_xor(&keys.encr_key, &iv, data) {
+    if !mbms_crypto_ni::aes128_ctr_xor(&keys.encr_key, &iv, data) {
         let mut c = Aes128Ctr::new((&keys.encr_key).into(), (&iv).into());
         c.apply_keystream(data);
     }

@@ -34,7 +34,7 @@ const IV: [u32; 5] = [
 
 /// One SHA-1 compression.
 fn compress(state: &mut [u32; 5], block: &[u8; BLOCK]) {
-    mbms_sha1_lanes::compress_blocks(state, core::slice::from_ref(block));
+    mbms_crypto_ni::compress_blocks(state, core::slice::from_ref(block));
 }
 
 fn digest_bytes(state: &[u32; 5]) -> [u8; HMAC_SHA1_LEN] {
@@ -83,7 +83,7 @@ impl Sha1Stream {
             self.buf_len = 0;
         }
         let (whole, rest) = data.as_chunks::<BLOCK>();
-        mbms_sha1_lanes::compress_blocks(&mut self.state, whole);
+        mbms_crypto_ni::compress_blocks(&mut self.state, whole);
         self.buf[..rest.len()].copy_from_slice(rest);
         self.buf_len = rest.len();
     }
@@ -158,7 +158,7 @@ impl HmacSha1Key {
             pads[1][i] ^= b;
         }
         let mut states = [IV; 2];
-        mbms_sha1_lanes::compress_lanes(&mut states, &pads);
+        mbms_crypto_ni::compress_lanes(&mut states, &pads);
         for p in pads.iter_mut() {
             p[..key.len()].zeroize();
         }
@@ -224,14 +224,14 @@ impl HmacSha1Key {
     pub fn mac_contiguous(&self, text: &[u8]) -> [u8; HMAC_SHA1_LEN] {
         let mut state = self.inner;
         let (whole, tail) = text.as_chunks::<BLOCK>();
-        mbms_sha1_lanes::compress_blocks(&mut state, whole);
+        mbms_crypto_ni::compress_blocks(&mut state, whole);
         let mut last = [[0u8; BLOCK]; 2];
         last[0][..tail.len()].copy_from_slice(tail);
         last[0][tail.len()] = 0x80;
         let n = if tail.len() < BLOCK - LEN_FIELD { 1 } else { 2 };
         let bits = ((BLOCK + text.len()) as u64).wrapping_mul(8);
         last[n - 1][BLOCK - LEN_FIELD..].copy_from_slice(&bits.to_be_bytes());
-        mbms_sha1_lanes::compress_blocks(&mut state, &last[..n]);
+        mbms_crypto_ni::compress_blocks(&mut state, &last[..n]);
         self.outer_hash(&state)
     }
 
@@ -250,7 +250,7 @@ impl HmacSha1Key {
         &self,
         blocks: &[[u8; BLOCK]; N],
     ) -> [[u8; HMAC_SHA1_LEN]; N] {
-        mbms_sha1_lanes::hmac_one_block_lanes(&self.inner, &self.outer, blocks)
+        mbms_crypto_ni::hmac_one_block_lanes(&self.inner, &self.outer, blocks)
             .map(|s| digest_bytes(&s))
     }
 
@@ -264,7 +264,7 @@ impl HmacSha1Key {
         first: &[[u8; BLOCK]; N],
         second: &[[u8; BLOCK]; N],
     ) -> [[u32; 5]; N] {
-        mbms_sha1_lanes::hmac_chain_lanes(&self.inner, &self.outer, first, second)
+        mbms_crypto_ni::hmac_chain_lanes(&self.inner, &self.outer, first, second)
     }
 
     /// The block of the outer hash: the inner digest, padded.

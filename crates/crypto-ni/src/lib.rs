@@ -1,5 +1,8 @@
-//! `N` independent SHA-1 compressions (FIPS 180-4 6.1.2, one 64-byte block
-//! each) run side by side.
+//! The processor kernels of the MIKEY hot path: SHA-1 with SHA-NI and
+//! AES-128-CTR with AES-NI, each with a portable fallback.
+//!
+//! [`compress_lanes`]: `N` independent SHA-1 compressions (FIPS 180-4
+//! 6.1.2, one 64-byte block each) run side by side.
 //!
 //! The MIKEY PRF of an MBMS message (RFC 3830 4.1.2, three keys of one
 //! P_SHA1 block each) and an HMAC key schedule (RFC 2104: the `K XOR ipad`
