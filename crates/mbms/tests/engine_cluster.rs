@@ -71,7 +71,7 @@ fn a_non_anchor_adopts_the_anchors_rotation_and_pushes_the_same_msk() {
     // Adopting an unchanged snapshot pushes nothing.
     let snap = store.load_key_group(&group(1)).unwrap().unwrap();
     let adopted = other.adopt_key_group(snap.clone(), t(20)).unwrap();
-    assert_eq!(adopted, Some(rotated.clone()));
+    assert_eq!(adopted, Some(rotated));
     assert_eq!(other.adopt_key_group(snap, t(20)).unwrap(), None);
     let pushed = sends(&other.poll(t(20), &mut rng).unwrap());
     assert!(pushed.iter().any(|s| s.1 == rotated.next.name));
