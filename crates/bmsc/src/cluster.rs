@@ -1,0 +1,3 @@
+//! placeholder
+/// UE shards.
+pub const UE_SHARDS: u32 = 256;
