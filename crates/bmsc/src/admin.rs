@@ -265,7 +265,10 @@ async fn rotate(
 /// (no anchor: it is being taken over). `None`: rotate here.
 async fn rotate_at_anchor(app: &Arc<App>, id: u16) -> Option<Response> {
     let st = app.cluster.as_ref()?;
-    let (anchor, before) = app.core.with(|c| (c.is_anchor(id), c.key_group_info(id)));
+    let (anchor, before) = app
+        .core
+        .run_short(move |c| (c.is_anchor(id), c.key_group_info(id)))
+        .await;
     if anchor {
         return None;
     }
@@ -279,7 +282,7 @@ async fn rotate_at_anchor(app: &Arc<App>, id: u16) -> Option<Response> {
     }
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(st.lease_ms);
     loop {
-        let info = app.core.with(|c| c.key_group_info(id));
+        let info = app.core.run_short(move |c| c.key_group_info(id)).await;
         if let Some(info) = info.filter(|i| i.current.name != before) {
             return Some(
                 Json(json!({
@@ -317,7 +320,7 @@ async fn cluster(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
         return r;
     }
     let Some(st) = app.cluster.as_ref() else {
-        let groups = app.core.with(|c| c.key_group_ids());
+        let groups = app.core.run_short(|c| c.key_group_ids()).await;
         return Json(json!({
             "instance_id": "sqlite",
             "instances": [{

@@ -304,7 +304,7 @@ impl Renewer {
     /// One renewal: heartbeat, claims, then the changes of ownership.
     async fn tick(&mut self, app: &Arc<App>, st: &Arc<ClusterState>) {
         let sent_at = Instant::now();
-        let groups = app.core.with(|c| c.key_group_ids().len());
+        let groups = app.core.run_short(|c| c.key_group_ids().len()).await;
         let st2 = st.clone();
         let r = tokio::task::spawn_blocking(move || claim_all(&st2, groups)).await;
         let claimed = match r {
@@ -351,7 +351,7 @@ impl Renewer {
         let store = st.store.clone();
         let id = st.instance_id.clone();
         let before = std::mem::replace(&mut self.anchored, anchored.clone());
-        let all_groups = app.core.with(|c| c.key_group_ids());
+        let all_groups = app.core.run_short(|c| c.key_group_ids()).await;
         let r = app
             .core
             .run(

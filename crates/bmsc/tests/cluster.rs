@@ -138,7 +138,7 @@ async fn three_instances_share_the_work_and_survive_the_anchors_death() {
     // current MSK at yet another one.
     let ids: Vec<String> = urls.keys().cloned().collect();
     let mut ues = Vec::new();
-    for n in 1..=6usize {
+    for n in 1..=9usize {
         let mut ue = TestUe::bootstrap(&env.bsf.url(), &impi(n), urls[&ids[n % 3]].clone()).await;
         assert_eq!(ue.register(&[NEWS, PAY]).await, [200, 200]);
         ue.base = urls[&ids[(n + 1) % 3]].clone();
@@ -190,8 +190,16 @@ async fn three_instances_share_the_work_and_survive_the_anchors_death() {
 
     // The anchor dies (a crash): a survivor takes key group 1 and the
     // dead instance's UE shards within the lease time (plus a renewal).
+    let dead = instances.remove(&anchor).unwrap();
+    let owned_by_dead: f64 = dead
+        .metrics()
+        .lines()
+        .filter(|l| l.starts_with("bmsc_registered_ues "))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    eprintln!("the killed anchor {anchor} owned {owned_by_dead} of the 9 UEs");
     let killed_at = Instant::now();
-    instances.remove(&anchor).unwrap().kill();
+    dead.kill();
     let survivors: Vec<String> = ids.iter().filter(|i| **i != anchor).cloned().collect();
     let (rotated, took) = loop {
         let (s, v) = post(&http, &urls[&survivors[0]], "/admin/v1/key-groups/1/rotate").await;
