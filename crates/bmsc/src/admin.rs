@@ -302,6 +302,27 @@ async fn rotate_at_anchor(app: &Arc<App>, id: u16) -> Option<Response> {
     }
 }
 
+/// Several instances, UE `impi` owned by another one: its owner pulls
+/// (notice), this instance answers `sent: 0, forwarded: true` (the key
+/// groups are the UE's, or `key_group`). `None`: pull here.
+async fn pull_at_owner(app: &Arc<App>, impi: &str, key_group: Option<u16>) -> Option<Response> {
+    let st = app.cluster.as_ref()?;
+    let i2 = impi.to_owned();
+    if app.core.run_short(move |c| c.owns_ue(&i2)).await {
+        return None;
+    }
+    let n = crate::cluster::Notice::Pull {
+        // 0 (no Key Group has it): every key group of the UE.
+        key_group: key_group.unwrap_or(0),
+        impi: Some(impi.to_owned()),
+    };
+    if let Err(e) = st.notify(n).await {
+        tracing::warn!(error = %crate::ErrorChain(&e), "admin: solicited pull not forwarded");
+        return Some(unavailable("the database is unreachable"));
+    }
+    Some(Json(json!({ "impi": impi, "sent": 0, "forwarded": true })).into_response())
+}
+
 /// 503 with `Retry-After: 1`.
 fn unavailable(m: &str) -> Response {
     let mut r = error(StatusCode::SERVICE_UNAVAILABLE, m);
@@ -392,6 +413,9 @@ async fn pull_ue(
     }
     let Path(impi) = extract!(impi);
     let Query(q) = extract!(q);
+    if let Some(r) = pull_at_owner(&app, &impi, q.key_group).await {
+        return r;
+    }
     let i2 = impi.clone();
     let r = app
         .core

@@ -183,7 +183,7 @@ pub enum Notice {
     /// Solicited pull for the key group: every instance pulls the UEs it
     /// owns (of them, `impi` only, when given).
     Pull {
-        /// The Key Group.
+        /// The Key Group; 0 with `impi`: every key group of that UE.
         key_group: u16,
         /// One UE.
         impi: Option<String>,
@@ -486,7 +486,22 @@ async fn on_notice(app: &Arc<App>, payload: &str) {
             let r = app
                 .core
                 .run(move |c| match impi {
-                    Some(i) if c.owns_ue(&i) => c.solicited_pull(key_group, Some(&i)),
+                    Some(i) if c.owns_ue(&i) => {
+                        let groups = if key_group == 0 {
+                            c.ues()
+                                .into_iter()
+                                .find(|u| u.impi == i)
+                                .map(|u| u.key_groups)
+                                .unwrap_or_default()
+                        } else {
+                            vec![key_group]
+                        };
+                        let mut out = Vec::new();
+                        for g in groups {
+                            out.extend(c.solicited_pull(g, Some(&i))?);
+                        }
+                        Ok(out)
+                    }
                     Some(_) => Ok(Vec::new()),
                     None => c.solicited_pull(key_group, None),
                 })

@@ -276,6 +276,29 @@ async fn three_instances_share_the_work_and_survive_the_anchors_death() {
     assert!(charged.len() >= 2 * ues.len(), "{charged:?}");
     assert!(charged.values().all(|n| *n == 1), "{charged:?}");
     drop(store);
+    // A solicited pull of one UE asked at every instance: each request
+    // reaches the UE once, from its owner.
+    let ue = &mut ues[0];
+    let before = ue.pulls.len();
+    for id in &survivors {
+        let (s, v) = post(
+            &http,
+            &urls[id],
+            &format!(
+                "/admin/v1/registrations/{}/solicited-pull?key_group=1",
+                ue.impi
+            ),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    for _ in 0..40 {
+        ue.pump(Duration::from_millis(50)).await;
+        if ue.pulls.len() >= before + survivors.len() {
+            break;
+        }
+    }
+    assert_eq!(ue.pulls.len(), before + survivors.len(), "{:?}", ue.errors);
     for (_, b) in instances {
         b.shutdown().await.unwrap();
     }
