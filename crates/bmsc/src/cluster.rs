@@ -76,8 +76,8 @@
 //! up (no pushes); the instance keeps trying and takes leases again when
 //! the database is back.
 //!
-//! SQLite: one process owns everything (no leases; a second process on
-//! the same file is refused by the file's lock).
+//! SQLite: one process owns everything (no leases). A second process on
+//! the same file is not detected: run one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -360,14 +360,22 @@ impl Renewer {
                     let (gained, lost) = diff(&c.owned_shards(), &shards);
                     c.drop_shards(&lost);
                     let mut rotated = false;
+                    // Lost anchors first, whatever happens next.
                     for g in &all_groups {
                         let epoch = anchored.get(g).copied();
                         if let Some(cl) = store.cluster() {
                             cl.set_fence(&id, *g, epoch);
                         }
-                        match epoch {
+                        if epoch.is_none() && c.is_anchor(*g) {
+                            tracing::info!(key_group = g, "cluster: anchor lease given up");
+                            c.set_anchor(*g, false, now);
+                        }
+                    }
+                    for g in &all_groups {
+                        match anchored.get(g) {
                             Some(_) if !before.contains_key(g) || !c.is_anchor(*g) => {
-                                // A new anchor continues from the saved state.
+                                // A new anchor continues from the saved
+                                // state (it anchors once that is read).
                                 rotated |= c.adopt_key_group(*g, now)?;
                                 c.set_anchor(*g, true, now);
                                 tracing::info!(
@@ -376,13 +384,14 @@ impl Renewer {
                                 );
                             }
                             Some(_) => {}
-                            None => {
-                                if c.is_anchor(*g) {
-                                    tracing::info!(key_group = g, "cluster: anchor lease given up");
-                                }
-                                c.set_anchor(*g, false, now);
-                                rotated |= c.adopt_key_group(*g, now)?;
-                            }
+                            None => match c.adopt_key_group(*g, now) {
+                                Ok(r) => rotated |= r,
+                                Err(e) => tracing::debug!(
+                                    key_group = g,
+                                    error = %crate::ErrorChain(&e),
+                                    "cluster: key group not adopted"
+                                ),
+                            },
                         }
                     }
                     let loaded = c.take_shards(&gained, now)?;

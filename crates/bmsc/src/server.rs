@@ -308,6 +308,15 @@ pub async fn start_with_tap(
         key_groups: cfg.key_groups.iter().map(|k| k.def()).collect(),
         services: cfg.services.iter().map(|s| s.def()).collect(),
     };
+    if let Some(c) = store.cluster() {
+        // Several instances: from the first write on, a key group's state
+        // is created by whoever comes first and replaced only by its
+        // anchor (the others adopt it at the first lease renewal).
+        let id = cfg.cluster.instance_id();
+        for k in &cfg.key_groups {
+            c.set_fence(&id, k.id, None);
+        }
+    }
     let m2 = metrics.clone();
     let core = tokio::task::spawn_blocking(move || Core::open(&settings, store, m2, now_ts()))
         .await
