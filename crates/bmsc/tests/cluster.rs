@@ -303,3 +303,127 @@ async fn three_instances_share_the_work_and_survive_the_anchors_death() {
         b.shutdown().await.unwrap();
     }
 }
+
+/// A TCP relay to PostgreSQL that can be cut (every connection closed,
+/// no new one accepted): the database "unreachable" for one instance.
+struct Relay {
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(pg_url: &str) -> Relay {
+        let mut u = reqwest::Url::parse(pg_url).unwrap();
+        let target = format!(
+            "{}:{}",
+            u.host_str().unwrap_or("localhost"),
+            u.port().unwrap_or(5432)
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        u.set_host(Some("127.0.0.1")).unwrap();
+        u.set_port(Some(port)).unwrap();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let target = target.clone();
+                conns.spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+            }
+        });
+        Relay {
+            url: u.to_string(),
+            task,
+        }
+    }
+
+    /// Closes every relayed connection and the listener.
+    fn cut(self) {
+        // Aborting the accept loop drops its JoinSet: every connection
+        // task is aborted and its sockets closed.
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instance_cut_from_postgresql_answers_503_and_its_work_moves() {
+    let Some(mut env) = Env::postgres("cut", &extra("a")).await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let a = env.bmsc.take().unwrap();
+    let Db::Postgres(url, schema) = env.db.clone() else {
+        unreachable!()
+    };
+    let relay = Relay::start(&url).await;
+    let b = {
+        let mut cfg = env.config();
+        cfg.cluster.instance_id = Some("b".into());
+        let db = Db::Postgres(relay.url.clone(), schema.clone());
+        let store = tokio::task::spawn_blocking(move || db.open())
+            .await
+            .unwrap();
+        bmsc::start(&cfg, store).await.unwrap()
+    };
+    wait_spread(&http, &a.url(), 2, 1).await;
+    let mut ues = Vec::new();
+    for n in 1..=4usize {
+        let mut ue = TestUe::bootstrap(&env.bsf.url(), &impi(n), b.url()).await;
+        assert_eq!(ue.register(&[NEWS]).await, [200]);
+        ues.push(ue);
+    }
+    let (_, kgs) = get(&http, &a.url(), "/admin/v1/key-groups").await;
+    let (cur, next) = {
+        let k = kgs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["key_group"] == 1)
+            .unwrap()
+            .clone();
+        (
+            k["current"]["msk_id"].as_str().unwrap().to_owned(),
+            k["next"]["msk_id"].as_str().unwrap().to_owned(),
+        )
+    };
+    for ue in &mut ues {
+        ue.wait_msks(1, &[msk_of(&cur), msk_of(&next)]).await;
+    }
+
+    // B loses the database: its Ua answers 503 with Retry-After (nothing
+    // accepted), and A takes every UE shard and key group.
+    let cut_at = Instant::now();
+    relay.cut();
+    let (s, body) = ues[0]
+        .post(
+            "register",
+            bmsc::xml::CT_REGISTER,
+            &bmsc::xml::register_request(&[NEWS]),
+        )
+        .await;
+    assert_eq!(s, 503, "{body}");
+    let listing = wait_spread(&http, &a.url(), 1, 1).await;
+    eprintln!(
+        "A holds everything {:?} after B lost PostgreSQL",
+        cut_at.elapsed()
+    );
+    assert_eq!(anchor_of(&listing, 1), "a");
+    // A serves every UE: a rotation reaches all, without a replay.
+    let (s, v) = post(&http, &a.url(), "/admin/v1/key-groups/1/rotate").await;
+    assert_eq!(s, 200, "{v}");
+    let next2 = v["next"].as_str().unwrap().to_owned();
+    for ue in &mut ues {
+        ue.base = a.url();
+        ue.wait_msks(1, &[msk_of(&next), msk_of(&next2)]).await;
+        assert!(ue.errors.iter().all(|e| e != "replay"), "{:?}", ue.errors);
+    }
+    // B stopped pushing: nothing it sends can reach a UE as a replay.
+    b.kill();
+    a.shutdown().await.unwrap();
+}
