@@ -180,6 +180,9 @@ pub enum Notice {
         /// The Key Group.
         key_group: u16,
     },
+    /// Key group or service definitions changed in the store (admin API):
+    /// reload them.
+    Definitions,
     /// Solicited pull for the key group: every instance pulls the UEs it
     /// owns (of them, `impi` only, when given).
     Pull {
@@ -449,6 +452,16 @@ async fn on_notice(app: &Arc<App>, payload: &str) {
                 }
             }
         }
+        Notice::Definitions => {
+            let r = app.core.run(|c| c.reload_definitions(now_ts())).await;
+            match r {
+                Ok(true) => app.core.wake(),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %crate::ErrorChain(&e), "cluster: reloading the definitions failed")
+                }
+            }
+        }
         Notice::Adopt { key_group } => {
             let r = app
                 .core
@@ -685,6 +698,7 @@ mod tests {
                 keys: vec!["AB".into()],
             },
             Notice::Adopt { key_group: 1 },
+            Notice::Definitions,
             Notice::Rotate { key_group: 2 },
             Notice::Pull {
                 key_group: 3,

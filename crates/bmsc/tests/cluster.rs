@@ -134,6 +134,32 @@ async fn three_instances_share_the_work_and_survive_the_anchors_death() {
     assert_eq!(listing["lease_ms"], LEASE_MS);
     assert_eq!(listing["instance_id"], "a");
 
+    // A key group created at one instance reaches the others (notice),
+    // with the same MSKs.
+    let r = http
+        .post(format!("{}/admin/v1/key-groups", urls["b"]))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({"key_group": 7, "window_len": 50}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let seven = |v: &Value| {
+        v.as_array()
+            .and_then(|a| a.iter().find(|k| k["key_group"] == 7))
+            .map(|k| k["current"]["msk_id"].clone())
+    };
+    let at_b = seven(&get(&http, &urls["b"], "/admin/v1/key-groups").await.1).unwrap();
+    let mut at_c = None;
+    for _ in 0..100 {
+        at_c = seven(&get(&http, &urls["c"], "/admin/v1/key-groups").await.1);
+        if at_c.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(at_c, Some(at_b));
+
     // UEs register through every instance in turn; each asks for the
     // current MSK at yet another one.
     let ids: Vec<String> = urls.keys().cloned().collect();
