@@ -336,22 +336,18 @@ impl ClusterSection {
         self.lease_ms.unwrap_or(DEFAULT_LEASE_MS)
     }
 
-    /// The instance ID: configured, or `<hostname>-<pid>` (the second and
-    /// later BM-SC started in one process get `-2`, `-3`, ...: each call
-    /// without a configured ID names a new instance; call it once per
-    /// start).
+    /// The instance ID: configured, or `<hostname>-<pid>`. Several BM-SCs
+    /// started in one process (tests, benchmarks) must configure distinct
+    /// IDs; a restarted process with the same configured ID gets its
+    /// leases back at once (another ID waits until they expire).
     pub fn instance_id(&self) -> String {
-        static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         self.instance_id.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .ok()
                 .map(|h| h.trim().to_owned())
                 .filter(|h| !h.is_empty())
                 .unwrap_or_else(|| "bmsc".into());
-            match STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
-                0 => format!("{host}-{}", std::process::id()),
-                n => format!("{host}-{}-{}", std::process::id(), n + 1),
-            }
+            format!("{host}-{}", std::process::id())
         })
     }
 }
