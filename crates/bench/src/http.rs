@@ -78,8 +78,42 @@ pub struct HttpReport {
     pub hello: Rate,
     /// `bmsc.median_per_s / hello.median_per_s`.
     pub ratio: f64,
+    /// CPU time per request (all rounds), where the machine's time goes.
+    pub cpu_us_per_request: CpuPerRequest,
     /// CPUs of the machine.
     pub cpus: usize,
+}
+
+/// Microseconds of CPU (user + system, `/proc/PID/stat`) per request,
+/// over all rounds of each server.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct CpuPerRequest {
+    /// The BM-SC process per accepted `msk-request`.
+    pub bmsc: f64,
+    /// The bench process (load generator and UE swarm: Digest, XML, MIKEY
+    /// verification and acknowledgement) during the BM-SC rounds, per
+    /// `msk-request`.
+    pub generator: f64,
+    /// The bench process (load generator and the hello server) during the
+    /// hello rounds, per hello request.
+    pub hello: f64,
+}
+
+/// CPU seconds of the BM-SC (`bmsc_pid`) and of this process.
+fn cpu_now(bmsc_pid: u32) -> (f64, f64) {
+    (
+        crate::procfs::cpu_seconds(bmsc_pid).unwrap_or(0.0),
+        crate::procfs::self_cpu_seconds(),
+    )
+}
+
+/// Microseconds per item, 0 without items.
+fn us_per(seconds: f64, items: u64) -> f64 {
+    if items == 0 {
+        0.0
+    } else {
+        1e6 * seconds / items as f64
+    }
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -175,7 +209,13 @@ async fn run_with(o: &HttpOptions, services: &mut Services) -> Result<HttpReport
     let mut bmsc_rates = Vec::new();
     let mut hello_rates = Vec::new();
     let (mut bmsc_errors, mut hello_errors) = (0, 0);
+    let bmsc_pid = services.pids().1;
+    // CPU seconds (BM-SC, bench process) and requests of the BM-SC rounds;
+    // bench-process seconds and requests of the hello rounds.
+    let (mut bmsc_cpu, mut generator_cpu, mut bmsc_n) = (0.0, 0.0, 0u64);
+    let (mut hello_cpu, mut hello_n) = (0.0, 0u64);
     for _ in 0..o.rounds.max(1) {
+        let before = cpu_now(bmsc_pid);
         let (n, e, t) = drive(c, dur, |i| {
             let cl = clients[i].clone();
             async move {
@@ -187,8 +227,13 @@ async fn run_with(o: &HttpOptions, services: &mut Services) -> Result<HttpReport
             }
         })
         .await;
+        let after = cpu_now(bmsc_pid);
+        bmsc_cpu += after.0 - before.0;
+        generator_cpu += after.1 - before.1;
+        bmsc_n += n;
         bmsc_rates.push(n as f64 / t);
         bmsc_errors += e;
+        let before = crate::procfs::self_cpu_seconds();
         let (n, e, t) = drive(c, dur, |_| {
             let (http, url, body) = (hello_http.clone(), hello_url.clone(), body.clone());
             async move {
@@ -205,6 +250,8 @@ async fn run_with(o: &HttpOptions, services: &mut Services) -> Result<HttpReport
             }
         })
         .await;
+        hello_cpu += crate::procfs::self_cpu_seconds() - before;
+        hello_n += n;
         hello_rates.push(n as f64 / t);
         hello_errors += e;
     }
@@ -225,6 +272,11 @@ async fn run_with(o: &HttpOptions, services: &mut Services) -> Result<HttpReport
         connections: c,
         seconds: dur.as_secs_f64(),
         ratio: bmsc.median_per_s / hello.median_per_s.max(1e-9),
+        cpu_us_per_request: CpuPerRequest {
+            bmsc: us_per(bmsc_cpu, bmsc_n),
+            generator: us_per(generator_cpu, bmsc_n),
+            hello: us_per(hello_cpu, hello_n),
+        },
         bmsc,
         hello,
         cpus,

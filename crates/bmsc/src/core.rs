@@ -10,7 +10,7 @@
 //! charging record) is committed to the store before the answer is given or
 //! the next message depending on it (the activation) is built.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -197,6 +197,17 @@ const CHARGING_PAGE: usize = 1000;
 /// HTTP requests) between them.
 pub const POLL_BATCH: usize = 4096;
 
+/// Messages the engine driver builds on a runtime worker, without handing
+/// the core to a blocking thread ([`CoreHandle::run_short`]): the pushes
+/// that MSK requests and registrations make due come in a few at a time,
+/// and a thread hand-off per request cost more than building them. A poll
+/// that fills it (a rotation, many retransmissions) goes on in
+/// [`POLL_BATCH`]es on a blocking thread. Building a message may reserve a
+/// block of MIKEY counters in the store (once per
+/// [`EngineConfig::counter_block`](mbms::engine::EngineConfig::counter_block)
+/// messages), a short write.
+pub const SHORT_POLL: usize = 64;
+
 /// How far the group commit got: every write with a ticket at most
 /// `committed` is durable; a request whose ticket is at most `failed` (and
 /// above `committed`) saw its commit fail.
@@ -215,9 +226,6 @@ pub struct PendingCommit {
     pub batch: WriteBatch,
     /// The last ticket it covers.
     upto: u64,
-    /// Deliveries and charging records that were queued (the rest was
-    /// added by [`Core::flush`]'s caller).
-    queued: (usize, usize),
 }
 
 impl PendingCommit {
@@ -301,9 +309,14 @@ struct UeEntry {
 pub struct Core {
     engine: Engine<EngineStoreHandle>,
     /// Writes of answered-but-not-yet-committed requests (group commit:
-    /// [`Core::flush`] writes them in one transaction; a request is answered
+    /// the committer writes them in one transaction; a request is answered
     /// only when its [`ticket`](Core::write_ticket) is committed).
     pending: WriteBatch,
+    /// Where the `pending` delivery record of an MSK request waits in
+    /// `pending.outcomes.deliveries`, by subscriber and MSK, so that its
+    /// acknowledgement, when it arrives before the commit begins, takes its
+    /// place instead of a second write ([`Core::on_acks`]).
+    queued_requests: HashMap<(String, MskName), usize>,
     /// Ticket of the last write put in `pending`.
     ticket: u64,
     /// Commit progress, for the requests waiting for their writes.
@@ -374,6 +387,7 @@ impl Core {
         let mut core = Core {
             engine,
             pending: WriteBatch::default(),
+            queued_requests: HashMap::new(),
             ticket: 0,
             commits: tokio::sync::watch::Sender::new(CommitState::default()),
             registered: 0,
@@ -546,44 +560,17 @@ impl Core {
         self.commits.subscribe()
     }
 
-    /// Group commit: write every queued write, and `more`, in one
-    /// transaction. On success every ticket so far is committed; on a
-    /// failure the queued writes stay queued (the next flush retries them)
-    /// and the requests waiting for them are told it failed.
-    ///
-    /// This holds the core across the store's commit (its fsync); the
-    /// BM-SC's committer task does the same in three steps instead
-    /// ([`begin_commit`](Self::begin_commit), [`Store::commit`] with the
-    /// core free, [`end_commit`](Self::end_commit)), so that requests,
-    /// polls and acknowledgements go on while the disk syncs.
-    pub fn flush(&mut self, more: Outcomes) -> Result<Vec<ChargingRow>, CoreError> {
-        let mut commit = self.begin_commit();
-        commit.batch.outcomes.deliveries.extend(more.deliveries);
-        commit.batch.outcomes.charging.extend(more.charging);
-        let r = self.store.commit(&commit.batch);
-        if r.is_err() {
-            // Put back only the queued writes (not `more`: its caller
-            // reports the failure and changes nothing).
-            commit.batch.outcomes.deliveries.truncate(commit.queued.0);
-            commit.batch.outcomes.charging.truncate(commit.queued.1);
-        }
-        self.end_commit(commit, r)
-    }
-
     /// Takes every queued write for one group commit (the first of the
-    /// three steps of [`flush`](Self::flush)). The caller writes
+    /// committer's three steps, `server::committer`). The caller writes
     /// `commit.batch` with [`Store::commit`] (on the [`store`](Self::store),
     /// the core need not be held) and hands the result to
     /// [`end_commit`](Self::end_commit) before it begins another commit, so
     /// that writes reach the store in the order they were queued.
     pub fn begin_commit(&mut self) -> PendingCommit {
+        self.queued_requests.clear();
         let batch = std::mem::take(&mut self.pending);
         PendingCommit {
             upto: self.ticket,
-            queued: (
-                batch.outcomes.deliveries.len(),
-                batch.outcomes.charging.len(),
-            ),
             batch,
         }
     }
@@ -617,6 +604,8 @@ impl Core {
                 Ok(rows)
             }
             Err(e) => {
+                // The queued records move: none is replaced any more.
+                self.queued_requests.clear();
                 let later = std::mem::take(&mut self.pending);
                 self.pending = batch;
                 self.pending.append(later);
@@ -932,6 +921,10 @@ impl Core {
         }
         // The UE asked again: an earlier "acknowledged" must not stop the
         // re-delivery after a restart.
+        let at = self.pending.outcomes.deliveries.len();
+        for (i, d) in pending.deliveries.iter().enumerate() {
+            self.queued_requests.insert((d.impi.clone(), d.msk), at + i);
+        }
         self.enqueue(WriteBatch {
             outcomes: pending,
             ..Default::default()
@@ -944,10 +937,16 @@ impl Core {
         self.engine.next_deadline()
     }
 
-    /// Builds what is due (pushes, retransmissions), records give-ups, and
-    /// returns the datagrams.
+    /// Builds what is due (pushes, retransmissions), at most
+    /// [`POLL_BATCH`] messages, records give-ups, and returns the datagrams.
     pub fn poll(&mut self, now: Timestamp) -> Result<Datagrams, CoreError> {
-        let actions = self.engine.poll_at_most(now, POLL_BATCH, &mut self.rng)?;
+        self.poll_at_most(now, POLL_BATCH)
+    }
+
+    /// [`poll`](Self::poll) of at most `max` messages (at least one): the
+    /// engine driver's short poll ([`SHORT_POLL`]) of the request path.
+    pub fn poll_at_most(&mut self, now: Timestamp, max: usize) -> Result<Datagrams, CoreError> {
+        let actions = self.engine.poll_at_most(now, max.max(1), &mut self.rng)?;
         let mut out = Vec::new();
         let mut outcomes = Outcomes::default();
         for a in actions {
@@ -1002,8 +1001,8 @@ impl Core {
 
     /// Feeds received MIKEY acknowledgements to the engine and queues their
     /// outcomes (acknowledged deliveries, charging records) for the next
-    /// group commit ([`flush`](Self::flush) or the committer's
-    /// [`begin_commit`](Self::begin_commit)); they are reported (metrics,
+    /// group commit (the committer's [`begin_commit`](Self::begin_commit));
+    /// they are reported (metrics,
     /// admin API) only once written. Returns the [write
     /// ticket](Self::write_ticket) that covers them. Forged, replayed,
     /// unmatched or malformed datagrams change nothing.
@@ -1028,13 +1027,26 @@ impl Core {
                             } => {
                                 tracing::debug!(ue = %ue, msk = %msk, step = step_name(step), "MSK acknowledged");
                                 let acked = matches!(step, Step::Deliver | Step::Activate);
-                                outcomes.deliveries.push(DeliveryRecord {
+                                let record = DeliveryRecord {
                                     impi: ue.0,
                                     msk,
                                     state: if acked { "acknowledged" } else { "pending" }.into(),
                                     charged,
                                     updated_at: now.0,
-                                });
+                                };
+                                // The request's `pending` record is still
+                                // queued (no commit began since): this
+                                // outcome replaces it, one write instead of
+                                // two, the same state once committed.
+                                match self.queued_requests.remove(&(record.impi.clone(), msk)) {
+                                    Some(i) => match self.pending.outcomes.deliveries.get_mut(i) {
+                                        Some(d) if d.impi == record.impi && d.msk == msk => {
+                                            *d = record;
+                                        }
+                                        _ => outcomes.deliveries.push(record),
+                                    },
+                                    None => outcomes.deliveries.push(record),
+                                }
                             }
                             Action::ChargingRecord(r) => {
                                 outcomes.charging.push(ChargingRow {

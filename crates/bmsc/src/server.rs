@@ -79,7 +79,8 @@ pub struct App {
     pub(crate) admin_token: Token,
     pub(crate) mikey: Arc<UdpSocket>,
     rotations: watch::Sender<u64>,
-    /// Group commit progress ([`crate::core::Core::flush`]).
+    /// Group commit progress ([`crate::core::CommitState`], advanced by
+    /// [`committer`]).
     commits: watch::Receiver<crate::core::CommitState>,
     /// Wakes the committer: writes are queued.
     commit_wake: tokio::sync::Notify,
@@ -543,7 +544,21 @@ async fn engine_driver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                 app.rotated();
             }
         }
-        match app.core.run(|c| c.poll(now_ts())).await {
+        // The few pushes of the request path on this thread; a rotation's
+        // bulk on a blocking thread (`SHORT_POLL`).
+        let short = app
+            .core
+            .run_short(|c| c.poll_at_most(now_ts(), crate::core::SHORT_POLL))
+            .await;
+        let polled = match short {
+            Ok(d) if d.len() >= crate::core::SHORT_POLL => {
+                app.send_mikey(&d).await;
+                sent += d.len() as u64;
+                app.core.run(|c| c.poll(now_ts())).await
+            }
+            r => r,
+        };
+        match polled {
             Ok(d) => {
                 app.send_mikey(&d).await;
                 sent += d.len() as u64;

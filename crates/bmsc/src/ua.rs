@@ -353,8 +353,11 @@ async fn handle(
             .inc();
     }
 
+    // The nextnonce's random part: the thread's CSPRNG (ChaCha, seeded and
+    // reseeded from the OS), not a system call per request; the nonce is
+    // MACed with the server secret anyway.
     let mut random = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut random);
+    rand::thread_rng().fill_bytes(&mut random);
     let info = {
         let d = app.digest();
         let next = d.issue_nonce(now, &random);

@@ -1,4 +1,4 @@
-//! Group commit of the Ua writes (`Core::flush`): many requests' writes in
+//! Group commit of the Ua writes (the committer's steps, `support::group_commit`): many requests' writes in
 //! one transaction, each request answered only once its ticket is
 //! committed; a failed commit keeps the writes queued and tells the
 //! waiting requests.
@@ -11,7 +11,9 @@ use bmsc::core::{Core, CoreSettings, UeContext};
 use bmsc::metrics::Metrics;
 use bmsc::store::{KeyGroupDef, ServiceDef};
 use mbms::engine::{EngineConfig, Timestamp};
-use mbms::Muk;
+use mbms::mgvf::store::MemoryStore as MgvMemory;
+use mbms::mgvf::{MgvF, MskOutcome};
+use mbms::{Muk, MukId};
 use support::*;
 
 fn settings() -> CoreSettings {
@@ -64,7 +66,7 @@ fn fifty_registrations_share_one_commit_and_survive_a_restart() {
     assert!(commits.borrow().committed < ticket, "nothing committed yet");
     // Not yet durable: a second connection sees none of them.
     assert!(bmsc::store::open(db).unwrap().ues().unwrap().is_empty());
-    core.flush(Default::default()).unwrap();
+    group_commit(&mut core).unwrap();
     assert_eq!(commits.borrow().committed, ticket);
     assert_eq!(
         metrics.group_commits.get(),
@@ -94,13 +96,13 @@ fn a_failed_commit_keeps_the_writes_queued_and_says_so() {
     // Make the database unwritable: a commit fails.
     let blocker = rusqlite::Connection::open(db).unwrap();
     blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    assert!(core.flush(Default::default()).is_err());
+    assert!(group_commit(&mut core).is_err());
     let c = *commits.borrow();
     assert!(c.failed >= ticket && c.committed < ticket, "{c:?}");
     assert!(core.has_pending(), "the writes stay queued");
     blocker.execute_batch("ROLLBACK").unwrap();
     drop(blocker);
-    core.flush(Default::default()).unwrap();
+    group_commit(&mut core).unwrap();
     assert!(commits.borrow().committed >= ticket);
     assert!(!core.has_pending());
     assert_eq!(bmsc::store::open(db).unwrap().ues().unwrap().len(), 1);
@@ -178,10 +180,100 @@ fn a_failed_commit_is_retried_before_later_writes() {
     assert!(c.failed >= first && c.committed < first, "{c:?}");
     blocker.execute_batch("ROLLBACK").unwrap();
     drop(blocker);
-    core.flush(Default::default()).unwrap();
+    group_commit(&mut core).unwrap();
     assert!(commits.borrow().committed >= second);
     assert!(
         bmsc::store::open(db).unwrap().ues().unwrap().is_empty(),
         "the deregistration was written after the registration"
     );
+}
+
+/// Feeds the datagrams to the MGV-F and its acknowledgements to the core
+/// (received at `now`); returns how many.
+fn acknowledge(
+    core: &mut Core,
+    mgvf: &mut MgvF<MgvMemory>,
+    datagrams: &[(std::net::SocketAddr, Vec<u8>)],
+    now: Timestamp,
+) -> usize {
+    let mut acks = Vec::new();
+    for (_, bytes) in datagrams {
+        let ack = match mgvf.process_msk_message(bytes, mono_now()).unwrap() {
+            MskOutcome::Stored { ack, .. }
+            | MskOutcome::Superseded { ack, .. }
+            | MskOutcome::Duplicate { ack } => ack,
+            _ => None,
+        };
+        acks.extend(ack);
+    }
+    let from: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    core.on_acks(acks.iter().map(|a| (a.as_slice(), from)), now);
+    acks.len()
+}
+
+/// An MSK request's `pending` record and its acknowledgement, queued in the
+/// same commit window, make one delivery write (the acknowledgement takes
+/// the request's place), with the state the two would have left; an
+/// acknowledgement after the commit began is a write of its own.
+#[test]
+fn an_acknowledgement_queued_with_its_request_replaces_the_pending_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bmsc.db");
+    let db = db.to_str().unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let store = bmsc::store::open(db).unwrap();
+    let mut core = Core::open(&settings(), store, metrics.clone(), Timestamp(0)).unwrap();
+    let ue = ctx(1);
+    let mut mgvf = MgvF::new(MgvMemory::new());
+    mgvf.add_muk(
+        MukId::new("bmsc.home1.net", ue.btid.as_str()),
+        ue.muk.clone(),
+    )
+    .unwrap();
+    core.register(&ue, &["svc".into()], Timestamp(1)).unwrap();
+    let pushes = core.poll(Timestamp(1)).unwrap();
+    assert!(!pushes.is_empty(), "the registration pushes the MSKs");
+    assert!(acknowledge(&mut core, &mut mgvf, &pushes, Timestamp(1)) > 0);
+    group_commit(&mut core).unwrap();
+    let writes = metrics.group_commit_writes.get();
+
+    // The request and its acknowledgement in one window: one write.
+    let st = core
+        .request_msks(&ue, &[Some(msk(1, 0))], Timestamp(2))
+        .unwrap();
+    assert_eq!(st, [200]);
+    let push = core.poll(Timestamp(2)).unwrap();
+    assert_eq!(push.len(), 1, "the requested MSK is pushed again");
+    assert_eq!(acknowledge(&mut core, &mut mgvf, &push, Timestamp(3)), 1);
+    group_commit(&mut core).unwrap();
+    assert_eq!(metrics.group_commit_writes.get() - writes, 1);
+    let stored = bmsc::store::open(db)
+        .unwrap()
+        .deliveries(Some(&ue.impi))
+        .unwrap();
+    let acked: Vec<_> = stored.iter().filter(|d| d.updated_at == 3).collect();
+    assert_eq!(acked.len(), 1, "{stored:?}");
+    assert_eq!(acked[0].state, "acknowledged");
+    let requested = acked[0].msk;
+    let writes = metrics.group_commit_writes.get();
+
+    // The commit begins between the request and its acknowledgement: two
+    // writes, acknowledged last.
+    core.request_msks(&ue, &[Some(msk(1, 0))], Timestamp(4))
+        .unwrap();
+    let push = core.poll(Timestamp(4)).unwrap();
+    let pending = core.begin_commit();
+    assert_eq!(acknowledge(&mut core, &mut mgvf, &push, Timestamp(5)), 1);
+    let r = core.store().commit(&pending.batch);
+    core.end_commit(pending, r).unwrap();
+    group_commit(&mut core).unwrap();
+    assert_eq!(metrics.group_commit_writes.get() - writes, 2);
+    let stored = bmsc::store::open(db)
+        .unwrap()
+        .deliveries(Some(&ue.impi))
+        .unwrap();
+    let acked: Vec<_> = stored.iter().filter(|d| d.updated_at == 5).collect();
+    assert_eq!(acked.len(), 1, "{stored:?}");
+    assert_eq!(acked[0].state, "acknowledged");
+    assert_eq!(acked[0].msk, requested);
 }

@@ -240,7 +240,8 @@ pub fn run_http(a: HttpArgs) -> ExitCode {
                     "mbms bench http: {} connections, {} s x {} rounds, {} CPUs\n\
                      BM-SC msk-request (Digest): {:.0} req/s (rounds {:?}, {} errors)\n\
                      axum hello:                 {:.0} req/s (rounds {:?}, {} errors)\n\
-                     ratio BM-SC / hello: {:.2}",
+                     ratio BM-SC / hello: {:.2}\n\
+                     CPU per request: BM-SC {:.1} us + generator {:.1} us; hello (server and generator) {:.1} us",
                     r.connections,
                     r.seconds,
                     r.bmsc.rounds.len(),
@@ -251,7 +252,10 @@ pub fn run_http(a: HttpArgs) -> ExitCode {
                     r.hello.median_per_s,
                     r.hello.rounds.iter().map(|x| x.round()).collect::<Vec<_>>(),
                     r.hello.errors,
-                    r.ratio
+                    r.ratio,
+                    r.cpu_us_per_request.bmsc,
+                    r.cpu_us_per_request.generator,
+                    r.cpu_us_per_request.hello
                 );
             }
             ExitCode::SUCCESS

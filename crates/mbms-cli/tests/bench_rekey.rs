@@ -88,6 +88,11 @@ fn http_bench_drives_both_servers() {
     assert_eq!(r["hello"]["errors"], 0, "{r}");
     assert!(r["bmsc"]["median_per_s"].as_f64().unwrap() > 0.0, "{r}");
     assert!(r["hello"]["median_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    // Both processes did work for the BM-SC's requests.
+    let cpu = &r["cpu_us_per_request"];
+    assert!(cpu["bmsc"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(cpu["generator"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(cpu["hello"].as_f64().unwrap() > 0.0, "{r}");
 }
 
 /// Issue 12, "What must not change": SIGKILL to the BM-SC mid-rotation,

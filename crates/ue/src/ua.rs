@@ -64,20 +64,47 @@ pub enum UaError {
     Body(#[from] XmlError),
 }
 
+/// The URL of one request type and its request target (the Digest `uri`,
+/// RFC 7616 3.4: path and query), prepared once per client: they do not
+/// change between requests.
+#[derive(Debug, Clone)]
+struct Target {
+    url: reqwest::Url,
+    uri: String,
+}
+
+impl Target {
+    /// `base?requesttype=RT&mikey-port=N` (`PROFILE.md` section 3).
+    fn new(base: &reqwest::Url, rt: RequestType, mikey_port: u16) -> Self {
+        let mut url = base.clone();
+        url.query_pairs_mut()
+            .append_pair("requesttype", rt.as_str())
+            .append_pair("mikey-port", &mikey_port.to_string());
+        let uri = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
+        Target { url, uri }
+    }
+}
+
 /// A Ua client for one key management URI.
 #[derive(Debug)]
 pub struct UaClient {
     http: reqwest::Client,
-    base: reqwest::Url,
-    mikey_port: u16,
+    /// [`Target`]s of register, deregister, msk-request.
+    targets: [Target; 3],
     btid: String,
     realm: String,
     digest: DigestClient,
 }
 
+/// A fresh client nonce (RFC 7616 3.4: unpredictable): 16 bytes of the
+/// thread's CSPRNG (ChaCha, seeded and reseeded from the OS), not a system
+/// call per request.
 fn cnonce() -> String {
     let mut b = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut b);
+    rand::thread_rng().fill_bytes(&mut b);
     hex::encode(b)
 }
 
@@ -125,10 +152,15 @@ impl UaClient {
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
             .ok_or_else(|| UaError::InvalidUri(key_management_uri.to_owned()))?;
+        let targets = [
+            RequestType::Register,
+            RequestType::Deregister,
+            RequestType::MskRequest,
+        ]
+        .map(|rt| Target::new(&base, rt, mikey_port));
         Ok(UaClient {
             http,
-            base,
-            mikey_port,
+            targets,
             btid: btid.to_owned(),
             realm: realm_of(bmsc_fqdn),
             digest: DigestClient::new(btid, mrk.to_base64().as_bytes()),
@@ -165,27 +197,24 @@ impl UaClient {
         Ok(xml::parse_msk_response(&body)?)
     }
 
-    fn url(&self, rt: RequestType) -> reqwest::Url {
-        let mut u = self.base.clone();
-        u.query_pairs_mut()
-            .append_pair("requesttype", rt.as_str())
-            .append_pair("mikey-port", &self.mikey_port.to_string());
-        u
+    /// The index of `rt` in [`UaClient::targets`].
+    fn target_index(rt: RequestType) -> usize {
+        match rt {
+            RequestType::Register => 0,
+            RequestType::Deregister => 1,
+            RequestType::MskRequest => 2,
+        }
     }
 
     async fn post(&mut self, rt: RequestType, body: Vec<u8>) -> Result<Vec<u8>, UaError> {
-        let url = self.url(rt);
-        let uri = match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_owned(),
-        };
+        let target = &self.targets[Self::target_index(rt)];
         // Whether the Authorization we send answers a challenge received in
         // the immediately preceding response.
         let mut fresh = false;
         for _ in 0..3 {
             let mut req = self
                 .http
-                .post(url.clone())
+                .post(target.url.clone())
                 .header(USER_AGENT, USER_AGENT_VALUE)
                 .header(CONTENT_TYPE, rt.content_type())
                 .body(body.clone());
@@ -193,7 +222,7 @@ impl UaClient {
             if authorized {
                 let a = self
                     .digest
-                    .authorize("POST", &uri, &body, &cnonce())
+                    .authorize("POST", &target.uri, &body, &cnonce())
                     .map_err(UaError::Digest)?;
                 let h = a
                     .to_header_value()

@@ -694,3 +694,18 @@ pub fn free_udp_port() -> u16 {
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// One group commit as the BM-SC's committer (`server::committer`) makes
+/// it, in its three steps: [`Core::begin_commit`], [`Store::commit`] of the
+/// batch (the core need not be held), [`Core::end_commit`]; repeated until
+/// nothing is queued, as the committer does. Nothing queued: no commit.
+pub fn group_commit(core: &mut bmsc::core::Core) -> Result<(), bmsc::core::CoreError> {
+    loop {
+        let commit = core.begin_commit();
+        if commit.is_empty() {
+            return Ok(());
+        }
+        let r = core.store().commit(&commit.batch);
+        core.end_commit(commit, r)?;
+    }
+}

@@ -18,8 +18,8 @@ use zeroize::Zeroizing;
 
 use super::header::{AuthenticationInfo, Authorization, Challenge};
 use super::{
-    compute_ha1, compute_ha2, compute_response, compute_rspauth, digest_eq, Algorithm, Qop,
-    QopParams,
+    base_ha1, compute_ha2, compute_response, compute_rspauth, digest_eq, session_ha1, Algorithm,
+    Qop, QopParams,
 };
 use crate::aka::Auts;
 
@@ -62,6 +62,15 @@ struct Outstanding {
     uri: String,
 }
 
+/// `H(username ":" realm ":" password)` of the last request: the same for
+/// every request until the password, the realm or the algorithm changes
+/// (a UE keeps it per B-TID instead of hashing its MRK on every request).
+struct BaseHa1 {
+    algorithm: Algorithm,
+    realm: String,
+    ha1: Zeroizing<String>,
+}
+
 /// A Digest client for one set of credentials.
 pub struct DigestClient {
     username: String,
@@ -70,6 +79,7 @@ pub struct DigestClient {
     challenge: Option<Challenge>,
     nc: u32,
     outstanding: Option<Outstanding>,
+    base_ha1: Option<BaseHa1>,
 }
 
 impl fmt::Debug for DigestClient {
@@ -100,12 +110,14 @@ impl DigestClient {
             challenge: None,
             nc: 0,
             outstanding: None,
+            base_ha1: None,
         }
     }
 
     /// Replaces the password (e.g. with RES once the USIM has run).
     pub fn set_password(&mut self, password: &[u8]) {
         self.password = Zeroizing::new(password.to_vec());
+        self.base_ha1 = None;
     }
 
     /// Chooses which qop to use when the server offers both (default
@@ -145,8 +157,7 @@ impl DigestClient {
         body: &[u8],
         cnonce: &str,
     ) -> Result<Authorization, ClientError> {
-        let password = self.password.clone();
-        self.build(method, uri, body, cnonce, &password, None)
+        self.build(method, uri, body, cnonce, None)
     }
 
     /// The `Authorization` that reports an AKA synchronisation failure
@@ -160,16 +171,35 @@ impl DigestClient {
         cnonce: &str,
         auts: &Auts,
     ) -> Result<Authorization, ClientError> {
-        self.build(method, uri, body, cnonce, b"", Some(auts.to_base64()))
+        self.build(method, uri, body, cnonce, Some(auts.to_base64()))
     }
 
+    /// HA1 before the session step: kept from the last request when the
+    /// algorithm and realm are the same (the password is the same: a new
+    /// one clears it), else computed and kept.
+    fn base_ha1(&mut self, algorithm: Algorithm, realm: &str) -> Zeroizing<String> {
+        match &self.base_ha1 {
+            Some(b) if b.algorithm == algorithm && b.realm == realm => b.ha1.clone(),
+            _ => {
+                let ha1 = base_ha1(algorithm, &self.username, realm, &self.password);
+                self.base_ha1 = Some(BaseHa1 {
+                    algorithm,
+                    realm: realm.to_owned(),
+                    ha1: ha1.clone(),
+                });
+                ha1
+            }
+        }
+    }
+
+    /// Builds the `Authorization`; with `auts` (RFC 3310 3.4) the response
+    /// is computed with an empty password.
     fn build(
         &mut self,
         method: &str,
         uri: &str,
         body: &[u8],
         cnonce: &str,
-        password: &[u8],
         auts: Option<String>,
     ) -> Result<Authorization, ClientError> {
         let ch = self.challenge.as_ref().ok_or(ClientError::NoChallenge)?;
@@ -183,14 +213,14 @@ impl DigestClient {
             .checked_add(1)
             .ok_or(ClientError::NonceCountExhausted)?;
         let algorithm = ch.effective_algorithm();
-        let ha1 = compute_ha1(
-            algorithm,
-            &self.username,
-            &ch.realm,
-            password,
-            &ch.nonce,
-            cnonce,
-        );
+        let base = if auts.is_some() {
+            base_ha1(algorithm, &self.username, &ch.realm, b"")
+        } else {
+            let realm = ch.realm.clone();
+            self.base_ha1(algorithm, &realm)
+        };
+        let ch = self.challenge.as_ref().ok_or(ClientError::NoChallenge)?;
+        let ha1 = session_ha1(algorithm, base, &ch.nonce, cnonce);
         let ha2 = compute_ha2(algorithm, Some(qop), method, uri, body);
         let qp = QopParams { qop, nc, cnonce };
         let response = compute_response(algorithm, &ha1, &ch.nonce, Some(qp), &ha2);
@@ -274,6 +304,7 @@ impl DigestClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::digest::compute_ha1;
 
     fn challenge(qop: Vec<Qop>) -> Challenge {
         Challenge {
@@ -380,5 +411,52 @@ mod tests {
         let next = c.authorize("POST", "/x", b"", "cn2").unwrap();
         assert_eq!(next.nonce, "fresh");
         assert_eq!(next.nc, Some(1));
+    }
+
+    /// The kept HA1 answers exactly as a fresh computation would, and a new
+    /// password, realm or algorithm is never answered with the old one.
+    #[test]
+    fn the_kept_ha1_follows_password_realm_and_algorithm() {
+        let fresh = |password: &[u8], ch: Challenge| {
+            let mut c = DigestClient::new("u", password);
+            c.handle_challenge(ch).unwrap();
+            c.authorize("POST", "/x", b"body", "cn").unwrap().response
+        };
+        let mut c = DigestClient::new("u", b"p");
+        c.handle_challenge(challenge(vec![Qop::AuthInt])).unwrap();
+        let first = c.authorize("POST", "/x", b"body", "cn").unwrap();
+        assert_eq!(first.response, fresh(b"p", challenge(vec![Qop::AuthInt])));
+        // Same credentials, next request: the nonce count changes the
+        // response, the kept HA1 does not.
+        c.handle_challenge(challenge(vec![Qop::AuthInt])).unwrap();
+        assert_eq!(
+            c.authorize("POST", "/x", b"body", "cn").unwrap().response,
+            first.response
+        );
+        // A new password.
+        c.set_password(b"q");
+        c.handle_challenge(challenge(vec![Qop::AuthInt])).unwrap();
+        let q = c.authorize("POST", "/x", b"body", "cn").unwrap().response;
+        assert_eq!(q, fresh(b"q", challenge(vec![Qop::AuthInt])));
+        assert_ne!(q, first.response);
+        // A new realm.
+        let mut other = challenge(vec![Qop::AuthInt]);
+        other.realm = "other@host.com".into();
+        c.handle_challenge(other.clone()).unwrap();
+        assert_eq!(
+            c.authorize("POST", "/x", b"body", "cn").unwrap().response,
+            fresh(b"q", other)
+        );
+        // Another algorithm, and a session one (HA1 per nonce and cnonce).
+        for algorithm in [Algorithm::Sha256, Algorithm::Sha256Sess, Algorithm::Md5Sess] {
+            let mut ch = challenge(vec![Qop::AuthInt]);
+            ch.algorithm = Some(algorithm);
+            c.handle_challenge(ch.clone()).unwrap();
+            assert_eq!(
+                c.authorize("POST", "/x", b"body", "cn").unwrap().response,
+                fresh(b"q", ch),
+                "{algorithm}"
+            );
+        }
     }
 }

@@ -191,13 +191,40 @@ pub fn compute_ha1(
     nonce: &str,
     cnonce: &str,
 ) -> Zeroizing<String> {
-    let base = Zeroizing::new(algorithm.hash_hex(&[
+    session_ha1(
+        algorithm,
+        base_ha1(algorithm, username, realm, password),
+        nonce,
+        cnonce,
+    )
+}
+
+/// `H(username ":" realm ":" password)`: HA1 of the non-session
+/// algorithms, the same for every request with the same credentials and
+/// realm (RFC 7616 3.4.2), so a client may keep it.
+pub(crate) fn base_ha1(
+    algorithm: Algorithm,
+    username: &str,
+    realm: &str,
+    password: &[u8],
+) -> Zeroizing<String> {
+    Zeroizing::new(algorithm.hash_hex(&[
         username.as_bytes(),
         b":",
         realm.as_bytes(),
         b":",
         password,
-    ]));
+    ]))
+}
+
+/// HA1 from [`base_ha1`]: itself, or for a `-sess` algorithm
+/// `H(base ":" nonce ":" cnonce)` (RFC 7616 3.4.2).
+pub(crate) fn session_ha1(
+    algorithm: Algorithm,
+    base: Zeroizing<String>,
+    nonce: &str,
+    cnonce: &str,
+) -> Zeroizing<String> {
     if algorithm.is_session() {
         Zeroizing::new(algorithm.hash_hex(&[
             base.as_bytes(),
