@@ -395,8 +395,10 @@ async fn pull_group(
                     tracing::warn!(error = %crate::ErrorChain(&e), "admin: solicited pull not forwarded");
                 }
             }
-            let n = app.send_mikey(&d).await;
-            Json(json!({ "key_group": id, "sent": n })).into_response()
+            // Sent by the engine driver, in counter order with the
+            // deliveries (`Core::solicited_pull`).
+            app.core.wake();
+            Json(json!({ "key_group": id, "sent": d })).into_response()
         }
         Err(e) => core_error(e),
     }
@@ -430,16 +432,16 @@ async fn pull_ue(
                         .key_groups
                 }
             };
-            let mut out = Vec::new();
+            let mut queued = 0;
             for g in groups {
-                out.extend(c.solicited_pull(g, Some(&i2))?);
+                queued += c.solicited_pull(g, Some(&i2))?;
             }
-            Ok(out)
+            Ok(queued)
         })
         .await;
     match r {
-        Ok(d) => {
-            let n = app.send_mikey(&d).await;
+        Ok(n) => {
+            app.core.wake();
             Json(json!({ "impi": impi, "sent": n })).into_response()
         }
         Err(e) => core_error(e),

@@ -518,20 +518,18 @@ async fn on_notice(app: &Arc<App>, payload: &str) {
                         } else {
                             vec![key_group]
                         };
-                        let mut out = Vec::new();
+                        let mut queued = 0;
                         for g in groups {
-                            out.extend(c.solicited_pull(g, Some(&i))?);
+                            queued += c.solicited_pull(g, Some(&i))?;
                         }
-                        Ok(out)
+                        Ok(queued)
                     }
-                    Some(_) => Ok(Vec::new()),
+                    Some(_) => Ok(0),
                     None => c.solicited_pull(key_group, None),
                 })
                 .await;
             match r {
-                Ok(d) => {
-                    app.send_mikey(&d).await;
-                }
+                Ok(_) => app.core.wake(),
                 Err(e) => {
                     tracing::debug!(key_group, error = %crate::ErrorChain(&e), "cluster: solicited pull of another instance")
                 }

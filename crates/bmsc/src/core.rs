@@ -202,10 +202,10 @@ pub const POLL_BATCH: usize = 4096;
 /// that MSK requests and registrations make due come in a few at a time,
 /// and a thread hand-off per request cost more than building them. A poll
 /// that fills it (a rotation, many retransmissions) goes on in
-/// [`POLL_BATCH`]es on a blocking thread. Building a message may reserve a
-/// block of MIKEY counters in the store (once per
+/// [`POLL_BATCH`]es on a blocking thread, and so does one whose messages
+/// need a new block of MIKEY counters (a store write, once per
 /// [`EngineConfig::counter_block`](mbms::engine::EngineConfig::counter_block)
-/// messages), a short write.
+/// messages: [`Core::poll_short`] never writes).
 pub const SHORT_POLL: usize = 64;
 
 /// How far the group commit got: every write with a ticket at most
@@ -943,10 +943,27 @@ impl Core {
         self.poll_at_most(now, POLL_BATCH)
     }
 
-    /// [`poll`](Self::poll) of at most `max` messages (at least one): the
-    /// engine driver's short poll ([`SHORT_POLL`]) of the request path.
+    /// [`poll`](Self::poll) of at most `max` messages (at least one).
     pub fn poll_at_most(&mut self, now: Timestamp, max: usize) -> Result<Datagrams, CoreError> {
         let actions = self.engine.poll_at_most(now, max.max(1), &mut self.rng)?;
+        Ok(self.sent_actions(actions, now))
+    }
+
+    /// The engine driver's short poll ([`SHORT_POLL`]) of the request path,
+    /// on an async worker thread: like [`poll_at_most`](Self::poll_at_most)
+    /// but never writes to the store; `None`, with nothing changed, when
+    /// the messages due need a new block of MUK counters (a store write:
+    /// poll from a blocking thread then).
+    pub fn poll_short(&mut self, now: Timestamp, max: usize) -> Result<Option<Datagrams>, CoreError> {
+        let Some(actions) = self.engine.poll_reserved(now, max.max(1), &mut self.rng)? else {
+            return Ok(None);
+        };
+        Ok(Some(self.sent_actions(actions, now)))
+    }
+
+    /// The datagrams of the engine's actions; give-ups queued for the next
+    /// group commit.
+    fn sent_actions(&mut self, actions: Vec<Action>, now: Timestamp) -> Datagrams {
         let mut out = Vec::new();
         let mut outcomes = Outcomes::default();
         for a in actions {
@@ -996,7 +1013,7 @@ impl Core {
             outcomes,
             ..Default::default()
         });
-        Ok(out)
+        out
     }
 
     /// Feeds received MIKEY acknowledgements to the engine and queues their
@@ -1153,8 +1170,11 @@ impl Core {
 
     /// BM-SC solicited pull (seeds 002/003 6.3.2.2.4) for key group `g`: to
     /// one UE, or to every UE of the key group; protected with the last MUK
-    /// known for each, V not set.
-    pub fn solicited_pull(&mut self, g: u16, impi: Option<&str>) -> Result<Datagrams, CoreError> {
+    /// known for each, V not set. The pulls are queued in the engine and
+    /// sent by the engine driver's next [`poll`](Self::poll), in counter
+    /// order with the deliveries (the caller wakes the driver); returns how
+    /// many were queued.
+    pub fn solicited_pull(&mut self, g: u16, impi: Option<&str>) -> Result<usize, CoreError> {
         if !self.groups.contains_key(&g) {
             return Err(CoreError::NotFound(format!("key group {g}")));
         }
@@ -1170,22 +1190,16 @@ impl Core {
                 })
                 .collect(),
         };
-        let mut out = Vec::with_capacity(targets.len());
+        let mut queued = 0;
         for h in targets {
             let Some(i) = self.engine.ue_id(h) else {
                 continue;
             };
             let ue = UeId(i.to_owned());
-            if let Action::SendMikey { bytes, .. } =
-                self.engine.solicited_pull(&ue, &name, &mut self.rng)?
-            {
-                Metrics::inc(&self.metrics.msk_sent, "pull");
-                if let Some(u) = self.entry(h) {
-                    out.push((u.mikey_addr, bytes));
-                }
-            }
+            self.engine.solicited_pull(&ue, &name)?;
+            queued += 1;
         }
-        Ok(out)
+        Ok(queued)
     }
 
     /// The next MTK of key group `g` and its MTK message; rotates first when

@@ -548,15 +548,18 @@ async fn engine_driver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         // bulk on a blocking thread (`SHORT_POLL`).
         let short = app
             .core
-            .run_short(|c| c.poll_at_most(now_ts(), crate::core::SHORT_POLL))
+            .run_short(|c| c.poll_short(now_ts(), crate::core::SHORT_POLL))
             .await;
         let polled = match short {
-            Ok(d) if d.len() >= crate::core::SHORT_POLL => {
+            Ok(Some(d)) if d.len() >= crate::core::SHORT_POLL => {
                 app.send_mikey(&d).await;
                 sent += d.len() as u64;
                 app.core.run(|c| c.poll(now_ts())).await
             }
-            r => r,
+            // New counters are needed: reserved on a blocking thread.
+            Ok(None) => app.core.run(|c| c.poll(now_ts())).await,
+            Ok(Some(d)) => Ok(d),
+            Err(e) => Err(e),
         };
         match polled {
             Ok(d) => {

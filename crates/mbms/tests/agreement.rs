@@ -132,8 +132,9 @@ fn push_rotation_mtks_and_pull() {
     f.process_mtk_message(&m.bytes).unwrap();
 
     // Solicited pull: the UE is told to request the current MSK.
-    let pull = e.solicited_pull(&id, &group(1), &mut rng).unwrap();
-    let (_, outcomes) = exchange(&mut e, &mut f, vec![pull], 40);
+    e.solicited_pull(&id, &group(1)).unwrap();
+    let pull = e.poll(t(40), &mut rng).unwrap();
+    let (_, outcomes) = exchange(&mut e, &mut f, pull, 40);
     assert!(
         matches!(outcomes[..], [MskOutcome::SolicitedPull { key_group }] if key_group == group(1))
     );

@@ -5,7 +5,7 @@ mod engine_support;
 
 use engine_support::*;
 use mbms::engine::{
-    Action, DeliveryState, Engine, EngineConfig, EngineError, KeyGroupConfig, MemoryStore, Step,
+    Action, Timestamp, DeliveryState, Engine, EngineConfig, EngineError, KeyGroupConfig, MemoryStore, Step,
 };
 use mbms::messages::{MskEnvelope, MtkEnvelope, Streaming};
 use mbms::{MskId, MskName, MtkId};
@@ -39,8 +39,9 @@ fn muk_counters_never_repeat_across_a_simulated_crash() {
         e.subscribe(&ue.id, &group(1), t(0)).unwrap();
         for round in 0..3u64 {
             let now = t(round * 100_000);
-            let mut actions = e.poll(now, &mut rng).unwrap();
-            actions.push(e.solicited_pull(&ue.id, &group(1), &mut rng).unwrap());
+            e.solicited_pull(&ue.id, &group(1)).unwrap();
+            let actions = e.poll(now, &mut rng).unwrap();
+            assert!(actions.iter().any(|a| matches!(a, Action::SendMikey { step: None, .. })), "the pull is built by the poll");
             // Every counter put in a message was persisted before: it is at
             // most the store's high-water mark at the time it is emitted.
             let hw = e.store().counter_mark().unwrap();
@@ -233,28 +234,58 @@ fn solicited_pull_uses_the_last_muk_and_is_not_tracked() {
     // The UE bootstrapped again: the last MUK the BM-SC knows is the new one.
     let mut new = SimUe::new("ue1", "new@bsf.home1.net", 0x22);
     new.register(&mut e, t(1));
-    let Action::SendMikey {
+    e.solicited_pull(&new.id, &group(1)).unwrap();
+    assert_eq!(e.pulls_queued(), 1);
+    assert_eq!(e.next_deadline(), Some(Timestamp(0)), "a queued pull is due now");
+    let actions = e.poll(t(2), &mut rng).unwrap();
+    let [Action::SendMikey {
         ue,
         msk,
         step,
         bytes,
         ..
-    } = e.solicited_pull(&new.id, &group(1), &mut rng).unwrap()
+    }] = &actions[..]
     else {
-        panic!()
+        panic!("{actions:?}")
     };
-    assert_eq!((ue, step), (new.id.clone(), None));
+    assert_eq!((ue, *step), (&new.id, None));
     assert_eq!(msk.msk_id, MskId::current(1));
-    let env = MskEnvelope::parse(&bytes).unwrap();
+    let env = MskEnvelope::parse(bytes).unwrap();
     assert!(env.is_solicited_pull() && !env.v);
     assert_eq!(env.muk_id, new.muk_id);
-    let r = new.receive(&bytes).unwrap();
+    let r = new.receive(bytes).unwrap();
     assert!(r.key.is_none() && r.ack.is_none());
     assert_eq!(e.next_deadline(), None, "not tracked");
     assert!(matches!(
-        e.solicited_pull(&new.id, &group(9), &mut rng),
+        e.solicited_pull(&new.id, &group(9)),
         Err(EngineError::UnknownKeyGroup(_))
     ));
+}
+
+/// A pull asked for while a delivery to the same UE is due leaves after
+/// it, with the next counter: one stream, counter order (`PROFILE.md`
+/// section 7: the MGV-F refuses a counter not greater than the last one).
+#[test]
+fn a_solicited_pull_leaves_after_the_deliveries_due_with_a_greater_counter() {
+    let mut store = MemoryStore::new();
+    let mut rng = TestRng(7);
+    let mut e = Engine::new(config(32), &mut store).unwrap();
+    e.open_key_group(group(1), cfg(10), &mut rng).unwrap();
+    let mut ue = SimUe::new("ue1", "b1@bsf.home1.net", 0x11);
+    ue.register(&mut e, t(0));
+    e.subscribe(&ue.id, &group(1), t(0)).unwrap();
+    e.solicited_pull(&ue.id, &group(1)).unwrap();
+    let actions = e.poll(t(0), &mut rng).unwrap();
+    let sent = sends(&actions);
+    assert!(sent.len() >= 2, "{actions:?}");
+    let counters: Vec<u32> = sent.iter().map(|s| s.3).collect();
+    assert!(counters.windows(2).all(|w| w[0] < w[1]), "{counters:?}");
+    let last = MskEnvelope::parse(&sent.last().unwrap().4).unwrap();
+    assert!(last.is_solicited_pull(), "the pull comes last");
+    // The UE takes every message in the order they were built.
+    for s in &sent {
+        ue.receive(&s.4).unwrap();
+    }
 }
 
 #[test]

@@ -188,14 +188,10 @@ fn run(ops: Vec<Op>, seed: u64) {
                 }
             }
             Op::Pull { ue, group } => {
+                // Queued; the next poll builds it with the deliveries, in
+                // counter order (every message goes through `sent` there).
                 let (g, _) = groups()[usize::from(group)];
-                let a = eng
-                    .solicited_pull(&ues[usize::from(ue)].id, &g, &mut rng)
-                    .unwrap();
-                seen.sent(eng, std::slice::from_ref(&a));
-                if let Action::SendMikey { bytes, .. } = a {
-                    ues[usize::from(ue)].receive(&bytes);
-                }
+                eng.solicited_pull(&ues[usize::from(ue)].id, &g).unwrap();
             }
             Op::NewMuk { ue } => {
                 let u = usize::from(ue);

@@ -62,7 +62,14 @@
 //!   a retransmission timer, given up, acknowledged), and its retransmission
 //!   starts afresh; [`Engine::poll`] then sends a new message.
 //! * **Solicited pull** (seeds 002/003 6.3.2.2.4): built with the last MUK
-//!   the engine knows for the UE, V never set, not tracked.
+//!   the engine knows for the UE, V never set, not tracked. It is queued
+//!   ([`Engine::solicited_pull`]) and built by [`Engine::poll_at_most`]
+//!   with the deliveries: a UE's messages come out of the engine in
+//!   counter order, one stream, so a caller that sends them in that order
+//!   never makes a UE refuse one as a replay (`PROFILE.md` section 7: the
+//!   counter must be greater than the last accepted). Built apart and sent
+//!   after a later delivery, a pull was refused: the demo lost 482 of
+//!   10,000 pulls that way.
 //! * **UEs are identified** by a [`UeId`] chosen by the caller (the
 //!   subscriber's IMPI: charging records name it). Acknowledgements are
 //!   matched by their IDr (B-TID) and counter, and authenticated by their
@@ -86,7 +93,7 @@ mod rand;
 mod store;
 mod time;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 
@@ -505,6 +512,10 @@ pub struct Engine<S: EngineStore> {
     timers: Timers,
     counters: CounterMark,
     rand: Option<RandSource>,
+    /// Solicited pulls asked for and not yet built, oldest first: they are
+    /// built by [`poll_at_most`](Engine::poll_at_most), with the
+    /// deliveries, so that one UE's messages leave in counter order.
+    pulls: VecDeque<(Handle, KeyGroupName)>,
 }
 
 impl<S: EngineStore> fmt::Debug for Engine<S> {
@@ -571,6 +582,7 @@ impl<S: EngineStore> Engine<S> {
             timers: Timers::default(),
             counters,
             rand: None,
+            pulls: VecDeque::new(),
         })
     }
 
@@ -969,15 +981,13 @@ impl<S: EngineStore> Engine<S> {
         Ok(name)
     }
 
-    /// The BM-SC solicited pull (seeds 002/003 6.3.2.2.4): a message with Key
-    /// Number 0 for the key group and no key, protected with the last MUK the
-    /// engine knows for the UE, V not set. Not tracked: send it and forget.
-    pub fn solicited_pull(
-        &mut self,
-        ue: &UeId,
-        group: &KeyGroupName,
-        rng: &mut (impl RngCore + CryptoRng),
-    ) -> Result<Action, EngineError> {
+    /// Queues the BM-SC solicited pull (seeds 002/003 6.3.2.2.4) of `ue` for
+    /// `group`: a message with Key Number 0 for the key group and no key,
+    /// protected with the last MUK the engine knows for the UE, V not set,
+    /// not tracked. It is built (counter taken) and returned by the next
+    /// [`poll_at_most`](Self::poll_at_most), after the deliveries due then,
+    /// and [`next_deadline`](Self::next_deadline) is "now" until it is.
+    pub fn solicited_pull(&mut self, ue: &UeId, group: &KeyGroupName) -> Result<(), EngineError> {
         if !self.groups.contains_key(group) {
             return Err(EngineError::UnknownKeyGroup(*group));
         }
@@ -985,13 +995,34 @@ impl<S: EngineStore> Engine<S> {
             .handle_of(ue)
             .filter(|h| self.slots[*h as usize].reg.is_some())
             .ok_or_else(|| EngineError::UnknownUe(ue.clone()))?;
-        let counter = self.slots[h as usize].next_counter;
-        self.counters.ensure(&mut self.store, Some(counter))?;
+        self.pulls.push_back((h, *group));
+        Ok(())
+    }
+
+    /// Solicited pulls queued and not yet built.
+    pub fn pulls_queued(&self) -> usize {
+        self.pulls.len()
+    }
+
+    /// Builds the queued solicited pull of UE `h` (its counter was
+    /// reserved); `None` if the UE or the key group went meanwhile.
+    fn build_pull(
+        &mut self,
+        h: Handle,
+        group: KeyGroupName,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<Option<Action>, EngineError> {
+        if !self.groups.contains_key(&group) {
+            return Ok(None);
+        }
         let slot = &mut self.slots[h as usize];
+        let Some(reg) = slot.reg.as_ref() else {
+            return Ok(None);
+        };
+        let counter = slot.next_counter;
         slot.next_counter = counter
             .checked_add(1)
             .ok_or(EngineError::CounterExhausted)?;
-        let reg = slot.reg.as_ref().expect("registered (checked above)");
         let msk = MskName {
             key_domain: group.key_domain,
             msk_id: MskId::current(group.key_group),
@@ -1008,15 +1039,15 @@ impl<S: EngineStore> Engine<S> {
         let mut bytes = Vec::with_capacity(MSK_MESSAGE_CAPACITY);
         m.build_into(&reg.muk, &mut bytes)
             .map_err(EngineError::Message)?;
-        Ok(Action::SendMikey {
-            ue: ue.clone(),
+        Ok(Some(Action::SendMikey {
+            ue: UeId(slot.id.to_string()),
             handle: UeHandle(h),
             msk,
             step: None,
             attempt: 1,
             counter,
             bytes,
-        })
+        }))
     }
 
     /// The state of the delivery of `msk` to `ue`.
@@ -1170,7 +1201,11 @@ impl<S: EngineStore> Engine<S> {
     /// When [`poll`](Self::poll) has work next (a pending delivery or a
     /// retransmission deadline); `None` when nothing is scheduled.
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        self.timers.next_deadline()
+        if self.pulls.is_empty() {
+            self.timers.next_deadline()
+        } else {
+            Some(Timestamp(0))
+        }
     }
 
     /// Send pending deliveries, retransmit those whose deadline passed (a new
@@ -1196,6 +1231,31 @@ impl<S: EngineStore> Engine<S> {
         limit: usize,
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Result<Vec<Action>, EngineError> {
+        // `None` only when reserving is not allowed.
+        Ok(self.poll_inner(now, limit, true, rng)?.unwrap_or_default())
+    }
+
+    /// [`poll_at_most`](Self::poll_at_most) without any store write: `None`,
+    /// with nothing changed, when the messages due need MUK counters beyond
+    /// the reserved mark (then call `poll_at_most` where a blocking write
+    /// is allowed). A server builds the few pushes of its request path this
+    /// way on an async worker thread.
+    pub fn poll_reserved(
+        &mut self,
+        now: Timestamp,
+        limit: usize,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<Option<Vec<Action>>, EngineError> {
+        self.poll_inner(now, limit, false, rng)
+    }
+
+    fn poll_inner(
+        &mut self,
+        now: Timestamp,
+        limit: usize,
+        may_reserve: bool,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<Option<Vec<Action>>, EngineError> {
         let max = self.config.retransmit.max_attempts;
         let mut plans = Vec::new();
         let mut sends: Vec<Handle> = Vec::new();
@@ -1233,15 +1293,28 @@ impl<S: EngineStore> Engine<S> {
                 attempt,
             });
         }
+        // Queued solicited pulls fill what the deliveries left of `limit`;
+        // each takes the UE's next counter after its deliveries'.
+        let pulls = self.pulls.len().min(limit.saturating_sub(sends.len()));
+        sends.extend(
+            self.pulls
+                .iter()
+                .take(pulls)
+                .map(|(h, _)| *h)
+                .filter(|h| self.slots[*h as usize].reg.is_some()),
+        );
         if !sends.is_empty() {
             // The highest counter any UE will use: a UE with several due
-            // deliveries uses consecutive counters.
+            // deliveries (and pulls) uses consecutive counters.
             sends.sort_unstable();
             let mut highest = Some(0u32);
             for run in sends.chunk_by(|a, b| a == b) {
                 let n = u32::try_from(run.len() - 1).ok();
                 let c = n.and_then(|n| self.slots[run[0] as usize].next_counter.checked_add(n));
                 highest = highest.zip(c).map(|(h, c)| h.max(c));
+            }
+            if !may_reserve && !highest.is_some_and(|h| self.counters.covers(h)) {
+                return Ok(None);
             }
             self.counters.ensure(&mut self.store, highest)?;
         }
@@ -1302,7 +1375,12 @@ impl<S: EngineStore> Engine<S> {
                 }
             }
         }
-        Ok(actions)
+        for (h, group) in self.pulls.drain(..pulls).collect::<Vec<_>>() {
+            if let Some(a) = self.build_pull(h, group, rng)? {
+                actions.push(a);
+            }
+        }
+        Ok(Some(actions))
     }
 
     /// Process a MIKEY acknowledgement (a verification message, seed 004
