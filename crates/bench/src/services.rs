@@ -73,6 +73,8 @@ pub struct Services {
     bmsc: Vec<Option<Child>>,
     /// The PostgreSQL database of the instances (dropped last).
     database: Option<PgDatabase>,
+    /// [`Cluster::pcap`].
+    pcap: bool,
     /// Ub / Zn URL of the BSF.
     pub bsf_url: String,
     /// HTTP base URL of the first BM-SC instance (Ua, admin, metrics).
@@ -159,6 +161,9 @@ pub struct Cluster {
     /// `[cluster] lease_ms` (the takeover time); `None`: the BM-SC's
     /// default.
     pub lease_ms: Option<u64>,
+    /// Each instance writes its datagram tap to `<name>.pcap` in the
+    /// folder (`mbms bmsc --pcap`, [`Services::pcap_files`]).
+    pub pcap: bool,
 }
 
 /// The `instance_id` of BM-SC instance `i` in a [`Cluster`].
@@ -262,13 +267,14 @@ impl Services {
             write_private(&d.join(format!("{}.toml", bmsc_name(i, k))), &bmsc_toml)?;
             bmsc_urls.push(format!("http://{bmsc_addr}"));
         }
-        let bsf = spawn(&o.mbms_bin, "bsf", "bsf", d, false)?;
+        let bsf = spawn(&o.mbms_bin, "bsf", "bsf", d, false, false)?;
         let mut services = Services {
             mbms_bin: o.mbms_bin.clone(),
             bmsc: Vec::with_capacity(k),
             bsf,
             dir,
             database,
+            pcap: c.pcap,
             bsf_url: format!("http://{bsf_addr}"),
             bmsc_url: bmsc_urls[0].clone(),
             bmsc_urls,
@@ -280,13 +286,33 @@ impl Services {
         // first, then the others.
         for i in 0..k {
             let name = bmsc_name(i, k);
-            let child = spawn(&o.mbms_bin, "bmsc", &name, services.dir.path(), false)?;
+            let child = spawn(
+                &o.mbms_bin,
+                "bmsc",
+                &name,
+                services.dir.path(),
+                false,
+                services.pcap,
+            )?;
             services.bmsc.push(Some(child));
             if i == 0 || i + 1 == k {
                 services.wait_healthy(Duration::from_secs(60))?;
             }
         }
         Ok(services)
+    }
+
+    /// The pcap files of the instances ([`Cluster::pcap`]), in order; a
+    /// killed instance's holds its packets up to the kill.
+    pub fn pcap_files(&self) -> Vec<PathBuf> {
+        let total = self.bmsc_urls.len();
+        (0..total)
+            .map(|i| {
+                self.dir
+                    .path()
+                    .join(format!("{}.pcap", bmsc_name(i, total)))
+            })
+            .collect()
     }
 
     /// Number of BM-SC instances (killed ones included).
@@ -401,7 +427,15 @@ impl Services {
     pub fn kill_and_restart_bmsc(&mut self) -> Result<Instant, BenchError> {
         let killed_at = self.kill_bmsc(0)?;
         let name = bmsc_name(0, self.bmsc_urls.len());
-        self.bmsc[0] = Some(spawn(&self.mbms_bin, "bmsc", &name, self.dir.path(), true)?);
+        // (Its pcap, if any, is not reopened: it would be truncated.)
+        self.bmsc[0] = Some(spawn(
+            &self.mbms_bin,
+            "bmsc",
+            &name,
+            self.dir.path(),
+            true,
+            false,
+        )?);
         Ok(killed_at)
     }
 
@@ -630,6 +664,7 @@ fn spawn(
     name: &str,
     dir: &Path,
     append: bool,
+    pcap: bool,
 ) -> Result<Child, BenchError> {
     let log = fs::OpenOptions::new()
         .create(true)
@@ -644,6 +679,11 @@ fn spawn(
         .arg("--config")
         .arg(dir.join(format!("{name}.toml")))
         .current_dir(dir)
+        .args(
+            pcap.then(|| ["--pcap".into(), dir.join(format!("{name}.pcap"))])
+                .into_iter()
+                .flatten(),
+        )
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2);
