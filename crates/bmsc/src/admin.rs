@@ -6,6 +6,7 @@
 //! | `GET /admin/v1/services`, `POST /admin/v1/services` | list, create or replace a service |
 //! | `GET /admin/v1/key-groups`, `POST /admin/v1/key-groups` | list, create or replace a key group |
 //! | `POST /admin/v1/key-groups/{id}/rotate` | rotate the MSK now (pushed to every UE) |
+//! | `GET /admin/v1/cluster` | the instances on a shared PostgreSQL database, their key groups and UE shards |
 //! | `POST /admin/v1/key-groups/{id}/solicited-pull` | solicited pull to every UE of the key group |
 //! | `GET /admin/v1/registrations` | the UEs and their services |
 //! | `GET /admin/v1/registrations/{impi}/deliveries` | delivery status of the UE's MSKs |
@@ -50,6 +51,7 @@ pub fn router() -> Router<Arc<App>> {
             get(list_key_groups).post(put_key_group),
         )
         .route("/admin/v1/key-groups/{id}/rotate", post(rotate))
+        .route("/admin/v1/cluster", get(cluster))
         .route("/admin/v1/key-groups/{id}/solicited-pull", post(pull_group))
         .route("/admin/v1/registrations", get(list_ues))
         .route("/admin/v1/registrations/{impi}/deliveries", get(deliveries))
@@ -239,6 +241,9 @@ async fn rotate(
         return r;
     }
     let Path(id) = extract!(id);
+    if let Some(r) = rotate_at_anchor(&app, id).await {
+        return r;
+    }
     match app.core.run(move |c| c.rotate(id, now_ts())).await {
         Ok(info) => {
             app.core.wake();
@@ -251,6 +256,92 @@ async fn rotate(
             .into_response()
         }
         Err(e) => core_error(e),
+    }
+}
+
+/// Several instances, this one not the anchor of key group `id`: the
+/// anchor rotates (notice), this instance answers once it adopted the new
+/// MSKs; 503 with Retry-After when that takes longer than the lease time
+/// (no anchor: it is being taken over). `None`: rotate here.
+async fn rotate_at_anchor(app: &Arc<App>, id: u16) -> Option<Response> {
+    let st = app.cluster.as_ref()?;
+    let (anchor, before) = app.core.with(|c| (c.is_anchor(id), c.key_group_info(id)));
+    if anchor {
+        return None;
+    }
+    let before = before?.current.name;
+    if let Err(e) = st
+        .notify(crate::cluster::Notice::Rotate { key_group: id })
+        .await
+    {
+        tracing::warn!(error = %crate::ErrorChain(&e), "admin: rotation not forwarded to the anchor");
+        return Some(unavailable("the database is unreachable"));
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(st.lease_ms);
+    loop {
+        let info = app.core.with(|c| c.key_group_info(id));
+        if let Some(info) = info.filter(|i| i.current.name != before) {
+            return Some(
+                Json(json!({
+                    "key_group": id,
+                    "current": info.current.name.msk_id.to_string(),
+                    "next": info.next.name.msk_id.to_string(),
+                }))
+                .into_response(),
+            );
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Some(unavailable(
+                "the key group's anchor did not rotate in time (being taken over?)",
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// 503 with `Retry-After: 1`.
+fn unavailable(m: &str) -> Response {
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, m);
+    r.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("1"),
+    );
+    r
+}
+
+/// `GET /admin/v1/cluster`: this instance, every instance known with the
+/// key groups it anchors and the UE shards it holds, the lease time. A
+/// single instance on SQLite lists itself owning everything.
+async fn cluster(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
+    if let Some(r) = check(&app, &h) {
+        return r;
+    }
+    let Some(st) = app.cluster.as_ref() else {
+        let groups = app.core.with(|c| c.key_group_ids());
+        return Json(json!({
+            "instance_id": "sqlite",
+            "instances": [{
+                "instance_id": "sqlite",
+                "url": "",
+                "alive": true,
+                "key_groups": groups,
+                "ue_shards": crate::cluster::UE_SHARDS,
+            }],
+            "lease_ms": 0,
+        }))
+        .into_response();
+    };
+    match st.instances().await {
+        Ok(rows) => Json(json!({
+            "instance_id": st.instance_id,
+            "instances": rows,
+            "lease_ms": st.lease_ms,
+        }))
+        .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %crate::ErrorChain(&e), "admin: cluster listing");
+            unavailable("the database is unreachable")
+        }
     }
 }
 
@@ -270,6 +361,16 @@ async fn pull_group(
     let Path(id) = extract!(id);
     match app.core.run(move |c| c.solicited_pull(id, None)).await {
         Ok(d) => {
+            if let Some(st) = &app.cluster {
+                // The other instances pull the UEs they own.
+                let n = crate::cluster::Notice::Pull {
+                    key_group: id,
+                    impi: None,
+                };
+                if let Err(e) = st.notify(n).await {
+                    tracing::warn!(error = %crate::ErrorChain(&e), "admin: solicited pull not forwarded");
+                }
+            }
             let n = app.send_mikey(&d).await;
             Json(json!({ "key_group": id, "sent": n })).into_response()
         }

@@ -300,6 +300,53 @@ pub struct BmscConfig {
     /// Sessions.
     #[serde(default, rename = "session")]
     pub sessions: Vec<SessionSection>,
+    /// Several instances on one PostgreSQL database ([`crate::cluster`]).
+    #[serde(default)]
+    pub cluster: ClusterSection,
+}
+
+/// `[cluster]`: this instance among several on one PostgreSQL database
+/// (ignored with SQLite, where one process owns everything).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// This instance's name (default `<hostname>-<pid>`).
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// Lease time in milliseconds (default [`DEFAULT_LEASE_MS`]): an
+    /// instance that stops renewing loses its key groups and UE shards
+    /// after this (the takeover time).
+    #[serde(default)]
+    pub lease_ms: Option<u64>,
+    /// How the other instances and tools reach this instance's HTTP
+    /// (default `http://<listen>`).
+    #[serde(default)]
+    pub advertise_url: Option<String>,
+}
+
+/// The default `[cluster] lease_ms` (issue 13: takeover within 10 s).
+pub const DEFAULT_LEASE_MS: u64 = 10_000;
+
+/// The shortest `[cluster] lease_ms` accepted (renewed every third).
+pub const MIN_LEASE_MS: u64 = 300;
+
+impl ClusterSection {
+    /// The lease time.
+    pub fn lease_ms(&self) -> u64 {
+        self.lease_ms.unwrap_or(DEFAULT_LEASE_MS)
+    }
+
+    /// The instance ID: configured, or `<hostname>-<pid>`.
+    pub fn instance_id(&self) -> String {
+        self.instance_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "bmsc".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -372,6 +419,19 @@ impl BmscConfig {
         self.key_domain_id()?;
         if self.algorithms()?.is_empty() {
             return bad("digest_algorithms is empty".into());
+        }
+        if self.cluster.lease_ms() < MIN_LEASE_MS {
+            return bad(format!(
+                "[cluster] lease_ms must be at least {MIN_LEASE_MS}"
+            ));
+        }
+        if self
+            .cluster
+            .instance_id
+            .as_ref()
+            .is_some_and(|i| i.is_empty() || i.len() > 200)
+        {
+            return bad("[cluster] instance_id must have 1 to 200 characters".into());
         }
         if self.nonce_lifetime == 0 {
             return bad("nonce_lifetime must be at least 1 second".into());

@@ -328,6 +328,18 @@ pub struct Core {
     /// `Some` entries of `ues`.
     known: usize,
     last_rotation: BTreeMap<u16, u64>,
+    /// Several instances on one database ([`crate::cluster`]): the UE
+    /// shards and key groups this instance owns; `None`: it owns all.
+    cluster: Option<CoreCluster>,
+}
+
+/// What this instance owns among several ([`crate::cluster`]).
+#[derive(Debug, Default)]
+struct CoreCluster {
+    /// Owned UE shards (index: shard).
+    shards: Vec<bool>,
+    /// Key groups this instance is the anchor of (TS 33.246 6.3.4.3).
+    anchored: BTreeSet<u16>,
 }
 
 impl std::fmt::Debug for Core {
@@ -376,6 +388,10 @@ impl Core {
             ues: Vec::new(),
             known: 0,
             last_rotation: BTreeMap::new(),
+            cluster: store.cluster().map(|_| CoreCluster {
+                shards: vec![false; crate::cluster::UE_SHARDS as usize],
+                anchored: BTreeSet::new(),
+            }),
         };
         for d in store.key_group_defs()? {
             core.open_group(&d, now)?;
@@ -384,7 +400,14 @@ impl Core {
             core.service_index(&s.id);
             core.services.insert(s.id.clone(), s);
         }
-        for ue in store.ues()? {
+        // Several instances: the UEs are loaded shard by shard as their
+        // leases are taken (`take_shards`).
+        let all_ues = if core.cluster.is_some() {
+            Vec::new()
+        } else {
+            store.ues()?
+        };
+        for ue in all_ues {
             let h = core.engine.register_ue(
                 UeId(ue.impi),
                 MukId::new(core.fqdn.clone(), ue.btid),
@@ -408,7 +431,12 @@ impl Core {
         }
         core.ues.shrink_to_fit();
         let mut restored = 0usize;
-        for d in store.deliveries(None)? {
+        let all_deliveries = if core.cluster.is_some() {
+            Vec::new()
+        } else {
+            store.deliveries(None)?
+        };
+        for d in all_deliveries {
             let acked = d.state == "acknowledged";
             if core
                 .engine
@@ -756,6 +784,9 @@ impl Core {
         services: &[String],
         now: Timestamp,
     ) -> Result<Vec<u16>, CoreError> {
+        if !self.owns_ue(&ctx.impi) {
+            return self.change_remote_ue(ctx, services, true, now);
+        }
         let known = self.registered_handle(&ctx.impi);
         let mut set = known
             .and_then(|h| self.entry(h))
@@ -796,6 +827,9 @@ impl Core {
         services: &[String],
         now: Timestamp,
     ) -> Result<Vec<u16>, CoreError> {
+        if !self.owns_ue(&ctx.impi) {
+            return self.change_remote_ue(ctx, services, false, now);
+        }
         let known = self.registered_handle(&ctx.impi);
         let mut set = known
             .and_then(|h| self.entry(h))
@@ -848,6 +882,9 @@ impl Core {
         keys: &[Option<MskName>],
         now: Timestamp,
     ) -> Result<Vec<u16>, CoreError> {
+        if !self.owns_ue(&ctx.impi) {
+            return self.request_msks_remote(ctx, keys, now);
+        }
         let known = self.registered_handle(&ctx.impi);
         if let Some(h) = known {
             if !self.same_ue(h, ctx) {
@@ -1041,8 +1078,20 @@ impl Core {
         if !self.groups.contains_key(&g) {
             return Err(CoreError::NotFound(format!("key group {g}")));
         }
+        if !self.is_anchor(g) {
+            return Err(CoreError::Invalid(format!(
+                "key group {g}: this instance is not its anchor"
+            )));
+        }
         let info = self.engine.rotate(&self.group_name(g), now, &mut OsRng)?;
         self.last_rotation.insert(g, now.0);
+        if let Some(c) = self.store.cluster() {
+            // The snapshot is saved: the other instances adopt it now
+            // rather than at their next poll.
+            if let Err(e) = c.notify(&crate::cluster::Notice::Adopt { key_group: g }.to_json()) {
+                tracing::warn!(key_group = g, error = %crate::ErrorChain(&e), "notice of a rotation not sent (the others adopt it at their next poll)");
+            }
+        }
         self.metrics.rotations.inc();
         tracing::info!(key_group = g, current = %info.current.name, next = %info.next.name, "MSK rotated");
         Ok(info)
@@ -1055,6 +1104,7 @@ impl Core {
             .groups
             .values()
             .filter(|d| d.rotate_interval > 0)
+            .filter(|d| self.is_anchor(d.key_group))
             .filter(|d| {
                 let last = self
                     .last_rotation
@@ -1081,6 +1131,7 @@ impl Core {
         self.groups
             .values()
             .filter(|d| d.rotate_interval > 0)
+            .filter(|d| self.is_anchor(d.key_group))
             .map(|d| {
                 let last = self.last_rotation.get(&d.key_group).copied().unwrap_or(0);
                 Timestamp(last.saturating_add(d.rotate_interval.saturating_mul(1000)))
@@ -1133,6 +1184,11 @@ impl Core {
         streaming: Option<Streaming>,
         now: Timestamp,
     ) -> Result<(MtkOutput, bool), CoreError> {
+        if !self.is_anchor(g) {
+            return Err(CoreError::Invalid(format!(
+                "key group {g}: MTKs are issued by its anchor, not this instance"
+            )));
+        }
         let name = self.group_name(g);
         match self.engine.next_mtk(&name, streaming.clone(), &mut OsRng) {
             Ok(o) => Ok((o, false)),
@@ -1270,6 +1326,380 @@ impl Core {
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+}
+
+// ---------------------------------------------------------------------
+// Several instances on one database (crate::cluster).
+
+impl Core {
+    /// Whether this instance owns UE `impi`'s deliveries (always, alone).
+    pub fn owns_ue(&self, impi: &str) -> bool {
+        self.cluster.as_ref().is_none_or(|c| {
+            c.shards
+                .get(crate::cluster::shard_of(impi) as usize)
+                .copied()
+                .unwrap_or(false)
+        })
+    }
+
+    /// Whether this instance is the anchor of key group `g` (always, alone).
+    pub fn is_anchor(&self, g: u16) -> bool {
+        self.cluster
+            .as_ref()
+            .is_none_or(|c| c.anchored.contains(&g))
+    }
+
+    /// Whether several instances may share the database.
+    pub fn is_clustered(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// The key groups defined.
+    pub fn key_group_ids(&self) -> Vec<u16> {
+        self.groups.keys().copied().collect()
+    }
+
+    /// The UE shards owned.
+    pub fn owned_shards(&self) -> BTreeSet<u32> {
+        self.cluster
+            .as_ref()
+            .map(|c| {
+                c.shards
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, o)| **o)
+                    .map(|(i, _)| i as u32)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Takes over UE shards whose leases this instance just got: a fresh
+    /// block of MUK counters first (the previous owner may have used
+    /// counters up to its own mark, `PROFILE.md` section 7), then the
+    /// shards' UEs, their registrations and deliveries from the store;
+    /// what was not acknowledged is pushed again. Returns the UEs loaded.
+    pub fn take_shards(
+        &mut self,
+        shards: &BTreeSet<u32>,
+        now: Timestamp,
+    ) -> Result<usize, CoreError> {
+        if shards.is_empty() {
+            return Ok(0);
+        }
+        let Some(c) = self.cluster.as_mut() else {
+            return Ok(0);
+        };
+        for s in shards {
+            if let Some(o) = c.shards.get_mut(*s as usize) {
+                *o = true;
+            }
+        }
+        self.engine.fresh_counter_block()?;
+        let mine = |impi: &str| shards.contains(&crate::cluster::shard_of(impi));
+        let ues: Vec<UeRecord> = self
+            .store
+            .ues()?
+            .into_iter()
+            .filter(|u| mine(&u.impi))
+            .collect();
+        let n = ues.len();
+        for ue in ues {
+            self.load_ue(ue, now)?;
+        }
+        for d in self.store.deliveries(None)? {
+            if mine(&d.impi) {
+                let acked = d.state == "acknowledged";
+                self.engine
+                    .restore_delivery(&UeId(d.impi.clone()), &d.msk, acked, d.charged);
+            }
+        }
+        self.update_gauge();
+        Ok(n)
+    }
+
+    /// Puts a UE read from the store in the engine (no write).
+    fn load_ue(&mut self, ue: UeRecord, now: Timestamp) -> Result<UeHandle, CoreError> {
+        let before = self
+            .registered_handle(&ue.impi)
+            .and_then(|h| self.entry(h))
+            .map(|u| !u.services.is_empty());
+        let h = self.engine.register_ue(
+            UeId(ue.impi),
+            MukId::new(self.fqdn.clone(), ue.btid),
+            ue.muk,
+            now,
+        );
+        let mut services = ServiceSet::default();
+        for s in &ue.services {
+            services.insert(self.service_index(s));
+        }
+        self.count_registered(before, Some(!services.is_empty()));
+        self.set_entry(
+            h,
+            Some(UeEntry {
+                mikey_addr: ue.mikey_addr,
+                services,
+                updated_at: ue.updated_at,
+            }),
+        );
+        self.sync_groups(h, now)?;
+        Ok(h)
+    }
+
+    /// Forgets a UE in this instance only (its state stays in the store).
+    fn unload_ue(&mut self, impi: &str) {
+        if let Some(h) = self.registered_handle(impi) {
+            let before = self.entry(h).map(|u| !u.services.is_empty());
+            self.count_registered(before, None);
+            self.engine.remove_ue(&UeId(impi.to_owned()));
+            self.set_entry(h, None);
+        }
+    }
+
+    /// Gives up UE shards (lease lost or handed over): their UEs leave this
+    /// instance's engine at once (no more pushes); their state stays in
+    /// the store for the next owner.
+    pub fn drop_shards(&mut self, shards: &BTreeSet<u32>) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        for s in shards {
+            if let Some(o) = c.shards.get_mut(*s as usize) {
+                *o = false;
+            }
+        }
+        let gone: Vec<String> = (0..self.ues.len())
+            .filter_map(|i| {
+                let h = self.engine.ue_handle_at(i)?;
+                self.entry(h)?;
+                let id = self.engine.ue_id(h)?;
+                shards
+                    .contains(&crate::cluster::shard_of(id))
+                    .then(|| id.to_owned())
+            })
+            .collect();
+        for impi in gone {
+            self.unload_ue(&impi);
+        }
+        self.update_gauge();
+    }
+
+    /// Becomes (`true`) or stops being the anchor of key group `g`.
+    pub fn set_anchor(&mut self, g: u16, anchor: bool, now: Timestamp) {
+        if let Some(c) = self.cluster.as_mut() {
+            if anchor {
+                if c.anchored.insert(g) {
+                    self.last_rotation.entry(g).or_insert(now.0);
+                }
+            } else {
+                c.anchored.remove(&g);
+            }
+        }
+    }
+
+    /// Adopts the stored state of key group `g` (the anchor's): returns
+    /// whether its MSKs changed (the new ones are then pushed to the UEs
+    /// this instance owns, TS 33.246 6.3.4.4).
+    pub fn adopt_key_group(&mut self, g: u16, now: Timestamp) -> Result<bool, CoreError> {
+        if !self.groups.contains_key(&g) {
+            return Ok(false);
+        }
+        let Some(snap) = self.store.load_key_group(&self.group_name(g))? else {
+            return Ok(false);
+        };
+        let changed = self.engine.adopt_key_group(snap, now)?.is_some();
+        if changed {
+            self.last_rotation.insert(g, now.0);
+            tracing::info!(key_group = g, "MSKs of the anchor adopted");
+        }
+        Ok(changed)
+    }
+
+    /// A notice of another instance about a UE this instance owns: its
+    /// registration changed in the store, and it asked for `keys`. Reloads
+    /// it and marks the keys due. Returns whether it did anything.
+    pub fn apply_remote_ue(
+        &mut self,
+        impi: &str,
+        keys: &[MskName],
+        now: Timestamp,
+    ) -> Result<bool, CoreError> {
+        if !self.owns_ue(impi) || self.cluster.is_none() {
+            return Ok(false);
+        }
+        match self.store.ue(impi)? {
+            None => self.unload_ue(impi),
+            Some(rec) => {
+                self.load_ue(rec, now)?;
+                let ue = UeId(impi.to_owned());
+                for k in keys {
+                    if let Err(e) = self.engine.request_msk(&ue, *k, now) {
+                        tracing::debug!(ue = %ue, msk = %k, error = %e, "MSK request of another instance not served");
+                    }
+                }
+            }
+        }
+        self.update_gauge();
+        Ok(true)
+    }
+
+    /// Registration or deregistration of a UE another instance owns:
+    /// answered here from the store's record, written in the store with a
+    /// notice to the owner (which pushes), so that one UE's MIKEY messages
+    /// always come from one instance.
+    fn change_remote_ue(
+        &mut self,
+        ctx: &UeContext,
+        services: &[String],
+        register: bool,
+        now: Timestamp,
+    ) -> Result<Vec<u16>, CoreError> {
+        let rec = self.store.ue(&ctx.impi)?;
+        let mut set: BTreeSet<String> =
+            rec.as_ref().map(|r| r.services.clone()).unwrap_or_default();
+        let statuses: Vec<u16> = services
+            .iter()
+            .map(|id| {
+                if id.is_empty() {
+                    return status::BAD_REQUEST;
+                }
+                match self.services.get(id) {
+                    None => status::NOT_FOUND,
+                    Some(s) if register && !s.allows(&ctx.impi) => status::FORBIDDEN,
+                    Some(_) => {
+                        if register {
+                            set.insert(id.clone());
+                        } else {
+                            set.remove(id);
+                        }
+                        status::OK
+                    }
+                }
+            })
+            .collect();
+        let write = if register {
+            (rec.is_some() || statuses.contains(&status::OK)).then(|| {
+                UeWrite::Put(UeRecord {
+                    impi: ctx.impi.clone(),
+                    btid: ctx.btid.clone(),
+                    muk: ctx.muk.clone(),
+                    mikey_addr: ctx.mikey_addr,
+                    services: set,
+                    updated_at: now.0,
+                })
+            })
+        } else if rec.is_none() {
+            None
+        } else if set.is_empty() {
+            Some(UeWrite::Remove(ctx.impi.clone()))
+        } else {
+            Some(UeWrite::Put(UeRecord {
+                impi: ctx.impi.clone(),
+                btid: ctx.btid.clone(),
+                muk: ctx.muk.clone(),
+                mikey_addr: ctx.mikey_addr,
+                services: set,
+                updated_at: now.0,
+            }))
+        };
+        if let Some(w) = write {
+            self.enqueue(WriteBatch {
+                ues: vec![w],
+                notices: vec![crate::cluster::Notice::Ue {
+                    impi: ctx.impi.clone(),
+                    keys: Vec::new(),
+                }
+                .to_json()],
+                ..Default::default()
+            });
+        }
+        Ok(statuses)
+    }
+
+    /// The basic MSK request of a UE another instance owns: checked here,
+    /// recorded as a pending delivery with a notice to the owner.
+    fn request_msks_remote(
+        &mut self,
+        ctx: &UeContext,
+        keys: &[Option<MskName>],
+        now: Timestamp,
+    ) -> Result<Vec<u16>, CoreError> {
+        let rec = self.store.ue(&ctx.impi)?;
+        let subscribed: BTreeSet<u16> = rec
+            .as_ref()
+            .map(|r| {
+                r.services
+                    .iter()
+                    .filter_map(|s| self.services.get(s))
+                    .flat_map(|s| s.key_groups.iter().copied())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(keys.len());
+        let mut asked = Vec::new();
+        let mut pending = Outcomes::default();
+        for k in keys {
+            let st = match k {
+                None => status::BAD_REQUEST,
+                Some(k) if k.key_domain != self.key_domain => status::NOT_FOUND,
+                Some(k) if !self.groups.contains_key(&k.msk_id.key_group) => status::NOT_FOUND,
+                Some(k) if !subscribed.contains(&k.msk_id.key_group) => status::FORBIDDEN,
+                Some(k) => match self.key_group_info(k.msk_id.key_group) {
+                    None => status::NOT_FOUND,
+                    Some(info) => {
+                        let name = if k.msk_id.is_current_request() {
+                            Some(info.current.name)
+                        } else {
+                            [info.current.name, info.next.name]
+                                .into_iter()
+                                .find(|n| n == k)
+                        };
+                        match name {
+                            None => status::NOT_FOUND,
+                            Some(name) => {
+                                asked.push(*k);
+                                pending.deliveries.push(DeliveryRecord {
+                                    impi: ctx.impi.clone(),
+                                    msk: name,
+                                    state: "pending".into(),
+                                    charged: false,
+                                    updated_at: now.0,
+                                });
+                                status::OK
+                            }
+                        }
+                    }
+                },
+            };
+            out.push(st);
+        }
+        let mut ues = Vec::new();
+        if let Some(r) = rec {
+            if r.btid != ctx.btid || r.muk != ctx.muk || r.mikey_addr != ctx.mikey_addr {
+                ues.push(UeWrite::Put(UeRecord {
+                    impi: ctx.impi.clone(),
+                    btid: ctx.btid.clone(),
+                    muk: ctx.muk.clone(),
+                    mikey_addr: ctx.mikey_addr,
+                    services: r.services,
+                    updated_at: now.0,
+                }));
+            }
+        }
+        if !asked.is_empty() || !ues.is_empty() {
+            self.enqueue(WriteBatch {
+                ues,
+                outcomes: pending,
+                notices: vec![crate::cluster::Notice::Ue {
+                    impi: ctx.impi.clone(),
+                    keys: asked.iter().map(crate::store::msk_to_text).collect(),
+                }
+                .to_json()],
+            });
+        }
+        Ok(out)
     }
 }
 

@@ -93,6 +93,8 @@ pub struct App {
     /// MIKEY messages a rotation may have sent beyond the datagrams read
     /// back ([`ack_window`]).
     ack_window: u64,
+    /// Several instances on one database ([`crate::cluster`]).
+    pub(crate) cluster: Option<Arc<crate::cluster::ClusterState>>,
 }
 
 /// What one small datagram (an acknowledgement, about 60 bytes) takes of a
@@ -259,16 +261,24 @@ impl RunningBmsc {
     }
 }
 
-fn digest_server(cfg: &BmscConfig) -> Result<DigestServer, ConfigError> {
+fn digest_server(cfg: &BmscConfig, shared: Option<&[u8]>) -> Result<DigestServer, ConfigError> {
     let mut sc = ServerConfig::new(format!("3GPP-bootstrapping@{}", cfg.fqdn));
     sc.algorithms = cfg.algorithms()?;
     sc.nonce_lifetime = cfg.nonce_lifetime;
     let mut secret = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut secret);
+    match shared {
+        // Several instances: one nonce secret for all (a nonce from one
+        // instance verifies at another, behind a load balancer).
+        Some(s) if s.len() == 32 => secret.copy_from_slice(s),
+        _ => rand::rngs::OsRng.fill_bytes(&mut secret),
+    }
     let d = DigestServer::new(sc, secret);
     zeroize::Zeroize::zeroize(&mut secret);
     Ok(d)
 }
+
+/// The name of the Digest nonce secret in table `cluster_secrets`.
+const NONCE_SECRET: &str = "digest_nonce";
 
 /// Starts a BM-SC over `store` with `cfg` (its `db` is not used here: the
 /// caller opened the store).
@@ -345,11 +355,31 @@ pub async fn start_with_tap(
         source,
     })?;
     let (rotations, _) = watch::channel(0u64);
+    let cluster = store_cluster(&core, cfg, http_addr);
+    let shared_nonce = match &cluster {
+        Some(_) => {
+            let store = core.with(|c| c.store().clone());
+            let mut fresh = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut fresh);
+            let r = tokio::task::spawn_blocking(move || {
+                let r = store
+                    .cluster()
+                    .map(|c| c.shared_secret(NONCE_SECRET, &fresh))
+                    .transpose();
+                zeroize::Zeroize::zeroize(&mut fresh);
+                r
+            })
+            .await
+            .map_err(|e| CoreError::Invalid(format!("shared nonce secret: {e}")))?;
+            r.map_err(CoreError::Store)?
+        }
+        None => None,
+    };
     let app = Arc::new(App {
         realm: format!("3GPP-bootstrapping@{}", cfg.fqdn),
         core: core.clone(),
         store: core.with(|c| c.store().clone()),
-        digest: Mutex::new(digest_server(cfg)?),
+        digest: Mutex::new(digest_server(cfg, shared_nonce.as_ref().map(|s| &s[..]))?),
         zn,
         metrics,
         admin_token: cfg.admin_token.clone(),
@@ -363,7 +393,14 @@ pub async fn start_with_tap(
         mikey_read: tokio::sync::Notify::new(),
         ack_window,
         tap,
+        cluster: cluster.clone(),
     });
+    // Several instances: the first leases before serving (alone, this
+    // instance owns every UE and key group at once).
+    let renewal = match &cluster {
+        Some(st) => Some(crate::cluster::first_claim(&app, st).await),
+        None => None,
+    };
     let (stop, stop_rx) = watch::channel(false);
 
     let router = Router::new()
@@ -415,6 +452,14 @@ pub async fn start_with_tap(
         tokio::spawn(mikey_receiver(app.clone(), stop_rx.clone())),
         tokio::spawn(committer(app.clone(), stop_rx.clone())),
     ];
+    if let (Some(st), Some(renewal)) = (cluster, renewal) {
+        tasks.push(tokio::spawn(crate::cluster::run(
+            app.clone(),
+            st,
+            renewal,
+            stop_rx.clone(),
+        )));
+    }
     for s in app.sessions.all() {
         tasks.push(tokio::spawn(session::run(
             app.session_ctx(),
@@ -437,6 +482,27 @@ pub async fn start_with_tap(
         tasks,
         app,
     })
+}
+
+/// The cluster state of a store shared by several instances.
+fn store_cluster(
+    core: &CoreHandle,
+    cfg: &BmscConfig,
+    http_addr: SocketAddr,
+) -> Option<Arc<crate::cluster::ClusterState>> {
+    let store = core.with(|c| c.store().clone());
+    store.cluster()?;
+    let st = crate::cluster::ClusterState::new(
+        cfg.cluster.instance_id(),
+        cfg.cluster
+            .advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{http_addr}")),
+        cfg.cluster.lease_ms(),
+        store,
+    );
+    tracing::info!(instance = %st.instance_id, url = %st.url, lease_ms = st.lease_ms, "BM-SC instance on a shared PostgreSQL database");
+    Some(Arc::new(st))
 }
 
 async fn engine_driver(app: Arc<App>, mut stop: watch::Receiver<bool>) {

@@ -195,9 +195,9 @@ fn sqlite_counter_mark_below_a_used_counter_is_refused() {
 fn sqlite_newer_schema_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = sqlite_db(dir.path());
-    tamper(&path, "PRAGMA user_version = 2");
+    tamper(&path, "PRAGMA user_version = 3");
     let msg = refused(&path);
-    assert!(msg.contains("schema version 2 is newer"), "{msg}");
+    assert!(msg.contains("schema version 3 is newer"), "{msg}");
 }
 
 #[test]
@@ -395,9 +395,9 @@ fn postgresql_counter_mark_below_a_used_counter_is_refused() {
 fn postgresql_newer_schema_version_is_refused() {
     let Some(url) = postgres_url() else { return };
     let s = PgSchema::populated(&url, "newer");
-    s.sql("UPDATE mbms_meta SET value = 2 WHERE name = 'schema_version'");
+    s.sql("UPDATE mbms_meta SET value = 3 WHERE name = 'schema_version'");
     let msg = s.refused();
-    assert!(msg.contains("schema version 2 is newer"), "{msg}");
+    assert!(msg.contains("schema version 3 is newer"), "{msg}");
 }
 
 #[test]

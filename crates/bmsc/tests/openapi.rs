@@ -29,6 +29,18 @@ const UNDOCUMENTED: &[(&str, &str)] = &[(
 /// Documented statuses this test cannot provoke: (method, path, status, why).
 const NOT_PROVOKED: &[(&str, &str, u16, &str)] = &[
     (
+        "get",
+        "/admin/v1/cluster",
+        503,
+        "needs PostgreSQL going away; tests/cluster.rs covers the cluster",
+    ),
+    (
+        "post",
+        "/admin/v1/key-groups/{id}/rotate",
+        503,
+        "needs several instances and no anchor; tests/cluster.rs covers forwarding",
+    ),
+    (
         "post",
         "/admin/v1/key-groups/{id}/solicited-pull",
         500,
@@ -557,6 +569,13 @@ async fn every_documented_answer_matches_the_document() {
         assert_eq!(s, 400, "{q}");
     }
     c.call("get", p, p, false, Body::None).await;
+
+    // --- cluster (this test runs on SQLite: one instance owning all) ---
+    let p = "/admin/v1/cluster";
+    let (s, v) = c.call("get", p, p, true, Body::None).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["instances"][0]["alive"], true);
+    assert_eq!(c.call("get", p, p, false, Body::None).await.0, 401);
 
     // --- sessions and objects ---
     let p = "/admin/v1/sessions";

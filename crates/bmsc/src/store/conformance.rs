@@ -45,6 +45,170 @@ pub fn run_all(open: Open<'_>) {
     definitions(open);
     ues_and_registrations(open);
     deliveries_and_charging(open);
+    charging_once_per_msk(open);
+    counter_blocks(open);
+    if open().cluster().is_some() {
+        cluster_leases(open);
+    }
+}
+
+/// A charging record is written once per (IMPI, MSK) (seed 004
+/// 6.3.2.3.3), whichever instance saw the acknowledgement: a second one
+/// is dropped, not an error, and not returned.
+pub fn charging_once_per_msk(open: Open<'_>) {
+    let s = open();
+    let c = |n: u32| ChargingRow {
+        id: 0,
+        impi: "once@x".into(),
+        btid: "b@bsf".into(),
+        msk: msk(43, 1),
+        counter: n,
+        time_ms: 1,
+    };
+    let first = s
+        .record(&Outcomes {
+            charging: vec![c(5)],
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    let again = s
+        .commit(&WriteBatch {
+            outcomes: Outcomes {
+                charging: vec![c(6)],
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    let all = s.charging_records(0, usize::MAX).unwrap();
+    let mine: Vec<_> = all.iter().filter(|r| r.impi == "once@x").collect();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].counter, 5);
+}
+
+/// Counter blocks: the new mark is at least `upto`, never below the old
+/// one, durable.
+pub fn counter_blocks(open: Open<'_>) {
+    let s = open();
+    let before = s.counter_reserved().unwrap().unwrap_or(0);
+    let m = s.reserve_counter_block(16, before + 16).unwrap();
+    assert!(m >= before + 16);
+    let m2 = s.reserve_counter_block(16, m + 16).unwrap();
+    assert!(m2 >= m + 16);
+    drop(s);
+    assert_eq!(open().counter_reserved().unwrap(), Some(m2));
+}
+
+/// Several instances on one database (PostgreSQL): counter blocks of two
+/// handles never overlap; leases are shared fairly, renewed, taken over
+/// after they expire with a new epoch; key group writes are fenced by
+/// the lease; secrets are shared; notices reach the listeners.
+pub fn cluster_leases(open: Open<'_>) {
+    use std::time::Duration;
+    let (a, b) = (open(), open());
+    // Disjoint blocks: each handle's block lies above the other's.
+    let ma = a.reserve_counter_block(100, 0).unwrap();
+    let mb = b.reserve_counter_block(100, 0).unwrap();
+    assert!(mb >= ma + 100, "{ma} {mb}");
+    let (ca, cb) = (a.cluster().unwrap(), b.cluster().unwrap());
+    assert_eq!(ca.heartbeat("inst-a", "http://a", 60_000).unwrap(), 1);
+    assert_eq!(cb.heartbeat("inst-b", "http://b", 60_000).unwrap(), 2);
+    let shards = crate::cluster::UE_SHARDS as usize;
+    let half = shards.div_ceil(2);
+    let la = ca
+        .claim(LeaseKind::UeShard, "inst-a", 60_000, half)
+        .unwrap();
+    let lb = cb
+        .claim(LeaseKind::UeShard, "inst-b", 60_000, shards)
+        .unwrap();
+    assert_eq!(la.len(), half);
+    assert_eq!(lb.len(), shards - half, "B gets what A left");
+    assert!(la.iter().all(|l| lb.iter().all(|m| m.item != l.item)));
+    // Renewal keeps the same leases and epochs.
+    assert_eq!(
+        ca.claim(LeaseKind::UeShard, "inst-a", 60_000, half)
+            .unwrap(),
+        la
+    );
+    // Shedding: A keeps 10.
+    let kept = ca.claim(LeaseKind::UeShard, "inst-a", 60_000, 10).unwrap();
+    assert_eq!(kept[..], la[..10]);
+    // Expired leases are taken over with a higher epoch.
+    let short = ca.claim(LeaseKind::UeShard, "inst-a", 1, 10).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let lb2 = cb
+        .claim(LeaseKind::UeShard, "inst-b", 60_000, shards)
+        .unwrap();
+    assert_eq!(lb2.len(), shards);
+    for l in &short {
+        let now = lb2.iter().find(|m| m.item == l.item).unwrap();
+        assert!(now.epoch > l.epoch);
+    }
+    assert!(ca
+        .claim(LeaseKind::UeShard, "inst-a", 60_000, 10)
+        .unwrap()
+        .is_empty());
+    let rows = ca.instances(60_000).unwrap();
+    let row_b = rows.iter().find(|r| r.instance_id == "inst-b").unwrap();
+    assert!(row_b.alive);
+    assert_eq!(row_b.ue_shards, shards);
+    // Key group leases and fencing.
+    a.put_key_group_def(&KeyGroupDef {
+        key_group: 44,
+        window_len: 10,
+        charging: false,
+        ack: true,
+        rotate_interval: 0,
+    })
+    .unwrap();
+    let ka = ca
+        .claim(LeaseKind::KeyGroup, "inst-a", 60_000, 1000)
+        .unwrap();
+    let kg = ka.iter().find(|l| l.item == 44).copied().unwrap();
+    assert!(cb
+        .claim(LeaseKind::KeyGroup, "inst-b", 60_000, 1000)
+        .unwrap()
+        .iter()
+        .all(|l| l.item != 44));
+    ca.set_fence("inst-a", 44, Some(kg.epoch));
+    cb.set_fence("inst-b", 44, None);
+    // The first state: whoever writes first; later: only the anchor.
+    b.save_key_group(&snapshot(44, 1, 1)).unwrap();
+    a.save_key_group(&snapshot(44, 2, 2)).unwrap();
+    assert!(matches!(
+        b.save_key_group(&snapshot(44, 3, 3)),
+        Err(StoreError::Fenced { key_group: 44 })
+    ));
+    assert_eq!(
+        a.load_key_group(&group(44)).unwrap(),
+        Some(snapshot(44, 2, 2))
+    );
+    // Shared secrets: the first one stays.
+    let s1 = ca.shared_secret("test", &[1; 32]).unwrap();
+    let s2 = cb.shared_secret("test", &[2; 32]).unwrap();
+    assert_eq!(*s1, vec![1; 32]);
+    assert_eq!(*s2, vec![1; 32]);
+    // Notices: sent with a commit, or at once.
+    let mut l = cb.listen().unwrap();
+    a.commit(&WriteBatch {
+        notices: vec!["hello".into()],
+        ..Default::default()
+    })
+    .unwrap();
+    ca.notify("world").unwrap();
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        got.extend(l.wait(Duration::from_millis(100)).unwrap());
+        if got.len() >= 2 {
+            break;
+        }
+    }
+    assert_eq!(got, ["hello", "world"]);
+    ca.release_all("inst-a").unwrap();
+    cb.release_all("inst-b").unwrap();
+    assert!(ca.instances(60_000).unwrap().is_empty());
 }
 
 /// The MUK counter high-water mark: absent, raised, never lowered,

@@ -73,6 +73,13 @@ pub enum StoreError {
     /// A write with a value this program never stores (nothing written).
     #[error("refused to store {0}")]
     Invalid(String),
+    /// A key group write of an instance that no longer holds the key
+    /// group's lease (epoch fencing, [`ClusterStore::set_fence`]).
+    #[error("key group {key_group}: this instance no longer holds its lease (fenced)")]
+    Fenced {
+        /// The Key Group.
+        key_group: u16,
+    },
     /// The MUK counter high-water mark would go down.
     #[error("MUK counter high-water mark would go from {stored} to {requested}")]
     CounterRollback {
@@ -226,12 +233,17 @@ pub struct WriteBatch {
     pub ues: Vec<UeWrite>,
     /// Delivery outcomes and charging records.
     pub outcomes: Outcomes,
+    /// Notices to the other BM-SC instances on the same database, sent
+    /// when (and only if) the batch commits (PostgreSQL `NOTIFY` in the
+    /// transaction; ignored by a store without a cluster). See
+    /// [`crate::cluster`].
+    pub notices: Vec<String>,
 }
 
 impl WriteBatch {
     /// Nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.ues.is_empty() && self.outcomes.is_empty()
+        self.ues.is_empty() && self.outcomes.is_empty() && self.notices.is_empty()
     }
 
     /// Append `later` (its writes come after this batch's).
@@ -239,7 +251,93 @@ impl WriteBatch {
         self.ues.extend(later.ues);
         self.outcomes.deliveries.extend(later.outcomes.deliveries);
         self.outcomes.charging.extend(later.outcomes.charging);
+        self.notices.extend(later.notices);
     }
+}
+
+/// What a lease covers: a key group (its MSK key management anchor,
+/// TS 33.246 6.3.4.3) or a shard of the UEs ([`crate::cluster::shard_of`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LeaseKind {
+    /// Table `key_group_leases`: items are Key Groups.
+    KeyGroup,
+    /// Table `ue_shards`: items are shard numbers `0..UE_SHARDS`.
+    UeShard,
+}
+
+/// A lease held by this instance after [`ClusterStore::claim`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The Key Group or shard.
+    pub item: u32,
+    /// Raised each time the lease changes holder (fencing token).
+    pub epoch: i64,
+}
+
+/// An instance as [`ClusterStore::instances`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct InstanceRow {
+    /// Its `[cluster] instance_id`.
+    pub instance_id: String,
+    /// Its `advertise_url`.
+    pub url: String,
+    /// Its heartbeat is younger than the lease time.
+    pub alive: bool,
+    /// The key groups it anchors (unexpired leases).
+    pub key_groups: Vec<u16>,
+    /// The UE shards it holds (unexpired leases).
+    pub ue_shards: usize,
+}
+
+/// Waits for notices of the other instances ([`ClusterStore::listen`]).
+pub trait NoticeListener: Send {
+    /// The notices that arrived within `timeout` (empty: none).
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<Vec<String>, StoreError>;
+}
+
+/// What several BM-SC instances on one database share (PostgreSQL only;
+/// see [`crate::cluster`]): heartbeats, leases with epochs compared with
+/// the database's clock (`now()`, never two processes' clocks), shared
+/// secrets, notices. Every method blocks.
+pub trait ClusterStore: Send + Sync {
+    /// Records this instance's heartbeat (`heartbeat_at = now()`) and
+    /// returns how many instances are alive (heartbeat younger than
+    /// `lease_ms`), this one included.
+    fn heartbeat(&self, instance: &str, url: &str, lease_ms: u64) -> Result<usize, StoreError>;
+    /// Renews every lease of `kind` that `instance` holds, gives back the
+    /// ones beyond `want` (highest items first), then takes free or expired
+    /// leases (`expires_at < now()`, epoch raised) up to `want`, in one
+    /// transaction. Key group leases are created for every defined key
+    /// group. Returns the leases held afterwards.
+    fn claim(
+        &self,
+        kind: LeaseKind,
+        instance: &str,
+        lease_ms: u64,
+        want: usize,
+    ) -> Result<Vec<Lease>, StoreError>;
+    /// Gives back every lease of `instance` and forgets its heartbeat (a
+    /// graceful stop: the others take over at once).
+    fn release_all(&self, instance: &str) -> Result<(), StoreError>;
+    /// Every instance known, with what it holds.
+    fn instances(&self, lease_ms: u64) -> Result<Vec<InstanceRow>, StoreError>;
+    /// The shared secret `name`: stored as `fresh` by the first instance
+    /// that asks, the stored one afterwards.
+    fn shared_secret(
+        &self,
+        name: &str,
+        fresh: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, StoreError>;
+    /// A listener of the notices ([`WriteBatch::notices`], [`notify`](Self::notify)),
+    /// on a connection of its own.
+    fn listen(&self) -> Result<Box<dyn NoticeListener>, StoreError>;
+    /// Sends a notice to every instance listening (this one included).
+    fn notify(&self, notice: &str) -> Result<(), StoreError>;
+    /// Fences the key group writes of this process: from now on
+    /// [`Store::save_key_group`] of an existing key group state succeeds
+    /// only while `instance` holds the key group's lease with this epoch
+    /// ([`StoreError::Fenced`] otherwise). `None` epoch: not held.
+    fn set_fence(&self, instance: &str, key_group: u16, epoch: Option<i64>);
 }
 
 /// The `(idi, idr)` key of the engine-wide MUK counter mark in table
@@ -261,6 +359,16 @@ pub trait Store: Send + Sync + 'static {
     /// Raise the engine-wide mark; refuses to lower it
     /// ([`StoreError::CounterRollback`]).
     fn reserve_counters(&self, upto: u32) -> Result<(), StoreError>;
+    /// Reserve a block shared with other instances on the same database
+    /// (see `mbms::engine::EngineStore::reserve_counter_block`): the new
+    /// mark is `max(mark + len, upto)`, taken atomically, so blocks of two
+    /// instances never overlap. Returns the new mark. Default: one
+    /// process per database, [`reserve_counters`](Self::reserve_counters).
+    fn reserve_counter_block(&self, len: u32, upto: u32) -> Result<u32, StoreError> {
+        let _ = len;
+        self.reserve_counters(upto)?;
+        Ok(upto)
+    }
     /// The saved state of a key group.
     fn load_key_group(&self, name: &KeyGroupName) -> Result<Option<KeyGroupSnapshot>, StoreError>;
     /// Save the state of a key group.
@@ -281,6 +389,10 @@ pub trait Store: Send + Sync + 'static {
     fn remove_ue(&self, impi: &str) -> Result<(), StoreError>;
     /// All UEs, by IMPI.
     fn ues(&self) -> Result<Vec<UeRecord>, StoreError>;
+    /// One UE (default: from [`ues`](Self::ues)).
+    fn ue(&self, impi: &str) -> Result<Option<UeRecord>, StoreError> {
+        Ok(self.ues()?.into_iter().find(|u| u.impi == impi))
+    }
 
     /// Write delivery outcomes and charging records in one transaction;
     /// returns the charging records with their assigned IDs.
@@ -294,6 +406,12 @@ pub trait Store: Send + Sync + 'static {
     /// Charging records with an ID greater than `after`, oldest first, at
     /// most `limit`.
     fn charging_records(&self, after: i64, limit: usize) -> Result<Vec<ChargingRow>, StoreError>;
+
+    /// The cluster functions, where several instances may share the
+    /// database (PostgreSQL); `None`: one process owns everything (SQLite).
+    fn cluster(&self) -> Option<&dyn ClusterStore> {
+        None
+    }
 }
 
 /// Opens the store named by `db`: a `postgres://` or `postgresql://` URL
@@ -356,7 +474,7 @@ pub(crate) const PG_META_TABLE: &str = "mbms_meta";
 /// The version of the BM-SC schema (both backends): SQLite
 /// `PRAGMA user_version`, PostgreSQL table `mbms_meta`. A database
 /// with a newer version is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The checks of the rows of an existing database that are the same on
 /// both backends: `first(sql)` runs a query and returns the first column
@@ -467,6 +585,14 @@ impl EngineStore for EngineStoreHandle {
 
     fn reserve_counters(&mut self, upto: u32) -> Result<(), mbms::engine::StoreError> {
         self.0.reserve_counters(upto).map_err(engine_err)
+    }
+
+    fn reserve_counter_block(
+        &mut self,
+        len: u32,
+        upto: u32,
+    ) -> Result<u32, mbms::engine::StoreError> {
+        self.0.reserve_counter_block(len, upto).map_err(engine_err)
     }
 
     fn load_key_group(

@@ -100,14 +100,46 @@ CREATE TABLE charging_records (
 /// SQLite store's, [`SCHEMA_VERSION`] the last), applied in order at open
 /// in the transaction that checks the database; the runner then writes
 /// the version into [`PG_META_TABLE`].
-const MIGRATIONS: &[Migration] = &[Migration {
-    to: 1,
-    what: "table mbms_meta holds the schema version",
-    sql: "CREATE TABLE mbms_meta (
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        to: 1,
+        what: "table mbms_meta holds the schema version",
+        sql: "CREATE TABLE mbms_meta (
     name  TEXT PRIMARY KEY,
     value BIGINT NOT NULL
 );",
-}];
+    },
+    Migration {
+        to: 2,
+        what: "several instances on one database (issue 13): instances, leases of key \
+               groups and UE shards, shared secrets, a charging record once per (IMPI, MSK)",
+        // The UE shard rows: `crate::cluster::UE_SHARDS` (checked at open).
+        sql: "CREATE TABLE bmsc_instances (
+    instance_id  TEXT PRIMARY KEY,
+    url          TEXT NOT NULL,
+    heartbeat_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE key_group_leases (
+    key_group  INTEGER PRIMARY KEY,
+    holder     TEXT,
+    epoch      BIGINT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE ue_shards (
+    shard      INTEGER PRIMARY KEY,
+    holder     TEXT,
+    epoch      BIGINT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL
+);
+INSERT INTO ue_shards (shard, holder, epoch, expires_at)
+    SELECT g, NULL, 0, '-infinity' FROM generate_series(0, 255) AS g;
+CREATE TABLE cluster_secrets (
+    name  TEXT PRIMARY KEY,
+    value BYTEA NOT NULL
+);
+CREATE UNIQUE INDEX charging_once ON charging_records (impi, msk);",
+    },
+];
 
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
 
@@ -193,10 +225,19 @@ impl From<postgres::Error> for StoreError {
     }
 }
 
+/// The instance whose key group writes are fenced, and the epoch of each
+/// key group lease it holds (`None`: not held).
+type Fence = (String, std::collections::BTreeMap<u16, Option<i64>>);
+
 /// A [`Store`] on a PostgreSQL database.
 pub struct PgStore {
     config: postgres::Config,
     schema: Option<String>,
+    /// The `NOTIFY` channel of the instances on this schema.
+    channel: String,
+    /// Key group write fencing ([`ClusterStore::set_fence`]): the
+    /// instance and the epoch of each key group lease it holds.
+    fence: Mutex<Option<Fence>>,
     /// `None` only while being dropped.
     client: Mutex<Option<Client>>,
 }
@@ -359,9 +400,26 @@ impl PgStore {
             ),
             Ok(None) => {}
         }
+        let current: Option<String> = match client.query_one("SELECT current_schema()", &[]) {
+            Ok(r) => r.get(0),
+            Err(e) => {
+                close_off_runtime(client);
+                return Err(StoreError::Open {
+                    target,
+                    source: Box::new(e),
+                });
+            }
+        };
+        let channel: String = format!("mbms_bmsc_{}", current.unwrap_or_default())
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(63)
+            .collect();
         Ok(Self {
             config,
             schema,
+            channel,
+            fence: Mutex::new(None),
             client: Mutex::new(Some(client)),
         })
     }
@@ -539,6 +597,13 @@ fn prepare(client: &mut Client, create: Create) -> Result<Option<(String, i64)>,
     if let Err(d) = checked {
         return refuse(d);
     }
+    let shards: i64 = tx.query_one("SELECT count(*) FROM ue_shards", &[])?.get(0);
+    if shards != i64::from(crate::cluster::UE_SHARDS) {
+        return refuse(format!(
+            "table ue_shards holds {shards} shards, expected {}",
+            crate::cluster::UE_SHARDS
+        ));
+    }
     for r in tx.query("SELECT key_domain, key_group, state FROM key_groups", &[])? {
         let kd: Vec<u8> = r.get(0);
         let kg: i32 = r.get(1);
@@ -608,6 +673,70 @@ impl Store for PgStore {
         })
     }
 
+    fn reserve_counter_block(&self, len: u32, upto: u32) -> Result<u32, StoreError> {
+        let (idi, idr) = COUNTER_MARK_ROW;
+        self.tx(|tx| {
+            // The mark row starts at the highest mark of the table (marks
+            // per MUK of 0.1.0 count); one UPDATE takes the block, so two
+            // instances never get overlapping blocks.
+            tx.execute(
+                "INSERT INTO muk_counters (idi, idr, reserved)
+                 SELECT $1, $2, COALESCE(MAX(reserved), 0) FROM muk_counters
+                 ON CONFLICT (idi, idr) DO NOTHING",
+                &[&idi, &idr],
+            )?;
+            let mark: i64 = tx
+                .query_one(
+                    "UPDATE muk_counters SET reserved = GREATEST(reserved + $3, $4)
+                     WHERE idi = $1 AND idr = $2 AND GREATEST(reserved + $3, $4) <= 4294967295
+                     RETURNING reserved",
+                    &[&idi, &idr, &i64::from(len), &i64::from(upto)],
+                )
+                .map_err(|_| {
+                    StoreError::Invalid(format!(
+                        "a counter block of {len} up to {upto}: the MUK counters are exhausted"
+                    ))
+                })?
+                .get(0);
+            u32_from_i64(mark, "counter mark")
+        })
+    }
+
+    fn ue(&self, impi: &str) -> Result<Option<UeRecord>, StoreError> {
+        let mut c = self.lock()?;
+        let services: BTreeSet<String> = c
+            .query(
+                "SELECT service_id FROM registrations WHERE impi = $1",
+                &[&impi],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let Some(r) = c.query_opt(
+            "SELECT impi, btid, muk, mikey_addr, updated_at FROM ues WHERE impi = $1",
+            &[&impi],
+        )?
+        else {
+            return Ok(None);
+        };
+        let mut muk: Vec<u8> = r.get(2);
+        let m = muk_from_bytes(&muk);
+        zeroize::Zeroize::zeroize(&mut muk);
+        let addr: String = r.get(3);
+        Ok(Some(UeRecord {
+            impi: r.get(0),
+            btid: r.get(1),
+            muk: m?,
+            mikey_addr: addr_from_text(&addr)?,
+            services,
+            updated_at: u64_from_i64(r.get(4)),
+        }))
+    }
+
+    fn cluster(&self) -> Option<&dyn ClusterStore> {
+        Some(self)
+    }
+
     fn load_key_group(&self, name: &KeyGroupName) -> Result<Option<KeyGroupSnapshot>, StoreError> {
         let row = self.lock()?.query_opt(
             "SELECT state FROM key_groups WHERE key_domain = $1 AND key_group = $2",
@@ -626,13 +755,52 @@ impl Store for PgStore {
 
     fn save_key_group(&self, s: &KeyGroupSnapshot) -> Result<(), StoreError> {
         let mut state = encode_snapshot(s);
+        let fence = self
+            .fence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(id, held)| (id.clone(), held.get(&s.name.key_group).copied().flatten()));
         let r = self.tx(|tx| {
-            tx.execute(
+            let Some((instance, epoch)) = fence else {
+                tx.execute(
+                    "INSERT INTO key_groups (key_domain, key_group, state) VALUES ($1, $2, $3)
+                     ON CONFLICT (key_domain, key_group) DO UPDATE SET state = excluded.state",
+                    &[&&s.name.key_domain.0[..], &i32_of(s.name.key_group), &state],
+                )?;
+                return Ok(());
+            };
+            // Several instances: the first state of a key group is written
+            // by whoever opens it first (the others adopt it); later states
+            // only by the holder of the key group's lease, with its epoch
+            // (TS 33.246 6.3.4.3: one anchor per key group).
+            let created = tx.execute(
                 "INSERT INTO key_groups (key_domain, key_group, state) VALUES ($1, $2, $3)
-                 ON CONFLICT (key_domain, key_group) DO UPDATE SET state = excluded.state",
+                 ON CONFLICT (key_domain, key_group) DO NOTHING",
                 &[&&s.name.key_domain.0[..], &i32_of(s.name.key_group), &state],
             )?;
-            Ok(())
+            if created == 1 {
+                return Ok(());
+            }
+            let updated = tx.execute(
+                "UPDATE key_groups SET state = $3 WHERE key_domain = $1 AND key_group = $2
+                 AND EXISTS (SELECT 1 FROM key_group_leases l WHERE l.key_group = $2
+                    AND l.holder = $4 AND l.epoch = $5 AND l.expires_at > now())",
+                &[
+                    &&s.name.key_domain.0[..],
+                    &i32_of(s.name.key_group),
+                    &state,
+                    &instance,
+                    &epoch.unwrap_or(-1),
+                ],
+            )?;
+            if updated == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::Fenced {
+                    key_group: s.name.key_group,
+                })
+            }
         });
         zeroize::Zeroize::zeroize(&mut state);
         r
@@ -768,7 +936,12 @@ impl Store for PgStore {
                     UeWrite::Remove(impi) => remove_ue_tx(tx, impi)?,
                 }
             }
-            record_tx(tx, &batch.outcomes)
+            let rows = record_tx(tx, &batch.outcomes)?;
+            // Delivered by PostgreSQL when (and only if) this commits.
+            for n in &batch.notices {
+                tx.execute("SELECT pg_notify($1, $2)", &[&self.channel, n])?;
+            }
+            Ok(rows)
         })
     }
 
@@ -869,9 +1042,12 @@ fn record_tx(tx: &mut Transaction<'_>, o: &Outcomes) -> Result<Vec<ChargingRow>,
     }
     let mut out = Vec::with_capacity(o.charging.len());
     for c in &o.charging {
-        let r = tx.query_one(
+        // Once per (IMPI, MSK), whichever instance saw the acknowledgement
+        // (seed 004 6.3.2.3.3; index `charging_once`, schema version 2).
+        let r = tx.query_opt(
             "INSERT INTO charging_records (impi, btid, msk, counter, time_ms)
-                     VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (impi, msk) DO NOTHING RETURNING id",
             &[
                 &c.impi,
                 &c.btid,
@@ -880,11 +1056,240 @@ fn record_tx(tx: &mut Transaction<'_>, o: &Outcomes) -> Result<Vec<ChargingRow>,
                 &i64_from_u64(c.time_ms),
             ],
         )?;
+        let Some(r) = r else {
+            continue;
+        };
         let mut c = c.clone();
         c.id = r.get(0);
         out.push(c);
     }
     Ok(out)
+}
+
+/// The table and key column of a lease kind (fixed names, never input).
+fn lease_table(kind: LeaseKind) -> (&'static str, &'static str) {
+    match kind {
+        LeaseKind::KeyGroup => ("key_group_leases", "key_group"),
+        LeaseKind::UeShard => ("ue_shards", "shard"),
+    }
+}
+
+fn lease_of(r: &postgres::Row) -> Result<Lease, StoreError> {
+    let item: i32 = r.get(0);
+    Ok(Lease {
+        item: u32::try_from(item).map_err(|_| StoreError::Corrupt(format!("lease item {item}")))?,
+        epoch: r.get(1),
+    })
+}
+
+/// [`NoticeListener`] on a connection of its own that `LISTEN`s.
+struct PgListener {
+    client: Option<Client>,
+}
+
+impl Drop for PgListener {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            close_off_runtime(c);
+        }
+    }
+}
+
+impl NoticeListener for PgListener {
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<Vec<String>, StoreError> {
+        use postgres::fallible_iterator::FallibleIterator as _;
+        let Some(c) = self.client.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        let mut n = c.notifications();
+        let mut it = n.timeout_iter(timeout);
+        while let Some(m) = it.next()? {
+            out.push(m.payload().to_owned());
+            if out.len() >= 1024 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl ClusterStore for PgStore {
+    fn heartbeat(&self, instance: &str, url: &str, lease_ms: u64) -> Result<usize, StoreError> {
+        self.tx(|tx| {
+            tx.execute(
+                "INSERT INTO bmsc_instances (instance_id, url, heartbeat_at) VALUES ($1, $2, now())
+                 ON CONFLICT (instance_id) DO UPDATE SET url = excluded.url, heartbeat_at = now()",
+                &[&instance, &url],
+            )?;
+            let n: i64 = tx
+                .query_one(
+                    "SELECT count(*) FROM bmsc_instances
+                     WHERE heartbeat_at > now() - $1 * interval '1 millisecond'",
+                    &[&(i64_from_u64(lease_ms) as f64)],
+                )?
+                .get(0);
+            Ok(usize::try_from(n).unwrap_or(1).max(1))
+        })
+    }
+
+    fn claim(
+        &self,
+        kind: LeaseKind,
+        instance: &str,
+        lease_ms: u64,
+        want: usize,
+    ) -> Result<Vec<Lease>, StoreError> {
+        let (t, k) = lease_table(kind);
+        let lease = i64_from_u64(lease_ms) as f64;
+        self.tx(|tx| {
+            if kind == LeaseKind::KeyGroup {
+                tx.execute(
+                    "INSERT INTO key_group_leases (key_group, holder, epoch, expires_at)
+                     SELECT key_group, NULL, 0, '-infinity' FROM key_group_defs
+                     ON CONFLICT (key_group) DO NOTHING",
+                    &[],
+                )?;
+            }
+            let mut held = tx
+                .query(
+                    &format!(
+                        "UPDATE {t} SET expires_at = now() + $2 * interval '1 millisecond'
+                         WHERE holder = $1 RETURNING {k}, epoch"
+                    ),
+                    &[&instance, &lease],
+                )?
+                .iter()
+                .map(lease_of)
+                .collect::<Result<Vec<_>, _>>()?;
+            held.sort_by_key(|l| l.item);
+            if held.len() > want {
+                let extra: Vec<i32> = held[want..].iter().map(|l| l.item as i32).collect();
+                tx.execute(
+                    &format!(
+                        "UPDATE {t} SET holder = NULL, expires_at = '-infinity'
+                         WHERE holder = $1 AND {k} = ANY($2)"
+                    ),
+                    &[&instance, &extra],
+                )?;
+                held.truncate(want);
+            } else if held.len() < want {
+                let n = i64::try_from(want - held.len()).unwrap_or(i64::MAX);
+                let taken = tx.query(
+                    &format!(
+                        "UPDATE {t} SET holder = $1, epoch = epoch + 1,
+                            expires_at = now() + $2 * interval '1 millisecond'
+                         WHERE {k} IN (SELECT {k} FROM {t}
+                            WHERE holder IS NULL OR expires_at < now()
+                            ORDER BY {k} LIMIT $3 FOR UPDATE SKIP LOCKED)
+                         RETURNING {k}, epoch"
+                    ),
+                    &[&instance, &lease, &n],
+                )?;
+                for r in &taken {
+                    held.push(lease_of(r)?);
+                }
+                held.sort_by_key(|l| l.item);
+            }
+            Ok(held)
+        })
+    }
+
+    fn release_all(&self, instance: &str) -> Result<(), StoreError> {
+        self.tx(|tx| {
+            for kind in [LeaseKind::KeyGroup, LeaseKind::UeShard] {
+                let (t, _) = lease_table(kind);
+                tx.execute(
+                    &format!(
+                        "UPDATE {t} SET holder = NULL, expires_at = '-infinity' WHERE holder = $1"
+                    ),
+                    &[&instance],
+                )?;
+            }
+            tx.execute(
+                "DELETE FROM bmsc_instances WHERE instance_id = $1",
+                &[&instance],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn instances(&self, lease_ms: u64) -> Result<Vec<InstanceRow>, StoreError> {
+        let lease = i64_from_u64(lease_ms) as f64;
+        let rows = self.lock()?.query(
+            "SELECT i.instance_id, i.url,
+                    i.heartbeat_at > now() - $1 * interval '1 millisecond',
+                    COALESCE((SELECT array_agg(key_group ORDER BY key_group) FROM key_group_leases
+                              WHERE holder = i.instance_id AND expires_at > now()), '{}'),
+                    (SELECT count(*) FROM ue_shards
+                     WHERE holder = i.instance_id AND expires_at > now())
+             FROM bmsc_instances i ORDER BY i.instance_id",
+            &[&lease],
+        )?;
+        rows.iter()
+            .map(|r| {
+                let groups: Vec<i32> = r.get(3);
+                let shards: i64 = r.get(4);
+                Ok(InstanceRow {
+                    instance_id: r.get(0),
+                    url: r.get(1),
+                    alive: r.get(2),
+                    key_groups: groups
+                        .into_iter()
+                        .map(|g| u16_of(g, "key group"))
+                        .collect::<Result<_, _>>()?,
+                    ue_shards: usize::try_from(shards).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    fn shared_secret(
+        &self,
+        name: &str,
+        fresh: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, StoreError> {
+        self.tx(|tx| {
+            tx.execute(
+                "INSERT INTO cluster_secrets (name, value) VALUES ($1, $2)
+                 ON CONFLICT (name) DO NOTHING",
+                &[&name, &fresh],
+            )?;
+            let v: Vec<u8> = tx
+                .query_one(
+                    "SELECT value FROM cluster_secrets WHERE name = $1",
+                    &[&name],
+                )?
+                .get(0);
+            Ok(zeroize::Zeroizing::new(v))
+        })
+    }
+
+    fn listen(&self) -> Result<Box<dyn NoticeListener>, StoreError> {
+        let mut c = connect(&self.config, self.schema.as_deref())?;
+        // `channel` holds only ASCII letters, digits and `_`.
+        if let Err(e) = c.batch_execute(&format!("LISTEN \"{}\"", self.channel)) {
+            close_off_runtime(c);
+            return Err(e.into());
+        }
+        Ok(Box::new(PgListener { client: Some(c) }))
+    }
+
+    fn notify(&self, notice: &str) -> Result<(), StoreError> {
+        self.lock()?
+            .execute("SELECT pg_notify($1, $2)", &[&self.channel, &notice])?;
+        Ok(())
+    }
+
+    fn set_fence(&self, instance: &str, key_group: u16, epoch: Option<i64>) {
+        let mut f = self.fence.lock().unwrap_or_else(|p| p.into_inner());
+        let (id, held) = f.get_or_insert_with(|| (instance.to_owned(), Default::default()));
+        if id != instance {
+            *id = instance.to_owned();
+            held.clear();
+        }
+        held.insert(key_group, epoch);
+    }
 }
 
 #[cfg(test)]

@@ -89,15 +89,27 @@ CREATE TABLE charging_records (
 /// The migration steps, one per schema version, applied in order at open
 /// to an older database (in the transaction that checks it). PostgreSQL
 /// has its own steps to the same versions (`pg.rs`).
-const MIGRATIONS: &[Migration] = &[Migration {
-    to: 1,
-    what: "schema version 1: the tables of version 0, with their version in PRAGMA user_version",
-    // Release 0.1.0 wrote version 1 itself, with the tables of version 0;
-    // a database without a version but with exactly these tables (its
-    // creation interrupted, or restored from an `sqlite3 .dump`, which
-    // drops the version) only gets the version.
-    sql: "",
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        to: 1,
+        what:
+            "schema version 1: the tables of version 0, with their version in PRAGMA user_version",
+        // Release 0.1.0 wrote version 1 itself, with the tables of version 0;
+        // a database without a version but with exactly these tables (its
+        // creation interrupted, or restored from an `sqlite3 .dump`, which
+        // drops the version) only gets the version.
+        sql: "",
+    },
+    Migration {
+        to: 2,
+        what: "schema version 2: a charging record once per (IMPI, MSK) (issue 13)",
+        // Seed 004 6.3.2.3.3: a subscriber is charged once per MSK; with
+        // several instances (PostgreSQL) whichever saw the acknowledgement
+        // writes it, `ON CONFLICT DO NOTHING`. A database holding two records
+        // of one (IMPI, MSK) is refused (never deleted).
+        sql: "CREATE UNIQUE INDEX charging_once ON charging_records (impi, msk);",
+    },
+];
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -529,9 +541,11 @@ fn record_tx(tx: &rusqlite::Transaction<'_>, o: &Outcomes) -> Result<Vec<Chargin
     }
     let mut out = Vec::with_capacity(o.charging.len());
     for c in &o.charging {
-        tx.execute(
+        // Once per (IMPI, MSK): a second record of the same charge is
+        // dropped (schema version 2, index `charging_once`).
+        let n = tx.execute(
             "INSERT INTO charging_records (impi, btid, msk, counter, time_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (impi, msk) DO NOTHING",
             params![
                 c.impi,
                 c.btid,
@@ -540,6 +554,9 @@ fn record_tx(tx: &rusqlite::Transaction<'_>, o: &Outcomes) -> Result<Vec<Chargin
                 i64_from_u64(c.time_ms)
             ],
         )?;
+        if n == 0 {
+            continue;
+        }
         let mut c = c.clone();
         c.id = tx.last_insert_rowid();
         out.push(c);

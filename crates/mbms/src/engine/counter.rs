@@ -53,9 +53,24 @@ impl CounterMark {
         }
         let upto = highest.max(self.reserved.saturating_add(self.block));
         let upto = upto.max(highest);
-        store.reserve_counters(upto)?;
-        self.reserved = upto;
+        let got = store.reserve_counter_block(self.block, upto)?;
+        self.reserved = got.max(upto);
         Ok(())
+    }
+
+    /// Reserve a fresh block above every mark any engine on the store
+    /// reserved so far, and make its first counter the floor: UEs taken
+    /// over from another BM-SC instance (which may have used counters up to
+    /// its own mark) start there. Returns the new floor.
+    pub(crate) fn fresh_block(&mut self, store: &mut impl EngineStore) -> Result<u32, EngineError> {
+        let upto = self
+            .reserved
+            .checked_add(self.block)
+            .ok_or(EngineError::CounterExhausted)?;
+        let got = store.reserve_counter_block(self.block, upto)?.max(upto);
+        self.reserved = got;
+        self.floor = self.floor.max(got - self.block + 1);
+        Ok(self.floor)
     }
 
     /// Whether `c` may be put in a message.
@@ -102,5 +117,18 @@ mod tests {
             m.ensure(&mut store, None),
             Err(EngineError::CounterExhausted)
         ));
+    }
+
+    #[test]
+    fn a_fresh_block_starts_above_the_persisted_mark() {
+        let mut store = MemoryStore::new();
+        let mut m = CounterMark::load(&store, 10).unwrap();
+        m.ensure(&mut store, Some(1)).unwrap();
+        assert_eq!(store.counter_mark(), Some(10));
+        let floor = m.fresh_block(&mut store).unwrap();
+        assert_eq!(floor, 11);
+        assert_eq!(store.counter_mark(), Some(20));
+        assert!(m.covers(20) && !m.covers(21));
+        assert_eq!(m.floor(), 11);
     }
 }

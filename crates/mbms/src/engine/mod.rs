@@ -672,6 +672,76 @@ impl<S: EngineStore> Engine<S> {
         Ok(rotated)
     }
 
+    /// Take over a key group's state saved by another engine on the same
+    /// store (several BM-SC instances, TS 33.246 6.3.4.4: every instance
+    /// delivers the MSKs of the key group's anchor under the same MSK IDs).
+    /// Nothing is saved. When the MSKs differ from this engine's (the anchor
+    /// rotated), deliveries of MSKs no longer current or next end and the
+    /// new current and next MSKs are pushed to every subscribed UE, as
+    /// [`rotate`](Self::rotate) does; when only the MTK state moved, it is
+    /// taken as is. Returns the key group's MSKs when they changed.
+    pub fn adopt_key_group(
+        &mut self,
+        snapshot: KeyGroupSnapshot,
+        now: Timestamp,
+    ) -> Result<Option<KeyGroupInfo>, EngineError> {
+        let name = snapshot.name;
+        keygroup::check_snapshot(&snapshot, &name)?;
+        let g = self
+            .groups
+            .get_mut(&name)
+            .ok_or(EngineError::UnknownKeyGroup(name))?;
+        let same = g.state.current.name == snapshot.current.name
+            && g.state.next.name == snapshot.next.name
+            && g.state.current.key == snapshot.current.key
+            && g.state.next.key == snapshot.next.key;
+        g.state = snapshot;
+        if same {
+            return Ok(None);
+        }
+        let (current, next) = (g.state.current.name, g.state.next.name);
+        let four_way = g.cfg.charging;
+        let adopted = info(&g.state);
+        let g = &*g;
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let handle = i as Handle;
+            let mut k = 0;
+            while k < slot.deliveries.len() {
+                let m = slot.deliveries[k].msk;
+                if m.key_domain == name.key_domain
+                    && m.msk_id.key_group == name.key_group
+                    && m != current
+                    && m != next
+                {
+                    let mut d = slot.deliveries.swap_remove(k);
+                    self.timers.set(&mut d, handle, None);
+                } else {
+                    k += 1;
+                }
+            }
+            if g.is_member(handle) {
+                for m in [current, next] {
+                    ensure(&mut self.timers, slot, handle, m, four_way, now);
+                }
+            }
+        }
+        Ok(Some(adopted))
+    }
+
+    /// Reserve a fresh block of MUK counters above every mark reserved on
+    /// the store so far (by any engine) and move every UE's next counter up
+    /// to its first counter. Call it before pushing to UEs taken over from
+    /// another BM-SC instance: that instance may have used counters up to
+    /// its own mark, which the UEs' MGV-F would reject as replays
+    /// (`PROFILE.md` section 7). Returns the new floor.
+    pub fn fresh_counter_block(&mut self) -> Result<u32, EngineError> {
+        let floor = self.counters.fresh_block(&mut self.store)?;
+        for slot in &mut self.slots {
+            slot.next_counter = slot.next_counter.max(floor);
+        }
+        Ok(floor)
+    }
+
     /// Issue the next MTK of a key group under its current MSK: the new
     /// MTK ID is the one after the last issued (inside `(SEQs, SEQu]`), the
     /// counter the one after the MSK's last MTK-message counter; the new

@@ -101,6 +101,19 @@ pub trait EngineStore {
     /// the stored value.
     fn reserve_counters(&mut self, upto: u32) -> Result<(), StoreError>;
 
+    /// Durably reserve a block of at least `len` counters shared with other
+    /// engines on the same store (several BM-SC instances on one database,
+    /// TS 33.246 6.3.4): the new mark is at least `upto`, and the `len`
+    /// counters just below it are above every mark reserved before by
+    /// anyone, so counters from this block never repeat one another engine
+    /// handed out. Returns the new mark. The default (one engine per store)
+    /// is [`reserve_counters`](Self::reserve_counters)`(upto)`.
+    fn reserve_counter_block(&mut self, len: u32, upto: u32) -> Result<u32, StoreError> {
+        let _ = len;
+        self.reserve_counters(upto)?;
+        Ok(upto)
+    }
+
     /// The saved state of a key group, if any.
     fn load_key_group(&self, name: &KeyGroupName) -> Result<Option<KeyGroupSnapshot>, StoreError>;
 
@@ -115,6 +128,10 @@ impl<S: EngineStore + ?Sized> EngineStore for &mut S {
 
     fn reserve_counters(&mut self, upto: u32) -> Result<(), StoreError> {
         (**self).reserve_counters(upto)
+    }
+
+    fn reserve_counter_block(&mut self, len: u32, upto: u32) -> Result<u32, StoreError> {
+        (**self).reserve_counter_block(len, upto)
     }
 
     fn load_key_group(&self, name: &KeyGroupName) -> Result<Option<KeyGroupSnapshot>, StoreError> {

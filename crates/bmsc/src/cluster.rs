@@ -1,0 +1,674 @@
+//! Several `mbms bmsc` instances on one PostgreSQL database form one BM-SC
+//! (TS 33.246 6.3.4, "Multiple BM-SC deployments"; issue 13).
+//!
+//! # What each instance owns
+//!
+//! * **UE shards.** Every UE belongs to shard [`shard_of`]`(IMPI)`, one of
+//!   [`UE_SHARDS`] (FNV-1a 32-bit of the IMPI's UTF-8 bytes, modulo the
+//!   count: stable across processes and releases, not Rust's keyed
+//!   hasher). An instance holds the leases of about a fair share of the
+//!   shards ([`fair_share`]: `ceil(shards / live instances)`) in table
+//!   `ue_shards`; only the holder of a UE's shard pushes MIKEY messages to
+//!   it, so one UE's counters come from one instance at a time.
+//! * **Key groups.** The holder of a key group's lease (table
+//!   `key_group_leases`) is its MSK key management anchor (6.3.4.3): it
+//!   rotates it (schedule and admin), issues its MTKs (the sessions of
+//!   the other instances get an error and wait) and saves its state; the
+//!   other instances adopt the saved state (`Engine::adopt_key_group`) and
+//!   push the same MSKs under the same MSK IDs to the UEs they own
+//!   (6.3.4.4).
+//!
+//! # Leases, renewal, takeover
+//!
+//! Every `lease_ms / 3` an instance ([`run`]) writes its heartbeat, then in
+//! one transaction per kind renews its leases (`expires_at = now() +
+//! lease`), gives back those beyond its fair share, and takes free or
+//! expired ones (`expires_at < now()`, `FOR UPDATE SKIP LOCKED`, epoch
+//! raised). Expiry is judged by the database's clock only. An instance
+//! that cannot renew stops using its leases once `lease_ms` minus a tenth
+//! has passed since it sent its last successful renewal ([`LeaseClock`]),
+//! before the database lets anyone else take them. A killed instance's
+//! shards and key groups are taken by the survivors within `lease_ms` plus
+//! one renewal period.
+//!
+//! Taking UE shards: the instance first reserves a fresh block of MUK
+//! counters above every block anyone reserved (`UPDATE muk_counters SET
+//! reserved = GREATEST(reserved + block, upto) RETURNING`), so its
+//! messages are above any counter the previous owner used (the MGV-F
+//! drops replays, `PROFILE.md` section 7); then it loads the shards' UEs,
+//! registrations and deliveries from the store and pushes what was not
+//! acknowledged. Taking a key group: the instance adopts the saved state
+//! first; MTK IDs and MTK-message counters are saved before each MTK is
+//! sent, so a new anchor continues above anything the old one issued
+//! (6.3.4.5: an MTK ID is never issued with two keys).
+//!
+//! # Fencing
+//!
+//! Key group writes carry the lease's epoch: `UPDATE key_groups ... WHERE
+//! EXISTS (lease held by me with this epoch, unexpired)`; a refused write
+//! ([`crate::store::StoreError::Fenced`]) changes nothing, and the
+//! instance stops being the anchor at its next renewal. Charging records
+//! are unique per (IMPI, MSK) (`ON CONFLICT DO NOTHING`), so a charge
+//! seen by two instances is recorded once. Delivery outcomes are not
+//! fenced: a late write of an old owner can only mark a delivery pending
+//! or acknowledged again, which at worst repeats a push.
+//!
+//! # Ua at any instance
+//!
+//! The instance that receives a Ua request verifies its Digest (the nonce
+//! secret is shared through the database, table `cluster_secrets`),
+//! learns the IMPI over Zn, and when another instance owns the UE's shard
+//! it answers from the stored registration, writes the change (the UE's
+//! record, a pending delivery for an MSK request) and a notice
+//! ([`Notice::Ue`], PostgreSQL `NOTIFY` in the same transaction, delivered
+//! only if it commits). The owner reloads the UE and pushes. This differs
+//! from forwarding the request over HTTP: no MUK crosses the network
+//! between instances and no inter-instance credential is needed; the
+//! guarantee (one UE's MIKEY from one instance) is the same. A notice lost
+//! while the owner's listening connection is down delays the push until
+//! the UE asks again or the shard changes hands (the takeover reloads the
+//! pending deliveries).
+//!
+//! # PostgreSQL unreachable
+//!
+//! Requests that need a write get an error once their commit fails
+//! (nothing answered 200 was lost); leases not renewed in time are given
+//! up (no pushes); the instance keeps trying and takes leases again when
+//! the database is back.
+//!
+//! SQLite: one process owns everything (no leases; a second process on
+//! the same file is refused by the file's lock).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::core::now_ts;
+use crate::server::App;
+use crate::store::{InstanceRow, Lease, LeaseKind, Store, StoreError};
+
+/// The number of UE shards (rows of table `ue_shards`, created by the
+/// schema version 2 migration; a database with another count is refused).
+pub const UE_SHARDS: u32 = 256;
+
+/// The shard of a UE: FNV-1a (32 bits) of its IMPI's UTF-8 bytes, modulo
+/// [`UE_SHARDS`]. Stable across processes and releases.
+pub fn shard_of(impi: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in impi.as_bytes() {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % UE_SHARDS
+}
+
+/// How many of `items` leases one of `live` instances takes at most:
+/// `ceil(items / live)`, so that the live instances cover all of them.
+pub fn fair_share(items: usize, live: usize) -> usize {
+    items.div_ceil(live.max(1))
+}
+
+/// How long a holder may use its leases after a renewal: until the
+/// moment it sent its last successful renewal plus the lease time, minus
+/// a tenth as a margin (the database's `expires_at` is later than that:
+/// `now()` there was read after the request left). Sans-IO: times are
+/// passed in.
+#[derive(Clone, Copy, Debug)]
+pub struct LeaseClock {
+    lease: Duration,
+    valid_until: Option<Instant>,
+}
+
+impl LeaseClock {
+    /// No lease held yet.
+    pub fn new(lease: Duration) -> Self {
+        LeaseClock {
+            lease,
+            valid_until: None,
+        }
+    }
+
+    /// A renewal sent at `sent_at` succeeded.
+    pub fn renewed(&mut self, sent_at: Instant) {
+        let margin = self.lease / 10;
+        let until = sent_at + self.lease.saturating_sub(margin);
+        self.valid_until = Some(self.valid_until.map_or(until, |u| u.max(until)));
+    }
+
+    /// Whether the leases may still be used at `now`.
+    pub fn valid(&self, now: Instant) -> bool {
+        self.valid_until.is_some_and(|u| now < u)
+    }
+
+    /// How often to renew: a third of the lease time.
+    pub fn renew_every(&self) -> Duration {
+        (self.lease / 3).max(Duration::from_millis(10))
+    }
+}
+
+/// Items gained and lost between two sets of leases.
+pub fn diff(before: &BTreeSet<u32>, after: &BTreeSet<u32>) -> (BTreeSet<u32>, BTreeSet<u32>) {
+    (
+        after.difference(before).copied().collect(),
+        before.difference(after).copied().collect(),
+    )
+}
+
+/// A notice between instances (PostgreSQL `NOTIFY` payload, JSON).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "k", rename_all = "snake_case")]
+pub enum Notice {
+    /// UE `impi`'s record changed in the store (and it asked for `keys`,
+    /// MSK Key IDs in hex): its owner reloads it and pushes.
+    Ue {
+        /// The subscriber.
+        impi: String,
+        /// MSK Key IDs asked for (hex).
+        keys: Vec<String>,
+    },
+    /// The anchor saved a new state of the key group: adopt it.
+    Adopt {
+        /// The Key Group.
+        key_group: u16,
+    },
+    /// The admin API asked an instance that is not the anchor to rotate:
+    /// the anchor rotates.
+    Rotate {
+        /// The Key Group.
+        key_group: u16,
+    },
+    /// Solicited pull for the key group: every instance pulls the UEs it
+    /// owns (of them, `impi` only, when given).
+    Pull {
+        /// The Key Group.
+        key_group: u16,
+        /// One UE.
+        impi: Option<String>,
+    },
+}
+
+impl Notice {
+    /// The JSON payload.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Parses a payload (`None`: not ours).
+    pub fn parse(s: &str) -> Option<Notice> {
+        serde_json::from_str(s).ok()
+    }
+}
+
+/// The `[cluster]` settings of a running instance and what the admin API
+/// shows.
+pub struct ClusterState {
+    /// This instance.
+    pub instance_id: String,
+    /// How the others reach its HTTP.
+    pub url: String,
+    /// The lease time.
+    pub lease_ms: u64,
+    store: Arc<dyn Store>,
+    /// Leases renewed in time (else Ua and admin writes are refused).
+    healthy: AtomicBool,
+}
+
+impl std::fmt::Debug for ClusterState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterState")
+            .field("instance_id", &self.instance_id)
+            .field("url", &self.url)
+            .field("lease_ms", &self.lease_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterState {
+    /// For a store with cluster functions.
+    pub fn new(instance_id: String, url: String, lease_ms: u64, store: Arc<dyn Store>) -> Self {
+        ClusterState {
+            instance_id,
+            url,
+            lease_ms,
+            store,
+            healthy: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the last renewal succeeded in time.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Every instance and what it holds (`GET /admin/v1/cluster`).
+    pub async fn instances(&self) -> Result<Vec<InstanceRow>, StoreError> {
+        let store = self.store.clone();
+        let lease = self.lease_ms;
+        tokio::task::spawn_blocking(move || match store.cluster() {
+            Some(c) => c.instances(lease),
+            None => Ok(Vec::new()),
+        })
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Backend(Box::new(e))))
+    }
+
+    /// Sends a notice to every instance.
+    pub async fn notify(&self, n: Notice) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || match store.cluster() {
+            Some(c) => c.notify(&n.to_json()),
+            None => Ok(()),
+        })
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Backend(Box::new(e))))
+    }
+}
+
+/// What one renewal brought back.
+struct Claimed {
+    shards: Vec<Lease>,
+    key_groups: Vec<Lease>,
+}
+
+fn claim_all(st: &ClusterState, key_groups: usize) -> Result<Claimed, StoreError> {
+    let Some(c) = st.store.cluster() else {
+        return Err(StoreError::Invalid("no cluster functions".into()));
+    };
+    let live = c.heartbeat(&st.instance_id, &st.url, st.lease_ms)?;
+    let key_groups = c.claim(
+        LeaseKind::KeyGroup,
+        &st.instance_id,
+        st.lease_ms,
+        fair_share(key_groups, live),
+    )?;
+    let shards = c.claim(
+        LeaseKind::UeShard,
+        &st.instance_id,
+        st.lease_ms,
+        fair_share(UE_SHARDS as usize, live),
+    )?;
+    Ok(Claimed { shards, key_groups })
+}
+
+/// The renewal loop's memory.
+struct Renewer {
+    clock: LeaseClock,
+    /// Epochs of the key group leases held.
+    anchored: BTreeMap<u16, i64>,
+}
+
+impl Renewer {
+    /// One renewal: heartbeat, claims, then the changes of ownership.
+    async fn tick(&mut self, app: &Arc<App>, st: &Arc<ClusterState>) {
+        let sent_at = Instant::now();
+        let groups = app.core.with(|c| c.key_group_ids().len());
+        let st2 = st.clone();
+        let r = tokio::task::spawn_blocking(move || claim_all(&st2, groups)).await;
+        let claimed = match r {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %crate::ErrorChain(&e), "cluster: leases not renewed (PostgreSQL unreachable?)");
+                self.expire_if_due(app, st).await;
+                return;
+            }
+            Err(_) => return,
+        };
+        self.clock.renewed(sent_at);
+        st.healthy.store(true, Ordering::Release);
+        let shards: BTreeSet<u32> = claimed.shards.iter().map(|l| l.item).collect();
+        let anchored: BTreeMap<u16, i64> = claimed
+            .key_groups
+            .iter()
+            .filter_map(|l| u16::try_from(l.item).ok().map(|g| (g, l.epoch)))
+            .collect();
+        self.apply(app, st, shards, anchored).await;
+    }
+
+    /// Leases not renewed in time: stop using them.
+    async fn expire_if_due(&mut self, app: &Arc<App>, st: &Arc<ClusterState>) {
+        if self.clock.valid(Instant::now()) {
+            return;
+        }
+        if st.healthy.swap(false, Ordering::AcqRel) {
+            tracing::error!(
+                "cluster: leases expired without renewal: this instance stops pushing and \
+                 anchoring until PostgreSQL answers again"
+            );
+        }
+        self.apply(app, st, BTreeSet::new(), BTreeMap::new()).await;
+    }
+
+    async fn apply(
+        &mut self,
+        app: &Arc<App>,
+        st: &Arc<ClusterState>,
+        shards: BTreeSet<u32>,
+        anchored: BTreeMap<u16, i64>,
+    ) {
+        let store = st.store.clone();
+        let id = st.instance_id.clone();
+        let before = std::mem::replace(&mut self.anchored, anchored.clone());
+        let all_groups = app.core.with(|c| c.key_group_ids());
+        let r = app
+            .core
+            .run(
+                move |c| -> Result<(usize, usize, bool), crate::core::CoreError> {
+                    let now = now_ts();
+                    let (gained, lost) = diff(&c.owned_shards(), &shards);
+                    c.drop_shards(&lost);
+                    let mut rotated = false;
+                    for g in &all_groups {
+                        let epoch = anchored.get(g).copied();
+                        if let Some(cl) = store.cluster() {
+                            cl.set_fence(&id, *g, epoch);
+                        }
+                        match epoch {
+                            Some(_) if !before.contains_key(g) || !c.is_anchor(*g) => {
+                                // A new anchor continues from the saved state.
+                                rotated |= c.adopt_key_group(*g, now)?;
+                                c.set_anchor(*g, true, now);
+                                tracing::info!(
+                                    key_group = g,
+                                    "cluster: this instance is the anchor"
+                                );
+                            }
+                            Some(_) => {}
+                            None => {
+                                if c.is_anchor(*g) {
+                                    tracing::info!(key_group = g, "cluster: anchor lease given up");
+                                }
+                                c.set_anchor(*g, false, now);
+                                rotated |= c.adopt_key_group(*g, now)?;
+                            }
+                        }
+                    }
+                    let loaded = c.take_shards(&gained, now)?;
+                    if !gained.is_empty() || !lost.is_empty() {
+                        tracing::info!(
+                            gained = gained.len(),
+                            lost = lost.len(),
+                            ues_loaded = loaded,
+                            "cluster: UE shards changed hands"
+                        );
+                    }
+                    Ok((gained.len(), lost.len(), rotated))
+                },
+            )
+            .await;
+        match r {
+            Ok((gained, _, rotated)) => {
+                if rotated {
+                    app.rotated();
+                }
+                if gained > 0 || rotated {
+                    app.core.wake();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::ErrorChain(&e), "cluster: applying the leases failed; retried at the next renewal");
+                // Retry the takeover next time: forget what was applied.
+                self.anchored.clear();
+            }
+        }
+    }
+}
+
+/// Handles one notice.
+async fn on_notice(app: &Arc<App>, payload: &str) {
+    let Some(n) = Notice::parse(payload) else {
+        tracing::debug!(payload, "cluster: unknown notice ignored");
+        return;
+    };
+    match n {
+        Notice::Ue { impi, keys } => {
+            let keys: Vec<mbms::MskName> = keys
+                .iter()
+                .filter_map(|k| crate::store::msk_from_text(k).ok())
+                .collect();
+            let r = app
+                .core
+                .run(move |c| c.apply_remote_ue(&impi, &keys, now_ts()))
+                .await;
+            match r {
+                Ok(true) => app.core.wake(),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %crate::ErrorChain(&e), "cluster: a UE notice failed")
+                }
+            }
+        }
+        Notice::Adopt { key_group } => {
+            let r = app
+                .core
+                .run(move |c| {
+                    if c.is_anchor(key_group) {
+                        Ok(false)
+                    } else {
+                        c.adopt_key_group(key_group, now_ts())
+                    }
+                })
+                .await;
+            match r {
+                Ok(true) => {
+                    app.rotated();
+                    app.core.wake();
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(key_group, error = %crate::ErrorChain(&e), "cluster: adopting a key group failed")
+                }
+            }
+        }
+        Notice::Rotate { key_group } => {
+            let r = app
+                .core
+                .run(move |c| {
+                    c.is_anchor(key_group)
+                        .then(|| c.rotate(key_group, now_ts()))
+                        .transpose()
+                })
+                .await;
+            match r {
+                Ok(Some(_)) => {
+                    app.rotated();
+                    app.core.wake();
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(key_group, error = %crate::ErrorChain(&e), "cluster: rotation asked by another instance failed")
+                }
+            }
+        }
+        Notice::Pull { key_group, impi } => {
+            let r = app
+                .core
+                .run(move |c| match impi {
+                    Some(i) if c.owns_ue(&i) => c.solicited_pull(key_group, Some(&i)),
+                    Some(_) => Ok(Vec::new()),
+                    None => c.solicited_pull(key_group, None),
+                })
+                .await;
+            match r {
+                Ok(d) => {
+                    app.send_mikey(&d).await;
+                }
+                Err(e) => {
+                    tracing::debug!(key_group, error = %crate::ErrorChain(&e), "cluster: solicited pull of another instance")
+                }
+            }
+        }
+    }
+}
+
+/// The listening thread: blocks on the notices of a connection of its
+/// own, hands them to the runtime; reconnects after a failure.
+fn listen_thread(store: Arc<dyn Store>, tx: mpsc::UnboundedSender<String>, stop: Arc<AtomicBool>) {
+    let mut listener = None;
+    while !stop.load(Ordering::Acquire) {
+        let l = match listener.as_mut() {
+            Some(l) => l,
+            None => match store.cluster().map(|c| c.listen()) {
+                Some(Ok(l)) => listener.insert(l),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %crate::ErrorChain(&e), "cluster: cannot listen for notices; retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+                None => return,
+            },
+        };
+        match l.wait(Duration::from_millis(200)) {
+            Ok(v) => {
+                for n in v {
+                    if tx.send(n).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::ErrorChain(&e), "cluster: notice connection lost; reconnecting");
+                listener = None;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+/// The first renewal, before the instance serves: a lone instance owns
+/// everything at once.
+pub(crate) async fn first_claim(app: &Arc<App>, st: &Arc<ClusterState>) -> Renewal {
+    let mut r = Renewer {
+        clock: LeaseClock::new(Duration::from_millis(st.lease_ms)),
+        anchored: BTreeMap::new(),
+    };
+    r.tick(app, st).await;
+    Renewal(r)
+}
+
+/// The renewal state carried from [`first_claim`] to [`run`].
+pub(crate) struct Renewal(Renewer);
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await.map(drop);
+}
+
+/// The cluster task: renews the leases every `lease_ms / 3`, applies the
+/// changes of ownership, handles the notices, and gives everything back
+/// at a graceful stop.
+pub(crate) async fn run(
+    app: Arc<App>,
+    st: Arc<ClusterState>,
+    renewal: Renewal,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut renewer = renewal.0;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    let listener = {
+        let store = st.store.clone();
+        let flag = stop_flag.clone();
+        std::thread::Builder::new()
+            .name("bmsc-cluster-listen".into())
+            .spawn(move || listen_thread(store, tx, flag))
+            .ok()
+    };
+    // Stops the listening thread however this task ends (also when
+    // aborted by `RunningBmsc::kill`).
+    struct StopOnDrop(Arc<AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+    let _guard = StopOnDrop(stop_flag.clone());
+    let mut ticker = tokio::time::interval(renewer.clock.renew_every());
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            () = stopped(&mut stop) => break,
+            _ = ticker.tick() => renewer.tick(&app, &st).await,
+            Some(n) = rx.recv() => on_notice(&app, &n).await,
+        }
+    }
+    stop_flag.store(true, Ordering::Release);
+    let store = st.store.clone();
+    let id = st.instance_id.clone();
+    let released = tokio::task::spawn_blocking(move || match store.cluster() {
+        Some(c) => c.release_all(&id),
+        None => Ok(()),
+    })
+    .await;
+    if let Ok(Err(e)) = released {
+        tracing::warn!(error = %crate::ErrorChain(&e), "cluster: leases not given back (they expire)");
+    }
+    if let Some(t) = listener {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        // FNV-1a 32 of "a" is 0xe40c292c.
+        assert_eq!(shard_of("a"), 0xe40c_292c % UE_SHARDS);
+        assert_eq!(shard_of(""), 0x811c_9dc5 % UE_SHARDS);
+        let mut counts = vec![0u32; UE_SHARDS as usize];
+        for i in 0..25_600 {
+            counts[shard_of(&format!("user{i}_private@home1.net")) as usize] += 1;
+        }
+        assert!(counts.iter().all(|c| (50..=150).contains(c)), "{counts:?}");
+    }
+
+    #[test]
+    fn fair_shares_cover_everything() {
+        assert_eq!(fair_share(256, 3), 86);
+        assert!(fair_share(256, 3) * 3 >= 256);
+        assert_eq!(fair_share(256, 0), 256);
+        assert_eq!(fair_share(1, 3), 1);
+        assert_eq!(fair_share(0, 3), 0);
+    }
+
+    #[test]
+    fn a_lease_is_used_only_until_its_renewal_time_minus_a_margin() {
+        let t0 = Instant::now();
+        let mut c = LeaseClock::new(Duration::from_millis(1000));
+        assert!(!c.valid(t0));
+        c.renewed(t0);
+        assert!(c.valid(t0 + Duration::from_millis(899)));
+        assert!(!c.valid(t0 + Duration::from_millis(900)));
+        // An older renewal's answer arriving late does not shorten it.
+        c.renewed(t0 + Duration::from_millis(500));
+        c.renewed(t0);
+        assert!(c.valid(t0 + Duration::from_millis(1399)));
+        assert_eq!(c.renew_every().as_millis(), 333);
+    }
+
+    #[test]
+    fn diffs_and_notices() {
+        let a: BTreeSet<u32> = [1, 2, 3].into();
+        let b: BTreeSet<u32> = [2, 3, 4].into();
+        assert_eq!(diff(&a, &b), ([4].into(), [1].into()));
+        for n in [
+            Notice::Ue {
+                impi: "u@x".into(),
+                keys: vec!["AB".into()],
+            },
+            Notice::Adopt { key_group: 1 },
+            Notice::Rotate { key_group: 2 },
+            Notice::Pull {
+                key_group: 3,
+                impi: None,
+            },
+        ] {
+            assert_eq!(Notice::parse(&n.to_json()), Some(n));
+        }
+        assert_eq!(Notice::parse("garbage"), None);
+    }
+}
