@@ -198,6 +198,8 @@ pub struct MskRequestReport {
     pub requests: usize,
     /// Requests that failed (transport error or not answered 200).
     pub errors: usize,
+    /// The first failure, if any.
+    pub first_error: Option<String>,
     /// Seconds from the first request to the last answer.
     pub seconds: f64,
     /// Answered requests per second.
@@ -402,9 +404,18 @@ pub async fn run(o: &RekeyOptions) -> Result<RekeyReport, BenchError> {
     result
 }
 
-/// Every UE of `swarm` asks once for `key` over Ua at its instance, `concurrency`
-/// at a time; returns the requests that failed.
-pub async fn request_all(swarm: &Swarm, key: MskName, concurrency: usize) -> usize {
+/// What [`request_all`] got back.
+#[derive(Clone, Debug, Default)]
+pub struct RequestOutcome {
+    /// Requests that failed (transport error, or a key not answered 200).
+    pub failed: usize,
+    /// The first failure's description.
+    pub first_error: Option<String>,
+}
+
+/// Every UE of `swarm` asks once for `key` over Ua at its instance,
+/// `concurrency` at a time.
+pub async fn request_all(swarm: &Swarm, key: MskName, concurrency: usize) -> RequestOutcome {
     let n = swarm.config().ues;
     let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let mut set = tokio::task::JoinSet::new();
@@ -416,19 +427,35 @@ pub async fn request_all(swarm: &Swarm, key: MskName, concurrency: usize) -> usi
         set.spawn(async move {
             let _permit = sem.acquire_owned().await;
             match c.msk_request(&[key]).await {
-                Ok(st) => st.iter().all(|s| s.status == 200),
+                Ok(st) if st.iter().all(|s| s.status == 200) => None,
+                Ok(st) => Some(format!(
+                    "UE {i}: key statuses {:?}",
+                    st.iter().map(|s| s.status).collect::<Vec<_>>()
+                )),
                 Err(e) => {
-                    tracing::debug!(index = i, error = %e, "MSK request failed");
-                    false
+                    let mut text = format!("UE {i}: {e}");
+                    let mut source = std::error::Error::source(&e);
+                    while let Some(s) = source {
+                        text.push_str(&format!(": {s}"));
+                        source = s.source();
+                    }
+                    Some(text)
                 }
             }
         });
     }
-    let mut failed = n - set.len();
+    let mut out = RequestOutcome {
+        failed: n - set.len(),
+        first_error: (set.len() < n).then(|| "a UE without a B-TID".to_owned()),
+    };
     while let Some(r) = set.join_next().await {
-        failed += usize::from(!r.unwrap_or(false));
+        let err = r.unwrap_or_else(|e| Some(format!("task: {e}")));
+        if let Some(e) = err {
+            out.failed += 1;
+            out.first_error.get_or_insert(e);
+        }
     }
-    failed
+    out
 }
 
 /// The measurement over running services.
@@ -496,7 +523,8 @@ async fn run_with(o: &RekeyOptions, services: &mut Services) -> Result<RekeyRepo
     // pushes it brings are acknowledged before the rotation starts.
     let mr0 = admin.metrics().await?;
     let t_req = Instant::now();
-    let request_errors = request_all(&swarm, name(cur), o.concurrency).await;
+    let requested = request_all(&swarm, name(cur), o.concurrency).await;
+    let request_errors = requested.failed;
     let request_s = t_req.elapsed().as_secs_f64();
     let cpu_req = Cpu::read(services);
     poll_until(
@@ -516,6 +544,7 @@ async fn run_with(o: &RekeyOptions, services: &mut Services) -> Result<RekeyRepo
     let msk_request = MskRequestReport {
         requests: n,
         errors: request_errors,
+        first_error: requested.first_error,
         seconds: request_s,
         per_s: (n - request_errors) as f64 / request_s.max(1e-9),
         cpu: cpu_req.since(&cpu1),

@@ -226,14 +226,16 @@ async fn run_with(
 
     // ---- msk request, spread over the instances ----------------------------
     let t = begin(2);
-    let failed = mbms_bench::rekey::request_all(&swarm, name(cur), 32).await;
+    let asked = mbms_bench::rekey::request_all(&swarm, name(cur), 32).await;
     results.push(result(
         2,
         "6.3.2.2",
-        n - failed,
+        n - asked.failed,
         n,
         t,
-        (failed > 0).then(|| format!("{failed} requests failed")),
+        asked
+            .first_error
+            .map(|e| format!("{} requests failed, the first: {e}", asked.failed)),
     ));
     // Their pushes acknowledged before the rotation.
     tokio::time::sleep(Duration::from_millis(500)).await;

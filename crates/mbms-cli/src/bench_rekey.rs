@@ -213,7 +213,7 @@ fn figures(r: &RekeyReport) -> String {
          memory: BM-SC RSS {} -> {} KiB, {:.0} bytes per registered UE\n\
          CPU s:  rekey BM-SC {:.2}, BSF {:.2}, swarm {:.2} ({:.2} us/UE, {:.2} us busy per message); setup BM-SC {:.2}, BSF {:.2}, swarm {:.2} ({:.1} us/UE)\n\
          msk-request: {} requests in {:.3} s ({:.0}/s, {} failed); BM-SC CPU {:.2} s\n\
-         BM-SC instances: {} on {}; CPU s per instance: rekey {}; msk-request {}\n",
+         BM-SC instances: {} on {}; CPU s per instance: rekey {}; msk-request {}\n{}",
         r.ues, r.loss, r.sockets, r.socket_buffer / 1024, r.cpus,
         s.import_s, s.bootstrap_s, s.bootstraps_per_s, s.register_s, s.registrations_per_s, s.settle_s,
         k.seconds, k.all_hold_s, k.ues_holding, r.ues,
@@ -225,6 +225,7 @@ fn figures(r: &RekeyReport) -> String {
         r.cpu_setup.bmsc_s, r.cpu_setup.bsf_s, r.cpu_setup.swarm_s, r.swarm_cpu_us_per_ue_setup,
         r.msk_request.requests, r.msk_request.seconds, r.msk_request.per_s, r.msk_request.errors, r.msk_request.cpu.bmsc_s,
         r.bmsc_instances, r.store, per_instance(&r.cpu_rekey.bmsc_instances_s), per_instance(&r.msk_request.cpu.bmsc_instances_s),
+        r.msk_request.first_error.as_ref().map_or(String::new(), |e| format!("msk-request: first failure: {e}\n")),
     )
 }
 
