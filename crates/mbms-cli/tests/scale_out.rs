@@ -114,3 +114,52 @@ fn several_instances_need_postgresql() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--postgres"), "{err}");
 }
+
+/// `mbms demo --bmsc-instances 3`: the instances as child processes, the
+/// anchor killed mid-rotation, every check of the run passed; the merged
+/// pcap and the key log are written and every MIKEY datagram of the
+/// capture (the killed instance's up to its kill included) opened with the
+/// key log.
+#[test]
+fn demo_on_three_instances_survives_the_anchor_s_kill() {
+    let Some(url) = postgres_url() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (pcap, keylog) = (dir.path().join("d.pcap"), dir.path().join("d.keys"));
+    let out = Command::new(env!("CARGO_BIN_EXE_mbms"))
+        .args(["demo", "--json", "--ues", "30", "--bmsc-instances", "3"])
+        .args(["--postgres", &url, "--lease-ms", "1500"])
+        .arg("--pcap")
+        .arg(&pcap)
+        .arg("--keylog")
+        .arg(&keylog)
+        .output()
+        .expect("run mbms demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "mbms demo --bmsc-instances 3 failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    assert_eq!(r["schema"], "mbms-demo/1");
+    assert_eq!(r["success"], true, "{r}");
+    for p in r["procedures"].as_array().unwrap() {
+        assert_eq!(p["succeeded"], p["total"], "{p}");
+    }
+    let c = &r["cluster"];
+    assert_eq!(c["instances"], 3, "{r}");
+    assert_eq!(c["counter_reuses"], 0, "{r}");
+    assert!(c["takeover_ms"].as_u64().is_some(), "{r}");
+    // Every instance sent MSK messages (the killed one before its kill).
+    let per = c["msk_messages_per_instance"].as_array().unwrap();
+    assert_eq!(per.len(), 3, "{r}");
+    assert!(per.iter().all(|m| m.as_u64().unwrap() > 0), "{r}");
+    let cap = &r["capture"];
+    assert!(cap["mikey"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(cap["mikey_opened"], cap["mikey"], "{r}");
+    assert!(std::fs::metadata(&pcap).unwrap().len() > 24);
+    let keys = std::fs::read_to_string(&keylog).unwrap();
+    assert!(keys.lines().filter(|l| l.starts_with("MUK ")).count() >= 30);
+    assert!(keys.lines().any(|l| l.starts_with("MSK ")));
+}
