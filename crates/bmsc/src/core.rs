@@ -1746,6 +1746,31 @@ impl CoreHandle {
         }
     }
 
+    /// Like [`run_short`](Self::run_short) for a Ua request of UE `impi`:
+    /// inline only when this instance owns the UE; a UE of another
+    /// instance is served from the store ([`crate::cluster`]), which
+    /// blocks, so on a blocking thread.
+    pub async fn run_short_for_ue<T, F>(&self, impi: &str, f: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Core) -> T + Send + 'static,
+    {
+        let f = {
+            let guard = match self.core.try_lock() {
+                Ok(c) => Some(c),
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
+            match guard {
+                // Checked under the lock that runs `f`: ownership cannot
+                // change in between.
+                Some(mut c) if c.owns_ue(impi) => return f(&mut c),
+                _ => f,
+            }
+        };
+        self.run(f).await
+    }
+
     /// Runs `f` on the core on this thread when the core is free, for the
     /// short in-memory operations of the request path (an MSK request, a
     /// registration, a batch of acknowledgements, a commit's bookkeeping):

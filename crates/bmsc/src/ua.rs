@@ -256,7 +256,7 @@ async fn handle(
             let (c2, s2) = (ctx.clone(), services.clone());
             let r = app
                 .core
-                .run_short(move |c| {
+                .run_short_for_ue(&ctx.impi, move |c| {
                     let r = if rt == RequestType::Register {
                         c.register(&c2, &s2, ts)
                     } else {
@@ -297,7 +297,7 @@ async fn handle(
             let c2 = ctx.clone();
             let r = app
                 .core
-                .run_short(move |c| {
+                .run_short_for_ue(&ctx.impi, move |c| {
                     c.request_msks(&c2, &names, ts)
                         .map(|s| (s, c.write_ticket()))
                 })
