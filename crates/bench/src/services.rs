@@ -514,6 +514,12 @@ impl Services {
         self.terminate();
     }
 
+    /// [`Self::stop`] keeping the folder (its logs and pcap files) until
+    /// the value is dropped.
+    pub fn stop_processes(&mut self) {
+        self.terminate();
+    }
+
     fn terminate(&mut self) {
         use nix::sys::signal::{kill, Signal};
         use nix::unistd::Pid;

@@ -42,7 +42,7 @@ pub const CLUSTER_PROCEDURES: [&str; 7] = [
     "bootstrapping",
     "registration + 4-way",
     "msk request (spread)",
-    "rotation, anchor killed",
+    "rotate + kill anchor",
     "charging once",
     "counters never repeat",
     "capture check",
@@ -310,9 +310,9 @@ async fn run_with(
     }
     let violations_swarm = swarm.stats().counter_violations;
     swarm.stop();
-    let pcaps = services.pcap_files();
-    services.stop();
-    let (caps, per_instance) = read_captures(&pcaps)?;
+    services.stop_processes();
+    let (caps, per_instance) = read_captures(&services.pcap_files())?;
+    drop(services);
     let mut muks: BTreeMap<String, [u8; 32]> = BTreeMap::new();
     for (btid, i) in &btids {
         let s = swarm::subscriber(1, &names.domain, *i);
