@@ -169,7 +169,17 @@ impl Admin {
     /// Rotates key group `id` through the last live instance (any instance
     /// forwards it to the anchor).
     pub async fn rotate(&self, id: u16) -> Result<MskId, BenchError> {
-        let base = self.live().last().map_or(self.base(), |(_, b)| b);
+        self.rotate_at(id, None).await
+    }
+
+    /// [`Self::rotate`] through instance `at` (e.g. the anchor, which
+    /// answers as soon as it rotated; another instance answers once it
+    /// adopted the new MSKs); `None`: the last live instance.
+    pub async fn rotate_at(&self, id: u16, at: Option<usize>) -> Result<MskId, BenchError> {
+        let base = match at {
+            Some(i) => self.bases[i].as_str(),
+            None => self.live().last().map_or(self.base(), |(_, b)| b),
+        };
         let v: serde_json::Value = self
             .http
             .post(format!("{base}/admin/v1/key-groups/{id}/rotate"))

@@ -539,7 +539,7 @@ async fn run_with(o: &RekeyOptions, services: &mut Services) -> Result<RekeyRepo
         },
     )
     .await?;
-    wait_quiet(&admin).await?;
+    wait_quiet(&admin, Duration::from_millis(50)).await?;
     services.check_running()?;
     let msk_request = MskRequestReport {
         requests: n,
@@ -564,7 +564,15 @@ async fn run_with(o: &RekeyOptions, services: &mut Services) -> Result<RekeyRepo
         let url = format!("{}/metrics", admin.base());
         MetricsSampler::start(admin.http.clone(), url, t0, m0.clone())
     });
-    let new_next = admin.rotate(kg).await?;
+    // Killing the anchor mid-rotation: the rotation is asked at the anchor,
+    // which answers once it rotated (another instance answers only once it
+    // adopted the new MSKs, when the pushes may be over).
+    let at = if o.kill_bmsc_at.is_some() && services.bmsc_instances() > 1 {
+        admin.anchor(kg).await?
+    } else {
+        None
+    };
+    let new_next = admin.rotate_at(kg, at).await?;
     swarm.set_target(&[new_next]);
     let since = (t0, s0, m0.clone(), udp1);
     let mut kill = o.kill_bmsc_at.map(|f| Kill {
@@ -808,13 +816,13 @@ async fn kill_bmsc(
 }
 
 /// Waits (at most 5 s) until the BM-SC's acknowledgement counter stays
-/// still for 50 ms: the last acknowledgements are processed before its
+/// still for `still`: the last acknowledgements are processed before its
 /// counters are read.
-async fn wait_quiet(admin: &Admin) -> Result<(), BenchError> {
+async fn wait_quiet(admin: &Admin, still: Duration) -> Result<(), BenchError> {
     let start = Instant::now();
     let mut last = admin.metrics().await?.sum("bmsc_msk_acks_total");
     while start.elapsed() < Duration::from_secs(5) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(still).await;
         let now = admin.metrics().await?.sum("bmsc_msk_acks_total");
         if now == last {
             break;
@@ -942,6 +950,7 @@ async fn wait_settled(
     let steps = if four_way { 2 } else { 1 };
     let b = bar(o.progress, n as u64, what);
     let mut all_hold: Option<f64> = None;
+    let mut active_seen: Option<Instant> = None;
     let mut next_request = o.request_after.map(|d| start + d);
     loop {
         let holders = swarm.holders();
@@ -961,10 +970,25 @@ async fn wait_settled(
             // charged and committed.
             let t = start.elapsed().as_secs_f64();
             let killed = kill.as_ref().is_some_and(|k| k.killed_at.is_some());
+            // Among several instances the survivors must also have taken
+            // the anchor's key group (and its UEs, whose pending
+            // deliveries they finish) before the checks.
+            let taken = kill
+                .as_ref()
+                .is_none_or(|k| k.takeover.as_ref().is_none_or(|t| t.is_finished()));
             if killed && keys.iter().all(|k| swarm.count_active(*k) >= n) {
-                let active_at = Instant::now();
+                let active_at = *active_seen.get_or_insert_with(Instant::now);
+                if !taken {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
                 b.finish();
-                wait_quiet(admin).await?;
+                let several = services.bmsc_instances() > 1;
+                wait_quiet(
+                    admin,
+                    Duration::from_millis(if several { 1000 } else { 50 }),
+                )
+                .await?;
                 return Ok(Settled {
                     seconds: t,
                     all_hold_s: all_hold.unwrap_or(t),
