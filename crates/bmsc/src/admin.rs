@@ -265,7 +265,10 @@ async fn rotate(
 /// (no anchor: it is being taken over). `None`: rotate here.
 async fn rotate_at_anchor(app: &Arc<App>, id: u16) -> Option<Response> {
     let st = app.cluster.as_ref()?;
-    let (anchor, before) = app.core.with(|c| (c.is_anchor(id), c.key_group_info(id)));
+    let (anchor, before) = app
+        .core
+        .run_short(move |c| (c.is_anchor(id), c.key_group_info(id)))
+        .await;
     if anchor {
         return None;
     }
@@ -279,7 +282,7 @@ async fn rotate_at_anchor(app: &Arc<App>, id: u16) -> Option<Response> {
     }
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(st.lease_ms);
     loop {
-        let info = app.core.with(|c| c.key_group_info(id));
+        let info = app.core.run_short(move |c| c.key_group_info(id)).await;
         if let Some(info) = info.filter(|i| i.current.name != before) {
             return Some(
                 Json(json!({
@@ -297,6 +300,27 @@ async fn rotate_at_anchor(app: &Arc<App>, id: u16) -> Option<Response> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// Several instances, UE `impi` owned by another one: its owner pulls
+/// (notice), this instance answers `sent: 0, forwarded: true` (the key
+/// groups are the UE's, or `key_group`). `None`: pull here.
+async fn pull_at_owner(app: &Arc<App>, impi: &str, key_group: Option<u16>) -> Option<Response> {
+    let st = app.cluster.as_ref()?;
+    let i2 = impi.to_owned();
+    if app.core.run_short(move |c| c.owns_ue(&i2)).await {
+        return None;
+    }
+    let n = crate::cluster::Notice::Pull {
+        // 0 (no Key Group has it): every key group of the UE.
+        key_group: key_group.unwrap_or(0),
+        impi: Some(impi.to_owned()),
+    };
+    if let Err(e) = st.notify(n).await {
+        tracing::warn!(error = %crate::ErrorChain(&e), "admin: solicited pull not forwarded");
+        return Some(unavailable("the database is unreachable"));
+    }
+    Some(Json(json!({ "impi": impi, "sent": 0, "forwarded": true })).into_response())
 }
 
 /// 503 with `Retry-After: 1`.
@@ -317,7 +341,7 @@ async fn cluster(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
         return r;
     }
     let Some(st) = app.cluster.as_ref() else {
-        let groups = app.core.with(|c| c.key_group_ids());
+        let groups = app.core.run_short(|c| c.key_group_ids()).await;
         return Json(json!({
             "instance_id": "sqlite",
             "instances": [{
@@ -389,6 +413,9 @@ async fn pull_ue(
     }
     let Path(impi) = extract!(impi);
     let Query(q) = extract!(q);
+    if let Some(r) = pull_at_owner(&app, &impi, q.key_group).await {
+        return r;
+    }
     let i2 = impi.clone();
     let r = app
         .core

@@ -76,8 +76,8 @@
 //! up (no pushes); the instance keeps trying and takes leases again when
 //! the database is back.
 //!
-//! SQLite: one process owns everything (no leases; a second process on
-//! the same file is refused by the file's lock).
+//! SQLite: one process owns everything (no leases). A second process on
+//! the same file is not detected: run one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -180,10 +180,13 @@ pub enum Notice {
         /// The Key Group.
         key_group: u16,
     },
+    /// Key group or service definitions changed in the store (admin API):
+    /// reload them.
+    Definitions,
     /// Solicited pull for the key group: every instance pulls the UEs it
     /// owns (of them, `impi` only, when given).
     Pull {
-        /// The Key Group.
+        /// The Key Group; 0 with `impi`: every key group of that UE.
         key_group: u16,
         /// One UE.
         impi: Option<String>,
@@ -304,7 +307,7 @@ impl Renewer {
     /// One renewal: heartbeat, claims, then the changes of ownership.
     async fn tick(&mut self, app: &Arc<App>, st: &Arc<ClusterState>) {
         let sent_at = Instant::now();
-        let groups = app.core.with(|c| c.key_group_ids().len());
+        let groups = app.core.run_short(|c| c.key_group_ids().len()).await;
         let st2 = st.clone();
         let r = tokio::task::spawn_blocking(move || claim_all(&st2, groups)).await;
         let claimed = match r {
@@ -351,7 +354,7 @@ impl Renewer {
         let store = st.store.clone();
         let id = st.instance_id.clone();
         let before = std::mem::replace(&mut self.anchored, anchored.clone());
-        let all_groups = app.core.with(|c| c.key_group_ids());
+        let all_groups = app.core.run_short(|c| c.key_group_ids()).await;
         let r = app
             .core
             .run(
@@ -360,14 +363,22 @@ impl Renewer {
                     let (gained, lost) = diff(&c.owned_shards(), &shards);
                     c.drop_shards(&lost);
                     let mut rotated = false;
+                    // Lost anchors first, whatever happens next.
                     for g in &all_groups {
                         let epoch = anchored.get(g).copied();
                         if let Some(cl) = store.cluster() {
                             cl.set_fence(&id, *g, epoch);
                         }
-                        match epoch {
+                        if epoch.is_none() && c.is_anchor(*g) {
+                            tracing::info!(key_group = g, "cluster: anchor lease given up");
+                            c.set_anchor(*g, false, now);
+                        }
+                    }
+                    for g in &all_groups {
+                        match anchored.get(g) {
                             Some(_) if !before.contains_key(g) || !c.is_anchor(*g) => {
-                                // A new anchor continues from the saved state.
+                                // A new anchor continues from the saved
+                                // state (it anchors once that is read).
                                 rotated |= c.adopt_key_group(*g, now)?;
                                 c.set_anchor(*g, true, now);
                                 tracing::info!(
@@ -376,13 +387,14 @@ impl Renewer {
                                 );
                             }
                             Some(_) => {}
-                            None => {
-                                if c.is_anchor(*g) {
-                                    tracing::info!(key_group = g, "cluster: anchor lease given up");
-                                }
-                                c.set_anchor(*g, false, now);
-                                rotated |= c.adopt_key_group(*g, now)?;
-                            }
+                            None => match c.adopt_key_group(*g, now) {
+                                Ok(r) => rotated |= r,
+                                Err(e) => tracing::debug!(
+                                    key_group = g,
+                                    error = %crate::ErrorChain(&e),
+                                    "cluster: key group not adopted"
+                                ),
+                            },
                         }
                     }
                     let loaded = c.take_shards(&gained, now)?;
@@ -440,6 +452,16 @@ async fn on_notice(app: &Arc<App>, payload: &str) {
                 }
             }
         }
+        Notice::Definitions => {
+            let r = app.core.run(|c| c.reload_definitions(now_ts())).await;
+            match r {
+                Ok(true) => app.core.wake(),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %crate::ErrorChain(&e), "cluster: reloading the definitions failed")
+                }
+            }
+        }
         Notice::Adopt { key_group } => {
             let r = app
                 .core
@@ -486,7 +508,22 @@ async fn on_notice(app: &Arc<App>, payload: &str) {
             let r = app
                 .core
                 .run(move |c| match impi {
-                    Some(i) if c.owns_ue(&i) => c.solicited_pull(key_group, Some(&i)),
+                    Some(i) if c.owns_ue(&i) => {
+                        let groups = if key_group == 0 {
+                            c.ues()
+                                .into_iter()
+                                .find(|u| u.impi == i)
+                                .map(|u| u.key_groups)
+                                .unwrap_or_default()
+                        } else {
+                            vec![key_group]
+                        };
+                        let mut out = Vec::new();
+                        for g in groups {
+                            out.extend(c.solicited_pull(g, Some(&i))?);
+                        }
+                        Ok(out)
+                    }
                     Some(_) => Ok(Vec::new()),
                     None => c.solicited_pull(key_group, None),
                 })
@@ -661,6 +698,7 @@ mod tests {
                 keys: vec!["AB".into()],
             },
             Notice::Adopt { key_group: 1 },
+            Notice::Definitions,
             Notice::Rotate { key_group: 2 },
             Notice::Pull {
                 key_group: 3,

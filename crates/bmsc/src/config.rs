@@ -336,7 +336,10 @@ impl ClusterSection {
         self.lease_ms.unwrap_or(DEFAULT_LEASE_MS)
     }
 
-    /// The instance ID: configured, or `<hostname>-<pid>`.
+    /// The instance ID: configured, or `<hostname>-<pid>`. Several BM-SCs
+    /// started in one process (tests, benchmarks) must configure distinct
+    /// IDs; a restarted process with the same configured ID gets its
+    /// leases back at once (another ID waits until they expire).
     pub fn instance_id(&self) -> String {
         self.instance_id.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

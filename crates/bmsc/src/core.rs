@@ -1215,6 +1215,7 @@ impl Core {
         check_key_group(&d).map_err(CoreError::Invalid)?;
         self.store.put_key_group_def(&d)?;
         self.open_group(&d, now)?;
+        self.notify_definitions();
         self.key_group_view(d.key_group)
             .ok_or_else(|| CoreError::NotFound(format!("key group {}", d.key_group)))
     }
@@ -1227,6 +1228,41 @@ impl Core {
             return Err(CoreError::Invalid(format!("key group {g} does not exist")));
         }
         self.store.put_service(&d)?;
+        self.notify_definitions();
+        self.apply_service(d, now)
+    }
+
+    /// Several instances: the others reload the definitions.
+    fn notify_definitions(&self) {
+        if let Some(c) = self.store.cluster() {
+            if let Err(e) = c.notify(&crate::cluster::Notice::Definitions.to_json()) {
+                tracing::warn!(error = %crate::ErrorChain(&e), "notice of new definitions not sent (the other instances see them at their next start)");
+            }
+        }
+    }
+
+    /// Several instances: takes the key group and service definitions
+    /// another instance stored (admin API). Returns whether any changed.
+    pub fn reload_definitions(&mut self, now: Timestamp) -> Result<bool, CoreError> {
+        let mut changed = false;
+        for d in self.store.key_group_defs()? {
+            if self.groups.get(&d.key_group) != Some(&d) {
+                self.open_group(&d, now)?;
+                changed = true;
+            }
+        }
+        for d in self.store.services()? {
+            if self.services.get(&d.id) != Some(&d) {
+                self.apply_service(d, now)?;
+                changed = true;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Takes service `d` (stored): UEs registered to it are subscribed to
+    /// its key groups.
+    fn apply_service(&mut self, d: ServiceDef, now: Timestamp) -> Result<ServiceDef, CoreError> {
         let bit = self.service_index(&d.id);
         self.services.insert(d.id.clone(), d.clone());
         let affected: Vec<UeHandle> = (0..self.ues.len())

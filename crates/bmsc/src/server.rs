@@ -308,6 +308,15 @@ pub async fn start_with_tap(
         key_groups: cfg.key_groups.iter().map(|k| k.def()).collect(),
         services: cfg.services.iter().map(|s| s.def()).collect(),
     };
+    let instance_id = store.cluster().map(|_| cfg.cluster.instance_id());
+    if let (Some(c), Some(id)) = (store.cluster(), &instance_id) {
+        // Several instances: from the first write on, a key group's state
+        // is created by whoever comes first and replaced only by its
+        // anchor (the others adopt it at the first lease renewal).
+        for k in &cfg.key_groups {
+            c.set_fence(id, k.id, None);
+        }
+    }
     let m2 = metrics.clone();
     let core = tokio::task::spawn_blocking(move || Core::open(&settings, store, m2, now_ts()))
         .await
@@ -355,7 +364,7 @@ pub async fn start_with_tap(
         source,
     })?;
     let (rotations, _) = watch::channel(0u64);
-    let cluster = store_cluster(&core, cfg, http_addr);
+    let cluster = instance_id.and_then(|id| store_cluster(&core, cfg, id, http_addr));
     let shared_nonce = match &cluster {
         Some(_) => {
             let store = core.with(|c| c.store().clone());
@@ -488,12 +497,13 @@ pub async fn start_with_tap(
 fn store_cluster(
     core: &CoreHandle,
     cfg: &BmscConfig,
+    instance_id: String,
     http_addr: SocketAddr,
 ) -> Option<Arc<crate::cluster::ClusterState>> {
     let store = core.with(|c| c.store().clone());
     store.cluster()?;
     let st = crate::cluster::ClusterState::new(
-        cfg.cluster.instance_id(),
+        instance_id,
         cfg.cluster
             .advertise_url
             .clone()

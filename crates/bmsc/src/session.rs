@@ -226,6 +226,12 @@ async fn issue(
     streaming: Option<Streaming>,
 ) -> Result<MtkOutput, String> {
     let g = s.cfg.key_group;
+    if !ctx.core.run_short(move |c| c.is_anchor(g)).await {
+        // Several instances: only the key group's anchor issues MTKs
+        // (TS 33.246 6.3.4.5); this session waits until this instance is.
+        tracing::debug!(session = %s.cfg.name, key_group = g, "not the anchor: no MTK issued here");
+        return Err(format!("key group {g} is anchored by another instance"));
+    }
     let r = ctx
         .core
         .run(move |c| c.next_mtk(g, streaming, now_ts()))

@@ -38,6 +38,31 @@ use crate::xml::{self, RequestType};
 /// The Ua path.
 pub const PATH: &str = "/keymanagement";
 
+/// The database did not answer or commit (PostgreSQL unreachable, a
+/// disk failure): 503 with `Retry-After` (nothing was accepted; the UE
+/// retries, issue 13). The cause is logged where it happened (the
+/// committer, the handler).
+fn store_unavailable() -> Response {
+    let mut r = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the BM-SC's database is unavailable; retry later",
+    );
+    r.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("1"),
+    );
+    r
+}
+
+/// The answer to a failed core operation.
+fn core_failure(e: &crate::core::CoreError, what: &str) -> Response {
+    tracing::error!(error = %crate::ErrorChain(e), "Ua: {what}");
+    match e {
+        crate::core::CoreError::Store(_) => store_unavailable(),
+        _ => text(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+    }
+}
+
 fn text(status: StatusCode, msg: impl Into<String>) -> Response {
     let mut m = msg.into();
     m.push('\n');
@@ -273,14 +298,11 @@ async fn handle(
             let statuses = match r {
                 Ok((s, ticket)) => {
                     if !app.committed(ticket).await {
-                        return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+                        return store_unavailable();
                     }
                     s
                 }
-                Err(e) => {
-                    tracing::error!(error = %crate::ErrorChain(&e), "Ua: {}", rt.as_str());
-                    return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
-                }
+                Err(e) => return core_failure(&e, rt.as_str()),
             };
             // One line per request: DEBUG (INFO is for start, stop and failures).
             tracing::debug!(impi = %ctx.impi, btid = %btid, mikey = %ctx.mikey_addr, request = rt.as_str(), services = ?services, statuses = ?statuses, "Ua");
@@ -310,14 +332,11 @@ async fn handle(
             let statuses = match r {
                 Ok((s, ticket)) => {
                     if !app.committed(ticket).await {
-                        return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+                        return store_unavailable();
                     }
                     s
                 }
-                Err(e) => {
-                    tracing::error!(error = %crate::ErrorChain(&e), "Ua: msk-request");
-                    return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
-                }
+                Err(e) => return core_failure(&e, "msk-request"),
             };
             tracing::debug!(impi = %ctx.impi, btid = %btid, mikey = %ctx.mikey_addr, keys = keys_req.len(), statuses = ?statuses, "Ua: msk-request");
             let items: Vec<_> = keys_req.into_iter().zip(statuses.iter().copied()).collect();

@@ -134,11 +134,37 @@ async fn three_instances_share_the_work_and_survive_the_anchors_death() {
     assert_eq!(listing["lease_ms"], LEASE_MS);
     assert_eq!(listing["instance_id"], "a");
 
+    // A key group created at one instance reaches the others (notice),
+    // with the same MSKs.
+    let r = http
+        .post(format!("{}/admin/v1/key-groups", urls["b"]))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({"key_group": 7, "window_len": 50}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let seven = |v: &Value| {
+        v.as_array()
+            .and_then(|a| a.iter().find(|k| k["key_group"] == 7))
+            .map(|k| k["current"]["msk_id"].clone())
+    };
+    let at_b = seven(&get(&http, &urls["b"], "/admin/v1/key-groups").await.1).unwrap();
+    let mut at_c = None;
+    for _ in 0..100 {
+        at_c = seven(&get(&http, &urls["c"], "/admin/v1/key-groups").await.1);
+        if at_c.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(at_c, Some(at_b));
+
     // UEs register through every instance in turn; each asks for the
     // current MSK at yet another one.
     let ids: Vec<String> = urls.keys().cloned().collect();
     let mut ues = Vec::new();
-    for n in 1..=6usize {
+    for n in 1..=9usize {
         let mut ue = TestUe::bootstrap(&env.bsf.url(), &impi(n), urls[&ids[n % 3]].clone()).await;
         assert_eq!(ue.register(&[NEWS, PAY]).await, [200, 200]);
         ue.base = urls[&ids[(n + 1) % 3]].clone();
@@ -190,8 +216,16 @@ async fn three_instances_share_the_work_and_survive_the_anchors_death() {
 
     // The anchor dies (a crash): a survivor takes key group 1 and the
     // dead instance's UE shards within the lease time (plus a renewal).
+    let dead = instances.remove(&anchor).unwrap();
+    let owned_by_dead: f64 = dead
+        .metrics()
+        .lines()
+        .filter(|l| l.starts_with("bmsc_registered_ues "))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    eprintln!("the killed anchor {anchor} owned {owned_by_dead} of the 9 UEs");
     let killed_at = Instant::now();
-    instances.remove(&anchor).unwrap().kill();
+    dead.kill();
     let survivors: Vec<String> = ids.iter().filter(|i| **i != anchor).cloned().collect();
     let (rotated, took) = loop {
         let (s, v) = post(&http, &urls[&survivors[0]], "/admin/v1/key-groups/1/rotate").await;
@@ -268,7 +302,154 @@ async fn three_instances_share_the_work_and_survive_the_anchors_death() {
     assert!(charged.len() >= 2 * ues.len(), "{charged:?}");
     assert!(charged.values().all(|n| *n == 1), "{charged:?}");
     drop(store);
+    // A solicited pull of one UE asked at every instance: each request
+    // reaches the UE once, from its owner.
+    let ue = &mut ues[0];
+    let before = ue.pulls.len();
+    for id in &survivors {
+        let (s, v) = post(
+            &http,
+            &urls[id],
+            &format!(
+                "/admin/v1/registrations/{}/solicited-pull?key_group=1",
+                ue.impi
+            ),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    for _ in 0..40 {
+        ue.pump(Duration::from_millis(50)).await;
+        if ue.pulls.len() >= before + survivors.len() {
+            break;
+        }
+    }
+    assert_eq!(ue.pulls.len(), before + survivors.len(), "{:?}", ue.errors);
     for (_, b) in instances {
         b.shutdown().await.unwrap();
     }
+}
+
+/// A TCP relay to PostgreSQL that can be cut (every connection closed,
+/// no new one accepted): the database "unreachable" for one instance.
+struct Relay {
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(pg_url: &str) -> Relay {
+        let mut u = reqwest::Url::parse(pg_url).unwrap();
+        let target = format!(
+            "{}:{}",
+            u.host_str().unwrap_or("localhost"),
+            u.port().unwrap_or(5432)
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        u.set_host(Some("127.0.0.1")).unwrap();
+        u.set_port(Some(port)).unwrap();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let target = target.clone();
+                conns.spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+            }
+        });
+        Relay {
+            url: u.to_string(),
+            task,
+        }
+    }
+
+    /// Closes every relayed connection and the listener.
+    fn cut(self) {
+        // Aborting the accept loop drops its JoinSet: every connection
+        // task is aborted and its sockets closed.
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instance_cut_from_postgresql_answers_503_and_its_work_moves() {
+    let Some(mut env) = Env::postgres("cut", &extra("a")).await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let a = env.bmsc.take().unwrap();
+    let Db::Postgres(url, schema) = env.db.clone() else {
+        unreachable!()
+    };
+    let relay = Relay::start(&url).await;
+    let b = {
+        let mut cfg = env.config();
+        cfg.cluster.instance_id = Some("b".into());
+        let db = Db::Postgres(relay.url.clone(), schema.clone());
+        let store = tokio::task::spawn_blocking(move || db.open())
+            .await
+            .unwrap();
+        bmsc::start(&cfg, store).await.unwrap()
+    };
+    wait_spread(&http, &a.url(), 2, 1).await;
+    let mut ues = Vec::new();
+    for n in 1..=4usize {
+        let mut ue = TestUe::bootstrap(&env.bsf.url(), &impi(n), b.url()).await;
+        assert_eq!(ue.register(&[NEWS]).await, [200]);
+        ues.push(ue);
+    }
+    let (_, kgs) = get(&http, &a.url(), "/admin/v1/key-groups").await;
+    let (cur, next) = {
+        let k = kgs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["key_group"] == 1)
+            .unwrap()
+            .clone();
+        (
+            k["current"]["msk_id"].as_str().unwrap().to_owned(),
+            k["next"]["msk_id"].as_str().unwrap().to_owned(),
+        )
+    };
+    for ue in &mut ues {
+        ue.wait_msks(1, &[msk_of(&cur), msk_of(&next)]).await;
+    }
+
+    // B loses the database: its Ua answers 503 with Retry-After (nothing
+    // accepted), and A takes every UE shard and key group.
+    let cut_at = Instant::now();
+    relay.cut();
+    let (s, body) = ues[0]
+        .post(
+            "register",
+            bmsc::xml::CT_REGISTER,
+            &bmsc::xml::register_request(&[NEWS]),
+        )
+        .await;
+    assert_eq!(s, 503, "{body}");
+    let listing = wait_spread(&http, &a.url(), 1, 1).await;
+    eprintln!(
+        "A holds everything {:?} after B lost PostgreSQL",
+        cut_at.elapsed()
+    );
+    assert_eq!(anchor_of(&listing, 1), "a");
+    // A serves every UE: a rotation reaches all, without a replay.
+    let (s, v) = post(&http, &a.url(), "/admin/v1/key-groups/1/rotate").await;
+    assert_eq!(s, 200, "{v}");
+    let next2 = v["next"].as_str().unwrap().to_owned();
+    for ue in &mut ues {
+        ue.base = a.url();
+        ue.wait_msks(1, &[msk_of(&next), msk_of(&next2)]).await;
+        assert!(ue.errors.iter().all(|e| e != "replay"), "{:?}", ue.errors);
+    }
+    // B stopped pushing: nothing it sends can reach a UE as a replay.
+    b.kill();
+    a.shutdown().await.unwrap();
 }
