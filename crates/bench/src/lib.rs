@@ -16,6 +16,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod http;
 pub mod plot;
 pub mod procfs;

@@ -130,6 +130,27 @@ impl Metrics {
         Metrics(m)
     }
 
+    /// `GET url` (a `/metrics` endpoint), parsed: the one scrape of the
+    /// harness (the rekey's counters and the timeline's samples).
+    pub async fn scrape(http: &reqwest::Client, url: &str) -> Result<Self, reqwest::Error> {
+        let text = http
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        Ok(Metrics::parse(&text))
+    }
+
+    /// Adds every series of `other` (the counters of several BM-SC
+    /// instances as one).
+    pub fn add(&mut self, other: &Metrics) {
+        for (k, v) in &other.0 {
+            *self.0.entry(k.clone()).or_insert(0.0) += v;
+        }
+    }
+
     /// The sum of every series of the family `name` (all labels).
     pub fn sum(&self, name: &str) -> f64 {
         self.0

@@ -2,13 +2,15 @@
 //! rotation; the report of schema `mbms-bench-rekey/1` (docs/bench.md).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use mbms::{KeyDomainId, MskId, MskName};
+use mbms::{KeyDomainId, MskName};
 
+use crate::admin::{sum_metrics, Admin};
 use crate::procfs::{self, Metrics, UdpCounters};
-use crate::services::{BenchError, ServiceOptions, Services};
+use crate::services::{self, poll_until, BenchError, Cluster, ServiceOptions, Services};
 use crate::swarm::{Swarm, SwarmStats};
 use crate::timeline::{MetricsSampler, RekeyTimeline};
 
@@ -51,6 +53,18 @@ pub struct RekeyOptions {
     /// ([`KillReport`]). The key group then charges (the 4-way procedure,
     /// seed 004 6.3.2.3.3), so that every acknowledgement leaves a record.
     pub kill_bmsc_at: Option<f64>,
+    /// `--bmsc-instances K`: BM-SC instances on one PostgreSQL database
+    /// (issue 13, docs/scale-out.md); the swarm's UEs register and ask at
+    /// instance `i mod K`. With [`Self::kill_bmsc_at`] and K > 1 the
+    /// anchor of the key group is killed and not restarted: the survivors
+    /// take over ([`FailoverReport`]).
+    pub bmsc_instances: usize,
+    /// `--postgres URL`: the BM-SC store on a fresh database created from
+    /// this URL (dropped at the end); `None`: SQLite.
+    pub postgres: Option<String>,
+    /// `--lease-ms`: the instances' `[cluster] lease_ms` (takeover time);
+    /// `None`: the BM-SC's default.
+    pub lease_ms: Option<u64>,
 }
 
 impl RekeyOptions {
@@ -70,6 +84,9 @@ impl RekeyOptions {
             progress: false,
             timeline: false,
             kill_bmsc_at: None,
+            bmsc_instances: 1,
+            postgres: None,
+            lease_ms: None,
         }
     }
 }
@@ -120,38 +137,82 @@ pub struct RekeyFigures {
 }
 
 /// CPU seconds per process (user + system).
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Cpu {
     /// The BSF.
     pub bsf_s: f64,
-    /// The BM-SC.
+    /// The BM-SC (every instance).
     pub bmsc_s: f64,
+    /// Each BM-SC instance, in order (a killed instance: its CPU until
+    /// the kill).
+    pub bmsc_instances_s: Vec<f64>,
     /// The swarm (this process).
     pub swarm_s: f64,
 }
 
 impl Cpu {
-    fn read(pids: (u32, u32)) -> Cpu {
+    fn read(services: &Services) -> Cpu {
+        let instances: Vec<f64> = services
+            .bmsc_pids()
+            .iter()
+            .map(|p| p.and_then(procfs::cpu_seconds).unwrap_or(0.0))
+            .collect();
         Cpu {
-            bsf_s: procfs::cpu_seconds(pids.0).unwrap_or(0.0),
-            bmsc_s: procfs::cpu_seconds(pids.1).unwrap_or(0.0),
+            bsf_s: procfs::cpu_seconds(services.pids().0).unwrap_or(0.0),
+            bmsc_s: instances.iter().sum(),
+            bmsc_instances_s: instances,
             swarm_s: procfs::self_cpu_seconds(),
         }
     }
 
     fn since(&self, e: &Cpu) -> Cpu {
+        let instances: Vec<f64> = self
+            .bmsc_instances_s
+            .iter()
+            .zip(&e.bmsc_instances_s)
+            .map(|(a, b)| a - b)
+            .collect();
         Cpu {
             bsf_s: self.bsf_s - e.bsf_s,
-            bmsc_s: self.bmsc_s - e.bmsc_s,
+            bmsc_s: instances.iter().sum(),
+            bmsc_instances_s: instances,
             swarm_s: self.swarm_s - e.swarm_s,
         }
     }
+
+    /// Adds the CPU seconds a killed instance used until its kill.
+    fn add_killed(&mut self, at_kill: &[f64]) {
+        for (c, k) in self.bmsc_instances_s.iter_mut().zip(at_kill) {
+            *c += k;
+        }
+        self.bmsc_s = self.bmsc_instances_s.iter().sum();
+    }
+}
+
+/// The request phase: every UE asks once for the current MSK over Ua
+/// (`requesttype=msk-request`, Digest with its MRK), spread over the
+/// instances like its registration.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MskRequestReport {
+    /// Requests sent (one per UE).
+    pub requests: usize,
+    /// Requests that failed (transport error or not answered 200).
+    pub errors: usize,
+    /// The first failure, if any.
+    pub first_error: Option<String>,
+    /// Seconds from the first request to the last answer.
+    pub seconds: f64,
+    /// Answered requests per second.
+    pub per_s: f64,
+    /// CPU seconds of the phase (per BM-SC instance in
+    /// `bmsc_instances_s`).
+    pub cpu: Cpu,
 }
 
 /// Memory figures.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
 pub struct Memory {
-    /// BM-SC VmRSS before the registrations, KiB.
+    /// BM-SC VmRSS before the registrations, KiB (every instance).
     pub bmsc_rss_before_kib: u64,
     /// BM-SC VmRSS after the registrations settled, KiB.
     pub bmsc_rss_after_kib: u64,
@@ -194,8 +255,31 @@ pub struct KillReport {
     pub ues_charged_once: usize,
     /// UEs charged more than once for the new MSK (must be 0).
     pub ues_charged_twice: usize,
+    /// With several BM-SC instances: the anchor's kill and the
+    /// survivors' takeover (absent with one instance).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover: Option<FailoverReport>,
     /// Every check above holds.
     pub passed: bool,
+}
+
+/// The failover of `--kill-bmsc-at` with several instances: the anchor of
+/// the key group is killed mid-rotation and stays dead (docs/scale-out.md).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct FailoverReport {
+    /// BM-SC instances.
+    pub instances: usize,
+    /// `instance_id` of the killed anchor (`GET /admin/v1/cluster`).
+    pub killed_instance: String,
+    /// `[cluster] lease_ms` asked for (`null`: the BM-SC's default).
+    pub lease_ms: Option<u64>,
+    /// Seconds from the SIGKILL until a survivor's `GET /admin/v1/cluster`
+    /// names a live survivor as the key group's anchor; `null`: never
+    /// seen before the end.
+    pub takeover_s: Option<f64>,
+    /// Seconds from the SIGKILL until every UE held the new MSK active:
+    /// the failover time.
+    pub every_ue_active_s: f64,
 }
 
 /// The report of `mbms bench rekey` (schema [`REKEY_SCHEMA`]).
@@ -239,6 +323,12 @@ pub struct RekeyReport {
     /// during the rekey (MGV-F processing, routing, sending the
     /// acknowledgement; from `rekey.swarm.busy_ns`).
     pub swarm_us_per_message: f64,
+    /// BM-SC instances (`--bmsc-instances`).
+    pub bmsc_instances: usize,
+    /// The store: `sqlite` or `postgres`.
+    pub store: &'static str,
+    /// The request phase (every UE asks once for the current MSK).
+    pub msk_request: MskRequestReport,
     /// Every UE holds the new MSK.
     pub every_ue_holds_new_msk: bool,
     /// `--kill-bmsc-at`: the crash and its checks (absent without it).
@@ -248,112 +338,6 @@ pub struct RekeyReport {
     /// it (not in the JSON report; drawn by [`crate::plot`]).
     #[serde(skip)]
     pub timeline: Option<RekeyTimeline>,
-}
-
-struct Admin {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Admin {
-    async fn metrics(&self) -> Result<Metrics, BenchError> {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await?
-            .error_for_status()?
-            .text()
-            .await?;
-        Ok(Metrics::parse(&text))
-    }
-
-    async fn key_group(&self, id: u16) -> Result<(MskId, MskId), BenchError> {
-        let v: serde_json::Value = self
-            .http
-            .get(format!("{}/admin/v1/key-groups", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let g = v
-            .as_array()
-            .and_then(|a| a.iter().find(|g| g["key_group"] == id))
-            .ok_or_else(|| BenchError::Service(format!("key group {id} not listed: {v}")))?;
-        Ok((
-            msk_id(&g["current"]["msk_id"])?,
-            msk_id(&g["next"]["msk_id"])?,
-        ))
-    }
-
-    /// Counts the charging records of `msk` per UE (by the index in its
-    /// IMPI `ue<i>@...`), paging through `GET /admin/v1/charging-records`;
-    /// returns the records of `msk` and the count per UE.
-    async fn charges(&self, msk: &MskName, n: usize) -> Result<(u64, Vec<u32>), BenchError> {
-        const PAGE: usize = 100_000;
-        let want = msk.to_string();
-        let mut per_ue = vec![0u32; n];
-        let (mut after, mut records) = (0i64, 0u64);
-        loop {
-            let v: serde_json::Value = self
-                .http
-                .get(format!(
-                    "{}/admin/v1/charging-records?after={after}&limit={PAGE}",
-                    self.base
-                ))
-                .bearer_auth(&self.token)
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
-            let page = v["records"]
-                .as_array()
-                .ok_or_else(|| BenchError::Service(format!("charging records: {v}")))?;
-            for r in page {
-                after = after.max(r["id"].as_i64().unwrap_or(after));
-                if r["msk"].as_str() != Some(want.as_str()) {
-                    continue;
-                }
-                records += 1;
-                let ix = r["impi"]
-                    .as_str()
-                    .and_then(|i| i.strip_prefix("ue"))
-                    .and_then(|i| i.split_once('@'))
-                    .and_then(|(i, _)| i.parse::<usize>().ok())
-                    .filter(|i| *i < n)
-                    .ok_or_else(|| {
-                        BenchError::Service(format!("charging record of an unknown UE: {r}"))
-                    })?;
-                per_ue[ix] += 1;
-            }
-            if page.len() < PAGE {
-                return Ok((records, per_ue));
-            }
-        }
-    }
-
-    async fn rotate(&self, id: u16) -> Result<MskId, BenchError> {
-        let v: serde_json::Value = self
-            .http
-            .post(format!("{}/admin/v1/key-groups/{id}/rotate", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        msk_id(&v["next"])
-    }
-}
-
-fn msk_id(v: &serde_json::Value) -> Result<MskId, BenchError> {
-    v.as_str()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| BenchError::Service(format!("not an MSK ID: {v}")))
 }
 
 fn bar(show: bool, len: u64, what: &str) -> ProgressBar {
@@ -395,15 +379,23 @@ async fn with_bar<F: std::future::Future<Output = Result<(), crate::swarm::Swarm
 
 /// Runs `mbms bench rekey` (see the module documentation).
 pub async fn run(o: &RekeyOptions) -> Result<RekeyReport, BenchError> {
-    let mut services = Services::start(&ServiceOptions {
-        mbms_bin: o.mbms_bin.clone(),
-        subscribers: o.ues,
-        seed: o.seed,
-        retransmit_initial_ms: o.retransmit_initial_ms,
-        retransmit_max_attempts: 6,
-        max_connections: (o.concurrency * 2).max(512),
-        charging: o.kill_bmsc_at.is_some(),
-    })?;
+    let mut services = Services::start_cluster(
+        &ServiceOptions {
+            mbms_bin: o.mbms_bin.clone(),
+            subscribers: o.ues,
+            seed: o.seed,
+            retransmit_initial_ms: o.retransmit_initial_ms,
+            retransmit_max_attempts: 6,
+            max_connections: (o.concurrency * 2).max(512),
+            charging: o.kill_bmsc_at.is_some(),
+        },
+        &Cluster {
+            instances: o.bmsc_instances,
+            postgres: o.postgres.clone(),
+            lease_ms: o.lease_ms,
+            pcap: false,
+        },
+    )?;
     let result = run_with(o, &mut services).await;
     if result.is_err() {
         let _ = services.check_running();
@@ -412,19 +404,68 @@ pub async fn run(o: &RekeyOptions) -> Result<RekeyReport, BenchError> {
     result
 }
 
+/// What [`request_all`] got back.
+#[derive(Clone, Debug, Default)]
+pub struct RequestOutcome {
+    /// Requests that failed (transport error, or a key not answered 200).
+    pub failed: usize,
+    /// The first failure's description.
+    pub first_error: Option<String>,
+}
+
+/// Every UE of `swarm` asks once for `key` over Ua at its instance,
+/// `concurrency` at a time.
+pub async fn request_all(swarm: &Swarm, key: MskName, concurrency: usize) -> RequestOutcome {
+    let n = swarm.config().ues;
+    let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let Some(mut c) = swarm.ua_client(i) else {
+            continue;
+        };
+        let sem = sem.clone();
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            match c.msk_request(&[key]).await {
+                Ok(st) if st.iter().all(|s| s.status == 200) => None,
+                Ok(st) => Some(format!(
+                    "UE {i}: key statuses {:?}",
+                    st.iter().map(|s| s.status).collect::<Vec<_>>()
+                )),
+                Err(e) => {
+                    let mut text = format!("UE {i}: {e}");
+                    let mut source = std::error::Error::source(&e);
+                    while let Some(s) = source {
+                        text.push_str(&format!(": {s}"));
+                        source = s.source();
+                    }
+                    Some(text)
+                }
+            }
+        });
+    }
+    let mut out = RequestOutcome {
+        failed: n - set.len(),
+        first_error: (set.len() < n).then(|| "a UE without a B-TID".to_owned()),
+    };
+    while let Some(r) = set.join_next().await {
+        let err = r.unwrap_or_else(|e| Some(format!("task: {e}")));
+        if let Some(e) = err {
+            out.failed += 1;
+            out.first_error.get_or_insert(e);
+        }
+    }
+    out
+}
+
 /// The measurement over running services.
 async fn run_with(o: &RekeyOptions, services: &mut Services) -> Result<RekeyReport, BenchError> {
-    let pids = services.pids();
     let mut http = reqwest::Client::builder().timeout(Duration::from_secs(60));
     if o.kill_bmsc_at.is_some() {
         // No connection kept to a BM-SC that is going to be killed.
         http = http.pool_max_idle_per_host(0);
     }
-    let admin = Admin {
-        http: http.build()?,
-        base: services.bmsc_url.clone(),
-        token: services.admin_token.clone(),
-    };
+    let admin = Admin::new(http.build()?, services);
     let mut cfg = services.swarm_config(o.ues, o.seed);
     if let Some(s) = o.sockets {
         cfg.sockets = s.max(1);
@@ -434,10 +475,18 @@ async fn run_with(o: &RekeyOptions, services: &mut Services) -> Result<RekeyRepo
     cfg.pace = o.pace;
     let swarm = Swarm::start(cfg).await?;
     let n = o.ues;
+    let rss = |services: &Services| -> u64 {
+        services
+            .bmsc_pids()
+            .iter()
+            .flatten()
+            .map(|p| procfs::rss_kib(*p).unwrap_or(0))
+            .sum()
+    };
 
-    let rss0 = procfs::rss_kib(pids.1).unwrap_or(0);
+    let rss0 = rss(services);
     let udp0 = UdpCounters::read();
-    let cpu0 = Cpu::read(pids);
+    let cpu0 = Cpu::read(services);
     let bootstrap_s = with_bar(&swarm, o.progress, "bootstrap", swarm.bootstrap_all()).await?;
     services.check_running()?;
     let register_s = with_bar(&swarm, o.progress, "register", swarm.register_all()).await?;
@@ -467,26 +516,68 @@ async fn run_with(o: &RekeyOptions, services: &mut Services) -> Result<RekeyRepo
     )
     .await?;
     let settle_s = t_settle.elapsed().as_secs_f64();
-    let rss1 = procfs::rss_kib(pids.1).unwrap_or(0);
-    let cpu1 = Cpu::read(pids);
+    let rss1 = rss(services);
+    let cpu1 = Cpu::read(services);
+
+    // The request phase: every UE asks for the current MSK once; the
+    // pushes it brings are acknowledged before the rotation starts.
+    let mr0 = admin.metrics().await?;
+    let t_req = Instant::now();
+    let requested = request_all(&swarm, name(cur), o.concurrency).await;
+    let request_errors = requested.failed;
+    let request_s = t_req.elapsed().as_secs_f64();
+    let cpu_req = Cpu::read(services);
+    poll_until(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || Ok(()),
+        || async {
+            admin.metrics().await.is_ok_and(|m| {
+                counter_delta(&m, &mr0, ACCEPTED) + counter_delta(&m, &mr0, GIVE_UPS)
+                    >= (n - request_errors) as u64
+            })
+        },
+    )
+    .await?;
+    wait_quiet(&admin, Duration::from_millis(50)).await?;
+    services.check_running()?;
+    let msk_request = MskRequestReport {
+        requests: n,
+        errors: request_errors,
+        first_error: requested.first_error,
+        seconds: request_s,
+        per_s: (n - request_errors) as f64 / request_s.max(1e-9),
+        cpu: cpu_req.since(&cpu1),
+    };
+    let cpu1 = Cpu::read(services);
     let udp1 = UdpCounters::read();
 
     // The rotation.
-    let m0 = admin.metrics().await?;
+    let m0_each = admin.metrics_each().await?;
+    let m0 = sum_metrics(m0_each.iter().flatten());
     let s0 = swarm.stats();
     let t0 = Instant::now();
     let sampler = o.timeline.then(|| {
         swarm
             .timeline()
             .start(t0, n, o.timeout + Duration::from_secs(5), &[cur, next]);
-        let url = format!("{}/metrics", admin.base);
+        let url = format!("{}/metrics", admin.base());
         MetricsSampler::start(admin.http.clone(), url, t0, m0.clone())
     });
-    let new_next = admin.rotate(kg).await?;
+    // Killing the anchor mid-rotation: the rotation is asked at the anchor,
+    // which answers once it rotated (another instance answers only once it
+    // adopted the new MSKs, when the pushes may be over).
+    let at = if o.kill_bmsc_at.is_some() && services.bmsc_instances() > 1 {
+        admin.anchor(kg).await?
+    } else {
+        None
+    };
+    let new_next = admin.rotate_at(kg, at).await?;
     swarm.set_target(&[new_next]);
     let since = (t0, s0, m0.clone(), udp1);
     let mut kill = o.kill_bmsc_at.map(|f| Kill {
         at_holders: ((f * n as f64).ceil() as usize).clamp(1, n),
+        key_group: kg,
         ..Kill::default()
     });
     let done = wait_settled(
@@ -501,19 +592,45 @@ async fn run_with(o: &RekeyOptions, services: &mut Services) -> Result<RekeyRepo
     )
     .await?;
     let seconds = t0.elapsed().as_secs_f64().min(done.seconds);
-    let mut cpu2 = Cpu::read(services.pids());
+    let mut cpu2 = Cpu::read(services);
     let udp2 = UdpCounters::read();
-    let m1 = admin.metrics().await?;
+    let m1_each = admin.metrics_each().await?;
+    let m1 = sum_metrics(m1_each.iter().flatten());
     let s1 = swarm.stats();
     let holding = swarm.count_holders();
-    // The killed BM-SC's counters died with it: the BM-SC figures of the
-    // rekey are then the restarted process's (counting from zero).
-    let killed = kill.is_some();
+    // A killed BM-SC's counters died with it: the BM-SC figures of the
+    // rekey are then the live processes' (a restarted one counting from
+    // zero, the survivors of several from the rotation on).
+    let restarted = kill.is_some() && services.bmsc_instances() == 1;
     if let Some(k) = &kill {
-        cpu2.bmsc_s += k.bmsc_cpu_s;
+        cpu2.add_killed(&k.cpu_at_kill);
     }
+    let base = if restarted {
+        Metrics::default()
+    } else {
+        sum_metrics(
+            m0_each
+                .iter()
+                .zip(&m1_each)
+                .filter(|(_, now)| now.is_some())
+                .filter_map(|(then, _)| then.as_ref()),
+        )
+    };
     let kill_report = match kill {
-        Some(k) => Some(kill_checks(o, &k, &swarm, &admin, name(new_next), t0, &m1).await?),
+        Some(k) => Some(
+            kill_checks(
+                o,
+                k,
+                &swarm,
+                &admin,
+                name(new_next),
+                t0,
+                &m1,
+                &base,
+                done.active_at,
+            )
+            .await?,
+        ),
         None => None,
     };
     let timeline = match sampler {
@@ -526,13 +643,7 @@ async fn run_with(o: &RekeyOptions, services: &mut Services) -> Result<RekeyRepo
     let socket_buffer = swarm.granted_buffer;
     swarm.stop();
 
-    let base = if killed {
-        Metrics::default()
-    } else {
-        m0.clone()
-    };
     let delta = |name: &str| (m1.sum(name) - base.sum(name)).max(0.0) as u64;
-    let accepted = |m: &Metrics| m.get("bmsc_msk_acks_total", "kind", "accepted");
     let cpu_setup = cpu1.since(&cpu0);
     let cpu_rekey = cpu2.since(&cpu1);
     let sockets = o
@@ -561,7 +672,7 @@ async fn run_with(o: &RekeyOptions, services: &mut Services) -> Result<RekeyRepo
             ues_holding: holding,
             messages_sent: delta("bmsc_msk_messages_sent_total"),
             retransmissions: delta("bmsc_msk_retransmissions_total"),
-            acks_accepted: (accepted(&m1) - accepted(&base)).max(0.0) as u64,
+            acks_accepted: counter_delta(&m1, &base, ACCEPTED),
             acks_processed: delta("bmsc_msk_acks_total"),
             give_ups: delta("bmsc_msk_give_ups_total"),
             swarm: stats_since(&s1, &s0),
@@ -573,14 +684,21 @@ async fn run_with(o: &RekeyOptions, services: &mut Services) -> Result<RekeyRepo
             bmsc_rss_after_kib: rss1,
             bmsc_bytes_per_ue: (rss1.saturating_sub(rss0) as f64 * 1024.0) / n.max(1) as f64,
         },
-        cpu_setup,
-        cpu_rekey,
         swarm_cpu_us_per_ue_rekey: cpu_rekey.swarm_s * 1e6 / n.max(1) as f64,
         swarm_cpu_us_per_ue_setup: cpu_setup.swarm_s * 1e6 / n.max(1) as f64,
+        cpu_setup,
+        cpu_rekey,
         swarm_us_per_message: {
             let d = stats_since(&s1, &s0);
             d.busy_ns as f64 / 1e3 / d.datagrams_received.max(1) as f64
         },
+        bmsc_instances: services.bmsc_instances(),
+        store: if o.postgres.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        },
+        msk_request,
         every_ue_holds_new_msk: holding == n,
         kill: kill_report,
         timeline,
@@ -611,54 +729,100 @@ fn stats_since(a: &SwarmStats, b: &SwarmStats) -> SwarmStats {
 struct Kill {
     /// Kill once this many UEs hold the new MSK.
     at_holders: usize,
+    /// The key group rotated (its anchor is killed among several).
+    key_group: u16,
     /// UEs holding it at the kill.
     holders_at_kill: usize,
     /// MIKEY datagrams the swarm received from the killed BM-SC during the
     /// rotation.
     datagrams_before_kill: u64,
-    /// Its CPU seconds at the kill.
-    bmsc_cpu_s: f64,
+    /// The CPU seconds of each instance at the kill (0 for the others).
+    cpu_at_kill: Vec<f64>,
     /// The SIGKILL.
     killed_at: Option<Instant>,
-    /// The restarted BM-SC answered `/healthz`.
+    /// The restarted BM-SC answered `/healthz` (one instance).
     healthy_at: Option<Instant>,
+    /// Among several: the killed anchor's index and `instance_id`.
+    killed_instance: Option<(usize, String)>,
+    /// Among several: when a survivor was named the anchor.
+    takeover: Option<tokio::task::JoinHandle<Option<Instant>>>,
 }
 
-/// SIGKILL to the BM-SC mid-rotation and its restart (see
-/// [`RekeyOptions::kill_bmsc_at`]).
+/// SIGKILL mid-rotation (see [`RekeyOptions::kill_bmsc_at`]): the one
+/// BM-SC, restarted at once; among several instances, the key group's
+/// anchor (`GET /admin/v1/cluster`), not restarted.
 async fn kill_bmsc(
     k: &mut Kill,
     swarm: &Swarm,
     s0: SwarmStats,
     services: &mut Services,
+    admin: &Admin,
+    timeout: Duration,
 ) -> Result<(), BenchError> {
-    k.bmsc_cpu_s = procfs::cpu_seconds(services.pids().1).unwrap_or(0.0);
+    let several = services.bmsc_instances() > 1;
+    let victim = if several {
+        admin.anchor(k.key_group).await?.ok_or_else(|| {
+            BenchError::Service(format!(
+                "GET /admin/v1/cluster names no anchor of key group {}",
+                k.key_group
+            ))
+        })?
+    } else {
+        0
+    };
+    k.cpu_at_kill = services
+        .bmsc_pids()
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if i == victim {
+                p.and_then(procfs::cpu_seconds).unwrap_or(0.0)
+            } else {
+                0.0
+            }
+        })
+        .collect();
     k.holders_at_kill = swarm.holders();
-    let killed_at = services.kill_and_restart_bmsc()?;
+    let killed_at = if several {
+        let at = services.kill_bmsc(victim)?;
+        admin.mark_dead(victim);
+        k.killed_instance = Some((victim, services::instance_id(victim)));
+        let (a, kg) = (admin.clone(), k.key_group);
+        k.takeover = Some(tokio::spawn(async move {
+            a.wait_takeover(kg, victim, timeout).await
+        }));
+        at
+    } else {
+        services.kill_and_restart_bmsc()?
+    };
     k.killed_at = Some(killed_at);
     // What the killed BM-SC sent may still wait in the swarm's socket
-    // queues: once they are empty, every datagram is the new process's.
+    // queues: once they are empty, every datagram is from a live process.
     let ports = swarm.ports();
-    let drain = Instant::now();
-    while procfs::udp_rx_queue(&ports).unwrap_or(0) > 0 && drain.elapsed() < Duration::from_secs(2)
-    {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    poll_until(
+        Duration::from_secs(2),
+        Duration::from_millis(1),
+        || Ok(()),
+        || async { procfs::udp_rx_queue(&ports).unwrap_or(0) == 0 },
+    )
+    .await?;
     swarm.arm_first_datagram();
     k.datagrams_before_kill = swarm.stats().datagrams_received - s0.datagrams_received;
-    services.wait_bmsc_healthy(Duration::from_secs(120)).await?;
-    k.healthy_at = Some(Instant::now());
+    if !several {
+        services.wait_bmsc_healthy(Duration::from_secs(120)).await?;
+        k.healthy_at = Some(Instant::now());
+    }
     Ok(())
 }
 
 /// Waits (at most 5 s) until the BM-SC's acknowledgement counter stays
-/// still for 50 ms: the last acknowledgements are processed before its
+/// still for `still`: the last acknowledgements are processed before its
 /// counters are read.
-async fn wait_quiet(admin: &Admin) -> Result<(), BenchError> {
+async fn wait_quiet(admin: &Admin, still: Duration) -> Result<(), BenchError> {
     let start = Instant::now();
     let mut last = admin.metrics().await?.sum("bmsc_msk_acks_total");
     while start.elapsed() < Duration::from_secs(5) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(still).await;
         let now = admin.metrics().await?.sum("bmsc_msk_acks_total");
         if now == last {
             break;
@@ -669,14 +833,17 @@ async fn wait_quiet(admin: &Admin) -> Result<(), BenchError> {
 }
 
 /// The checks of `--kill-bmsc-at` after the rekey.
+#[allow(clippy::too_many_arguments)]
 async fn kill_checks(
     o: &RekeyOptions,
-    k: &Kill,
+    k: Kill,
     swarm: &Swarm,
     admin: &Admin,
     key: MskName,
     t0: Instant,
     m1: &Metrics,
+    base: &Metrics,
+    active_at: Option<Instant>,
 ) -> Result<KillReport, BenchError> {
     let n = o.ues;
     let Some(killed_at) = k.killed_at else {
@@ -689,20 +856,29 @@ async fn kill_checks(
     let ues_charged_twice = per_ue.iter().filter(|c| **c > 1).count();
     let counter_violations = swarm.stats().counter_violations;
     let ues_active = swarm.count_active(key);
-    let zero = Metrics::default();
+    let since_kill = |t: Instant| t.saturating_duration_since(killed_at).as_secs_f64();
+    let failover = match (k.killed_instance, k.takeover) {
+        (Some((_, id)), Some(task)) => {
+            let takeover = task.await.ok().flatten();
+            Some(FailoverReport {
+                instances: admin.bases.len(),
+                killed_instance: id,
+                lease_ms: o.lease_ms,
+                takeover_s: takeover.map(since_kill),
+                every_ue_active_s: active_at.map_or(0.0, since_kill),
+            })
+        }
+        _ => None,
+    };
     Ok(KillReport {
         at_fraction: o.kill_bmsc_at.unwrap_or(0.0),
         holders_at_kill: k.holders_at_kill,
         killed_after_s: killed_at.saturating_duration_since(t0).as_secs_f64(),
-        restart_s: swarm
-            .first_datagram()
-            .map(|t| t.saturating_duration_since(killed_at).as_secs_f64()),
-        healthy_s: k.healthy_at.map_or(0.0, |t| {
-            t.saturating_duration_since(killed_at).as_secs_f64()
-        }),
+        restart_s: swarm.first_datagram().map(since_kill),
+        healthy_s: k.healthy_at.map_or(0.0, since_kill),
         datagrams_before_kill: k.datagrams_before_kill,
-        messages_after_restart: counter_delta(m1, &zero, SENT),
-        retransmissions_after_restart: counter_delta(m1, &zero, RETRANSMISSIONS),
+        messages_after_restart: counter_delta(m1, base, SENT),
+        retransmissions_after_restart: counter_delta(m1, base, RETRANSMISSIONS),
         counter_violations,
         ues_active,
         charging_records,
@@ -712,7 +888,9 @@ async fn kill_checks(
             && ues_active == n
             && ues_charged_once == n
             && ues_charged_twice == 0
-            && charging_records == n as u64,
+            && charging_records == n as u64
+            && failover.as_ref().is_none_or(|f| f.takeover_s.is_some()),
+        failover,
     })
 }
 
@@ -739,6 +917,8 @@ struct Settled {
     seconds: f64,
     /// Seconds from the start until every UE held the target.
     all_hold_s: f64,
+    /// With a kill: when every UE held each key active.
+    active_at: Option<Instant>,
 }
 
 /// Waits until every UE holds the target MSKs and the BM-SC has closed a
@@ -770,13 +950,14 @@ async fn wait_settled(
     let steps = if four_way { 2 } else { 1 };
     let b = bar(o.progress, n as u64, what);
     let mut all_hold: Option<f64> = None;
+    let mut active_seen: Option<Instant> = None;
     let mut next_request = o.request_after.map(|d| start + d);
     loop {
         let holders = swarm.holders();
         b.set_position(holders as u64);
         if let Some(k) = kill.as_deref_mut() {
             if k.killed_at.is_none() && holders >= k.at_holders {
-                kill_bmsc(k, swarm, s0, services).await?;
+                kill_bmsc(k, swarm, s0, services, admin, o.timeout).await?;
             }
         }
         if holders >= n && all_hold.is_none() {
@@ -789,12 +970,29 @@ async fn wait_settled(
             // charged and committed.
             let t = start.elapsed().as_secs_f64();
             let killed = kill.as_ref().is_some_and(|k| k.killed_at.is_some());
+            // Among several instances the survivors must also have taken
+            // the anchor's key group (and its UEs, whose pending
+            // deliveries they finish) before the checks.
+            let taken = kill
+                .as_ref()
+                .is_none_or(|k| k.takeover.as_ref().is_none_or(|t| t.is_finished()));
             if killed && keys.iter().all(|k| swarm.count_active(*k) >= n) {
+                let active_at = *active_seen.get_or_insert_with(Instant::now);
+                if !taken {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
                 b.finish();
-                wait_quiet(admin).await?;
+                let several = services.bmsc_instances() > 1;
+                wait_quiet(
+                    admin,
+                    Duration::from_millis(if several { 1000 } else { 50 }),
+                )
+                .await?;
                 return Ok(Settled {
                     seconds: t,
                     all_hold_s: all_hold.unwrap_or(t),
+                    active_at: Some(active_at),
                 });
             }
         } else if all_hold.is_some() {
@@ -808,6 +1006,7 @@ async fn wait_settled(
                 return Ok(Settled {
                     seconds: t,
                     all_hold_s: all_hold.unwrap_or(t),
+                    active_at: None,
                 });
             }
         }

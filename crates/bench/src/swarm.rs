@@ -62,6 +62,10 @@ pub struct SwarmConfig {
     pub bmsc_fqdn: String,
     /// Key management URI of the BM-SC (`http://HOST:PORT/keymanagement`).
     pub key_management_uri: String,
+    /// Key management URIs of several BM-SC instances (issue 13): UE `i`
+    /// registers and asks at entry `i mod len`; empty: every UE uses
+    /// [`Self::key_management_uri`].
+    pub key_management_uris: Vec<String>,
     /// Services every UE registers to.
     pub services: Vec<String>,
     /// UDP sockets (shards) the UEs share.
@@ -100,6 +104,7 @@ impl SwarmConfig {
             bsf_fqdn: "bsf.swarm.bench".into(),
             bmsc_fqdn: "bmsc.swarm.bench".into(),
             key_management_uri: key_management_uri.into(),
+            key_management_uris: Vec::new(),
             services: vec!["urn:mbms:service:bench".into()],
             sockets: cores.max(1),
             concurrency: 128,
@@ -756,15 +761,11 @@ fn ua_client(
         let ue = st.ues.get(index / n)?.as_ref()?;
         (ue.btid.clone(), ue.mrk.clone())
     };
-    UaClient::new(
-        http.clone(),
-        &cfg.key_management_uri,
-        &cfg.bmsc_fqdn,
-        shard.port,
-        &btid,
-        &mrk,
-    )
-    .ok()
+    let uri = match cfg.key_management_uris.len() {
+        0 => &cfg.key_management_uri,
+        k => &cfg.key_management_uris[index % k],
+    };
+    UaClient::new(http.clone(), uri, &cfg.bmsc_fqdn, shard.port, &btid, &mrk).ok()
 }
 
 /// One shard: receive a batch, let each UE's MGV-F process its message,

@@ -337,7 +337,7 @@ impl MetricsSampler {
                     _ = tick.tick() => false,
                     _ = &mut stopped => true,
                 };
-                if let Ok(m) = scrape(&http, &metrics_url).await {
+                if let Ok(m) = Metrics::scrape(&http, &metrics_url).await {
                     samples.push(BmscSample::new(
                         start.elapsed().as_secs_f64(),
                         &m,
@@ -357,17 +357,6 @@ impl MetricsSampler {
         let _ = self.stop.send(());
         self.task.await.unwrap_or_default()
     }
-}
-
-async fn scrape(http: &reqwest::Client, url: &str) -> Result<Metrics, reqwest::Error> {
-    let text = http
-        .get(url)
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
-    Ok(Metrics::parse(&text))
 }
 
 #[cfg(test)]

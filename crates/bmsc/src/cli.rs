@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! mbms bmsc --config FILE [--listen ADDR] [--mikey-listen ADDR] [--db PATH|URL] [--init]
-//!            [--log-format text|json]
+//!            [--pcap FILE] [--log-format text|json]
 //! ```
 
 use std::net::SocketAddr;
@@ -41,6 +41,12 @@ pub struct BmscArgs {
     /// empty schema), and an existing one is checked at every start.
     #[arg(long)]
     pub init: bool,
+    /// Write every MIKEY, MTK and SRTP datagram this instance sends or
+    /// receives to this pcap file (the datagram tap; written and flushed
+    /// per packet, so a killed process leaves whole packets up to its
+    /// end). It holds no keys (see docs/demo.md for the key log).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
     /// Logging options.
     #[command(flatten)]
     pub log: mbms_service::LogArgs,
@@ -110,7 +116,11 @@ pub async fn run(args: BmscArgs) -> Result<(), CliError> {
     }
     info!(backend = st.backend(), "database opened");
     let stop = mbms_service::shutdown_signal();
-    let running = server::start(&cfg, st).await?;
+    let tap = match &args.pcap {
+        Some(p) => Some(pcap_tap(p)?),
+        None => None,
+    };
+    let running = server::start_with_tap(&cfg, st, tap).await?;
     mbms_service::notify_ready();
     stop.await;
     mbms_service::notify_stopping();
@@ -121,4 +131,37 @@ pub async fn run(args: BmscArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Other(format!("server: {e}")))?;
     info!("BM-SC stopped");
     Ok(())
+}
+
+/// A [`crate::Tap`] writing each datagram to a pcap file at `path`, one
+/// `write` per packet (`mbms bmsc --pcap`).
+fn pcap_tap(path: &std::path::Path) -> Result<crate::Tap, CliError> {
+    use std::net::SocketAddrV4;
+    use std::sync::Mutex;
+    let file = std::fs::File::create(path)
+        .map_err(|e| CliError::Other(format!("--pcap {}: {e}", path.display())))?;
+    let mut w = mbms_capture::PcapWriter::new(std::io::BufWriter::new(file))
+        .map_err(|e| CliError::Other(format!("--pcap {}: {e}", path.display())))?;
+    w.flush()
+        .map_err(|e| CliError::Other(format!("--pcap {}: {e}", path.display())))?;
+    let w = Mutex::new(w);
+    let v4 = |a: SocketAddr| match a {
+        SocketAddr::V4(a) => Some(a),
+        SocketAddr::V6(a) => a
+            .ip()
+            .to_ipv4_mapped()
+            .map(|ip| SocketAddrV4::new(ip, a.port())),
+    };
+    Ok(crate::Tap::new(move |d| {
+        let (Some(src), Some(dst)) = (v4(d.src), v4(d.dst)) else {
+            return;
+        };
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let Ok(mut w) = w.lock() else { return };
+        if w.write_udp(time, src, dst, d.bytes).is_ok() {
+            let _ = w.flush();
+        }
+    }))
 }

@@ -166,6 +166,14 @@ impl<W: Write> PcapWriter<W> {
         Ok(())
     }
 
+    /// Flushes what was written to the underlying writer (a writer that
+    /// must hold whole packets at any time, `mbms bmsc --pcap`, flushes a
+    /// buffered file after each packet).
+    pub fn flush(&mut self) -> Result<(), CaptureError> {
+        self.out.flush()?;
+        Ok(())
+    }
+
     /// Flush and return the underlying writer.
     pub fn finish(mut self) -> Result<W, CaptureError> {
         self.out.flush()?;

@@ -47,8 +47,11 @@ use tokio::net::UdpSocket;
 use bmsc::{Tap, TapKind};
 use ue::{RequestReason, RunningUe, UeConfig, UeEvent};
 
+mod cluster;
 mod html;
 mod record;
+
+pub use cluster::{run_cluster, ClusterFacts, ClusterOptions, CLUSTER_PROCEDURES};
 
 pub use html::render_html;
 use record::Recorder;
@@ -253,6 +256,11 @@ pub struct DemoReport {
     pub procedures: Vec<ProcedureResult>,
     /// Captured datagrams and their check.
     pub capture: CaptureReport,
+    /// `--bmsc-instances K`: the scale-out run's facts (absent in the
+    /// single-instance demo; its ports are then 0: each instance and the
+    /// UEs have free ports of their own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterFacts>,
 }
 
 impl DemoReport {
@@ -872,6 +880,17 @@ pub fn rtp(ssrc: u32, seq: u16, len: usize) -> Vec<u8> {
 /// f3/f4 on the B-TID's RAND give Ks, the TS 33.220 KDF gives Ks_NAF, the
 /// profile's KDF the MUK.
 pub fn muk_of(k: &[u8; 16], opc: &[u8; 16], impi: &str, btid: &str) -> anyhow::Result<[u8; 32]> {
+    muk_for_naf(k, opc, impi, btid, BMSC_FQDN)
+}
+
+/// [`muk_of`] for the BM-SC (NAF) `bmsc_fqdn`.
+pub fn muk_for_naf(
+    k: &[u8; 16],
+    opc: &[u8; 16],
+    impi: &str,
+    btid: &str,
+    bmsc_fqdn: &str,
+) -> anyhow::Result<[u8; 32]> {
     let btid = gba::BTid::parse(btid).map_err(|e| anyhow!("B-TID: {e}"))?;
     let m = gba::Milenage::new(
         &gba::SubscriberKey::from_bytes(*k),
@@ -879,7 +898,7 @@ pub fn muk_of(k: &[u8; 16], opc: &[u8; 16], impi: &str, btid: &str) -> anyhow::R
     );
     let out = m.f2345(btid.rand());
     let ks = gba::Ks::from_ck_ik(&out.ck, &out.ik);
-    let ks_naf = gba::kdf::derive_ks_naf(&ks, btid.rand(), impi, &gba::NafId::mbms(BMSC_FQDN))
+    let ks_naf = gba::kdf::derive_ks_naf(&ks, btid.rand(), impi, &gba::NafId::mbms(bmsc_fqdn))
         .map_err(|e| anyhow!("KDF: {e}"))?;
     Ok(*gba::kdf::derive_muk(&ks_naf).as_bytes())
 }
@@ -1766,35 +1785,7 @@ async fn run_recorded(
     for (btid, muk) in &muks {
         keylog.push_str(&format!("MUK {BMSC_FQDN} {btid} {}\n", hex::encode(muk)));
     }
-    // MSKs: open every MSK message with its MUK.
-    let mut msks: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new(); // key domain || msk id -> key
-    for c in caps.iter().filter(|c| c.kind == TapKind::Mikey) {
-        let Ok(m) = mikey::Message::parse(&c.bytes) else {
-            continue;
-        };
-        if m.kemac().is_none() {
-            continue;
-        }
-        let ids: Vec<&[u8]> = m.ids().map(|i| &*i.data).collect();
-        let Some(muk) = ids
-            .get(1)
-            .and_then(|r| std::str::from_utf8(r).ok())
-            .and_then(|r| muks.get(r))
-        else {
-            continue;
-        };
-        let kid = m
-            .key_ids()
-            .find(|k| k.key_id_type == mikey::KeyIdType::MSK)
-            .map(|k| k.key_id.to_vec());
-        if let (Ok(o), Some(kid)) = (mikey::open_psk(&c.bytes, muk), kid) {
-            if let Some(kd) = o.key_data.first() {
-                if kid.len() == 7 && kid[3..] != [0, 0, 0, 0][..] {
-                    msks.entry(kid).or_insert_with(|| kd.key.expose().to_vec());
-                }
-            }
-        }
-    }
+    let msks = open_msks(&caps, &muks);
     rec.datagrams(&caps, &muks);
     for (kid, key) in &msks {
         keylog.push_str(&format!(
@@ -1844,68 +1835,20 @@ async fn run_recorded(
         keylog.push_str(l);
     }
     // The self-check: every captured MIKEY datagram opens with the key log.
-    let mut opened = 0usize;
-    let mut mikey_count = 0usize;
-    let mut srtp_count = 0usize;
-    let mut failures = Vec::new();
-    // The MSK messages seen so far by (T, IDr), for the acknowledgements
-    // (a scan of every earlier datagram made the check quadratic: 61 s of
-    // a 1,000-UE run), and the outcome of each distinct KEMAC message (an
-    // MTK message goes to every UE: the same bytes open the same way).
-    let mut initiators: HashMap<InitiatorKey, Vec<usize>> = HashMap::new();
-    let mut kemac_opened: HashMap<&[u8], bool> = HashMap::new();
-    for (idx, c) in caps.iter().enumerate() {
-        match c.kind {
-            TapKind::Srtp => {
-                srtp_count += 1;
-                continue;
-            }
-            TapKind::Mikey | TapKind::Mtk => mikey_count += 1,
-        }
-        let ok = check_one(
-            &c.bytes,
-            &caps,
-            &initiators,
-            &mut kemac_opened,
-            &muks,
-            &msks,
-        );
-        if c.kind == TapKind::Mikey {
-            if let Some(key) = mikey::Message::parse(&c.bytes)
-                .ok()
-                .filter(|m| m.kemac().is_some())
-                .and_then(|m| initiator_key(&m))
-            {
-                initiators.entry(key).or_default().push(idx);
-            }
-        }
-        if ok {
-            opened += 1;
-        } else if failures.len() < 3 {
-            failures.push(format!(
-                "datagram {idx} ({:?} {} -> {})",
-                c.kind, c.src, c.dst
-            ));
-        }
-    }
+    let CaptureCheck {
+        opened,
+        mikey: mikey_count,
+        srtp: srtp_count,
+        failures,
+        ..
+    } = check_capture(&caps, &muks, &msks);
     let keylog_lines = keylog.lines().count();
     if let Some(p) = &opts.keylog {
         mbms_service::write_private_file(p, keylog.as_bytes())
             .with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &opts.pcap {
-        let f = std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
-        );
-        let mut w = mbms_capture::PcapWriter::new(f)?;
-        for c in &caps {
-            let t = c
-                .time
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default();
-            w.write_udp(t, c.src, c.dst, &c.bytes)?;
-        }
-        w.finish()?;
+        write_pcap(p, &caps)?;
     }
     results.push(ProcedureResult {
         procedure: PROCEDURES[11],
@@ -1937,7 +1880,124 @@ async fn run_recorded(
             mikey_opened: opened,
             keylog_lines,
         },
+        cluster: None,
     })
+}
+
+/// The MSKs of a capture: every MSK message (a KEMAC with an MSK Key ID)
+/// opened with the MUK of its IDr; key domain || MSK ID -> key.
+fn open_msks(caps: &[Captured], muks: &BTreeMap<String, [u8; 32]>) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut msks: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    for c in caps.iter().filter(|c| c.kind == TapKind::Mikey) {
+        let Ok(m) = mikey::Message::parse(&c.bytes) else {
+            continue;
+        };
+        if m.kemac().is_none() {
+            continue;
+        }
+        let ids: Vec<&[u8]> = m.ids().map(|i| &*i.data).collect();
+        let Some(muk) = ids
+            .get(1)
+            .and_then(|r| std::str::from_utf8(r).ok())
+            .and_then(|r| muks.get(r))
+        else {
+            continue;
+        };
+        let kid = m
+            .key_ids()
+            .find(|k| k.key_id_type == mikey::KeyIdType::MSK)
+            .map(|k| k.key_id.to_vec());
+        if let (Ok(o), Some(kid)) = (mikey::open_psk(&c.bytes, muk), kid) {
+            if let Some(kd) = o.key_data.first() {
+                if kid.len() == 7 && kid[3..] != [0, 0, 0, 0][..] {
+                    msks.entry(kid).or_insert_with(|| kd.key.expose().to_vec());
+                }
+            }
+        }
+    }
+    msks
+}
+
+/// What [`check_capture`] found.
+struct CaptureCheck {
+    /// MIKEY datagrams (MSK, MTK messages, acknowledgements) opened.
+    opened: usize,
+    /// MIKEY datagrams.
+    mikey: usize,
+    /// SRTP datagrams.
+    srtp: usize,
+    /// The first few not opened.
+    failures: Vec<String>,
+}
+
+/// The capture's self-check: every MIKEY datagram opens with the keys of
+/// the key log (MSK and MTK messages by their KEMAC, acknowledgements by
+/// their verification MAC against the MSK message they answer).
+fn check_capture(
+    caps: &[Captured],
+    muks: &BTreeMap<String, [u8; 32]>,
+    msks: &BTreeMap<Vec<u8>, Vec<u8>>,
+) -> CaptureCheck {
+    let mut opened = 0usize;
+    let mut mikey_count = 0usize;
+    let mut srtp_count = 0usize;
+    let mut failures = Vec::new();
+    // The MSK messages seen so far by (T, IDr), for the acknowledgements
+    // (a scan of every earlier datagram made the check quadratic: 61 s of
+    // a 1,000-UE run), and the outcome of each distinct KEMAC message (an
+    // MTK message goes to every UE: the same bytes open the same way).
+    let mut initiators: HashMap<InitiatorKey, Vec<usize>> = HashMap::new();
+    let mut kemac_opened: HashMap<&[u8], bool> = HashMap::new();
+    for (idx, c) in caps.iter().enumerate() {
+        match c.kind {
+            TapKind::Srtp => {
+                srtp_count += 1;
+                continue;
+            }
+            TapKind::Mikey | TapKind::Mtk => mikey_count += 1,
+        }
+        let ok = check_one(&c.bytes, caps, &initiators, &mut kemac_opened, muks, msks);
+        if c.kind == TapKind::Mikey {
+            if let Some(key) = mikey::Message::parse(&c.bytes)
+                .ok()
+                .filter(|m| m.kemac().is_some())
+                .and_then(|m| initiator_key(&m))
+            {
+                initiators.entry(key).or_default().push(idx);
+            }
+        }
+        if ok {
+            opened += 1;
+        } else if failures.len() < 3 {
+            failures.push(format!(
+                "datagram {idx} ({:?} {} -> {})",
+                c.kind, c.src, c.dst
+            ));
+        }
+    }
+    CaptureCheck {
+        opened,
+        mikey: mikey_count,
+        srtp: srtp_count,
+        failures,
+    }
+}
+
+/// Writes the captured datagrams as a pcap file.
+fn write_pcap(p: &std::path::Path, caps: &[Captured]) -> anyhow::Result<()> {
+    let f = std::io::BufWriter::new(
+        std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+    );
+    let mut w = mbms_capture::PcapWriter::new(f)?;
+    for c in caps {
+        let t = c
+            .time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        w.write_udp(t, c.src, c.dst, &c.bytes)?;
+    }
+    w.finish()?;
+    Ok(())
 }
 
 /// Folders removed at once at most by [`remove_folders`].
@@ -2084,7 +2144,18 @@ pub fn render_table(r: &DemoReport) -> String {
         r.wall_millis as f64 / 1000.0,
         if r.success { "SUCCESS" } else { "FAILED" }
     ));
-    if (r.mikey_port, r.mtk_port, r.srtp_port) != (MIKEY_PORT, MTK_PORT, SRTP_PORT) {
+    if let Some(c) = &r.cluster {
+        s.push_str(&format!(
+            "{} BM-SC instances on PostgreSQL; SIGKILL to {} (the anchor) with {} UEs holding the new MSK; a survivor took over after {}; every UE active {:.2} s after the kill; MSK messages per instance {:?}; (MUK, counter) reuses {}\n",
+            c.instances,
+            c.killed_instance,
+            c.holders_at_kill,
+            c.takeover_ms.map_or("(not seen)".to_owned(), |t| format!("{:.2} s", t as f64 / 1000.0)),
+            c.failover_ms as f64 / 1000.0,
+            c.msk_messages_per_instance,
+            c.counter_reuses,
+        ));
+    } else if (r.mikey_port, r.mtk_port, r.srtp_port) != (MIKEY_PORT, MTK_PORT, SRTP_PORT) {
         if r.port_fallback {
             s.push_str("note: a port asked for was taken; free ports were used\n");
         }

@@ -57,8 +57,25 @@ pub struct RekeyArgs {
     /// unless every UE ends holding the new MSK active, no UE saw a
     /// counter twice or going backwards, and every UE is charged exactly
     /// once for the new MSK.
+    /// With --bmsc-instances K > 1 the anchor of the key group is killed
+    /// instead (`GET /admin/v1/cluster`) and stays dead: the survivors
+    /// take over (the failover time is reported).
     #[arg(long, value_name = "F", value_parser = parse_kill_fraction)]
     kill_bmsc_at: Option<f64>,
+    /// Run K BM-SC instances on one PostgreSQL database (needs
+    /// --postgres); the UEs register and ask at instance i mod K (round
+    /// robin), the rotation goes through any instance.
+    #[arg(long, value_name = "K", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=16))]
+    bmsc_instances: u64,
+    /// The BM-SC store on PostgreSQL: a database of its own is created
+    /// from this URL (any database of the server) and dropped at the end.
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
+    /// `[cluster] lease_ms` of the instances: how long a dead instance's
+    /// key groups and UEs stay its own (default: the BM-SC's, 10000).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(100..))]
+    lease_ms: Option<u64>,
 }
 
 fn parse_kill_fraction(s: &str) -> Result<f64, String> {
@@ -103,6 +120,13 @@ pub fn run(a: RekeyArgs) -> ExitCode {
     o.progress = !a.json || std::io::IsTerminal::is_terminal(&std::io::stderr());
     o.timeline = a.plot.is_some();
     o.kill_bmsc_at = a.kill_bmsc_at;
+    if a.bmsc_instances > 1 && a.postgres.is_none() {
+        eprintln!("error: --bmsc-instances above 1 needs --postgres URL");
+        return ExitCode::FAILURE;
+    }
+    o.bmsc_instances = a.bmsc_instances as usize;
+    o.postgres = a.postgres;
+    o.lease_ms = a.lease_ms;
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -163,6 +187,15 @@ fn text(r: &RekeyReport) -> String {
             k.ues_charged_twice,
             if k.passed { "passed" } else { "FAILED" },
         ));
+        if let Some(f) = &k.failover {
+            t.push_str(&format!(
+                "failover: {} of {} instances killed (the anchor); a survivor named the anchor after {}; every UE active {:.3} s after the SIGKILL\n",
+                f.killed_instance,
+                f.instances,
+                f.takeover_s.map_or("never".to_owned(), |s| format!("{s:.3} s")),
+                f.every_ue_active_s,
+            ));
+        }
     }
     t
 }
@@ -178,7 +211,9 @@ fn figures(r: &RekeyReport) -> String {
          swarm:  {} datagrams in, {} acks out, {} dropped by --loss in / {} out, {} MSK requests, {} refused\n\
          kernel: UDP drops during the rekey: {} receive-buffer, {} send-buffer (setup: {} / {})\n\
          memory: BM-SC RSS {} -> {} KiB, {:.0} bytes per registered UE\n\
-         CPU s:  rekey BM-SC {:.2}, BSF {:.2}, swarm {:.2} ({:.2} us/UE, {:.2} us busy per message); setup BM-SC {:.2}, BSF {:.2}, swarm {:.2} ({:.1} us/UE)\n",
+         CPU s:  rekey BM-SC {:.2}, BSF {:.2}, swarm {:.2} ({:.2} us/UE, {:.2} us busy per message); setup BM-SC {:.2}, BSF {:.2}, swarm {:.2} ({:.1} us/UE)\n\
+         msk-request: {} requests in {:.3} s ({:.0}/s, {} failed); BM-SC CPU {:.2} s\n\
+         BM-SC instances: {} on {}; CPU s per instance: rekey {}; msk-request {}\n{}",
         r.ues, r.loss, r.sockets, r.socket_buffer / 1024, r.cpus,
         s.import_s, s.bootstrap_s, s.bootstraps_per_s, s.register_s, s.registrations_per_s, s.settle_s,
         k.seconds, k.all_hold_s, k.ues_holding, r.ues,
@@ -188,7 +223,17 @@ fn figures(r: &RekeyReport) -> String {
         r.memory.bmsc_rss_before_kib, r.memory.bmsc_rss_after_kib, r.memory.bmsc_bytes_per_ue,
         r.cpu_rekey.bmsc_s, r.cpu_rekey.bsf_s, r.cpu_rekey.swarm_s, r.swarm_cpu_us_per_ue_rekey, r.swarm_us_per_message,
         r.cpu_setup.bmsc_s, r.cpu_setup.bsf_s, r.cpu_setup.swarm_s, r.swarm_cpu_us_per_ue_setup,
+        r.msk_request.requests, r.msk_request.seconds, r.msk_request.per_s, r.msk_request.errors, r.msk_request.cpu.bmsc_s,
+        r.bmsc_instances, r.store, per_instance(&r.cpu_rekey.bmsc_instances_s), per_instance(&r.msk_request.cpu.bmsc_instances_s),
+        r.msk_request.first_error.as_ref().map_or(String::new(), |e| format!("msk-request: first failure: {e}\n")),
     )
+}
+
+fn per_instance(cpu: &[f64]) -> String {
+    cpu.iter()
+        .map(|c| format!("{c:.2}"))
+        .collect::<Vec<_>>()
+        .join(" / ")
 }
 
 /// Options of `mbms bench http`.

@@ -38,6 +38,23 @@ pub struct DemoArgs {
     /// messages (docs/demo.md). It holds key identifiers, never keys.
     #[arg(long, value_name = "FILE.html")]
     report: Option<PathBuf>,
+    /// Scale-out (docs/scale-out.md): run the BM-SC as K `mbms bmsc`
+    /// processes on one PostgreSQL database (needs --postgres), spread the
+    /// UEs' Ua requests over them and SIGKILL the key group's anchor in
+    /// the middle of a rotation; succeeds only if every UE ends with the
+    /// current MSK, no counter was used twice and every charging record
+    /// exists exactly once.
+    #[arg(long, value_name = "K", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=16))]
+    bmsc_instances: u64,
+    /// PostgreSQL URL for --bmsc-instances (any database of the server; the
+    /// run creates a database of its own and drops it).
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
+    /// `[cluster] lease_ms` of the instances (default: the BM-SC's, 10000):
+    /// how long the killed anchor's key group and UEs stay its own.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(100..))]
+    lease_ms: Option<u64>,
 }
 
 /// Runs the demo; exit 0 only if every procedure succeeded for every UE.
@@ -75,6 +92,9 @@ pub fn run(a: DemoArgs) -> ExitCode {
             }
         }
     };
+    if a.bmsc_instances > 1 {
+        return run_cluster(a, &progress, tty);
+    }
     // The run's databases and UE state hold K, OPc, Ks, MUKs and MSKs: a
     // 0700 folder that we remove on every way out, SIGINT and SIGTERM
     // included (the services are stopped first, then the folder goes).
@@ -168,5 +188,75 @@ async fn run_demo(
         Ok((r, Some(rec)))
     } else {
         Ok((mbms_demo::run(opts, progress).await?, None))
+    }
+}
+
+/// `mbms demo --bmsc-instances K --postgres URL` (`mbms_demo::run_cluster`).
+fn run_cluster(a: DemoArgs, progress: &(dyn Fn(Progress) + Send + Sync), tty: bool) -> ExitCode {
+    let Some(postgres) = a.postgres.clone() else {
+        eprintln!("error: --bmsc-instances above 1 needs --postgres URL");
+        return ExitCode::FAILURE;
+    };
+    if a.report.is_some() || a.free_ports {
+        eprintln!("error: --report and --free-ports are options of the single-instance demo (with --bmsc-instances every port is a free one)");
+        return ExitCode::FAILURE;
+    }
+    let mbms_bin = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: cannot find this program's path: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let o = mbms_demo::ClusterOptions {
+        mbms_bin,
+        ues: a.ues,
+        instances: a.bmsc_instances as usize,
+        postgres,
+        lease_ms: a.lease_ms,
+        pcap: a.pcap,
+        keylog: a.keylog,
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // On a signal the run's future is dropped: the services' Drop stops
+    // the children and drops the database.
+    let outcome = rt.block_on(async {
+        let signal = mbms_service::shutdown_signal();
+        tokio::select! {
+            r = mbms_demo::run_cluster(&o, progress) => Some(r),
+            () = signal => None,
+        }
+    });
+    if tty {
+        eprint!("\r\x1b[2K");
+    }
+    let Some(report) = outcome else {
+        eprintln!("stopped by a signal");
+        return ExitCode::from(EXIT_SIGNALLED);
+    };
+    match report {
+        Ok(r) => {
+            let out = if a.json {
+                serde_json::to_string_pretty(&r).unwrap_or_default() + "\n"
+            } else {
+                mbms_demo::render_table(&r)
+            };
+            let _ = std::io::stdout().write_all(out.as_bytes());
+            if r.success {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
