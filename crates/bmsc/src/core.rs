@@ -954,7 +954,11 @@ impl Core {
     /// but never writes to the store; `None`, with nothing changed, when
     /// the messages due need a new block of MUK counters (a store write:
     /// poll from a blocking thread then).
-    pub fn poll_short(&mut self, now: Timestamp, max: usize) -> Result<Option<Datagrams>, CoreError> {
+    pub fn poll_short(
+        &mut self,
+        now: Timestamp,
+        max: usize,
+    ) -> Result<Option<Datagrams>, CoreError> {
         let Some(actions) = self.engine.poll_reserved(now, max.max(1), &mut self.rng)? else {
             return Ok(None);
         };

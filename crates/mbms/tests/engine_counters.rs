@@ -5,7 +5,8 @@ mod engine_support;
 
 use engine_support::*;
 use mbms::engine::{
-    Action, Timestamp, DeliveryState, Engine, EngineConfig, EngineError, KeyGroupConfig, MemoryStore, Step,
+    Action, DeliveryState, Engine, EngineConfig, EngineError, KeyGroupConfig, MemoryStore, Step,
+    Timestamp,
 };
 use mbms::messages::{MskEnvelope, MtkEnvelope, Streaming};
 use mbms::{MskId, MskName, MtkId};
@@ -41,7 +42,12 @@ fn muk_counters_never_repeat_across_a_simulated_crash() {
             let now = t(round * 100_000);
             e.solicited_pull(&ue.id, &group(1)).unwrap();
             let actions = e.poll(now, &mut rng).unwrap();
-            assert!(actions.iter().any(|a| matches!(a, Action::SendMikey { step: None, .. })), "the pull is built by the poll");
+            assert!(
+                actions
+                    .iter()
+                    .any(|a| matches!(a, Action::SendMikey { step: None, .. })),
+                "the pull is built by the poll"
+            );
             // Every counter put in a message was persisted before: it is at
             // most the store's high-water mark at the time it is emitted.
             let hw = e.store().counter_mark().unwrap();
@@ -236,7 +242,11 @@ fn solicited_pull_uses_the_last_muk_and_is_not_tracked() {
     new.register(&mut e, t(1));
     e.solicited_pull(&new.id, &group(1)).unwrap();
     assert_eq!(e.pulls_queued(), 1);
-    assert_eq!(e.next_deadline(), Some(Timestamp(0)), "a queued pull is due now");
+    assert_eq!(
+        e.next_deadline(),
+        Some(Timestamp(0)),
+        "a queued pull is due now"
+    );
     let actions = e.poll(t(2), &mut rng).unwrap();
     let [Action::SendMikey {
         ue,
