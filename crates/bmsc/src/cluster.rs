@@ -20,7 +20,7 @@
 //!
 //! # Leases, renewal, takeover
 //!
-//! Every `lease_ms / 3` an instance ([`run`]) writes its heartbeat, then in
+//! Every `lease_ms / 3` an instance (its lease task) writes its heartbeat, then in
 //! one transaction per kind renews its leases (`expires_at = now() +
 //! lease`), gives back those beyond its fair share, and takes free or
 //! expired ones (`expires_at < now()`, `FOR UPDATE SKIP LOCKED`, epoch

@@ -188,7 +188,7 @@ impl RecvBatch {
 /// through buffers it keeps from call to call: nothing is allocated per
 /// call once warm. The datagram buffers are the receiver's; the I/O
 /// vectors live on the stack; on Linux the `recvmmsg` headers (their
-/// source address slots) are allocated once per thread ([`RECV_HEADERS`]).
+/// source address slots) are allocated once per thread (`RECV_HEADERS`).
 pub struct Receiver {
     bufs: Box<[[u8; MAX_DATAGRAM]]>,
     /// The socket last received from and whether it is IPv6 (which set of
