@@ -20,16 +20,19 @@
 //!
 //! # Leases, renewal, takeover
 //!
-//! Every `lease_ms / 3` an instance (its lease task) writes its heartbeat, then in
-//! one transaction per kind renews its leases (`expires_at = now() +
-//! lease`), gives back those beyond its fair share, and takes free or
-//! expired ones (`expires_at < now()`, `FOR UPDATE SKIP LOCKED`, epoch
-//! raised). Expiry is judged by the database's clock only. An instance
-//! that cannot renew stops using its leases once `lease_ms` minus a tenth
-//! has passed since it sent its last successful renewal ([`LeaseClock`]),
-//! before the database lets anyone else take them. A killed instance's
-//! shards and key groups are taken by the survivors within `lease_ms` plus
-//! one renewal period.
+//! `lease_ms` is the takeover time. A lease is written for its *term*,
+//! [`lease_term_ms`] (five sixths of `lease_ms`), and renewed every sixth
+//! ([`LeaseClock::renew_every`]). Each time an instance (its lease task)
+//! writes its heartbeat, then in one transaction per kind renews its leases
+//! (`expires_at = now() + term`), gives back those beyond its fair share,
+//! and takes free or expired ones (`expires_at < now()`, `FOR UPDATE SKIP
+//! LOCKED`, epoch raised). Expiry is judged by the database's clock only.
+//! An instance that cannot renew stops using its leases once the term
+//! minus a tenth has passed since it sent its last successful renewal
+//! ([`LeaseClock`]), before the database lets anyone else take them. A
+//! killed instance renewed at most one renewal period before its death,
+//! so its leases expire at most a term after it, and a survivor takes them
+//! at its next renewal: within term + period = `lease_ms`.
 //!
 //! Taking UE shards: the instance first reserves a fresh block of MUK
 //! counters above every block anyone reserved (`UPDATE muk_counters SET
@@ -105,6 +108,14 @@ pub fn shard_of(impi: &str) -> u32 {
     h % UE_SHARDS
 }
 
+/// The term a lease is written for (`expires_at = now() + term`): five
+/// sixths of `lease_ms`, renewed every sixth, so that an instance's leases
+/// are taken by another within `lease_ms` of its death (issue 13: the
+/// takeover within the configured time, 10 s by default).
+pub fn lease_term_ms(lease_ms: u64) -> u64 {
+    lease_ms.saturating_mul(5) / 6
+}
+
 /// How many of `items` leases one of `live` instances takes at most:
 /// `ceil(items / live)`, so that the live instances cover all of them.
 pub fn fair_share(items: usize, live: usize) -> usize {
@@ -143,9 +154,11 @@ impl LeaseClock {
         self.valid_until.is_some_and(|u| now < u)
     }
 
-    /// How often to renew: a third of the lease time.
+    /// How often to renew: a fifth of the term (a sixth of `lease_ms`), so
+    /// that term + period = `lease_ms` bounds the takeover and the holder
+    /// keeps its leases through three renewals missed in a row.
     pub fn renew_every(&self) -> Duration {
-        (self.lease / 3).max(Duration::from_millis(10))
+        (self.lease / 5).max(Duration::from_millis(10))
     }
 }
 
@@ -284,13 +297,13 @@ fn claim_all(st: &ClusterState, key_groups: usize) -> Result<Claimed, StoreError
     let key_groups = c.claim(
         LeaseKind::KeyGroup,
         &st.instance_id,
-        st.lease_ms,
+        lease_term_ms(st.lease_ms),
         fair_share(key_groups, live),
     )?;
     let shards = c.claim(
         LeaseKind::UeShard,
         &st.instance_id,
-        st.lease_ms,
+        lease_term_ms(st.lease_ms),
         fair_share(UE_SHARDS as usize, live),
     )?;
     Ok(Claimed { shards, key_groups })
@@ -576,7 +589,7 @@ fn listen_thread(store: Arc<dyn Store>, tx: mpsc::UnboundedSender<String>, stop:
 /// everything at once.
 pub(crate) async fn first_claim(app: &Arc<App>, st: &Arc<ClusterState>) -> Renewal {
     let mut r = Renewer {
-        clock: LeaseClock::new(Duration::from_millis(st.lease_ms)),
+        clock: LeaseClock::new(Duration::from_millis(lease_term_ms(st.lease_ms))),
         anchored: BTreeMap::new(),
     };
     r.tick(app, st).await;
@@ -590,7 +603,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await.map(drop);
 }
 
-/// The cluster task: renews the leases every `lease_ms / 3`, applies the
+/// The cluster task: renews the leases every `lease_ms / 6`, applies the
 /// changes of ownership, handles the notices, and gives everything back
 /// at a graceful stop.
 pub(crate) async fn run(
@@ -682,7 +695,11 @@ mod tests {
         c.renewed(t0 + Duration::from_millis(500));
         c.renewed(t0);
         assert!(c.valid(t0 + Duration::from_millis(1399)));
-        assert_eq!(c.renew_every().as_millis(), 333);
+        assert_eq!(c.renew_every().as_millis(), 200);
+        // Term + renewal period = lease_ms: the takeover bound.
+        let term = lease_term_ms(12_000);
+        let period = LeaseClock::new(Duration::from_millis(term)).renew_every();
+        assert_eq!(u128::from(term) + period.as_millis(), 12_000);
     }
 
     #[test]
