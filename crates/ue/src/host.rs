@@ -144,6 +144,10 @@ pub(crate) struct HostInner {
     by_btid: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Datagram>>>>,
     /// MTK and SRTP sockets by address.
     fanout: Mutex<HashMap<SocketAddr, Shared>>,
+    /// Held while a shared socket is bound: UEs starting together that name
+    /// the same new address bind it once (the second bind of a racing pair
+    /// failed with "address in use": one UE of 10,000 in a demo run).
+    binding: tokio::sync::Mutex<()>,
     counters: Counters,
 }
 
@@ -187,6 +191,7 @@ impl UeHost {
                 mikey: Mutex::new(HashMap::new()),
                 by_btid: Arc::new(Mutex::new(HashMap::new())),
                 fanout: Mutex::new(HashMap::new()),
+                binding: tokio::sync::Mutex::new(()),
                 counters: Counters::default(),
             }),
         })
@@ -230,6 +235,10 @@ impl UeHost {
         if let Some(s) = lock(&self.inner.mikey).get(&addr) {
             return Ok(s.sock.clone());
         }
+        let _binding = self.inner.binding.lock().await;
+        if let Some(s) = lock(&self.inner.mikey).get(&addr) {
+            return Ok(s.sock.clone());
+        }
         let sock = Arc::new(bind_shared(addr, "shared MIKEY listener").await?);
         let mut m = lock(&self.inner.mikey);
         if let Some(s) = m.get(&addr) {
@@ -264,6 +273,11 @@ impl UeHost {
             .map(|s| lock(&s.fanout).push(tx.clone()))
             .is_some();
         if !exists {
+            let _binding = self.inner.binding.lock().await;
+            if let Some(s) = lock(&self.inner.fanout).get(&addr) {
+                lock(&s.fanout).push(tx);
+                return Ok(Inbox::Channel(rx));
+            }
             let sock = Arc::new(bind_shared(addr, what).await?);
             let mut f = lock(&self.inner.fanout);
             match f.get(&addr) {
@@ -471,6 +485,44 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("timed out waiting for {what}");
+    }
+
+    /// UEs starting together that name the same new address share one
+    /// socket: neither fails with "address in use".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn ues_naming_one_new_address_at_once_share_its_socket() {
+        for _ in 0..50 {
+            let host = Arc::new(host());
+            let addr = addr_next("127.0.0.1:0".parse().unwrap());
+            let mtk = addr_next(addr);
+            let start = Arc::new(tokio::sync::Barrier::new(8));
+            let mut tasks = Vec::new();
+            for i in 0..8 {
+                let (host, start) = (host.clone(), start.clone());
+                tasks.push(tokio::spawn(async move {
+                    start.wait().await;
+                    if i % 2 == 0 {
+                        host.mikey_socket(addr)
+                            .await
+                            .map(|s| Some(s.local_addr().unwrap()))
+                    } else {
+                        host.fanout_inbox(mtk, "MTK").await.map(|_| None)
+                    }
+                }));
+            }
+            for t in tasks {
+                let r = t.await.unwrap().expect("no \"address in use\"");
+                assert!(r.is_none_or(|a| a == addr));
+            }
+        }
+    }
+
+    /// A free port next to `a`'s (bound and released).
+    fn addr_next(a: SocketAddr) -> SocketAddr {
+        std::net::UdpSocket::bind((a.ip(), 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
     }
 
     /// More datagrams than one `recvmmsg` batch, for two UEs interleaved
