@@ -105,6 +105,37 @@ impl Admin {
         Ok(anchor_of(&v, id, &self.bases))
     }
 
+    /// With several instances: polls `GET /admin/v1/cluster` every 20 ms
+    /// until every instance is alive and holds UE shards, all
+    /// `bmsc::cluster::UE_SHARDS` (256) of them are held, and key group
+    /// `id` has an anchor: the starting instances have shared out the work
+    /// (the first one up holds everything until the others join). The run
+    /// starts from there. An error after `limit`.
+    pub async fn wait_settled(
+        &self,
+        id: u16,
+        limit: std::time::Duration,
+    ) -> Result<(), BenchError> {
+        if self.bases.len() < 2 {
+            return Ok(());
+        }
+        let start = std::time::Instant::now();
+        let mut last = serde_json::Value::Null;
+        while start.elapsed() < limit {
+            if let Ok(v) = self.get_json("/admin/v1/cluster").await {
+                if settled(&v, self.bases.len()) && anchor_of(&v, id, &self.bases).is_some() {
+                    return Ok(());
+                }
+                last = v;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Err(BenchError::Service(format!(
+            "the {} instances did not share out the UE shards within {limit:?}: {last}",
+            self.bases.len()
+        )))
+    }
+
     /// Polls `GET /admin/v1/cluster` every 20 ms until a live instance
     /// other than `victim` is named the anchor of key group `id`; the
     /// instant it was seen, `None` after `limit`.
@@ -217,6 +248,20 @@ pub fn anchor_of(v: &serde_json::Value, id: u16, bases: &[String]) -> Option<usi
         let url = holder["url"].as_str()?.trim_end_matches('/');
         bases.iter().position(|b| b == url)
     })
+}
+
+/// Whether `GET /admin/v1/cluster` (`v`) shows `k` live instances that
+/// each hold UE shards and hold all 256 between them.
+fn settled(v: &serde_json::Value, k: usize) -> bool {
+    let Some(list) = v["instances"].as_array() else {
+        return false;
+    };
+    let live: Vec<u64> = list
+        .iter()
+        .filter(|x| x["alive"] != false)
+        .map(|x| x["ue_shards"].as_u64().unwrap_or(0))
+        .collect();
+    live.len() == k && live.iter().all(|n| *n > 0) && live.iter().sum::<u64>() == 256
 }
 
 /// An MSK ID in JSON (a string).

@@ -466,6 +466,10 @@ async fn run_with(o: &RekeyOptions, services: &mut Services) -> Result<RekeyRepo
         http = http.pool_max_idle_per_host(0);
     }
     let admin = Admin::new(http.build()?, services);
+    // Several instances share out the UE shards before the first UE comes.
+    admin
+        .wait_settled(services.names.key_group, Duration::from_secs(60))
+        .await?;
     let mut cfg = services.swarm_config(o.ues, o.seed);
     if let Some(s) = o.sockets {
         cfg.sockets = s.max(1);

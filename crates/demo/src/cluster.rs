@@ -177,6 +177,10 @@ async fn run_with(
         .pool_max_idle_per_host(0)
         .build()?;
     let admin = Admin::new(http, &services);
+    // The instances share out the UE shards before the first UE comes.
+    admin
+        .wait_settled(services.names.key_group, Duration::from_secs(60))
+        .await?;
     let mut cfg = services.swarm_config(n, 1);
     cfg.concurrency = 32;
     cfg.sockets = 2;
