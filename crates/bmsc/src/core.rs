@@ -1821,20 +1821,9 @@ impl CoreHandle {
         T: Send + 'static,
         F: FnOnce(&mut Core) -> T + Send + 'static,
     {
-        let f = {
-            let guard = match self.core.try_lock() {
-                Ok(c) => Some(c),
-                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
-                Err(std::sync::TryLockError::WouldBlock) => None,
-            };
-            match guard {
-                // Checked under the lock that runs `f`: ownership cannot
-                // change in between.
-                Some(mut c) if c.owns_ue(impi) => return f(&mut c),
-                _ => f,
-            }
-        };
-        self.run(f).await
+        // Checked under the lock that runs `f`: ownership cannot change in
+        // between.
+        self.run_short_if(|c| c.owns_ue(impi), f).await
     }
 
     /// Runs `f` on the core on this thread when the core is free, for the
@@ -1852,6 +1841,16 @@ impl CoreHandle {
         T: Send + 'static,
         F: FnOnce(&mut Core) -> T + Send + 'static,
     {
+        self.run_short_if(|_| true, f).await
+    }
+
+    /// `f` on this thread when the core is free and `inline` holds for it
+    /// (checked under the same lock), else on a blocking thread.
+    async fn run_short_if<T, F>(&self, inline: impl FnOnce(&Core) -> bool, f: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Core) -> T + Send + 'static,
+    {
         let f = {
             let guard = match self.core.try_lock() {
                 Ok(c) => Some(c),
@@ -1859,8 +1858,8 @@ impl CoreHandle {
                 Err(std::sync::TryLockError::WouldBlock) => None,
             };
             match guard {
-                Some(mut c) => return f(&mut c),
-                None => f,
+                Some(mut c) if inline(&c) => return f(&mut c),
+                _ => f,
             }
         };
         self.run(f).await
