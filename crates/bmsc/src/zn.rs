@@ -13,7 +13,7 @@ use gba::{MbmsKeys, Mrk, Muk, NafId, NafKey};
 use crate::config::Token;
 
 /// Most cached B-TIDs; past it expired entries are dropped, then the
-/// oldest.
+/// eighth that expires first ([`make_room`]).
 const CACHE_CAPACITY: usize = 100_000;
 
 /// The keys of one bootstrapping session for this BM-SC. Never printed.
@@ -92,6 +92,39 @@ fn decode_key(b64: &str, what: &str) -> Result<NafKey, ZnError> {
     let k = NafKey::from_slice(&raw).map_err(|_| ZnError::Malformed(format!("{what} length")));
     zeroize::Zeroize::zeroize(&mut raw);
     k
+}
+
+/// Room for one more entry in a cache of at most `capacity`: when it is
+/// full, the expired entries go; if that is not enough, the eighth of the
+/// entries that expire first (all bootstrapping sessions have the BSF's
+/// one lifetime, so these are about the oldest). Dropping an eighth at a
+/// time keeps the cost per insertion constant (one scan per `capacity / 8`
+/// insertions), and the entries in use stay: clearing the whole cache
+/// would send every UE's next request to the BSF at once.
+fn make_room(c: &mut HashMap<String, Arc<UeKeys>>, now: u64, capacity: usize) {
+    if c.len() < capacity {
+        return;
+    }
+    c.retain(|_, v| v.expires_at > now);
+    if c.len() < capacity {
+        return;
+    }
+    let mut ends: Vec<u64> = c.values().map(|v| v.expires_at).collect();
+    let cut = (ends.len() / 8).max(1);
+    let (_, nth, _) = ends.select_nth_unstable(cut - 1);
+    let limit = *nth;
+    // The strictly earlier ones (fewer than `cut`), then ties at the limit
+    // until `cut` are gone: many sessions share one expiry second.
+    c.retain(|_, v| v.expires_at >= limit);
+    let mut more = cut.saturating_sub(ends.len() - c.len());
+    c.retain(|_, v| {
+        if more > 0 && v.expires_at == limit {
+            more -= 1;
+            false
+        } else {
+            true
+        }
+    });
 }
 
 impl ZnClient {
@@ -190,16 +223,54 @@ impl ZnClient {
         });
         if expires_at > now {
             let mut c = self.cache();
-            if c.len() >= CACHE_CAPACITY {
-                c.retain(|_, v| v.expires_at > now);
-                if c.len() >= CACHE_CAPACITY {
-                    c.clear();
-                }
-            }
+            make_room(&mut c, now, CACHE_CAPACITY);
             c.insert(btid.to_owned(), k.clone());
             Ok(Some(k))
         } else {
             Ok(None)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(expires_at: u64) -> Arc<UeKeys> {
+        Arc::new(UeKeys {
+            impi: "ue@home1.net".into(),
+            mrk: Mrk::from_bytes([1; 32]),
+            muk: Muk::from_bytes([2; 32]),
+            expires_at,
+        })
+    }
+
+    #[test]
+    fn a_full_cache_drops_the_expired_then_an_eighth_expiring_first() {
+        let mut c = HashMap::new();
+        for i in 0..16u64 {
+            c.insert(format!("b{i}"), keys(100 + i));
+        }
+        // Not full: nothing goes.
+        make_room(&mut c, 0, 17);
+        assert_eq!(c.len(), 16);
+        // Two expired at now = 101 (100 and 101): they go, nothing else.
+        make_room(&mut c, 101, 16);
+        assert_eq!(c.len(), 14);
+        assert!(!c.contains_key("b0") && !c.contains_key("b1"));
+        // Full, none expired: the eighth (1 of 14) that expires first.
+        make_room(&mut c, 0, 14);
+        assert_eq!(c.len(), 13);
+        assert!(!c.contains_key("b2") && c.contains_key("b3"));
+    }
+
+    #[test]
+    fn ties_at_the_limit_do_not_empty_the_cache() {
+        let mut c = HashMap::new();
+        for i in 0..64u64 {
+            c.insert(format!("b{i}"), keys(500));
+        }
+        make_room(&mut c, 0, 64);
+        assert_eq!(c.len(), 56, "one eighth of 64 goes, not every tie");
     }
 }
