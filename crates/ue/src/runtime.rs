@@ -693,7 +693,16 @@ impl RunningUe {
         for t in std::mem::take(&mut self.tasks) {
             let _ = t.await;
         }
-        self.shell.write_status(false);
+        // The last status file: a file write and a rename, which on a busy
+        // disk can take tens of milliseconds; off the runtime's workers, so
+        // that many UEs stopping at once (the demo's 10,000) overlap.
+        let shell = self.shell.clone();
+        if tokio::task::spawn_blocking(move || shell.write_status(false))
+            .await
+            .is_err()
+        {
+            warn!("writing status.json: the blocking task failed");
+        }
         r
     }
 }

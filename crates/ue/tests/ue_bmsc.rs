@@ -467,9 +467,13 @@ async fn gba_u_mode_gets_msks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstraps_again_before_the_btid_expires() {
-    let env = Env::with_lifetime(6).await;
+    // A bootstrapping every 6 s: long enough for the MSK push under the
+    // second B-TID to arrive before a third one on a busy machine (with
+    // 6 s / 3 s, a third bootstrapping at load 50 replaced the B-TID the
+    // status is compared with).
+    let env = Env::with_lifetime(20).await;
     let mut cfg = env.ue_config("ue", &[NEWS], None);
-    cfg.rebootstrap_margin_s = 3;
+    cfg.rebootstrap_margin_s = 14;
     let (ue, mut ev) = start_ue(cfg).await;
     let first = wait_event(&mut ev, 10, "the bootstrapping", |e| {
         matches!(e, UeEvent::Bootstrapped { .. })
