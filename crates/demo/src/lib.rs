@@ -1751,10 +1751,21 @@ async fn run_recorded(
     });
 
     // ---- stop everything -------------------------------------------------------------
+    // Many at once: each writes its last status file, and one after the
+    // other 10,000 of them took most of an hour on a busy disk.
+    let mut stopping = tokio::task::JoinSet::new();
     for u in ues.iter_mut() {
         if let Some(r) = u.ue.take() {
-            let _ = r.shutdown(false).await;
+            if stopping.len() >= STARTS_AT_ONCE {
+                stopping.join_next().await;
+            }
+            stopping.spawn(async move {
+                let _ = r.shutdown(false).await;
+            });
         }
+    }
+    while stopping.join_next().await.is_some() {}
+    for u in ues.iter_mut() {
         for t in u.tasks.drain(..) {
             t.abort();
         }
