@@ -286,7 +286,8 @@ pub fn run_http(a: HttpArgs) -> ExitCode {
                      BM-SC msk-request (Digest): {:.0} req/s (rounds {:?}, {} errors)\n\
                      axum hello:                 {:.0} req/s (rounds {:?}, {} errors)\n\
                      ratio BM-SC / hello: {:.2}\n\
-                     CPU per request: BM-SC {:.1} us + generator {:.1} us; hello (server and generator) {:.1} us",
+                     CPU per request: BM-SC {:.1} us + generator {:.1} us; hello (server and generator) {:.1} us\n\
+                     voluntary context switches per request: BM-SC {:.2} + generator {:.2}; hello {:.2}",
                     r.connections,
                     r.seconds,
                     r.bmsc.rounds.len(),
@@ -300,7 +301,10 @@ pub fn run_http(a: HttpArgs) -> ExitCode {
                     r.ratio,
                     r.cpu_us_per_request.bmsc,
                     r.cpu_us_per_request.generator,
-                    r.cpu_us_per_request.hello
+                    r.cpu_us_per_request.hello,
+                    r.voluntary_switches_per_request.bmsc,
+                    r.voluntary_switches_per_request.generator,
+                    r.voluntary_switches_per_request.hello
                 );
             }
             ExitCode::SUCCESS
