@@ -27,13 +27,16 @@ use crate::swarm::Swarm;
 /// The JSON schema name of [`HttpReport`].
 pub const HTTP_SCHEMA: &str = "mbms-bench-http/1";
 
-/// The BM-SC's async worker threads in `mbms bench http`
-/// (`mbms bmsc --worker-threads`): one. The load generator and the UE swarm
-/// take the machine's other core (on 2 cores the rate is bounded by the CPU
-/// of both sides per request); with a worker per CPU the BM-SC's workers
-/// woke each other for every task that changed threads (0.87 voluntary
-/// context switches per request against 0.35 with one, and 3 to 5 us more
-/// CPU per request, issue 12). The hello server keeps one thread per CPU.
+/// The BM-SC's async worker threads in `mbms bench http` by default
+/// (`mbms bmsc --worker-threads`; `--bmsc-worker-threads` changes it): one.
+/// The load generator and the UE swarm take the machine's other core (on 2
+/// cores the rate is bounded by the CPU of both sides per request); with a
+/// worker per CPU the BM-SC's two workers woke each other for most tasks
+/// that changed threads (issue 12, 5 runs each: 0.85 voluntary context
+/// switches per request against 0.30 with one, 68.9 us of BM-SC CPU per
+/// request against 62.1). The hello server keeps one thread per CPU. On a
+/// machine loaded by other work a one-thread BM-SC gets a smaller share of
+/// the CPU than two threads would (docs/bench.md).
 pub const BMSC_WORKER_THREADS: usize = 1;
 
 /// Options of `mbms bench http`.
@@ -47,16 +50,20 @@ pub struct HttpOptions {
     pub seconds: f64,
     /// Measurements of each server (alternating).
     pub rounds: usize,
+    /// The BM-SC's async worker threads (`mbms bmsc --worker-threads`);
+    /// `None`: one per CPU.
+    pub bmsc_worker_threads: Option<usize>,
 }
 
 impl HttpOptions {
-    /// 64 connections, 3 s, 3 rounds.
+    /// 64 connections, 3 s, 3 rounds, [`BMSC_WORKER_THREADS`].
     pub fn new(mbms_bin: PathBuf) -> Self {
         HttpOptions {
             mbms_bin,
             connections: 64,
             seconds: 3.0,
             rounds: 3,
+            bmsc_worker_threads: Some(BMSC_WORKER_THREADS),
         }
     }
 }
@@ -199,7 +206,7 @@ pub async fn run(o: &HttpOptions) -> Result<HttpReport, BenchError> {
         retransmit_max_attempts: 6,
         max_connections: (2 * c).max(512),
         charging: false,
-        bmsc_worker_threads: Some(BMSC_WORKER_THREADS),
+        bmsc_worker_threads: o.bmsc_worker_threads,
     })?;
     let r = run_with(o, &mut services).await;
     services.stop();
