@@ -27,6 +27,18 @@ use crate::swarm::Swarm;
 /// The JSON schema name of [`HttpReport`].
 pub const HTTP_SCHEMA: &str = "mbms-bench-http/1";
 
+/// The BM-SC's async worker threads in `mbms bench http` by default
+/// (`mbms bmsc --worker-threads`; `--bmsc-worker-threads` changes it): one.
+/// The load generator and the UE swarm take the machine's other core (on 2
+/// cores the rate is bounded by the CPU of both sides per request); with a
+/// worker per CPU the BM-SC's two workers woke each other for most tasks
+/// that changed threads (issue 12, 5 runs each: 0.85 voluntary context
+/// switches per request against 0.30 with one, 68.9 us of BM-SC CPU per
+/// request against 62.1). The hello server keeps one thread per CPU. On a
+/// machine loaded by other work a one-thread BM-SC gets a smaller share of
+/// the CPU than two threads would (docs/bench.md).
+pub const BMSC_WORKER_THREADS: usize = 1;
+
 /// Options of `mbms bench http`.
 #[derive(Clone, Debug)]
 pub struct HttpOptions {
@@ -38,16 +50,20 @@ pub struct HttpOptions {
     pub seconds: f64,
     /// Measurements of each server (alternating).
     pub rounds: usize,
+    /// The BM-SC's async worker threads (`mbms bmsc --worker-threads`);
+    /// `None`: one per CPU.
+    pub bmsc_worker_threads: Option<usize>,
 }
 
 impl HttpOptions {
-    /// 64 connections, 3 s, 3 rounds.
+    /// 64 connections, 3 s, 3 rounds, [`BMSC_WORKER_THREADS`].
     pub fn new(mbms_bin: PathBuf) -> Self {
         HttpOptions {
             mbms_bin,
             connections: 64,
             seconds: 3.0,
             rounds: 3,
+            bmsc_worker_threads: Some(BMSC_WORKER_THREADS),
         }
     }
 }
@@ -80,6 +96,10 @@ pub struct HttpReport {
     pub ratio: f64,
     /// CPU time per request (all rounds), where the machine's time goes.
     pub cpu_us_per_request: CpuPerRequest,
+    /// Voluntary context switches per request (all rounds; threads'
+    /// `voluntary_ctxt_switches`), the same three sides: how often a
+    /// thread went to sleep waiting for another.
+    pub voluntary_switches_per_request: SwitchesPerRequest,
     /// CPUs of the machine.
     pub cpus: usize,
 }
@@ -99,11 +119,26 @@ pub struct CpuPerRequest {
     pub hello: f64,
 }
 
-/// CPU seconds of the BM-SC (`bmsc_pid`) and of this process.
-fn cpu_now(bmsc_pid: u32) -> (f64, f64) {
+/// Voluntary context switches per request (all threads of the process,
+/// all rounds of each server).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct SwitchesPerRequest {
+    /// The BM-SC process per accepted `msk-request`.
+    pub bmsc: f64,
+    /// The bench process during the BM-SC rounds, per `msk-request`.
+    pub generator: f64,
+    /// The bench process during the hello rounds, per hello request.
+    pub hello: f64,
+}
+
+/// CPU seconds of the BM-SC (`bmsc_pid`) and of this process, and their
+/// voluntary context switches.
+fn cpu_now(bmsc_pid: u32) -> (f64, f64, u64, u64) {
     (
         crate::procfs::cpu_seconds(bmsc_pid).unwrap_or(0.0),
         crate::procfs::self_cpu_seconds(),
+        crate::procfs::voluntary_switches(&bmsc_pid.to_string()).unwrap_or(0),
+        crate::procfs::voluntary_switches("self").unwrap_or(0),
     )
 }
 
@@ -113,6 +148,15 @@ fn us_per(seconds: f64, items: u64) -> f64 {
         0.0
     } else {
         1e6 * seconds / items as f64
+    }
+}
+
+/// `count` per item, 0 without items.
+fn per(count: u64, items: u64) -> f64 {
+    if items == 0 {
+        0.0
+    } else {
+        count as f64 / items as f64
     }
 }
 
@@ -162,6 +206,7 @@ pub async fn run(o: &HttpOptions) -> Result<HttpReport, BenchError> {
         retransmit_max_attempts: 6,
         max_connections: (2 * c).max(512),
         charging: false,
+        bmsc_worker_threads: o.bmsc_worker_threads,
     })?;
     let r = run_with(o, &mut services).await;
     services.stop();
@@ -214,6 +259,8 @@ async fn run_with(o: &HttpOptions, services: &mut Services) -> Result<HttpReport
     // bench-process seconds and requests of the hello rounds.
     let (mut bmsc_cpu, mut generator_cpu, mut bmsc_n) = (0.0, 0.0, 0u64);
     let (mut hello_cpu, mut hello_n) = (0.0, 0u64);
+    // Voluntary context switches: BM-SC, generator, hello side.
+    let (mut bmsc_sw, mut generator_sw, mut hello_sw) = (0u64, 0u64, 0u64);
     for _ in 0..o.rounds.max(1) {
         let before = cpu_now(bmsc_pid);
         let (n, e, t) = drive(c, dur, |i| {
@@ -230,10 +277,13 @@ async fn run_with(o: &HttpOptions, services: &mut Services) -> Result<HttpReport
         let after = cpu_now(bmsc_pid);
         bmsc_cpu += after.0 - before.0;
         generator_cpu += after.1 - before.1;
+        bmsc_sw += after.2.saturating_sub(before.2);
+        generator_sw += after.3.saturating_sub(before.3);
         bmsc_n += n;
         bmsc_rates.push(n as f64 / t);
         bmsc_errors += e;
         let before = crate::procfs::self_cpu_seconds();
+        let sw_before = crate::procfs::voluntary_switches("self").unwrap_or(0);
         let (n, e, t) = drive(c, dur, |_| {
             let (http, url, body) = (hello_http.clone(), hello_url.clone(), body.clone());
             async move {
@@ -251,6 +301,9 @@ async fn run_with(o: &HttpOptions, services: &mut Services) -> Result<HttpReport
         })
         .await;
         hello_cpu += crate::procfs::self_cpu_seconds() - before;
+        hello_sw += crate::procfs::voluntary_switches("self")
+            .unwrap_or(0)
+            .saturating_sub(sw_before);
         hello_n += n;
         hello_rates.push(n as f64 / t);
         hello_errors += e;
@@ -276,6 +329,11 @@ async fn run_with(o: &HttpOptions, services: &mut Services) -> Result<HttpReport
             bmsc: us_per(bmsc_cpu, bmsc_n),
             generator: us_per(generator_cpu, bmsc_n),
             hello: us_per(hello_cpu, hello_n),
+        },
+        voluntary_switches_per_request: SwitchesPerRequest {
+            bmsc: per(bmsc_sw, bmsc_n),
+            generator: per(generator_sw, bmsc_n),
+            hello: per(hello_sw, hello_n),
         },
         bmsc,
         hello,

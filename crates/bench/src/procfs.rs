@@ -30,6 +30,32 @@ pub fn self_cpu_seconds() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Voluntary context switches of a process (`self` or a PID): the sum of
+/// `voluntary_ctxt_switches` over its threads alive now
+/// (`/proc/PID/task/*/status`; `/proc/PID/status` alone counts the main
+/// thread). A thread that waits for work (a lock, a wake-up, a disk sync)
+/// counts one each time. `None` when the process is gone.
+pub fn voluntary_switches(pid: &str) -> Option<u64> {
+    let mut total = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let Ok(s) = std::fs::read_to_string(t.path().join("status")) else {
+            continue; // the thread ended meanwhile
+        };
+        total += status_voluntary(&s).unwrap_or(0);
+    }
+    Some(total)
+}
+
+fn status_voluntary(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 fn stat_cpu(stat: &str) -> Option<f64> {
     // The command name (field 2) may hold spaces: count after its ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -181,6 +207,25 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn voluntary_switches_are_read_from_every_thread() {
+        assert_eq!(
+            status_voluntary(
+                "Name:\tx\nvoluntary_ctxt_switches:\t42\nnonvoluntary_ctxt_switches:\t7\n"
+            ),
+            Some(42)
+        );
+        assert_eq!(status_voluntary("Name:\tx\n"), None);
+        // This process: a thread that sleeps switches at least once.
+        let before = voluntary_switches("self").unwrap();
+        std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(5)))
+            .join()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(voluntary_switches("self").unwrap() > before);
+        assert_eq!(voluntary_switches("999999999"), None);
+    }
 
     #[test]
     fn stat_fields() {

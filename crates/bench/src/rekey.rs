@@ -388,6 +388,7 @@ pub async fn run(o: &RekeyOptions) -> Result<RekeyReport, BenchError> {
             retransmit_max_attempts: 6,
             max_connections: (o.concurrency * 2).max(512),
             charging: o.kill_bmsc_at.is_some(),
+            bmsc_worker_threads: None,
         },
         &Cluster {
             instances: o.bmsc_instances,

@@ -62,12 +62,16 @@ pub struct ServiceOptions {
     /// `[[key_group]] charging` of the one key group: the 4-way procedure
     /// and a charging record per acknowledged MSK (seed 004 6.3.2.3.3).
     pub charging: bool,
+    /// `mbms bmsc --worker-threads N`; `None`: its default (one per CPU).
+    pub bmsc_worker_threads: Option<usize>,
 }
 
 /// The running BSF and BM-SC.
 pub struct Services {
     dir: tempfile::TempDir,
     mbms_bin: PathBuf,
+    /// Arguments of every BM-SC start beyond `--config` (`--worker-threads`).
+    bmsc_args: Vec<String>,
     bsf: Child,
     /// The BM-SC instances; `None` once killed by [`Self::kill_bmsc`].
     bmsc: Vec<Option<Child>>,
@@ -267,9 +271,13 @@ impl Services {
             write_private(&d.join(format!("{}.toml", bmsc_name(i, k))), &bmsc_toml)?;
             bmsc_urls.push(format!("http://{bmsc_addr}"));
         }
-        let bsf = spawn(&o.mbms_bin, "bsf", "bsf", d, false, false)?;
+        let bsf = spawn(&o.mbms_bin, "bsf", "bsf", d, false, false, &[])?;
         let mut services = Services {
             mbms_bin: o.mbms_bin.clone(),
+            bmsc_args: o
+                .bmsc_worker_threads
+                .map(|n| vec!["--worker-threads".to_owned(), n.to_string()])
+                .unwrap_or_default(),
             bmsc: Vec::with_capacity(k),
             bsf,
             dir,
@@ -293,6 +301,7 @@ impl Services {
                 services.dir.path(),
                 false,
                 services.pcap,
+                &services.bmsc_args,
             )?;
             services.bmsc.push(Some(child));
             if i == 0 || i + 1 == k {
@@ -435,6 +444,7 @@ impl Services {
             self.dir.path(),
             true,
             false,
+            &self.bmsc_args,
         )?);
         Ok(killed_at)
     }
@@ -671,6 +681,7 @@ fn spawn(
     dir: &Path,
     append: bool,
     pcap: bool,
+    extra: &[String],
 ) -> Result<Child, BenchError> {
     let log = fs::OpenOptions::new()
         .create(true)
@@ -690,6 +701,7 @@ fn spawn(
                 .into_iter()
                 .flatten(),
         )
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2);

@@ -47,6 +47,12 @@ pub struct BmscArgs {
     /// end). It holds no keys (see docs/demo.md for the key log).
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
+    /// Async worker threads (default: one per CPU). Fewer wake each other
+    /// less when the BM-SC shares the machine with busy neighbours (`mbms
+    /// bench http` runs it with 1 beside its load generator); blocking work
+    /// (group commits, rotations) has its own threads either way.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
     /// Logging options.
     #[command(flatten)]
     pub log: mbms_service::LogArgs,

@@ -13,6 +13,8 @@
 //! start with value 0 ([`Metrics::new`], [`Metrics::add_session`]), so
 //! that rates and alerts work before the first event.
 
+use std::borrow::Cow;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -144,22 +146,44 @@ pub struct Kind {
     pub kind: String,
 }
 
-/// Labels of HTTP outcomes on Ua.
+/// Labels of HTTP outcomes on Ua (borrowed static values: counting a
+/// request allocates nothing, see [`status_label`]).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     /// `register`, `deregister`, `msk-request` or `other`.
-    pub requesttype: String,
+    pub requesttype: Cow<'static, str>,
     /// HTTP status code.
-    pub status: String,
+    pub status: Cow<'static, str>,
 }
 
 /// Labels of per-item results.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ItemLabels {
     /// `register`, `deregister`, `msk-request`.
-    pub requesttype: String,
+    pub requesttype: Cow<'static, str>,
     /// Per-item status (`PROFILE.md` section 3).
-    pub status: String,
+    pub status: Cow<'static, str>,
+}
+
+/// The `status` label of an HTTP or item status code: a static string for
+/// the codes Ua answers with ([`UA_HTTP_STATUSES`], [`UA_ITEM_STATUSES`],
+/// 408), else the number written out.
+pub fn status_label(code: u16) -> Cow<'static, str> {
+    Cow::Borrowed(match code {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        408 => "408",
+        413 => "413",
+        415 => "415",
+        480 => "480",
+        500 => "500",
+        503 => "503",
+        other => return Cow::Owned(other.to_string()),
+    })
 }
 
 /// Labels of a session.
@@ -337,7 +361,7 @@ impl Metrics {
             for st in UA_HTTP_STATUSES {
                 let _ = m.http.get_or_create(&HttpLabels {
                     requesttype: rt.into(),
-                    status: st.to_string(),
+                    status: status_label(st),
                 });
             }
         }
@@ -345,7 +369,7 @@ impl Metrics {
             for st in UA_ITEM_STATUSES {
                 let _ = m.items.get_or_create(&ItemLabels {
                     requesttype: rt.into(),
-                    status: st.to_string(),
+                    status: status_label(st),
                 });
             }
         }
@@ -420,6 +444,21 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_labels_are_static_for_every_ua_status_and_spell_the_code() {
+        for code in UA_HTTP_STATUSES
+            .into_iter()
+            .chain(UA_ITEM_STATUSES)
+            .chain([408])
+        {
+            let l = status_label(code);
+            assert!(matches!(l, Cow::Borrowed(_)), "{code}");
+            assert_eq!(l, code.to_string());
+        }
+        assert_eq!(status_label(418), "418");
+        assert!(matches!(status_label(418), Cow::Owned(_)));
+    }
 
     #[test]
     fn accept_negotiation() {

@@ -516,6 +516,14 @@ fn store_cluster(
     Some(Arc::new(st))
 }
 
+/// Runs `f` on the core; also says whether it queued writes for the next
+/// group commit (its [write ticket](Core::write_ticket) moved).
+fn queued<T>(c: &mut Core, f: impl FnOnce(&mut Core) -> T) -> (T, bool) {
+    let ticket = c.write_ticket();
+    let r = f(c);
+    (r, c.write_ticket() != ticket)
+}
+
 async fn engine_driver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     // MIKEY messages sent so far (compared with the datagrams read back).
     let mut sent: u64 = 0;
@@ -546,27 +554,39 @@ async fn engine_driver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         }
         // The few pushes of the request path on this thread; a rotation's
         // bulk on a blocking thread (`SHORT_POLL`).
+        // Each poll says whether it queued writes (give-ups).
         let short = app
             .core
-            .run_short(|c| c.poll_short(now_ts(), crate::core::SHORT_POLL))
+            .run_short(|c| queued(c, |c| c.poll_short(now_ts(), crate::core::SHORT_POLL)))
             .await;
-        let polled = match short {
+        let mut wrote = short.1;
+        let polled = match short.0 {
             Ok(Some(d)) if d.len() >= crate::core::SHORT_POLL => {
                 app.send_mikey(&d).await;
                 sent += d.len() as u64;
-                app.core.run(|c| c.poll(now_ts())).await
+                let (r, w) = app.core.run(|c| queued(c, |c| c.poll(now_ts()))).await;
+                wrote |= w;
+                r
             }
             // New counters are needed: reserved on a blocking thread.
-            Ok(None) => app.core.run(|c| c.poll(now_ts())).await,
+            Ok(None) => {
+                let (r, w) = app.core.run(|c| queued(c, |c| c.poll(now_ts()))).await;
+                wrote |= w;
+                r
+            }
             Ok(Some(d)) => Ok(d),
             Err(e) => Err(e),
         };
+        if wrote {
+            // Give-ups are recorded with the next group commit (a poll
+            // that only sent wakes no one: the committer is woken by the
+            // requests that wait for it).
+            app.commit_wake.notify_one();
+        }
         match polled {
             Ok(d) => {
                 app.send_mikey(&d).await;
                 sent += d.len() as u64;
-                // Give-ups are recorded with the next group commit.
-                app.commit_wake.notify_one();
                 if d.len() >= crate::core::POLL_BATCH {
                     // More is due: let the acknowledgements in first, and
                     // no more than the window ahead of them.
@@ -638,6 +658,20 @@ async fn committer(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// Whether the engine's next deadline moved from `before` to an earlier
+/// `after` (or appeared): the engine driver, asleep until `before`, must
+/// be woken.
+fn deadline_moved_earlier(
+    before: Option<mbms::engine::Timestamp>,
+    after: Option<mbms::engine::Timestamp>,
+) -> bool {
+    match (before, after) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(b), Some(a)) => a < b,
+    }
+}
+
 async fn mikey_receiver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     // Buffers kept from batch to batch: nothing allocated per datagram.
     let mut rx = udp::Receiver::new();
@@ -659,7 +693,8 @@ async fn mikey_receiver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                 continue;
             }
         }
-        if let (Some(t), Ok(dst)) = (&app.tap, app.mikey.local_addr()) {
+        // (The local address only with a tap: a system call per batch.)
+        if let Some((t, Ok(dst))) = app.tap.as_ref().map(|t| (t, app.mikey.local_addr())) {
             for (b, src) in batch.iter() {
                 (t.0)(&TapDatagram {
                     direction: TapDirection::Received,
@@ -671,19 +706,28 @@ async fn mikey_receiver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             }
         }
         // Verified here, written by the next group commit; the batch
-        // comes back for reuse.
-        batch = app
+        // comes back for reuse. The engine driver is woken only when an
+        // acknowledgement brought the engine's next deadline forward (the
+        // 4-way activation it scheduled, seed 000 6.3.2.3.1): most only
+        // end a delivery, and a wake-up per batch cost the driver a poll
+        // with nothing due and the committer a wake-up.
+        let (b, earlier) = app
             .core
             .run_short(move |c| {
+                let before = c.next_deadline();
                 c.on_acks(batch.iter(), now_ts());
-                batch
+                let after = c.next_deadline();
+                (batch, deadline_moved_earlier(before, after))
             })
             .await;
+        batch = b;
         app.mikey_received
             .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Release);
         app.mikey_read.notify_waiters();
         app.commit_wake.notify_one();
-        app.core.wake();
+        if earlier {
+            app.core.wake();
+        }
     }
 }
 

@@ -129,16 +129,15 @@ pub async fn keymanagement(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let rt_label = uri
-        .query()
-        .and_then(|q| parse_query(Some(q)).ok())
-        .map_or("other", |(rt, _)| rt.as_str());
-    let resp = handle(&app, peer, &method, &uri, &headers, body).await;
+    // Parsed once: the label and the handler use the same result.
+    let query = parse_query(uri.query());
+    let rt_label = query.as_ref().map_or("other", |(rt, _)| rt.as_str());
+    let resp = handle(&app, peer, &method, query, &uri, &headers, body).await;
     app.metrics
         .http
         .get_or_create(&HttpLabels {
             requesttype: rt_label.into(),
-            status: resp.status().as_u16().to_string(),
+            status: crate::metrics::status_label(resp.status().as_u16()),
         })
         .inc();
     resp
@@ -148,6 +147,7 @@ async fn handle(
     app: &Arc<App>,
     peer: SocketAddr,
     method: &Method,
+    query: Result<(RequestType, u16), String>,
     uri: &Uri,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -155,7 +155,7 @@ async fn handle(
     if method != Method::POST {
         return text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
     }
-    let (rt, mikey_port) = match parse_query(uri.query()) {
+    let (rt, mikey_port) = match query {
         Ok(x) => x,
         Err(e) => return text(StatusCode::BAD_REQUEST, e),
     };
@@ -238,17 +238,18 @@ async fn handle(
     };
 
     // --- the request itself ---
-    let ct = headers
+    // The media type, case-insensitive (RFC 9110 8.3.1), parameters aside.
+    let ct_ok = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| {
+        .is_some_and(|v| {
             v.split(';')
                 .next()
                 .unwrap_or("")
                 .trim()
-                .to_ascii_lowercase()
+                .eq_ignore_ascii_case(rt.content_type())
         });
-    if ct.as_deref() != Some(rt.content_type()) {
+    if !ct_ok {
         return text(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!(
@@ -348,7 +349,7 @@ async fn handle(
             .items
             .get_or_create(&ItemLabels {
                 requesttype: rt.as_str().into(),
-                status: st.to_string(),
+                status: crate::metrics::status_label(st),
             })
             .inc();
     }

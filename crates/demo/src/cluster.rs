@@ -144,6 +144,7 @@ pub async fn run_cluster(
             retransmit_max_attempts: 8,
             max_connections: 512,
             charging: true,
+            bmsc_worker_threads: None,
         },
         &Cluster {
             instances: o.instances,

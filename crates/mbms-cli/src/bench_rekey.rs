@@ -251,6 +251,12 @@ pub struct HttpArgs {
     #[arg(long, value_name = "N", default_value_t = 3,
           value_parser = clap::value_parser!(u64).range(1..=100))]
     rounds: u64,
+    /// The BM-SC's async worker threads (`mbms bmsc --worker-threads`);
+    /// 0: its default, one per CPU.
+    #[arg(long, value_name = "N",
+          default_value_t = mbms_bench::http::BMSC_WORKER_THREADS as u64,
+          value_parser = clap::value_parser!(u64).range(0..=1024))]
+    bmsc_worker_threads: u64,
     /// Print the report as JSON (schema "mbms-bench-http/1").
     #[arg(long)]
     json: bool,
@@ -269,6 +275,7 @@ pub fn run_http(a: HttpArgs) -> ExitCode {
     o.connections = a.connections as usize;
     o.seconds = a.seconds;
     o.rounds = a.rounds as usize;
+    o.bmsc_worker_threads = (a.bmsc_worker_threads > 0).then_some(a.bmsc_worker_threads as usize);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -286,7 +293,8 @@ pub fn run_http(a: HttpArgs) -> ExitCode {
                      BM-SC msk-request (Digest): {:.0} req/s (rounds {:?}, {} errors)\n\
                      axum hello:                 {:.0} req/s (rounds {:?}, {} errors)\n\
                      ratio BM-SC / hello: {:.2}\n\
-                     CPU per request: BM-SC {:.1} us + generator {:.1} us; hello (server and generator) {:.1} us",
+                     CPU per request: BM-SC {:.1} us + generator {:.1} us; hello (server and generator) {:.1} us\n\
+                     voluntary context switches per request: BM-SC {:.2} + generator {:.2}; hello {:.2}",
                     r.connections,
                     r.seconds,
                     r.bmsc.rounds.len(),
@@ -300,7 +308,10 @@ pub fn run_http(a: HttpArgs) -> ExitCode {
                     r.ratio,
                     r.cpu_us_per_request.bmsc,
                     r.cpu_us_per_request.generator,
-                    r.cpu_us_per_request.hello
+                    r.cpu_us_per_request.hello,
+                    r.voluntary_switches_per_request.bmsc,
+                    r.voluntary_switches_per_request.generator,
+                    r.voluntary_switches_per_request.hello
                 );
             }
             ExitCode::SUCCESS

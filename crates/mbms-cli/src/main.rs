@@ -268,7 +268,24 @@ fn run_async<E>(fut: impl std::future::Future<Output = Result<(), E>>) -> ExitCo
 where
     E: std::error::Error + Send + Sync + 'static,
 {
-    let result = tokio::runtime::Runtime::new()
+    run_async_on(None, fut)
+}
+
+/// [`run_async`] on `workers` worker threads (`None`: one per CPU).
+fn run_async_on<E>(
+    workers: Option<usize>,
+    fut: impl std::future::Future<Output = Result<(), E>>,
+) -> ExitCode
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.enable_all();
+    if let Some(n) = workers {
+        b.worker_threads(n);
+    }
+    let result = b
+        .build()
         .map_err(anyhow::Error::from)
         .and_then(|rt| rt.block_on(fut).map_err(anyhow::Error::from));
     match result {
@@ -285,7 +302,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Mikey(MikeyCommand::Decode(a)) => mikey_decode(a),
         Command::Bsf(a) => run_async(bsf::cli::run(a)),
-        Command::Bmsc(a) => run_async(bmsc::cli::run(a)),
+        Command::Bmsc(a) => run_async_on(a.worker_threads.map(usize::from), bmsc::cli::run(a)),
         Command::Bench(a) => bench::run(a),
         Command::Ue(a) => run_async(ue::cli::run(a)),
         Command::Demo(a) => demo::run(a),

@@ -93,6 +93,12 @@ fn http_bench_drives_both_servers() {
     assert!(cpu["bmsc"].as_f64().unwrap() > 0.0, "{r}");
     assert!(cpu["generator"].as_f64().unwrap() > 0.0, "{r}");
     assert!(cpu["hello"].as_f64().unwrap() > 0.0, "{r}");
+    // Threads of both processes waited for each other (the BM-SC, on its
+    // one worker, for the next request and for its group commits).
+    let sw = &r["voluntary_switches_per_request"];
+    assert!(sw["bmsc"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(sw["generator"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(sw["hello"].as_f64().is_some(), "{r}");
 }
 
 /// Issue 12, "What must not change": SIGKILL to the BM-SC mid-rotation,

@@ -37,7 +37,7 @@ use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Deserializer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower_service::Service as _;
@@ -212,10 +212,13 @@ struct Phase {
     head_since: Option<Instant>,
 }
 
+/// A connection's request cycle, checked against its deadlines by
+/// [`ConnState::expired`] without a wake-up per request: the state changes
+/// (bytes read, a request begun or ended) only move a deadline later than
+/// the one being waited for, never earlier (see [`ConnState::expired`]).
 #[derive(Debug)]
 struct ConnState {
     phase: Mutex<Phase>,
-    changed: Notify,
 }
 
 impl ConnState {
@@ -227,7 +230,6 @@ impl ConnState {
                 waiting_since: Instant::now(),
                 head_since: None,
             }),
-            changed: Notify::new(),
         }
     }
 
@@ -245,8 +247,6 @@ impl ConnState {
             } else {
                 Instant::now()
             });
-            drop(p);
-            self.changed.notify_one();
         }
     }
 
@@ -256,8 +256,6 @@ impl ConnState {
         p.busy += 1;
         p.first = false;
         p.head_since = None;
-        drop(p);
-        self.changed.notify_one();
     }
 
     /// A response body was finished (or dropped).
@@ -268,8 +266,6 @@ impl ConnState {
             p.waiting_since = Instant::now();
             p.head_since = None;
         }
-        drop(p);
-        self.changed.notify_one();
     }
 
     /// When the connection must be closed, and why; `None` while busy.
@@ -289,21 +285,32 @@ impl ConnState {
     }
 
     /// Resolves when the header or idle deadline passes.
+    ///
+    /// One timer, re-armed only when it fires: every deadline that a later
+    /// state change can set is that change's time plus a timeout (the
+    /// first request's header deadline is already in the state), so none
+    /// is earlier than `now + min(header_read_timeout, idle_timeout)`. The
+    /// timer is armed at the current deadline or at that bound, whichever
+    /// comes first; when it fires the state is read again. No deadline is
+    /// missed, and a request costs no timer registration and no wake-up
+    /// (each state change notified this future and re-armed a timer:
+    /// four timer operations and three extra polls of the connection per
+    /// request).
     async fn expired(&self, limits: &HttpLimits) -> &'static str {
+        let bound = limits.header_read_timeout.min(limits.idle_timeout);
+        let sleep = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(sleep);
         loop {
-            let changed = self.changed.notified();
-            match self.deadline(limits) {
-                None => changed.await,
-                Some((at, why)) => {
-                    if Instant::now() >= at {
-                        return why;
-                    }
-                    tokio::select! {
-                        () = changed => {}
-                        () = tokio::time::sleep_until(at) => {}
-                    }
-                }
-            }
+            let now = Instant::now();
+            let at = match self.deadline(limits) {
+                Some((at, why)) if at <= now => return why,
+                Some((at, _)) => at.min(now + bound),
+                None => now + bound,
+            };
+            // Later than before: tokio extends an armed timer without
+            // taking the timer wheel's lock.
+            sleep.as_mut().reset(at);
+            sleep.as_mut().await;
         }
     }
 }
@@ -433,7 +440,8 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         parts.extensions.insert(ConnectInfo(self.peer));
         let body = DeadlineBody {
             inner: body,
-            deadline: Box::pin(tokio::time::sleep(self.body_read_timeout)),
+            due: Instant::now() + self.body_read_timeout,
+            deadline: None,
             timed_out: timed_out.clone(),
         };
         let req = Request::from_parts(parts, axum::body::Body::new(body));
@@ -513,7 +521,11 @@ pub struct BodyTimeout;
 /// not reset by progress, so trickling bytes does not extend it).
 struct DeadlineBody {
     inner: Incoming,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// `body_read_timeout` after the head was read.
+    due: Instant,
+    /// The timer, armed only once the body has to be waited for: a body
+    /// that came with its head (the usual small request) costs no timer.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     timed_out: Arc<AtomicBool>,
 }
 
@@ -528,7 +540,11 @@ impl HttpBody for DeadlineBody {
         if let Poll::Ready(r) = Pin::new(&mut self.inner).poll_frame(cx) {
             return Poll::Ready(r.map(|f| f.map_err(Into::into)));
         }
-        if self.deadline.as_mut().poll(cx).is_ready() {
+        let due = self.due;
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        if deadline.as_mut().poll(cx).is_ready() {
             self.timed_out.store(true, Ordering::Relaxed);
             return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
         }
