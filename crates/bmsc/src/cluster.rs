@@ -76,8 +76,13 @@
 //! instance stops being the anchor at its next renewal. Charging records
 //! are unique per (IMPI, MSK) (`ON CONFLICT DO NOTHING`), so a charge
 //! seen by two instances is recorded once. Delivery outcomes are not
-//! fenced: a late write of an old owner can only mark a delivery pending
-//! or acknowledged again, which at worst repeats a push.
+//! fenced: a hand-over commits them before the lease is given back, so a
+//! late write of an old owner happens only after its lease expired
+//! unrenewed (the database unreachable, the process paused); it can only
+//! mark a delivery pending, acknowledged or given up again, which at worst
+//! repeats a push at the next takeover, and a registration or request
+//! among such writes carries a notice to the UE's owner
+//! (`Core::notify_unowned_writes`).
 //!
 //! # Ua at any instance
 //!
@@ -139,6 +144,20 @@ pub fn shard_of(impi: &str) -> u32 {
 /// takeover within the configured time, 10 s by default).
 pub fn lease_term_ms(lease_ms: u64) -> u64 {
     lease_ms.saturating_mul(5) / 6
+}
+
+/// How long after its last heartbeat an instance counts as live in the
+/// fair share: two thirds of `lease_ms` (four renewal periods; a term less
+/// one period). An instance killed between its heartbeat and its claim
+/// renewed its leases a period before that heartbeat: it stops counting
+/// no later than its leases expire, so the survivors' fair share grows at
+/// the renewal that finds its UE shards expired and they take them with
+/// its key groups, within `lease_ms` (with `lease_ms` here: a renewal or
+/// two later, beyond it). Counting a live instance out too early is
+/// harmless: a fair share only bounds what is taken among free or expired
+/// leases, never another's live lease.
+pub fn liveness_ms(lease_ms: u64) -> u64 {
+    lease_ms.saturating_mul(2) / 3
 }
 
 /// How many of `items` leases one of `live` instances takes at most:
@@ -329,7 +348,7 @@ fn claim_all(st: &ClusterState, key_groups: usize) -> Result<Claimed, StoreError
     let Some(c) = st.store.cluster() else {
         return Err(StoreError::Invalid("no cluster functions".into()));
     };
-    let live = c.heartbeat(&st.instance_id, &st.url, st.lease_ms)?;
+    let live = c.heartbeat(&st.instance_id, &st.url, liveness_ms(st.lease_ms))?;
     let want_key_groups = fair_share(key_groups, live);
     let want_shards = fair_share(UE_SHARDS as usize, live);
     let key_groups = c.claim(
