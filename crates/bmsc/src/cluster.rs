@@ -870,6 +870,29 @@ mod tests {
     }
 
     #[test]
+    fn the_share_beyond_want_is_handed_over_highest_items_first() {
+        let held: Vec<Lease> = [3u32, 7, 9, 200]
+            .iter()
+            .map(|i| Lease { item: *i, epoch: 1 })
+            .collect();
+        let (kept, extra) = split_share(&held, 2);
+        assert_eq!(kept.iter().map(|l| l.item).collect::<Vec<_>>(), [3, 7]);
+        assert_eq!(extra.iter().map(|l| l.item).collect::<Vec<_>>(), [9, 200]);
+        let (kept, extra) = split_share(&held, 10);
+        assert_eq!(kept.len(), 4);
+        assert!(extra.is_empty());
+        // A dead instance stops counting as live no later than its leases
+        // expire, even when killed between its heartbeat and its renewal
+        // (the renewal a period before): liveness <= term - period.
+        let lease = 12_000;
+        let period = LeaseClock::new(Duration::from_millis(lease_term_ms(lease)))
+            .renew_every()
+            .as_millis() as u64;
+        assert!(liveness_ms(lease) <= lease_term_ms(lease) - period);
+        assert!(liveness_ms(lease) >= 3 * period);
+    }
+
+    #[test]
     fn diffs_and_notices() {
         let a: BTreeSet<u32> = [1, 2, 3].into();
         let b: BTreeSet<u32> = [2, 3, 4].into();
