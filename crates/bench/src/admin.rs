@@ -137,8 +137,9 @@ impl Admin {
     }
 
     /// Polls `GET /admin/v1/cluster` every 20 ms until a live instance
-    /// other than `victim` is named the anchor of key group `id`; the
-    /// instant it was seen, `None` after `limit`.
+    /// other than `victim` is named the anchor of key group `id` and the
+    /// other instances hold all 256 UE shards (the victim's key group and
+    /// UEs taken over); the instant it was seen, `None` after `limit`.
     pub async fn wait_takeover(
         &self,
         id: u16,
@@ -146,9 +147,21 @@ impl Admin {
         limit: std::time::Duration,
     ) -> Option<std::time::Instant> {
         let start = std::time::Instant::now();
+        let victim_id = services::instance_id(victim);
         while start.elapsed() < limit {
-            if let Ok(Some(i)) = self.anchor(id).await {
-                if i != victim {
+            if let Ok(v) = self.get_json("/admin/v1/cluster").await {
+                let anchored = anchor_of(&v, id, &self.bases).is_some_and(|i| i != victim);
+                // The victim's UE shards too: the others hold all 256.
+                let shards: u64 = v["instances"]
+                    .as_array()
+                    .map(|l| {
+                        l.iter()
+                            .filter(|x| x["instance_id"] != victim_id.as_str())
+                            .map(|x| x["ue_shards"].as_u64().unwrap_or(0))
+                            .sum()
+                    })
+                    .unwrap_or(0);
+                if anchored && shards == 256 {
                     return Some(std::time::Instant::now());
                 }
             }

@@ -65,6 +65,12 @@ pub struct RekeyOptions {
     /// `--lease-ms`: the instances' `[cluster] lease_ms` (takeover time);
     /// `None`: the BM-SC's default.
     pub lease_ms: Option<u64>,
+    /// `--no-wait-settled`: with several instances, the UEs start at once,
+    /// while the instances still share out the UE shards (the first one up
+    /// holds them all until the others join and it hands some over),
+    /// instead of after `Admin::wait_settled`. Shows that UEs registering
+    /// while their shards move get their MSKs (docs/scale-out.md).
+    pub no_wait_settled: bool,
 }
 
 impl RekeyOptions {
@@ -87,6 +93,7 @@ impl RekeyOptions {
             bmsc_instances: 1,
             postgres: None,
             lease_ms: None,
+            no_wait_settled: false,
         }
     }
 }
@@ -225,8 +232,16 @@ pub struct Memory {
 pub struct KillReport {
     /// The fraction asked for.
     pub at_fraction: f64,
-    /// UEs holding the new MSK (swarm side) when the BM-SC was killed.
+    /// UEs holding the new MSK active (the 4-way procedure done for them,
+    /// swarm side) when the BM-SC was killed: below `ues` when the kill
+    /// landed mid-rotation.
     pub holders_at_kill: usize,
+    /// UEs holding the new MSK in any state (step 1 received) at the kill.
+    pub pushed_at_kill: usize,
+    /// `holders_at_kill` < `ues`: the kill landed mid-rotation, so the
+    /// survivors (or the restarted BM-SC) finished a live rotation; part
+    /// of `passed`.
+    pub mid_rotation: bool,
     /// Seconds from the rotation request to the SIGKILL.
     pub killed_after_s: f64,
     /// Seconds from the SIGKILL to the first MIKEY datagram of the
@@ -467,10 +482,13 @@ async fn run_with(o: &RekeyOptions, services: &mut Services) -> Result<RekeyRepo
         http = http.pool_max_idle_per_host(0);
     }
     let admin = Admin::new(http.build()?, services);
-    // Several instances share out the UE shards before the first UE comes.
-    admin
-        .wait_settled(services.names.key_group, Duration::from_secs(60))
-        .await?;
+    // Several instances share out the UE shards before the first UE comes
+    // (clean measurements), unless asked to start at once.
+    if !o.no_wait_settled {
+        admin
+            .wait_settled(services.names.key_group, Duration::from_secs(60))
+            .await?;
+    }
     let mut cfg = services.swarm_config(o.ues, o.seed);
     if let Some(s) = o.sockets {
         cfg.sockets = s.max(1);
@@ -583,6 +601,8 @@ async fn run_with(o: &RekeyOptions, services: &mut Services) -> Result<RekeyRepo
     let mut kill = o.kill_bmsc_at.map(|f| Kill {
         at_holders: ((f * n as f64).ceil() as usize).clamp(1, n),
         key_group: kg,
+        key: Some(name(new_next)),
+        anchor: at,
         ..Kill::default()
     });
     let done = wait_settled(
@@ -732,12 +752,19 @@ fn stats_since(a: &SwarmStats, b: &SwarmStats) -> SwarmStats {
 /// The state of `--kill-bmsc-at` during the rekey.
 #[derive(Default)]
 struct Kill {
-    /// Kill once this many UEs hold the new MSK.
+    /// Kill once this many UEs hold the new MSK active.
     at_holders: usize,
     /// The key group rotated (its anchor is killed among several).
     key_group: u16,
-    /// UEs holding it at the kill.
+    /// The new MSK.
+    key: Option<MskName>,
+    /// Among several: the anchor asked to rotate (looked up before the
+    /// rotation, so that the kill waits for no request).
+    anchor: Option<usize>,
+    /// UEs holding it active at the kill.
     holders_at_kill: usize,
+    /// UEs holding it in any state at the kill.
+    pushed_at_kill: usize,
     /// MIKEY datagrams the swarm received from the killed BM-SC during the
     /// rotation.
     datagrams_before_kill: u64,
@@ -765,7 +792,11 @@ async fn kill_bmsc(
     timeout: Duration,
 ) -> Result<(), BenchError> {
     let several = services.bmsc_instances() > 1;
-    let victim = if several {
+    k.holders_at_kill = k.key.map_or(0, |key| swarm.count_active(key));
+    k.pushed_at_kill = swarm.holders();
+    let victim = if let Some(a) = k.anchor.filter(|_| several) {
+        a
+    } else if several {
         admin.anchor(k.key_group).await?.ok_or_else(|| {
             BenchError::Service(format!(
                 "GET /admin/v1/cluster names no anchor of key group {}",
@@ -787,7 +818,6 @@ async fn kill_bmsc(
             }
         })
         .collect();
-    k.holders_at_kill = swarm.holders();
     let killed_at = if several {
         let at = services.kill_bmsc(victim)?;
         admin.mark_dead(victim);
@@ -878,6 +908,7 @@ async fn kill_checks(
     Ok(KillReport {
         at_fraction: o.kill_bmsc_at.unwrap_or(0.0),
         holders_at_kill: k.holders_at_kill,
+        pushed_at_kill: k.pushed_at_kill,
         killed_after_s: killed_at.saturating_duration_since(t0).as_secs_f64(),
         restart_s: swarm.first_datagram().map(since_kill),
         healthy_s: k.healthy_at.map_or(0.0, since_kill),
@@ -889,7 +920,9 @@ async fn kill_checks(
         charging_records,
         ues_charged_once,
         ues_charged_twice,
+        mid_rotation: k.holders_at_kill < n,
         passed: counter_violations == 0
+            && k.holders_at_kill < n
             && ues_active == n
             && ues_charged_once == n
             && ues_charged_twice == 0
@@ -961,7 +994,11 @@ async fn wait_settled(
         let holders = swarm.holders();
         b.set_position(holders as u64);
         if let Some(k) = kill.as_deref_mut() {
-            if k.killed_at.is_none() && holders >= k.at_holders {
+            // The kill lands mid-rotation: once the wanted fraction holds
+            // the new MSK active (the 4-way procedure done for them), the
+            // others still in it.
+            let active = || k.key.map_or(holders, |key| swarm.count_active(key));
+            if k.killed_at.is_none() && holders >= k.at_holders.min(n) && active() >= k.at_holders {
                 kill_bmsc(k, swarm, s0, services, admin, o.timeout).await?;
             }
         }

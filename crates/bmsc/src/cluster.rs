@@ -24,9 +24,9 @@
 //! [`lease_term_ms`] (five sixths of `lease_ms`), and renewed every sixth
 //! ([`LeaseClock::renew_every`]). Each time an instance (its lease task)
 //! writes its heartbeat, then in one transaction per kind renews its leases
-//! (`expires_at = now() + term`), gives back those beyond its fair share,
-//! and takes free or expired ones (`expires_at < now()`, `FOR UPDATE SKIP
-//! LOCKED`, epoch raised). Expiry is judged by the database's clock only.
+//! (`expires_at = now() + term`) and takes free or expired ones
+//! (`expires_at < now()`, `FOR UPDATE SKIP LOCKED`, epoch raised) up to its
+//! fair share; those beyond it are handed over (below). Expiry is judged by the database's clock only.
 //! An instance that cannot renew stops using its leases once the term
 //! minus a tenth has passed since it sent its last successful renewal
 //! ([`LeaseClock`]), before the database lets anyone else take them. A
@@ -45,6 +45,29 @@
 //! sent, so a new anchor continues above anything the old one issued
 //! (6.3.4.5: an MTK ID is never issued with two keys).
 //!
+//! # Hand-over: a delivery in flight when its shard moves
+//!
+//! An instance gives back the leases beyond its fair share (a new instance
+//! joined) in this order (`Renewer::hand_over`): it stops using them
+//! (the shards' UEs leave its engine: no more pushes, retransmissions or
+//! acknowledgements accepted for them; the key groups are no longer
+//! anchored), waits until every write queued before that is committed
+//! (registrations answered or not yet, acknowledged deliveries, charging
+//! records), and only then releases the leases ([`crate::store::ClusterStore::release`];
+//! until then they stay renewed, so nobody else takes them). The next
+//! holder loads the shard's UEs and deliveries from the store when it
+//! takes it, so it reads all of it, and resumes each delivery from its
+//! stored outcome: acknowledged ones are not resent, a charged subscriber
+//! (4-way step 1 acknowledged) gets the activation, anything else is
+//! pushed again from its first step (seed 004 6.3.2.3.3), with counters
+//! above any the previous holder used. An acknowledgement that reaches the
+//! previous holder after it let go is ignored there; the next holder's
+//! message is acknowledged instead. A charge seen by both is recorded once
+//! (below). Before this order (the lease given back in the claim
+//! transaction, the UEs unloaded after it, their writes committed later)
+//! a UE registered just before the move was missing from the new owner's
+//! load and never pushed (issue 13: the 4-way stall of a CI run).
+//!
 //! # Fencing
 //!
 //! Key group writes carry the lease's epoch: `UPDATE key_groups ... WHERE
@@ -53,8 +76,13 @@
 //! instance stops being the anchor at its next renewal. Charging records
 //! are unique per (IMPI, MSK) (`ON CONFLICT DO NOTHING`), so a charge
 //! seen by two instances is recorded once. Delivery outcomes are not
-//! fenced: a late write of an old owner can only mark a delivery pending
-//! or acknowledged again, which at worst repeats a push.
+//! fenced: a hand-over commits them before the lease is given back, so a
+//! late write of an old owner happens only after its lease expired
+//! unrenewed (the database unreachable, the process paused); it can only
+//! mark a delivery pending, acknowledged or given up again, which at worst
+//! repeats a push at the next takeover, and a registration or request
+//! among such writes carries a notice to the UE's owner
+//! (`Core::notify_unowned_writes`).
 //!
 //! # Ua at any instance
 //!
@@ -64,7 +92,9 @@
 //! it answers from the stored registration, writes the change (the UE's
 //! record, a pending delivery for an MSK request) and a notice
 //! ([`Notice::Ue`], PostgreSQL `NOTIFY` in the same transaction, delivered
-//! only if it commits). The owner reloads the UE and pushes. This differs
+//! only if it commits). The owner reloads the UE and pushes. The
+//! listening connection is opened before the first claim, so a notice
+//! committed after an owner loaded a shard reaches it. This differs
 //! from forwarding the request over HTTP: no MUK crosses the network
 //! between instances and no inter-instance credential is needed; the
 //! guarantee (one UE's MIKEY from one instance) is the same. A notice lost
@@ -91,7 +121,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::core::now_ts;
 use crate::server::App;
-use crate::store::{InstanceRow, Lease, LeaseKind, Store, StoreError};
+use crate::store::{InstanceRow, Lease, LeaseKind, NoticeListener, Store, StoreError};
 
 /// The number of UE shards (rows of table `ue_shards`, created by the
 /// schema version 2 migration; a database with another count is refused).
@@ -114,6 +144,20 @@ pub fn shard_of(impi: &str) -> u32 {
 /// takeover within the configured time, 10 s by default).
 pub fn lease_term_ms(lease_ms: u64) -> u64 {
     lease_ms.saturating_mul(5) / 6
+}
+
+/// How long after its last heartbeat an instance counts as live in the
+/// fair share: two thirds of `lease_ms` (four renewal periods; a term less
+/// one period). An instance killed between its heartbeat and its claim
+/// renewed its leases a period before that heartbeat: it stops counting
+/// no later than its leases expire, so the survivors' fair share grows at
+/// the renewal that finds its UE shards expired and they take them with
+/// its key groups, within `lease_ms` (with `lease_ms` here: a renewal or
+/// two later, beyond it). Counting a live instance out too early is
+/// harmless: a fair share only bounds what is taken among free or expired
+/// leases, never another's live lease.
+pub fn liveness_ms(lease_ms: u64) -> u64 {
+    lease_ms.saturating_mul(2) / 3
 }
 
 /// How many of `items` leases one of `live` instances takes at most:
@@ -283,30 +327,48 @@ impl ClusterState {
     }
 }
 
-/// What one renewal brought back.
+/// What one renewal brought back: the leases held (by item), and how
+/// many of each kind this instance keeps (its fair share); those beyond
+/// are handed over ([`split_share`]).
 struct Claimed {
     shards: Vec<Lease>,
     key_groups: Vec<Lease>,
+    want_shards: usize,
+    want_key_groups: usize,
+}
+
+/// Splits the leases held (sorted by item) into those kept (the lowest
+/// `want` items) and those to give back (the rest, highest items first
+/// given back).
+pub fn split_share(held: &[Lease], want: usize) -> (&[Lease], &[Lease]) {
+    held.split_at(want.min(held.len()))
 }
 
 fn claim_all(st: &ClusterState, key_groups: usize) -> Result<Claimed, StoreError> {
     let Some(c) = st.store.cluster() else {
         return Err(StoreError::Invalid("no cluster functions".into()));
     };
-    let live = c.heartbeat(&st.instance_id, &st.url, st.lease_ms)?;
+    let live = c.heartbeat(&st.instance_id, &st.url, liveness_ms(st.lease_ms))?;
+    let want_key_groups = fair_share(key_groups, live);
+    let want_shards = fair_share(UE_SHARDS as usize, live);
     let key_groups = c.claim(
         LeaseKind::KeyGroup,
         &st.instance_id,
         lease_term_ms(st.lease_ms),
-        fair_share(key_groups, live),
+        want_key_groups,
     )?;
     let shards = c.claim(
         LeaseKind::UeShard,
         &st.instance_id,
         lease_term_ms(st.lease_ms),
-        fair_share(UE_SHARDS as usize, live),
+        want_shards,
     )?;
-    Ok(Claimed { shards, key_groups })
+    Ok(Claimed {
+        shards,
+        key_groups,
+        want_shards,
+        want_key_groups,
+    })
 }
 
 /// The renewal loop's memory.
@@ -334,13 +396,74 @@ impl Renewer {
         };
         self.clock.renewed(sent_at);
         st.healthy.store(true, Ordering::Release);
-        let shards: BTreeSet<u32> = claimed.shards.iter().map(|l| l.item).collect();
-        let anchored: BTreeMap<u16, i64> = claimed
-            .key_groups
+        let (kept_shards, extra_shards) = split_share(&claimed.shards, claimed.want_shards);
+        let (kept_groups, extra_groups) = split_share(&claimed.key_groups, claimed.want_key_groups);
+        let shards: BTreeSet<u32> = kept_shards.iter().map(|l| l.item).collect();
+        let anchored: BTreeMap<u16, i64> = kept_groups
             .iter()
             .filter_map(|l| u16::try_from(l.item).ok().map(|g| (g, l.epoch)))
             .collect();
-        self.apply(app, st, shards, anchored).await;
+        let ticket = self.apply(app, st, shards, anchored).await;
+        let extra_shards: Vec<u32> = extra_shards.iter().map(|l| l.item).collect();
+        let extra_groups: Vec<u32> = extra_groups.iter().map(|l| l.item).collect();
+        if let Some(ticket) = ticket {
+            self.hand_over(app, st, ticket, extra_shards, extra_groups)
+                .await;
+        }
+    }
+
+    /// Gives back the leases beyond this instance's share, which
+    /// [`apply`](Self::apply) already stopped using (their UEs unloaded:
+    /// no more pushes or retransmissions from here; the key groups no
+    /// longer anchored): once every write queued before that (`ticket`:
+    /// registrations, acknowledged deliveries, charging records of those
+    /// UEs) is committed, so that the next holder, which loads the UEs and
+    /// their deliveries from the store when it takes a shard, reads all of
+    /// it. A delivery in flight is resumed by the next holder from the
+    /// stored outcome (seed 004 6.3.2.3.3: a charged subscriber gets the
+    /// activation), with counters above any this instance used. Not
+    /// committed in time (the database slow or unreachable): the leases
+    /// stay held (renewed, unused) and are given back at a later renewal.
+    async fn hand_over(
+        &mut self,
+        app: &Arc<App>,
+        st: &Arc<ClusterState>,
+        ticket: u64,
+        shards: Vec<u32>,
+        key_groups: Vec<u32>,
+    ) {
+        if shards.is_empty() && key_groups.is_empty() {
+            return;
+        }
+        let wait = self.clock.renew_every();
+        match tokio::time::timeout(wait, app.committed(ticket)).await {
+            Ok(true) => {}
+            _ => {
+                tracing::info!(
+                    ue_shards = shards.len(),
+                    key_groups = key_groups.len(),
+                    "cluster: hand-over waits for the commit of earlier writes"
+                );
+                return;
+            }
+        }
+        let store = st.store.clone();
+        let id = st.instance_id.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let Some(c) = store.cluster() else {
+                return Ok(());
+            };
+            c.release(LeaseKind::KeyGroup, &id, &key_groups)?;
+            c.release(LeaseKind::UeShard, &id, &shards)
+        })
+        .await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %crate::ErrorChain(&e), "cluster: leases not given back; retried at the next renewal")
+            }
+            Err(_) => {}
+        }
     }
 
     /// Leases not renewed in time: stop using them.
@@ -354,16 +477,20 @@ impl Renewer {
                  anchoring until PostgreSQL answers again"
             );
         }
-        self.apply(app, st, BTreeSet::new(), BTreeMap::new()).await;
+        let _ = self.apply(app, st, BTreeSet::new(), BTreeMap::new()).await;
     }
 
+    /// Applies the leases kept: UE shards and key groups no longer kept
+    /// are dropped first (no more pushes, no more anchoring), new ones
+    /// taken. Returns the write ticket queued when the drop happened
+    /// (`None`: applying failed).
     async fn apply(
         &mut self,
         app: &Arc<App>,
         st: &Arc<ClusterState>,
         shards: BTreeSet<u32>,
         anchored: BTreeMap<u16, i64>,
-    ) {
+    ) -> Option<u64> {
         let store = st.store.clone();
         let id = st.instance_id.clone();
         let before = std::mem::replace(&mut self.anchored, anchored.clone());
@@ -371,10 +498,12 @@ impl Renewer {
         let r = app
             .core
             .run(
-                move |c| -> Result<(usize, usize, bool), crate::core::CoreError> {
+                move |c| -> Result<(usize, u64, bool), crate::core::CoreError> {
                     let now = now_ts();
                     let (gained, lost) = diff(&c.owned_shards(), &shards);
                     c.drop_shards(&lost);
+                    // Every write of the dropped UEs is queued by now.
+                    let ticket = c.write_ticket();
                     let mut rotated = false;
                     // Lost anchors first, whatever happens next.
                     for g in &all_groups {
@@ -419,23 +548,25 @@ impl Renewer {
                             "cluster: UE shards changed hands"
                         );
                     }
-                    Ok((gained.len(), lost.len(), rotated))
+                    Ok((gained.len(), ticket, rotated))
                 },
             )
             .await;
         match r {
-            Ok((gained, _, rotated)) => {
+            Ok((gained, ticket, rotated)) => {
                 if rotated {
                     app.rotated();
                 }
                 if gained > 0 || rotated {
                     app.core.wake();
                 }
+                Some(ticket)
             }
             Err(e) => {
                 tracing::warn!(error = %crate::ErrorChain(&e), "cluster: applying the leases failed; retried at the next renewal");
                 // Retry the takeover next time: forget what was applied.
                 self.anchored.clear();
+                None
             }
         }
     }
@@ -553,8 +684,13 @@ async fn on_notice(app: &Arc<App>, payload: &str) {
 
 /// The listening thread: blocks on the notices of a connection of its
 /// own, hands them to the runtime; reconnects after a failure.
-fn listen_thread(store: Arc<dyn Store>, tx: mpsc::UnboundedSender<String>, stop: Arc<AtomicBool>) {
-    let mut listener = None;
+fn listen_thread(
+    store: Arc<dyn Store>,
+    first: Option<Box<dyn NoticeListener>>,
+    tx: mpsc::UnboundedSender<String>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut listener = first;
     while !stop.load(Ordering::Acquire) {
         let l = match listener.as_mut() {
             Some(l) => l,
@@ -587,17 +723,33 @@ fn listen_thread(store: Arc<dyn Store>, tx: mpsc::UnboundedSender<String>, stop:
 
 /// The first renewal, before the instance serves: a lone instance owns
 /// everything at once.
+///
+/// The listening connection is opened first: a notice about a UE of a
+/// shard taken here, committed after the shard's UEs were loaded, must
+/// reach this instance (one sent before is in what was loaded).
 pub(crate) async fn first_claim(app: &Arc<App>, st: &Arc<ClusterState>) -> Renewal {
+    let store = st.store.clone();
+    let listener = tokio::task::spawn_blocking(move || store.cluster().map(|c| c.listen()))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|r| {
+            r.map_err(|e| {
+                tracing::warn!(error = %crate::ErrorChain(&e), "cluster: cannot listen for notices yet; retrying");
+            })
+            .ok()
+        });
     let mut r = Renewer {
         clock: LeaseClock::new(Duration::from_millis(lease_term_ms(st.lease_ms))),
         anchored: BTreeMap::new(),
     };
     r.tick(app, st).await;
-    Renewal(r)
+    Renewal(r, listener)
 }
 
-/// The renewal state carried from [`first_claim`] to [`run`].
-pub(crate) struct Renewal(Renewer);
+/// The renewal state carried from [`first_claim`] to [`run`], with the
+/// listening connection.
+pub(crate) struct Renewal(Renewer, Option<Box<dyn NoticeListener>>);
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await.map(drop);
@@ -612,7 +764,7 @@ pub(crate) async fn run(
     renewal: Renewal,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut renewer = renewal.0;
+    let Renewal(mut renewer, first) = renewal;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let stop_flag = Arc::new(AtomicBool::new(false));
     let listener = {
@@ -620,7 +772,7 @@ pub(crate) async fn run(
         let flag = stop_flag.clone();
         std::thread::Builder::new()
             .name("bmsc-cluster-listen".into())
-            .spawn(move || listen_thread(store, tx, flag))
+            .spawn(move || listen_thread(store, first, tx, flag))
             .ok()
     };
     // Stops the listening thread however this task ends (also when
@@ -643,6 +795,21 @@ pub(crate) async fn run(
         }
     }
     stop_flag.store(true, Ordering::Release);
+    // A graceful stop hands everything over: nothing used any more, the
+    // writes queued so far committed (the committer writes them at its
+    // stop), then every lease given back at once.
+    if let Some(ticket) = renewer
+        .apply(&app, &st, BTreeSet::new(), BTreeMap::new())
+        .await
+    {
+        let wait = Duration::from_millis(lease_term_ms(st.lease_ms) / 2);
+        if !matches!(
+            tokio::time::timeout(wait, app.committed(ticket)).await,
+            Ok(true)
+        ) {
+            tracing::warn!("cluster: writes not committed at the stop; leases given back anyway");
+        }
+    }
     let store = st.store.clone();
     let id = st.instance_id.clone();
     let released = tokio::task::spawn_blocking(move || match store.cluster() {
@@ -700,6 +867,29 @@ mod tests {
         let term = lease_term_ms(12_000);
         let period = LeaseClock::new(Duration::from_millis(term)).renew_every();
         assert_eq!(u128::from(term) + period.as_millis(), 12_000);
+    }
+
+    #[test]
+    fn the_share_beyond_want_is_handed_over_highest_items_first() {
+        let held: Vec<Lease> = [3u32, 7, 9, 200]
+            .iter()
+            .map(|i| Lease { item: *i, epoch: 1 })
+            .collect();
+        let (kept, extra) = split_share(&held, 2);
+        assert_eq!(kept.iter().map(|l| l.item).collect::<Vec<_>>(), [3, 7]);
+        assert_eq!(extra.iter().map(|l| l.item).collect::<Vec<_>>(), [9, 200]);
+        let (kept, extra) = split_share(&held, 10);
+        assert_eq!(kept.len(), 4);
+        assert!(extra.is_empty());
+        // A dead instance stops counting as live no later than its leases
+        // expire, even when killed between its heartbeat and its renewal
+        // (the renewal a period before): liveness <= term - period.
+        let lease = 12_000;
+        let period = LeaseClock::new(Duration::from_millis(lease_term_ms(lease)))
+            .renew_every()
+            .as_millis() as u64;
+        assert!(liveness_ms(lease) <= lease_term_ms(lease) - period);
+        assert!(liveness_ms(lease) >= 3 * period);
     }
 
     #[test]

@@ -609,6 +609,10 @@ impl Core {
                 let later = std::mem::take(&mut self.pending);
                 self.pending = batch;
                 self.pending.append(later);
+                // Shards given up meanwhile (a lease lost while the
+                // database was unreachable): their owner must hear of
+                // these writes once they commit.
+                self.notify_unowned_writes();
                 self.commits.send_modify(|c| c.failed = c.failed.max(upto));
                 Err(e.into())
             }
@@ -1536,6 +1540,7 @@ impl Core {
                 *o = false;
             }
         }
+        self.notify_unowned_writes();
         let gone: Vec<String> = (0..self.ues.len())
             .filter_map(|i| {
                 let h = self.engine.ue_handle_at(i)?;
@@ -1550,6 +1555,42 @@ impl Core {
             self.unload_ue(&impi);
         }
         self.update_gauge();
+    }
+
+    /// Queued writes (not yet committed) of UEs this instance does not own
+    /// (any more) get a notice in the same batch ([`crate::cluster::Notice::Ue`],
+    /// with the MSKs of their pending deliveries): whoever owns the UE
+    /// when they commit reloads it and pushes. After a hand-over the next
+    /// owner has read them already (it takes the shard once they are
+    /// committed); after a lease lost with the database unreachable, these
+    /// writes commit (and their requests are answered) only when it is
+    /// back, after the next owner loaded the shard.
+    fn notify_unowned_writes(&mut self) {
+        if self.cluster.is_none() {
+            return;
+        }
+        let mut keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for w in &self.pending.ues {
+            let impi = match w {
+                UeWrite::Put(r) => &r.impi,
+                UeWrite::Remove(i) => i,
+            };
+            if !self.owns_ue(impi) {
+                keys.entry(impi.clone()).or_default();
+            }
+        }
+        for d in &self.pending.outcomes.deliveries {
+            if d.state == "pending" && !self.owns_ue(&d.impi) {
+                keys.entry(d.impi.clone())
+                    .or_default()
+                    .push(crate::store::msk_to_text(&d.msk));
+            }
+        }
+        for (impi, keys) in keys {
+            self.pending
+                .notices
+                .push(crate::cluster::Notice::Ue { impi, keys }.to_json());
+        }
     }
 
     /// Becomes (`true`) or stops being the anchor of key group `g`.

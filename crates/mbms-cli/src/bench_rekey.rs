@@ -76,6 +76,11 @@ pub struct RekeyArgs {
     /// key groups and UEs stay its own (default: the BM-SC's, 10000).
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(100..))]
     lease_ms: Option<u64>,
+    /// With --bmsc-instances K > 1: start the UEs at once, while the
+    /// instances still share out the UE shards (default: once they have,
+    /// for clean measurements).
+    #[arg(long)]
+    no_wait_settled: bool,
 }
 
 fn parse_kill_fraction(s: &str) -> Result<f64, String> {
@@ -127,6 +132,7 @@ pub fn run(a: RekeyArgs) -> ExitCode {
     o.bmsc_instances = a.bmsc_instances as usize;
     o.postgres = a.postgres;
     o.lease_ms = a.lease_ms;
+    o.no_wait_settled = a.no_wait_settled;
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -169,11 +175,14 @@ fn text(r: &RekeyReport) -> String {
     let mut t = figures(r);
     if let Some(k) = &r.kill {
         t.push_str(&format!(
-            "kill:   SIGKILL at {:.3} s ({} UEs held the new MSK); restarted BM-SC's first MIKEY datagram {}, /healthz after {:.3} s\n\
+            "kill:   SIGKILL at {:.3} s ({} of {} UEs held the new MSK active, {} had it pushed{}); restarted BM-SC's first MIKEY datagram {}, /healthz after {:.3} s\n\
              \x20       {} datagrams from the killed BM-SC, {} MSK messages sent after the restart ({} retransmissions)\n\
              checks: {} counter violations; {} of {} UEs hold the new MSK active; {} charging records, {} UEs charged once, {} more than once: {}\n",
             k.killed_after_s,
             k.holders_at_kill,
+            r.ues,
+            k.pushed_at_kill,
+            if k.mid_rotation { ": mid-rotation" } else { ": NOT mid-rotation" },
             k.restart_s.map_or("never".to_owned(), |s| format!("after {s:.3} s")),
             k.healthy_s,
             k.datagrams_before_kill,

@@ -98,10 +98,47 @@ fn kill_9_of_the_anchor_among_three_instances_loses_nothing() {
     // A survivor became the key group's anchor.
     assert!(f["takeover_s"].as_f64().is_some(), "{r}");
     assert!(f["every_ue_active_s"].as_f64().unwrap() > 0.0, "{r}");
+    // The kill landed mid-rotation: the survivors finished it.
+    assert!(k["holders_at_kill"].as_u64().unwrap() < n, "{r}");
+    assert_eq!(k["mid_rotation"], true, "{r}");
     assert_eq!(k["passed"], true, "{r}");
 
     // The harness's database is gone.
     assert_eq!(leftover_databases(&url, pid), Vec::<String>::new());
+}
+
+/// The same without waiting for the instances to share out the UE shards:
+/// the UEs register (and the 4-way procedure of the charging key group
+/// runs) while the starting instances still hand shards over (issue 13:
+/// UEs registered then once stalled). Every UE must end with the new MSK
+/// active, charged once, no counter twice.
+#[test]
+fn ues_starting_while_the_instances_rebalance_are_all_served() {
+    let Some(url) = postgres_url() else { return };
+    let n: u64 = 300;
+    let out = Command::new(env!("CARGO_BIN_EXE_mbms"))
+        .args(["bench", "rekey", "--json", "--timeout", "180"])
+        .args(["--ues", &n.to_string(), "--no-wait-settled"])
+        .args(["--bmsc-instances", "3", "--postgres", &url])
+        .args(["--kill-bmsc-at", "0.3", "--lease-ms", "1500"])
+        .args(["--retransmit-initial-ms", "500"])
+        .output()
+        .expect("run mbms bench rekey");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "mbms bench rekey --no-wait-settled failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    assert_eq!(r["every_ue_holds_new_msk"], true, "{r}");
+    let k = &r["kill"];
+    assert_eq!(k["counter_violations"], 0, "{r}");
+    assert_eq!(k["ues_active"], n, "{r}");
+    assert_eq!(k["ues_charged_once"], n, "{r}");
+    assert_eq!(k["ues_charged_twice"], 0, "{r}");
+    assert_eq!(k["passed"], true, "{r}");
 }
 
 #[test]

@@ -132,7 +132,18 @@ pub fn cluster_leases(open: Open<'_>) {
             .unwrap(),
         la
     );
-    // Shedding: A keeps 10.
+    // Shedding: a claim keeps what A holds beyond its share (renewed)
+    // until A gives it back; then A holds 10.
+    let kept = ca.claim(LeaseKind::UeShard, "inst-a", 60_000, 10).unwrap();
+    assert_eq!(kept, la);
+    let extra: Vec<u32> = la[10..].iter().map(|l| l.item).collect();
+    // Another's release changes nothing.
+    cb.release(LeaseKind::UeShard, "inst-b", &extra).unwrap();
+    assert_eq!(
+        ca.claim(LeaseKind::UeShard, "inst-a", 60_000, 10).unwrap(),
+        la
+    );
+    ca.release(LeaseKind::UeShard, "inst-a", &extra).unwrap();
     let kept = ca.claim(LeaseKind::UeShard, "inst-a", 60_000, 10).unwrap();
     assert_eq!(kept[..], la[..10]);
     // Expired leases are taken over with a higher epoch.

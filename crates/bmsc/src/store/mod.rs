@@ -304,11 +304,12 @@ pub trait ClusterStore: Send + Sync {
     /// returns how many instances are alive (heartbeat younger than
     /// `lease_ms`), this one included.
     fn heartbeat(&self, instance: &str, url: &str, lease_ms: u64) -> Result<usize, StoreError>;
-    /// Renews every lease of `kind` that `instance` holds, gives back the
-    /// ones beyond `want` (highest items first), then takes free or expired
-    /// leases (`expires_at < now()`, epoch raised) up to `want`, in one
-    /// transaction. Key group leases are created for every defined key
-    /// group. Returns the leases held afterwards.
+    /// Renews every lease of `kind` that `instance` holds (also those
+    /// beyond `want`: they are given back with [`release`](Self::release)
+    /// once no longer used), then takes free or expired leases (`expires_at
+    /// < now()`, epoch raised) until it holds `want`, in one transaction.
+    /// Key group leases are created for every defined key group. Returns
+    /// the leases held afterwards, by item.
     fn claim(
         &self,
         kind: LeaseKind,
@@ -316,6 +317,11 @@ pub trait ClusterStore: Send + Sync {
         lease_ms: u64,
         want: usize,
     ) -> Result<Vec<Lease>, StoreError>;
+    /// Gives back the leases of `kind` on `items` that `instance` holds
+    /// (others' leases are left alone): the holder stopped using them and
+    /// its writes for them are committed, so the next holder reads
+    /// everything (crate::cluster, hand-over).
+    fn release(&self, kind: LeaseKind, instance: &str, items: &[u32]) -> Result<(), StoreError>;
     /// Gives back every lease of `instance` and forgets its heartbeat (a
     /// graceful stop: the others take over at once).
     fn release_all(&self, instance: &str) -> Result<(), StoreError>;

@@ -1163,17 +1163,10 @@ impl ClusterStore for PgStore {
                 .map(lease_of)
                 .collect::<Result<Vec<_>, _>>()?;
             held.sort_by_key(|l| l.item);
-            if held.len() > want {
-                let extra: Vec<i32> = held[want..].iter().map(|l| l.item as i32).collect();
-                tx.execute(
-                    &format!(
-                        "UPDATE {t} SET holder = NULL, expires_at = '-infinity'
-                         WHERE holder = $1 AND {k} = ANY($2)"
-                    ),
-                    &[&instance, &extra],
-                )?;
-                held.truncate(want);
-            } else if held.len() < want {
+            // Leases beyond `want` are kept (renewed) here: the holder gives
+            // them back with `release` once it stopped using them and its
+            // writes for them are committed (crate::cluster, hand-over).
+            if held.len() < want {
                 let n = i64::try_from(want - held.len()).unwrap_or(i64::MAX);
                 let taken = tx.query(
                     &format!(
@@ -1193,6 +1186,25 @@ impl ClusterStore for PgStore {
             }
             Ok(held)
         })
+    }
+
+    fn release(&self, kind: LeaseKind, instance: &str, items: &[u32]) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let (t, k) = lease_table(kind);
+        let items: Vec<i32> = items
+            .iter()
+            .filter_map(|i| i32::try_from(*i).ok())
+            .collect();
+        self.lock()?.execute(
+            &format!(
+                "UPDATE {t} SET holder = NULL, expires_at = '-infinity'
+                 WHERE holder = $1 AND {k} = ANY($2)"
+            ),
+            &[&instance, &items],
+        )?;
+        Ok(())
     }
 
     fn release_all(&self, instance: &str) -> Result<(), StoreError> {
