@@ -321,6 +321,9 @@ pub struct Core {
     ticket: u64,
     /// Commit progress, for the requests waiting for their writes.
     commits: tokio::sync::watch::Sender<CommitState>,
+    /// The ticket of the last charging records queued ([`Core::on_acks`]):
+    /// no MSK message is built until it is committed ([`Core::poll_hold`]).
+    charged_ticket: u64,
     /// UEs with at least one service (the `registered_ues` gauge).
     registered: usize,
     /// For retransmission jitter and solicited-pull RANDs: a CSPRNG seeded
@@ -390,6 +393,7 @@ impl Core {
             queued_requests: HashMap::new(),
             ticket: 0,
             commits: tokio::sync::watch::Sender::new(CommitState::default()),
+            charged_ticket: 0,
             registered: 0,
             rng: StdRng::from_rng(OsRng).map_err(|e| CoreError::Invalid(format!("OS RNG: {e}")))?,
             store: store.clone(),
@@ -558,6 +562,18 @@ impl Core {
     /// Commit progress (see [`CommitState`]).
     pub fn commits(&self) -> tokio::sync::watch::Receiver<CommitState> {
         self.commits.subscribe()
+    }
+
+    /// The ticket that must be committed before the next poll may build
+    /// MSK messages, if any: the charging records of 4-way step-1
+    /// acknowledgements ([`on_acks`](Self::on_acks)). Each such
+    /// acknowledgement also made its activation due at once (seed 004
+    /// 6.3.2.3.3); built before the commit, a UE could hold the MSK active
+    /// with no charging record on disk if the BM-SC died then (module
+    /// documentation: the order of effects). While it is `Some`, the polls
+    /// build nothing; the engine driver waits for that commit, then polls.
+    pub fn poll_hold(&self) -> Option<u64> {
+        (self.charged_ticket > self.commits.borrow().committed).then_some(self.charged_ticket)
     }
 
     /// Takes every queued write for one group commit (the first of the
@@ -943,12 +959,16 @@ impl Core {
 
     /// Builds what is due (pushes, retransmissions), at most
     /// [`POLL_BATCH`] messages, records give-ups, and returns the datagrams.
+    /// Nothing while [`poll_hold`](Self::poll_hold) awaits a commit.
     pub fn poll(&mut self, now: Timestamp) -> Result<Datagrams, CoreError> {
         self.poll_at_most(now, POLL_BATCH)
     }
 
     /// [`poll`](Self::poll) of at most `max` messages (at least one).
     pub fn poll_at_most(&mut self, now: Timestamp, max: usize) -> Result<Datagrams, CoreError> {
+        if self.poll_hold().is_some() {
+            return Ok(Vec::new());
+        }
         let actions = self.engine.poll_at_most(now, max.max(1), &mut self.rng)?;
         Ok(self.sent_actions(actions, now))
     }
@@ -963,6 +983,9 @@ impl Core {
         now: Timestamp,
         max: usize,
     ) -> Result<Option<Datagrams>, CoreError> {
+        if self.poll_hold().is_some() {
+            return Ok(Some(Vec::new()));
+        }
         let Some(actions) = self.engine.poll_reserved(now, max.max(1), &mut self.rng)? else {
             return Ok(None);
         };
@@ -1102,11 +1125,17 @@ impl Core {
         }
         // Group commit: the outcomes go with the next commit (the
         // committer's), not one transaction of their own per batch; the
-        // charging records are counted once written (`end_commit`).
-        self.enqueue(WriteBatch {
+        // charging records are counted once written (`end_commit`), and
+        // the activations wait for them (`poll_hold`).
+        let charged = !outcomes.charging.is_empty();
+        let ticket = self.enqueue(WriteBatch {
             outcomes,
             ..Default::default()
-        })
+        });
+        if charged {
+            self.charged_ticket = ticket;
+        }
+        ticket
     }
 
     /// Rotates a key group now (seed 000 6.3.2.3.1): the new MSKs are

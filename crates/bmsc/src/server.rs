@@ -528,10 +528,27 @@ async fn engine_driver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     // MIKEY messages sent so far (compared with the datagrams read back).
     let mut sent: u64 = 0;
     loop {
-        let (deadline, rotation) = app
+        let (deadline, rotation, hold) = app
             .core
-            .run_short(|c| (c.next_deadline(), c.next_rotation()))
+            .run_short(|c| (c.next_deadline(), c.next_rotation(), c.poll_hold()))
             .await;
+        if let Some(ticket) = hold {
+            // Activations wait for the charging records of their step-1
+            // acknowledgements to be on disk (`Core::poll_hold`): one group
+            // commit, then poll.
+            let ok = tokio::select! {
+                r = stop.wait_for(|s| *s) => { let _ = r; return; }
+                ok = app.committed(ticket) => ok,
+            };
+            if !ok {
+                // That commit failed; the committer retries it.
+                tokio::select! {
+                    r = stop.wait_for(|s| *s) => { let _ = r; return; }
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+            continue;
+        }
         let now = now_ts();
         let next = [deadline, rotation].into_iter().flatten().min();
         let sleep = next.map_or(Duration::from_secs(3600), |t| t.saturating_since(now));

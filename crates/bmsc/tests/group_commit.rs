@@ -277,3 +277,55 @@ fn an_acknowledgement_queued_with_its_request_replaces_the_pending_write() {
     assert_eq!(acked[0].state, "acknowledged");
     assert_eq!(acked[0].msk, requested);
 }
+
+/// 4-way procedure (seed 004 6.3.2.3.3): the activation that a step-1
+/// acknowledgement makes due is built only once that acknowledgement's
+/// charging record is committed; a UE never holds the MSK active with no
+/// charging record on disk.
+#[test]
+fn an_activation_waits_for_its_charging_record_to_be_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bmsc.db");
+    let db = db.to_str().unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let store = bmsc::store::open(db).unwrap();
+    let mut s = settings();
+    s.key_groups[0].charging = true;
+    let mut core = Core::open(&s, store, metrics.clone(), Timestamp(0)).unwrap();
+    let ue = ctx(1);
+    let mut mgvf = MgvF::new(MgvMemory::new());
+    mgvf.add_muk(
+        MukId::new("bmsc.home1.net", ue.btid.as_str()),
+        ue.muk.clone(),
+    )
+    .unwrap();
+    core.register(&ue, &["svc".into()], Timestamp(1)).unwrap();
+    group_commit(&mut core).unwrap();
+    let step1 = core.poll(Timestamp(1)).unwrap();
+    assert!(!step1.is_empty(), "the registration pushes step 1");
+    assert_eq!(core.poll_hold(), None);
+    assert!(acknowledge(&mut core, &mut mgvf, &step1, Timestamp(1)) > 0);
+    let held = core.poll_hold().expect("charging records queued");
+    assert_eq!(held, core.write_ticket());
+    assert!(
+        core.poll(Timestamp(2)).unwrap().is_empty(),
+        "no activation before the charging record is on disk"
+    );
+    assert!(core
+        .poll_short(Timestamp(2), 64)
+        .unwrap()
+        .unwrap()
+        .is_empty());
+    let on_disk = |db: &str| {
+        bmsc::store::open(db)
+            .unwrap()
+            .charging_records(0, 100)
+            .unwrap()
+    };
+    assert!(on_disk(db).is_empty());
+    group_commit(&mut core).unwrap();
+    assert_eq!(core.poll_hold(), None);
+    assert!(!on_disk(db).is_empty());
+    let activation = core.poll(Timestamp(2)).unwrap();
+    assert!(!activation.is_empty(), "the activation follows the commit");
+}
