@@ -478,7 +478,7 @@ async fn connect_from(from: SocketAddr, to: SocketAddr) -> std::io::Result<TcpSt
 pub(crate) fn read_captures(files: &[PathBuf]) -> anyhow::Result<(Vec<Captured>, Vec<usize>)> {
     let mut caps = Vec::new();
     let mut per_instance = Vec::with_capacity(files.len());
-    for f in files {
+    for (i, f) in files.iter().enumerate() {
         let bytes = match std::fs::read(f) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -499,9 +499,14 @@ pub(crate) fn read_captures(files: &[PathBuf]) -> anyhow::Result<(Vec<Captured>,
             let Some(u) = mbms_capture::udp_in_frame(link, &r.data) else {
                 continue;
             };
-            let (SocketAddr::V4(src), SocketAddr::V4(dst)) = (u.src, u.dst) else {
+            let (SocketAddr::V4(mut src), SocketAddr::V4(dst)) = (u.src, u.dst) else {
                 continue;
             };
+            // The sessions' senders bind 0.0.0.0: the instance's address
+            // is the one they leave from.
+            if src.ip().is_unspecified() {
+                src.set_ip(instance_ip(i));
+            }
             let payload = r.data[u.payload.clone()].to_vec();
             let kind = kind_of(&payload);
             if kind == TapKind::Mikey

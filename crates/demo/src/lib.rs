@@ -1887,6 +1887,14 @@ async fn run_recorded(
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 };
+                // Several instances: the deregistration, answered by any
+                // instance, reaches the UE's owner through the database; the
+                // rotation starts once no instance lists the UE any more.
+                let gone = if bmsc.fleet().is_some() {
+                    forgotten_everywhere(&http, &bmsc.admin_urls(), &ues[dereg].impi).await
+                } else {
+                    true
+                };
                 let before = SystemTime::now();
                 let marks: Vec<usize> = ues.iter().map(DemoUe::mark).collect();
                 let v = admin("/admin/v1/key-groups/1/rotate").await?;
@@ -1906,11 +1914,11 @@ async fn run_recorded(
                     .filter(|c| c.time >= before)
                     .filter(|c| c.kind == TapKind::Mikey && *c.dst.ip() == target)
                     .count();
-                if both && pushed == 0 && got == others.len() {
+                if both && gone && pushed == 0 && got == others.len() {
                     dereg_ok = 1;
                 } else {
                     detail = Some(format!(
-                        "deregistered from both services: {both}; MSK messages to it after: {pushed}; others that got the rotation: {got}/{}",
+                        "deregistered from both services: {both}; forgotten by every instance: {gone}; MSK messages to it after: {pushed}; others that got the rotation: {got}/{}",
                         others.len()
                     ));
                 }
@@ -2130,6 +2138,37 @@ async fn run_recorded(
         },
         cluster: cluster_facts,
     })
+}
+
+/// Polls `GET /admin/v1/registrations` of every instance in `bases`
+/// until none lists `impi` (its owner lists the UEs it serves); false
+/// after 10 s.
+async fn forgotten_everywhere(http: &reqwest::Client, bases: &[String], impi: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut listed = false;
+        for b in bases {
+            let v: serde_json::Value = match http
+                .get(format!("{b}/admin/v1/registrations"))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+            {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(_) => serde_json::Value::Null,
+            };
+            listed |= v
+                .as_array()
+                .is_none_or(|a| a.iter().any(|u| u["impi"] == impi));
+        }
+        if !listed {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Sends a plain RTP packet to the BM-SC's RTP ingress (every live
