@@ -1501,7 +1501,11 @@ impl Core {
     /// that any other instance would have served (`mbms demo
     /// --bmsc-instances 3`: a UE's missed key update right after its
     /// registration). Alone, memory is the whole truth: nothing is read.
-    fn load_if_registered_elsewhere(&mut self, impi: &str, now: Timestamp) -> Result<(), CoreError> {
+    fn load_if_registered_elsewhere(
+        &mut self,
+        impi: &str,
+        now: Timestamp,
+    ) -> Result<(), CoreError> {
         if self.cluster.is_none() || self.registered_handle(impi).is_some() {
             return Ok(());
         }

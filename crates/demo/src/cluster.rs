@@ -244,8 +244,8 @@ impl Fleet {
     /// The last lines of instance `i`'s log.
     fn log_tail(&self, i: usize) -> String {
         let name = bmsc_name(i, self.instances());
-        let text = std::fs::read_to_string(self.dir.join(format!("{name}.log")))
-            .unwrap_or_default();
+        let text =
+            std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(10)..].join("\n")
     }
@@ -274,7 +274,12 @@ impl Fleet {
             }
         }
         children.clear();
-        if let Some(db) = self.database.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(db) = self
+            .database
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             if let Err(e) = db.drop_database() {
                 eprintln!("warning: {e}");
             }
@@ -572,10 +577,7 @@ pub(crate) fn counter_reuses(caps: &[Captured]) -> usize {
         }
         let Some(t) = m.timestamp() else { continue };
         let key = if c.kind == TapKind::Mtk {
-            let Some(k) = m
-                .key_ids()
-                .find(|k| k.key_id_type == mikey::KeyIdType::MSK)
-            else {
+            let Some(k) = m.key_ids().find(|k| k.key_id_type == mikey::KeyIdType::MSK) else {
                 continue;
             };
             (1, k.key_id.to_vec(), format!("{t:?}"))

@@ -51,8 +51,8 @@ mod cluster;
 mod html;
 mod record;
 
-pub use cluster::{instance_ip, ClusterFacts, Deployment, Processes, CLUSTER_PROCEDURES};
 use cluster::Bmsc;
+pub use cluster::{instance_ip, ClusterFacts, Deployment, Processes, CLUSTER_PROCEDURES};
 
 pub use html::render_html;
 use record::Recorder;
@@ -264,8 +264,8 @@ pub struct DemoReport {
     /// Captured datagrams and their check.
     pub capture: CaptureReport,
     /// `--bmsc-instances K`: the scale-out run's facts (absent in the
-    /// single-instance demo; its ports are then 0: each instance and the
-    /// UEs have free ports of their own).
+    /// single-instance demo). The ports above are the same: every instance
+    /// has the MIKEY port on its own address ([`instance_ip`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterFacts>,
 }
@@ -618,9 +618,9 @@ fn request_detail(ues: &[DemoUe], live: &[usize], marks: &[usize]) -> String {
         let statuses: Vec<String> = ev
             .iter()
             .filter_map(|e| match e {
-                UeEvent::MskRequested { reason, statuses, .. } => {
-                    Some(format!("{reason:?} {statuses:?}"))
-                }
+                UeEvent::MskRequested {
+                    reason, statuses, ..
+                } => Some(format!("{reason:?} {statuses:?}")),
                 _ => None,
             })
             .collect();
@@ -1209,7 +1209,8 @@ async fn run_recorded(
                 };
                 c2.lock().unwrap().push(c);
             });
-            let rtp_in = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port(Ipv4Addr::LOCALHOST, &avoid)?));
+            let rtp_in =
+                SocketAddr::from((Ipv4Addr::LOCALHOST, free_port(Ipv4Addr::LOCALHOST, &avoid)?));
             let db = dir.path().join("bmsc.db");
             let cfg_text = bmsc_config(
                 dir.path(),
@@ -1226,7 +1227,8 @@ async fn run_recorded(
             let bcfg = bmsc::BmscConfig::parse(&cfg_text).context("BM-SC configuration")?;
             let store = tokio::task::spawn_blocking(
                 move || -> anyhow::Result<Arc<dyn bmsc::store::Store>> {
-                    Ok(Arc::new(bmsc::store::SqliteStore::open(&db)?) as Arc<dyn bmsc::store::Store>)
+                    Ok(Arc::new(bmsc::store::SqliteStore::open(&db)?)
+                        as Arc<dyn bmsc::store::Store>)
                 },
             )
             .await??;
@@ -1948,12 +1950,7 @@ async fn run_recorded(
             detail,
         });
     }
-    let fleet_facts = bmsc.fleet().map(|f| {
-        (
-            f.instances(),
-            f.connections(),
-        )
-    });
+    let fleet_facts = bmsc.fleet().map(|f| (f.instances(), f.connections()));
     let capture_source = bmsc.capture_source();
 
     // ---- stop everything -------------------------------------------------------------
@@ -2223,7 +2220,11 @@ async fn charged_once(
     }
     let once = impis
         .iter()
-        .filter(|i| records.get(i.as_str()).is_some_and(|(c, one)| *c > 0 && *one))
+        .filter(|i| {
+            records
+                .get(i.as_str())
+                .is_some_and(|(c, one)| *c > 0 && *one)
+        })
         .count();
     let twice = per.values().filter(|c| **c > 1).count();
     let none = impis
@@ -2550,16 +2551,18 @@ pub fn render_table(r: &DemoReport) -> String {
     ));
     if let Some(c) = &r.cluster {
         s.push_str(&format!(
-            "{} BM-SC instances on PostgreSQL; SIGKILL to {} (the anchor) with {} UEs holding the new MSK; a survivor took over after {}; every UE active {:.2} s after the kill; MSK messages per instance {:?}; (MUK, counter) reuses {}\n",
+            "{} BM-SC instances on PostgreSQL; SIGKILL to {} (the anchor of key group 1) with {} UEs holding the new MSK; a survivor took over after {}; every UE held it {:.2} s after the kill; Ua connections per instance {:?}; MSK messages per instance {:?}; (key, counter) reuses {}\n",
             c.instances,
             c.killed_instance,
             c.holders_at_kill,
             c.takeover_ms.map_or("(not seen)".to_owned(), |t| format!("{:.2} s", t as f64 / 1000.0)),
             c.failover_ms as f64 / 1000.0,
+            c.ua_connections_per_instance,
             c.msk_messages_per_instance,
             c.counter_reuses,
         ));
-    } else if (r.mikey_port, r.mtk_port, r.srtp_port) != (MIKEY_PORT, MTK_PORT, SRTP_PORT) {
+    }
+    if (r.mikey_port, r.mtk_port, r.srtp_port) != (MIKEY_PORT, MTK_PORT, SRTP_PORT) {
         if r.port_fallback {
             s.push_str("note: a port asked for was taken; free ports were used\n");
         }
