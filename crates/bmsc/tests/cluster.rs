@@ -453,3 +453,36 @@ async fn an_instance_cut_from_postgresql_answers_503_and_its_work_moves() {
     b.kill();
     a.shutdown().await.unwrap();
 }
+
+/// A UE that registered at one instance and at once asks for the current
+/// MSK at the other is served, whichever of the two owns it: an owner
+/// that has not read the registration's notice yet loads the stored
+/// registration (it answered 403 to one UE of 12 in `mbms demo
+/// --bmsc-instances 3`; here, with the request sent the moment the
+/// registration is answered, most UEs owned by the second instance got
+/// 403 without the fix).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_msk_request_right_after_a_registration_elsewhere_is_served() {
+    let Some(mut env) = Env::postgres("cluster_regreq", &extra("a")).await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let a = env.bmsc.take().unwrap();
+    let b = another(&env, "b").await;
+    wait_spread(&http, &a.url(), 2, 1).await;
+    let urls = [a.url(), b.url()];
+    let mut refused = Vec::new();
+    for n in 1..=24usize {
+        let mut ue = TestUe::bootstrap(&env.bsf.url(), &impi(n), urls[n % 2].clone()).await;
+        assert_eq!(ue.register(&[NEWS, PAY]).await, [200, 200]);
+        ue.base = urls[(n + 1) % 2].clone();
+        let st = ue.request_msks(&[msk(1, 0), msk(2, 0)]).await;
+        if st != [200, 200] {
+            refused.push((ue.impi.clone(), st));
+        }
+    }
+    assert!(refused.is_empty(), "refused: {refused:?}");
+    for i in [a, b] {
+        i.shutdown().await.unwrap();
+    }
+}

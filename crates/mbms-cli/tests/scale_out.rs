@@ -209,3 +209,14 @@ fn demo_on_three_instances_survives_the_anchor_s_kill() {
     // The run's database is gone.
     assert_eq!(leftover_databases(&url, pid), Vec::<String>::new());
 }
+
+#[test]
+fn the_demo_on_several_instances_needs_postgresql() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mbms"))
+        .args(["demo", "--ues", "2", "--bmsc-instances", "2"])
+        .output()
+        .expect("run mbms demo");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--postgres"), "{err}");
+}
