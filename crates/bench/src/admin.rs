@@ -37,6 +37,22 @@ impl Admin {
         }
     }
 
+    /// A client of the instances at `bases` (all alive) with the admin
+    /// bearer `token`.
+    pub fn with_bases(http: reqwest::Client, bases: Vec<String>, token: &str) -> Self {
+        Admin {
+            http,
+            alive: Arc::new((0..bases.len()).map(|_| AtomicBool::new(true)).collect()),
+            bases,
+            token: token.to_owned(),
+        }
+    }
+
+    /// Whether instance `i` is alive (not [`Self::mark_dead`]).
+    pub fn is_alive(&self, i: usize) -> bool {
+        self.alive.get(i).is_some_and(|a| a.load(Ordering::SeqCst))
+    }
+
     /// The live instances' base URLs.
     pub fn live(&self) -> impl Iterator<Item = (usize, &str)> {
         self.bases

@@ -590,7 +590,7 @@ where
 
 /// The log and configuration name of BM-SC instance `i` of `total`:
 /// `bmsc` alone, `bmsc-<i>` among several.
-fn bmsc_name(i: usize, total: usize) -> String {
+pub fn bmsc_name(i: usize, total: usize) -> String {
     if total > 1 {
         format!("bmsc-{i}")
     } else {
@@ -600,8 +600,9 @@ fn bmsc_name(i: usize, total: usize) -> String {
 
 /// A database of its own on a PostgreSQL server, created from the URL of
 /// any database there and dropped (`WITH (FORCE)`) at the end: runs on the
-/// same server stay apart.
-struct PgDatabase {
+/// same server stay apart (`mbms bench rekey` and `mbms demo` with
+/// several BM-SC instances).
+pub struct PgDatabase {
     /// The URL given.
     server: String,
     /// `mbms_bench_<pid>_<hex>`.
@@ -611,7 +612,9 @@ struct PgDatabase {
 }
 
 impl PgDatabase {
-    fn create(server: &str) -> Result<PgDatabase, BenchError> {
+    /// Creates `mbms_bench_<pid>_<hex>` on the server of `server` (the URL
+    /// of any database there).
+    pub fn create(server: &str) -> Result<PgDatabase, BenchError> {
         let mut suffix = [0u8; 4];
         rand::rngs::OsRng.fill_bytes(&mut suffix);
         let name = format!("mbms_bench_{}_{}", std::process::id(), hex::encode(suffix));
@@ -626,7 +629,13 @@ impl PgDatabase {
         Ok(db)
     }
 
-    fn drop_database(self) -> Result<(), BenchError> {
+    /// The URL of the new database (it may hold a password).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Drops the database (`WITH (FORCE)`: its clients are disconnected).
+    pub fn drop_database(self) -> Result<(), BenchError> {
         self.execute(&format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             self.name
@@ -673,8 +682,10 @@ impl Drop for Services {
     }
 }
 
-/// Starts `mbms <what> --config <name>.toml` logging to `<name>.log`.
-fn spawn(
+/// Starts `mbms <what> --config <name>.toml` in `dir`, logging to
+/// `<name>.log` there (appended to with `append`), with `--pcap
+/// <name>.pcap` when `pcap`.
+pub fn spawn(
     bin: &Path,
     what: &str,
     name: &str,
@@ -716,7 +727,7 @@ fn spawn(
 
 /// `GET /healthz` answered `ok` (a tiny HTTP/1.1 exchange, no client
 /// library needed before the runtime exists).
-fn healthz(addr: &str) -> bool {
+pub fn healthz(addr: &str) -> bool {
     use std::io::{Read as _, Write as _};
     let Ok(mut s) = std::net::TcpStream::connect(addr) else {
         return false;

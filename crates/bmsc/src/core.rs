@@ -796,6 +796,7 @@ impl Core {
         if !self.owns_ue(&ctx.impi) {
             return self.change_remote_ue(ctx, services, true, now);
         }
+        self.load_if_registered_elsewhere(&ctx.impi, now)?;
         let known = self.registered_handle(&ctx.impi);
         let mut set = known
             .and_then(|h| self.entry(h))
@@ -839,6 +840,7 @@ impl Core {
         if !self.owns_ue(&ctx.impi) {
             return self.change_remote_ue(ctx, services, false, now);
         }
+        self.load_if_registered_elsewhere(&ctx.impi, now)?;
         let known = self.registered_handle(&ctx.impi);
         let mut set = known
             .and_then(|h| self.entry(h))
@@ -894,6 +896,7 @@ impl Core {
         if !self.owns_ue(&ctx.impi) {
             return self.request_msks_remote(ctx, keys, now);
         }
+        self.load_if_registered_elsewhere(&ctx.impi, now)?;
         let known = self.registered_handle(&ctx.impi);
         if let Some(h) = known {
             if !self.same_ue(h, ctx) {
@@ -1518,6 +1521,34 @@ impl Core {
         Ok(n)
     }
 
+    /// Whether a Ua request of UE `impi` is answered from memory alone: it
+    /// is this instance's and, with several instances, already loaded.
+    fn answers_from_memory(&self, impi: &str) -> bool {
+        self.owns_ue(impi) && (self.cluster.is_none() || self.registered_handle(impi).is_some())
+    }
+
+    /// Several instances: a UE this instance owns but does not know yet may
+    /// have registered at another instance a moment ago (its notice is on
+    /// the way): its stored registration is loaded before a Ua request of
+    /// the UE is answered here, or the owner answered 403 to an MSK request
+    /// that any other instance would have served (`mbms demo
+    /// --bmsc-instances 3`: a UE's missed key update right after its
+    /// registration). Alone, memory is the whole truth: nothing is read.
+    fn load_if_registered_elsewhere(
+        &mut self,
+        impi: &str,
+        now: Timestamp,
+    ) -> Result<(), CoreError> {
+        if self.cluster.is_none() || self.registered_handle(impi).is_some() {
+            return Ok(());
+        }
+        if let Some(rec) = self.store.ue(impi)? {
+            self.load_ue(rec, now)?;
+            self.update_gauge();
+        }
+        Ok(())
+    }
+
     /// Puts a UE read from the store in the engine (no write).
     fn load_ue(&mut self, ue: UeRecord, now: Timestamp) -> Result<UeHandle, CoreError> {
         let before = self
@@ -1892,8 +1923,10 @@ impl CoreHandle {
         F: FnOnce(&mut Core) -> T + Send + 'static,
     {
         // Checked under the lock that runs `f`: ownership cannot change in
-        // between.
-        self.run_short_if(|c| c.owns_ue(impi), f).await
+        // between. A UE this instance owns but does not know yet is read
+        // from the store first (`Core::load_if_registered_elsewhere`): on
+        // a blocking thread.
+        self.run_short_if(|c| c.answers_from_memory(impi), f).await
     }
 
     /// Runs `f` on the core on this thread when the core is free, for the

@@ -660,6 +660,14 @@ async fn run_download(
                         continue;
                     }
                 };
+                // Several instances share the folder: only the key group's
+                // anchor protects (and removes) a file; the others leave it
+                // alone, quietly (TS 33.246 6.3.4.5: one issuer of MTKs).
+                let g = cfg.key_group;
+                if !ctx.core.run_short(move |c| c.is_anchor(g)).await {
+                    sizes.clear();
+                    continue;
+                }
                 let mut seen = HashMap::new();
                 for (path, name, size) in listing {
                     let stable = sizes.get(&path) == Some(&size);

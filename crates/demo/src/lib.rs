@@ -29,6 +29,14 @@
 //! and from the download session's MTK message). The run then opens every
 //! MIKEY datagram of the capture with the key log, as `mbms mikey decode
 //! --keylog` does, and reports the result.
+//!
+//! Several BM-SC instances ([`DemoOptions::deployment`] =
+//! [`Deployment::Processes`], `mbms demo --bmsc-instances K --postgres
+//! URL`, issue 13): the same scenario with the BM-SC as K `mbms bmsc`
+//! processes on a fresh PostgreSQL database behind a round-robin Ua load
+//! balancer; the anchor of key group 1 is killed in the middle of its
+//! rotation, and [`CLUSTER_PROCEDURES`] check that every UE is charged once
+//! and no counter repeats (`cluster` module, `docs/demo.md`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -51,7 +59,8 @@ mod cluster;
 mod html;
 mod record;
 
-pub use cluster::{run_cluster, ClusterFacts, ClusterOptions, CLUSTER_PROCEDURES};
+use cluster::Bmsc;
+pub use cluster::{instance_ip, ClusterFacts, Deployment, Processes, CLUSTER_PROCEDURES};
 
 pub use html::render_html;
 use record::Recorder;
@@ -107,6 +116,11 @@ pub struct DemoOptions {
     /// Never try [`DemoOptions::ports`]: always pick free ones. For tests
     /// and for runs next to other programs (two demos at once).
     pub free_ports: bool,
+    /// Where the BM-SC runs: in this process (default) or as several
+    /// `mbms bmsc` processes on PostgreSQL (issue 13); the scenario is the
+    /// same, with the anchor of key group 1 killed in the middle of its
+    /// rotation and [`CLUSTER_PROCEDURES`] added when several.
+    pub deployment: Deployment,
 }
 
 /// The UDP ports of a run: the same numbers on every UE address, and the
@@ -145,6 +159,7 @@ impl Default for DemoOptions {
             work_dir: None,
             ports: DemoPorts::DEFAULT,
             free_ports: false,
+            deployment: Deployment::InProcess,
         }
     }
 }
@@ -257,8 +272,8 @@ pub struct DemoReport {
     /// Captured datagrams and their check.
     pub capture: CaptureReport,
     /// `--bmsc-instances K`: the scale-out run's facts (absent in the
-    /// single-instance demo; its ports are then 0: each instance and the
-    /// UEs have free ports of their own).
+    /// single-instance demo). The ports above are the same: every instance
+    /// has the MIKEY port on its own address ([`instance_ip`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterFacts>,
 }
@@ -280,7 +295,9 @@ impl DemoReport {
     }
 }
 
-/// The names of the procedures in order.
+/// The names of the procedures in order (with several BM-SC instances,
+/// [`CLUSTER_PROCEDURES`] come before the capture check:
+/// [`procedures_of`]).
 pub const PROCEDURES: [&str; 12] = [
     "bootstrapping",
     "registration",
@@ -295,6 +312,17 @@ pub const PROCEDURES: [&str; 12] = [
     "deregistration",
     "capture check",
 ];
+
+/// The procedures of a run on `deployment`, in order.
+pub fn procedures_of(deployment: &Deployment) -> Vec<&'static str> {
+    let mut v = PROCEDURES.to_vec();
+    if matches!(deployment, Deployment::Processes(_)) {
+        let check = v.pop();
+        v.extend(CLUSTER_PROCEDURES);
+        v.extend(check);
+    }
+    v
+}
 
 /// A captured datagram.
 #[derive(Clone, Debug)]
@@ -590,6 +618,40 @@ fn pull_detail(ues: &[DemoUe], live: &[usize], marks: &[usize]) -> String {
     )
 }
 
+/// Why UEs did not complete the basic MSK request: the first UE whose
+/// request got no 200 or no MSK, with its answers and its last error.
+fn request_detail(ues: &[DemoUe], live: &[usize], marks: &[usize]) -> String {
+    for &i in live {
+        let ev = ues[i].events_since(marks[i]);
+        let statuses: Vec<String> = ev
+            .iter()
+            .filter_map(|e| match e {
+                UeEvent::MskRequested {
+                    reason, statuses, ..
+                } => Some(format!("{reason:?} {statuses:?}")),
+                _ => None,
+            })
+            .collect();
+        let stored: Vec<&str> = ev.iter().filter_map(stored).collect();
+        let done = NEWS_GROUPS
+            .iter()
+            .all(|g| stored.iter().any(|m| m.starts_with(g)));
+        if !done || statuses.is_empty() {
+            let last = ues[i]
+                .ue
+                .as_ref()
+                .and_then(|u| u.status().ok())
+                .and_then(|st| st.runtime?.last_errors.pop())
+                .map(|e| e.what)
+                .unwrap_or_default();
+            return format!(
+                "UE {i}: requests {statuses:?}, MSKs stored {stored:?}, last error: {last}"
+            );
+        }
+    }
+    String::new()
+}
+
 /// The time a procedure gets for `n` UEs: `base_s` seconds for the first
 /// few plus 10 ms per UE (the UEs, the BSF and the BM-SC share the host's
 /// cores; at 10,000 UEs a push to all of them takes tens of seconds).
@@ -656,14 +718,23 @@ fn mtk_timing(n: usize) -> (u64, u64) {
     (2 + 5 * n as u64 / 1000, 500 + 3 * n as u64)
 }
 
+/// The BM-SC configuration of the demo: its sessions, key groups 1, 2
+/// (charging) and 3, services news and pay. `listen`, `mikey`, `rtp_in`
+/// and `db` are the instance's own; `cluster` is its `[cluster]` section
+/// (empty for the in-process BM-SC). The download folders are the run's,
+/// shared by every instance.
+#[allow(clippy::too_many_arguments)]
 fn bmsc_config(
     dir: &std::path::Path,
     n: usize,
     bsf_url: &str,
+    listen: SocketAddr,
     mikey: SocketAddr,
-    rtp_in: u16,
+    rtp_in: SocketAddr,
+    db: &str,
     mtk_dests: &[SocketAddr],
     srtp_dests: &[SocketAddr],
+    cluster: &str,
 ) -> String {
     let d = dir.display();
     let list = |v: &[SocketAddr]| {
@@ -675,9 +746,9 @@ fn bmsc_config(
     format!(
         r#"
 fqdn = "{BMSC_FQDN}"
-listen = "127.0.0.1:0"
+listen = "{listen}"
 mikey_listen = "{mikey}"
-db = "{d}/bmsc.db"
+db = "{db}"
 key_domain = "001-01"
 admin_token = "{ADMIN}"
 counter_block = 16
@@ -726,7 +797,7 @@ key_group = 1
 mtk_destinations = [{mtk}]
 mtk_interval = {mtk_interval}
 mtk_repeat = 1
-rtp_listen = "127.0.0.1:{rtp_in}"
+rtp_listen = "{rtp_in}"
 srtp_destinations = [{srtp}]
 switch_delay_ms = {switch_delay_ms}
 
@@ -737,7 +808,7 @@ key_group = 3
 watch_dir = "{d}/bmsc-watch"
 out_dir = "{d}/bmsc-out"
 scan_interval = 1
-"#,
+{cluster}"#,
         mtk = list(mtk_dests),
         srtp = list(srtp_dests),
         max_connections = http_connections(n),
@@ -1009,16 +1080,34 @@ async fn run_recorded(
         }
     };
     let mut results: Vec<ProcedureResult> = Vec::new();
-    let total = PROCEDURES.len();
+    let names = procedures_of(&opts.deployment);
+    let total = names.len();
     let begin = |idx: usize| {
         rec.procedure(idx);
         progress(Progress::Procedure {
-            name: PROCEDURES[idx],
+            name: names[idx],
             index: idx + 1,
             total,
         });
         Instant::now()
     };
+    // With several instances: the cluster procedures come before the
+    // capture check.
+    let p_charging_once = PROCEDURES.len() - 1;
+    let p_counters = PROCEDURES.len();
+    let p_capture = total - 1;
+    let fleet_plan = match &opts.deployment {
+        Deployment::InProcess => None,
+        Deployment::Processes(p) => {
+            if p.instances < 2 {
+                bail!("--bmsc-instances: at least 2 (the anchor is killed)");
+            }
+            Some(p)
+        }
+    };
+    let instance_ips: Vec<Ipv4Addr> = fleet_plan
+        .map(|p| (0..p.instances).map(instance_ip).collect())
+        .unwrap_or_default();
 
     // ---- addresses -------------------------------------------------------
     let ips: Vec<Ipv4Addr> = (0..n).map(ue_ip).collect();
@@ -1040,7 +1129,12 @@ async fn run_recorded(
     {
         bail!("the demo's MIKEY, MTK and SRTP ports must be three different non-zero ports: {wanted:?}");
     }
-    let mut chosen = choose_ports(&addrs, (!opts.free_ports).then_some(wanted))?;
+    // The instances' addresses need the MIKEY port too.
+    let port_ips: Vec<Ipv4Addr> = addrs.iter().chain(&instance_ips).copied().collect();
+    if !instance_ips.iter().all(|ip| port_free(*ip, 0)) {
+        bail!("cannot bind the BM-SC instances' loopback addresses 127.0.2.x (is 127.0.0.0/8 routed to lo?)");
+    }
+    let mut chosen = choose_ports(&port_ips, (!opts.free_ports).then_some(wanted))?;
     let (mp, tp, sp) = (chosen.mikey, chosen.mtk, chosen.srtp);
     let avoid = [mp, tp, sp];
     if chosen.fallback {
@@ -1050,7 +1144,6 @@ async fn run_recorded(
         )));
     }
     let bmsc_mikey = SocketAddr::from((Ipv4Addr::LOCALHOST, mp));
-    let rtp_in = free_port(Ipv4Addr::LOCALHOST, &avoid)?;
     // The plain RTP output of every UE goes to one sink the demo drains.
     let sink = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let sink_addr = sink.local_addr()?;
@@ -1104,47 +1197,96 @@ async fn run_recorded(
         .await
         .context("starting the BSF")?;
 
-    // ---- BM-SC with the tap -------------------------------------------------
-    let captured: Arc<Mutex<Vec<Captured>>> = Arc::new(Mutex::new(Vec::new()));
-    let c2 = captured.clone();
-    let tap = Tap::new(move |d| {
-        let c = Captured {
-            time: SystemTime::now(),
-            kind: d.kind,
-            src: v4(d.src),
-            dst: v4(d.dst),
-            bytes: d.bytes.to_vec(),
-        };
-        c2.lock().unwrap().push(c);
-    });
-    let cfg_text = bmsc_config(
-        dir.path(),
-        n,
-        &rec.zn_url(&bsf.url()).await?,
-        bmsc_mikey,
-        rtp_in,
-        &mtk_dests,
-        &srtp_dests,
-    );
-    let bcfg = bmsc::BmscConfig::parse(&cfg_text).context("BM-SC configuration")?;
-    let db = dir.path().join("bmsc.db");
-    let store =
-        tokio::task::spawn_blocking(move || -> anyhow::Result<Arc<dyn bmsc::store::Store>> {
-            Ok(Arc::new(bmsc::store::SqliteStore::open(&db)?) as Arc<dyn bmsc::store::Store>)
-        })
-        .await??;
-    // The BM-SC binds 127.0.0.1:MIKEY now (the MTK and SRTP holds stay).
+    // ---- BM-SC: with the tap in this process, or K instances ---------------
+    let zn_url = rec.zn_url(&bsf.url()).await?;
+    // The BM-SC binds its MIKEY port now (the MTK and SRTP holds stay).
     if !chosen.hold.is_empty() {
         chosen.hold.remove(0);
     }
-    let bmsc = bmsc::start_with_tap(&bcfg, store, Some(tap))
-        .await
-        .context("starting the BM-SC")?;
-    let bmsc_url = bmsc.url();
+    let bmsc = match fleet_plan {
+        None => {
+            let captured: Arc<Mutex<Vec<Captured>>> = Arc::new(Mutex::new(Vec::new()));
+            let c2 = captured.clone();
+            let tap = Tap::new(move |d| {
+                let c = Captured {
+                    time: SystemTime::now(),
+                    kind: d.kind,
+                    src: v4(d.src),
+                    dst: v4(d.dst),
+                    bytes: d.bytes.to_vec(),
+                };
+                c2.lock().unwrap().push(c);
+            });
+            let rtp_in =
+                SocketAddr::from((Ipv4Addr::LOCALHOST, free_port(Ipv4Addr::LOCALHOST, &avoid)?));
+            let db = dir.path().join("bmsc.db");
+            let cfg_text = bmsc_config(
+                dir.path(),
+                n,
+                &zn_url,
+                SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                bmsc_mikey,
+                rtp_in,
+                &db.display().to_string(),
+                &mtk_dests,
+                &srtp_dests,
+                "",
+            );
+            let bcfg = bmsc::BmscConfig::parse(&cfg_text).context("BM-SC configuration")?;
+            let store = tokio::task::spawn_blocking(
+                move || -> anyhow::Result<Arc<dyn bmsc::store::Store>> {
+                    Ok(Arc::new(bmsc::store::SqliteStore::open(&db)?)
+                        as Arc<dyn bmsc::store::Store>)
+                },
+            )
+            .await??;
+            let running = bmsc::start_with_tap(&bcfg, store, Some(tap))
+                .await
+                .context("starting the BM-SC")?;
+            Bmsc::InProcess {
+                running,
+                captured,
+                rtp_in,
+            }
+        }
+        Some(p) => {
+            progress(Progress::Note(format!(
+                "starting {} BM-SC instances on a fresh PostgreSQL database",
+                p.instances
+            )));
+            let config = |listen, mikey, rtp_in, db: &str, cluster: &str| {
+                bmsc_config(
+                    dir.path(),
+                    n,
+                    &zn_url,
+                    listen,
+                    mikey,
+                    rtp_in,
+                    db,
+                    &mtk_dests,
+                    &srtp_dests,
+                    cluster,
+                )
+            };
+            cluster::start_processes(
+                p,
+                cluster::FleetPlan {
+                    dir: dir.path(),
+                    config: &config,
+                    mikey_port: mp,
+                    avoid: &avoid,
+                },
+            )
+            .await?
+        }
+    };
+    let bmsc_url = bmsc.ua_url();
     let http = reqwest::Client::new();
     let admin = |path: &str| {
         rec.admin(path);
-        let req = http.post(format!("{bmsc_url}{path}")).bearer_auth(ADMIN);
+        let req = http
+            .post(format!("{}{path}", bmsc.admin_url()))
+            .bearer_auth(ADMIN);
         async move {
             let r = req.send().await?;
             let s = r.status();
@@ -1353,7 +1495,7 @@ async fn run_recorded(
         succeeded: req_ok,
         total: n,
         millis: t.elapsed().as_millis() as u64,
-        detail: None,
+        detail: (req_ok < live.len()).then(|| request_detail(&ues, &live, &marks)),
     });
 
     // ---- key group rotation pushed to all ------------------------------------
@@ -1361,19 +1503,64 @@ async fn run_recorded(
     let marks: Vec<usize> = ues.iter().map(DemoUe::mark).collect();
     let v = admin("/admin/v1/key-groups/1/rotate").await?;
     let next = v["next"].as_str().unwrap_or_default().to_owned();
-    let rot_ok = wait_all(&ues, &live, grace(20, n), progress, |i, u| {
+    let holds_next = |i: usize, u: &DemoUe| {
         u.events_since(marks[i]).iter().any(|e| {
             matches!(e, UeEvent::MskStored { msk, acknowledged: true, .. } if msk.ends_with(&next))
         })
+    };
+    // Several instances: SIGKILL to the key group's anchor once about a
+    // third of the UEs hold the new MSK; it stays dead, and the survivors
+    // take over its key groups and UEs (6.3.4.3).
+    let mut kill = match bmsc.fleet() {
+        Some(f) => Some(kill_mid_rotation(f, &ues, &live, &holds_next, progress).await?),
+        None => None,
+    };
+    let lease_wait = bmsc.fleet().map_or(Duration::ZERO, |f| f.lease * 3);
+    let rot_ok = wait_all(&ues, &live, grace(20, n) + lease_wait, progress, |i, u| {
+        holds_next(i, u)
     })
     .await;
+    let failover = kill.as_ref().map(|k| k.at.elapsed());
+    let takeover = match kill.as_mut() {
+        Some(k) => (&mut k.takeover)
+            .await
+            .ok()
+            .flatten()
+            .map(|t| t.saturating_duration_since(k.at)),
+        None => None,
+    };
+    // The later procedures start once the survivors hold every UE shard
+    // and key group again: a solicited pull of a UE whose shard nobody
+    // holds yet is lost (run 2 of 3 at 100 UEs: 17 UEs got no pull).
+    let shards_taken = match (bmsc.fleet(), &kill) {
+        (Some(f), Some(k)) => {
+            survivors_hold_everything(f, &k.instance, grace(20, n) + lease_wait).await
+        }
+        _ => true,
+    };
     results.push(ProcedureResult {
         procedure: PROCEDURES[4],
-        clause: "000 6.3.2.3.1, 6.3.2.1",
-        succeeded: rot_ok,
+        clause: if kill.is_some() {
+            "000 6.3.2.3.1, 6.3.2.1; 6.3.4.3 (anchor killed)"
+        } else {
+            "000 6.3.2.3.1, 6.3.2.1"
+        },
+        succeeded: if kill.is_some() && (takeover.is_none() || !shards_taken) {
+            0
+        } else {
+            rot_ok
+        },
         total: n,
         millis: t.elapsed().as_millis() as u64,
-        detail: None,
+        detail: kill.as_ref().map(|k| {
+            format!(
+                "SIGKILL to {} (the anchor) with {} of {n} UEs holding the new MSK; takeover {}; every UE held it {} ms after the kill; the survivors hold every UE shard: {shards_taken}",
+                k.instance,
+                k.holders,
+                takeover.map_or("not seen".to_owned(), |t| format!("after {} ms", t.as_millis())),
+                failover.unwrap_or_default().as_millis()
+            )
+        }),
     });
 
     // ---- solicited pull ------------------------------------------------------
@@ -1438,7 +1625,8 @@ async fn run_recorded(
     let charged: BTreeSet<String> = {
         let r = http
             .get(format!(
-                "{bmsc_url}/admin/v1/charging-records?limit=1000000"
+                "{}/admin/v1/charging-records?limit=1000000",
+                bmsc.admin_url()
             ))
             .bearer_auth(ADMIN)
             .send()
@@ -1492,7 +1680,7 @@ async fn run_recorded(
     let pace = stream_pace(n);
     for k in 0..STREAM_FIRST_SEQ - PREROLL_FIRST_SEQ {
         let p = rtp(0x4d42_4d53, PREROLL_FIRST_SEQ + k, 160);
-        rtp_sock.send_to(&p, (Ipv4Addr::LOCALHOST, rtp_in)).await?;
+        send_rtp(&rtp_sock, &bmsc, &p).await?;
         tokio::time::sleep(pace).await;
         if live
             .iter()
@@ -1508,7 +1696,7 @@ async fn run_recorded(
     let mut sent = Vec::new();
     for seq in 0..RTP_PACKETS {
         let p = rtp(0x4d42_4d53, seq.wrapping_add(STREAM_FIRST_SEQ), 160);
-        rtp_sock.send_to(&p, (Ipv4Addr::LOCALHOST, rtp_in)).await?;
+        send_rtp(&rtp_sock, &bmsc, &p).await?;
         sent.push(p);
         tokio::time::sleep(pace).await;
     }
@@ -1599,26 +1787,36 @@ async fn run_recorded(
     admin("/admin/v1/key-groups/1/rotate").await?;
     let v = admin("/admin/v1/key-groups/1/rotate").await?;
     let current = v["current"].as_str().unwrap_or_default().to_owned();
-    // Wait until the BM-SC gave up the pushes to the offline UE.
-    let deadline = Instant::now() + grace(20, n);
+    // Wait until the BM-SC gave up the pushes to the offline UE. With
+    // several instances only its owner lists them: ask every live one, and
+    // wait until one listed them (the rotation reaches the owner through
+    // the database) or 3 s passed.
+    let asked = Instant::now();
+    let deadline = asked + grace(20, n);
+    let mut seen_busy = bmsc.fleet().is_none();
     loop {
-        let r = http
-            .get(format!(
-                "{bmsc_url}/admin/v1/registrations/{}/deliveries",
-                ues[offline].impi
-            ))
-            .bearer_auth(ADMIN)
-            .send()
-            .await?;
-        let v: serde_json::Value = r.json().await.unwrap_or_default();
-        let busy = v
-            .as_array()
-            .or_else(|| v["deliveries"].as_array())
-            .is_some_and(|a| {
-                a.iter()
-                    .any(|d| matches!(d["state"].as_str(), Some("pending" | "sent")))
-            });
-        if !busy || Instant::now() > deadline {
+        let mut busy = false;
+        for base in bmsc.admin_urls() {
+            let r = http
+                .get(format!(
+                    "{base}/admin/v1/registrations/{}/deliveries",
+                    ues[offline].impi
+                ))
+                .bearer_auth(ADMIN)
+                .send()
+                .await?;
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            busy |= v
+                .as_array()
+                .or_else(|| v["deliveries"].as_array())
+                .is_some_and(|a| {
+                    a.iter()
+                        .any(|d| matches!(d["state"].as_str(), Some("pending" | "sent")))
+                });
+        }
+        seen_busy |= busy;
+        let waited = seen_busy || asked.elapsed() > Duration::from_secs(3);
+        if (!busy && waited) || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1653,7 +1851,7 @@ async fn run_recorded(
             for k in 0..10u16 {
                 let seq = 1000u16.wrapping_add(round.wrapping_mul(10)).wrapping_add(k);
                 let p = rtp(0x4d42_4d53, seq, 160);
-                rtp_sock.send_to(&p, (Ipv4Addr::LOCALHOST, rtp_in)).await?;
+                send_rtp(&rtp_sock, &bmsc, &p).await?;
                 sent.push(p);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -1712,7 +1910,15 @@ async fn run_recorded(
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 };
-                let before = captured.lock().unwrap().len();
+                // Several instances: the deregistration, answered by any
+                // instance, reaches the UE's owner through the database; the
+                // rotation starts once no instance lists the UE any more.
+                let gone = if bmsc.fleet().is_some() {
+                    forgotten_everywhere(&http, &bmsc.admin_urls(), &ues[dereg].impi).await
+                } else {
+                    true
+                };
+                let before = SystemTime::now();
                 let marks: Vec<usize> = ues.iter().map(DemoUe::mark).collect();
                 let v = admin("/admin/v1/key-groups/1/rotate").await?;
                 let next = v["next"].as_str().unwrap_or_default().to_owned();
@@ -1725,15 +1931,17 @@ async fn run_recorded(
                 .await;
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 let target = ues[dereg].ip;
-                let pushed = captured.lock().unwrap()[before..]
+                let pushed = bmsc
+                    .captures()?
                     .iter()
+                    .filter(|c| c.time >= before)
                     .filter(|c| c.kind == TapKind::Mikey && *c.dst.ip() == target)
                     .count();
-                if both && pushed == 0 && got == others.len() {
+                if both && gone && pushed == 0 && got == others.len() {
                     dereg_ok = 1;
                 } else {
                     detail = Some(format!(
-                        "deregistered from both services: {both}; MSK messages to it after: {pushed}; others that got the rotation: {got}/{}",
+                        "deregistered from both services: {both}; forgotten by every instance: {gone}; MSK messages to it after: {pushed}; others that got the rotation: {got}/{}",
                         others.len()
                     ));
                 }
@@ -1749,6 +1957,22 @@ async fn run_recorded(
         millis: t.elapsed().as_millis() as u64,
         detail,
     });
+
+    // ---- several instances: charging exactly once -------------------------------------
+    if bmsc.fleet().is_some() {
+        let t = begin(p_charging_once);
+        let (once, detail) = charged_once(&http, &bmsc.admin_url(), &impis).await?;
+        results.push(ProcedureResult {
+            procedure: names[p_charging_once],
+            clause: "004 6.3.2.3.3; 6.3.4 (one record per acknowledgement)",
+            succeeded: once,
+            total: n,
+            millis: t.elapsed().as_millis() as u64,
+            detail,
+        });
+    }
+    let fleet_facts = bmsc.fleet().map(|f| (f.instances(), f.connections()));
+    let capture_source = bmsc.capture_source();
 
     // ---- stop everything -------------------------------------------------------------
     // Many at once: each writes its last status file, and one after the
@@ -1771,7 +1995,7 @@ async fn run_recorded(
         }
     }
     drop(relays);
-    let _ = bmsc.shutdown().await;
+    bmsc.shutdown().await;
     sink_task.abort();
     // The UEs' state folders go now, many at once, while the capture is
     // checked.
@@ -1782,8 +2006,39 @@ async fn run_recorded(
     );
 
     // ---- captures and key log ----------------------------------------------------------
-    let t = begin(11);
-    let caps = captured.lock().unwrap().clone();
+    let caps = capture_source.read()?;
+    // Several instances: no (MUK, counter) or (MSK, counter) pair on two
+    // different messages (6.3.4: counter blocks reserved in the database).
+    let mut cluster_facts = None;
+    if let (Some((instances, connections)), Some(k)) = (fleet_facts, &kill) {
+        let t = begin(p_counters);
+        let reuses = cluster::counter_reuses(&caps);
+        results.push(ProcedureResult {
+            procedure: names[p_counters],
+            clause: "6.3.4, PROFILE.md 7 (MUK and MSK counters)",
+            succeeded: usize::from(reuses == 0),
+            total: 1,
+            millis: t.elapsed().as_millis() as u64,
+            detail: (reuses > 0).then(|| {
+                format!("{reuses} (key, counter) pairs on two different messages in the capture")
+            }),
+        });
+        let per_instance = match &capture_source {
+            cluster::CaptureSource::Files(f) => cluster::read_captures(f)?.1,
+            cluster::CaptureSource::Tap(_) => Vec::new(),
+        };
+        cluster_facts = Some(ClusterFacts {
+            instances,
+            killed_instance: k.instance.clone(),
+            holders_at_kill: k.holders,
+            takeover_ms: takeover.map(|t| t.as_millis() as u64),
+            failover_ms: failover.unwrap_or_default().as_millis() as u64,
+            msk_messages_per_instance: per_instance,
+            ua_connections_per_instance: connections,
+            counter_reuses: reuses,
+        });
+    }
+    let t = begin(p_capture);
     let mut keylog = String::new();
     let mut muks: BTreeMap<String, [u8; 32]> = BTreeMap::new();
     // The UE of each B-TID, from its events (hosted UEs share an address).
@@ -1881,7 +2136,7 @@ async fn run_recorded(
         write_pcap(p, &caps)?;
     }
     results.push(ProcedureResult {
-        procedure: PROCEDURES[11],
+        procedure: names[p_capture],
         clause: "(pcap + key log)",
         succeeded: opened,
         total: mikey_count,
@@ -1910,7 +2165,196 @@ async fn run_recorded(
             mikey_opened: opened,
             keylog_lines,
         },
-        cluster: None,
+        cluster: cluster_facts,
+    })
+}
+
+/// Polls `GET /admin/v1/cluster` every 20 ms until the live instances
+/// other than `victim` hold all 256 UE shards and anchor key groups 1, 2
+/// and 3 between them; false after `limit`.
+async fn survivors_hold_everything(f: &cluster::Fleet, victim: &str, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(v) = f.admin.get_json("/admin/v1/cluster").await {
+            let live: Vec<&serde_json::Value> = v["instances"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter(|x| x["alive"] != false && x["instance_id"] != victim)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let shards: u64 = live
+                .iter()
+                .map(|x| x["ue_shards"].as_u64().unwrap_or(0))
+                .sum();
+            let anchored = |g: u64| {
+                live.iter().any(|x| {
+                    x["key_groups"]
+                        .as_array()
+                        .is_some_and(|k| k.iter().any(|k| k.as_u64() == Some(g)))
+                })
+            };
+            if shards == 256 && [1, 2, 3].into_iter().all(anchored) {
+                return true;
+            }
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `GET /admin/v1/registrations` of every instance in `bases`
+/// until none lists `impi` (its owner lists the UEs it serves); false
+/// after 10 s.
+async fn forgotten_everywhere(http: &reqwest::Client, bases: &[String], impi: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut listed = false;
+        for b in bases {
+            let v: serde_json::Value = match http
+                .get(format!("{b}/admin/v1/registrations"))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+            {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(_) => serde_json::Value::Null,
+            };
+            listed |= v
+                .as_array()
+                .is_none_or(|a| a.iter().any(|u| u["impi"] == impi));
+        }
+        if !listed {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends a plain RTP packet to the BM-SC's RTP ingress (every live
+/// instance's: only the anchor of the session's key group protects it).
+async fn send_rtp(sock: &UdpSocket, bmsc: &Bmsc, p: &[u8]) -> anyhow::Result<()> {
+    for a in bmsc.rtp_ingress() {
+        sock.send_to(p, a).await?;
+    }
+    Ok(())
+}
+
+/// Charging exactly once (several instances): every UE of `impis` has a
+/// charging record, and none has two for the same MSK, whichever instance
+/// saw the acknowledgement. The UEs charged once, and why not all.
+async fn charged_once(
+    http: &reqwest::Client,
+    base: &str,
+    impis: &[String],
+) -> anyhow::Result<(usize, Option<String>)> {
+    const PAGE: usize = 100_000;
+    let mut per: HashMap<(String, String), u32> = HashMap::new();
+    let mut after = 0i64;
+    loop {
+        let v: serde_json::Value = http
+            .get(format!(
+                "{base}/admin/v1/charging-records?after={after}&limit={PAGE}"
+            ))
+            .bearer_auth(ADMIN)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let page = v["records"]
+            .as_array()
+            .ok_or_else(|| anyhow!("charging records: {v}"))?;
+        for r in page {
+            after = after.max(r["id"].as_i64().unwrap_or(after));
+            let impi = r["impi"].as_str().unwrap_or_default().to_owned();
+            let msk = r["msk"].as_str().unwrap_or_default().to_owned();
+            *per.entry((impi, msk)).or_default() += 1;
+        }
+        if page.len() < PAGE {
+            break;
+        }
+    }
+    let mut records: HashMap<&str, (u32, bool)> = HashMap::new();
+    for ((impi, _), c) in &per {
+        let e = records.entry(impi.as_str()).or_insert((0, true));
+        e.0 += c;
+        e.1 &= *c == 1;
+    }
+    let once = impis
+        .iter()
+        .filter(|i| {
+            records
+                .get(i.as_str())
+                .is_some_and(|(c, one)| *c > 0 && *one)
+        })
+        .count();
+    let twice = per.values().filter(|c| **c > 1).count();
+    let none = impis
+        .iter()
+        .filter(|i| !records.contains_key(i.as_str()))
+        .count();
+    Ok((
+        once,
+        (once < impis.len()).then(|| {
+            format!("{none} UEs without a charging record; {twice} (UE, MSK) pairs charged more than once")
+        }),
+    ))
+}
+
+/// The SIGKILL of [`kill_mid_rotation`].
+struct Kill {
+    /// The instance's `instance_id`.
+    instance: String,
+    /// UEs that held the new MSK at the kill.
+    holders: usize,
+    at: Instant,
+    /// Waits for a survivor named the anchor of key group 1.
+    takeover: tokio::task::JoinHandle<Option<Instant>>,
+}
+
+/// Waits (polling every 2 ms) until a third of the UEs in `live` hold the
+/// rotation's new MSK, then SIGKILLs the anchor of key group 1 (`GET
+/// /admin/v1/cluster`) and starts watching for its successor.
+async fn kill_mid_rotation(
+    f: &cluster::Fleet,
+    ues: &[DemoUe],
+    live: &[usize],
+    holds: &(dyn Fn(usize, &DemoUe) -> bool + Sync),
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> anyhow::Result<Kill> {
+    let n = ues.len();
+    let third = n.div_ceil(3);
+    let count = || live.iter().filter(|i| holds(**i, &ues[**i])).count();
+    let deadline = Instant::now() + grace(20, n);
+    while count() < third && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let victim = f
+        .admin
+        .anchor(1)
+        .await?
+        .ok_or_else(|| anyhow!("GET /admin/v1/cluster names no anchor of key group 1"))?;
+    let holders = count();
+    let at = f.kill(victim)?;
+    let instance = mbms_bench::services::instance_id(victim);
+    progress(Progress::Note(format!(
+        "SIGKILL to {instance}, the anchor of key group 1, with {holders} of {n} UEs holding the new MSK"
+    )));
+    let a = f.admin.clone();
+    let limit = f.lease * 3 + grace(20, n);
+    let takeover = tokio::spawn(async move { a.wait_takeover(1, victim, limit).await });
+    Ok(Kill {
+        instance,
+        holders,
+        at,
+        takeover,
     })
 }
 
@@ -2176,16 +2620,18 @@ pub fn render_table(r: &DemoReport) -> String {
     ));
     if let Some(c) = &r.cluster {
         s.push_str(&format!(
-            "{} BM-SC instances on PostgreSQL; SIGKILL to {} (the anchor) with {} UEs holding the new MSK; a survivor took over after {}; every UE active {:.2} s after the kill; MSK messages per instance {:?}; (MUK, counter) reuses {}\n",
+            "{} BM-SC instances on PostgreSQL; SIGKILL to {} (the anchor of key group 1) with {} UEs holding the new MSK; a survivor took over after {}; every UE held it {:.2} s after the kill; Ua connections per instance {:?}; MSK messages per instance {:?}; (key, counter) reuses {}\n",
             c.instances,
             c.killed_instance,
             c.holders_at_kill,
             c.takeover_ms.map_or("(not seen)".to_owned(), |t| format!("{:.2} s", t as f64 / 1000.0)),
             c.failover_ms as f64 / 1000.0,
+            c.ua_connections_per_instance,
             c.msk_messages_per_instance,
             c.counter_reuses,
         ));
-    } else if (r.mikey_port, r.mtk_port, r.srtp_port) != (MIKEY_PORT, MTK_PORT, SRTP_PORT) {
+    }
+    if (r.mikey_port, r.mtk_port, r.srtp_port) != (MIKEY_PORT, MTK_PORT, SRTP_PORT) {
         if r.port_fallback {
             s.push_str("note: a port asked for was taken; free ports were used\n");
         }

@@ -312,6 +312,12 @@ impl Drop for Inner {
     }
 }
 
+/// Whether `ip` is the BM-SC's: 127.0.0.1 in process, 127.0.2.x for the
+/// instances of `--bmsc-instances` ([`crate::instance_ip`]).
+fn is_bmsc(ip: Ipv4Addr) -> bool {
+    ip == Ipv4Addr::LOCALHOST || ip.octets()[..3] == [127, 0, 2]
+}
+
 /// The recording hooks of the run: all no-ops unless recording is on.
 #[derive(Clone, Default)]
 pub(crate) struct Recorder(Option<Arc<Inner>>);
@@ -674,7 +680,7 @@ impl Recorder {
                 let others = caps
                     .iter()
                     .filter(mikey)
-                    .filter(|c| *c.dst.ip() != ip && *c.dst.ip() != Ipv4Addr::LOCALHOST)
+                    .filter(|c| *c.dst.ip() != ip && !is_bmsc(*c.dst.ip()))
                     .count();
                 let at = caps
                     .iter()

@@ -33,6 +33,7 @@ async fn demo_with_20_ues_succeeds_and_its_capture_opens() {
         ports: DemoPorts::DEFAULT,
         // Never the default ports: another suite may run its demo now.
         free_ports: true,
+        ..Default::default()
     };
     let progress = |_p: Progress| {};
     let report = run(opts, &progress).await.unwrap();
@@ -101,6 +102,7 @@ async fn a_taken_port_falls_back_and_the_capture_still_decodes() {
         work_dir: None,
         ports: wanted,
         free_ports: false,
+        ..Default::default()
     };
     let notes = std::sync::Mutex::new(Vec::new());
     let progress = |p: Progress| {

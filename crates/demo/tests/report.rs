@@ -82,6 +82,7 @@ async fn the_report_page_charts_every_procedure_without_keys_or_network() {
         work_dir: None,
         ports: DemoPorts::DEFAULT,
         free_ports: true,
+        ..Default::default()
     };
     let (report, rec) = run_with_recording(opts, &|_| {}).await.unwrap();
     let table = mbms_demo::render_table(&report);

@@ -38,12 +38,13 @@ pub struct DemoArgs {
     /// messages (docs/demo.md). It holds key identifiers, never keys.
     #[arg(long, value_name = "FILE.html")]
     report: Option<PathBuf>,
-    /// Scale-out (docs/scale-out.md): run the BM-SC as K `mbms bmsc`
-    /// processes on one PostgreSQL database (needs --postgres), spread the
-    /// UEs' Ua requests over them and SIGKILL the key group's anchor in
-    /// the middle of a rotation; succeeds only if every UE ends with the
-    /// current MSK, no counter was used twice and every charging record
-    /// exists exactly once.
+    /// Scale-out (docs/scale-out.md): the whole scenario with the BM-SC as
+    /// K `mbms bmsc` processes on one PostgreSQL database (needs
+    /// --postgres) behind a round-robin load balancer, the anchor of key
+    /// group 1 killed (SIGKILL) in the middle of its rotation; succeeds
+    /// only if every procedure does on the survivors, every UE ends with
+    /// the current MSK, no counter was used twice and every UE is charged
+    /// exactly once.
     #[arg(long, value_name = "K", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(1..=16))]
     bmsc_instances: u64,
@@ -92,12 +93,31 @@ pub fn run(a: DemoArgs) -> ExitCode {
             }
         }
     };
-    if a.bmsc_instances > 1 {
-        return run_cluster(a, &progress, tty);
-    }
+    let deployment = if a.bmsc_instances > 1 {
+        let Some(postgres) = a.postgres.clone() else {
+            eprintln!("error: --bmsc-instances above 1 needs --postgres URL");
+            return ExitCode::FAILURE;
+        };
+        let mbms_bin = match std::env::current_exe() {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: cannot find this program's path: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        mbms_demo::Deployment::Processes(mbms_demo::Processes {
+            instances: a.bmsc_instances as usize,
+            postgres,
+            mbms_bin,
+            lease_ms: a.lease_ms,
+        })
+    } else {
+        mbms_demo::Deployment::InProcess
+    };
     // The run's databases and UE state hold K, OPc, Ks, MUKs and MSKs: a
     // 0700 folder that we remove on every way out, SIGINT and SIGTERM
-    // included (the services are stopped first, then the folder goes).
+    // included (the services are stopped first, then the folder goes; with
+    // several instances their database is dropped too).
     let work_dir = match mbms_demo::private_temp_dir() {
         Ok(d) => d,
         Err(e) => {
@@ -112,6 +132,7 @@ pub fn run(a: DemoArgs) -> ExitCode {
         work_dir: Some(work_dir.path().to_path_buf()),
         ports: mbms_demo::DemoPorts::DEFAULT,
         free_ports: a.free_ports,
+        deployment,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(mbms_demo::worker_threads())
@@ -188,75 +209,5 @@ async fn run_demo(
         Ok((r, Some(rec)))
     } else {
         Ok((mbms_demo::run(opts, progress).await?, None))
-    }
-}
-
-/// `mbms demo --bmsc-instances K --postgres URL` (`mbms_demo::run_cluster`).
-fn run_cluster(a: DemoArgs, progress: &(dyn Fn(Progress) + Send + Sync), tty: bool) -> ExitCode {
-    let Some(postgres) = a.postgres.clone() else {
-        eprintln!("error: --bmsc-instances above 1 needs --postgres URL");
-        return ExitCode::FAILURE;
-    };
-    if a.report.is_some() || a.free_ports {
-        eprintln!("error: --report and --free-ports are options of the single-instance demo (with --bmsc-instances every port is a free one)");
-        return ExitCode::FAILURE;
-    }
-    let mbms_bin = match std::env::current_exe() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: cannot find this program's path: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let o = mbms_demo::ClusterOptions {
-        mbms_bin,
-        ues: a.ues,
-        instances: a.bmsc_instances as usize,
-        postgres,
-        lease_ms: a.lease_ms,
-        pcap: a.pcap,
-        keylog: a.keylog,
-    };
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // On a signal the run's future is dropped: the services' Drop stops
-    // the children and drops the database.
-    let outcome = rt.block_on(async {
-        let signal = mbms_service::shutdown_signal();
-        tokio::select! {
-            r = mbms_demo::run_cluster(&o, progress) => Some(r),
-            () = signal => None,
-        }
-    });
-    if tty {
-        eprint!("\r\x1b[2K");
-    }
-    let Some(report) = outcome else {
-        eprintln!("stopped by a signal");
-        return ExitCode::from(EXIT_SIGNALLED);
-    };
-    match report {
-        Ok(r) => {
-            let out = if a.json {
-                serde_json::to_string_pretty(&r).unwrap_or_default() + "\n"
-            } else {
-                mbms_demo::render_table(&r)
-            };
-            let _ = std::io::stdout().write_all(out.as_bytes());
-            if r.success {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
     }
 }

@@ -152,25 +152,39 @@ fn several_instances_need_postgresql() {
     assert!(err.contains("--postgres"), "{err}");
 }
 
-/// `mbms demo --bmsc-instances 3`: the instances as child processes, the
-/// anchor killed mid-rotation, every check of the run passed; the merged
-/// pcap and the key log are written and every MIKEY datagram of the
-/// capture (the killed instance's up to its kill included) opened with the
-/// key log.
+/// `mbms demo --bmsc-instances 3`: the whole demo scenario (the 12
+/// procedures of the single-instance demo and the two cluster checks) on
+/// three `mbms bmsc` processes behind the demo's load balancer, the anchor
+/// of key group 1 killed mid-rotation; the merged pcap, the key log and
+/// the report page are written and every MIKEY datagram of the capture
+/// (the killed instance's up to its kill included) opened with the key
+/// log.
 #[test]
 fn demo_on_three_instances_survives_the_anchor_s_kill() {
     let Some(url) = postgres_url() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (pcap, keylog) = (dir.path().join("d.pcap"), dir.path().join("d.keys"));
-    let out = Command::new(env!("CARGO_BIN_EXE_mbms"))
-        .args(["demo", "--json", "--ues", "30", "--bmsc-instances", "3"])
-        .args(["--postgres", &url, "--lease-ms", "1500"])
+    let (pcap, keylog, report) = (
+        dir.path().join("d.pcap"),
+        dir.path().join("d.keys"),
+        dir.path().join("d.html"),
+    );
+    let n: u64 = 12;
+    let child = Command::new(env!("CARGO_BIN_EXE_mbms"))
+        .args(["demo", "--json", "--free-ports", "--bmsc-instances", "3"])
+        .args(["--ues", &n.to_string()])
+        .args(["--postgres", &url, "--lease-ms", "2000"])
         .arg("--pcap")
         .arg(&pcap)
         .arg("--keylog")
         .arg(&keylog)
-        .output()
+        .arg("--report")
+        .arg(&report)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run mbms demo");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -181,22 +195,65 @@ fn demo_on_three_instances_survives_the_anchor_s_kill() {
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
     assert_eq!(r["schema"], "mbms-demo/1");
     assert_eq!(r["success"], true, "{r}");
+    // Every procedure of the single demo, then the cluster checks.
+    let names: Vec<&str> = r["procedures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["procedure"].as_str().unwrap())
+        .collect();
+    let mut want: Vec<&str> = mbms_demo::PROCEDURES.to_vec();
+    let check = want.pop().unwrap();
+    want.extend(mbms_demo::CLUSTER_PROCEDURES);
+    want.push(check);
+    assert_eq!(names, want, "{r}");
     for p in r["procedures"].as_array().unwrap() {
         assert_eq!(p["succeeded"], p["total"], "{p}");
+        assert!(p["total"].as_u64().unwrap() > 0, "{p}");
     }
     let c = &r["cluster"];
     assert_eq!(c["instances"], 3, "{r}");
-    assert_eq!(c["counter_reuses"], 0, "{r}");
+    // The kill landed in the middle of the rotation.
+    let holders = c["holders_at_kill"].as_u64().unwrap();
+    assert!(holders < n, "{r}");
+    assert!(
+        c["killed_instance"].as_str().unwrap().starts_with("bmsc-"),
+        "{r}"
+    );
     assert!(c["takeover_ms"].as_u64().is_some(), "{r}");
-    // Every instance sent MSK messages (the killed one before its kill).
+    assert_eq!(c["counter_reuses"], 0, "{r}");
+    // Every instance sent MSK messages (the killed one before its kill),
+    // and the load balancer spread the Ua connections over all three.
     let per = c["msk_messages_per_instance"].as_array().unwrap();
     assert_eq!(per.len(), 3, "{r}");
     assert!(per.iter().all(|m| m.as_u64().unwrap() > 0), "{r}");
+    let conns = c["ua_connections_per_instance"].as_array().unwrap();
+    assert_eq!(conns.len(), 3, "{r}");
+    assert!(conns.iter().all(|m| m.as_u64().unwrap() > 0), "{r}");
+    // The capture and the key log, opened by the self-check.
     let cap = &r["capture"];
     assert!(cap["mikey"].as_u64().unwrap() > 0, "{r}");
+    assert!(cap["srtp"].as_u64().unwrap() > 0, "{r}");
     assert_eq!(cap["mikey_opened"], cap["mikey"], "{r}");
     assert!(std::fs::metadata(&pcap).unwrap().len() > 24);
     let keys = std::fs::read_to_string(&keylog).unwrap();
-    assert!(keys.lines().filter(|l| l.starts_with("MUK ")).count() >= 30);
+    assert!(keys.lines().filter(|l| l.starts_with("MUK ")).count() >= n as usize);
     assert!(keys.lines().any(|l| l.starts_with("MSK ")));
+    assert!(keys.lines().any(|l| l.starts_with("MTK ")));
+    // The report page.
+    let page = std::fs::read_to_string(&report).unwrap();
+    assert!(page.contains("key group rotation"), "report page");
+    // The run's database is gone.
+    assert_eq!(leftover_databases(&url, pid), Vec::<String>::new());
+}
+
+#[test]
+fn the_demo_on_several_instances_needs_postgresql() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mbms"))
+        .args(["demo", "--ues", "2", "--bmsc-instances", "2"])
+        .output()
+        .expect("run mbms demo");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--postgres"), "{err}");
 }

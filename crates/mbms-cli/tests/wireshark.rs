@@ -43,6 +43,7 @@ fn demo() -> &'static Demo {
             work_dir: None,
             ports: DemoPorts::DEFAULT,
             free_ports: true,
+            ..Default::default()
         };
         let rt = tokio::runtime::Runtime::new().unwrap();
         let report = rt
