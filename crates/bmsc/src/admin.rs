@@ -311,9 +311,14 @@ async fn pull_at_owner(app: &Arc<App>, impi: &str, key_group: Option<u16>) -> Op
     if app.core.run_short(move |c| c.owns_ue(&i2)).await {
         return None;
     }
+    // 0 (no Key Group has it): every key group of the UE.
+    let g = key_group.unwrap_or(0);
+    let (i2, keep) = (impi.to_owned(), crate::cluster::pull_memory_ms(app));
+    app.core
+        .run_short(move |c| c.remember_pull(g, Some(&i2), now_ts(), keep))
+        .await;
     let n = crate::cluster::Notice::Pull {
-        // 0 (no Key Group has it): every key group of the UE.
-        key_group: key_group.unwrap_or(0),
+        key_group: g,
         impi: Some(impi.to_owned()),
     };
     if let Err(e) = st.notify(n).await {
@@ -383,7 +388,15 @@ async fn pull_group(
         return r;
     }
     let Path(id) = extract!(id);
-    match app.core.run(move |c| c.solicited_pull(id, None)).await {
+    let keep = crate::cluster::pull_memory_ms(&app);
+    let pulled = app
+        .core
+        .run(move |c| {
+            c.remember_pull(id, None, now_ts(), keep);
+            c.solicited_pull(id, None)
+        })
+        .await;
+    match pulled {
         Ok(d) => {
             if let Some(st) = &app.cluster {
                 // The other instances pull the UEs they own.

@@ -649,27 +649,12 @@ async fn on_notice(app: &Arc<App>, payload: &str) {
             }
         }
         Notice::Pull { key_group, impi } => {
+            let keep = pull_memory_ms(app);
             let r = app
                 .core
-                .run(move |c| match impi {
-                    Some(i) if c.owns_ue(&i) => {
-                        let groups = if key_group == 0 {
-                            c.ues()
-                                .into_iter()
-                                .find(|u| u.impi == i)
-                                .map(|u| u.key_groups)
-                                .unwrap_or_default()
-                        } else {
-                            vec![key_group]
-                        };
-                        let mut queued = 0;
-                        for g in groups {
-                            queued += c.solicited_pull(g, Some(&i))?;
-                        }
-                        Ok(queued)
-                    }
-                    Some(_) => Ok(0),
-                    None => c.solicited_pull(key_group, None),
+                .run(move |c| {
+                    c.remember_pull(key_group, impi.as_deref(), now_ts(), keep);
+                    pull_here(c, key_group, impi)
                 })
                 .await;
             match r {
@@ -679,6 +664,41 @@ async fn on_notice(app: &Arc<App>, payload: &str) {
                 }
             }
         }
+    }
+}
+
+/// How long every instance remembers a solicited pull
+/// ([`crate::core::Core::remember_pull`]): twice the lease, so that the
+/// instance taking a dead owner's shards (within `lease_ms`) still knows.
+pub(crate) fn pull_memory_ms(app: &App) -> u64 {
+    app.cluster.as_ref().map_or(0, |c| 2 * c.lease_ms)
+}
+
+/// A pull notice's part for this instance: the UEs it owns.
+fn pull_here(
+    c: &mut crate::core::Core,
+    key_group: u16,
+    impi: Option<String>,
+) -> Result<usize, crate::core::CoreError> {
+    match impi {
+        Some(i) if c.owns_ue(&i) => {
+            let groups = if key_group == 0 {
+                c.ues()
+                    .into_iter()
+                    .find(|u| u.impi == i)
+                    .map(|u| u.key_groups)
+                    .unwrap_or_default()
+            } else {
+                vec![key_group]
+            };
+            let mut queued = 0;
+            for g in groups {
+                queued += c.solicited_pull(g, Some(&i))?;
+            }
+            Ok(queued)
+        }
+        Some(_) => Ok(0),
+        None => c.solicited_pull(key_group, None),
     }
 }
 

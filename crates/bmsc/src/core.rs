@@ -356,6 +356,9 @@ struct CoreCluster {
     shards: Vec<bool>,
     /// Key groups this instance is the anchor of (TS 33.246 6.3.4.3).
     anchored: BTreeSet<u16>,
+    /// Solicited pulls asked lately in the cluster ([`Core::remember_pull`]):
+    /// key group, the one UE or all, remembered until (ms).
+    recent_pulls: Vec<(u16, Option<String>, u64)>,
 }
 
 impl std::fmt::Debug for Core {
@@ -409,6 +412,7 @@ impl Core {
             cluster: store.cluster().map(|_| CoreCluster {
                 shards: vec![false; crate::cluster::UE_SHARDS as usize],
                 anchored: BTreeSet::new(),
+                recent_pulls: Vec::new(),
             }),
         };
         for d in store.key_group_defs()? {
@@ -1507,6 +1511,7 @@ impl Core {
             .filter(|u| mine(&u.impi))
             .collect();
         let n = ues.len();
+        let taken: Vec<String> = ues.iter().map(|u| u.impi.clone()).collect();
         for ue in ues {
             self.load_ue(ue, now)?;
         }
@@ -1517,8 +1522,69 @@ impl Core {
                     .restore_delivery(&UeId(d.impi.clone()), &d.msk, acked, d.charged);
             }
         }
+        self.pull_taken(&taken, now)?;
         self.update_gauge();
         Ok(n)
+    }
+
+    /// Several instances: remembers a solicited pull asked of the cluster
+    /// (at this instance or by another's notice) for `keep_ms`. A pull of
+    /// UEs whose shard no live instance holds (its owner died, its lease
+    /// has not run out) reaches nobody when it is asked; the instance that
+    /// takes such a shard within the lease carries the remembered pulls out
+    /// for its UEs ([`take_shards`](Self::take_shards)). A UE whose shard
+    /// merely moved may be pulled twice; the MGV-F answers each pull
+    /// (seeds 002/003 6.3.2.2.4), so nothing is lost either way. Alone:
+    /// nothing to remember.
+    pub fn remember_pull(&mut self, g: u16, impi: Option<&str>, now: Timestamp, keep_ms: u64) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        c.recent_pulls.retain(|p| p.2 >= now.0);
+        let until = now.0.saturating_add(keep_ms);
+        match c
+            .recent_pulls
+            .iter_mut()
+            .find(|p| p.0 == g && p.1.as_deref() == impi)
+        {
+            Some(p) => p.2 = p.2.max(until),
+            None => c.recent_pulls.push((g, impi.map(str::to_owned), until)),
+        }
+    }
+
+    /// The remembered pulls ([`remember_pull`](Self::remember_pull)) for
+    /// the UEs of shards just taken.
+    fn pull_taken(&mut self, taken: &[String], now: Timestamp) -> Result<(), CoreError> {
+        let Some(c) = self.cluster.as_mut() else {
+            return Ok(());
+        };
+        c.recent_pulls.retain(|p| p.2 >= now.0);
+        let pulls = c.recent_pulls.clone();
+        for (g, impi, _) in pulls {
+            // Key group 0: every key group of the one UE (`Notice::Pull`).
+            let groups: Vec<u16> = if g == 0 {
+                self.groups.keys().copied().collect()
+            } else if self.groups.contains_key(&g) {
+                vec![g]
+            } else {
+                continue;
+            };
+            for g in groups {
+                let name = self.group_name(g);
+                for ue in taken {
+                    if impi.as_deref().is_some_and(|i| i != ue) {
+                        continue;
+                    }
+                    let Some(h) = self.registered_handle(ue) else {
+                        continue;
+                    };
+                    if self.engine.is_subscribed(h, &name) {
+                        self.engine.solicited_pull(&UeId(ue.clone()), &name)?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether a Ua request of UE `impi` is answered from memory alone: it

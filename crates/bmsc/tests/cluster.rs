@@ -235,6 +235,16 @@ async fn three_instances_share_the_work_and_survive_the_anchors_death() {
     let killed_at = Instant::now();
     dead.kill();
     let survivors: Vec<String> = ids.iter().filter(|i| **i != anchor).cloned().collect();
+    // A solicited pull of the whole key group while the dead instance's
+    // leases still run: its UEs are pulled by whoever takes their shards.
+    let pulls_before: Vec<usize> = ues.iter().map(|u| u.pulls.len()).collect();
+    let (s, v) = post(
+        &http,
+        &urls[&survivors[0]],
+        "/admin/v1/key-groups/1/solicited-pull",
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
     let (rotated, took) = loop {
         let (s, v) = post(&http, &urls[&survivors[0]], "/admin/v1/key-groups/1/rotate").await;
         if s == 200 {
@@ -255,6 +265,19 @@ async fn three_instances_share_the_work_and_survive_the_anchors_death() {
     // survivor, with counters above everything it saw (no replay).
     for ue in &mut ues {
         ue.wait_msks(1, &[msk_of(&next2), msk_of(&next3)]).await;
+    }
+    for (ue, before) in ues.iter_mut().zip(&pulls_before) {
+        for _ in 0..40 {
+            if ue.pulls.len() > *before {
+                break;
+            }
+            ue.pump(Duration::from_millis(50)).await;
+        }
+        assert!(
+            ue.pulls.len() > *before,
+            "{}: the pull asked while its owner was dead never came",
+            ue.impi
+        );
     }
     for ue in &mut ues {
         ue.pump(Duration::from_millis(200)).await;

@@ -1530,8 +1530,11 @@ async fn run_recorded(
         None => None,
     };
     // The later procedures start once the survivors hold every UE shard
-    // and key group again: a solicited pull of a UE whose shard nobody
-    // holds yet is lost (run 2 of 3 at 100 UEs: 17 UEs got no pull).
+    // and key group again, so that each procedure's time is its own: a
+    // solicited pull of a UE whose shard nobody holds yet waits for the
+    // lease to run out (the instance that takes the shard carries it out,
+    // `bmsc::core::Core::remember_pull`; before that fix it was lost: 17
+    // of 100 UEs in one run).
     let shards_taken = match (bmsc.fleet(), &kill) {
         (Some(f), Some(k)) => {
             survivors_hold_everything(f, &k.instance, grace(20, n) + lease_wait).await
