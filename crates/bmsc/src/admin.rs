@@ -244,6 +244,11 @@ async fn rotate(
     if let Some(r) = rotate_at_anchor(&app, id).await {
         return r;
     }
+    if let Some(st) = &app.cluster {
+        // Deregistrations answered elsewhere just before are applied
+        // first: their UEs get no MSK of this rotation.
+        st.sync_notices().await;
+    }
     match app.core.run(move |c| c.rotate(id, now_ts())).await {
         Ok(info) => {
             app.core.wake();

@@ -248,6 +248,16 @@ pub enum Notice {
         /// One UE.
         impi: Option<String>,
     },
+    /// An instance's marker to itself ([`ClusterState::sync_notices`]):
+    /// PostgreSQL delivers notices in the order their transactions
+    /// committed, so once the instance handled its own barrier it has
+    /// handled every notice committed before it.
+    Barrier {
+        /// The instance that sent it (the others ignore it).
+        instance: String,
+        /// Its sequence number.
+        seq: u64,
+    },
 }
 
 impl Notice {
@@ -274,6 +284,9 @@ pub struct ClusterState {
     store: Arc<dyn Store>,
     /// Leases renewed in time (else Ua and admin writes are refused).
     healthy: AtomicBool,
+    /// The last [`Notice::Barrier`] sent, and the last one handled.
+    barrier_sent: std::sync::atomic::AtomicU64,
+    barrier_seen: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for ClusterState {
@@ -295,7 +308,35 @@ impl ClusterState {
             lease_ms,
             store,
             healthy: AtomicBool::new(false),
+            barrier_sent: std::sync::atomic::AtomicU64::new(0),
+            barrier_seen: watch::Sender::new(0),
         }
+    }
+
+    /// Returns once this instance has handled every notice committed
+    /// before the call (a [`Notice::Barrier`] to itself, delivered after
+    /// them). A rotation waits for it: a deregistration answered by
+    /// another instance just before (written with a notice to this owner)
+    /// is applied first, and the deregistered UE gets no MSK of the
+    /// rotation. `false` when the barrier could not be sent or did not
+    /// come back within half the lease (the rotation goes on; the window
+    /// is then the notice's delay, as before).
+    pub async fn sync_notices(&self) -> bool {
+        let seq = self.barrier_sent.fetch_add(1, Ordering::AcqRel) + 1;
+        let n = Notice::Barrier {
+            instance: self.instance_id.clone(),
+            seq,
+        };
+        if let Err(e) = self.notify(n).await {
+            tracing::warn!(error = %crate::ErrorChain(&e), "cluster: notice barrier not sent");
+            return false;
+        }
+        let mut rx = self.barrier_seen.subscribe();
+        let wait = Duration::from_millis(self.lease_ms / 2);
+        let seen = tokio::time::timeout(wait, rx.wait_for(|s| *s >= seq))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        seen
     }
 
     /// Whether the last renewal succeeded in time.
@@ -579,6 +620,11 @@ async fn on_notice(app: &Arc<App>, payload: &str) {
         return;
     };
     match n {
+        Notice::Barrier { instance, seq } => {
+            if let Some(st) = app.cluster.as_ref().filter(|st| st.instance_id == instance) {
+                st.barrier_seen.send_modify(|s| *s = (*s).max(seq));
+            }
+        }
         Notice::Ue { impi, keys } => {
             let keys: Vec<mbms::MskName> = keys
                 .iter()
@@ -629,24 +675,33 @@ async fn on_notice(app: &Arc<App>, payload: &str) {
             }
         }
         Notice::Rotate { key_group } => {
-            let r = app
-                .core
-                .run(move |c| {
-                    c.is_anchor(key_group)
-                        .then(|| c.rotate(key_group, now_ts()))
-                        .transpose()
-                })
-                .await;
-            match r {
-                Ok(Some(_)) => {
-                    app.rotated();
-                    app.core.wake();
+            // On a task of its own: the rotation first waits for the
+            // notices committed until now (`ClusterState::sync_notices`),
+            // which this loop delivers.
+            let app = app.clone();
+            tokio::spawn(async move {
+                if let Some(st) = &app.cluster {
+                    st.sync_notices().await;
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(key_group, error = %crate::ErrorChain(&e), "cluster: rotation asked by another instance failed")
+                let r = app
+                    .core
+                    .run(move |c| {
+                        c.is_anchor(key_group)
+                            .then(|| c.rotate(key_group, now_ts()))
+                            .transpose()
+                    })
+                    .await;
+                match r {
+                    Ok(Some(_)) => {
+                        app.rotated();
+                        app.core.wake();
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(key_group, error = %crate::ErrorChain(&e), "cluster: rotation asked by another instance failed")
+                    }
                 }
-            }
+            });
         }
         Notice::Pull { key_group, impi } => {
             let keep = pull_memory_ms(app);
@@ -808,10 +863,13 @@ pub(crate) async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     loop {
+        // Notices before the renewal: a renewal that adopts a key group's
+        // new MSKs comes after the deregistrations already received.
         tokio::select! {
+            biased;
             () = stopped(&mut stop) => break,
-            _ = ticker.tick() => renewer.tick(&app, &st).await,
             Some(n) = rx.recv() => on_notice(&app, &n).await,
+            _ = ticker.tick() => renewer.tick(&app, &st).await,
         }
     }
     stop_flag.store(true, Ordering::Release);

@@ -563,6 +563,11 @@ async fn engine_driver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             return;
         }
         if rotation.is_some_and(|t| t <= now_ts()) {
+            if let Some(st) = &app.cluster {
+                // The notices committed so far first (deregistrations
+                // answered by other instances: `ClusterState::sync_notices`).
+                st.sync_notices().await;
+            }
             // A rotation writes the key group's state: on a blocking thread.
             let rotated = app.core.run(|c| c.rotate_due(now_ts())).await;
             if !rotated.is_empty() {

@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -813,4 +813,69 @@ async fn an_msk_request_right_after_a_registration_elsewhere_is_served() {
     for i in [a, b] {
         i.shutdown().await.unwrap();
     }
+}
+
+/// A deregistration answered by an instance that does not own the UE
+/// (written with a notice to the owner), then at once a rotation at the
+/// owner, which anchors the key group: the rotation first handles the
+/// notices committed before it (`ClusterState::sync_notices`), so the
+/// deregistered UEs get no MSK of it. (Before, a rotation that reached the
+/// owner ahead of the notice pushed the new MSK to a UE whose
+/// deregistration had been answered: seen once in the whole-scenario
+/// demo.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ues_deregistered_elsewhere_get_no_msk_of_the_next_rotation() {
+    let Some(mut env) = Env::postgres("dereg", &extra("a")).await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let a = env.bmsc.take().unwrap();
+    let b = another(&env, "b").await;
+    let listing = wait_spread(&http, &a.url(), 2, 1).await;
+    let (anchor, other) = if anchor_of(&listing, 1) == "a" {
+        (a.url(), b.url())
+    } else {
+        (b.url(), a.url())
+    };
+    let mut ues = Vec::new();
+    for n in 1..=8usize {
+        let mut ue = TestUe::bootstrap(&env.bsf.url(), &impi(n), anchor.clone()).await;
+        assert_eq!(ue.register(&[NEWS]).await, [200]);
+        ues.push(ue);
+    }
+    let (cur, next) = env_key_group(&http, &anchor, 1).await;
+    for ue in &mut ues {
+        ue.wait_msks(1, &[msk_of(&cur), msk_of(&next)]).await;
+    }
+    // The UEs the anchor owns (it lists only its own).
+    let (s, owned) = get(&http, &anchor, "/admin/v1/registrations").await;
+    assert_eq!(s, 200, "{owned}");
+    let owned: BTreeSet<String> = owned
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u["impi"].as_str().map(str::to_owned))
+        .collect();
+    let mut gone: Vec<TestUe> = ues
+        .into_iter()
+        .filter(|u| owned.contains(&u.impi))
+        .collect();
+    assert!(!gone.is_empty(), "the anchor owns none of the 8 UEs");
+    for ue in &mut gone {
+        ue.base = other.clone();
+        assert_eq!(ue.deregister(&[NEWS]).await, [200]);
+    }
+    let (s, v) = post(&http, &anchor, "/admin/v1/key-groups/1/rotate").await;
+    assert_eq!(s, 200, "{v}");
+    let newest = msk_of(v["next"].as_str().unwrap());
+    for ue in &mut gone {
+        ue.pump(Duration::from_millis(300)).await;
+        assert!(
+            ue.received.iter().all(|(_, m, _)| *m != newest),
+            "{} got the rotation's MSK after its deregistration was answered",
+            ue.impi
+        );
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }

@@ -1915,12 +1915,9 @@ async fn run_recorded(
                 };
                 // Several instances: the deregistration, answered by any
                 // instance, reaches the UE's owner through the database; the
-                // rotation starts once no instance lists the UE any more.
-                let gone = if bmsc.fleet().is_some() {
-                    forgotten_everywhere(&http, &bmsc.admin_urls(), &ues[dereg].impi).await
-                } else {
-                    true
-                };
+                // rotation follows at once (the anchor handles the notices
+                // committed before it rotates: `ClusterState::sync_notices`),
+                // and afterwards no instance may list the UE.
                 let before = SystemTime::now();
                 let marks: Vec<usize> = ues.iter().map(DemoUe::mark).collect();
                 let v = admin("/admin/v1/key-groups/1/rotate").await?;
@@ -1933,6 +1930,11 @@ async fn run_recorded(
                 })
                 .await;
                 tokio::time::sleep(Duration::from_millis(300)).await;
+                let gone = if bmsc.fleet().is_some() {
+                    forgotten_everywhere(&http, &bmsc.admin_urls(), &ues[dereg].impi).await
+                } else {
+                    true
+                };
                 let target = ues[dereg].ip;
                 let pushed = bmsc
                     .captures()?
