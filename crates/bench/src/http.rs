@@ -28,16 +28,15 @@ use crate::swarm::Swarm;
 pub const HTTP_SCHEMA: &str = "mbms-bench-http/1";
 
 /// The BM-SC's async worker threads in `mbms bench http` by default
-/// (`mbms bmsc --worker-threads`; `--bmsc-worker-threads` changes it): one.
-/// The load generator and the UE swarm take the machine's other core (on 2
-/// cores the rate is bounded by the CPU of both sides per request); with a
-/// worker per CPU the BM-SC's two workers woke each other for most tasks
-/// that changed threads (issue 12, 5 runs each: 0.85 voluntary context
-/// switches per request against 0.30 with one, 68.9 us of BM-SC CPU per
-/// request against 62.1). The hello server keeps one thread per CPU. On a
-/// machine loaded by other work a one-thread BM-SC gets a smaller share of
-/// the CPU than two threads would (docs/bench.md).
-pub const BMSC_WORKER_THREADS: usize = 1;
+/// (`mbms bmsc --worker-threads`; `--bmsc-worker-threads` changes it): 0,
+/// the BM-SC's own default of one per CPU. One worker costs the BM-SC less
+/// CPU per request (62-65 us against 75, and a third of the context
+/// switches: its two workers woke each other for most tasks that changed
+/// threads) but leaves the generator more to do, and on the quiet machine
+/// its rate was lower (issue 12, 2026-11-28 20:25 UTC, 3 runs each,
+/// alternated: ratio 0.279 / 0.292 / 0.325 with one worker against
+/// 0.316 / 0.306 / 0.318 with one per CPU; docs/bench.md).
+pub const BMSC_WORKER_THREADS: usize = 0;
 
 /// Options of `mbms bench http`.
 #[derive(Clone, Debug)]
@@ -63,7 +62,8 @@ impl HttpOptions {
             connections: 64,
             seconds: 3.0,
             rounds: 3,
-            bmsc_worker_threads: Some(BMSC_WORKER_THREADS),
+            // `BMSC_WORKER_THREADS` (0): the BM-SC's own default.
+            bmsc_worker_threads: None,
         }
     }
 }
