@@ -327,7 +327,7 @@ pub struct ClusterSection {
 /// The default `[cluster] lease_ms` (issue 13: takeover within 10 s).
 pub const DEFAULT_LEASE_MS: u64 = 10_000;
 
-/// The shortest `[cluster] lease_ms` accepted (renewed every sixth).
+/// The shortest `[cluster] lease_ms` accepted (renewed every eighth).
 pub const MIN_LEASE_MS: u64 = 300;
 
 impl ClusterSection {
