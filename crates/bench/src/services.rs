@@ -531,32 +531,39 @@ impl Services {
     }
 
     fn terminate(&mut self) {
-        use nix::sys::signal::{kill, Signal};
-        use nix::unistd::Pid;
-        let children = self
-            .bmsc
-            .iter_mut()
-            .flatten()
-            .chain(std::iter::once(&mut self.bsf));
-        for c in children {
-            if c.try_wait().ok().flatten().is_some() {
-                continue;
-            }
-            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
-            let start = Instant::now();
-            while c.try_wait().ok().flatten().is_none() {
-                if start.elapsed() > Duration::from_secs(15) {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
+        // The instances first (they may still talk to the BSF), then it.
+        stop_children(self.bmsc.iter_mut().flatten());
+        stop_children(std::iter::once(&mut self.bsf));
         if let Some(db) = self.database.take() {
             if let Err(e) = db.drop_database() {
                 eprintln!("warning: {e}");
             }
+        }
+    }
+}
+
+/// SIGTERM to every child still running, then waits for each (SIGKILL
+/// after 15 s): the one home of the harness's graceful stop of its
+/// service processes (the bench's, the demo's instances).
+pub fn stop_children<'a>(children: impl IntoIterator<Item = &'a mut Child>) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let mut running: Vec<&mut Child> = children
+        .into_iter()
+        .filter_map(|c| c.try_wait().ok().flatten().is_none().then_some(c))
+        .collect();
+    for c in &running {
+        let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+    }
+    for c in &mut running {
+        let start = Instant::now();
+        while c.try_wait().ok().flatten().is_none() {
+            if start.elapsed() > Duration::from_secs(15) {
+                let _ = c.kill();
+                let _ = c.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }

@@ -188,6 +188,31 @@ fn a_failed_commit_is_retried_before_later_writes() {
     );
 }
 
+/// A core on a fresh database (`bmsc.db` in the returned folder) and UE 1
+/// with its MGV-F holding its MUK.
+fn one_ue(
+    settings: CoreSettings,
+) -> (
+    tempfile::TempDir,
+    Arc<Metrics>,
+    Core,
+    UeContext,
+    MgvF<MgvMemory>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let store = bmsc::store::open(dir.path().join("bmsc.db").to_str().unwrap()).unwrap();
+    let core = Core::open(&settings, store, metrics.clone(), Timestamp(0)).unwrap();
+    let ue = ctx(1);
+    let mut mgvf = MgvF::new(MgvMemory::new());
+    mgvf.add_muk(
+        MukId::new("bmsc.home1.net", ue.btid.as_str()),
+        ue.muk.clone(),
+    )
+    .unwrap();
+    (dir, metrics, core, ue, mgvf)
+}
+
 /// Feeds the datagrams to the MGV-F and its acknowledgements to the core
 /// (received at `now`); returns how many.
 fn acknowledge(
@@ -217,19 +242,9 @@ fn acknowledge(
 /// acknowledgement after the commit began is a write of its own.
 #[test]
 fn an_acknowledgement_queued_with_its_request_replaces_the_pending_write() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, metrics, mut core, ue, mut mgvf) = one_ue(settings());
     let db = dir.path().join("bmsc.db");
     let db = db.to_str().unwrap();
-    let metrics = Arc::new(Metrics::new());
-    let store = bmsc::store::open(db).unwrap();
-    let mut core = Core::open(&settings(), store, metrics.clone(), Timestamp(0)).unwrap();
-    let ue = ctx(1);
-    let mut mgvf = MgvF::new(MgvMemory::new());
-    mgvf.add_muk(
-        MukId::new("bmsc.home1.net", ue.btid.as_str()),
-        ue.muk.clone(),
-    )
-    .unwrap();
     core.register(&ue, &["svc".into()], Timestamp(1)).unwrap();
     let pushes = core.poll(Timestamp(1)).unwrap();
     assert!(!pushes.is_empty(), "the registration pushes the MSKs");
@@ -284,21 +299,11 @@ fn an_acknowledgement_queued_with_its_request_replaces_the_pending_write() {
 /// charging record on disk.
 #[test]
 fn an_activation_waits_for_its_charging_record_to_be_committed() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("bmsc.db");
-    let db = db.to_str().unwrap();
-    let metrics = Arc::new(Metrics::new());
-    let store = bmsc::store::open(db).unwrap();
     let mut s = settings();
     s.key_groups[0].charging = true;
-    let mut core = Core::open(&s, store, metrics.clone(), Timestamp(0)).unwrap();
-    let ue = ctx(1);
-    let mut mgvf = MgvF::new(MgvMemory::new());
-    mgvf.add_muk(
-        MukId::new("bmsc.home1.net", ue.btid.as_str()),
-        ue.muk.clone(),
-    )
-    .unwrap();
+    let (dir, _metrics, mut core, ue, mut mgvf) = one_ue(s);
+    let db = dir.path().join("bmsc.db");
+    let db = db.to_str().unwrap();
     core.register(&ue, &["svc".into()], Timestamp(1)).unwrap();
     group_commit(&mut core).unwrap();
     let step1 = core.poll(Timestamp(1)).unwrap();

@@ -253,26 +253,9 @@ impl Fleet {
     /// SIGTERM to every live instance (SIGKILL after 15 s), then the
     /// database is dropped.
     fn terminate(&self) {
-        use nix::sys::signal::{kill, Signal};
-        use nix::unistd::Pid;
         self.lb.task.abort();
         let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
-        for c in children.iter_mut().flatten() {
-            if c.try_wait().ok().flatten().is_none() {
-                let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
-            }
-        }
-        for c in children.iter_mut().flatten() {
-            let start = Instant::now();
-            while c.try_wait().ok().flatten().is_none() {
-                if start.elapsed() > Duration::from_secs(15) {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
+        mbms_bench::services::stop_children(children.iter_mut().flatten());
         children.clear();
         if let Some(db) = self
             .database
