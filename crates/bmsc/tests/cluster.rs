@@ -179,22 +179,12 @@ async fn three_instances_share_the_work_and_survive_the_anchors_death() {
         ues.push(ue);
     }
     // Every instance shows the same MSKs of key group 1 (6.3.4.4).
-    let kg = |v: &Value, g: u64| -> (String, String) {
-        let k = v
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|k| k["key_group"] == g)
-            .unwrap()
-            .clone();
-        (
-            k["current"]["msk_id"].as_str().unwrap().to_owned(),
-            k["next"]["msk_id"].as_str().unwrap().to_owned(),
-        )
-    };
     let mut views = Vec::new();
     for u in urls.values() {
-        views.push(kg(&get(&http, u, "/admin/v1/key-groups").await.1, 1));
+        views.push(msk_ids_of(
+            &get(&http, u, "/admin/v1/key-groups").await.1,
+            1,
+        ));
     }
     assert!(views.windows(2).all(|w| w[0] == w[1]), "{views:?}");
     let (cur, next) = views[0].clone();
@@ -281,22 +271,11 @@ async fn three_instances_share_the_work_and_survive_the_anchors_death() {
     }
     for ue in &mut ues {
         ue.pump(Duration::from_millis(200)).await;
-        assert!(
-            ue.errors.iter().all(|e| e != "replay"),
-            "{}: {:?}",
-            ue.impi,
-            ue.errors
-        );
-        assert!(
-            ue.counters.windows(2).all(|w| w[0] < w[1]),
-            "{}: counters {:?}",
-            ue.impi,
-            ue.counters
-        );
+        assert_no_replay(ue);
     }
     // Key group 2 (4-way, charging): every UE charged once per MSK,
     // whichever instance saw the acknowledgement.
-    let (pay_cur, pay_next) = kg(
+    let (pay_cur, pay_next) = msk_ids_of(
         &get(&http, &urls[&survivors[0]], "/admin/v1/key-groups")
             .await
             .1,
@@ -714,18 +693,7 @@ async fn ues_registering_while_their_shards_move_get_their_msks() {
     );
     for ue in &mut ues {
         ue.pump(Duration::from_millis(100)).await;
-        assert!(
-            ue.errors.iter().all(|e| e != "replay"),
-            "{}: {:?}",
-            ue.impi,
-            ue.errors
-        );
-        assert!(
-            ue.counters.windows(2).all(|w| w[0] < w[1]),
-            "{}: counters {:?}",
-            ue.impi,
-            ue.counters
-        );
+        assert_no_replay(ue);
     }
     // Charged once per (UE, MSK), whichever instance saw the ack.
     let store = {
@@ -758,21 +726,28 @@ async fn ues_registering_while_their_shards_move_get_their_msks() {
     }
 }
 
+/// The UE's MGV-F refused no MSK message as a replay and accepted them in
+/// increasing counter order (no (MUK, counter) pair used twice).
+fn assert_no_replay(ue: &TestUe) {
+    assert!(
+        ue.errors.iter().all(|e| e != "replay"),
+        "{}: {:?}",
+        ue.impi,
+        ue.errors
+    );
+    assert!(
+        ue.counters.windows(2).all(|w| w[0] < w[1]),
+        "{}: counters {:?}",
+        ue.impi,
+        ue.counters
+    );
+}
+
 /// The current and next MSK IDs of key group `g` at an instance.
-async fn env_key_group(http: &reqwest::Client, base: &str, g: u64) -> (String, String) {
+async fn env_key_group(http: &reqwest::Client, base: &str, g: u16) -> (String, String) {
     let (s, v) = get(http, base, "/admin/v1/key-groups").await;
     assert_eq!(s, 200, "{v}");
-    let k = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["key_group"] == g)
-        .unwrap()
-        .clone();
-    (
-        k["current"]["msk_id"].as_str().unwrap().to_owned(),
-        k["next"]["msk_id"].as_str().unwrap().to_owned(),
-    )
+    msk_ids_of(&v, g)
 }
 
 /// A UE that registered at one instance and at once asks for the current

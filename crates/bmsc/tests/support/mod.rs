@@ -354,17 +354,7 @@ impl Env {
 
     pub async fn key_group(&self, g: u16) -> (String, String) {
         let (_, v) = self.admin_get("/admin/v1/key-groups").await;
-        let kg = v
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|k| k["key_group"] == g)
-            .unwrap()
-            .clone();
-        (
-            kg["current"]["msk_id"].as_str().unwrap().to_owned(),
-            kg["next"]["msk_id"].as_str().unwrap().to_owned(),
-        )
+        msk_ids_of(&v, g)
     }
 }
 
@@ -675,6 +665,21 @@ pub fn rand_bytes() -> [u8; 16] {
 }
 
 /// MSK name from the admin API's hex MSK ID.
+/// The current and next MSK IDs (hex) of key group `g` in a
+/// `GET /admin/v1/key-groups` answer.
+pub fn msk_ids_of(v: &serde_json::Value, g: u16) -> (String, String) {
+    let k = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key_group"] == g)
+        .unwrap();
+    (
+        k["current"]["msk_id"].as_str().unwrap().to_owned(),
+        k["next"]["msk_id"].as_str().unwrap().to_owned(),
+    )
+}
+
 pub fn msk_of(hex_id: &str) -> MskName {
     MskName {
         key_domain: kd(),
