@@ -68,14 +68,8 @@ pub struct RekeyArgs {
     #[arg(long, value_name = "K", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(1..=16))]
     bmsc_instances: u64,
-    /// The BM-SC store on PostgreSQL: a database of its own is created
-    /// from this URL (any database of the server) and dropped at the end.
-    #[arg(long, value_name = "URL")]
-    postgres: Option<String>,
-    /// `[cluster] lease_ms` of the instances: how long a dead instance's
-    /// key groups and UEs stay its own (default: the BM-SC's, 10000).
-    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(100..))]
-    lease_ms: Option<u64>,
+    #[command(flatten)]
+    cluster: crate::cluster_args::ClusterArgs,
     /// With --bmsc-instances K > 1: start the UEs at once, while the
     /// instances still share out the UE shards (default: once they have,
     /// for clean measurements).
@@ -125,13 +119,15 @@ pub fn run(a: RekeyArgs) -> ExitCode {
     o.progress = !a.json || std::io::IsTerminal::is_terminal(&std::io::stderr());
     o.timeline = a.plot.is_some();
     o.kill_bmsc_at = a.kill_bmsc_at;
-    if a.bmsc_instances > 1 && a.postgres.is_none() {
-        eprintln!("error: --bmsc-instances above 1 needs --postgres URL");
-        return ExitCode::FAILURE;
-    }
+    o.postgres = match a.cluster.postgres_for(a.bmsc_instances) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     o.bmsc_instances = a.bmsc_instances as usize;
-    o.postgres = a.postgres;
-    o.lease_ms = a.lease_ms;
+    o.lease_ms = a.cluster.lease_ms;
     o.no_wait_settled = a.no_wait_settled;
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -48,14 +48,8 @@ pub struct DemoArgs {
     #[arg(long, value_name = "K", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(1..=16))]
     bmsc_instances: u64,
-    /// PostgreSQL URL for --bmsc-instances (any database of the server; the
-    /// run creates a database of its own and drops it).
-    #[arg(long, value_name = "URL")]
-    postgres: Option<String>,
-    /// `[cluster] lease_ms` of the instances (default: the BM-SC's, 10000):
-    /// how long the killed anchor's key group and UEs stay its own.
-    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(100..))]
-    lease_ms: Option<u64>,
+    #[command(flatten)]
+    cluster: crate::cluster_args::ClusterArgs,
 }
 
 /// Runs the demo; exit 0 only if every procedure succeeded for every UE.
@@ -93,11 +87,19 @@ pub fn run(a: DemoArgs) -> ExitCode {
             }
         }
     };
-    let deployment = if a.bmsc_instances > 1 {
-        let Some(postgres) = a.postgres.clone() else {
-            eprintln!("error: --bmsc-instances above 1 needs --postgres URL");
+    let postgres = match a.cluster.postgres_for(a.bmsc_instances) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
             return ExitCode::FAILURE;
-        };
+        }
+    };
+    if postgres.is_some() && a.bmsc_instances == 1 {
+        // The single-instance demo runs its BM-SC in process on SQLite.
+        eprintln!("error: --postgres is for --bmsc-instances above 1");
+        return ExitCode::FAILURE;
+    }
+    let deployment = if let Some(postgres) = postgres {
         let mbms_bin = match std::env::current_exe() {
             Ok(p) => p,
             Err(e) => {
@@ -109,7 +111,7 @@ pub fn run(a: DemoArgs) -> ExitCode {
             instances: a.bmsc_instances as usize,
             postgres,
             mbms_bin,
-            lease_ms: a.lease_ms,
+            lease_ms: a.cluster.lease_ms,
         })
     } else {
         mbms_demo::Deployment::InProcess

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod bench;
 mod bench_rekey;
+mod cluster_args;
 mod demo;
 mod inspect;
 mod man;
