@@ -267,6 +267,19 @@ pub enum Notice {
 }
 
 impl Notice {
+    /// The notice's kind, the label of `bmsc_cluster_notices_received_total`
+    /// ([`crate::metrics::CLUSTER_NOTICE_KINDS`]).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Notice::Ue { .. } => "ue",
+            Notice::Adopt { .. } => "adopt",
+            Notice::Rotate { .. } => "rotate",
+            Notice::Definitions => "definitions",
+            Notice::Pull { .. } => "pull",
+            Notice::Barrier { .. } => "barrier",
+        }
+    }
+
     /// The JSON payload.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
@@ -378,6 +391,8 @@ impl ClusterState {
 /// many of each kind this instance keeps (its fair share); those beyond
 /// are handed over ([`split_share`]).
 struct Claimed {
+    /// Live instances, this one included.
+    live: usize,
     shards: Vec<Lease>,
     key_groups: Vec<Lease>,
     want_shards: usize,
@@ -411,6 +426,7 @@ fn claim_all(st: &ClusterState, key_groups: usize) -> Result<Claimed, StoreError
         want_shards,
     )?;
     Ok(Claimed {
+        live,
         shards,
         key_groups,
         want_shards,
@@ -435,6 +451,7 @@ impl Renewer {
         let claimed = match r {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
+                crate::metrics::Metrics::inc(&app.metrics.cluster.renewals, "failed");
                 tracing::warn!(error = %crate::ErrorChain(&e), "cluster: leases not renewed (PostgreSQL unreachable?)");
                 self.expire_if_due(app, st).await;
                 return;
@@ -443,6 +460,11 @@ impl Renewer {
         };
         self.clock.renewed(sent_at);
         st.healthy.store(true, Ordering::Release);
+        let m = &app.metrics.cluster;
+        crate::metrics::Metrics::inc(&m.renewals, "ok");
+        m.healthy.set(1);
+        m.live_instances
+            .set(i64::try_from(claimed.live).unwrap_or(i64::MAX));
         let (kept_shards, extra_shards) = split_share(&claimed.shards, claimed.want_shards);
         let (kept_groups, extra_groups) = split_share(&claimed.key_groups, claimed.want_key_groups);
         let shards: BTreeSet<u32> = kept_shards.iter().map(|l| l.item).collect();
@@ -518,6 +540,7 @@ impl Renewer {
         if self.clock.valid(Instant::now()) {
             return;
         }
+        app.metrics.cluster.healthy.set(0);
         if st.healthy.swap(false, Ordering::AcqRel) {
             tracing::error!(
                 "cluster: leases expired without renewal: this instance stops pushing and \
@@ -541,6 +564,12 @@ impl Renewer {
         let store = st.store.clone();
         let id = st.instance_id.clone();
         let before = std::mem::replace(&mut self.anchored, anchored.clone());
+        let m = app.metrics.cluster.clone();
+        let (gained_anchors, lost_anchors) = (
+            anchored.keys().filter(|g| !before.contains_key(g)).count(),
+            before.keys().filter(|g| !anchored.contains_key(g)).count(),
+        );
+        let anchored_now = anchored.len();
         let all_groups = app.core.run_short(|c| c.key_group_ids()).await;
         let r = app
             .core
@@ -549,6 +578,7 @@ impl Renewer {
                     let now = now_ts();
                     let (gained, lost) = diff(&c.owned_shards(), &shards);
                     c.drop_shards(&lost);
+                    m.ue_shards_given_up.inc_by(lost.len() as u64);
                     // Every write of the dropped UEs is queued by now.
                     let ticket = c.write_ticket();
                     let mut rotated = false;
@@ -587,6 +617,9 @@ impl Renewer {
                         }
                     }
                     let loaded = c.take_shards(&gained, now)?;
+                    m.ue_shards_taken.inc_by(gained.len() as u64);
+                    m.ue_shards
+                        .set(i64::try_from(c.owned_shards().len()).unwrap_or(i64::MAX));
                     if !gained.is_empty() || !lost.is_empty() {
                         tracing::info!(
                             gained = gained.len(),
@@ -601,6 +634,12 @@ impl Renewer {
             .await;
         match r {
             Ok((gained, ticket, rotated)) => {
+                let a = &app.metrics.cluster;
+                use crate::metrics::Metrics;
+                Metrics::inc_by(&a.anchor_changes, "gained", gained_anchors as u64);
+                Metrics::inc_by(&a.anchor_changes, "lost", lost_anchors as u64);
+                a.key_groups_anchored
+                    .set(i64::try_from(anchored_now).unwrap_or(i64::MAX));
                 if rotated {
                     app.rotated();
                 }
@@ -622,9 +661,11 @@ impl Renewer {
 /// Handles one notice.
 async fn on_notice(app: &Arc<App>, payload: &str) {
     let Some(n) = Notice::parse(payload) else {
+        crate::metrics::Metrics::inc(&app.metrics.cluster.notices, "unknown");
         tracing::debug!(payload, "cluster: unknown notice ignored");
         return;
     };
+    crate::metrics::Metrics::inc(&app.metrics.cluster.notices, n.kind());
     match n {
         Notice::Barrier { instance, seq } => {
             if let Some(st) = app.cluster.as_ref().filter(|st| st.instance_id == instance) {

@@ -60,6 +60,25 @@ pub const ACK_RESULTS: &[&str] = &[
     "malformed",
 ];
 
+/// `kind` label values of `bmsc_cluster_notices_received_total`: the
+/// notices instances send each other ([`crate::cluster::Notice`]), and
+/// `unknown` for a payload this version does not read.
+pub const CLUSTER_NOTICE_KINDS: &[&str] = &[
+    "barrier",
+    "ue",
+    "definitions",
+    "adopt",
+    "rotate",
+    "pull",
+    "unknown",
+];
+
+/// `kind` label values of `bmsc_cluster_lease_renewals_total`.
+pub const CLUSTER_RENEWAL_RESULTS: &[&str] = &["ok", "failed"];
+
+/// `kind` label values of `bmsc_cluster_anchor_changes_total`.
+pub const CLUSTER_ANCHOR_CHANGES: &[&str] = &["gained", "lost"];
+
 /// `kind` label values of `bmsc_zn_requests_total`.
 pub const ZN_RESULTS: &[&str] = &["ok", "not_found", "error"];
 
@@ -235,6 +254,36 @@ pub struct Metrics {
     pub udp_send_errors: Counter,
     /// Zn requests, by result (`ok`, `not_found`, `error`).
     pub zn: Family<Kind, Counter>,
+    /// Several instances on one database (issue 13); registered only then.
+    pub cluster: ClusterMetrics,
+}
+
+/// The metrics of an instance of several on one PostgreSQL database
+/// ([`crate::cluster`], docs/scale-out.md): what it holds, its lease
+/// renewals, takeovers and the notices it handled. Registered by
+/// [`Metrics::with_cluster`] only.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterMetrics {
+    /// Live instances seen at the last renewal (this one included).
+    pub live_instances: Gauge,
+    /// 1 while the leases are renewed in time, 0 once they expired
+    /// (PostgreSQL unreachable: Ua answers 503, nothing is pushed).
+    pub healthy: Gauge,
+    /// Lease renewals by result (`ok`, `failed`).
+    pub renewals: Family<Kind, Counter>,
+    /// UE shards held (of [`crate::cluster::UE_SHARDS`]).
+    pub ue_shards: Gauge,
+    /// Key groups this instance anchors.
+    pub key_groups_anchored: Gauge,
+    /// UE shards taken (from a dead instance, from a released lease, at
+    /// the start) and given up (hand-over, expiry).
+    pub ue_shards_taken: Counter,
+    /// See [`ue_shards_taken`](Self::ue_shards_taken).
+    pub ue_shards_given_up: Counter,
+    /// Anchor leases gained and lost, by `kind`.
+    pub anchor_changes: Family<Kind, Counter>,
+    /// Notices handled, by kind ([`CLUSTER_NOTICE_KINDS`]).
+    pub notices: Family<Kind, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -250,8 +299,18 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A fresh registry with every metric.
+    /// A fresh registry with every metric of a single instance.
     pub fn new() -> Self {
+        Self::build(false)
+    }
+
+    /// [`new`](Self::new) plus the [`ClusterMetrics`] of an instance of
+    /// several on one database.
+    pub fn with_cluster() -> Self {
+        Self::build(true)
+    }
+
+    fn build(cluster: bool) -> Self {
         let mut r = Registry::with_prefix("bmsc");
         let m = Metrics {
             registry: Registry::default(),
@@ -273,6 +332,7 @@ impl Metrics {
             download_objects: Family::default(),
             udp_send_errors: Counter::default(),
             zn: Family::default(),
+            cluster: ClusterMetrics::default(),
         };
         r.register(
             "ua_http_responses",
@@ -356,6 +416,63 @@ impl Metrics {
             m.udp_send_errors.clone(),
         );
         r.register("zn_requests", "Zn key requests by result", m.zn.clone());
+        if cluster {
+            let c = &m.cluster;
+            r.register(
+                "cluster_live_instances",
+                "Live BM-SC instances on the database at the last lease renewal",
+                c.live_instances.clone(),
+            );
+            r.register(
+                "cluster_healthy",
+                "1 while this instance's leases are renewed in time, 0 once they expired",
+                c.healthy.clone(),
+            );
+            r.register(
+                "cluster_lease_renewals",
+                "Lease renewals by result (ok, failed)",
+                c.renewals.clone(),
+            );
+            r.register(
+                "cluster_ue_shards",
+                "UE shards this instance holds (of 256)",
+                c.ue_shards.clone(),
+            );
+            r.register(
+                "cluster_key_groups_anchored",
+                "Key groups this instance anchors (rotates, issues MTKs for)",
+                c.key_groups_anchored.clone(),
+            );
+            r.register(
+                "cluster_ue_shards_taken",
+                "UE shards taken (start, takeover of a dead instance, hand-over)",
+                c.ue_shards_taken.clone(),
+            );
+            r.register(
+                "cluster_ue_shards_given_up",
+                "UE shards given up (hand-over to a new instance, leases expired)",
+                c.ue_shards_given_up.clone(),
+            );
+            r.register(
+                "cluster_anchor_changes",
+                "Anchor leases gained and lost, by kind",
+                c.anchor_changes.clone(),
+            );
+            r.register(
+                "cluster_notices_received",
+                "Notices from the instances handled, by kind",
+                c.notices.clone(),
+            );
+            for (family, kinds) in [
+                (&c.renewals, CLUSTER_RENEWAL_RESULTS),
+                (&c.anchor_changes, CLUSTER_ANCHOR_CHANGES),
+                (&c.notices, CLUSTER_NOTICE_KINDS),
+            ] {
+                for k in kinds {
+                    let _ = family.get_or_create(&Kind { kind: (*k).into() });
+                }
+            }
+        }
         // Every label set of a known value set, from the start.
         for rt in UA_REQUEST_TYPES {
             for st in UA_HTTP_STATUSES {
@@ -424,11 +541,16 @@ impl Metrics {
 
     /// Count one with a single `kind` label.
     pub fn inc(family: &Family<Kind, Counter>, kind: &str) {
+        Self::inc_by(family, kind, 1);
+    }
+
+    /// Count `n` with a single `kind` label.
+    pub fn inc_by(family: &Family<Kind, Counter>, kind: &str, n: u64) {
         family
             .get_or_create(&Kind {
                 kind: kind.to_owned(),
             })
-            .inc();
+            .inc_by(n);
     }
 
     /// Count for a session.
@@ -502,6 +624,26 @@ mod tests {
         }
         assert!(!om.contains("bmsc_download_objects_total{session=\"live\"}"));
         assert!(!om.contains("bmsc_srtp_packets_sent_total{session=\"files\"}"));
+    }
+
+    #[test]
+    fn cluster_series_exist_only_for_an_instance_of_several() {
+        assert!(!Metrics::new().render().contains("bmsc_cluster_"));
+        let om = Metrics::with_cluster().render();
+        for want in [
+            "bmsc_cluster_live_instances 0",
+            "bmsc_cluster_healthy 0",
+            "bmsc_cluster_lease_renewals_total{kind=\"failed\"} 0",
+            "bmsc_cluster_ue_shards 0",
+            "bmsc_cluster_key_groups_anchored 0",
+            "bmsc_cluster_ue_shards_taken_total 0",
+            "bmsc_cluster_ue_shards_given_up_total 0",
+            "bmsc_cluster_anchor_changes_total{kind=\"lost\"} 0",
+            "bmsc_cluster_notices_received_total{kind=\"barrier\"} 0",
+            "bmsc_cluster_notices_received_total{kind=\"unknown\"} 0",
+        ] {
+            assert!(om.lines().any(|l| l == want), "{want} missing in\n{om}");
+        }
     }
 
     #[test]

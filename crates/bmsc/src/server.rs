@@ -295,7 +295,11 @@ pub async fn start_with_tap(
     tap: Option<Tap>,
 ) -> Result<RunningBmsc, ServerError> {
     cfg.validate()?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(if store.cluster().is_some() {
+        Metrics::with_cluster()
+    } else {
+        Metrics::new()
+    });
     for s in &cfg.sessions {
         metrics.add_session(&s.name, s.kind);
     }

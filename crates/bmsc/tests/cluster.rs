@@ -122,6 +122,42 @@ fn anchor_of(listing: &Value, g: u64) -> String {
     anchors[0].clone()
 }
 
+/// The value of the sample `name` (no labels) in a `/metrics` text.
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing in\n{metrics}"))
+}
+
+/// Waits until the instances' `bmsc_cluster_*` gauges add up to the
+/// whole (256 UE shards, one anchor per key group, each sees `n` live),
+/// as the database listing does; returns the metrics texts.
+async fn wait_cluster_metrics<'a>(
+    instances: impl Iterator<Item = &'a RunningBmsc> + Clone,
+    n: usize,
+    key_groups: usize,
+) -> Vec<String> {
+    let mut texts = Vec::new();
+    for _ in 0..200 {
+        texts = instances.clone().map(|b| b.metrics()).collect();
+        let sum = |name| texts.iter().map(|t| sample(t, name)).sum::<f64>();
+        if sum("bmsc_cluster_ue_shards") == 256.0
+            && sum("bmsc_cluster_key_groups_anchored") == key_groups as f64
+            && texts
+                .iter()
+                .all(|t| sample(t, "bmsc_cluster_live_instances") == n as f64)
+            && texts
+                .iter()
+                .all(|t| sample(t, "bmsc_cluster_healthy") == 1.0)
+        {
+            return texts;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("cluster metrics never added up: {texts:#?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_instances_share_the_work_and_survive_the_anchors_death() {
     let Some(mut env) = Env::postgres("cluster3", &extra("a")).await else {
@@ -141,6 +177,15 @@ async fn three_instances_share_the_work_and_survive_the_anchors_death() {
     let listing = wait_spread(&http, &base, 3, 1).await;
     assert_eq!(listing["lease_ms"], LEASE_MS);
     assert_eq!(listing["instance_id"], "a");
+    // The metrics say the same as the listing (issue 13: what operators
+    // watch); the key groups of the configuration.
+    let groups = get(&http, &base, "/admin/v1/key-groups")
+        .await
+        .1
+        .as_array()
+        .unwrap()
+        .len();
+    wait_cluster_metrics(instances.values(), 3, groups).await;
 
     // A key group created at one instance reaches the others (notice),
     // with the same MSKs.
@@ -214,7 +259,14 @@ async fn three_instances_share_the_work_and_survive_the_anchors_death() {
 
     // The anchor dies (a crash): a survivor takes key group 1 and the
     // dead instance's UE shards within the lease time (plus a renewal).
+    let taken_before: f64 = instances
+        .iter()
+        .filter(|(id, _)| **id != anchor)
+        .map(|(_, b)| sample(&b.metrics(), "bmsc_cluster_ue_shards_taken_total"))
+        .sum();
     let dead = instances.remove(&anchor).unwrap();
+    let dead_shards = sample(&dead.metrics(), "bmsc_cluster_ue_shards");
+    assert!(dead_shards > 0.0);
     let owned_by_dead: f64 = dead
         .metrics()
         .lines()
@@ -251,6 +303,26 @@ async fn three_instances_share_the_work_and_survive_the_anchors_death() {
     let next3 = rotated["next"].as_str().unwrap().to_owned();
     let listing = wait_spread(&http, &urls[&survivors[0]], 2, 1).await;
     assert!(survivors.contains(&anchor_of(&listing, 1)));
+    // The survivors' metrics: the dead instance's shards and anchors
+    // taken over (key group 7, created above, counts too).
+    let texts = wait_cluster_metrics(instances.values(), 2, groups + 1).await;
+    let new_anchor = &instances[&anchor_of(&listing, 1)].metrics();
+    assert!(
+        new_anchor
+            .lines()
+            .find_map(|l| l.strip_prefix("bmsc_cluster_anchor_changes_total{kind=\"gained\"} "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|v| v >= 1.0),
+        "{new_anchor}"
+    );
+    let taken: f64 = texts
+        .iter()
+        .map(|t| sample(t, "bmsc_cluster_ue_shards_taken_total"))
+        .sum();
+    assert!(
+        taken >= taken_before + dead_shards,
+        "the dead instance's {dead_shards} shards were taken: {taken_before} -> {taken}"
+    );
     // Every UE, also those of the dead instance, gets the new MSKs from a
     // survivor, with counters above everything it saw (no replay).
     for ue in &mut ues {
