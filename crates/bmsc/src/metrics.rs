@@ -161,8 +161,9 @@ fn openmetrics_to_prometheus_text(om: &str) -> String {
 /// Label: one word.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Kind {
-    /// The value.
-    pub kind: String,
+    /// The value (one of a fixed set: borrowed, nothing allocated per
+    /// count).
+    pub kind: Cow<'static, str>,
 }
 
 /// Labels of HTTP outcomes on Ua (borrowed static values: counting a
@@ -469,7 +470,9 @@ impl Metrics {
                 (&c.notices, CLUSTER_NOTICE_KINDS),
             ] {
                 for k in kinds {
-                    let _ = family.get_or_create(&Kind { kind: (*k).into() });
+                    let _ = family.get_or_create(&Kind {
+                        kind: Cow::Borrowed(k),
+                    });
                 }
             }
         }
@@ -496,7 +499,9 @@ impl Metrics {
             (&m.zn, ZN_RESULTS),
         ] {
             for k in kinds {
-                let _ = family.get_or_create(&Kind { kind: (*k).into() });
+                let _ = family.get_or_create(&Kind {
+                    kind: Cow::Borrowed(k),
+                });
             }
         }
         Metrics { registry: r, ..m }
@@ -540,15 +545,15 @@ impl Metrics {
     }
 
     /// Count one with a single `kind` label.
-    pub fn inc(family: &Family<Kind, Counter>, kind: &str) {
+    pub fn inc(family: &Family<Kind, Counter>, kind: &'static str) {
         Self::inc_by(family, kind, 1);
     }
 
     /// Count `n` with a single `kind` label.
-    pub fn inc_by(family: &Family<Kind, Counter>, kind: &str, n: u64) {
+    pub fn inc_by(family: &Family<Kind, Counter>, kind: &'static str, n: u64) {
         family
             .get_or_create(&Kind {
-                kind: kind.to_owned(),
+                kind: Cow::Borrowed(kind),
             })
             .inc_by(n);
     }
