@@ -31,7 +31,9 @@ enum BenchCommand {
     /// kernel UDP drops, BM-SC memory per UE, CPU per process.
     Rekey(crate::bench_rekey::RekeyArgs),
     /// Authenticated msk-request rate of the real BM-SC against an axum
-    /// hello server, driven by the same load generator in the same run.
+    /// hello server and the protocol's floor (hello + a UDP push and its
+    /// reply; and a group-committed row), driven by the same load
+    /// generator in the same run.
     Http(crate::bench_rekey::HttpArgs),
 }
 

@@ -262,7 +262,7 @@ pub struct HttpArgs {
           default_value_t = mbms_bench::http::BMSC_WORKER_THREADS as u64,
           value_parser = clap::value_parser!(u64).range(0..=1024))]
     bmsc_worker_threads: u64,
-    /// Print the report as JSON (schema "mbms-bench-http/1").
+    /// Print the report as JSON (schema "mbms-bench-http/2").
     #[arg(long)]
     json: bool,
 }
@@ -293,30 +293,62 @@ pub fn run_http(a: HttpArgs) -> ExitCode {
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
             } else {
+                let rounds = |r: &mbms_bench::http::Rate| {
+                    r.rounds.iter().map(|x| x.round()).collect::<Vec<_>>()
+                };
+                let cpu = &r.cpu_us_per_request;
+                let sw = &r.voluntary_switches_per_request;
+                let f = &r.floor_counts;
                 println!(
                     "mbms bench http: {} connections, {} s x {} rounds, {} CPUs\n\
                      BM-SC msk-request (Digest): {:.0} req/s (rounds {:?}, {} errors)\n\
                      axum hello:                 {:.0} req/s (rounds {:?}, {} errors)\n\
-                     ratio BM-SC / hello: {:.2}\n\
-                     CPU per request: BM-SC {:.1} us + generator {:.1} us; hello (server and generator) {:.1} us\n\
-                     voluntary context switches per request: BM-SC {:.2} + generator {:.2}; hello {:.2}",
+                     hello+udp (floor):          {:.0} req/s (rounds {:?}, {} errors)\n\
+                     hello+udp+commit:           {:.0} req/s (rounds {:?}, {} errors)\n\
+                     ratio BM-SC / hello: {:.2}; BM-SC / hello+udp (ratio_to_floor): {:.2}; \
+                     BM-SC / hello+udp+commit: {:.2}; hello+udp / hello: {:.2}\n\
+                     CPU per request: BM-SC {:.1} us + generator {:.1} us; hello (server and generator) {:.1} us; \
+                     hello+udp {:.1} us; hello+udp+commit {:.1} us\n\
+                     voluntary context switches per request: BM-SC {:.2} + generator {:.2}; hello {:.2}; \
+                     hello+udp {:.2}; hello+udp+commit {:.2}\n\
+                     floor datagrams: hello+udp {} sent, {} replies read; hello+udp+commit {} sent, {} replies read, \
+                     {} rows in {} transactions",
                     r.connections,
                     r.seconds,
                     r.bmsc.rounds.len(),
                     r.cpus,
                     r.bmsc.median_per_s,
-                    r.bmsc.rounds.iter().map(|x| x.round()).collect::<Vec<_>>(),
+                    rounds(&r.bmsc),
                     r.bmsc.errors,
                     r.hello.median_per_s,
-                    r.hello.rounds.iter().map(|x| x.round()).collect::<Vec<_>>(),
+                    rounds(&r.hello),
                     r.hello.errors,
+                    r.hello_udp.median_per_s,
+                    rounds(&r.hello_udp),
+                    r.hello_udp.errors,
+                    r.hello_udp_commit.median_per_s,
+                    rounds(&r.hello_udp_commit),
+                    r.hello_udp_commit.errors,
                     r.ratio,
-                    r.cpu_us_per_request.bmsc,
-                    r.cpu_us_per_request.generator,
-                    r.cpu_us_per_request.hello,
-                    r.voluntary_switches_per_request.bmsc,
-                    r.voluntary_switches_per_request.generator,
-                    r.voluntary_switches_per_request.hello
+                    r.ratio_to_floor,
+                    r.ratio_to_commit_floor,
+                    r.floor_to_hello,
+                    cpu.bmsc,
+                    cpu.generator,
+                    cpu.hello,
+                    cpu.hello_udp,
+                    cpu.hello_udp_commit,
+                    sw.bmsc,
+                    sw.generator,
+                    sw.hello,
+                    sw.hello_udp,
+                    sw.hello_udp_commit,
+                    f.hello_udp_sent,
+                    f.hello_udp_replies,
+                    f.hello_udp_commit_sent,
+                    f.hello_udp_commit_replies,
+                    f.rows,
+                    f.transactions,
                 );
             }
             ExitCode::SUCCESS

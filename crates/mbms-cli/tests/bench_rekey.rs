@@ -61,7 +61,7 @@ fn every_ue_holds_the_rotated_msk_with_loss() {
 }
 
 #[test]
-fn http_bench_drives_both_servers() {
+fn http_bench_drives_every_server() {
     let out = Command::new(env!("CARGO_BIN_EXE_mbms"))
         .args([
             "bench",
@@ -83,22 +83,63 @@ fn http_bench_drives_both_servers() {
         String::from_utf8_lossy(&out.stderr)
     );
     let r: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
-    assert_eq!(r["schema"], "mbms-bench-http/1");
-    assert_eq!(r["bmsc"]["errors"], 0, "{r}");
-    assert_eq!(r["hello"]["errors"], 0, "{r}");
-    assert!(r["bmsc"]["median_per_s"].as_f64().unwrap() > 0.0, "{r}");
-    assert!(r["hello"]["median_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    assert_eq!(r["schema"], "mbms-bench-http/2");
+    for server in ["bmsc", "hello", "hello_udp", "hello_udp_commit"] {
+        assert_eq!(r[server]["errors"], 0, "{server}: {r}");
+        assert!(
+            r[server]["median_per_s"].as_f64().unwrap() > 0.0,
+            "{server}: {r}"
+        );
+    }
+    for ratio in [
+        "ratio",
+        "ratio_to_floor",
+        "ratio_to_commit_floor",
+        "floor_to_hello",
+    ] {
+        assert!(r[ratio].as_f64().unwrap() > 0.0, "{ratio}: {r}");
+    }
+    // The UDP anchors pushed a datagram per request and read replies;
+    // the commit anchor committed a row per request, several requests
+    // sharing a transaction at times.
+    let f = &r["floor_counts"];
+    let requests = |s: &str| (r[s]["median_per_s"].as_f64().unwrap() * 0.5).round() as u64;
+    for (sent, replies, server) in [
+        ("hello_udp_sent", "hello_udp_replies", "hello_udp"),
+        (
+            "hello_udp_commit_sent",
+            "hello_udp_commit_replies",
+            "hello_udp_commit",
+        ),
+    ] {
+        let sent = f[sent].as_u64().unwrap();
+        // One round: the rate x 0.5 s is the requests answered.
+        assert!(sent >= requests(server).saturating_sub(1), "{r}");
+        assert!(f[replies].as_u64().unwrap() > 0, "{r}");
+    }
+    let rows = f["rows"].as_u64().unwrap();
+    let transactions = f["transactions"].as_u64().unwrap();
+    assert!(transactions > 0 && rows >= transactions, "{r}");
+    assert!(
+        rows >= requests("hello_udp_commit").saturating_sub(1),
+        "{r}"
+    );
     // Both processes did work for the BM-SC's requests.
     let cpu = &r["cpu_us_per_request"];
     assert!(cpu["bmsc"].as_f64().unwrap() > 0.0, "{r}");
     assert!(cpu["generator"].as_f64().unwrap() > 0.0, "{r}");
     assert!(cpu["hello"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(cpu["hello_udp"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(cpu["hello_udp_commit"].as_f64().unwrap() > 0.0, "{r}");
     // Threads of both processes waited for each other (the BM-SC, on its
     // one worker, for the next request and for its group commits).
     let sw = &r["voluntary_switches_per_request"];
     assert!(sw["bmsc"].as_f64().unwrap() > 0.0, "{r}");
     assert!(sw["generator"].as_f64().unwrap() > 0.0, "{r}");
     assert!(sw["hello"].as_f64().is_some(), "{r}");
+    assert!(sw["hello_udp"].as_f64().is_some(), "{r}");
+    // Every request waited for a disk sync of the committer thread.
+    assert!(sw["hello_udp_commit"].as_f64().unwrap() > 0.0, "{r}");
 }
 
 /// Issue 12, "What must not change": SIGKILL to the BM-SC mid-rotation,
