@@ -13,11 +13,13 @@
 //! [`UaError::Unauthorized`], and the caller bootstraps again.
 
 use rand::RngCore as _;
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_AGENT, WWW_AUTHENTICATE};
+use reqwest::header::{
+    HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_AGENT, WWW_AUTHENTICATE,
+};
 use reqwest::{Method, StatusCode};
 use tracing::debug;
 
-use gba::digest::{Algorithm, AuthenticationInfo, Challenge, DigestClient};
+use gba::digest::{Algorithm, Challenge, DigestClient};
 use gba::Mrk;
 use mbms::MskName;
 
@@ -117,6 +119,9 @@ fn cnonce() -> [u8; 32] {
     let _ = hex::encode_to_slice(b, &mut hex);
     hex
 }
+
+/// `Authentication-Info` (RFC 7615 3), on every success of the BM-SC.
+const AUTHENTICATION_INFO: HeaderName = HeaderName::from_static("authentication-info");
 
 /// The `User-Agent` of the UE's Ua requests.
 const USER_AGENT_HEADER: HeaderValue = HeaderValue::from_static(USER_AGENT_VALUE);
@@ -299,21 +304,20 @@ impl UaClient {
                     fresh = true;
                 }
                 StatusCode::OK => {
+                    // The value is shared, not copied, while the body is read.
                     let info = resp
                         .headers()
-                        .get("authentication-info")
+                        .get(AUTHENTICATION_INFO)
+                        .cloned()
                         .ok_or_else(|| {
                             UaError::ServerAuthentication("no Authentication-Info".into())
-                        })?
-                        .to_str()
-                        .map_err(|_| UaError::ServerAuthentication("not ASCII".into()))
-                        .and_then(|v| {
-                            AuthenticationInfo::parse(v)
-                                .map_err(|e| UaError::ServerAuthentication(e.to_string()))
                         })?;
+                    let info = info
+                        .to_str()
+                        .map_err(|_| UaError::ServerAuthentication("not ASCII".into()))?;
                     let bytes = resp.bytes().await?;
                     self.digest
-                        .verify_authentication_info(&info, &bytes)
+                        .verify_authentication_info_value(info, &bytes)
                         .map_err(|e| UaError::ServerAuthentication(e.to_string()))?;
                     return Ok(parse(&bytes)?);
                 }

@@ -27,8 +27,8 @@ use sha2::{Digest, Sha256, Sha512_256};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
 
-use super::header::{AuthenticationInfo, Authorization, Challenge};
-use super::{base_ha1, Algorithm, Qop};
+use super::header::{AuthenticationInfo, Authorization, Challenge, HeaderError};
+use super::{base_ha1, parse_nc, Algorithm, Qop};
 use crate::aka::Auts;
 
 /// Errors of the Digest client.
@@ -61,6 +61,100 @@ pub enum ClientError {
     /// quoted-string (RFC 9110 5.6.4): it contains a control character.
     #[error("Authorization parameter `{0}` contains a control character")]
     Unwritable(&'static str),
+    /// The `Authentication-Info` value does not parse.
+    #[error("malformed Authentication-Info: {0}")]
+    MalformedAuthenticationInfo(HeaderError),
+}
+
+/// An `Authentication-Info` value read in place (RFC 7616 3.5).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct InfoView<'a> {
+    nextnonce: Option<&'a str>,
+    qop: Option<Qop>,
+    rspauth: Option<&'a str>,
+    cnonce: Option<&'a str>,
+    nc: Option<u32>,
+}
+
+impl<'a> InfoView<'a> {
+    fn of(info: &'a AuthenticationInfo) -> Self {
+        InfoView {
+            nextnonce: info.nextnonce.as_deref(),
+            qop: info.qop,
+            rspauth: info.rspauth.as_deref(),
+            cnonce: info.cnonce.as_deref(),
+            nc: info.nc,
+        }
+    }
+
+    /// The layout `AuthenticationInfo::to_header_value` writes (lowercase
+    /// names of RFC 7616 3.5, each once, `", "` between them, `qop` and
+    /// `nc` as tokens, the others quoted without escapes or control
+    /// characters), read without copying: `None` for anything else, which
+    /// the caller hands to [`AuthenticationInfo::parse`] (for this layout
+    /// both read the same values).
+    fn read_layout(value: &'a str) -> Option<Self> {
+        fn quoted(v: &str) -> Option<(&str, &str)> {
+            let v = v.strip_prefix('"')?;
+            let end = v.find('"')?;
+            let (inner, rest) = v.split_at(end);
+            if inner
+                .bytes()
+                .any(|b| b == b'\\' || (b < 0x20 && b != b'\t') || b == 0x7f)
+            {
+                return None;
+            }
+            Some((inner, &rest[1..]))
+        }
+        fn token(v: &str) -> (&str, &str) {
+            let end = v.find(',').unwrap_or(v.len());
+            v.split_at(end)
+        }
+        let mut view = InfoView::default();
+        let mut rest = value;
+        while !rest.is_empty() {
+            let (name, v) = rest.split_once('=')?;
+            rest = match name {
+                "nextnonce" if view.nextnonce.is_none() => {
+                    let (x, r) = quoted(v)?;
+                    view.nextnonce = Some(x);
+                    r
+                }
+                "rspauth" if view.rspauth.is_none() => {
+                    let (x, r) = quoted(v)?;
+                    view.rspauth = Some(x);
+                    r
+                }
+                "cnonce" if view.cnonce.is_none() => {
+                    let (x, r) = quoted(v)?;
+                    view.cnonce = Some(x);
+                    r
+                }
+                "qop" if view.qop.is_none() => {
+                    let (x, r) = token(v);
+                    view.qop = Some(match x {
+                        "auth" => Qop::Auth,
+                        "auth-int" => Qop::AuthInt,
+                        _ => return None,
+                    });
+                    r
+                }
+                "nc" if view.nc.is_none() => {
+                    let (x, r) = token(v);
+                    view.nc = Some(parse_nc(x).ok()?);
+                    r
+                }
+                _ => return None,
+            };
+            if !rest.is_empty() {
+                rest = rest.strip_prefix(", ")?;
+                if rest.is_empty() {
+                    return None;
+                }
+            }
+        }
+        Some(view)
+    }
 }
 
 /// The longest hex digest of the supported algorithms (SHA-256 and
@@ -566,20 +660,42 @@ impl DigestClient {
         info: &AuthenticationInfo,
         response_body: &[u8],
     ) -> Result<(), ClientError> {
+        self.verify(InfoView::of(info), response_body)
+    }
+
+    /// [`Self::verify_authentication_info`] of an `Authentication-Info`
+    /// header value: the usual layout is read in place, any other goes
+    /// through [`AuthenticationInfo::parse`].
+    pub fn verify_authentication_info_value(
+        &mut self,
+        value: &str,
+        response_body: &[u8],
+    ) -> Result<(), ClientError> {
+        match InfoView::read_layout(value) {
+            Some(view) => self.verify(view, response_body),
+            None => {
+                let info = AuthenticationInfo::parse(value)
+                    .map_err(ClientError::MalformedAuthenticationInfo)?;
+                self.verify(InfoView::of(&info), response_body)
+            }
+        }
+    }
+
+    fn verify(&mut self, info: InfoView<'_>, response_body: &[u8]) -> Result<(), ClientError> {
         let out = &self.outstanding;
         let (true, Some(algorithm), Some(ha1), Some(qop)) =
             (out.pending, out.algorithm, out.ha1.as_ref(), out.qop)
         else {
             return Err(ClientError::NoOutstandingRequest);
         };
-        let rspauth = info.rspauth.as_deref().ok_or(ClientError::MissingRspauth)?;
+        let rspauth = info.rspauth.ok_or(ClientError::MissingRspauth)?;
         if info.qop.is_some_and(|q| q != qop) {
             return Err(ClientError::AuthInfoMismatch("qop"));
         }
         if info.nc.is_some_and(|n| n != out.nc) {
             return Err(ClientError::AuthInfoMismatch("nc"));
         }
-        if info.cnonce.as_deref().is_some_and(|c| c != out.cnonce) {
+        if info.cnonce.is_some_and(|c| c != out.cnonce) {
             return Err(ClientError::AuthInfoMismatch("cnonce"));
         }
         // RFC 2617 3.2.3: rspauth is the request-digest with an empty
@@ -592,9 +708,10 @@ impl DigestClient {
             return Err(ClientError::RspauthMismatch);
         }
         self.outstanding.pending = false;
-        if let (Some(next), Some(ch)) = (&info.nextnonce, self.challenge.as_mut()) {
-            if *next != ch.nonce {
-                ch.nonce.clone_from(next);
+        if let (Some(next), Some(ch)) = (info.nextnonce, self.challenge.as_mut()) {
+            if next != ch.nonce {
+                ch.nonce.clear();
+                ch.nonce.push_str(next);
                 ch.stale = false;
                 self.nc = 0;
             }
@@ -880,5 +997,108 @@ mod tests {
         assert!(!digest_eq(&d, "abababac"));
         assert!(!digest_eq(&d, "ababab"));
         assert!(!digest_eq(&d, &"ab".repeat(40)));
+    }
+
+    /// The in-place reader of `Authentication-Info` reads what the server
+    /// side writes exactly as the general parser does, and leaves every
+    /// other form (escapes, spacing, case, duplicates, unknown parameters,
+    /// damage) to it.
+    #[test]
+    fn authentication_info_layout_agrees_with_the_parser() {
+        let mut written = Vec::new();
+        for nextnonce in [None, Some("n/x+=="), Some("")] {
+            for qop in [None, Some(Qop::Auth), Some(Qop::AuthInt)] {
+                for cnonce in [None, Some("c0ffee")] {
+                    for nc in [None, Some(1), Some(u32::MAX)] {
+                        let info = AuthenticationInfo {
+                            nextnonce: nextnonce.map(str::to_owned),
+                            qop,
+                            rspauth: Some("0123456789abcdef".into()),
+                            cnonce: cnonce.map(str::to_owned),
+                            nc,
+                        };
+                        written.push(info.to_header_value().unwrap());
+                    }
+                }
+            }
+        }
+        for w in &written {
+            let parsed = AuthenticationInfo::parse(w).unwrap();
+            assert_eq!(InfoView::read_layout(w), Some(InfoView::of(&parsed)), "{w}");
+        }
+        let others = [
+            r#"rspauth="a\"b""#,
+            r#"rspauth = "ab""#,
+            r#"RSPAUTH="ab""#,
+            r#"rspauth="ab",rspauth="cd""#,
+            r#"rspauth="ab", rspauth="cd""#,
+            r#"rspauth="ab", foo=bar"#,
+            r#"rspauth="ab", "#,
+            r#"rspauth="ab"#,
+            r#"rspauth=ab"#,
+            r#"qop="auth", rspauth="ab""#,
+            r#"qop=AUTH, rspauth="ab""#,
+            r#"nc=1, rspauth="ab""#,
+            ",",
+        ];
+        for o in others {
+            assert_eq!(InfoView::read_layout(o), None, "{o}");
+        }
+        assert_eq!(InfoView::read_layout(""), Some(InfoView::default()));
+        // Every prefix of every written value: the reader takes it whole
+        // or leaves it, and agrees with the parser when it takes it.
+        for w in &written {
+            for end in 0..w.len() {
+                if let Some(view) = InfoView::read_layout(&w[..end]) {
+                    let parsed = AuthenticationInfo::parse(&w[..end]).unwrap();
+                    assert_eq!(view, InfoView::of(&parsed), "{}", &w[..end]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn verify_authentication_info_value_reads_both_forms() {
+        let mut c = DigestClient::new("u", b"p");
+        c.handle_challenge(challenge(vec![Qop::AuthInt])).unwrap();
+        let ha1 = compute_ha1(Algorithm::Md5, "u", "testrealm@host.com", b"p", "", "");
+        for (i, form) in ["usual", "spaced"].into_iter().enumerate() {
+            let cnonce = format!("cn{i}");
+            c.authorize("POST", "/x", b"req", &cnonce).unwrap();
+            let qp = QopParams {
+                qop: Qop::AuthInt,
+                nc: i as u32 + 1,
+                cnonce: &cnonce,
+            };
+            let rspauth = compute_rspauth(
+                Algorithm::Md5,
+                &ha1,
+                "dcd98b7102dd2f0e8b11d0f600bfb0c093",
+                qp,
+                "/x",
+                b"resp",
+            );
+            let value = match form {
+                "usual" => format!(
+                    r#"qop=auth-int, rspauth="{rspauth}", cnonce="{cnonce}", nc=0000000{}"#,
+                    i + 1
+                ),
+                _ => format!(r#" RSPAUTH = "{rspauth}" ,cnonce="{cnonce}""#),
+            };
+            assert_eq!(
+                c.verify_authentication_info_value(&value, b"tampered"),
+                Err(ClientError::RspauthMismatch)
+            );
+            c.verify_authentication_info_value(&value, b"resp").unwrap();
+        }
+        c.authorize("POST", "/x", b"req", "cn").unwrap();
+        assert!(matches!(
+            c.verify_authentication_info_value("rspauth=\"x", b""),
+            Err(ClientError::MalformedAuthenticationInfo(_))
+        ));
+        assert_eq!(
+            c.verify_authentication_info_value(r#"rspauth="00", nc=00000002"#, b""),
+            Err(ClientError::AuthInfoMismatch("nc"))
+        );
     }
 }
