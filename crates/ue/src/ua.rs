@@ -99,11 +99,6 @@ pub struct UaClient {
     btid: String,
     realm: String,
     digest: DigestClient,
-    /// The last MSK request: its keys and the request (URL, headers,
-    /// body) without `Authorization`, cloned for each attempt (the body
-    /// is shared, not copied). A UE asking for the same keys again writes
-    /// no XML.
-    last_msk_request: Option<(Vec<MskName>, reqwest::Request)>,
     /// The `Authorization` value, written into this one buffer per request.
     authorization: String,
 }
@@ -182,7 +177,6 @@ impl UaClient {
             btid: btid.to_owned(),
             realm: realm_of(bmsc_fqdn),
             digest: DigestClient::new(btid, mrk.to_base64().as_bytes()),
-            last_msk_request: None,
             authorization: String::with_capacity(512),
         })
     }
@@ -217,18 +211,11 @@ impl UaClient {
     /// Requests MSKs (Key Number 0 = the current MSK of the key group): one
     /// status per key, in order; the keys themselves follow by MIKEY.
     pub async fn msk_request(&mut self, keys: &[MskName]) -> Result<Vec<KeyStatus>, UaError> {
-        let request = match self.last_msk_request.take() {
-            Some((k, request)) if k == keys => (k, request),
-            _ => (
-                keys.to_vec(),
-                self.request(RequestType::MskRequest, xml::msk_request_body(keys)),
-            ),
-        };
-        let r = self
-            .post(RequestType::MskRequest, &request.1, xml::parse_msk_response)
-            .await;
-        self.last_msk_request = Some(request);
-        r
+        // Built for every call (nothing remembered from the last one):
+        // the request without `Authorization`, cloned per attempt.
+        let request = self.request(RequestType::MskRequest, xml::msk_request_body(keys));
+        self.post(RequestType::MskRequest, &request, xml::parse_msk_response)
+            .await
     }
 
     /// The request of type `rt` with `body`, without `Authorization`.

@@ -13,12 +13,10 @@
 //! mode has no client nonce and no body protection; such challenges are
 //! only parsed) and prefers `auth-int` when offered (PROFILE.md section 3).
 //!
-//! Per request the client does only what changes per request: HA1 is kept
-//! per (username, realm, password, algorithm) and HA2 per (method, uri,
-//! body) of the request and of the answer (a UE repeating the same request
-//! hashes its body once), so an `auth-int` request and its `rspauth` check
-//! cost two hash computations (the two request-digests of RFC 7616 3.4.1),
-//! written as hex on the stack.
+//! HA1 is kept per (username, realm, password, algorithm); HA2 and the
+//! request-digest are computed for every request and answer (RFC 7616
+//! 3.4.1-3.4.3): an `auth-int` request and its `rspauth` check cost six
+//! hash computations, written as hex on the stack.
 
 use core::fmt;
 use core::fmt::Write as _;
@@ -236,71 +234,27 @@ fn digest_eq(expected: &HexDigest, received: &str) -> bool {
     bool::from(expected.as_bytes().ct_eq(&lower[..expected.len]))
 }
 
-/// HA2 (RFC 7616 3.4.3) of the last (method, uri, body): a UE repeating a
-/// request (or getting the same answer) hashes its body once. Bodies up to
-/// [`Ha2Memo::MAX_BODY`] bytes are remembered.
-#[derive(Default)]
-struct Ha2Memo {
-    key: Option<(Algorithm, Qop)>,
-    method: String,
-    uri: String,
-    body: Vec<u8>,
-    ha2: Option<HexDigest>,
-}
-
-impl Ha2Memo {
-    const MAX_BODY: usize = 4096;
-
-    /// HA2 = `H(method ":" uri)` for `auth`, `H(method ":" uri ":" H(body))`
-    /// for `auth-int`.
-    fn ha2(
-        &mut self,
-        algorithm: Algorithm,
-        qop: Qop,
-        method: &str,
-        uri: &str,
-        body: &[u8],
-    ) -> HexDigest {
-        if let Some(ha2) = &self.ha2 {
-            if self.key == Some((algorithm, qop))
-                && self.method == method
-                && self.uri == uri
-                && (qop == Qop::Auth || self.body == body)
-            {
-                return ha2.clone();
-            }
+/// HA2 (RFC 7616 3.4.3): `H(method ":" uri)` for `auth`,
+/// `H(method ":" uri ":" H(body))` for `auth-int`. Computed for every
+/// request and answer: nothing is remembered from one body to the next (a
+/// memo of the last body only ever pays off for a load generator repeating
+/// one request, not for a UE).
+fn ha2(algorithm: Algorithm, qop: Qop, method: &str, uri: &str, body: &[u8]) -> HexDigest {
+    match qop {
+        Qop::AuthInt => {
+            let hbody = hash_hex(algorithm, &[body]);
+            hash_hex(
+                algorithm,
+                &[
+                    method.as_bytes(),
+                    b":",
+                    uri.as_bytes(),
+                    b":",
+                    hbody.as_bytes(),
+                ],
+            )
         }
-        let ha2 = match qop {
-            Qop::AuthInt => {
-                let hbody = hash_hex(algorithm, &[body]);
-                hash_hex(
-                    algorithm,
-                    &[
-                        method.as_bytes(),
-                        b":",
-                        uri.as_bytes(),
-                        b":",
-                        hbody.as_bytes(),
-                    ],
-                )
-            }
-            Qop::Auth => hash_hex(algorithm, &[method.as_bytes(), b":", uri.as_bytes()]),
-        };
-        if body.len() <= Self::MAX_BODY {
-            self.key = Some((algorithm, qop));
-            self.method.clear();
-            self.method.push_str(method);
-            self.uri.clear();
-            self.uri.push_str(uri);
-            self.body.clear();
-            if qop == Qop::AuthInt {
-                self.body.extend_from_slice(body);
-            }
-            self.ha2 = Some(ha2.clone());
-        } else {
-            self.ha2 = None;
-        }
-        ha2
+        Qop::Auth => hash_hex(algorithm, &[method.as_bytes(), b":", uri.as_bytes()]),
     }
 }
 
@@ -366,10 +320,6 @@ pub struct DigestClient {
     nc: u32,
     outstanding: Outstanding,
     base_ha1: Option<BaseHa1>,
-    /// HA2 of the requests.
-    request_ha2: Ha2Memo,
-    /// HA2 of the answers (`rspauth`, empty method).
-    answer_ha2: Ha2Memo,
 }
 
 impl fmt::Debug for DigestClient {
@@ -429,8 +379,6 @@ impl DigestClient {
             nc: 0,
             outstanding: Outstanding::default(),
             base_ha1: None,
-            request_ha2: Ha2Memo::default(),
-            answer_ha2: Ha2Memo::default(),
         }
     }
 
@@ -632,7 +580,7 @@ impl DigestClient {
         } else {
             base
         };
-        let ha2 = self.request_ha2.ha2(algorithm, qop, method, uri, body);
+        let ha2 = ha2(algorithm, qop, method, uri, body);
         let response = request_digest(algorithm, &ha1, &ch.nonce, nc, cnonce, qop, &ha2);
         let out = &mut self.outstanding;
         out.pending = true;
@@ -700,9 +648,7 @@ impl DigestClient {
         }
         // RFC 2617 3.2.3: rspauth is the request-digest with an empty
         // method in HA2 and, for auth-int, the hash of the response body.
-        let ha2 = self
-            .answer_ha2
-            .ha2(algorithm, qop, "", &out.uri, response_body);
+        let ha2 = ha2(algorithm, qop, "", &out.uri, response_body);
         let expected = request_digest(algorithm, ha1, &out.nonce, out.nc, &out.cnonce, qop, &ha2);
         if !digest_eq(&expected, rspauth) {
             return Err(ClientError::RspauthMismatch);
@@ -900,7 +846,7 @@ mod tests {
     /// `authorize_into` writes exactly what `authorize` formats, and the
     /// response is the RFC 7616 3.4.1 formula of `mod.rs`, for every
     /// algorithm, qop, with and without opaque, with quotes to escape, and
-    /// with the remembered HA2 of a repeated request or a changed body.
+    /// for a repeated request and a changed body.
     #[test]
     fn authorize_into_writes_what_authorize_formats() {
         let mut buf = String::new();
