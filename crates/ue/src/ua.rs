@@ -13,11 +13,13 @@
 //! [`UaError::Unauthorized`], and the caller bootstraps again.
 
 use rand::RngCore as _;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, USER_AGENT, WWW_AUTHENTICATE};
-use reqwest::StatusCode;
+use reqwest::header::{
+    HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_AGENT, WWW_AUTHENTICATE,
+};
+use reqwest::{Method, StatusCode};
 use tracing::debug;
 
-use gba::digest::{Algorithm, AuthenticationInfo, Challenge, DigestClient};
+use gba::digest::{Algorithm, Challenge, DigestClient};
 use gba::Mrk;
 use mbms::MskName;
 
@@ -97,16 +99,27 @@ pub struct UaClient {
     btid: String,
     realm: String,
     digest: DigestClient,
+    /// The `Authorization` value, written into this one buffer per request.
+    authorization: String,
 }
 
 /// A fresh client nonce (RFC 7616 3.4: unpredictable): 16 bytes of the
 /// thread's CSPRNG (ChaCha, seeded and reseeded from the OS), not a system
-/// call per request.
-fn cnonce() -> String {
+/// call per request, as 32 hex digits.
+fn cnonce() -> [u8; 32] {
     let mut b = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut b);
-    hex::encode(b)
+    let mut hex = [0u8; 32];
+    // 32 bytes of room for 16 bytes: cannot fail.
+    let _ = hex::encode_to_slice(b, &mut hex);
+    hex
 }
+
+/// `Authentication-Info` (RFC 7615 3), on every success of the BM-SC.
+const AUTHENTICATION_INFO: HeaderName = HeaderName::from_static("authentication-info");
+
+/// The `User-Agent` of the UE's Ua requests.
+const USER_AGENT_HEADER: HeaderValue = HeaderValue::from_static(USER_AGENT_VALUE);
 
 /// The Digest realm of a BM-SC: `3GPP-bootstrapping@<bmsc-fqdn>`
 /// (TS 24.109 5.2.1, `PROFILE.md` section 3). A challenge with another
@@ -164,6 +177,7 @@ impl UaClient {
             btid: btid.to_owned(),
             realm: realm_of(bmsc_fqdn),
             digest: DigestClient::new(btid, mrk.to_base64().as_bytes()),
+            authorization: String::with_capacity(512),
         })
     }
 
@@ -174,27 +188,45 @@ impl UaClient {
 
     /// Registers to `services`: one status per service, in order.
     pub async fn register(&mut self, services: &[&str]) -> Result<Vec<(String, u16)>, UaError> {
-        let body = self
-            .post(RequestType::Register, xml::register_body(services)?)
-            .await?;
-        Ok(xml::parse_register_response(&body)?)
+        let request = self.request(RequestType::Register, xml::register_body(services)?);
+        self.post(
+            RequestType::Register,
+            &request,
+            xml::parse_register_response,
+        )
+        .await
     }
 
     /// Deregisters from `services`: one status per service, in order.
     pub async fn deregister(&mut self, services: &[&str]) -> Result<Vec<(String, u16)>, UaError> {
-        let body = self
-            .post(RequestType::Deregister, xml::deregister_body(services)?)
-            .await?;
-        Ok(xml::parse_register_response(&body)?)
+        let request = self.request(RequestType::Deregister, xml::deregister_body(services)?);
+        self.post(
+            RequestType::Deregister,
+            &request,
+            xml::parse_register_response,
+        )
+        .await
     }
 
     /// Requests MSKs (Key Number 0 = the current MSK of the key group): one
     /// status per key, in order; the keys themselves follow by MIKEY.
     pub async fn msk_request(&mut self, keys: &[MskName]) -> Result<Vec<KeyStatus>, UaError> {
-        let body = self
-            .post(RequestType::MskRequest, xml::msk_request_body(keys))
-            .await?;
-        Ok(xml::parse_msk_response(&body)?)
+        // Built for every call (nothing remembered from the last one):
+        // the request without `Authorization`, cloned per attempt.
+        let request = self.request(RequestType::MskRequest, xml::msk_request_body(keys));
+        self.post(RequestType::MskRequest, &request, xml::parse_msk_response)
+            .await
+    }
+
+    /// The request of type `rt` with `body`, without `Authorization`.
+    fn request(&self, rt: RequestType, body: Vec<u8>) -> reqwest::Request {
+        let target = &self.targets[Self::target_index(rt)];
+        let mut req = reqwest::Request::new(Method::POST, target.url.clone());
+        let h = req.headers_mut();
+        h.insert(USER_AGENT, USER_AGENT_HEADER);
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(rt.content_type()));
+        *req.body_mut() = Some(body.into());
+        req
     }
 
     /// The index of `rt` in [`UaClient::targets`].
@@ -206,30 +238,44 @@ impl UaClient {
         }
     }
 
-    async fn post(&mut self, rt: RequestType, body: Vec<u8>) -> Result<Vec<u8>, UaError> {
+    /// Sends `request` (cloned per attempt) with Digest, answering a
+    /// challenge once, and reads the checked answer with `parse`.
+    async fn post<T>(
+        &mut self,
+        rt: RequestType,
+        request: &reqwest::Request,
+        parse: impl FnOnce(&[u8]) -> Result<T, XmlError>,
+    ) -> Result<T, UaError> {
         let target = &self.targets[Self::target_index(rt)];
+        let body = request
+            .body()
+            .and_then(reqwest::Body::as_bytes)
+            .unwrap_or_default();
         // Whether the Authorization we send answers a challenge received in
         // the immediately preceding response.
         let mut fresh = false;
         for _ in 0..3 {
-            let mut req = self
-                .http
-                .post(target.url.clone())
-                .header(USER_AGENT, USER_AGENT_VALUE)
-                .header(CONTENT_TYPE, rt.content_type())
-                .body(body.clone());
+            // A body of bytes is always cloneable.
+            let Some(mut req) = request.try_clone() else {
+                return Err(UaError::InvalidUri(target.url.to_string()));
+            };
             let authorized = self.digest.challenge().is_some();
             if authorized {
-                let a = self
-                    .digest
-                    .authorize("POST", &target.uri, &body, &cnonce())
+                let cnonce = cnonce();
+                self.digest
+                    .authorize_into(
+                        "POST",
+                        &target.uri,
+                        body,
+                        std::str::from_utf8(&cnonce).unwrap_or_default(),
+                        &mut self.authorization,
+                    )
                     .map_err(UaError::Digest)?;
-                let h = a
-                    .to_header_value()
+                let h = HeaderValue::from_str(&self.authorization)
                     .map_err(|e| UaError::BadChallenge(e.to_string()))?;
-                req = req.header(AUTHORIZATION, h);
+                req.headers_mut().insert(AUTHORIZATION, h);
             }
-            let resp = req.send().await?;
+            let resp = self.http.execute(req).await?;
             match resp.status() {
                 StatusCode::UNAUTHORIZED => {
                     let ch = pick_challenge(resp.headers(), &self.realm)?;
@@ -245,23 +291,22 @@ impl UaClient {
                     fresh = true;
                 }
                 StatusCode::OK => {
+                    // The value is shared, not copied, while the body is read.
                     let info = resp
                         .headers()
-                        .get("authentication-info")
+                        .get(AUTHENTICATION_INFO)
+                        .cloned()
                         .ok_or_else(|| {
                             UaError::ServerAuthentication("no Authentication-Info".into())
-                        })?
-                        .to_str()
-                        .map_err(|_| UaError::ServerAuthentication("not ASCII".into()))
-                        .and_then(|v| {
-                            AuthenticationInfo::parse(v)
-                                .map_err(|e| UaError::ServerAuthentication(e.to_string()))
                         })?;
+                    let info = info
+                        .to_str()
+                        .map_err(|_| UaError::ServerAuthentication("not ASCII".into()))?;
                     let bytes = resp.bytes().await?;
                     self.digest
-                        .verify_authentication_info(&info, &bytes)
+                        .verify_authentication_info_value(info, &bytes)
                         .map_err(|e| UaError::ServerAuthentication(e.to_string()))?;
-                    return Ok(bytes.to_vec());
+                    return Ok(parse(&bytes)?);
                 }
                 s => {
                     let text = resp.text().await.unwrap_or_default();

@@ -101,7 +101,79 @@ pub struct KeyStatus {
 }
 
 /// `<mbmsMskResponse>`: the status of every `<key>`, in order.
+///
+/// The BM-SC's own layout ([`mbms::ua::msk_response`]: plain XML, one
+/// `<key>` per line, attributes of hex digits and `-`) is read directly
+/// ([`parse_msk_response_layout`]); any other body goes through the XML
+/// parser. Both give the same answer for a body of that layout.
 pub fn parse_msk_response(body: &[u8]) -> Result<Vec<KeyStatus>, XmlError> {
+    match parse_msk_response_layout(body) {
+        Some(keys) => Ok(keys),
+        None => parse_msk_response_xml(body),
+    }
+}
+
+/// Most `<key>`s read by [`parse_msk_response_layout`]; a longer answer
+/// goes through the XML parser (and its node limit).
+const LAYOUT_MAX_KEYS: usize = 64;
+
+/// The MSK response exactly as the BM-SC writes it
+/// ([`mbms::ua::msk_response`]), read without an XML parser: `None` for
+/// anything else (another layout, entities, whitespace in a value, a
+/// status that is not three digits, Base64), which the caller hands to
+/// the XML parser. An attribute value here is its own text (no entity,
+/// no whitespace to normalise), so its meaning is the XML parser's.
+fn parse_msk_response_layout(body: &[u8]) -> Option<Vec<KeyStatus>> {
+    /// An attribute value followed by `"`: ASCII letters, digits and `-`.
+    fn value(rest: &[u8]) -> Option<(&str, &[u8])> {
+        let end = rest.iter().position(|&b| b == b'"')?;
+        let (v, tail) = rest.split_at(end);
+        if v.is_empty() || !v.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-') {
+            return None;
+        }
+        Some((std::str::from_utf8(v).ok()?, &tail[1..]))
+    }
+    let rest = body
+        .strip_prefix(
+            &b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<mbmsMskResponse xmlns=\""[..],
+        )?
+        .strip_prefix(NS_MSK_RESPONSE.as_bytes())?;
+    let mut rest = rest.strip_prefix(&b"\">\n"[..])?;
+    let mut keys = Vec::new();
+    while rest != b"</mbmsMskResponse>\n" {
+        if keys.len() == LAYOUT_MAX_KEYS {
+            return None;
+        }
+        let (kd, r) = value(rest.strip_prefix(&b"  <key keyDomainId=\""[..])?)?;
+        let (id, r) = value(r.strip_prefix(&b" mskId=\""[..])?)?;
+        let r = r.strip_prefix(&b" status=\""[..])?;
+        let (status, r) = r.split_first_chunk::<3>()?;
+        if !status.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        rest = r.strip_prefix(&b"\"/>\n"[..])?;
+        let status = status
+            .iter()
+            .fold(0u16, |n, d| 10 * n + u16::from(d - b'0'));
+        keys.push(KeyStatus {
+            name: msk_name(kd, id),
+            status,
+        });
+    }
+    Some(keys)
+}
+
+/// The MSK named by `keyDomainId` and `mskId`, when both parse.
+fn msk_name(kd: &str, id: &str) -> Option<MskName> {
+    match (kd.parse::<KeyDomainId>(), id.parse::<MskId>()) {
+        (Ok(key_domain), Ok(msk_id)) => Some(MskName { key_domain, msk_id }),
+        _ => None,
+    }
+}
+
+/// [`parse_msk_response`] through the XML parser (any layout, Base64 or
+/// plain).
+fn parse_msk_response_xml(body: &[u8]) -> Result<Vec<KeyStatus>, XmlError> {
     let text = decode_body(body)?;
     let doc = parse_doc(&text, "mbmsMskResponse", NS_MSK_RESPONSE)?;
     doc.root_element()
@@ -110,12 +182,8 @@ pub fn parse_msk_response(body: &[u8]) -> Result<Vec<KeyStatus>, XmlError> {
         .map(|n| {
             let kd = n.attribute("keyDomainId").unwrap_or("").trim();
             let id = n.attribute("mskId").unwrap_or("").trim();
-            let name = match (kd.parse::<KeyDomainId>(), id.parse::<MskId>()) {
-                (Ok(key_domain), Ok(msk_id)) => Some(MskName { key_domain, msk_id }),
-                _ => None,
-            };
             Ok(KeyStatus {
-                name,
+                name: msk_name(kd, id),
                 status: status_of(&n, "key")?,
             })
         })
@@ -220,5 +288,69 @@ mod tests {
             Err(XmlError::Malformed(_))
         ));
         assert_eq!(parse_msk_response(b"  "), Err(XmlError::Encoding));
+    }
+
+    /// The layout reader agrees with the XML parser on every response the
+    /// BM-SC writes (odd attribute texts included) and on damaged ones,
+    /// and never panics; for the BM-SC's usual answers it is the one used.
+    #[test]
+    fn layout_reader_agrees_with_the_xml_parser() {
+        use mbms::ua::{msk_response, KeyItem};
+        use rand::{Rng as _, SeedableRng as _};
+        let texts = [
+            "00F110", "001-01", "00010000", "0001FFFF", "zz", "1", "a&b", " 00F110", "\"", "",
+            "0001000", "-", "00f110",
+        ];
+        let statuses = [200u16, 400, 403, 404, 480, 500, 0, 7, 65535];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(14);
+        let mut layout_used = 0;
+        for round in 0..3000 {
+            let items: Vec<(KeyItem, u16)> = (0..rng.gen_range(0..5))
+                .map(|_| {
+                    let kd = texts[rng.gen_range(0..texts.len())];
+                    let id = texts[rng.gen_range(0..texts.len())];
+                    let item = KeyItem {
+                        key_domain_text: kd.to_owned(),
+                        msk_id_text: id.to_owned(),
+                        name: None,
+                    };
+                    (item, statuses[rng.gen_range(0..statuses.len())])
+                })
+                .collect();
+            let mut body = msk_response(&items).into_bytes();
+            // Every other round damaged: bytes changed, cut or added.
+            if round % 2 == 1 {
+                for _ in 0..rng.gen_range(1..4) {
+                    let i = rng.gen_range(0..=body.len());
+                    match rng.gen_range(0..3) {
+                        0 if i < body.len() => body[i] = rng.gen(),
+                        1 => body.truncate(i),
+                        _ => body.insert(i, b"<>\"/ 0&"[rng.gen_range(0..7)]),
+                    }
+                }
+            }
+            let general = parse_msk_response_xml(&body);
+            if let Some(fast) = parse_msk_response_layout(&body) {
+                layout_used += 1;
+                assert_eq!(Ok(fast), general, "{:?}", String::from_utf8_lossy(&body));
+            }
+            assert_eq!(parse_msk_response(&body), general);
+        }
+        assert!(layout_used > 300, "{layout_used}");
+        let usual = msk_response(&[(
+            KeyItem {
+                key_domain_text: "00F110".into(),
+                msk_id_text: "00010000".into(),
+                name: None,
+            },
+            200,
+        )]);
+        assert_eq!(
+            parse_msk_response_layout(usual.as_bytes()),
+            Some(vec![KeyStatus {
+                name: Some(name(1, 0)),
+                status: 200
+            }])
+        );
     }
 }

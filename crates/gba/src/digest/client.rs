@@ -2,25 +2,31 @@
 //!
 //! The caller feeds the parsed `WWW-Authenticate` challenge
 //! ([`DigestClient::handle_challenge`]), asks for an `Authorization` for each
-//! request ([`DigestClient::authorize`], with a fresh `cnonce` it generated),
-//! and checks the `Authentication-Info` of the answer
-//! ([`DigestClient::verify_authentication_info`]). The client tracks the
-//! nonce count per nonce and switches to `nextnonce` when the server sends
-//! one.
+//! request ([`DigestClient::authorize`], or [`DigestClient::authorize_into`]
+//! which writes the header value into a buffer the caller reuses, with a
+//! fresh `cnonce` it generated), and checks the `Authentication-Info` of the
+//! answer ([`DigestClient::verify_authentication_info`]). The client tracks
+//! the nonce count per nonce and switches to `nextnonce` when the server
+//! sends one.
 //!
 //! Security choices: the client refuses challenges without `qop` (RFC 2069
 //! mode has no client nonce and no body protection; such challenges are
 //! only parsed) and prefers `auth-int` when offered (PROFILE.md section 3).
+//!
+//! HA1 is kept per (username, realm, password, algorithm); HA2 and the
+//! request-digest are computed for every request and answer (RFC 7616
+//! 3.4.1-3.4.3): an `auth-int` request and its `rspauth` check cost six
+//! hash computations, written as hex on the stack.
 
 use core::fmt;
+use core::fmt::Write as _;
 
-use zeroize::Zeroizing;
+use sha2::{Digest, Sha256, Sha512_256};
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, Zeroizing};
 
-use super::header::{AuthenticationInfo, Authorization, Challenge};
-use super::{
-    base_ha1, compute_ha2, compute_response, compute_rspauth, digest_eq, session_ha1, Algorithm,
-    Qop, QopParams,
-};
+use super::header::{AuthenticationInfo, Authorization, Challenge, HeaderError};
+use super::{base_ha1, parse_nc, Algorithm, Qop};
 use crate::aka::Auts;
 
 /// Errors of the Digest client.
@@ -49,16 +55,250 @@ pub enum ClientError {
     /// response body was modified.
     #[error("rspauth verification failed")]
     RspauthMismatch,
+    /// A parameter of the `Authorization` cannot be written as a
+    /// quoted-string (RFC 9110 5.6.4): it contains a control character.
+    #[error("Authorization parameter `{0}` contains a control character")]
+    Unwritable(&'static str),
+    /// The `Authentication-Info` value does not parse.
+    #[error("malformed Authentication-Info: {0}")]
+    MalformedAuthenticationInfo(HeaderError),
 }
 
-/// What the client remembers about the last request, to check `rspauth`.
-struct Outstanding {
+/// An `Authentication-Info` value read in place (RFC 7616 3.5).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct InfoView<'a> {
+    nextnonce: Option<&'a str>,
+    qop: Option<Qop>,
+    rspauth: Option<&'a str>,
+    cnonce: Option<&'a str>,
+    nc: Option<u32>,
+}
+
+impl<'a> InfoView<'a> {
+    fn of(info: &'a AuthenticationInfo) -> Self {
+        InfoView {
+            nextnonce: info.nextnonce.as_deref(),
+            qop: info.qop,
+            rspauth: info.rspauth.as_deref(),
+            cnonce: info.cnonce.as_deref(),
+            nc: info.nc,
+        }
+    }
+
+    /// The layout `AuthenticationInfo::to_header_value` writes (lowercase
+    /// names of RFC 7616 3.5, each once, `", "` between them, `qop` and
+    /// `nc` as tokens, the others quoted without escapes or control
+    /// characters), read without copying: `None` for anything else, which
+    /// the caller hands to [`AuthenticationInfo::parse`] (for this layout
+    /// both read the same values).
+    fn read_layout(value: &'a str) -> Option<Self> {
+        fn quoted(v: &str) -> Option<(&str, &str)> {
+            let v = v.strip_prefix('"')?;
+            let end = v.find('"')?;
+            let (inner, rest) = v.split_at(end);
+            if inner
+                .bytes()
+                .any(|b| b == b'\\' || (b < 0x20 && b != b'\t') || b == 0x7f)
+            {
+                return None;
+            }
+            Some((inner, &rest[1..]))
+        }
+        fn token(v: &str) -> (&str, &str) {
+            let end = v.find(',').unwrap_or(v.len());
+            v.split_at(end)
+        }
+        let mut view = InfoView::default();
+        let mut rest = value;
+        while !rest.is_empty() {
+            let (name, v) = rest.split_once('=')?;
+            rest = match name {
+                "nextnonce" if view.nextnonce.is_none() => {
+                    let (x, r) = quoted(v)?;
+                    view.nextnonce = Some(x);
+                    r
+                }
+                "rspauth" if view.rspauth.is_none() => {
+                    let (x, r) = quoted(v)?;
+                    view.rspauth = Some(x);
+                    r
+                }
+                "cnonce" if view.cnonce.is_none() => {
+                    let (x, r) = quoted(v)?;
+                    view.cnonce = Some(x);
+                    r
+                }
+                "qop" if view.qop.is_none() => {
+                    let (x, r) = token(v);
+                    view.qop = Some(match x {
+                        "auth" => Qop::Auth,
+                        "auth-int" => Qop::AuthInt,
+                        _ => return None,
+                    });
+                    r
+                }
+                "nc" if view.nc.is_none() => {
+                    let (x, r) = token(v);
+                    view.nc = Some(parse_nc(x).ok()?);
+                    r
+                }
+                _ => return None,
+            };
+            if !rest.is_empty() {
+                rest = rest.strip_prefix(", ")?;
+                if rest.is_empty() {
+                    return None;
+                }
+            }
+        }
+        Some(view)
+    }
+}
+
+/// The longest hex digest of the supported algorithms (SHA-256 and
+/// SHA-512/256: 32 bytes).
+const MAX_HEX: usize = 64;
+
+/// A lowercase hex digest on the stack, zeroed when dropped (it may be an
+/// HA1, which stands for the password).
+#[derive(Clone)]
+struct HexDigest {
+    buf: [u8; MAX_HEX],
+    len: usize,
+}
+
+impl HexDigest {
+    fn encode(bytes: &[u8]) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0u8; MAX_HEX];
+        let len = (2 * bytes.len()).min(MAX_HEX);
+        for (pair, b) in buf[..len].chunks_exact_mut(2).zip(bytes) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 0x0f)];
+        }
+        HexDigest { buf, len }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    fn as_str(&self) -> &str {
+        // Only hex digits were written.
+        core::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+}
+
+impl Drop for HexDigest {
+    fn drop(&mut self) {
+        self.buf.zeroize();
+    }
+}
+
+/// Lowercase hex of H(parts concatenated), as `Algorithm::hash_hex` of the
+/// server side, without allocating.
+fn hash_hex(algorithm: Algorithm, parts: &[&[u8]]) -> HexDigest {
+    fn run<D: Digest>(parts: &[&[u8]]) -> HexDigest {
+        let mut d = D::new();
+        for p in parts {
+            d.update(p);
+        }
+        HexDigest::encode(&d.finalize())
+    }
+    match algorithm {
+        Algorithm::Md5 | Algorithm::Md5Sess | Algorithm::AkaV1Md5 => run::<md5::Md5>(parts),
+        Algorithm::Sha256 | Algorithm::Sha256Sess => run::<Sha256>(parts),
+        Algorithm::Sha512_256 | Algorithm::Sha512_256Sess => run::<Sha512_256>(parts),
+    }
+}
+
+/// The 8 lowercase hex digits of a nonce count (RFC 7616 3.4).
+fn nc_hex(nc: u32) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    out.copy_from_slice(HexDigest::encode(&nc.to_be_bytes()).as_bytes());
+    out
+}
+
+/// Constant-time comparison of a hex digest with a received one, ignoring
+/// the ASCII case of the received one (RFC 7616 asks for lowercase; some
+/// servers send uppercase). The length is not secret.
+fn digest_eq(expected: &HexDigest, received: &str) -> bool {
+    let received = received.as_bytes();
+    if received.len() != expected.len {
+        return false;
+    }
+    let mut lower = [0u8; MAX_HEX];
+    for (l, r) in lower.iter_mut().zip(received) {
+        *l = r.to_ascii_lowercase();
+    }
+    bool::from(expected.as_bytes().ct_eq(&lower[..expected.len]))
+}
+
+/// HA2 (RFC 7616 3.4.3): `H(method ":" uri)` for `auth`,
+/// `H(method ":" uri ":" H(body))` for `auth-int`. Computed for every
+/// request and answer: nothing is remembered from one body to the next (a
+/// memo of the last body only ever pays off for a load generator repeating
+/// one request, not for a UE).
+fn ha2(algorithm: Algorithm, qop: Qop, method: &str, uri: &str, body: &[u8]) -> HexDigest {
+    match qop {
+        Qop::AuthInt => {
+            let hbody = hash_hex(algorithm, &[body]);
+            hash_hex(
+                algorithm,
+                &[
+                    method.as_bytes(),
+                    b":",
+                    uri.as_bytes(),
+                    b":",
+                    hbody.as_bytes(),
+                ],
+            )
+        }
+        Qop::Auth => hash_hex(algorithm, &[method.as_bytes(), b":", uri.as_bytes()]),
+    }
+}
+
+/// The request-digest with qop (RFC 7616 3.4.1):
+/// `H(HA1 ":" nonce ":" nc ":" cnonce ":" qop ":" HA2)`.
+fn request_digest(
     algorithm: Algorithm,
-    ha1: Zeroizing<String>,
+    ha1: &HexDigest,
+    nonce: &str,
+    nc: u32,
+    cnonce: &str,
+    qop: Qop,
+    ha2: &HexDigest,
+) -> HexDigest {
+    hash_hex(
+        algorithm,
+        &[
+            ha1.as_bytes(),
+            b":",
+            nonce.as_bytes(),
+            b":",
+            &nc_hex(nc),
+            b":",
+            cnonce.as_bytes(),
+            b":",
+            qop.as_str().as_bytes(),
+            b":",
+            ha2.as_bytes(),
+        ],
+    )
+}
+
+/// What the client remembers about the last request, to check `rspauth`
+/// (its buffers are reused from request to request).
+#[derive(Default)]
+struct Outstanding {
+    /// Whether a request is outstanding.
+    pending: bool,
+    algorithm: Option<Algorithm>,
+    ha1: Option<HexDigest>,
     nonce: String,
     cnonce: String,
     nc: u32,
-    qop: Qop,
+    qop: Option<Qop>,
     uri: String,
 }
 
@@ -68,7 +308,7 @@ struct Outstanding {
 struct BaseHa1 {
     algorithm: Algorithm,
     realm: String,
-    ha1: Zeroizing<String>,
+    ha1: HexDigest,
 }
 
 /// A Digest client for one set of credentials.
@@ -78,7 +318,7 @@ pub struct DigestClient {
     preferred_qop: Qop,
     challenge: Option<Challenge>,
     nc: u32,
-    outstanding: Option<Outstanding>,
+    outstanding: Outstanding,
     base_ha1: Option<BaseHa1>,
 }
 
@@ -97,6 +337,34 @@ impl fmt::Debug for DigestClient {
     }
 }
 
+/// The parts of an `Authorization` computed for one request.
+struct Computed {
+    qop: Qop,
+    nc: u32,
+    response: HexDigest,
+}
+
+/// Appends `name="value"` (RFC 9110 5.6.4 quoted-string, `"` and `\`
+/// escaped), as the `Authorization` formatter of `header.rs` writes it.
+fn push_quoted(out: &mut String, name: &'static str, value: &str) -> Result<(), ClientError> {
+    if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(ClientError::Unwritable(name));
+    }
+    out.push_str(name);
+    out.push_str("=\"");
+    let mut run = 0;
+    for (i, b) in value.bytes().enumerate() {
+        if b == b'"' || b == b'\\' {
+            out.push_str(&value[run..i]);
+            out.push('\\');
+            run = i;
+        }
+    }
+    out.push_str(&value[run..]);
+    out.push('"');
+    Ok(())
+}
+
 impl DigestClient {
     /// A client with the given username and password bytes. On Ua the
     /// password is the base64 text of the NAF key / MRK (TS 24.109 5.2.2,
@@ -109,7 +377,7 @@ impl DigestClient {
             preferred_qop: Qop::AuthInt,
             challenge: None,
             nc: 0,
-            outstanding: None,
+            outstanding: Outstanding::default(),
             base_ha1: None,
         }
     }
@@ -144,7 +412,7 @@ impl DigestClient {
         }
         self.challenge = Some(challenge);
         self.nc = 0;
-        self.outstanding = None;
+        self.outstanding.pending = false;
         Ok(())
     }
 
@@ -157,7 +425,48 @@ impl DigestClient {
         body: &[u8],
         cnonce: &str,
     ) -> Result<Authorization, ClientError> {
-        self.build(method, uri, body, cnonce, None)
+        let c = self.compute(method, uri, body, cnonce, false)?;
+        Ok(self.authorization(uri, cnonce, c, None))
+    }
+
+    /// As [`Self::authorize`], but writes the `Authorization` header value
+    /// (the same text as `authorize(..)?.to_header_value()`) into `out`,
+    /// which is cleared first: a client sending many requests reuses one
+    /// buffer.
+    pub fn authorize_into(
+        &mut self,
+        method: &str,
+        uri: &str,
+        body: &[u8],
+        cnonce: &str,
+        out: &mut String,
+    ) -> Result<(), ClientError> {
+        let c = self.compute(method, uri, body, cnonce, false)?;
+        let ch = self.challenge.as_ref().ok_or(ClientError::NoChallenge)?;
+        out.clear();
+        out.push_str("Digest ");
+        push_quoted(out, "username", &self.username)?;
+        out.push_str(", ");
+        push_quoted(out, "realm", &ch.realm)?;
+        out.push_str(", ");
+        push_quoted(out, "nonce", &ch.nonce)?;
+        out.push_str(", ");
+        push_quoted(out, "uri", uri)?;
+        if let Some(a) = ch.algorithm {
+            out.push_str(", algorithm=");
+            out.push_str(a.as_str());
+        }
+        out.push_str(", ");
+        push_quoted(out, "response", c.response.as_str())?;
+        out.push_str(", qop=");
+        out.push_str(c.qop.as_str());
+        let _ = write!(out, ", nc={:08x}, ", c.nc);
+        push_quoted(out, "cnonce", cnonce)?;
+        if let Some(o) = &ch.opaque {
+            out.push_str(", ");
+            push_quoted(out, "opaque", o)?;
+        }
+        Ok(())
     }
 
     /// The `Authorization` that reports an AKA synchronisation failure
@@ -171,17 +480,52 @@ impl DigestClient {
         cnonce: &str,
         auts: &Auts,
     ) -> Result<Authorization, ClientError> {
-        self.build(method, uri, body, cnonce, Some(auts.to_base64()))
+        let c = self.compute(method, uri, body, cnonce, true)?;
+        Ok(self.authorization(uri, cnonce, c, Some(auts.to_base64())))
+    }
+
+    /// The `Authorization` of a computed request.
+    fn authorization(
+        &self,
+        uri: &str,
+        cnonce: &str,
+        c: Computed,
+        auts: Option<String>,
+    ) -> Authorization {
+        // `compute` succeeded, so there is a challenge.
+        let (realm, nonce, algorithm, opaque) = match &self.challenge {
+            Some(ch) => (
+                ch.realm.clone(),
+                ch.nonce.clone(),
+                ch.algorithm,
+                ch.opaque.clone(),
+            ),
+            None => Default::default(),
+        };
+        Authorization {
+            username: self.username.clone(),
+            realm,
+            nonce,
+            uri: uri.to_owned(),
+            response: c.response.as_str().to_owned(),
+            algorithm,
+            cnonce: Some(cnonce.to_owned()),
+            opaque,
+            qop: Some(c.qop),
+            nc: Some(c.nc),
+            auts,
+        }
     }
 
     /// HA1 before the session step: kept from the last request when the
     /// algorithm and realm are the same (the password is the same: a new
     /// one clears it), else computed and kept.
-    fn base_ha1(&mut self, algorithm: Algorithm, realm: &str) -> Zeroizing<String> {
+    fn base_ha1(&mut self, algorithm: Algorithm, realm: &str) -> HexDigest {
         match &self.base_ha1 {
             Some(b) if b.algorithm == algorithm && b.realm == realm => b.ha1.clone(),
             _ => {
-                let ha1 = base_ha1(algorithm, &self.username, realm, &self.password);
+                let text = base_ha1(algorithm, &self.username, realm, &self.password);
+                let ha1 = hash_hex_text(&text);
                 self.base_ha1 = Some(BaseHa1 {
                     algorithm,
                     realm: realm.to_owned(),
@@ -192,16 +536,17 @@ impl DigestClient {
         }
     }
 
-    /// Builds the `Authorization`; with `auts` (RFC 3310 3.4) the response
-    /// is computed with an empty password.
-    fn build(
+    /// Computes the response of a request and remembers what checking its
+    /// `rspauth` needs; with `empty_password` (RFC 3310 3.4, `auts`) the
+    /// response is computed with an empty password.
+    fn compute(
         &mut self,
         method: &str,
         uri: &str,
         body: &[u8],
         cnonce: &str,
-        auts: Option<String>,
-    ) -> Result<Authorization, ClientError> {
+        empty_password: bool,
+    ) -> Result<Computed, ClientError> {
         let ch = self.challenge.as_ref().ok_or(ClientError::NoChallenge)?;
         let qop = if ch.qop.contains(&self.preferred_qop) {
             self.preferred_qop
@@ -213,41 +558,44 @@ impl DigestClient {
             .checked_add(1)
             .ok_or(ClientError::NonceCountExhausted)?;
         let algorithm = ch.effective_algorithm();
-        let base = if auts.is_some() {
-            base_ha1(algorithm, &self.username, &ch.realm, b"")
+        let base = if empty_password {
+            hash_hex_text(&base_ha1(algorithm, &self.username, &ch.realm, b""))
         } else {
             let realm = ch.realm.clone();
             self.base_ha1(algorithm, &realm)
         };
         let ch = self.challenge.as_ref().ok_or(ClientError::NoChallenge)?;
-        let ha1 = session_ha1(algorithm, base, &ch.nonce, cnonce);
-        let ha2 = compute_ha2(algorithm, Some(qop), method, uri, body);
-        let qp = QopParams { qop, nc, cnonce };
-        let response = compute_response(algorithm, &ha1, &ch.nonce, Some(qp), &ha2);
-        let auth = Authorization {
-            username: self.username.clone(),
-            realm: ch.realm.clone(),
-            nonce: ch.nonce.clone(),
-            uri: uri.to_owned(),
-            response,
-            algorithm: ch.algorithm,
-            cnonce: Some(cnonce.to_owned()),
-            opaque: ch.opaque.clone(),
-            qop: Some(qop),
-            nc: Some(nc),
-            auts,
+        // RFC 7616 3.4.2: the -sess algorithms hash the nonces into HA1.
+        let ha1 = if algorithm.is_session() {
+            hash_hex(
+                algorithm,
+                &[
+                    base.as_bytes(),
+                    b":",
+                    ch.nonce.as_bytes(),
+                    b":",
+                    cnonce.as_bytes(),
+                ],
+            )
+        } else {
+            base
         };
-        self.outstanding = Some(Outstanding {
-            algorithm,
-            ha1,
-            nonce: ch.nonce.clone(),
-            cnonce: cnonce.to_owned(),
-            nc,
-            qop,
-            uri: uri.to_owned(),
-        });
+        let ha2 = ha2(algorithm, qop, method, uri, body);
+        let response = request_digest(algorithm, &ha1, &ch.nonce, nc, cnonce, qop, &ha2);
+        let out = &mut self.outstanding;
+        out.pending = true;
+        out.algorithm = Some(algorithm);
+        out.ha1 = Some(ha1);
+        out.nonce.clear();
+        out.nonce.push_str(&ch.nonce);
+        out.cnonce.clear();
+        out.cnonce.push_str(cnonce);
+        out.nc = nc;
+        out.qop = Some(qop);
+        out.uri.clear();
+        out.uri.push_str(uri);
         self.nc = nc;
-        Ok(auth)
+        Ok(Computed { qop, nc, response })
     }
 
     /// Checks the `Authentication-Info` of the answer to the last request
@@ -260,39 +608,56 @@ impl DigestClient {
         info: &AuthenticationInfo,
         response_body: &[u8],
     ) -> Result<(), ClientError> {
-        let out = self
-            .outstanding
-            .as_ref()
-            .ok_or(ClientError::NoOutstandingRequest)?;
-        let rspauth = info.rspauth.as_deref().ok_or(ClientError::MissingRspauth)?;
-        if info.qop.is_some_and(|q| q != out.qop) {
+        self.verify(InfoView::of(info), response_body)
+    }
+
+    /// [`Self::verify_authentication_info`] of an `Authentication-Info`
+    /// header value: the usual layout is read in place, any other goes
+    /// through [`AuthenticationInfo::parse`].
+    pub fn verify_authentication_info_value(
+        &mut self,
+        value: &str,
+        response_body: &[u8],
+    ) -> Result<(), ClientError> {
+        match InfoView::read_layout(value) {
+            Some(view) => self.verify(view, response_body),
+            None => {
+                let info = AuthenticationInfo::parse(value)
+                    .map_err(ClientError::MalformedAuthenticationInfo)?;
+                self.verify(InfoView::of(&info), response_body)
+            }
+        }
+    }
+
+    fn verify(&mut self, info: InfoView<'_>, response_body: &[u8]) -> Result<(), ClientError> {
+        let out = &self.outstanding;
+        let (true, Some(algorithm), Some(ha1), Some(qop)) =
+            (out.pending, out.algorithm, out.ha1.as_ref(), out.qop)
+        else {
+            return Err(ClientError::NoOutstandingRequest);
+        };
+        let rspauth = info.rspauth.ok_or(ClientError::MissingRspauth)?;
+        if info.qop.is_some_and(|q| q != qop) {
             return Err(ClientError::AuthInfoMismatch("qop"));
         }
         if info.nc.is_some_and(|n| n != out.nc) {
             return Err(ClientError::AuthInfoMismatch("nc"));
         }
-        if info.cnonce.as_deref().is_some_and(|c| c != out.cnonce) {
+        if info.cnonce.is_some_and(|c| c != out.cnonce) {
             return Err(ClientError::AuthInfoMismatch("cnonce"));
         }
-        let expected = compute_rspauth(
-            out.algorithm,
-            &out.ha1,
-            &out.nonce,
-            QopParams {
-                qop: out.qop,
-                nc: out.nc,
-                cnonce: &out.cnonce,
-            },
-            &out.uri,
-            response_body,
-        );
+        // RFC 2617 3.2.3: rspauth is the request-digest with an empty
+        // method in HA2 and, for auth-int, the hash of the response body.
+        let ha2 = ha2(algorithm, qop, "", &out.uri, response_body);
+        let expected = request_digest(algorithm, ha1, &out.nonce, out.nc, &out.cnonce, qop, &ha2);
         if !digest_eq(&expected, rspauth) {
             return Err(ClientError::RspauthMismatch);
         }
-        self.outstanding = None;
-        if let (Some(next), Some(ch)) = (&info.nextnonce, self.challenge.as_mut()) {
-            if *next != ch.nonce {
-                ch.nonce = next.clone();
+        self.outstanding.pending = false;
+        if let (Some(next), Some(ch)) = (info.nextnonce, self.challenge.as_mut()) {
+            if next != ch.nonce {
+                ch.nonce.clear();
+                ch.nonce.push_str(next);
                 ch.stale = false;
                 self.nc = 0;
             }
@@ -301,10 +666,18 @@ impl DigestClient {
     }
 }
 
+/// A hex digest held as text (from `base_ha1`) on the stack.
+fn hash_hex_text(text: &str) -> HexDigest {
+    let mut buf = [0u8; MAX_HEX];
+    let len = text.len().min(MAX_HEX);
+    buf[..len].copy_from_slice(&text.as_bytes()[..len]);
+    HexDigest { buf, len }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::digest::compute_ha1;
+    use crate::digest::{compute_ha1, compute_ha2, compute_response, compute_rspauth, QopParams};
 
     fn challenge(qop: Vec<Qop>) -> Challenge {
         Challenge {
@@ -458,5 +831,220 @@ mod tests {
                 "{algorithm}"
             );
         }
+    }
+
+    const ALGORITHMS: [Algorithm; 7] = [
+        Algorithm::Md5,
+        Algorithm::Md5Sess,
+        Algorithm::Sha256,
+        Algorithm::Sha256Sess,
+        Algorithm::Sha512_256,
+        Algorithm::Sha512_256Sess,
+        Algorithm::AkaV1Md5,
+    ];
+
+    /// `authorize_into` writes exactly what `authorize` formats, and the
+    /// response is the RFC 7616 3.4.1 formula of `mod.rs`, for every
+    /// algorithm, qop, with and without opaque, with quotes to escape, and
+    /// for a repeated request and a changed body.
+    #[test]
+    fn authorize_into_writes_what_authorize_formats() {
+        let mut buf = String::new();
+        for algorithm in ALGORITHMS {
+            for qop in [Qop::Auth, Qop::AuthInt] {
+                for opaque in [None, Some("op\\aq\"ue".to_owned())] {
+                    let mut ch = challenge(vec![qop]);
+                    ch.algorithm = Some(algorithm);
+                    ch.opaque = opaque.clone();
+                    let mut a = DigestClient::new("us\"er", b"pw");
+                    let mut b = DigestClient::new("us\"er", b"pw");
+                    a.handle_challenge(ch.clone()).unwrap();
+                    b.handle_challenge(ch.clone()).unwrap();
+                    for (i, body) in [&b"one"[..], b"one", b"two", b"", b"two"]
+                        .iter()
+                        .enumerate()
+                    {
+                        let cnonce = format!("cn{i}");
+                        let auth = a.authorize("POST", "/k?x=1", body, &cnonce).unwrap();
+                        b.authorize_into("POST", "/k?x=1", body, &cnonce, &mut buf)
+                            .unwrap();
+                        assert_eq!(buf, auth.to_header_value().unwrap(), "{algorithm} {qop}");
+                        let ha1 =
+                            compute_ha1(algorithm, "us\"er", &ch.realm, b"pw", &ch.nonce, &cnonce);
+                        let ha2 = compute_ha2(algorithm, Some(qop), "POST", "/k?x=1", body);
+                        let qp = QopParams {
+                            qop,
+                            nc: i as u32 + 1,
+                            cnonce: &cnonce,
+                        };
+                        assert_eq!(
+                            auth.response,
+                            compute_response(algorithm, &ha1, &ch.nonce, Some(qp), &ha2)
+                        );
+                        // The answer's rspauth checks, with a remembered
+                        // HA2 too, and a changed answer body does not.
+                        for (k, answer) in [&b"ok"[..], b"ok"].into_iter().enumerate() {
+                            if k > 0 {
+                                // The same request again (same nc, so
+                                // the same rspauth).
+                                b.nc = i as u32;
+                                b.authorize_into("POST", "/k?x=1", body, &cnonce, &mut buf)
+                                    .unwrap();
+                            }
+                            let info = AuthenticationInfo {
+                                rspauth: Some(
+                                    compute_rspauth(
+                                        algorithm, &ha1, &ch.nonce, qp, "/k?x=1", answer,
+                                    )
+                                    .to_uppercase(),
+                                ),
+                                ..Default::default()
+                            };
+                            if qop == Qop::AuthInt {
+                                assert_eq!(
+                                    b.verify_authentication_info(&info, b"changed"),
+                                    Err(ClientError::RspauthMismatch)
+                                );
+                            }
+                            b.verify_authentication_info(&info, answer).unwrap();
+                            assert_eq!(
+                                b.verify_authentication_info(&info, answer),
+                                Err(ClientError::NoOutstandingRequest)
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn control_characters_are_not_written() {
+        let mut c = DigestClient::new("bad\nname", b"pw");
+        c.handle_challenge(challenge(vec![Qop::AuthInt])).unwrap();
+        let mut buf = String::new();
+        assert_eq!(
+            c.authorize_into("POST", "/", b"", "cn", &mut buf),
+            Err(ClientError::Unwritable("username"))
+        );
+        assert!(c
+            .authorize("POST", "/", b"", "cn")
+            .unwrap()
+            .to_header_value()
+            .is_err());
+    }
+
+    #[test]
+    fn hex_digests() {
+        assert_eq!(HexDigest::encode(&[0x01, 0xab, 0xff]).as_str(), "01abff");
+        assert_eq!(&nc_hex(0xab), b"000000ab");
+        let d = HexDigest::encode(&[0xab; 4]);
+        assert!(digest_eq(&d, "ABABABAB"));
+        assert!(!digest_eq(&d, "abababac"));
+        assert!(!digest_eq(&d, "ababab"));
+        assert!(!digest_eq(&d, &"ab".repeat(40)));
+    }
+
+    /// The in-place reader of `Authentication-Info` reads what the server
+    /// side writes exactly as the general parser does, and leaves every
+    /// other form (escapes, spacing, case, duplicates, unknown parameters,
+    /// damage) to it.
+    #[test]
+    fn authentication_info_layout_agrees_with_the_parser() {
+        let mut written = Vec::new();
+        for nextnonce in [None, Some("n/x+=="), Some("")] {
+            for qop in [None, Some(Qop::Auth), Some(Qop::AuthInt)] {
+                for cnonce in [None, Some("c0ffee")] {
+                    for nc in [None, Some(1), Some(u32::MAX)] {
+                        let info = AuthenticationInfo {
+                            nextnonce: nextnonce.map(str::to_owned),
+                            qop,
+                            rspauth: Some("0123456789abcdef".into()),
+                            cnonce: cnonce.map(str::to_owned),
+                            nc,
+                        };
+                        written.push(info.to_header_value().unwrap());
+                    }
+                }
+            }
+        }
+        for w in &written {
+            let parsed = AuthenticationInfo::parse(w).unwrap();
+            assert_eq!(InfoView::read_layout(w), Some(InfoView::of(&parsed)), "{w}");
+        }
+        let others = [
+            r#"rspauth="a\"b""#,
+            r#"rspauth = "ab""#,
+            r#"RSPAUTH="ab""#,
+            r#"rspauth="ab",rspauth="cd""#,
+            r#"rspauth="ab", rspauth="cd""#,
+            r#"rspauth="ab", foo=bar"#,
+            r#"rspauth="ab", "#,
+            r#"rspauth="ab"#,
+            r#"rspauth=ab"#,
+            r#"qop="auth", rspauth="ab""#,
+            r#"qop=AUTH, rspauth="ab""#,
+            r#"nc=1, rspauth="ab""#,
+            ",",
+        ];
+        for o in others {
+            assert_eq!(InfoView::read_layout(o), None, "{o}");
+        }
+        assert_eq!(InfoView::read_layout(""), Some(InfoView::default()));
+        // Every prefix of every written value: the reader takes it whole
+        // or leaves it, and agrees with the parser when it takes it.
+        for w in &written {
+            for end in 0..w.len() {
+                if let Some(view) = InfoView::read_layout(&w[..end]) {
+                    let parsed = AuthenticationInfo::parse(&w[..end]).unwrap();
+                    assert_eq!(view, InfoView::of(&parsed), "{}", &w[..end]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn verify_authentication_info_value_reads_both_forms() {
+        let mut c = DigestClient::new("u", b"p");
+        c.handle_challenge(challenge(vec![Qop::AuthInt])).unwrap();
+        let ha1 = compute_ha1(Algorithm::Md5, "u", "testrealm@host.com", b"p", "", "");
+        for (i, form) in ["usual", "spaced"].into_iter().enumerate() {
+            let cnonce = format!("cn{i}");
+            c.authorize("POST", "/x", b"req", &cnonce).unwrap();
+            let qp = QopParams {
+                qop: Qop::AuthInt,
+                nc: i as u32 + 1,
+                cnonce: &cnonce,
+            };
+            let rspauth = compute_rspauth(
+                Algorithm::Md5,
+                &ha1,
+                "dcd98b7102dd2f0e8b11d0f600bfb0c093",
+                qp,
+                "/x",
+                b"resp",
+            );
+            let value = match form {
+                "usual" => format!(
+                    r#"qop=auth-int, rspauth="{rspauth}", cnonce="{cnonce}", nc=0000000{}"#,
+                    i + 1
+                ),
+                _ => format!(r#" RSPAUTH = "{rspauth}" ,cnonce="{cnonce}""#),
+            };
+            assert_eq!(
+                c.verify_authentication_info_value(&value, b"tampered"),
+                Err(ClientError::RspauthMismatch)
+            );
+            c.verify_authentication_info_value(&value, b"resp").unwrap();
+        }
+        c.authorize("POST", "/x", b"req", "cn").unwrap();
+        assert!(matches!(
+            c.verify_authentication_info_value("rspauth=\"x", b""),
+            Err(ClientError::MalformedAuthenticationInfo(_))
+        ));
+        assert_eq!(
+            c.verify_authentication_info_value(r#"rspauth="00", nc=00000002"#, b""),
+            Err(ClientError::AuthInfoMismatch("nc"))
+        );
     }
 }
