@@ -172,6 +172,11 @@ impl Committer {
         self.shared.set(|s| s.queued = true);
     }
 
+    /// Whether the writes up to `ticket` are committed already.
+    pub(crate) fn is_committed(&self, ticket: u64) -> bool {
+        self.waiters.is_committed(ticket)
+    }
+
     /// Waits until the writes up to `ticket` are durable; `false` when
     /// their commit failed.
     pub(crate) async fn committed(&self, ticket: u64) -> bool {
@@ -221,6 +226,12 @@ fn run(core: &CoreHandle, store: &dyn Store, shared: &Shared, waiters: &CommitWa
             if commit.is_empty() {
                 break;
             }
+            // The engine driver sends what the requests of this commit
+            // made due (their MIKEY pushes) while the disk syncs: one wake
+            // and one batch of datagrams per commit instead of one per
+            // request. A push needs no durable record (a UE whose request
+            // is not answered asks again), the answer does.
+            core.wake();
             let r = store.commit(&commit.batch);
             let ended = core.with(move |c| c.end_commit(commit, r));
             waiters.release();

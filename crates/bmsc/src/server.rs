@@ -161,6 +161,20 @@ impl App {
         self.committer.committed(ticket).await
     }
 
+    /// [`committed`](Self::committed) for a Ua request that may have made
+    /// MIKEY pushes due: the engine driver sends them while the commit
+    /// runs. The committer wakes it when a commit begins, one wake for all
+    /// the requests of that commit ([`crate::committer`]), so only a
+    /// request that `queued` no write (no commit of its own will begin
+    /// after its pushes became due) or whose writes are committed already
+    /// wakes it here.
+    pub(crate) async fn committed_then_pushed(&self, ticket: u64, queued: bool) -> bool {
+        if !queued || self.committer.is_committed(ticket) {
+            self.core.wake();
+        }
+        self.committer.committed(ticket).await
+    }
+
     pub(crate) fn digest(&self) -> MutexGuard<'_, DigestServer> {
         self.digest.lock().unwrap_or_else(|p| p.into_inner())
     }
