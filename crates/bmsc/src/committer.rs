@@ -199,9 +199,16 @@ impl Committer {
     }
 }
 
+impl Committer {
+    /// Ends the committer at once, writing nothing more (a crash).
+    pub(crate) fn abandon(&self) {
+        self.shared.set(|s| s.abandon = true);
+    }
+}
+
 impl Drop for Committer {
     fn drop(&mut self) {
-        self.shared.set(|s| s.abandon = true);
+        self.abandon();
     }
 }
 
