@@ -278,7 +278,7 @@ async fn handle(
                 Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
             };
             // In-memory work and a queued write: on this thread (the
-            // commit happens outside the core, see `server::committer`).
+            // commit happens outside the core, see `crate::committer`).
             let (c2, s2) = (ctx.clone(), services.clone());
             let r = app
                 .core
