@@ -581,7 +581,7 @@ impl Core {
     }
 
     /// Takes every queued write for one group commit (the first of the
-    /// committer's three steps, `server::committer`). The caller writes
+    /// committer's three steps, `crate::committer`). The caller writes
     /// `commit.batch` with [`Store::commit`] (on the [`store`](Self::store),
     /// the core need not be held) and hands the result to
     /// [`end_commit`](Self::end_commit) before it begins another commit, so

@@ -27,6 +27,7 @@
 pub mod admin;
 pub mod cli;
 pub mod cluster;
+mod committer;
 pub mod config;
 pub mod core;
 pub mod metrics;

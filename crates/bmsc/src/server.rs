@@ -15,6 +15,7 @@
 //! * **MIKEY receiver**: reads acknowledgements in batches and hands them to
 //!   the core, which verifies and records them.
 //! * **Sessions** ([`crate::session`]).
+//! * **Group committer**: a thread of its own ([`crate::committer`]).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -55,6 +56,13 @@ pub enum ServerError {
     /// The Zn client could not be built.
     #[error(transparent)]
     Zn(#[from] ZnError),
+    /// The committer thread could not be started.
+    #[error("starting the group committer thread")]
+    Thread {
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// A socket could not be bound.
     #[error("cannot bind {addr}")]
     Bind {
@@ -70,20 +78,14 @@ pub enum ServerError {
 pub struct App {
     pub(crate) realm: String,
     pub(crate) core: CoreHandle,
-    /// The core's store, for the committer (which writes with the core
-    /// free).
-    store: Arc<dyn Store>,
     digest: Mutex<DigestServer>,
     pub(crate) zn: ZnClient,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) admin_token: Token,
     pub(crate) mikey: Arc<UdpSocket>,
     rotations: watch::Sender<u64>,
-    /// Group commit progress ([`crate::core::CommitState`], advanced by
-    /// [`committer`]).
-    commits: watch::Receiver<crate::core::CommitState>,
-    /// Wakes the committer: writes are queued.
-    commit_wake: tokio::sync::Notify,
+    /// The group committer's thread ([`crate::committer`]).
+    committer: crate::committer::Committer,
     pub(crate) sessions: Sessions,
     multicast_ttl: u32,
     tap: Option<Tap>,
@@ -156,19 +158,21 @@ impl App {
     /// the committer writes everything queued in one transaction). `false`
     /// when their commit failed.
     pub(crate) async fn committed(&self, ticket: u64) -> bool {
-        if self.commits.borrow().committed >= ticket {
-            return true;
+        self.committer.committed(ticket).await
+    }
+
+    /// [`committed`](Self::committed) for a Ua request that may have made
+    /// MIKEY pushes due: the engine driver sends them while the commit
+    /// runs. The committer wakes it when a commit begins, one wake for all
+    /// the requests of that commit ([`crate::committer`]), so only a
+    /// request that `queued` no write (no commit of its own will begin
+    /// after its pushes became due) or whose writes are committed already
+    /// wakes it here.
+    pub(crate) async fn committed_then_pushed(&self, ticket: u64, queued: bool) -> bool {
+        if !queued || self.committer.is_committed(ticket) {
+            self.core.wake();
         }
-        self.commit_wake.notify_one();
-        let mut rx = self.commits.clone();
-        let done = match rx
-            .wait_for(|c| c.committed >= ticket || c.failed >= ticket)
-            .await
-        {
-            Ok(c) => c.committed >= ticket,
-            Err(_) => false,
-        };
-        done
+        self.committer.committed(ticket).await
     }
 
     pub(crate) fn digest(&self) -> MutexGuard<'_, DigestServer> {
@@ -255,6 +259,9 @@ impl RunningBmsc {
     /// Stops everything at once, as a crash would: nothing is flushed
     /// (everything that matters was committed when it happened). For tests.
     pub fn kill(self) {
+        // No commit after the crash, though connections the runtime has not
+        // dropped yet may still hold the service.
+        self.app.committer.abandon();
         self.http.abort();
         for t in &self.tasks {
             t.abort();
@@ -392,15 +399,17 @@ pub async fn start_with_tap(
     let app = Arc::new(App {
         realm: format!("3GPP-bootstrapping@{}", cfg.fqdn),
         core: core.clone(),
-        store: core.with(|c| c.store().clone()),
         digest: Mutex::new(digest_server(cfg, shared_nonce.as_ref().map(|s| &s[..]))?),
         zn,
         metrics,
         admin_token: cfg.admin_token.clone(),
         mikey: Arc::new(mikey),
         rotations,
-        commits: core.run(|c| c.commits()).await,
-        commit_wake: tokio::sync::Notify::new(),
+        committer: crate::committer::Committer::start(
+            core.clone(),
+            core.with(|c| c.store().clone()),
+        )
+        .map_err(|source| ServerError::Thread { source })?,
         sessions: Sessions::new(&cfg.sessions),
         multicast_ttl: cfg.multicast_ttl,
         mikey_received: std::sync::atomic::AtomicU64::new(0),
@@ -607,7 +616,7 @@ async fn engine_driver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             // Give-ups are recorded with the next group commit (a poll
             // that only sent wakes no one: the committer is woken by the
             // requests that wait for it).
-            app.commit_wake.notify_one();
+            app.committer.wake();
         }
         match polled {
             Ok(d) => {
@@ -638,50 +647,11 @@ async fn engine_driver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Group commit of every queued write (Ua requests, acknowledgement
-/// outcomes, charging records, give-ups): whatever was queued while the
-/// previous commit ran is written in one transaction, then the requests
-/// waiting for it are answered. The core is free while the disk syncs
-/// (`begin_commit`, the store's commit on a blocking thread, `end_commit`):
-/// requests, polls and acknowledgements go on meanwhile and queue for the
-/// next commit, which starts as soon as this one ends. One committer, so
-/// writes reach the store in the order they were queued.
+/// Stops the group committer ([`crate::committer`]) at the service's
+/// stop, after it wrote everything queued.
 async fn committer(app: Arc<App>, mut stop: watch::Receiver<bool>) {
-    loop {
-        let stopping = tokio::select! {
-            _ = stop.wait_for(|s| *s) => true,
-            () = app.commit_wake.notified() => false,
-        };
-        // Nothing answered is lost at a stop: the queued writes of requests
-        // not yet answered are written too.
-        loop {
-            let commit = app.core.run_short(|c| c.begin_commit()).await;
-            if commit.is_empty() {
-                break;
-            }
-            let store = app.store.clone();
-            let done = tokio::task::spawn_blocking(move || {
-                let r = store.commit(&commit.batch);
-                (commit, r)
-            })
-            .await;
-            let Ok((commit, r)) = done else {
-                // Cancelled by the runtime's shutdown: nothing to record.
-                return;
-            };
-            if let Err(e) = app.core.run_short(move |c| c.end_commit(commit, r)).await {
-                tracing::error!(error = %crate::ErrorChain(&e), "group commit failed; the requests get 500, the writes are retried");
-                if stopping {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                break;
-            }
-        }
-        if stopping {
-            return;
-        }
-    }
+    let _ = stop.wait_for(|s| *s).await;
+    app.committer.stopped().await;
 }
 
 /// Whether the engine's next deadline moved from `before` to an earlier
@@ -750,7 +720,7 @@ async fn mikey_receiver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         app.mikey_received
             .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Release);
         app.mikey_read.notify_waiters();
-        app.commit_wake.notify_one();
+        app.committer.wake();
         if earlier {
             app.core.wake();
         }

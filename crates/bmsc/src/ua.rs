@@ -278,32 +278,31 @@ async fn handle(
                 Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
             };
             // In-memory work and a queued write: on this thread (the
-            // commit happens outside the core, see `server::committer`).
+            // commit happens outside the core, see `crate::committer`).
             let (c2, s2) = (ctx.clone(), services.clone());
             let r = app
                 .core
                 .run_short_for_ue(&ctx.impi, move |c| {
+                    let before = c.write_ticket();
                     let r = if rt == RequestType::Register {
                         c.register(&c2, &s2, ts)
                     } else {
                         c.deregister(&c2, &s2, ts)
                     };
-                    r.map(|s| (s, c.write_ticket()))
+                    r.map(|s| (s, c.write_ticket(), c.write_ticket() != before))
                 })
                 .await;
-            // The engine driver sends what became due (the MIKEY push)
-            // while the commit runs: the push needs no durable record (a
-            // UE whose request is not answered asks again), the answer
-            // does.
-            app.core.wake();
             let statuses = match r {
-                Ok((s, ticket)) => {
-                    if !app.committed(ticket).await {
+                Ok((s, ticket, queued)) => {
+                    if !app.committed_then_pushed(ticket, queued).await {
                         return store_unavailable();
                     }
                     s
                 }
-                Err(e) => return core_failure(&e, rt.as_str()),
+                Err(e) => {
+                    app.core.wake();
+                    return core_failure(&e, rt.as_str());
+                }
             };
             // One line per request: DEBUG (INFO is for start, stop and failures).
             tracing::debug!(impi = %ctx.impi, btid = %btid, mikey = %ctx.mikey_addr, request = rt.as_str(), services = ?services, statuses = ?statuses, "Ua");
@@ -321,23 +320,22 @@ async fn handle(
             let r = app
                 .core
                 .run_short_for_ue(&ctx.impi, move |c| {
+                    let before = c.write_ticket();
                     c.request_msks(&c2, &names, ts)
-                        .map(|s| (s, c.write_ticket()))
+                        .map(|s| (s, c.write_ticket(), c.write_ticket() != before))
                 })
                 .await;
-            // The engine driver sends what became due (the MIKEY push)
-            // while the commit runs: the push needs no durable record (a
-            // UE whose request is not answered asks again), the answer
-            // does.
-            app.core.wake();
             let statuses = match r {
-                Ok((s, ticket)) => {
-                    if !app.committed(ticket).await {
+                Ok((s, ticket, queued)) => {
+                    if !app.committed_then_pushed(ticket, queued).await {
                         return store_unavailable();
                     }
                     s
                 }
-                Err(e) => return core_failure(&e, "msk-request"),
+                Err(e) => {
+                    app.core.wake();
+                    return core_failure(&e, "msk-request");
+                }
             };
             tracing::debug!(impi = %ctx.impi, btid = %btid, mikey = %ctx.mikey_addr, keys = keys_req.len(), statuses = ?statuses, "Ua: msk-request");
             let items: Vec<_> = keys_req.into_iter().zip(statuses.iter().copied()).collect();

@@ -700,7 +700,7 @@ pub fn exists(p: &Path) -> bool {
     p.exists()
 }
 
-/// One group commit as the BM-SC's committer (`server::committer`) makes
+/// One group commit as the BM-SC's committer (`bmsc::committer`, a private module) makes
 /// it, in its three steps: [`Core::begin_commit`], [`Store::commit`] of the
 /// batch (the core need not be held), [`Core::end_commit`]; repeated until
 /// nothing is queued, as the committer does. Nothing queued: no commit.

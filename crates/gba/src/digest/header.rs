@@ -26,6 +26,7 @@
 //! callers split multiple header fields themselves.
 
 use core::fmt::Write as _;
+use std::borrow::Cow;
 
 use super::{format_nc, parse_nc, Algorithm, Qop};
 
@@ -155,9 +156,13 @@ fn is_ctl(b: u8) -> bool {
     (b < 0x20 && b != b'\t') || b == 0x7f
 }
 
-struct Param {
-    name: String,
-    value: String,
+/// One `auth-param`, borrowed from the header where it can be (a
+/// lowercase name, a value without escapes): the parser is on every Ua and
+/// Ub request, and only the values kept are copied
+/// ([`ParamMap::take`]).
+struct Param<'a> {
+    name: Cow<'a, str>,
+    value: Cow<'a, str>,
 }
 
 struct Cursor<'a> {
@@ -190,7 +195,7 @@ impl<'a> Cursor<'a> {
         self.s.get(start..self.pos).unwrap_or("")
     }
 
-    fn quoted(&mut self, param: &str) -> Result<String, HeaderError> {
+    fn quoted(&mut self, param: &str) -> Result<Cow<'a, str>, HeaderError> {
         // Caller checked the opening quote.
         self.pos += 1;
         let bytes = self.s.as_bytes();
@@ -200,6 +205,7 @@ impl<'a> Cursor<'a> {
         // parser is on every Ua and Ub request).
         let mut buf: Vec<u8> = Vec::new();
         let mut run = self.pos;
+        let mut escaped = false;
         loop {
             match self.peek() {
                 None => {
@@ -208,11 +214,18 @@ impl<'a> Cursor<'a> {
                     })
                 }
                 Some(b'"') => {
+                    if !escaped {
+                        // No escape: the value as it stands in the header.
+                        let v = self.s.get(run..self.pos).unwrap_or("");
+                        self.pos += 1;
+                        return Ok(Cow::Borrowed(v));
+                    }
                     buf.extend_from_slice(&bytes[run..self.pos]);
                     self.pos += 1;
                     break;
                 }
                 Some(b'\\') => {
+                    escaped = true;
                     buf.extend_from_slice(&bytes[run..self.pos]);
                     self.pos += 1;
                     match self.peek() {
@@ -235,10 +248,12 @@ impl<'a> Cursor<'a> {
         }
         // Only ASCII bytes were removed (quotes and backslashes), so this is
         // valid UTF-8; map the impossible error rather than unwrap.
-        String::from_utf8(buf).map_err(|_| HeaderError::InvalidValue {
-            param: param.to_owned(),
-            reason: "not valid UTF-8",
-        })
+        String::from_utf8(buf)
+            .map(Cow::Owned)
+            .map_err(|_| HeaderError::InvalidValue {
+                param: param.to_owned(),
+                reason: "not valid UTF-8",
+            })
     }
 }
 
@@ -250,7 +265,7 @@ fn ctl_error(param: &str) -> HeaderError {
 }
 
 /// Parses `#auth-param` from the cursor position to the end.
-fn parse_params(cur: &mut Cursor<'_>) -> Result<Vec<Param>, HeaderError> {
+fn parse_params<'a>(cur: &mut Cursor<'a>) -> Result<Vec<Param<'a>>, HeaderError> {
     let mut params: Vec<Param> = Vec::new();
     loop {
         cur.skip_ows();
@@ -263,7 +278,12 @@ fn parse_params(cur: &mut Cursor<'_>) -> Result<Vec<Param>, HeaderError> {
             Some(_) => {}
         }
         let at = cur.pos;
-        let name = cur.take_while(is_tchar).to_ascii_lowercase();
+        let name = cur.take_while(is_tchar);
+        let name: Cow<'a, str> = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(name.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(name)
+        };
         if name.is_empty() {
             return Err(HeaderError::Syntax {
                 param: None,
@@ -274,7 +294,7 @@ fn parse_params(cur: &mut Cursor<'_>) -> Result<Vec<Param>, HeaderError> {
         cur.skip_ows();
         if cur.peek() != Some(b'=') {
             return Err(HeaderError::Syntax {
-                param: Some(name),
+                param: Some(name.into_owned()),
                 at: cur.pos,
                 reason: "expected '='",
             });
@@ -288,12 +308,12 @@ fn parse_params(cur: &mut Cursor<'_>) -> Result<Vec<Param>, HeaderError> {
             let v = cur.take_while(|b| !matches!(b, b',' | b' ' | b'\t' | b'"') && !is_ctl(b));
             if v.is_empty() {
                 return Err(HeaderError::Syntax {
-                    param: Some(name),
+                    param: Some(name.into_owned()),
                     at,
                     reason: "expected a token or quoted-string value",
                 });
             }
-            v.to_owned()
+            Cow::Borrowed(v)
         };
         cur.skip_ows();
         match cur.peek() {
@@ -301,14 +321,16 @@ fn parse_params(cur: &mut Cursor<'_>) -> Result<Vec<Param>, HeaderError> {
             Some(b',') => cur.pos += 1,
             Some(_) => {
                 return Err(HeaderError::Syntax {
-                    param: Some(name),
+                    param: Some(name.into_owned()),
                     at: cur.pos,
                     reason: "expected ',' after the value",
                 })
             }
         }
         if params.iter().any(|p| p.name == name) {
-            return Err(HeaderError::Duplicate { param: name });
+            return Err(HeaderError::Duplicate {
+                param: name.into_owned(),
+            });
         }
         params.push(Param { name, value });
     }
@@ -316,7 +338,7 @@ fn parse_params(cur: &mut Cursor<'_>) -> Result<Vec<Param>, HeaderError> {
 }
 
 /// Parses `Digest #auth-param`.
-fn parse_digest(input: &str) -> Result<Vec<Param>, HeaderError> {
+fn parse_digest(input: &str) -> Result<Vec<Param<'_>>, HeaderError> {
     let mut cur = Cursor::new(input);
     cur.skip_ows();
     let scheme = cur.take_while(is_tchar);
@@ -336,10 +358,16 @@ fn parse_digest(input: &str) -> Result<Vec<Param>, HeaderError> {
     parse_params(&mut cur)
 }
 
-struct ParamMap(Vec<Param>);
+struct ParamMap<'a>(Vec<Param<'a>>);
 
-impl ParamMap {
+impl<'a> ParamMap<'a> {
+    /// The value of `name`, copied.
     fn take(&mut self, name: &str) -> Option<String> {
+        self.take_borrowed(name).map(Cow::into_owned)
+    }
+
+    /// The value of `name`, borrowed when it can be.
+    fn take_borrowed(&mut self, name: &str) -> Option<Cow<'a, str>> {
         let idx = self.0.iter().position(|p| p.name == name)?;
         Some(self.0.swap_remove(idx).value)
     }
@@ -349,15 +377,21 @@ impl ParamMap {
     }
 
     fn algorithm(&mut self) -> Result<Option<Algorithm>, HeaderError> {
-        self.take("algorithm").map(|v| v.trim().parse()).transpose()
+        self.take_borrowed("algorithm")
+            .map(|v| v.trim().parse())
+            .transpose()
     }
 
     fn single_qop(&mut self) -> Result<Option<Qop>, HeaderError> {
-        self.take("qop").map(|v| v.trim().parse()).transpose()
+        self.take_borrowed("qop")
+            .map(|v| v.trim().parse())
+            .transpose()
     }
 
     fn nc(&mut self) -> Result<Option<u32>, HeaderError> {
-        self.take("nc").map(|v| parse_nc(v.trim())).transpose()
+        self.take_borrowed("nc")
+            .map(|v| parse_nc(v.trim()))
+            .transpose()
     }
 }
 
