@@ -169,13 +169,9 @@ struct HexDigest {
 
 impl HexDigest {
     fn encode(bytes: &[u8]) -> Self {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut buf = [0u8; MAX_HEX];
         let len = (2 * bytes.len()).min(MAX_HEX);
-        for (pair, b) in buf[..len].chunks_exact_mut(2).zip(bytes) {
-            pair[0] = HEX[usize::from(b >> 4)];
-            pair[1] = HEX[usize::from(b & 0x0f)];
-        }
+        super::write_lower_hex(bytes, &mut buf[..len]);
         HexDigest { buf, len }
     }
 

@@ -186,14 +186,21 @@ pub struct QopParams<'a> {
 /// request (HA1, H(body), HA2, the response, rspauth), and the char
 /// iterator of `hex::encode` cost more than the bytes it wrote.
 fn lower_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = Vec::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 0x0f)]);
-    }
+    let mut out = vec![0u8; bytes.len() * 2];
+    write_lower_hex(bytes, &mut out);
     // Only ASCII digits were written.
     String::from_utf8(out).unwrap_or_default()
+}
+
+/// Writes the lowercase hex of `bytes` into `out` (as many bytes as fit,
+/// two digits each): the one table of the server's and the client's
+/// digests.
+pub(crate) fn write_lower_hex(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
+    }
 }
 
 /// HA1 (RFC 7616 3.4.2). `nonce` and `cnonce` are only used by the `-sess`
