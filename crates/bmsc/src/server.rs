@@ -15,7 +15,7 @@
 //! * **MIKEY receiver**: reads acknowledgements in batches and hands them to
 //!   the core, which verifies and records them.
 //! * **Sessions** ([`crate::session`]).
-//! * **Group committer**: a thread of its own ([`crate::committer`]).
+//! * **Group committer**: a thread of its own (`crate::committer`).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -84,7 +84,7 @@ pub struct App {
     pub(crate) admin_token: Token,
     pub(crate) mikey: Arc<UdpSocket>,
     rotations: watch::Sender<u64>,
-    /// The group committer's thread ([`crate::committer`]).
+    /// The group committer's thread (`crate::committer`).
     committer: crate::committer::Committer,
     pub(crate) sessions: Sessions,
     multicast_ttl: u32,
@@ -164,7 +164,7 @@ impl App {
     /// [`committed`](Self::committed) for a Ua request that may have made
     /// MIKEY pushes due: the engine driver sends them while the commit
     /// runs. The committer wakes it when a commit begins, one wake for all
-    /// the requests of that commit ([`crate::committer`]), so only a
+    /// the requests of that commit (`crate::committer`), so only a
     /// request that `queued` no write (no commit of its own will begin
     /// after its pushes became due) or whose writes are committed already
     /// wakes it here.
@@ -647,7 +647,7 @@ async fn engine_driver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Stops the group committer ([`crate::committer`]) at the service's
+/// Stops the group committer (`crate::committer`) at the service's
 /// stop, after it wrote everything queued.
 async fn committer(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;

@@ -104,7 +104,7 @@ pub struct KeyStatus {
 ///
 /// The BM-SC's own layout ([`mbms::ua::msk_response`]: plain XML, one
 /// `<key>` per line, attributes of hex digits and `-`) is read directly
-/// ([`parse_msk_response_layout`]); any other body goes through the XML
+/// (`parse_msk_response_layout`); any other body goes through the XML
 /// parser. Both give the same answer for a body of that layout.
 pub fn parse_msk_response(body: &[u8]) -> Result<Vec<KeyStatus>, XmlError> {
     match parse_msk_response_layout(body) {

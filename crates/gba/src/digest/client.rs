@@ -829,15 +829,7 @@ mod tests {
         }
     }
 
-    const ALGORITHMS: [Algorithm; 7] = [
-        Algorithm::Md5,
-        Algorithm::Md5Sess,
-        Algorithm::Sha256,
-        Algorithm::Sha256Sess,
-        Algorithm::Sha512_256,
-        Algorithm::Sha512_256Sess,
-        Algorithm::AkaV1Md5,
-    ];
+    const ALGORITHMS: [Algorithm; 7] = Algorithm::ALL;
 
     /// `authorize_into` writes exactly what `authorize` formats, and the
     /// response is the RFC 7616 3.4.1 formula of `mod.rs`, for every

@@ -66,6 +66,17 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
+    /// Every algorithm this crate knows (RFC 7616 3.3, RFC 3310 3.1).
+    pub const ALL: [Algorithm; 7] = [
+        Algorithm::Md5,
+        Algorithm::Md5Sess,
+        Algorithm::Sha256,
+        Algorithm::Sha256Sess,
+        Algorithm::Sha512_256,
+        Algorithm::Sha512_256Sess,
+        Algorithm::AkaV1Md5,
+    ];
+
     /// The token used on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -116,16 +127,8 @@ impl FromStr for Algorithm {
     /// Case-insensitive (RFC 7616 3.3 lists the tokens; servers differ in
     /// case).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        const ALL: [Algorithm; 7] = [
-            Algorithm::Md5,
-            Algorithm::Md5Sess,
-            Algorithm::Sha256,
-            Algorithm::Sha256Sess,
-            Algorithm::Sha512_256,
-            Algorithm::Sha512_256Sess,
-            Algorithm::AkaV1Md5,
-        ];
-        ALL.into_iter()
+        Algorithm::ALL
+            .into_iter()
             .find(|a| a.as_str().eq_ignore_ascii_case(s))
             .ok_or_else(|| HeaderError::UnsupportedAlgorithm(s.to_owned()))
     }
