@@ -439,6 +439,8 @@ struct Renewer {
     clock: LeaseClock,
     /// Epochs of the key group leases held.
     anchored: BTreeMap<u16, i64>,
+    /// The store's fenced writes already counted in the metrics.
+    fenced_counted: u64,
 }
 
 impl Renewer {
@@ -462,6 +464,12 @@ impl Renewer {
         st.healthy.store(true, Ordering::Release);
         let m = &app.metrics.cluster;
         crate::metrics::Metrics::inc(&m.renewals, "ok");
+        if let Some(c) = st.store.cluster() {
+            let fenced = c.fenced_writes();
+            m.fenced_writes
+                .inc_by(fenced.saturating_sub(self.fenced_counted));
+            self.fenced_counted = fenced;
+        }
         m.healthy.set(1);
         m.live_instances
             .set(i64::try_from(claimed.live).unwrap_or(i64::MAX));
@@ -864,6 +872,7 @@ pub(crate) async fn first_claim(app: &Arc<App>, st: &Arc<ClusterState>) -> Renew
     let mut r = Renewer {
         clock: LeaseClock::new(Duration::from_millis(lease_term_ms(st.lease_ms))),
         anchored: BTreeMap::new(),
+        fenced_counted: 0,
     };
     r.tick(app, st).await;
     Renewal(r, listener)

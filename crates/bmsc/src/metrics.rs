@@ -285,6 +285,9 @@ pub struct ClusterMetrics {
     pub anchor_changes: Family<Kind, Counter>,
     /// Notices handled, by kind ([`CLUSTER_NOTICE_KINDS`]).
     pub notices: Family<Kind, Counter>,
+    /// Key group writes refused by the lease fence
+    /// ([`crate::store::StoreError::Fenced`]).
+    pub fenced_writes: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -463,6 +466,11 @@ impl Metrics {
                 "cluster_notices_received",
                 "Notices from the instances handled, by kind",
                 c.notices.clone(),
+            );
+            r.register(
+                "cluster_fenced_writes",
+                "Key group writes refused because this instance's anchor lease had passed to another",
+                c.fenced_writes.clone(),
             );
             for (family, kinds) in [
                 (&c.renewals, CLUSTER_RENEWAL_RESULTS),
@@ -646,6 +654,7 @@ mod tests {
             "bmsc_cluster_anchor_changes_total{kind=\"lost\"} 0",
             "bmsc_cluster_notices_received_total{kind=\"barrier\"} 0",
             "bmsc_cluster_notices_received_total{kind=\"unknown\"} 0",
+            "bmsc_cluster_fenced_writes_total 0",
         ] {
             assert!(om.lines().any(|l| l == want), "{want} missing in\n{om}");
         }

@@ -188,10 +188,13 @@ pub fn cluster_leases(open: Open<'_>) {
     // The first state: whoever writes first; later: only the anchor.
     b.save_key_group(&snapshot(44, 1, 1)).unwrap();
     a.save_key_group(&snapshot(44, 2, 2)).unwrap();
+    assert_eq!((ca.fenced_writes(), cb.fenced_writes()), (0, 0));
     assert!(matches!(
         b.save_key_group(&snapshot(44, 3, 3)),
         Err(StoreError::Fenced { key_group: 44 })
     ));
+    // Counted where it was refused (`bmsc_cluster_fenced_writes_total`).
+    assert_eq!((ca.fenced_writes(), cb.fenced_writes()), (0, 1));
     assert_eq!(
         a.load_key_group(&group(44)).unwrap(),
         Some(snapshot(44, 2, 2))

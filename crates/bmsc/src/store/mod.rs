@@ -344,6 +344,10 @@ pub trait ClusterStore: Send + Sync {
     /// only while `instance` holds the key group's lease with this epoch
     /// ([`StoreError::Fenced`] otherwise). `None` epoch: not held.
     fn set_fence(&self, instance: &str, key_group: u16, epoch: Option<i64>);
+    /// Key group writes refused by the fence so far ([`StoreError::Fenced`]:
+    /// this instance wrote as the anchor after its lease had passed to
+    /// another; `bmsc_cluster_fenced_writes_total`).
+    fn fenced_writes(&self) -> u64;
 }
 
 /// The `(idi, idr)` key of the engine-wide MUK counter mark in table

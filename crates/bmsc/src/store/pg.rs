@@ -238,6 +238,8 @@ pub struct PgStore {
     /// Key group write fencing ([`ClusterStore::set_fence`]): the
     /// instance and the epoch of each key group lease it holds.
     fence: Mutex<Option<Fence>>,
+    /// Key group writes the fence refused ([`ClusterStore::fenced_writes`]).
+    fenced: std::sync::atomic::AtomicU64,
     /// `None` only while being dropped.
     client: Mutex<Option<Client>>,
 }
@@ -420,6 +422,7 @@ impl PgStore {
             schema,
             channel,
             fence: Mutex::new(None),
+            fenced: std::sync::atomic::AtomicU64::new(0),
             client: Mutex::new(Some(client)),
         })
     }
@@ -797,6 +800,8 @@ impl Store for PgStore {
             if updated == 1 {
                 Ok(())
             } else {
+                self.fenced
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Err(StoreError::Fenced {
                     key_group: s.name.key_group,
                 })
@@ -1291,6 +1296,10 @@ impl ClusterStore for PgStore {
         self.lock()?
             .execute("SELECT pg_notify($1, $2)", &[&self.channel, &notice])?;
         Ok(())
+    }
+
+    fn fenced_writes(&self) -> u64 {
+        self.fenced.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn set_fence(&self, instance: &str, key_group: u16, epoch: Option<i64>) {
