@@ -188,24 +188,25 @@ impl UaClient {
 
     /// Registers to `services`: one status per service, in order.
     pub async fn register(&mut self, services: &[&str]) -> Result<Vec<(String, u16)>, UaError> {
-        let request = self.request(RequestType::Register, xml::register_body(services)?);
-        self.post(
-            RequestType::Register,
-            &request,
-            xml::parse_register_response,
-        )
-        .await
+        let body = xml::register_body(services)?;
+        self.change_services(RequestType::Register, body).await
     }
 
     /// Deregisters from `services`: one status per service, in order.
     pub async fn deregister(&mut self, services: &[&str]) -> Result<Vec<(String, u16)>, UaError> {
-        let request = self.request(RequestType::Deregister, xml::deregister_body(services)?);
-        self.post(
-            RequestType::Deregister,
-            &request,
-            xml::parse_register_response,
-        )
-        .await
+        let body = xml::deregister_body(services)?;
+        self.change_services(RequestType::Deregister, body).await
+    }
+
+    /// A registration or deregistration with `body`: one status per
+    /// service, in order.
+    async fn change_services(
+        &mut self,
+        rt: RequestType,
+        body: Vec<u8>,
+    ) -> Result<Vec<(String, u16)>, UaError> {
+        let request = self.request(rt, body);
+        self.post(rt, &request, xml::parse_register_response).await
     }
 
     /// Requests MSKs (Key Number 0 = the current MSK of the key group): one

@@ -829,8 +829,6 @@ mod tests {
         }
     }
 
-    const ALGORITHMS: [Algorithm; 7] = Algorithm::ALL;
-
     /// `authorize_into` writes exactly what `authorize` formats, and the
     /// response is the RFC 7616 3.4.1 formula of `mod.rs`, for every
     /// algorithm, qop, with and without opaque, with quotes to escape, and
@@ -838,7 +836,7 @@ mod tests {
     #[test]
     fn authorize_into_writes_what_authorize_formats() {
         let mut buf = String::new();
-        for algorithm in ALGORITHMS {
+        for algorithm in Algorithm::ALL {
             for qop in [Qop::Auth, Qop::AuthInt] {
                 for opaque in [None, Some("op\\aq\"ue".to_owned())] {
                     let mut ch = challenge(vec![qop]);
