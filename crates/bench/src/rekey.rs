@@ -11,7 +11,7 @@ use mbms::{KeyDomainId, MskName};
 use crate::admin::{sum_metrics, Admin};
 use crate::procfs::{self, Metrics, UdpCounters};
 use crate::services::{self, poll_until, BenchError, Cluster, ServiceOptions, Services};
-use crate::swarm::{Swarm, SwarmStats};
+use crate::swarm::{CounterViolation, Swarm, SwarmStats};
 use crate::timeline::{MetricsSampler, RekeyTimeline};
 
 /// The JSON schema name of [`RekeyReport`].
@@ -207,6 +207,8 @@ pub struct MskRequestReport {
     pub errors: usize,
     /// The first failure, if any.
     pub first_error: Option<String>,
+    /// Requests sent again because no answer came (transport errors).
+    pub retries: usize,
     /// Seconds from the first request to the last answer.
     pub seconds: f64,
     /// Answered requests per second.
@@ -261,6 +263,10 @@ pub struct KillReport {
     /// MSK messages whose counter was not above the last one the same UE's
     /// MGV-F saw, over the whole run (must be 0).
     pub counter_violations: u64,
+    /// The first of them (UE, counters, sending ports, what the MGV-F made
+    /// of it), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_counter_violation: Option<CounterViolation>,
     /// UEs holding the new MSK active at the end (must be every UE).
     pub ues_active: usize,
     /// Charging records of the new MSK in the BM-SC's store (admin API
@@ -427,7 +433,15 @@ pub struct RequestOutcome {
     pub failed: usize,
     /// The first failure's description.
     pub first_error: Option<String>,
+    /// Requests sent again after a transport error (no answer came).
+    pub retries: usize,
 }
+
+/// Attempts of one UE's MSK request in [`request_all`]: a request that got
+/// no answer at all (the connection closed under it, as can happen to a
+/// kept-alive connection on a loaded machine) is sent again, as a UE would;
+/// an answer is never retried.
+const REQUEST_ATTEMPTS: usize = 3;
 
 /// Every UE of `swarm` asks once for `key` over Ua at its instance,
 /// `concurrency` at a time.
@@ -442,30 +456,41 @@ pub async fn request_all(swarm: &Swarm, key: MskName, concurrency: usize) -> Req
         let sem = sem.clone();
         set.spawn(async move {
             let _permit = sem.acquire_owned().await;
-            match c.msk_request(&[key]).await {
-                Ok(st) if st.iter().all(|s| s.status == 200) => None,
-                Ok(st) => Some(format!(
-                    "UE {i}: key statuses {:?}",
-                    st.iter().map(|s| s.status).collect::<Vec<_>>()
-                )),
-                Err(e) => {
-                    let mut text = format!("UE {i}: {e}");
-                    let mut source = std::error::Error::source(&e);
-                    while let Some(s) = source {
-                        text.push_str(&format!(": {s}"));
-                        source = s.source();
+            let mut retries = 0;
+            loop {
+                let err = match c.msk_request(&[key]).await {
+                    Ok(st) if st.iter().all(|s| s.status == 200) => None,
+                    Ok(st) => Some(format!(
+                        "UE {i}: key statuses {:?}",
+                        st.iter().map(|s| s.status).collect::<Vec<_>>()
+                    )),
+                    Err(e) if retries + 1 < REQUEST_ATTEMPTS => {
+                        tracing::debug!(ue = i, error = %e, "MSK request sent again");
+                        retries += 1;
+                        continue;
                     }
-                    Some(text)
-                }
+                    Err(e) => {
+                        let mut text = format!("UE {i}: {e}");
+                        let mut source = std::error::Error::source(&e);
+                        while let Some(s) = source {
+                            text.push_str(&format!(": {s}"));
+                            source = s.source();
+                        }
+                        Some(text)
+                    }
+                };
+                return (err, retries);
             }
         });
     }
     let mut out = RequestOutcome {
         failed: n - set.len(),
         first_error: (set.len() < n).then(|| "a UE without a B-TID".to_owned()),
+        retries: 0,
     };
     while let Some(r) = set.join_next().await {
-        let err = r.unwrap_or_else(|e| Some(format!("task: {e}")));
+        let (err, retries) = r.unwrap_or_else(|e| (Some(format!("task: {e}")), 0));
+        out.retries += retries;
         if let Some(e) = err {
             out.failed += 1;
             out.first_error.get_or_insert(e);
@@ -568,6 +593,7 @@ async fn run_with(o: &RekeyOptions, services: &mut Services) -> Result<RekeyRepo
         requests: n,
         errors: request_errors,
         first_error: requested.first_error,
+        retries: requested.retries,
         seconds: request_s,
         per_s: (n - request_errors) as f64 / request_s.max(1e-9),
         cpu: cpu_req.since(&cpu1),
@@ -916,6 +942,7 @@ async fn kill_checks(
         messages_after_restart: counter_delta(m1, base, SENT),
         retransmissions_after_restart: counter_delta(m1, base, RETRANSMISSIONS),
         counter_violations,
+        first_counter_violation: swarm.first_counter_violation(),
         ues_active,
         charging_records,
         ues_charged_once,

@@ -253,6 +253,32 @@ struct Stats {
     bootstrap_retries: AtomicU64,
     register_retries: AtomicU64,
     counter_violations: AtomicU64,
+    first_counter_violation: Mutex<Option<CounterViolation>>,
+}
+
+/// The first MSK message a UE's MGV-F saw with a counter not above the
+/// last one it saw ([`SwarmStats::counter_violations`]): what `--kill-bmsc-at`
+/// prints to tell a BM-SC's fault from a late copy.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CounterViolation {
+    /// The UE's global index.
+    pub ue: usize,
+    /// Its B-TID (the IDr of the message).
+    pub btid: String,
+    /// The counter of the last message it saw.
+    pub last_counter: u32,
+    /// The UDP port that sent that message.
+    pub last_from_port: u16,
+    /// The counter of this message.
+    pub counter: u32,
+    /// The UDP port that sent it.
+    pub from_port: u16,
+    /// Its MSK ID.
+    pub msk_id: String,
+    /// What the MGV-F made of it (`accepted`, `duplicate`, `replay`).
+    pub outcome: &'static str,
+    /// Seconds since the swarm started.
+    pub at_s: f64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -268,6 +294,8 @@ struct SwarmUe {
     /// The counter of the last MSK message this UE's MGV-F opened (or
     /// refused as a replay): the counter check of `--kill-bmsc-at`.
     last_counter: Option<u32>,
+    /// The UDP port that sent that message.
+    last_from_port: u16,
 }
 
 impl SwarmUe {
@@ -490,6 +518,15 @@ impl Swarm {
         }
     }
 
+    /// The first counter violation ([`SwarmStats::counter_violations`]).
+    pub fn first_counter_violation(&self) -> Option<CounterViolation> {
+        self.stats
+            .first_counter_violation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Runs `op` for every UE index with [`SwarmConfig::concurrency`]
     /// workers; `progress` counts the completed ones.
     async fn for_all<F, Fut>(&self, op: F) -> Result<(), SwarmError>
@@ -608,6 +645,7 @@ impl Swarm {
                     holds_target: false,
                     last_request: None,
                     last_counter: None,
+                    last_from_port: 0,
                 });
                 Ok(())
             }
@@ -836,7 +874,11 @@ async fn shard_loop(
                 // Opened (MAC verified) or refused as a replay: the counter
                 // the BM-SC put in the message counts.
                 let counter = match &result {
-                    Ok(_) | Err(MgvError::Replay { .. }) => Some(counter),
+                    Ok(MskOutcome::Duplicate { .. } | MskOutcome::DuplicateSuppressed { .. }) => {
+                        Some((counter, "duplicate"))
+                    }
+                    Ok(_) => Some((counter, "accepted")),
+                    Err(MgvError::Replay { .. }) => Some((counter, "replay")),
                     Err(_) => None,
                 };
                 let ack = match result {
@@ -857,11 +899,31 @@ async fn shard_loop(
                         None
                     }
                 };
-                if let Some(c) = counter {
-                    if ue.last_counter.is_some_and(|last| c <= last) {
+                if let Some((c, outcome)) = counter {
+                    if let Some(last) = ue.last_counter.filter(|last| c <= *last) {
                         add(&stats.counter_violations, 1);
+                        let mut first = stats
+                            .first_counter_violation
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner());
+                        if first.is_none() {
+                            *first = Some(CounterViolation {
+                                ue: local.map_or(0, |l| l as usize * nshards + shard_ix),
+                                btid: ue.btid.to_string(),
+                                last_counter: last,
+                                last_from_port: ue.last_from_port,
+                                counter: c,
+                                from_port: from.port(),
+                                msk_id: msk_id.to_string(),
+                                outcome,
+                                at_s: epoch.elapsed().as_secs_f64(),
+                            });
+                        }
                     }
-                    ue.last_counter = Some(ue.last_counter.map_or(c, |l| l.max(c)));
+                    if ue.last_counter.is_none_or(|l| c > l) {
+                        ue.last_counter = Some(c);
+                        ue.last_from_port = from.port();
+                    }
                 }
                 if !ue.holds_target && ue.holds(&st.target) {
                     ue.holds_target = true;

@@ -22,14 +22,19 @@
 //!
 //! `lease_ms` is the takeover time. A lease is written for its *term*,
 //! [`lease_term_ms`] (three quarters of `lease_ms`), and renewed every
-//! eighth ([`LeaseClock::renew_every`]). Each time an instance (its lease task)
-//! writes its heartbeat, then in one transaction per kind renews its leases
+//! eighth ([`LeaseClock::renew_every`]). Each time an instance (its lease
+//! thread, on a database connection of its own, so that nothing else the
+//! instance does holds a renewal back: `lease_thread`) writes its
+//! heartbeat, then in one transaction per kind renews its leases
 //! (`expires_at = now() + term`) and takes free or expired ones
 //! (`expires_at < now()`, `FOR UPDATE SKIP LOCKED`, epoch raised) up to its
 //! fair share; those beyond it are handed over (below). Expiry is judged by the database's clock only.
 //! An instance that cannot renew stops using its leases once the term
 //! minus a tenth has passed since it sent its last successful renewal
-//! ([`LeaseClock`]), before the database lets anyone else take them. A
+//! ([`LeaseClock`]), before the database lets anyone else take them: the
+//! engine driver builds nothing and every MIKEY send is checked
+//! ([`ClusterState::may_send`]) whatever the cluster task is doing, and the
+//! cluster task drops the UEs and key groups. A
 //! killed instance renewed at most one renewal period before its death,
 //! so its leases expire at most a term after it, and a survivor takes them
 //! at its next renewal: within term + period = seven eighths of
@@ -115,7 +120,7 @@
 //! the same file is not detected: run one.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -306,6 +311,21 @@ pub struct ClusterState {
     /// The last [`Notice::Barrier`] sent, and the last one handled.
     barrier_sent: std::sync::atomic::AtomicU64,
     barrier_seen: watch::Sender<u64>,
+    /// Until when the leases may be used: moved by the renewal thread,
+    /// read before every MIKEY send ([`Self::may_send`]).
+    clock: std::sync::Mutex<LeaseClock>,
+    /// Key groups defined (the fair share of the key group leases), set by
+    /// the cluster task for the renewal thread.
+    key_groups: AtomicUsize,
+    /// Bumped each time leases were given back: a claim begun before that
+    /// may still list them and is not applied ([`lease_thread`]).
+    released: AtomicU64,
+    /// When the cluster task last made progress (nanoseconds since
+    /// `started`): the renewal thread stops renewing for a task stalled
+    /// for a whole `lease_ms`, so that a wedged process does not hold its
+    /// leases for ever.
+    task_beat: AtomicU64,
+    started: Instant,
 }
 
 impl std::fmt::Debug for ClusterState {
@@ -329,7 +349,46 @@ impl ClusterState {
             healthy: AtomicBool::new(false),
             barrier_sent: std::sync::atomic::AtomicU64::new(0),
             barrier_seen: watch::Sender::new(0),
+            clock: std::sync::Mutex::new(LeaseClock::new(Duration::from_millis(lease_term_ms(
+                lease_ms,
+            )))),
+            key_groups: AtomicUsize::new(0),
+            released: AtomicU64::new(0),
+            task_beat: AtomicU64::new(0),
+            started: Instant::now(),
         }
+    }
+
+    fn clock(&self) -> std::sync::MutexGuard<'_, LeaseClock> {
+        self.clock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether this instance may send MIKEY messages at `now`: its last
+    /// successful lease renewal is recent enough ([`LeaseClock::valid`])
+    /// that no other instance can have taken its UE shards. Checked just
+    /// before each send, whatever the cluster task is doing: a process
+    /// starved of CPU, or whose cluster task is busy, must not push to UEs
+    /// another instance took meanwhile (their MGV-Fs would see counters go
+    /// backwards; found by the 3-instance kill test on a loaded machine).
+    pub fn may_send(&self, now: Instant) -> bool {
+        self.clock().valid(now)
+    }
+
+    /// How often the leases are renewed.
+    fn renew_every(&self) -> Duration {
+        self.clock().renew_every()
+    }
+
+    /// The cluster task made progress.
+    fn beat(&self) {
+        let ns = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.task_beat.store(ns, Ordering::Release);
+    }
+
+    /// How long ago the cluster task last made progress.
+    fn task_stalled_for(&self) -> Duration {
+        let beat = Duration::from_nanos(self.task_beat.load(Ordering::Acquire));
+        self.started.elapsed().saturating_sub(beat)
     }
 
     /// Returns once this instance has handled every notice committed
@@ -434,9 +493,84 @@ fn claim_all(st: &ClusterState, key_groups: usize) -> Result<Claimed, StoreError
     })
 }
 
-/// The renewal loop's memory.
+/// One claim of the renewal thread ([`lease_thread`]), for the cluster
+/// task to apply.
+struct ClaimResult {
+    claimed: Result<Claimed, StoreError>,
+    /// [`ClusterState::released`] when the claim began.
+    released: u64,
+}
+
+/// One renewal on the store (blocking): heartbeat and claims; on success
+/// the lease clock moves on from the moment it was sent.
+fn renew(st: &ClusterState, m: &crate::metrics::ClusterMetrics) -> ClaimResult {
+    let released = st.released.load(Ordering::Acquire);
+    let sent_at = Instant::now();
+    let claimed = claim_all(st, st.key_groups.load(Ordering::Acquire));
+    let result = if claimed.is_ok() {
+        st.clock().renewed(sent_at);
+        "ok"
+    } else {
+        "failed"
+    };
+    crate::metrics::Metrics::inc(&m.renewals, result);
+    ClaimResult { claimed, released }
+}
+
+/// The renewal thread: every renewal period, the heartbeat and the claims
+/// on the store's lease connection, whatever the cluster task, the core
+/// and the runtime are busy with. Renewing in the cluster task, behind
+/// the notices it handles, the core lock and the shared database
+/// connection, let a loaded instance miss its renewals for longer than a
+/// term: the others took its UE shards while it still pushed to their UEs
+/// (the 3-instance kill test on a loaded machine, 9 runs in 10). The
+/// results go to the cluster task, which applies them; a task stalled for
+/// a whole `lease_ms` is no longer covered (its leases lapse).
+fn lease_thread(
+    st: Arc<ClusterState>,
+    metrics: crate::metrics::ClusterMetrics,
+    tx: mpsc::UnboundedSender<ClaimResult>,
+    stop: Arc<AtomicBool>,
+) {
+    let every = st.renew_every();
+    let mut next = Instant::now() + every;
+    let mut stall_logged = false;
+    loop {
+        loop {
+            if stop.load(Ordering::Acquire) {
+                return;
+            }
+            let now = Instant::now();
+            if now >= next {
+                break;
+            }
+            std::thread::sleep((next - now).min(Duration::from_millis(20)));
+        }
+        let now = Instant::now();
+        next += every;
+        if next <= now {
+            next = now + every;
+        }
+        let stalled = st.task_stalled_for();
+        if stalled >= Duration::from_millis(st.lease_ms) {
+            if !stall_logged {
+                tracing::error!(
+                    stalled_ms = stalled.as_millis() as u64,
+                    "cluster: the cluster task is stalled; leases no longer renewed"
+                );
+                stall_logged = true;
+            }
+            continue;
+        }
+        stall_logged = false;
+        if tx.send(renew(&st, &metrics)).is_err() {
+            return;
+        }
+    }
+}
+
+/// The cluster task's memory of what it applied.
 struct Renewer {
-    clock: LeaseClock,
     /// Epochs of the key group leases held.
     anchored: BTreeMap<u16, i64>,
     /// The store's fenced writes already counted in the metrics.
@@ -444,26 +578,28 @@ struct Renewer {
 }
 
 impl Renewer {
-    /// One renewal: heartbeat, claims, then the changes of ownership.
-    async fn tick(&mut self, app: &Arc<App>, st: &Arc<ClusterState>) {
-        let sent_at = Instant::now();
-        let groups = app.core.run_short(|c| c.key_group_ids().len()).await;
-        let st2 = st.clone();
-        let r = tokio::task::spawn_blocking(move || claim_all(&st2, groups)).await;
-        let claimed = match r {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                crate::metrics::Metrics::inc(&app.metrics.cluster.renewals, "failed");
+    /// Applies a renewal: the changes of ownership, then the hand-over of
+    /// what is beyond this instance's share.
+    async fn on_claim(&mut self, app: &Arc<App>, st: &Arc<ClusterState>, r: ClaimResult) {
+        let claimed = match r.claimed {
+            Ok(c) => c,
+            Err(e) => {
                 tracing::warn!(error = %crate::ErrorChain(&e), "cluster: leases not renewed (PostgreSQL unreachable?)");
                 self.expire_if_due(app, st).await;
                 return;
             }
-            Err(_) => return,
         };
-        self.clock.renewed(sent_at);
+        if r.released != st.released.load(Ordering::Acquire) {
+            // Begun before leases were given back: it may list them.
+            return;
+        }
+        if !st.may_send(Instant::now()) {
+            // Applied too late to be trusted (the leases may have passed on).
+            self.expire_if_due(app, st).await;
+            return;
+        }
         st.healthy.store(true, Ordering::Release);
         let m = &app.metrics.cluster;
-        crate::metrics::Metrics::inc(&m.renewals, "ok");
         if let Some(c) = st.store.cluster() {
             let fenced = c.fenced_writes();
             m.fenced_writes
@@ -512,7 +648,7 @@ impl Renewer {
         if shards.is_empty() && key_groups.is_empty() {
             return;
         }
-        let wait = self.clock.renew_every();
+        let wait = st.renew_every();
         match tokio::time::timeout(wait, app.committed(ticket)).await {
             Ok(true) => {}
             _ => {
@@ -534,6 +670,8 @@ impl Renewer {
             c.release(LeaseKind::UeShard, &id, &shards)
         })
         .await;
+        // A claim begun before this may list what was given back.
+        st.released.fetch_add(1, Ordering::AcqRel);
         match r {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -545,7 +683,7 @@ impl Renewer {
 
     /// Leases not renewed in time: stop using them.
     async fn expire_if_due(&mut self, app: &Arc<App>, st: &Arc<ClusterState>) {
-        if self.clock.valid(Instant::now()) {
+        if st.may_send(Instant::now()) {
             return;
         }
         app.metrics.cluster.healthy.set(0);
@@ -579,6 +717,7 @@ impl Renewer {
         );
         let anchored_now = anchored.len();
         let all_groups = app.core.run_short(|c| c.key_group_ids()).await;
+        st.key_groups.store(all_groups.len(), Ordering::Release);
         let r = app
             .core
             .run(
@@ -870,11 +1009,16 @@ pub(crate) async fn first_claim(app: &Arc<App>, st: &Arc<ClusterState>) -> Renew
             .ok()
         });
     let mut r = Renewer {
-        clock: LeaseClock::new(Duration::from_millis(lease_term_ms(st.lease_ms))),
         anchored: BTreeMap::new(),
         fenced_counted: 0,
     };
-    r.tick(app, st).await;
+    let groups = app.core.run_short(|c| c.key_group_ids().len()).await;
+    st.key_groups.store(groups, Ordering::Release);
+    let (st2, m) = (st.clone(), app.metrics.cluster.clone());
+    if let Ok(c) = tokio::task::spawn_blocking(move || renew(&st2, &m)).await {
+        r.on_claim(app, st, c).await;
+    }
+    st.beat();
     Renewal(r, listener)
 }
 
@@ -886,9 +1030,10 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await.map(drop);
 }
 
-/// The cluster task: renews the leases every `lease_ms / 8`, applies the
-/// changes of ownership, handles the notices, and gives everything back
-/// at a graceful stop.
+/// The cluster task: applies the renewals of the lease thread (every
+/// `lease_ms / 8`, [`lease_thread`]) as changes of ownership, handles the
+/// notices, stops using the leases once they were not renewed in time,
+/// and gives everything back at a graceful stop.
 pub(crate) async fn run(
     app: Arc<App>,
     st: Arc<ClusterState>,
@@ -915,20 +1060,55 @@ pub(crate) async fn run(
         }
     }
     let _guard = StopOnDrop(stop_flag.clone());
-    let mut ticker = tokio::time::interval(renewer.clock.renew_every());
+    let (claims_tx, mut claims) = mpsc::unbounded_channel();
+    let lease = {
+        let (st, m, flag) = (st.clone(), app.metrics.cluster.clone(), stop_flag.clone());
+        std::thread::Builder::new()
+            .name("bmsc-cluster-lease".into())
+            .spawn(move || lease_thread(st, m, claims_tx, flag))
+            .ok()
+    };
+    if lease.is_none() {
+        tracing::error!("cluster: the lease thread could not start; leases lapse");
+    }
+    // The expiry check: leases not renewed in time are no longer used,
+    // even when no renewal result comes (the database hangs).
+    let mut ticker = tokio::time::interval(st.renew_every());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     loop {
-        // Notices before the renewal: a renewal that adopts a key group's
+        // Notices before the renewals: a renewal that adopts a key group's
         // new MSKs comes after the deregistrations already received.
         tokio::select! {
             biased;
             () = stopped(&mut stop) => break,
             Some(n) = rx.recv() => on_notice(&app, &n).await,
-            _ = ticker.tick() => renewer.tick(&app, &st).await,
+            Some(mut c) = claims.recv() => {
+                // Each claim lists every lease held: the latest is enough.
+                while let Ok(later) = claims.try_recv() {
+                    if let Err(e) = &c.claimed {
+                        tracing::warn!(error = %crate::ErrorChain(e), "cluster: leases not renewed (PostgreSQL unreachable?)");
+                    }
+                    c = later;
+                }
+                renewer.on_claim(&app, &st, c).await;
+            }
+            _ = ticker.tick() => renewer.expire_if_due(&app, &st).await,
         }
+        st.beat();
     }
     stop_flag.store(true, Ordering::Release);
+    // No claim after the leases are given back below (unless the thread
+    // hangs in the database: then they expire as after a crash).
+    if let Some(t) = lease {
+        let wait = Duration::from_millis(lease_term_ms(st.lease_ms));
+        if tokio::time::timeout(wait, tokio::task::spawn_blocking(move || t.join()))
+            .await
+            .is_err()
+        {
+            tracing::warn!("cluster: the lease thread did not stop in time");
+        }
+    }
     // A graceful stop hands everything over: nothing used any more, the
     // writes queued so far committed (the committer writes them at its
     // stop), then every lease given back at once.

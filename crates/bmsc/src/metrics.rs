@@ -288,6 +288,9 @@ pub struct ClusterMetrics {
     /// Key group writes refused by the lease fence
     /// ([`crate::store::StoreError::Fenced`]).
     pub fenced_writes: Counter,
+    /// MIKEY messages built but not sent because this instance's leases
+    /// were not known to be renewed in time ([`crate::cluster::ClusterState::may_send`]).
+    pub mikey_withheld: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -472,6 +475,11 @@ impl Metrics {
                 "Key group writes refused because this instance's anchor lease had passed to another",
                 c.fenced_writes.clone(),
             );
+            r.register(
+                "cluster_mikey_withheld",
+                "MIKEY messages not sent because this instance's leases were not known to be renewed in time",
+                c.mikey_withheld.clone(),
+            );
             for (family, kinds) in [
                 (&c.renewals, CLUSTER_RENEWAL_RESULTS),
                 (&c.anchor_changes, CLUSTER_ANCHOR_CHANGES),
@@ -655,6 +663,7 @@ mod tests {
             "bmsc_cluster_notices_received_total{kind=\"barrier\"} 0",
             "bmsc_cluster_notices_received_total{kind=\"unknown\"} 0",
             "bmsc_cluster_fenced_writes_total 0",
+            "bmsc_cluster_mikey_withheld_total 0",
         ] {
             assert!(om.lines().any(|l| l == want), "{want} missing in\n{om}");
         }

@@ -184,6 +184,16 @@ impl App {
         if d.is_empty() {
             return 0;
         }
+        if let Some(st) = &self.cluster {
+            // Only while the leases are known to be ours: another instance
+            // may have taken this one's UE shards (`ClusterState::may_send`).
+            // Withheld messages count as lost: retransmitted if the leases
+            // are renewed, rebuilt by the next holder if not.
+            if !st.may_send(std::time::Instant::now()) {
+                self.metrics.cluster.mikey_withheld.inc_by(d.len() as u64);
+                return 0;
+            }
+        }
         if let Some(t) = &self.tap {
             if let Ok(src) = self.mikey.local_addr() {
                 t.sent(TapKind::Mikey, src, d);
@@ -537,6 +547,10 @@ fn queued<T>(c: &mut Core, f: impl FnOnce(&mut Core) -> T) -> (T, bool) {
     (r, c.write_ticket() != ticket)
 }
 
+/// How often the engine driver looks again at leases not known to be
+/// renewed in time.
+const LEASE_WAIT: Duration = Duration::from_millis(20);
+
 async fn engine_driver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     // MIKEY messages sent so far (compared with the datagrams read back).
     let mut sent: u64 = 0;
@@ -574,6 +588,21 @@ async fn engine_driver(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         }
         if *stop.borrow() {
             return;
+        }
+        if app
+            .cluster
+            .as_ref()
+            .is_some_and(|st| !st.may_send(std::time::Instant::now()))
+        {
+            // The leases are not known to be renewed in time: nothing is
+            // built (what is due stays due) until they are, or until the
+            // cluster task drops the UEs and key groups
+            // (`ClusterState::may_send`).
+            tokio::select! {
+                r = stop.wait_for(|s| *s) => { let _ = r; return; }
+                () = tokio::time::sleep(LEASE_WAIT) => {}
+            }
+            continue;
         }
         if rotation.is_some_and(|t| t <= now_ts()) {
             if let Some(st) = &app.cluster {

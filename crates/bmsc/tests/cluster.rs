@@ -562,11 +562,83 @@ impl Gate {
     }
 }
 
-/// A PostgreSQL store whose group commits wait at a [`Gate`]; everything
-/// else (leases, notices, key groups) goes straight through.
+/// A PostgreSQL store whose group commits wait at a [`Gate`], and its
+/// heartbeats and lease claims at another (`leases`); everything else
+/// (releases, notices, key groups) goes straight through.
 struct GatedStore {
     inner: Arc<dyn Store>,
     gate: Arc<Gate>,
+    leases: Arc<Gate>,
+}
+
+impl ClusterStore for GatedStore {
+    fn heartbeat(&self, instance: &str, url: &str, lease_ms: u64) -> Result<usize, StoreError> {
+        self.leases.pass();
+        self.inner_cluster().heartbeat(instance, url, lease_ms)
+    }
+    fn claim(
+        &self,
+        kind: bmsc::store::LeaseKind,
+        instance: &str,
+        lease_ms: u64,
+        want: usize,
+    ) -> Result<Vec<bmsc::store::Lease>, StoreError> {
+        self.leases.pass();
+        self.inner_cluster().claim(kind, instance, lease_ms, want)
+    }
+    fn release(
+        &self,
+        kind: bmsc::store::LeaseKind,
+        instance: &str,
+        items: &[u32],
+    ) -> Result<(), StoreError> {
+        self.inner_cluster().release(kind, instance, items)
+    }
+    fn release_all(&self, instance: &str) -> Result<(), StoreError> {
+        self.inner_cluster().release_all(instance)
+    }
+    fn instances(&self, lease_ms: u64) -> Result<Vec<bmsc::store::InstanceRow>, StoreError> {
+        self.inner_cluster().instances(lease_ms)
+    }
+    fn shared_secret(
+        &self,
+        name: &str,
+        fresh: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, StoreError> {
+        self.inner_cluster().shared_secret(name, fresh)
+    }
+    fn listen(&self) -> Result<Box<dyn bmsc::store::NoticeListener>, StoreError> {
+        self.inner_cluster().listen()
+    }
+    fn notify(&self, notice: &str) -> Result<(), StoreError> {
+        self.inner_cluster().notify(notice)
+    }
+    fn set_fence(&self, instance: &str, key_group: u16, epoch: Option<i64>) {
+        self.inner_cluster().set_fence(instance, key_group, epoch)
+    }
+    fn fenced_writes(&self) -> u64 {
+        self.inner_cluster().fenced_writes()
+    }
+}
+
+impl GatedStore {
+    /// `inner` opened on `db`, with gates of its own.
+    async fn open(db: &Db) -> GatedStore {
+        let db = db.clone();
+        let inner = tokio::task::spawn_blocking(move || db.open())
+            .await
+            .unwrap();
+        assert!(inner.cluster().is_some(), "a PostgreSQL store");
+        GatedStore {
+            inner,
+            gate: Arc::default(),
+            leases: Arc::default(),
+        }
+    }
+
+    fn inner_cluster(&self) -> &dyn ClusterStore {
+        self.inner.cluster().expect("a PostgreSQL store")
+    }
 }
 
 impl Store for GatedStore {
@@ -627,7 +699,7 @@ impl Store for GatedStore {
         self.inner.charging_records(after, limit)
     }
     fn cluster(&self) -> Option<&dyn ClusterStore> {
-        self.inner.cluster()
+        Some(self)
     }
 }
 
@@ -672,19 +744,9 @@ async fn ues_registering_while_their_shards_move_get_their_msks() {
     let http = reqwest::Client::new();
     // Instance "a" again, on a store whose commits can be held back.
     env.bmsc.take().unwrap().shutdown().await.unwrap();
-    let gate = Arc::new(Gate::default());
-    let a = {
-        let cfg = env.config();
-        let db = env.db.clone();
-        let inner = tokio::task::spawn_blocking(move || db.open())
-            .await
-            .unwrap();
-        let store: Arc<dyn Store> = Arc::new(GatedStore {
-            inner,
-            gate: gate.clone(),
-        });
-        bmsc::start(&cfg, store).await.unwrap()
-    };
+    let store = GatedStore::open(&env.db).await;
+    let gate = store.gate.clone();
+    let a = bmsc::start(&env.config(), Arc::new(store)).await.unwrap();
     wait_spread(&http, &a.url(), 1, 1).await;
     let (cur1, next1) = env_key_group(&http, &a.url(), 1).await;
     let (cur2, next2) = env_key_group(&http, &a.url(), 2).await;
@@ -925,4 +987,136 @@ async fn ues_deregistered_elsewhere_get_no_msk_of_the_next_rotation() {
     }
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+}
+
+/// An instance whose lease renewals hang (the database slow to answer
+/// them, the process starved of CPU) stops pushing once its leases may
+/// have passed to another instance, although no renewal ever comes back
+/// to tell it: the leases are valid for the term minus a tenth after the
+/// last renewal was sent (750 - 75 ms here), and nothing reaches the UE
+/// after that, not even the retransmissions of a delivery whose
+/// acknowledgements are lost. Before, the renewal ran in the task that
+/// also stopped the pushes: stuck in it, nothing stopped them, and on a
+/// loaded machine UEs whose shards another instance had taken got the
+/// old owner's lower counters (refused as replays; the 3-instance kill
+/// test). Once renewals pass again, the instance takes its leases back
+/// and delivers with higher counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instance_whose_renewals_hang_stops_pushing_in_time() {
+    let Some(mut env) = Env::postgres("hang", &extra("a")).await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    env.bmsc.take().unwrap().shutdown().await.unwrap();
+    let store = GatedStore::open(&env.db).await;
+    let leases = store.leases.clone();
+    let a = bmsc::start(&env.config(), Arc::new(store)).await.unwrap();
+    wait_spread(&http, &a.url(), 1, 1).await;
+    let (cur, next) = env_key_group(&http, &a.url(), 1).await;
+    let mut ue = TestUe::bootstrap(&env.bsf.url(), &impi(1), a.url()).await;
+    assert_eq!(ue.register(&[NEWS]).await, [200]);
+    ue.wait_msks(1, &[msk_of(&cur), msk_of(&next)]).await;
+
+    // Renewals hang from now on. The UE asks for the current MSK and
+    // loses every acknowledgement: the BM-SC retransmits (after 300 ms,
+    // then 600, 1200).
+    leases.set(true);
+    let closed = Instant::now();
+    ue.drop_acks = usize::MAX;
+    assert_eq!(ue.request_msks(&[msk_of(&cur)]).await, [200]);
+    let mut arrivals = Vec::new();
+    while closed.elapsed() < Duration::from_millis(3 * LEASE_MS) {
+        if ue.pump(Duration::from_millis(10)).await > 0 {
+            arrivals.push(closed.elapsed());
+        }
+    }
+    assert!(!arrivals.is_empty(), "the request's push never came");
+    let bound = Duration::from_millis(LEASE_MS);
+    assert!(
+        arrivals.iter().all(|t| *t < bound),
+        "MIKEY messages at {arrivals:?} after the renewals began to hang (valid until 675 ms)"
+    );
+    let m = a.metrics();
+    assert_eq!(sample(&m, "bmsc_cluster_healthy"), 0.0, "{m}");
+    assert!(leases.held.load(Ordering::SeqCst) > 0, "no renewal hung");
+
+    // Renewals pass again: the leases are taken back, and the delivery
+    // finishes with counters above those sent before.
+    ue.drop_acks = 0;
+    leases.set(false);
+    let acked = ue.acks_sent.len();
+    let until = Instant::now() + Duration::from_secs(10);
+    while ue.acks_sent.len() == acked && Instant::now() < until {
+        ue.pump(Duration::from_millis(50)).await;
+    }
+    assert!(
+        ue.acks_sent.len() > acked,
+        "no MSK message after the renewals came back"
+    );
+    assert_no_replay(&ue);
+    wait_cluster_metrics(std::iter::once(&a), 1, 2).await;
+    a.shutdown().await.unwrap();
+}
+
+/// The lease renewals have a database connection of their own: a group
+/// commit waiting for a lock (a busy or slow database) holds the data
+/// connection, and the renewals go on meanwhile, so the instance keeps its
+/// leases. Before, both shared one connection: a commit that waited longer
+/// than the term cost the instance its UE shards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn renewals_go_on_while_a_commit_waits_for_a_lock() {
+    let Some(mut env) = Env::postgres("slowcommit", &extra("a")).await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let a = env.bmsc.take().unwrap();
+    wait_spread(&http, &a.url(), 1, 1).await;
+    let mut ue = TestUe::bootstrap(&env.bsf.url(), &impi(1), a.url()).await;
+    assert_eq!(ue.register(&[NEWS]).await, [200]);
+
+    // Table `ues` locked by a connection of the test.
+    let Db::Postgres(url, schema) = env.db.clone() else {
+        unreachable!()
+    };
+    let (locked_tx, locked_rx) = tokio::sync::oneshot::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let locker = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let mut tx = c.transaction().unwrap();
+        tx.batch_execute(&format!(
+            "SET LOCAL search_path TO \"{schema}\"; LOCK TABLE ues IN ACCESS EXCLUSIVE MODE"
+        ))
+        .unwrap();
+        locked_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+        tx.rollback().unwrap();
+    });
+    locked_rx.await.unwrap();
+    let ok = "bmsc_cluster_lease_renewals_total{kind=\"ok\"}";
+    let before = sample(&a.metrics(), ok);
+    // The UE adds a service: the commit of its record waits for the lock.
+    let register = tokio::spawn(async move {
+        let s = ue.register(&[NEWS, PAY]).await;
+        (ue, s)
+    });
+    tokio::time::sleep(Duration::from_millis(3 * LEASE_MS)).await;
+    let m = a.metrics();
+    assert!(
+        !register.is_finished(),
+        "the commit did not wait for the lock"
+    );
+    // A renewal every 125 ms: about 24 in 3 s.
+    assert!(
+        sample(&m, ok) >= before + 8.0,
+        "renewals held back by the commit: {} -> {}\n{m}",
+        before,
+        sample(&m, ok)
+    );
+    assert_eq!(sample(&m, "bmsc_cluster_healthy"), 1.0, "{m}");
+    assert_eq!(sample(&m, "bmsc_cluster_ue_shards"), 256.0, "{m}");
+    release_tx.send(()).unwrap();
+    let (_ue, s) = register.await.unwrap();
+    assert_eq!(s, [200, 200]);
+    locker.join().unwrap();
+    a.shutdown().await.unwrap();
 }

@@ -1501,6 +1501,10 @@ async fn run_recorded(
     // ---- key group rotation pushed to all ------------------------------------
     let t = begin(4);
     let marks: Vec<usize> = ues.iter().map(DemoUe::mark).collect();
+    let victim = match bmsc.fleet() {
+        Some(f) => Some(anchor_of_group_1(f).await?),
+        None => None,
+    };
     let v = admin("/admin/v1/key-groups/1/rotate").await?;
     let next = v["next"].as_str().unwrap_or_default().to_owned();
     let holds_next = |i: usize, u: &DemoUe| {
@@ -1511,9 +1515,11 @@ async fn run_recorded(
     // Several instances: SIGKILL to the key group's anchor once about a
     // third of the UEs hold the new MSK; it stays dead, and the survivors
     // take over its key groups and UEs (6.3.4.3).
-    let mut kill = match bmsc.fleet() {
-        Some(f) => Some(kill_mid_rotation(f, &ues, &live, &holds_next, progress).await?),
-        None => None,
+    let mut kill = match (bmsc.fleet(), victim) {
+        (Some(f), Some(v)) => {
+            Some(kill_mid_rotation(f, v, &ues, &live, &holds_next, progress).await?)
+        }
+        _ => None,
     };
     let lease_wait = bmsc.fleet().map_or(Duration::ZERO, |f| f.lease * 3);
     let rot_ok = wait_all(&ues, &live, grace(20, n) + lease_wait, progress, |i, u| {
@@ -2324,11 +2330,23 @@ struct Kill {
     takeover: tokio::task::JoinHandle<Option<Instant>>,
 }
 
+/// The anchor of key group 1 (`GET /admin/v1/cluster`), the instance
+/// [`kill_mid_rotation`] kills. Looked up before the rotation: on a loaded
+/// machine the lookup (a database query) outlasted the rest of a 12-UE
+/// rotation, and the kill came after it.
+async fn anchor_of_group_1(f: &cluster::Fleet) -> anyhow::Result<usize> {
+    f.admin
+        .anchor(1)
+        .await?
+        .ok_or_else(|| anyhow!("GET /admin/v1/cluster names no anchor of key group 1"))
+}
+
 /// Waits (polling every 2 ms) until a third of the UEs in `live` hold the
-/// rotation's new MSK, then SIGKILLs the anchor of key group 1 (`GET
-/// /admin/v1/cluster`) and starts watching for its successor.
+/// rotation's new MSK, then SIGKILLs `victim`, the anchor of key group 1
+/// ([`anchor_of_group_1`]), and starts watching for its successor.
 async fn kill_mid_rotation(
     f: &cluster::Fleet,
+    victim: usize,
     ues: &[DemoUe],
     live: &[usize],
     holds: &(dyn Fn(usize, &DemoUe) -> bool + Sync),
@@ -2341,11 +2359,6 @@ async fn kill_mid_rotation(
     while count() < third && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let victim = f
-        .admin
-        .anchor(1)
-        .await?
-        .ok_or_else(|| anyhow!("GET /admin/v1/cluster names no anchor of key group 1"))?;
     let holders = count();
     let at = f.kill(victim)?;
     let instance = mbms_bench::services::instance_id(victim);

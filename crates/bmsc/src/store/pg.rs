@@ -242,6 +242,11 @@ pub struct PgStore {
     fenced: std::sync::atomic::AtomicU64,
     /// `None` only while being dropped.
     client: Mutex<Option<Client>>,
+    /// The connection of the lease renewals ([`ClusterStore::heartbeat`],
+    /// [`ClusterStore::claim`], [`ClusterStore::release`]), opened at the
+    /// first of them: commits and loads on `client` never hold a renewal
+    /// back (`crate::cluster::lease_thread`).
+    lease_client: Mutex<Option<Client>>,
 }
 
 impl Drop for PgStore {
@@ -252,6 +257,14 @@ impl Drop for PgStore {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let Some(c) = client {
+            close_off_runtime(c);
+        }
+        let lease = self
+            .lease_client
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(c) = lease {
             close_off_runtime(c);
         }
     }
@@ -424,11 +437,17 @@ impl PgStore {
             fence: Mutex::new(None),
             fenced: std::sync::atomic::AtomicU64::new(0),
             client: Mutex::new(Some(client)),
+            lease_client: Mutex::new(None),
         })
     }
 
     fn lock(&self) -> Result<ClientGuard<'_>, StoreError> {
-        let mut g = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        self.lock_of(&self.client)
+    }
+
+    /// The connection of `m`, (re)connected when closed or not open yet.
+    fn lock_of<'a>(&self, m: &'a Mutex<Option<Client>>) -> Result<ClientGuard<'a>, StoreError> {
+        let mut g = m.lock().unwrap_or_else(|p| p.into_inner());
         if g.as_ref().is_none_or(|c| c.is_closed()) {
             let new = connect(&self.config, self.schema.as_deref())?;
             if let Some(old) = g.replace(new) {
@@ -442,7 +461,23 @@ impl PgStore {
         &self,
         f: impl FnOnce(&mut Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut c = self.lock()?;
+        self.tx_on(&self.client, f)
+    }
+
+    /// [`tx`](Self::tx) on the lease connection.
+    fn lease_tx<T>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.tx_on(&self.lease_client, f)
+    }
+
+    fn tx_on<T>(
+        &self,
+        m: &Mutex<Option<Client>>,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut c = self.lock_of(m)?;
         let mut tx = c.transaction()?;
         let out = f(&mut tx)?;
         tx.commit()?;
@@ -1121,7 +1156,7 @@ impl NoticeListener for PgListener {
 
 impl ClusterStore for PgStore {
     fn heartbeat(&self, instance: &str, url: &str, lease_ms: u64) -> Result<usize, StoreError> {
-        self.tx(|tx| {
+        self.lease_tx(|tx| {
             tx.execute(
                 "INSERT INTO bmsc_instances (instance_id, url, heartbeat_at) VALUES ($1, $2, now())
                  ON CONFLICT (instance_id) DO UPDATE SET url = excluded.url, heartbeat_at = now()",
@@ -1147,7 +1182,7 @@ impl ClusterStore for PgStore {
     ) -> Result<Vec<Lease>, StoreError> {
         let (t, k) = lease_table(kind);
         let lease = i64_from_u64(lease_ms) as f64;
-        self.tx(|tx| {
+        self.lease_tx(|tx| {
             if kind == LeaseKind::KeyGroup {
                 tx.execute(
                     "INSERT INTO key_group_leases (key_group, holder, epoch, expires_at)
@@ -1202,7 +1237,7 @@ impl ClusterStore for PgStore {
             .iter()
             .filter_map(|i| i32::try_from(*i).ok())
             .collect();
-        self.lock()?.execute(
+        self.lock_of(&self.lease_client)?.execute(
             &format!(
                 "UPDATE {t} SET holder = NULL, expires_at = '-infinity'
                  WHERE holder = $1 AND {k} = ANY($2)"
@@ -1213,7 +1248,7 @@ impl ClusterStore for PgStore {
     }
 
     fn release_all(&self, instance: &str) -> Result<(), StoreError> {
-        self.tx(|tx| {
+        self.lease_tx(|tx| {
             for kind in [LeaseKind::KeyGroup, LeaseKind::UeShard] {
                 let (t, _) = lease_table(kind);
                 tx.execute(
