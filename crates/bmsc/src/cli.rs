@@ -111,6 +111,16 @@ pub async fn run(args: BmscArgs) -> Result<(), CliError> {
     } else {
         store::Create::IfMissing
     };
+    // One server per SQLite file (a second one would hand out the same
+    // MUK counters); PostgreSQL instances share a database by design.
+    let _serving = if store::is_postgres(&db) {
+        None
+    } else {
+        Some(
+            mbms_service::db::ServingLock::acquire(std::path::Path::new(&db))
+                .map_err(StoreError::from)?,
+        )
+    };
     let st = tokio::task::spawn_blocking(move || store::open_with(&db, create))
         .await
         .map_err(|e| CliError::Other(format!("internal error: {e}")))??;

@@ -116,8 +116,9 @@
 //! up (no pushes); the instance keeps trying and takes leases again when
 //! the database is back.
 //!
-//! SQLite: one process owns everything (no leases). A second process on
-//! the same file is not detected: run one.
+//! SQLite: one process owns everything (no leases); `mbms bmsc` refuses to
+//! start on a file another process serves
+//! (`mbms_service::db::ServingLock`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -1077,13 +1078,19 @@ pub(crate) async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     loop {
-        // Notices before the renewals: a renewal that adopts a key group's
-        // new MSKs comes after the deregistrations already received.
         tokio::select! {
             biased;
             () = stopped(&mut stop) => break,
-            Some(n) = rx.recv() => on_notice(&app, &n).await,
             Some(mut c) = claims.recv() => {
+                // The notices received before the renewal first: a renewal
+                // that adopts a key group's new MSKs comes after the
+                // deregistrations already received. Only those: under a
+                // stream of notices the renewals are applied all the same.
+                for _ in 0..rx.len() {
+                    let Ok(n) = rx.try_recv() else { break };
+                    on_notice(&app, &n).await;
+                    st.beat();
+                }
                 // Each claim lists every lease held: the latest is enough.
                 while let Ok(later) = claims.try_recv() {
                     if let Err(e) = &c.claimed {
@@ -1094,6 +1101,7 @@ pub(crate) async fn run(
                 renewer.on_claim(&app, &st, c).await;
             }
             _ = ticker.tick() => renewer.expire_if_due(&app, &st).await,
+            Some(n) = rx.recv() => on_notice(&app, &n).await,
         }
         st.beat();
     }

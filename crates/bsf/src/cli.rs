@@ -251,6 +251,9 @@ async fn run_server(args: RunArgs) -> Result<(), CliError> {
     mbms_service::init_tracing(args.log.log_format);
     let stop = shutdown_signal();
     let cfg = load_config(&args)?;
+    // One server per database file (two would issue authentication
+    // vectors from the same stored SQNs).
+    let _serving = mbms_service::db::ServingLock::acquire(&cfg.db).map_err(StoreError::from)?;
     if args.init {
         let db_path = cfg.db.clone();
         tokio::task::spawn_blocking(move || SqliteStore::open_with(&db_path, Create::Init))

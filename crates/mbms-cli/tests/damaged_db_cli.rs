@@ -227,3 +227,91 @@ fn bmsc_on_postgresql_exits_0_on_sigterm() {
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .unwrap();
 }
+
+/// Starts `mbms ARGS` and returns it once a line of its log contains
+/// `ready`.
+fn start_until(dir: &Path, args: &[&str], ready: &str) -> std::process::Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mbms"))
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    loop {
+        let Some(Ok(line)) = lines.next() else {
+            let _ = child.kill();
+            panic!("mbms {args:?} exited before {ready:?}:\n{log}");
+        };
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains(ready) {
+            break;
+        }
+    }
+    // Keep reading, so that the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    child
+}
+
+/// A second server on a SQLite file that a running one serves is refused
+/// (it would hand out the same MUK counters, or SQNs): exit status 1 naming
+/// the file; once the first is killed (-9), a new one starts at once.
+#[test]
+fn a_second_server_on_one_sqlite_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = bmsc_config(dir.path());
+    let db = dir.path().join("bmsc.db");
+    let db_arg = db.to_str().unwrap();
+    let run = [
+        "bmsc",
+        "--config",
+        &cfg,
+        "--listen",
+        "127.0.0.1:0",
+        "--mikey-listen",
+        "127.0.0.1:0",
+        "--db",
+        db_arg,
+    ];
+    let mut first = start_until(dir.path(), &run, "http=127.0.0.1:");
+    assert_refused(&mbms(dir.path(), &run), &db, "in use by another process");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut again = start_until(dir.path(), &run, "http=127.0.0.1:");
+    again.kill().unwrap();
+    again.wait().unwrap();
+
+    let bsf_cfg = format!("{}/bsf.toml", examples());
+    let bsf_db = dir.path().join("bsf.db");
+    let bsf_db_arg = bsf_db.to_str().unwrap();
+    let bsf = [
+        "bsf",
+        "--config",
+        &bsf_cfg,
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        bsf_db_arg,
+    ];
+    let mut first = start_until(dir.path(), &bsf, "BSF listening");
+    assert_refused(
+        &mbms(dir.path(), &bsf),
+        &bsf_db,
+        "in use by another process",
+    );
+    // The administration commands are not held back.
+    let out = mbms(
+        dir.path(),
+        &["bsf", "subscriber", "list", "--db", bsf_db_arg],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+}

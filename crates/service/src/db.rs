@@ -286,6 +286,17 @@ pub enum DbError {
         #[source]
         source: std::io::Error,
     },
+    /// Another process serves this file ([`ServingLock`]).
+    #[error(
+        "database {path}: in use by another process (it holds {lock}); one server per \
+         database file: stop the other one first"
+    )]
+    InUse {
+        /// The file.
+        path: String,
+        /// The lock file.
+        lock: String,
+    },
     /// SQLite failed while creating or opening a valid file.
     #[error("database {path}: {source}")]
     Sqlite {
@@ -314,7 +325,64 @@ impl DbError {
             | Self::Invalid { path, .. }
             | Self::Migration { path, .. }
             | Self::Io { path, .. }
+            | Self::InUse { path, .. }
             | Self::Sqlite { path, .. } => path,
+        }
+    }
+}
+
+/// One server per SQLite database file: an exclusive advisory lock
+/// (`flock`) on `<database>.lock` beside it, held while the value lives.
+/// The kernel releases it when the process ends however it ends, so a
+/// kill -9 leaves nothing to clean up and a restart takes it at once.
+///
+/// SQLite's own locks serialise the writes of two processes but do not
+/// stop them both from serving: two BM-SCs on one file would each hand
+/// out MUK counters from the same persisted mark (a (MUK, counter) pair
+/// on two different messages), two BSFs the same SQNs. The lock is taken
+/// by the server commands only (`mbms bmsc`, `mbms bsf`), before the
+/// database is opened; the administration commands (subscribers, imports,
+/// listings) and tests that read a database a server uses are not held
+/// back. The lock file holds nothing (mode 0600), and is never removed
+/// (removing it while held would let a second process lock a new one).
+#[derive(Debug)]
+pub struct ServingLock {
+    _file: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl ServingLock {
+    /// The lock file of database `db`.
+    pub fn path_for(db: &Path) -> PathBuf {
+        let mut name = db.as_os_str().to_owned();
+        name.push(".lock");
+        PathBuf::from(name)
+    }
+
+    /// Takes the lock of `db`; [`DbError::InUse`] at once (never waits)
+    /// when another process holds it.
+    pub fn acquire(db: &Path) -> Result<ServingLock, DbError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let lock = Self::path_for(db);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock)
+            .map_err(|source| DbError::Io {
+                path: lock.display().to_string(),
+                source,
+            })?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(f) => Ok(ServingLock { _file: f }),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(DbError::InUse {
+                path: db.display().to_string(),
+                lock: lock.display().to_string(),
+            }),
+            Err((_, e)) => Err(DbError::Io {
+                path: lock.display().to_string(),
+                source: std::io::Error::from(e),
+            }),
         }
     }
 }
@@ -659,6 +727,32 @@ fn create_private_file_new(path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_server_per_database_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("x.db");
+        let first = ServingLock::acquire(&db).unwrap();
+        let lock = ServingLock::path_for(&db);
+        assert_eq!(lock, dir.path().join("x.db.lock"));
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            std::fs::metadata(&lock).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        match ServingLock::acquire(&db) {
+            Err(e @ DbError::InUse { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains("x.db") && text.contains("in use"), "{text}");
+                assert_eq!(e.path(), db.display().to_string());
+            }
+            other => panic!("a second server on the file: {other:?}"),
+        }
+        // Another database is not held back.
+        let _other = ServingLock::acquire(&dir.path().join("y.db")).unwrap();
+        drop(first);
+        let _again = ServingLock::acquire(&db).unwrap();
+    }
 
     const BASE: &str = "CREATE TABLE t (a INTEGER NOT NULL, b TEXT NOT NULL);
                         CREATE INDEX t_a ON t (a);";
