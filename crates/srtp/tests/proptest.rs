@@ -211,8 +211,23 @@ proptest! {
         let i = pos.index(flipped.len());
         flipped[i] ^= flip;
         let r = fresh().unprotect_rtp(&mut flipped);
+        // RFC 4771 RCCm1/RCCm3: a changed sequence number (bytes 2 and 3)
+        // can make the packet one that carries no tag (SEQ mod R != 0),
+        // which the receiver takes unauthenticated, as the mode says; it
+        // must never take it as authenticated. Any other change of an
+        // authenticated packet is refused.
+        let reclassified = i == 2 || i == 3;
+        let untagged_exist = cfg
+            .rcc
+            .is_some_and(|r| matches!(r.mode, RccMode::Rccm1 | RccMode::Rccm3));
         if authenticated {
-            prop_assert!(r.is_err(), "accepted a packet with byte {} changed", i);
+            match &r {
+                Ok(u) if reclassified && untagged_exist => prop_assert!(
+                    !u.authenticated,
+                    "took a packet with its sequence number changed as authenticated"
+                ),
+                _ => prop_assert!(r.is_err(), "accepted a packet with byte {} changed", i),
+            }
         }
         let mut cut_p = good[..good.len().saturating_sub(cut.max(1))].to_vec();
         let r = fresh().unprotect_rtp(&mut cut_p);
