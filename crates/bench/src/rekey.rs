@@ -631,6 +631,10 @@ async fn run_with(o: &RekeyOptions, services: &mut Services) -> Result<RekeyRepo
         anchor: at,
         ..Kill::default()
     });
+    if let Some(k) = &kill {
+        // The swarm stops reading at the kill point until the kill is done.
+        swarm.pause_at_active(name(new_next), k.at_holders);
+    }
     let done = wait_settled(
         o,
         &swarm,
@@ -857,6 +861,7 @@ async fn kill_bmsc(
         services.kill_and_restart_bmsc()?
     };
     k.killed_at = Some(killed_at);
+    swarm.resume();
     // What the killed BM-SC sent may still wait in the swarm's socket
     // queues: once they are empty, every datagram is from a live process.
     let ports = swarm.ports();
@@ -1025,7 +1030,9 @@ async fn wait_settled(
             // the new MSK active (the 4-way procedure done for them), the
             // others still in it.
             let active = || k.key.map_or(holders, |key| swarm.count_active(key));
-            if k.killed_at.is_none() && holders >= k.at_holders.min(n) && active() >= k.at_holders {
+            if k.killed_at.is_none()
+                && (swarm.paused() || (holders >= k.at_holders.min(n) && active() >= k.at_holders))
+            {
                 kill_bmsc(k, swarm, s0, services, admin, o.timeout).await?;
             }
         }

@@ -296,6 +296,8 @@ struct SwarmUe {
     last_counter: Option<u32>,
     /// The UDP port that sent that message.
     last_from_port: u16,
+    /// Counted by the armed [`KillGate`].
+    gate_counted: bool,
 }
 
 impl SwarmUe {
@@ -313,6 +315,39 @@ struct ShardState {
     ues: Vec<Option<SwarmUe>>,
     by_btid: HashMap<Box<str>, u32>,
     target: Vec<MskId>,
+    /// The key of an armed [`KillGate`] (set under this lock for the
+    /// shard's UEs at once).
+    gate_key: Option<MskName>,
+}
+
+/// `--kill-bmsc-at`: the swarm stops reading MIKEY datagrams once a given
+/// number of UEs hold a key active, until [`Swarm::resume`], so that the
+/// kill lands mid-rotation whatever the machine's load. Polling alone let
+/// a loaded machine (two test suites at once) finish a 2,000-UE rotation
+/// before the kill. Each shard finishes the batch it is processing
+/// first: the kill comes at most a batch per shard later.
+struct KillGate {
+    at: AtomicUsize,
+    active: AtomicUsize,
+    paused: tokio::sync::watch::Sender<bool>,
+}
+
+impl KillGate {
+    fn new() -> Self {
+        KillGate {
+            at: AtomicUsize::new(usize::MAX),
+            active: AtomicUsize::new(0),
+            paused: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// One more UE holds the key active.
+    fn counted(&self, n: usize) {
+        let now = self.active.fetch_add(n, Ordering::SeqCst) + n;
+        if now >= self.at.load(Ordering::SeqCst) {
+            self.paused.send_replace(true);
+        }
+    }
 }
 
 struct Shard {
@@ -370,6 +405,7 @@ pub struct Swarm {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     timeline: Arc<Timeline>,
     first_datagram: Arc<FirstDatagram>,
+    gate: Arc<KillGate>,
     /// The receive buffer the kernel granted each socket.
     pub granted_buffer: usize,
 }
@@ -391,6 +427,7 @@ impl Swarm {
         let mut granted_buffer = usize::MAX;
         let timeline = Arc::new(Timeline::new());
         let first_datagram = Arc::new(FirstDatagram::new());
+        let gate = Arc::new(KillGate::new());
         for s in 0..nshards {
             let (sock, granted) =
                 udp::bind(SocketAddr::from(([127, 0, 0, 1], 0)), cfg.socket_buffer)?;
@@ -415,7 +452,7 @@ impl Swarm {
                 stats.clone(),
                 rng,
                 nshards,
-                (s, timeline.clone(), first_datagram.clone()),
+                (s, timeline.clone(), first_datagram.clone(), gate.clone()),
             )));
             shards.push(shard);
         }
@@ -428,6 +465,7 @@ impl Swarm {
             tasks,
             timeline,
             first_datagram,
+            gate,
             granted_buffer,
         })
     }
@@ -449,6 +487,45 @@ impl Swarm {
             u64::MAX => None,
             ns => Some(f.epoch + Duration::from_nanos(ns)),
         }
+    }
+
+    /// Arms the kill gate (`--kill-bmsc-at`): the shards stop reading MIKEY datagrams once
+    /// `at` UEs hold `key` active (those holding it already count), until
+    /// [`Self::resume`].
+    pub fn pause_at_active(&self, key: MskName, at: usize) {
+        let g = &self.gate;
+        g.active.store(0, Ordering::SeqCst);
+        g.at.store(at.max(1), Ordering::SeqCst);
+        for shard in &self.shards {
+            let mut st = shard.lock();
+            st.gate_key = Some(key);
+            let mut n = 0;
+            for ue in st.ues.iter_mut().flatten() {
+                ue.gate_counted = ue
+                    .mgvf
+                    .state()
+                    .msks
+                    .get(&key)
+                    .is_some_and(|r| !r.is_inactive());
+                n += usize::from(ue.gate_counted);
+            }
+            drop(st);
+            g.counted(n);
+        }
+    }
+
+    /// Whether the shards stopped reading ([`Self::pause_at_active`]).
+    pub fn paused(&self) -> bool {
+        *self.gate.paused.borrow()
+    }
+
+    /// Disarms the kill gate; the shards read again.
+    pub fn resume(&self) {
+        for shard in &self.shards {
+            shard.lock().gate_key = None;
+        }
+        self.gate.at.store(usize::MAX, Ordering::SeqCst);
+        self.gate.paused.send_replace(false);
     }
 
     /// How many UEs hold `key` active (an MSK of the 4-way procedure is
@@ -646,6 +723,7 @@ impl Swarm {
                     last_request: None,
                     last_counter: None,
                     last_from_port: 0,
+                    gate_counted: false,
                 });
                 Ok(())
             }
@@ -814,7 +892,12 @@ async fn shard_loop(
     stats: Arc<Stats>,
     mut rng: StdRng,
     nshards: usize,
-    (shard_ix, timeline, first_datagram): (usize, Arc<Timeline>, Arc<FirstDatagram>),
+    (shard_ix, timeline, first_datagram, gate): (
+        usize,
+        Arc<Timeline>,
+        Arc<FirstDatagram>,
+        Arc<KillGate>,
+    ),
 ) {
     let epoch = Instant::now();
     let mut rx = udp::Receiver::default();
@@ -822,7 +905,10 @@ async fn shard_loop(
     // Pacing: the earliest time the next acknowledgement may leave.
     let per_shard_rate = cfg.pace.map(|p| (p as f64 / nshards as f64).max(1.0));
     let mut next_send = Instant::now();
+    let mut paused = gate.paused.subscribe();
     loop {
+        // The kill gate: nothing is read while it is closed.
+        let _ = paused.wait_for(|p| !p).await;
         let n = match rx.recv(&shard.sock).await {
             Ok(n) => n,
             Err(e) => {
@@ -923,6 +1009,18 @@ async fn shard_loop(
                     if ue.last_counter.is_none_or(|l| c > l) {
                         ue.last_counter = Some(c);
                         ue.last_from_port = from.port();
+                    }
+                }
+                if let Some(key) = st.gate_key.filter(|_| !ue.gate_counted) {
+                    if ue
+                        .mgvf
+                        .state()
+                        .msks
+                        .get(&key)
+                        .is_some_and(|r| !r.is_inactive())
+                    {
+                        ue.gate_counted = true;
+                        gate.counted(1);
                     }
                 }
                 if !ue.holds_target && ue.holds(&st.target) {
