@@ -251,21 +251,10 @@ pub struct PgStore {
 
 impl Drop for PgStore {
     fn drop(&mut self) {
-        let client = self
-            .client
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(c) = client {
-            close_off_runtime(c);
-        }
-        let lease = self
-            .lease_client
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(c) = lease {
-            close_off_runtime(c);
+        for m in [&mut self.client, &mut self.lease_client] {
+            if let Some(c) = m.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+                close_off_runtime(c);
+            }
         }
     }
 }
