@@ -3,9 +3,8 @@
 //! a registration with `curl --digest`, the MSK push over UDP, a SIGKILL
 //! of the BM-SC and a restart that resumes the push with a higher counter.
 
-use std::io::{BufRead as _, BufReader};
 use std::net::UdpSocket;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -21,27 +20,14 @@ fn mbms() -> Command {
 /// Starts `mbms ARGS` in `dir` and returns the child and the port that
 /// follows `marker` in its log.
 fn spawn(dir: &std::path::Path, args: &[&str], marker: &str) -> (Child, u16) {
-    let mut child = mbms()
-        .args(args)
-        .current_dir(dir)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let port = loop {
-        let line = lines.next().expect("server exited").unwrap();
-        if let Some(rest) = line.split(marker).nth(1) {
-            break rest
-                .split(|c: char| !c.is_ascii_digit())
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-        }
-    };
-    // Keep draining the log so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines.by_ref() {});
+    let bin = assert_cmd::cargo::cargo_bin("mbms");
+    let (child, line) = mbms_test_support::spawn_until(&bin, dir, args, marker);
+    let port = line
+        .split(marker)
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port after {marker:?} in {line:?}"));
     (child, port)
 }
 

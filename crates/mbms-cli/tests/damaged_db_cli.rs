@@ -114,17 +114,7 @@ fn bmsc_refuses_a_zero_byte_database_and_init_creates_one() {
     let db = dir.path().join("bmsc.db");
     std::fs::write(&db, b"").unwrap();
     let db_arg = db.to_str().unwrap();
-    let run = [
-        "bmsc",
-        "--config",
-        &cfg,
-        "--listen",
-        "127.0.0.1:0",
-        "--mikey-listen",
-        "127.0.0.1:0",
-        "--db",
-        db_arg,
-    ];
+    let run = bmsc_run(&cfg, db_arg);
     assert_refused(&mbms(dir.path(), &run), &db, "empty (0 bytes)");
     assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "left alone");
 
@@ -231,29 +221,24 @@ fn bmsc_on_postgresql_exits_0_on_sigterm() {
 /// Starts `mbms ARGS` and returns it once a line of its log contains
 /// `ready`.
 fn start_until(dir: &Path, args: &[&str], ready: &str) -> std::process::Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mbms"))
-        .args(args)
-        .current_dir(dir)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut log = String::new();
-    loop {
-        let Some(Ok(line)) = lines.next() else {
-            let _ = child.kill();
-            panic!("mbms {args:?} exited before {ready:?}:\n{log}");
-        };
-        log.push_str(&line);
-        log.push('\n');
-        if line.contains(ready) {
-            break;
-        }
-    }
-    // Keep reading, so that the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-    child
+    let bin = Path::new(env!("CARGO_BIN_EXE_mbms"));
+    mbms_test_support::spawn_until(bin, dir, args, ready).0
+}
+
+/// The arguments of `mbms bmsc` on `db` with configuration `cfg`, on free
+/// ports.
+fn bmsc_run<'a>(cfg: &'a str, db: &'a str) -> [&'a str; 9] {
+    [
+        "bmsc",
+        "--config",
+        cfg,
+        "--listen",
+        "127.0.0.1:0",
+        "--mikey-listen",
+        "127.0.0.1:0",
+        "--db",
+        db,
+    ]
 }
 
 /// A second server on a SQLite file that a running one serves is refused
@@ -265,17 +250,7 @@ fn a_second_server_on_one_sqlite_file_is_refused() {
     let cfg = bmsc_config(dir.path());
     let db = dir.path().join("bmsc.db");
     let db_arg = db.to_str().unwrap();
-    let run = [
-        "bmsc",
-        "--config",
-        &cfg,
-        "--listen",
-        "127.0.0.1:0",
-        "--mikey-listen",
-        "127.0.0.1:0",
-        "--db",
-        db_arg,
-    ];
+    let run = bmsc_run(&cfg, db_arg);
     let mut first = start_until(dir.path(), &run, "http=127.0.0.1:");
     assert_refused(&mbms(dir.path(), &run), &db, "in use by another process");
     first.kill().unwrap();

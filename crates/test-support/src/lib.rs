@@ -32,3 +32,43 @@ pub fn skip(reason: impl Display) {
     // One write of the whole line, so parallel tests do not interleave.
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
+
+/// Starts `bin ARGS` in `dir` (`RUST_LOG=info`, standard error piped) and
+/// returns it with the first line of its log that contains `marker`; the
+/// rest of the log is read on a thread of its own, so the child never
+/// blocks on a full pipe. Panics, after killing the child, if it exits
+/// before logging `marker`.
+pub fn spawn_until(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    args: &[&str],
+    marker: &str,
+) -> (std::process::Child, String) {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(bin)
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {} {args:?}: {e}", bin.display()));
+    let stderr = child.stderr.take().expect("piped standard error");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let mut log = String::new();
+    let found = loop {
+        let Some(Ok(line)) = lines.next() else {
+            let _ = child.kill();
+            panic!(
+                "{} {args:?} exited before {marker:?}:\n{log}",
+                bin.display()
+            );
+        };
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains(marker) {
+            break line;
+        }
+    };
+    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    (child, found)
+}
