@@ -886,6 +886,101 @@ fn idr_identifies_the_muk_only_the_pull_falls_back() {
     .unwrap();
 }
 
+/// `PROFILE.md` section 7: IDr names "its current [MUK] or the one
+/// before", whether or not the one before was ever used. A UE registers
+/// under B-TID A, bootstraps again (B) before the push protected with A
+/// arrives: the delayed push still verifies.
+#[test]
+fn a_push_under_the_previous_muk_verifies_though_that_muk_was_never_used() {
+    let mut b = Bmsc::new();
+    let mut f = ue();
+    let new_id = MukId::new(BMSC, "new@bsf.home1.net");
+    let new_muk = Muk::from_bytes([0x77; 32]);
+    f.add_muk(new_id.clone(), new_muk.clone()).unwrap();
+    assert!(
+        f.state().muks.contains_key(&muk_id()),
+        "the one before is kept"
+    );
+    let inst = &f.state().installed_muks[BMSC];
+    assert_eq!(
+        (&inst.current, inst.previous.as_ref()),
+        (&new_id, Some(&muk_id()))
+    );
+    assert!(matches!(
+        f.process_msk_message(&b.msk(1, (0, 100), true), T0)
+            .unwrap(),
+        MskOutcome::Stored { .. }
+    ));
+    assert_eq!(f.state().last_used_muk[BMSC], muk_id());
+    // Installing the current MUK again keeps the one before.
+    f.add_muk(new_id.clone(), new_muk).unwrap();
+    assert_eq!(f.state().installed_muks[BMSC].previous, Some(muk_id()));
+}
+
+/// Three bootstraps: A (used by the BM-SC), B (never used), C. B is the one
+/// before C and verifies any MSK message; A is kept only because the BM-SC
+/// last used it, for the solicited pull (seeds 002/003 6.3.2.2.4); any other
+/// message under A is refused as an unknown MUK.
+#[test]
+fn the_muk_before_the_previous_one_serves_only_the_solicited_pull() {
+    let mut b = Bmsc::new();
+    let mut f = ue();
+    f.process_msk_message(&b.msk(1, (0, 100), false), T0)
+        .unwrap();
+    let (b_btid, b_muk) = ("b@bsf.home1.net", Muk::from_bytes([0x77; 32]));
+    let (c_btid, c_muk) = ("c@bsf.home1.net", Muk::from_bytes([0x78; 32]));
+    f.add_muk(MukId::new(BMSC, b_btid), b_muk.clone()).unwrap();
+    f.add_muk(MukId::new(BMSC, c_btid), c_muk.clone()).unwrap();
+    assert_eq!(
+        f.state().muks.len(),
+        3,
+        "C, B (the one before), A (last used)"
+    );
+    let under_a = b.msk(2, (0, 100), false);
+    let e = refused(&mut f, |f| f.process_msk_message(&under_a, T0));
+    assert!(
+        matches!(&e, MgvError::UnknownMuk(id) if id.idr == BTID),
+        "{e}"
+    );
+    b.muk_counter += 1;
+    let pull = MskMessage::solicited_pull(muk_id(), b.muk_counter, [7; 16], kd(), 1)
+        .build(&muk())
+        .unwrap();
+    assert!(matches!(
+        f.process_msk_message(&pull.bytes, T0).unwrap(),
+        MskOutcome::SolicitedPull { .. }
+    ));
+    assert!(matches!(
+        f.process_msk_message(&b.msk_under(b_btid, &b_muk, 3, (0, 100), false), T0)
+            .unwrap(),
+        MskOutcome::Stored { .. }
+    ));
+    // B is now the last used one: A goes at the next bootstrap (D), B and C
+    // stay (the one before D, and the last used).
+    f.add_muk(
+        MukId::new(BMSC, "d@bsf.home1.net"),
+        Muk::from_bytes([0x79; 32]),
+    )
+    .unwrap();
+    let held: Vec<&str> = f.state().muks.keys().map(|id| id.idr.as_str()).collect();
+    assert_eq!(
+        held,
+        ["b@bsf.home1.net", "c@bsf.home1.net", "d@bsf.home1.net"]
+    );
+    assert!(matches!(
+        f.process_msk_message(&b.msk_under(c_btid, &c_muk, 4, (0, 100), false), T0)
+            .unwrap(),
+        MskOutcome::Stored { .. }
+    ));
+    // Deleting the current MUK makes the one before current.
+    f.delete_muk(&MukId::new(BMSC, "d@bsf.home1.net")).unwrap();
+    let inst = &f.state().installed_muks[BMSC];
+    assert_eq!(
+        (inst.current.idr.as_str(), inst.previous.as_ref()),
+        (c_btid, None)
+    );
+}
+
 /// Issue 11 point 5 (`PROFILE.md` section 7 revised, seed 004 6.4.2): an
 /// identical resend is acknowledged again at most once per second per MSK;
 /// excess copies get no acknowledgement and change nothing; anything else
@@ -976,7 +1071,7 @@ fn file_store_create_is_explicit_and_damage_is_refused() {
         Err(StoreError::Exists { .. })
     ));
     let good = std::fs::read_to_string(&path).unwrap();
-    assert!(good.contains("\"format\": \"mbms-mgvs/2\""));
+    assert!(good.contains("\"format\": \"mbms-mgvs/3\""));
     assert_eq!(
         FileStore::open(&path).unwrap().state().msks[&name(1, 1)].accepted,
         Some(MtkId::new(9))
@@ -995,7 +1090,27 @@ fn file_store_create_is_explicit_and_damage_is_refused() {
         ),
         (
             "unknown format",
-            good.replacen("mbms-mgvs/2", "mbms-mgvs/9", 1),
+            good.replacen("mbms-mgvs/3", "mbms-mgvs/9", 1),
+        ),
+        (
+            "dangling installed MUK",
+            good.replacen(
+                "\"installed_muks\": [",
+                "\"installed_muks\": [{\"idi\": \"x.net\", \"current\": \"y\", \"previous\": null},",
+                1,
+            ),
+        ),
+        (
+            "a MUK neither current, previous nor last used",
+            good.replacen(
+                "\"muks\": [",
+                &format!(
+                    "\"muks\": [{{\"idi\": \"{BMSC}\", \"idr\": \"z\", \"muk\": \"{}\", \
+                     \"counter\": null, \"last_mac\": null}},",
+                    hex::encode([0x6d; 32])
+                ),
+                1,
+            ),
         ),
         (
             "dangling last-used MUK",
@@ -1041,11 +1156,60 @@ fn file_store_reads_format_1() {
     assert_eq!(f.state().msks[&name(1, 1)].accepted, Some(MtkId::new(7)));
     assert_eq!(f.state().msks[&name(1, 2)].accepted, None);
     assert_eq!(f.state().muks[&muk_id()].counter, Some(4));
-    // The next commit writes format 2.
+    // The next commit writes format 3.
     f.add_muk(muk_id(), muk()).unwrap();
     assert!(std::fs::read_to_string(&path)
         .unwrap()
-        .contains("mbms-mgvs/2"));
+        .contains("mbms-mgvs/3"));
+}
+
+/// Format version 2 named no current MUK: of a BM-SC's two MUKs the one not
+/// last used is the current one, the last used one the previous one; one
+/// MUK is the current one; two MUKs neither of them last used are damage.
+#[test]
+fn file_store_reads_format_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mgvs.json");
+    let v2 = |muks: &[&str], last_used: Option<&str>| {
+        let muks: Vec<String> = muks
+            .iter()
+            .map(|idr| {
+                format!(
+                    r#"{{"idi": "{BMSC}", "idr": "{idr}", "muk": "{}", "counter": null, "last_mac": null}}"#,
+                    hex::encode([0x6d; 32])
+                )
+            })
+            .collect();
+        let used: Vec<String> = last_used
+            .iter()
+            .map(|idr| format!(r#"{{"idi": "{BMSC}", "idr": "{idr}"}}"#))
+            .collect();
+        format!(
+            r#"{{"format": "mbms-mgvs/2", "muks": [{}], "last_used_muk": [{}], "msks": []}}"#,
+            muks.join(","),
+            used.join(",")
+        )
+    };
+    std::fs::write(&path, v2(&["new", "old"], Some("old"))).unwrap();
+    let f = MgvF::new(FileStore::open(&path).unwrap());
+    let inst = &f.state().installed_muks[BMSC];
+    assert_eq!(inst.current, MukId::new(BMSC, "new"));
+    assert_eq!(inst.previous, Some(MukId::new(BMSC, "old")));
+    std::fs::write(&path, v2(&["only"], None)).unwrap();
+    let f = MgvF::new(FileStore::open(&path).unwrap());
+    assert_eq!(
+        (
+            &f.state().installed_muks[BMSC].current,
+            &f.state().installed_muks[BMSC].previous
+        ),
+        (&MukId::new(BMSC, "only"), &None)
+    );
+    std::fs::write(&path, v2(&["a", "b"], None)).unwrap();
+    let e = FileStore::open(&path).unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Corrupt { .. }) && e.to_string().contains("current"),
+        "{e}"
+    );
 }
 
 /// Writes are crash-safe and keep 0600 even over a leftover temporary file

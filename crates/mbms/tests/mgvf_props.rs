@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use mbms::messages::{classify, MessageKind, MskEnvelope, MskKeyData, MskMessage, MtkMessage};
-use mbms::mgvf::store::{MemoryStore, MgvState};
+use mbms::mgvf::store::{FileStore, MemoryStore, MgvState, MgvStore};
 use mbms::mgvf::{MgvError, MgvF, MskOutcome};
 use mbms::profile::{MAX_MSKS_PER_KEY_GROUP, MSK_REACK_INTERVAL};
 use mbms::{
@@ -429,5 +429,113 @@ proptest! {
                 delivered.push(bytes);
             }
         }
+    }
+}
+
+/// One step of [`muks_across_bootstraps`]: a GBA bootstrapping that installs
+/// MUK `k`, or an MSK message (a push, or a solicited pull when `pull`)
+/// protected with MUK `k` and naming it.
+#[derive(Clone, Debug)]
+enum MukStep {
+    Bootstrap(usize),
+    Message { k: usize, pull: bool },
+}
+
+/// B-TIDs of [`muks_across_bootstraps`] (MUK `k` is [`muk`]`(k)`).
+const BOOT_BTIDS: [&str; 5] = [
+    "b0@bsf.home1.net",
+    "b1@bsf.home1.net",
+    "b2@bsf.home1.net",
+    "b3@bsf.home1.net",
+    "b4@bsf.home1.net",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    /// `PROFILE.md` section 7 across re-bootstraps, against a model: an MSK
+    /// message naming the current MUK or the one installed before it
+    /// verifies, used or not; a solicited pull may also name any other MUK
+    /// held (the one the BM-SC last used) and otherwise is checked with the
+    /// last used MUK (here: a wrong key, so a bad MAC); anything else is an
+    /// unknown MUK. The MGV-F holds exactly the current, the previous and
+    /// the last used MUK.
+    #[test]
+    fn muks_across_bootstraps(steps in proptest::collection::vec(
+        prop_oneof![
+            1 => (0usize..5).prop_map(MukStep::Bootstrap),
+            3 => (0usize..5, any::<bool>()).prop_map(|(k, pull)| MukStep::Message { k, pull }),
+        ],
+        1..60,
+    )) {
+        let id = |k: usize| MukId::new(BMSC, BOOT_BTIDS[k]);
+        let mut f = MgvF::new(MemoryStore::new());
+        let (mut current, mut previous, mut last_used) =
+            (None::<usize>, None::<usize>, None::<usize>);
+        let mut counter = 0u32;
+        for s in steps {
+            match s {
+                MukStep::Bootstrap(k) => {
+                    f.add_muk(id(k), muk(k)).unwrap();
+                    if current != Some(k) {
+                        previous = current;
+                    }
+                    current = Some(k);
+                }
+                MukStep::Message { k, pull } => {
+                    counter += 1;
+                    let m = if pull {
+                        MskMessage::solicited_pull(id(k), counter, [k as u8; 16], kd(), 1)
+                    } else {
+                        MskMessage {
+                            muk_id: id(k),
+                            counter,
+                            rand: [k as u8; 16],
+                            msk: name(1 + (counter % 2) as u16),
+                            v: true,
+                            key: Some(MskKeyData {
+                                msk: msk_key(1),
+                                seq_s: MtkId::new(0),
+                                seq_u: MtkId::new(100),
+                            }),
+                        }
+                    }
+                    .build(&muk(k))
+                    .unwrap();
+                    let installed = current == Some(k) || previous == Some(k);
+                    let held = installed || last_used == Some(k);
+                    let before = f.state().clone();
+                    let r = f.process_msk_message(&m.bytes, Duration::from_secs(1));
+                    match r {
+                        Ok(_) => {
+                            prop_assert!(installed || (pull && held), "{k} accepted");
+                            last_used = Some(k);
+                        }
+                        Err(MgvError::UnknownMuk(_)) => {
+                            prop_assert!(!installed && !(pull && (held || last_used.is_some())),
+                                "{k} unknown");
+                            prop_assert_eq!(f.state(), &before);
+                        }
+                        Err(MgvError::BadMac) => {
+                            // The fallback to the last used MUK: another key.
+                            prop_assert!(pull && !held && last_used.is_some(), "{k} bad MAC");
+                            prop_assert_eq!(f.state(), &before);
+                        }
+                        Err(e) => prop_assert!(false, "{k}: {e}"),
+                    }
+                }
+            }
+            // Exactly the current, the previous and the last used MUK.
+            let want: std::collections::BTreeSet<MukId> =
+                [current, previous, last_used].into_iter().flatten().map(id).collect();
+            let have: std::collections::BTreeSet<MukId> = f.state().muks.keys().cloned().collect();
+            prop_assert_eq!(have, want);
+        }
+        // What the MGV-F stored reads back (a file store checks it).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mgvs.json");
+        let mut file = FileStore::create(&path).unwrap();
+        file.commit(f.state().clone()).unwrap();
+        let reread = FileStore::open(&path).unwrap();
+        prop_assert_eq!(reread.state(), f.state());
     }
 }

@@ -166,6 +166,22 @@ pub struct MukInfo {
     pub counter: Option<u32>,
     /// The MUK the BM-SC last used successfully.
     pub last_used: bool,
+    /// `current` (installed at the latest bootstrapping) or `previous` (the
+    /// one before): the MUKs an MSK message may name (`PROFILE.md` section
+    /// 7); none for a MUK kept only because the BM-SC last used it (it
+    /// serves the solicited pull only).
+    #[serde(default)]
+    pub installed: Option<MukInstalled>,
+}
+
+/// Which installed MUK of its BM-SC a MUK is ([`MukInfo::installed`]).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MukInstalled {
+    /// Installed at the latest bootstrapping.
+    Current,
+    /// Installed at the bootstrapping before.
+    Previous,
 }
 
 /// The whole status document (`mbms ue status --json`).
@@ -259,6 +275,15 @@ pub fn read(dir: &Path) -> Result<Status, StateError> {
                 idr: m.muk_id.idr.clone(),
                 counter: m.counter,
                 last_used: last_used.contains_key(&m.muk_id),
+                installed: mgvs.installed_muks.get(&m.muk_id.idi).and_then(|i| {
+                    if i.current == m.muk_id {
+                        Some(MukInstalled::Current)
+                    } else if i.previous.as_ref() == Some(&m.muk_id) {
+                        Some(MukInstalled::Previous)
+                    } else {
+                        None
+                    }
+                }),
             })
             .collect(),
         runtime,
@@ -324,10 +349,15 @@ pub fn to_text(s: &Status) -> String {
     for m in &s.muks {
         let _ = writeln!(
             o,
-            "  IDi {} IDr {}: MSK counter {}{}",
+            "  IDi {} IDr {}: MSK counter {}{}{}",
             m.idi,
             m.idr,
             opt(&m.counter),
+            match m.installed {
+                Some(MukInstalled::Current) => " (current)",
+                Some(MukInstalled::Previous) => " (previous)",
+                None => "",
+            },
             if m.last_used {
                 " (last used by the BM-SC)"
             } else {

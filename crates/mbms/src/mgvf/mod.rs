@@ -17,7 +17,9 @@ use crate::ids::{KeyGroupName, MskId, MskName, MtkId, MukId};
 use crate::keys::{Mtk, Muk};
 use crate::messages::{MskAck, MskEnvelope, MtkEnvelope, ProfileError, Streaming};
 use crate::profile::{MAX_MSKS_PER_KEY_GROUP, MSK_REACK_INTERVAL};
-use store::{lowest_key_number, MgvState, MgvStore, MskRecord, MukRecord, StoreError};
+use store::{
+    lowest_key_number, InstalledMuks, MgvState, MgvStore, MskRecord, MukRecord, StoreError,
+};
 
 /// Whether a new MSK can be stored in its key group.
 enum Room {
@@ -33,8 +35,10 @@ pub enum MgvError {
     /// Not a well-formed message of the MBMS profile.
     #[error("malformed: {0}")]
     Malformed(ProfileError),
-    /// IDr names no B-TID the UE holds a MUK for (and the message is not a
-    /// solicited pull that the last MUK used by that BM-SC verifies).
+    /// IDr names neither the current MUK of that BM-SC nor the one before
+    /// (`PROFILE.md` section 7), and the message is not a solicited pull
+    /// under another MUK the UE holds or one the last MUK used by that
+    /// BM-SC checks.
     #[error("unknown MUK {0}")]
     UnknownMuk(MukId),
     /// The counter is not greater than the stored one.
@@ -182,16 +186,36 @@ impl<S: MgvStore> MgvF<S> {
         self.store.state()
     }
 
-    /// Install a MUK (after GBA bootstrapping). MUKs of the same BM-SC that
-    /// are neither this one nor the last one that BM-SC used are dropped.
+    /// Install a MUK (after GBA bootstrapping): it becomes the current MUK
+    /// of its BM-SC (IDi) and the current one before becomes the previous
+    /// one (`PROFILE.md` section 7: an MSK message may name "its current
+    /// one or the one before"). Of that BM-SC's other MUKs only the one it
+    /// last used successfully stays, for a solicited pull (seeds 002/003
+    /// 6.3.2.2.4); the rest are dropped. Installing the current MUK again
+    /// changes nothing but the key.
     pub fn add_muk(&mut self, muk_id: MukId, muk: Muk) -> Result<(), MgvError> {
         let mut next = self.store.state().clone();
         let last_used = next.last_used_muk.get(&muk_id.idi).cloned();
+        let previous = match next.installed_muks.get(&muk_id.idi) {
+            Some(i) if i.current == muk_id => i.previous.clone(),
+            Some(i) => Some(i.current.clone()),
+            None => None,
+        };
         next.muks.retain(|id, _| {
-            id.idi != muk_id.idi || Some(id) == last_used.as_ref() || *id == muk_id
+            id.idi != muk_id.idi
+                || *id == muk_id
+                || Some(id) == previous.as_ref()
+                || Some(id) == last_used.as_ref()
         });
         let counter = next.muks.get(&muk_id).and_then(|m| m.counter);
         let last_mac = next.muks.get(&muk_id).and_then(|m| m.last_mac);
+        next.installed_muks.insert(
+            muk_id.idi.clone(),
+            InstalledMuks {
+                current: muk_id.clone(),
+                previous,
+            },
+        );
         next.muks.insert(
             muk_id.clone(),
             MukRecord {
@@ -210,6 +234,19 @@ impl<S: MgvStore> MgvF<S> {
         next.muks.remove(muk_id);
         if next.last_used_muk.get(&muk_id.idi) == Some(muk_id) {
             next.last_used_muk.remove(&muk_id.idi);
+        }
+        // The previous MUK moves up when the current one goes.
+        if let Some(i) = next.installed_muks.get_mut(&muk_id.idi) {
+            if i.previous.as_ref() == Some(muk_id) {
+                i.previous = None;
+            } else if i.current == *muk_id {
+                match i.previous.take() {
+                    Some(p) => i.current = p,
+                    None => {
+                        next.installed_muks.remove(&muk_id.idi);
+                    }
+                }
+            }
         }
         Ok(self.store.commit(next)?)
     }
@@ -232,18 +269,27 @@ impl<S: MgvStore> MgvF<S> {
     }
 
     /// Find the MUK of a message by its MUK ID (IDi, IDr; seed 004 6.5.3
-    /// via clause 6.1). Only a solicited pull (Key Number 0) may fall back
-    /// to the MUK last used successfully by that BM-SC (seeds 002/003
-    /// 6.3.2.2.4; `PROFILE.md` section 7, revised).
+    /// via clause 6.1): the BM-SC's current MUK or the one installed before
+    /// it (`PROFILE.md` section 7). Only a solicited pull (Key Number 0) may
+    /// use any other MUK the UE holds, or fall back to the MUK last used
+    /// successfully by that BM-SC (seeds 002/003 6.3.2.2.4; `PROFILE.md`
+    /// section 7, revised).
     fn find_muk<'s>(
         state: &'s MgvState,
         muk_id: &MukId,
         solicited_pull: bool,
     ) -> Option<&'s MukRecord> {
+        let installed = state
+            .installed_muks
+            .get(&muk_id.idi)
+            .is_some_and(|i| i.names(muk_id));
+        if installed {
+            return state.muks.get(muk_id);
+        }
+        if !solicited_pull {
+            return None;
+        }
         state.muks.get(muk_id).or_else(|| {
-            if !solicited_pull {
-                return None;
-            }
             state
                 .last_used_muk
                 .get(&muk_id.idi)
@@ -306,8 +352,20 @@ impl<S: MgvStore> MgvF<S> {
             m.counter = Some(env.counter);
             m.last_mac = Some(kemac_mac(bytes));
         }
-        next.last_used_muk
-            .insert(used_muk_id.idi.clone(), used_muk_id);
+        // The MUK the BM-SC used before, kept only for being the last used
+        // one (neither current nor previous), has no more use.
+        if let Some(old) = next
+            .last_used_muk
+            .insert(used_muk_id.idi.clone(), used_muk_id.clone())
+        {
+            let installed = next
+                .installed_muks
+                .get(&old.idi)
+                .is_some_and(|i| i.names(&old));
+            if old != used_muk_id && !installed {
+                next.muks.remove(&old);
+            }
+        }
 
         let ack = || -> Result<Option<Vec<u8>>, MgvError> {
             Ok(if env.v {

@@ -67,8 +67,32 @@ pub struct MgvState {
     /// Per BM-SC (IDi): the MUK ID last used successfully by that BM-SC
     /// (seeds 002/003 6.3.2.2.4).
     pub last_used_muk: BTreeMap<String, MukId>,
+    /// Per BM-SC (IDi): the MUK installed last and the one installed before
+    /// it, the two MUKs an MSK message may name (`PROFILE.md` section 7:
+    /// "its current one or the one before").
+    pub installed_muks: BTreeMap<String, InstalledMuks>,
     /// MSKs by name.
     pub msks: BTreeMap<MskName, MskRecord>,
+}
+
+/// The MUKs of one BM-SC (IDi) an MSK message may name: the UE's current
+/// one (installed last, after the latest GBA bootstrapping) and the one
+/// installed before it (`PROFILE.md` section 7). A push the BM-SC protected
+/// before the UE bootstrapped again still verifies, whether or not that
+/// MUK was ever used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstalledMuks {
+    /// The MUK installed last.
+    pub current: MukId,
+    /// The MUK installed before it, while the MGV-F holds it.
+    pub previous: Option<MukId>,
+}
+
+impl InstalledMuks {
+    /// Whether `id` is the current or the previous MUK.
+    pub fn names(&self, id: &MukId) -> bool {
+        self.current == *id || self.previous.as_ref() == Some(id)
+    }
 }
 
 /// Orders Key Numbers of one key group, lowest first, by RFC 1982: a key
@@ -154,6 +178,30 @@ impl MgvState {
         for (idi, id) in &self.last_used_muk {
             if &id.idi != idi || !self.muks.contains_key(id) {
                 return Err(format!("last_used_muk names a MUK it does not hold: {id}"));
+            }
+        }
+        for (idi, inst) in &self.installed_muks {
+            for id in std::iter::once(&inst.current).chain(&inst.previous) {
+                if &id.idi != idi || !self.muks.contains_key(id) {
+                    return Err(format!("installed_muks names a MUK it does not hold: {id}"));
+                }
+            }
+            if inst.previous.as_ref() == Some(&inst.current) {
+                return Err(format!(
+                    "installed_muks names {} as current and previous",
+                    inst.current
+                ));
+            }
+        }
+        for id in self.muks.keys() {
+            let installed = self
+                .installed_muks
+                .get(&id.idi)
+                .is_some_and(|i| i.names(id));
+            if !installed && self.last_used_muk.get(&id.idi) != Some(id) {
+                return Err(format!(
+                    "MUK {id} is neither the current, the previous nor the last used one"
+                ));
             }
         }
         for m in self.muks.values() {
@@ -269,14 +317,19 @@ pub struct FileStore {
 
 // ---- the snapshot format --------------------------------------------------
 //
-// Version 2 (written): no arrival order (the older MSK is the lower Key
-// Number), and the highest accepted MTK ID per MSK. Version 1 (read only,
-// migrated on the next commit): MSKs carried an arrival number; the
-// accepted MTK ID is taken to be SEQs when an MTK was accepted (version 1
-// moved SEQs to each accepted MTK ID).
+// Version 3 (written): the current and the previous MUK of each BM-SC
+// (`installed_muks`). Version 2 (read only, migrated on the next commit):
+// no arrival order (the older MSK is the lower Key Number), and the highest
+// accepted MTK ID per MSK; it kept a BM-SC's newest MUK and the one last
+// used, so with two MUKs the one not last used is the current one and the
+// last used one is taken as the previous one. Version 1 (read only): as
+// version 2, and MSKs carried an arrival number; the accepted MTK ID is
+// taken to be SEQs when an MTK was accepted (version 1 moved SEQs to each
+// accepted MTK ID).
 
 /// The format tag written in every snapshot.
-pub const SNAPSHOT_FORMAT: &str = "mbms-mgvs/2";
+pub const SNAPSHOT_FORMAT: &str = "mbms-mgvs/3";
+const SNAPSHOT_FORMAT_V2: &str = "mbms-mgvs/2";
 const SNAPSHOT_FORMAT_V1: &str = "mbms-mgvs/1";
 
 #[derive(Serialize, Deserialize)]
@@ -323,7 +376,26 @@ struct SnapLastUsed {
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct SnapInstalled {
+    idi: String,
+    current: String,
+    previous: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Snapshot {
+    format: String,
+    muks: Vec<SnapMuk>,
+    last_used_muk: Vec<SnapLastUsed>,
+    installed_muks: Vec<SnapInstalled>,
+    msks: Vec<SnapMsk>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotV2 {
+    #[allow(dead_code)]
     format: String,
     muks: Vec<SnapMuk>,
     last_used_muk: Vec<SnapLastUsed>,
@@ -370,6 +442,15 @@ fn to_snapshot(s: &MgvState) -> Snapshot {
                 idr: id.idr.clone(),
             })
             .collect(),
+        installed_muks: s
+            .installed_muks
+            .iter()
+            .map(|(idi, i)| SnapInstalled {
+                idi: idi.clone(),
+                current: i.current.idr.clone(),
+                previous: i.previous.as_ref().map(|p| p.idr.clone()),
+            })
+            .collect(),
         msks: s
             .msks
             .values()
@@ -386,9 +467,49 @@ fn to_snapshot(s: &MgvState) -> Snapshot {
     }
 }
 
+/// Version 2 and 1 snapshots name no current MUK: they kept a BM-SC's
+/// newest MUK and the one it last used. One MUK is the current one; of two,
+/// the one not last used is current and the last used one is taken as the
+/// previous one. Anything else is no state those versions wrote.
+fn installed_of_v2(
+    muks: &[SnapMuk],
+    last_used: &[SnapLastUsed],
+) -> Result<Vec<SnapInstalled>, String> {
+    let mut by_idi: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for m in muks {
+        by_idi.entry(&m.idi).or_default().push(&m.idr);
+    }
+    by_idi
+        .into_iter()
+        .map(|(idi, idrs)| {
+            let used = last_used
+                .iter()
+                .find(|l| l.idi == idi)
+                .map(|l| l.idr.as_str());
+            match (idrs.as_slice(), used) {
+                ([one], _) => Ok(SnapInstalled {
+                    idi: idi.to_owned(),
+                    current: (*one).to_owned(),
+                    previous: None,
+                }),
+                ([a, b], Some(u)) if u == *a || u == *b => Ok(SnapInstalled {
+                    idi: idi.to_owned(),
+                    current: if u == *a { *b } else { *a }.to_owned(),
+                    previous: Some(u.to_owned()),
+                }),
+                _ => Err(format!(
+                    "{} MUKs of BM-SC {idi} and no way to tell the current one",
+                    idrs.len()
+                )),
+            }
+        })
+        .collect()
+}
+
 fn from_snapshot(
     muks: Vec<SnapMuk>,
     last_used_muk: Vec<SnapLastUsed>,
+    installed_muks: Vec<SnapInstalled>,
     msks: Vec<SnapMsk>,
 ) -> Result<MgvState, String> {
     let mut s = MgvState::default();
@@ -419,6 +540,15 @@ fn from_snapshot(
         let id = MukId::new(l.idi.clone(), l.idr);
         if s.last_used_muk.insert(l.idi, id.clone()).is_some() {
             return Err(format!("two last-used MUKs for the BM-SC of {id}"));
+        }
+    }
+    for i in installed_muks {
+        let inst = InstalledMuks {
+            current: MukId::new(i.idi.clone(), i.current),
+            previous: i.previous.map(|p| MukId::new(i.idi.clone(), p)),
+        };
+        if s.installed_muks.insert(i.idi, inst).is_some() {
+            return Err("two installed_muks entries for one BM-SC".into());
         }
     }
     for m in msks {
@@ -456,7 +586,12 @@ fn parse_snapshot(bytes: &[u8]) -> Result<MgvState, String> {
     match probe.format.as_str() {
         SNAPSHOT_FORMAT => {
             let s: Snapshot = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-            from_snapshot(s.muks, s.last_used_muk, s.msks)
+            from_snapshot(s.muks, s.last_used_muk, s.installed_muks, s.msks)
+        }
+        SNAPSHOT_FORMAT_V2 => {
+            let s: SnapshotV2 = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+            let installed = installed_of_v2(&s.muks, &s.last_used_muk)?;
+            from_snapshot(s.muks, s.last_used_muk, installed, s.msks)
         }
         SNAPSHOT_FORMAT_V1 => {
             let s: SnapshotV1 = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
@@ -473,10 +608,11 @@ fn parse_snapshot(bytes: &[u8]) -> Result<MgvState, String> {
                     counter: m.counter,
                 })
                 .collect();
-            from_snapshot(s.muks, s.last_used_muk, msks)
+            let installed = installed_of_v2(&s.muks, &s.last_used_muk)?;
+            from_snapshot(s.muks, s.last_used_muk, installed, msks)
         }
         other => Err(format!(
-            "unknown format {other:?} (this version reads {SNAPSHOT_FORMAT:?} and {SNAPSHOT_FORMAT_V1:?})"
+            "unknown format {other:?} (this version reads {SNAPSHOT_FORMAT:?}, {SNAPSHOT_FORMAT_V2:?} and {SNAPSHOT_FORMAT_V1:?})"
         )),
     }
 }
