@@ -129,8 +129,7 @@ fn pcap_decrypt(a: PcapDecryptArgs) -> ExitCode {
         }
         let bytes = w.finish().map_err(|e| out_err(&e))?;
         // Keys and plain traffic: mode 0600, replaced atomically.
-        mbms::mgvf::store::replace_private_file(&a.output, &bytes)
-            .map_err(|(p, e)| format!("{}: {e}", p.display()))?;
+        mbms::mgvf::store::replace_private_file(&a.output, &bytes).map_err(|e| e.to_string())?;
         Ok(summary)
     };
     match run() {

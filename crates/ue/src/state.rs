@@ -122,6 +122,12 @@ impl From<StoreError> for StateError {
                 path: PathBuf::from(files::MGVS),
                 why: e.to_string(),
             },
+            StoreError::Uncertain { path } => StateError::Io {
+                path,
+                source: std::io::Error::other(
+                    "an earlier commit could not be made durable; start the UE again",
+                ),
+            },
         }
     }
 }
@@ -151,7 +157,7 @@ pub fn ensure_dir(dir: &Path) -> Result<(), StateError> {
 /// Writes `bytes` to `path` atomically with mode 0600 (crash-safe: see
 /// [`replace_private_file`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
-    replace_private_file(path, bytes).map_err(|(p, e)| io(&p)(e))
+    replace_private_file(path, bytes).map_err(|e| io(&e.path)(e.source))
 }
 
 /// Makes a rename or removal in the directory of `path` durable.

@@ -265,6 +265,14 @@ pub enum StoreError {
     /// A commit would roll a counter back.
     #[error("refused: the commit would roll back the counter of {0}")]
     CounterRollback(String),
+    /// An earlier commit renamed the new state over the file but could not
+    /// make the rename durable: what the file holds after a crash is
+    /// unknown, so no commit is taken until the store is opened again.
+    #[error("MGV-S file {path}: an earlier commit could not be made durable; refusing commits until the UE starts again")]
+    Uncertain {
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 /// The MGV-S.
@@ -313,6 +321,8 @@ impl MgvStore for MemoryStore {
 pub struct FileStore {
     path: PathBuf,
     state: MgvState,
+    /// A commit failed after its rename ([`StoreError::Uncertain`]).
+    uncertain: bool,
 }
 
 // ---- the snapshot format --------------------------------------------------
@@ -652,8 +662,11 @@ impl FileStore {
         let store = FileStore {
             path,
             state: MgvState::default(),
+            uncertain: false,
         };
-        store.write_atomically(&store.state)?;
+        store
+            .write_atomically(&store.state)?
+            .map_err(|e| io_err(&e.path)(e.source))?;
         Ok(store)
     }
 
@@ -666,7 +679,11 @@ impl FileStore {
         let path = path.into();
         let state = Self::load(&path)?;
         remove_leftover_tmp(&path)?;
-        Ok(FileStore { path, state })
+        Ok(FileStore {
+            path,
+            state,
+            uncertain: false,
+        })
     }
 
     /// Read the snapshot at `path` without opening the store: no leftover
@@ -693,14 +710,33 @@ impl FileStore {
         &self.path
     }
 
-    fn write_atomically(&self, next: &MgvState) -> Result<(), StoreError> {
+    fn write_atomically(&self, next: &MgvState) -> Result<Result<(), ReplaceError>, StoreError> {
         let bytes = Zeroizing::new(serde_json::to_vec_pretty(&to_snapshot(next)).map_err(|e| {
             StoreError::Corrupt {
                 path: self.path.clone(),
                 why: e.to_string(),
             }
         })?);
-        replace_private_file(&self.path, &bytes).map_err(|(path, e)| io_err(&path)(e))
+        Ok(replace_private_file(&self.path, &bytes))
+    }
+}
+
+/// Why [`replace_private_file`] failed.
+#[derive(Debug)]
+pub struct ReplaceError {
+    /// The path that failed (the temporary file, the file, or its folder).
+    pub path: PathBuf,
+    /// The error.
+    pub source: std::io::Error,
+    /// The rename was done: the file holds the new content, but it is not
+    /// known to be durable (the folder's fsync failed), so after a crash it
+    /// may hold either.
+    pub renamed: bool,
+}
+
+impl std::fmt::Display for ReplaceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.source)
     }
 }
 
@@ -708,13 +744,17 @@ impl FileStore {
 /// old content or the new one (`PROFILE.md` section 7: the MGV-S survives
 /// crashes): write `path.tmp` with mode 0600 (also over a leftover
 /// temporary file of another mode), fsync it, rename it over `path`, fsync
-/// the folder. On failure, the path that failed and the error. The UE's
-/// other state files use it too.
-pub fn replace_private_file(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, std::io::Error)> {
+/// the folder. On failure, the path that failed, the error, and whether
+/// the rename was done. The UE's other state files use it too.
+pub fn replace_private_file(path: &Path, bytes: &[u8]) -> Result<(), ReplaceError> {
     let tmp = tmp_path(path);
     let on = |p: &Path| {
         let p = p.to_path_buf();
-        move |e| (p, e)
+        move |source| ReplaceError {
+            path: p,
+            source,
+            renamed: false,
+        }
     };
     let mut opts = OpenOptions::new();
     opts.write(true).create(true).truncate(true);
@@ -735,7 +775,19 @@ pub fn replace_private_file(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, s
     f.sync_all().map_err(on(&tmp))?;
     drop(f);
     fs::rename(&tmp, path).map_err(on(path))?;
-    sync_parent_dir(path).map_err(|e| (parent_dir(path).to_path_buf(), e))
+    #[cfg(test)]
+    if tests::FAIL_DIR_SYNC.get() {
+        return Err(ReplaceError {
+            path: parent_dir(path).to_path_buf(),
+            source: std::io::Error::other("injected"),
+            renamed: true,
+        });
+    }
+    sync_parent_dir(path).map_err(|source| ReplaceError {
+        path: parent_dir(path).to_path_buf(),
+        source,
+        renamed: true,
+    })
 }
 
 /// The folder of `path` (`.` for a bare file name).
@@ -772,9 +824,93 @@ impl MgvStore for FileStore {
     }
 
     fn commit(&mut self, next: MgvState) -> Result<(), StoreError> {
+        if self.uncertain {
+            return Err(StoreError::Uncertain {
+                path: self.path.clone(),
+            });
+        }
         self.state.check_monotonic(&next)?;
-        self.write_atomically(&next)?;
-        self.state = next;
-        Ok(())
+        match self.write_atomically(&next)? {
+            Ok(()) => {
+                self.state = next;
+                Ok(())
+            }
+            Err(e) => {
+                // After the rename the file holds the new state, not known to
+                // be durable: neither state may be built on (a later commit
+                // over the old one could write a counter lower than the
+                // file's; one over the new one could be lost with it).
+                self.uncertain = e.renamed;
+                Err(io_err(&e.path)(e.source))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    thread_local! {
+        /// Makes this thread's next folder fsync in [`replace_private_file`]
+        /// fail (after the rename).
+        pub(super) static FAIL_DIR_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    fn with_muk(s: &MgvState, idr: &str, counter: u32) -> MgvState {
+        let mut next = s.clone();
+        let id = MukId::new("bmsc.home1.net", idr);
+        next.muks.insert(
+            id.clone(),
+            MukRecord {
+                muk_id: id.clone(),
+                muk: Muk::from_bytes([7; 32]),
+                counter: Some(counter),
+                last_mac: None,
+            },
+        );
+        next.installed_muks.insert(
+            id.idi.clone(),
+            InstalledMuks {
+                current: id,
+                previous: None,
+            },
+        );
+        next
+    }
+
+    /// A commit whose rename is done but whose folder fsync fails leaves the
+    /// file with the new state, not known to be durable: the store takes no
+    /// further commit (neither over the old state, which could write a
+    /// counter lower than the file's, nor over the new one) until it is
+    /// opened again, and then it reads what the file holds.
+    #[test]
+    fn a_commit_not_made_durable_stops_the_store_until_it_is_opened_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mgvs.json");
+        let mut store = FileStore::create(&path).unwrap();
+        let s1 = with_muk(store.state(), "a", 5);
+        store.commit(s1.clone()).unwrap();
+        FAIL_DIR_SYNC.set(true);
+        let e = store.commit(with_muk(&s1, "a", 9)).unwrap_err();
+        FAIL_DIR_SYNC.set(false);
+        assert!(matches!(e, StoreError::Io { .. }), "{e}");
+        assert_eq!(store.state(), &s1, "the failed commit changes no state");
+        let e = store.commit(with_muk(&s1, "a", 6)).unwrap_err();
+        assert!(matches!(e, StoreError::Uncertain { .. }), "{e}");
+        assert_eq!(
+            FileStore::open(&path).unwrap().state().muks[&MukId::new("bmsc.home1.net", "a")]
+                .counter,
+            Some(9),
+            "the file holds the renamed state"
+        );
+        // A failure before the rename leaves the file as it was and the
+        // store usable.
+        let mut store = FileStore::open(&path).unwrap();
+        std::fs::create_dir(tmp_path(&path)).unwrap();
+        let e = store.commit(with_muk(store.state(), "a", 10)).unwrap_err();
+        assert!(matches!(e, StoreError::Io { .. }), "{e}");
+        std::fs::remove_dir(tmp_path(&path)).unwrap();
+        store.commit(with_muk(store.state(), "a", 10)).unwrap();
     }
 }
