@@ -266,6 +266,11 @@ pub struct BmscConfig {
     /// SQLite file or `postgres://` URL.
     #[serde(default = "default_db")]
     pub db: String,
+    /// Microseconds the group committer waits before a commit under load
+    /// (once the commit before wrote several rows), so that more requests
+    /// share one disk sync; 0: never waits (`crate::committer`).
+    #[serde(default = "default_commit_gather_us")]
+    pub commit_gather_us: u64,
     /// Key Domain ID: `MCC-MNC` (e.g. `001-01`) or 6 hex digits.
     pub key_domain: String,
     /// Bearer token of the admin API.
@@ -360,6 +365,9 @@ fn default_mikey_listen() -> SocketAddr {
 }
 fn default_mikey_socket_buffer() -> usize {
     crate::udp::DEFAULT_SOCKET_BUFFER
+}
+fn default_commit_gather_us() -> u64 {
+    crate::committer::DEFAULT_COMMIT_GATHER_US
 }
 fn default_db() -> String {
     "bmsc.db".into()

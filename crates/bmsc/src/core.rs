@@ -608,9 +608,7 @@ impl Core {
         let PendingCommit { upto, batch, .. } = commit;
         match result {
             Ok(rows) => {
-                let writes = batch.ues.len()
-                    + batch.outcomes.deliveries.len()
-                    + batch.outcomes.charging.len();
+                let writes = batch.writes();
                 if writes > 0 {
                     self.metrics.group_commits.inc();
                     self.metrics.group_commit_writes.inc_by(writes as u64);

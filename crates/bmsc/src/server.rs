@@ -418,6 +418,7 @@ pub async fn start_with_tap(
         committer: crate::committer::Committer::start(
             core.clone(),
             core.with(|c| c.store().clone()),
+            Duration::from_micros(cfg.commit_gather_us),
         )
         .map_err(|source| ServerError::Thread { source })?,
         sessions: Sessions::new(&cfg.sessions),

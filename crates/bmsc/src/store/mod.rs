@@ -246,6 +246,12 @@ impl WriteBatch {
         self.ues.is_empty() && self.outcomes.is_empty() && self.notices.is_empty()
     }
 
+    /// Rows written: registration changes, delivery outcomes and charging
+    /// records.
+    pub fn writes(&self) -> usize {
+        self.ues.len() + self.outcomes.deliveries.len() + self.outcomes.charging.len()
+    }
+
     /// Append `later` (its writes come after this batch's).
     pub fn append(&mut self, later: WriteBatch) {
         self.ues.extend(later.ues);
