@@ -151,26 +151,35 @@ pub fn check_text(what: &'static str, value: &str) -> Result<(), XmlError> {
     }
 }
 
-/// The XML text of a body: plain, or Base64 of it.
-pub fn decode_body(body: &[u8]) -> Result<String, XmlError> {
+/// The XML text of a body: plain (borrowed, no copy), or Base64 of it
+/// (decoded once; a UTF-8 byte order mark before the XML is dropped).
+pub fn decode_body(body: &[u8]) -> Result<std::borrow::Cow<'_, str>, XmlError> {
+    const BOM: &str = "\u{feff}";
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    let raw = match first {
-        Some(b'<') => body.to_vec(),
+    match first {
+        Some(b'<') => std::str::from_utf8(body)
+            .map(std::borrow::Cow::Borrowed)
+            .map_err(|_| XmlError::Encoding),
         Some(_) => {
-            let compact: Vec<u8> = body
-                .iter()
-                .copied()
-                .filter(|b| !b.is_ascii_whitespace())
-                .collect();
-            base64::engine::general_purpose::STANDARD
-                .decode(&compact)
-                .map_err(|_| XmlError::Encoding)?
+            let b64 = &base64::engine::general_purpose::STANDARD;
+            let decoded = if body.iter().any(u8::is_ascii_whitespace) {
+                let compact: Vec<u8> = body
+                    .iter()
+                    .copied()
+                    .filter(|b| !b.is_ascii_whitespace())
+                    .collect();
+                b64.decode(&compact)
+            } else {
+                b64.decode(body)
+            }
+            .map_err(|_| XmlError::Encoding)?;
+            let mut text = String::from_utf8(decoded).map_err(|_| XmlError::Encoding)?;
+            let bom = text.len() - text.trim_start_matches(BOM).len();
+            text.drain(..bom);
+            Ok(std::borrow::Cow::Owned(text))
         }
-        None => return Err(XmlError::Encoding),
-    };
-    let text = String::from_utf8(raw).map_err(|_| XmlError::Encoding)?;
-    // A UTF-8 byte order mark is allowed before the XML.
-    Ok(text.trim_start_matches('\u{feff}').to_owned())
+        None => Err(XmlError::Encoding),
+    }
 }
 
 /// Parses a Ua body with DTDs refused and at most `nodes_limit` nodes, and
@@ -407,6 +416,17 @@ mod tests {
         );
         assert!(decode_body(b"  ").is_err());
         assert!(decode_body(b"!!!notbase64").is_err());
+        // A plain body is borrowed; a byte order mark before Base64'd XML
+        // goes.
+        assert!(matches!(
+            decode_body(x.as_bytes()).unwrap(),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        let with_bom = base64::engine::general_purpose::STANDARD.encode(format!("\u{feff}{x}"));
+        assert_eq!(decode_body(with_bom.as_bytes()).unwrap(), x);
+        assert!(decode_body(&[0xff, b'<']).is_err(), "not UTF-8 nor Base64");
+        assert!(decode_body("<a>\u{0}".as_bytes()).is_ok());
+        assert!(decode_body(&[b'<', 0xff]).is_err(), "plain but not UTF-8");
     }
 
     #[test]

@@ -55,7 +55,7 @@ pub fn msk_request_body(keys: &[MskName]) -> Vec<u8> {
         .into_bytes()
 }
 
-fn decode_body(body: &[u8]) -> Result<String, XmlError> {
+fn decode_body(body: &[u8]) -> Result<std::borrow::Cow<'_, str>, XmlError> {
     mbms::ua::decode_body(body).map_err(|_| XmlError::Encoding)
 }
 

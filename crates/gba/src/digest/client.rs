@@ -21,12 +21,13 @@
 use core::fmt;
 use core::fmt::Write as _;
 
-use sha2::{Digest, Sha256, Sha512_256};
-use subtle::ConstantTimeEq;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 use super::header::{AuthenticationInfo, Authorization, Challenge, HeaderError};
-use super::{base_ha1, parse_nc, Algorithm, Qop};
+use super::{
+    base_ha1, digest_eq, ha2, parse_nc, request_digest, session_ha1, Algorithm, HexDigest, Qop,
+    QopParams,
+};
 use crate::aka::Auts;
 
 /// Errors of the Digest client.
@@ -153,134 +154,6 @@ impl<'a> InfoView<'a> {
         }
         Some(view)
     }
-}
-
-/// The longest hex digest of the supported algorithms (SHA-256 and
-/// SHA-512/256: 32 bytes).
-const MAX_HEX: usize = 64;
-
-/// A lowercase hex digest on the stack, zeroed when dropped (it may be an
-/// HA1, which stands for the password).
-#[derive(Clone)]
-struct HexDigest {
-    buf: [u8; MAX_HEX],
-    len: usize,
-}
-
-impl HexDigest {
-    fn encode(bytes: &[u8]) -> Self {
-        let mut buf = [0u8; MAX_HEX];
-        let len = (2 * bytes.len()).min(MAX_HEX);
-        super::write_lower_hex(bytes, &mut buf[..len]);
-        HexDigest { buf, len }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-
-    fn as_str(&self) -> &str {
-        // Only hex digits were written.
-        core::str::from_utf8(self.as_bytes()).unwrap_or_default()
-    }
-}
-
-impl Drop for HexDigest {
-    fn drop(&mut self) {
-        self.buf.zeroize();
-    }
-}
-
-/// Lowercase hex of H(parts concatenated), as `Algorithm::hash_hex` of the
-/// server side, without allocating.
-fn hash_hex(algorithm: Algorithm, parts: &[&[u8]]) -> HexDigest {
-    fn run<D: Digest>(parts: &[&[u8]]) -> HexDigest {
-        let mut d = D::new();
-        for p in parts {
-            d.update(p);
-        }
-        HexDigest::encode(&d.finalize())
-    }
-    match algorithm {
-        Algorithm::Md5 | Algorithm::Md5Sess | Algorithm::AkaV1Md5 => run::<md5::Md5>(parts),
-        Algorithm::Sha256 | Algorithm::Sha256Sess => run::<Sha256>(parts),
-        Algorithm::Sha512_256 | Algorithm::Sha512_256Sess => run::<Sha512_256>(parts),
-    }
-}
-
-/// The 8 lowercase hex digits of a nonce count (RFC 7616 3.4).
-fn nc_hex(nc: u32) -> [u8; 8] {
-    let mut out = [0u8; 8];
-    out.copy_from_slice(HexDigest::encode(&nc.to_be_bytes()).as_bytes());
-    out
-}
-
-/// Constant-time comparison of a hex digest with a received one, ignoring
-/// the ASCII case of the received one (RFC 7616 asks for lowercase; some
-/// servers send uppercase). The length is not secret.
-fn digest_eq(expected: &HexDigest, received: &str) -> bool {
-    let received = received.as_bytes();
-    if received.len() != expected.len {
-        return false;
-    }
-    let mut lower = [0u8; MAX_HEX];
-    for (l, r) in lower.iter_mut().zip(received) {
-        *l = r.to_ascii_lowercase();
-    }
-    bool::from(expected.as_bytes().ct_eq(&lower[..expected.len]))
-}
-
-/// HA2 (RFC 7616 3.4.3): `H(method ":" uri)` for `auth`,
-/// `H(method ":" uri ":" H(body))` for `auth-int`. Computed for every
-/// request and answer: nothing is remembered from one body to the next (a
-/// memo of the last body only ever pays off for a load generator repeating
-/// one request, not for a UE).
-fn ha2(algorithm: Algorithm, qop: Qop, method: &str, uri: &str, body: &[u8]) -> HexDigest {
-    match qop {
-        Qop::AuthInt => {
-            let hbody = hash_hex(algorithm, &[body]);
-            hash_hex(
-                algorithm,
-                &[
-                    method.as_bytes(),
-                    b":",
-                    uri.as_bytes(),
-                    b":",
-                    hbody.as_bytes(),
-                ],
-            )
-        }
-        Qop::Auth => hash_hex(algorithm, &[method.as_bytes(), b":", uri.as_bytes()]),
-    }
-}
-
-/// The request-digest with qop (RFC 7616 3.4.1):
-/// `H(HA1 ":" nonce ":" nc ":" cnonce ":" qop ":" HA2)`.
-fn request_digest(
-    algorithm: Algorithm,
-    ha1: &HexDigest,
-    nonce: &str,
-    nc: u32,
-    cnonce: &str,
-    qop: Qop,
-    ha2: &HexDigest,
-) -> HexDigest {
-    hash_hex(
-        algorithm,
-        &[
-            ha1.as_bytes(),
-            b":",
-            nonce.as_bytes(),
-            b":",
-            &nc_hex(nc),
-            b":",
-            cnonce.as_bytes(),
-            b":",
-            qop.as_str().as_bytes(),
-            b":",
-            ha2.as_bytes(),
-        ],
-    )
 }
 
 /// What the client remembers about the last request, to check `rspauth`
@@ -520,8 +393,7 @@ impl DigestClient {
         match &self.base_ha1 {
             Some(b) if b.algorithm == algorithm && b.realm == realm => b.ha1.clone(),
             _ => {
-                let text = base_ha1(algorithm, &self.username, realm, &self.password);
-                let ha1 = hash_hex_text(&text);
+                let ha1 = base_ha1(algorithm, &self.username, realm, &self.password);
                 self.base_ha1 = Some(BaseHa1 {
                     algorithm,
                     realm: realm.to_owned(),
@@ -555,29 +427,22 @@ impl DigestClient {
             .ok_or(ClientError::NonceCountExhausted)?;
         let algorithm = ch.effective_algorithm();
         let base = if empty_password {
-            hash_hex_text(&base_ha1(algorithm, &self.username, &ch.realm, b""))
+            base_ha1(algorithm, &self.username, &ch.realm, b"")
         } else {
             let realm = ch.realm.clone();
             self.base_ha1(algorithm, &realm)
         };
         let ch = self.challenge.as_ref().ok_or(ClientError::NoChallenge)?;
         // RFC 7616 3.4.2: the -sess algorithms hash the nonces into HA1.
-        let ha1 = if algorithm.is_session() {
-            hash_hex(
-                algorithm,
-                &[
-                    base.as_bytes(),
-                    b":",
-                    ch.nonce.as_bytes(),
-                    b":",
-                    cnonce.as_bytes(),
-                ],
-            )
-        } else {
-            base
-        };
-        let ha2 = ha2(algorithm, qop, method, uri, body);
-        let response = request_digest(algorithm, &ha1, &ch.nonce, nc, cnonce, qop, &ha2);
+        let ha1 = session_ha1(algorithm, base, &ch.nonce, cnonce);
+        let ha2 = ha2(algorithm, Some(qop), method, uri, body);
+        let response = request_digest(
+            algorithm,
+            ha1.as_bytes(),
+            &ch.nonce,
+            Some(QopParams { qop, nc, cnonce }),
+            ha2.as_bytes(),
+        );
         let out = &mut self.outstanding;
         out.pending = true;
         out.algorithm = Some(algorithm);
@@ -644,8 +509,18 @@ impl DigestClient {
         }
         // RFC 2617 3.2.3: rspauth is the request-digest with an empty
         // method in HA2 and, for auth-int, the hash of the response body.
-        let ha2 = ha2(algorithm, qop, "", &out.uri, response_body);
-        let expected = request_digest(algorithm, ha1, &out.nonce, out.nc, &out.cnonce, qop, &ha2);
+        let expected = super::rspauth(
+            algorithm,
+            ha1.as_bytes(),
+            &out.nonce,
+            QopParams {
+                qop,
+                nc: out.nc,
+                cnonce: &out.cnonce,
+            },
+            &out.uri,
+            response_body,
+        );
         if !digest_eq(&expected, rspauth) {
             return Err(ClientError::RspauthMismatch);
         }
@@ -660,14 +535,6 @@ impl DigestClient {
         }
         Ok(())
     }
-}
-
-/// A hex digest held as text (from `base_ha1`) on the stack.
-fn hash_hex_text(text: &str) -> HexDigest {
-    let mut buf = [0u8; MAX_HEX];
-    let len = text.len().min(MAX_HEX);
-    buf[..len].copy_from_slice(&text.as_bytes()[..len]);
-    HexDigest { buf, len }
 }
 
 #[cfg(test)]
@@ -918,17 +785,6 @@ mod tests {
             .unwrap()
             .to_header_value()
             .is_err());
-    }
-
-    #[test]
-    fn hex_digests() {
-        assert_eq!(HexDigest::encode(&[0x01, 0xab, 0xff]).as_str(), "01abff");
-        assert_eq!(&nc_hex(0xab), b"000000ab");
-        let d = HexDigest::encode(&[0xab; 4]);
-        assert!(digest_eq(&d, "ABABABAB"));
-        assert!(!digest_eq(&d, "abababac"));
-        assert!(!digest_eq(&d, "ababab"));
-        assert!(!digest_eq(&d, &"ab".repeat(40)));
     }
 
     /// The in-place reader of `Authentication-Info` reads what the server

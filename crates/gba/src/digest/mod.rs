@@ -35,7 +35,7 @@ use core::str::FromStr;
 use md5::Md5;
 use sha2::{Digest, Sha256, Sha512_256};
 use subtle::ConstantTimeEq;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 pub mod client;
 pub mod header;
@@ -96,22 +96,6 @@ impl Algorithm {
             self,
             Self::Md5Sess | Self::Sha256Sess | Self::Sha512_256Sess
         )
-    }
-
-    /// Lowercase hex of H(parts concatenated).
-    fn hash_hex(self, parts: &[&[u8]]) -> String {
-        fn run<D: Digest>(parts: &[&[u8]]) -> String {
-            let mut d = D::new();
-            for p in parts {
-                d.update(p);
-            }
-            lower_hex(&d.finalize())
-        }
-        match self {
-            Self::Md5 | Self::Md5Sess | Self::AkaV1Md5 => run::<Md5>(parts),
-            Self::Sha256 | Self::Sha256Sess => run::<Sha256>(parts),
-            Self::Sha512_256 | Self::Sha512_256Sess => run::<Sha512_256>(parts),
-        }
     }
 }
 
@@ -184,17 +168,6 @@ pub struct QopParams<'a> {
     pub cnonce: &'a str,
 }
 
-/// Lowercase hex of `bytes` (RFC 7616 3.4.1: digests are written as
-/// lowercase hex), through a table: this runs several times per Digest
-/// request (HA1, H(body), HA2, the response, rspauth), and the char
-/// iterator of `hex::encode` cost more than the bytes it wrote.
-fn lower_hex(bytes: &[u8]) -> String {
-    let mut out = vec![0u8; bytes.len() * 2];
-    write_lower_hex(bytes, &mut out);
-    // Only ASCII digits were written.
-    String::from_utf8(out).unwrap_or_default()
-}
-
 /// Writes the lowercase hex of `bytes` into `out` (as many bytes as fit,
 /// two digits each): the one table of the server's and the client's
 /// digests.
@@ -204,6 +177,67 @@ pub(crate) fn write_lower_hex(bytes: &[u8], out: &mut [u8]) {
         pair[0] = DIGITS[usize::from(b >> 4)];
         pair[1] = DIGITS[usize::from(b & 0x0f)];
     }
+}
+
+/// The longest hex digest of the supported algorithms (SHA-256 and
+/// SHA-512/256: 32 bytes).
+pub(crate) const MAX_HEX: usize = 64;
+
+/// A lowercase hex digest on the stack, zeroed when dropped (it may be an
+/// HA1, which stands for the password): the digests of a request and its
+/// answer, server and client side, allocate nothing.
+#[derive(Clone)]
+pub(crate) struct HexDigest {
+    buf: [u8; MAX_HEX],
+    len: usize,
+}
+
+impl HexDigest {
+    /// The lowercase hex of `bytes` (at most [`MAX_HEX`] digits).
+    pub(crate) fn encode(bytes: &[u8]) -> Self {
+        let mut buf = [0u8; MAX_HEX];
+        let len = (2 * bytes.len()).min(MAX_HEX);
+        write_lower_hex(bytes, &mut buf[..len]);
+        HexDigest { buf, len }
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Only hex digits were written.
+        core::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+}
+
+impl Drop for HexDigest {
+    fn drop(&mut self) {
+        self.buf.zeroize();
+    }
+}
+
+/// Lowercase hex of H(parts concatenated).
+pub(crate) fn hash_hex(algorithm: Algorithm, parts: &[&[u8]]) -> HexDigest {
+    fn run<D: Digest>(parts: &[&[u8]]) -> HexDigest {
+        let mut d = D::new();
+        for p in parts {
+            d.update(p);
+        }
+        HexDigest::encode(&d.finalize())
+    }
+    match algorithm {
+        Algorithm::Md5 | Algorithm::Md5Sess | Algorithm::AkaV1Md5 => run::<Md5>(parts),
+        Algorithm::Sha256 | Algorithm::Sha256Sess => run::<Sha256>(parts),
+        Algorithm::Sha512_256 | Algorithm::Sha512_256Sess => run::<Sha512_256>(parts),
+    }
+}
+
+/// The 8 lowercase hex digits of a nonce count (RFC 7616 3.4).
+pub(crate) fn nc_hex(nc: u32) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    write_lower_hex(&nc.to_be_bytes(), &mut out);
+    out
 }
 
 /// HA1 (RFC 7616 3.4.2). `nonce` and `cnonce` are only used by the `-sess`
@@ -216,6 +250,22 @@ pub fn compute_ha1(
     nonce: &str,
     cnonce: &str,
 ) -> Zeroizing<String> {
+    Zeroizing::new(
+        ha1(algorithm, username, realm, password, nonce, cnonce)
+            .as_str()
+            .to_owned(),
+    )
+}
+
+/// [`compute_ha1`] on the stack.
+pub(crate) fn ha1(
+    algorithm: Algorithm,
+    username: &str,
+    realm: &str,
+    password: &[u8],
+    nonce: &str,
+    cnonce: &str,
+) -> HexDigest {
     session_ha1(
         algorithm,
         base_ha1(algorithm, username, realm, password),
@@ -232,32 +282,32 @@ pub(crate) fn base_ha1(
     username: &str,
     realm: &str,
     password: &[u8],
-) -> Zeroizing<String> {
-    Zeroizing::new(algorithm.hash_hex(&[
-        username.as_bytes(),
-        b":",
-        realm.as_bytes(),
-        b":",
-        password,
-    ]))
+) -> HexDigest {
+    hash_hex(
+        algorithm,
+        &[username.as_bytes(), b":", realm.as_bytes(), b":", password],
+    )
 }
 
 /// HA1 from [`base_ha1`]: itself, or for a `-sess` algorithm
 /// `H(base ":" nonce ":" cnonce)` (RFC 7616 3.4.2).
 pub(crate) fn session_ha1(
     algorithm: Algorithm,
-    base: Zeroizing<String>,
+    base: HexDigest,
     nonce: &str,
     cnonce: &str,
-) -> Zeroizing<String> {
+) -> HexDigest {
     if algorithm.is_session() {
-        Zeroizing::new(algorithm.hash_hex(&[
-            base.as_bytes(),
-            b":",
-            nonce.as_bytes(),
-            b":",
-            cnonce.as_bytes(),
-        ]))
+        hash_hex(
+            algorithm,
+            &[
+                base.as_bytes(),
+                b":",
+                nonce.as_bytes(),
+                b":",
+                cnonce.as_bytes(),
+            ],
+        )
     } else {
         base
     }
@@ -272,18 +322,34 @@ pub fn compute_ha2(
     uri: &str,
     body: &[u8],
 ) -> String {
+    ha2(algorithm, qop, method, uri, body).as_str().to_owned()
+}
+
+/// [`compute_ha2`] on the stack. Computed for every request and answer:
+/// nothing is remembered from one body to the next (a memo of the last
+/// body only ever pays off for a load generator repeating one request).
+pub(crate) fn ha2(
+    algorithm: Algorithm,
+    qop: Option<Qop>,
+    method: &str,
+    uri: &str,
+    body: &[u8],
+) -> HexDigest {
     match qop {
         Some(Qop::AuthInt) => {
-            let hbody = algorithm.hash_hex(&[body]);
-            algorithm.hash_hex(&[
-                method.as_bytes(),
-                b":",
-                uri.as_bytes(),
-                b":",
-                hbody.as_bytes(),
-            ])
+            let hbody = hash_hex(algorithm, &[body]);
+            hash_hex(
+                algorithm,
+                &[
+                    method.as_bytes(),
+                    b":",
+                    uri.as_bytes(),
+                    b":",
+                    hbody.as_bytes(),
+                ],
+            )
         }
-        Some(Qop::Auth) | None => algorithm.hash_hex(&[method.as_bytes(), b":", uri.as_bytes()]),
+        Some(Qop::Auth) | None => hash_hex(algorithm, &[method.as_bytes(), b":", uri.as_bytes()]),
     }
 }
 
@@ -295,24 +361,37 @@ pub fn compute_response(
     qop: Option<QopParams<'_>>,
     ha2: &str,
 ) -> String {
+    request_digest(algorithm, ha1.as_bytes(), nonce, qop, ha2.as_bytes())
+        .as_str()
+        .to_owned()
+}
+
+/// [`compute_response`] on the stack.
+pub(crate) fn request_digest(
+    algorithm: Algorithm,
+    ha1: &[u8],
+    nonce: &str,
+    qop: Option<QopParams<'_>>,
+    ha2: &[u8],
+) -> HexDigest {
     match qop {
-        Some(q) => {
-            let nc = format_nc(q.nc);
-            algorithm.hash_hex(&[
-                ha1.as_bytes(),
+        Some(q) => hash_hex(
+            algorithm,
+            &[
+                ha1,
                 b":",
                 nonce.as_bytes(),
                 b":",
-                nc.as_bytes(),
+                &nc_hex(q.nc),
                 b":",
                 q.cnonce.as_bytes(),
                 b":",
                 q.qop.as_str().as_bytes(),
                 b":",
-                ha2.as_bytes(),
-            ])
-        }
-        None => algorithm.hash_hex(&[ha1.as_bytes(), b":", nonce.as_bytes(), b":", ha2.as_bytes()]),
+                ha2,
+            ],
+        ),
+        None => hash_hex(algorithm, &[ha1, b":", nonce.as_bytes(), b":", ha2]),
     }
 }
 
@@ -327,8 +406,22 @@ pub fn compute_rspauth(
     uri: &str,
     response_body: &[u8],
 ) -> String {
-    let ha2 = compute_ha2(algorithm, Some(qop.qop), "", uri, response_body);
-    compute_response(algorithm, ha1, nonce, Some(qop), &ha2)
+    rspauth(algorithm, ha1.as_bytes(), nonce, qop, uri, response_body)
+        .as_str()
+        .to_owned()
+}
+
+/// [`compute_rspauth`] on the stack.
+pub(crate) fn rspauth(
+    algorithm: Algorithm,
+    ha1: &[u8],
+    nonce: &str,
+    qop: QopParams<'_>,
+    uri: &str,
+    response_body: &[u8],
+) -> HexDigest {
+    let ha2 = ha2(algorithm, Some(qop.qop), "", uri, response_body);
+    request_digest(algorithm, ha1, nonce, Some(qop), ha2.as_bytes())
 }
 
 /// Formats a nonce count as exactly 8 lowercase hex digits (RFC 7616 3.4).
@@ -350,11 +443,19 @@ pub fn parse_nc(text: &str) -> Result<u32, HeaderError> {
     })
 }
 
-/// Constant-time comparison of two hex digests, ignoring ASCII case of the
-/// received one (RFC 7616 asks for lowercase; some clients send uppercase).
-pub(crate) fn digest_eq(expected: &str, received: &str) -> bool {
-    let received = received.to_ascii_lowercase();
-    bool::from(expected.as_bytes().ct_eq(received.as_bytes()))
+/// Constant-time comparison of a hex digest with a received one, ignoring
+/// the ASCII case of the received one (RFC 7616 asks for lowercase; some
+/// peers send uppercase). The length is not secret.
+pub(crate) fn digest_eq(expected: &HexDigest, received: &str) -> bool {
+    let received = received.as_bytes();
+    if received.len() != expected.len {
+        return false;
+    }
+    let mut lower = [0u8; MAX_HEX];
+    for (l, r) in lower.iter_mut().zip(received) {
+        *l = r.to_ascii_lowercase();
+    }
+    bool::from(expected.as_bytes().ct_eq(&lower[..expected.len]))
 }
 
 #[cfg(test)]
@@ -399,8 +500,8 @@ mod tests {
         let a = compute_ha1(Algorithm::Sha256, "u", "r", b"p", "n", "c");
         let b = compute_ha1(Algorithm::Sha256Sess, "u", "r", b"p", "n", "c");
         assert_ne!(*a, *b);
-        let expected = Algorithm::Sha256.hash_hex(&[a.as_bytes(), b":n:c"]);
-        assert_eq!(*b, expected);
+        let expected = hash_hex(Algorithm::Sha256, &[a.as_bytes(), b":n:c"]);
+        assert_eq!(*b, expected.as_str());
         assert_eq!(
             compute_ha1(Algorithm::Sha512_256, "u", "r", b"p", "", "").len(),
             64
@@ -410,8 +511,17 @@ mod tests {
     #[test]
     fn lower_hex_matches_the_hex_crate() {
         let all: Vec<u8> = (0..=255).collect();
-        assert_eq!(lower_hex(&all), hex::encode(&all));
-        assert_eq!(lower_hex(&[]), "");
+        for chunk in all.chunks(MAX_HEX / 2) {
+            assert_eq!(HexDigest::encode(chunk).as_str(), hex::encode(chunk));
+        }
+        assert_eq!(HexDigest::encode(&[]).as_str(), "");
+        assert_eq!(HexDigest::encode(&[0x01, 0xab, 0xff]).as_str(), "01abff");
+        assert_eq!(&nc_hex(0xab), b"000000ab");
+        let d = HexDigest::encode(&[0xab; 4]);
+        assert!(digest_eq(&d, "ABABABAB"));
+        assert!(!digest_eq(&d, "abababac"));
+        assert!(!digest_eq(&d, "ababab"));
+        assert!(!digest_eq(&d, &"ab".repeat(40)));
     }
 
     #[test]
@@ -437,8 +547,9 @@ mod tests {
 
     #[test]
     fn digest_eq_case_insensitive_received() {
-        assert!(digest_eq("abcd", "ABCD"));
-        assert!(!digest_eq("abcd", "abce"));
-        assert!(!digest_eq("abcd", "abc"));
+        let d = HexDigest::encode(&[0xab, 0xcd]);
+        assert!(digest_eq(&d, "ABCD"));
+        assert!(!digest_eq(&d, "abce"));
+        assert!(!digest_eq(&d, "abc"));
     }
 }

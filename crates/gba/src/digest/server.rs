@@ -55,10 +55,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::header::{AuthenticationInfo, Authorization, Challenge};
-use super::{
-    compute_ha1, compute_ha2, compute_response, compute_rspauth, digest_eq, Algorithm, Qop,
-    QopParams,
-};
+use super::{digest_eq, ha1, ha2, request_digest, rspauth, Algorithm, HexDigest, Qop, QopParams};
 use crate::kdf::hmac_sha256;
 
 const TS_LEN: usize = 8;
@@ -196,7 +193,7 @@ pub struct Verified {
     cnonce: String,
     nonce: String,
     uri: String,
-    ha1: Zeroizing<String>,
+    ha1: HexDigest,
     nonce_info: NonceInfo,
 }
 
@@ -424,7 +421,7 @@ impl DigestServer {
             return Err(VerifyError::NonceSpent);
         }
 
-        let ha1 = compute_ha1(
+        let ha1 = ha1(
             algorithm,
             &auth.username,
             &auth.realm,
@@ -432,19 +429,19 @@ impl DigestServer {
             &auth.nonce,
             cnonce,
         );
-        let ha2 = compute_ha2(
+        let ha2 = ha2(
             algorithm,
             Some(qop),
             request.method,
             &auth.uri,
             request.body,
         );
-        let expected = compute_response(
+        let expected = request_digest(
             algorithm,
-            &ha1,
+            ha1.as_bytes(),
             &auth.nonce,
             Some(QopParams { qop, nc, cnonce }),
-            &ha2,
+            ha2.as_bytes(),
         );
         if !digest_eq(&expected, &auth.response) {
             if self.config.single_use && !self.is_expired(info.issued_at, now) {
@@ -558,9 +555,9 @@ impl DigestServer {
         response_body: &[u8],
         nextnonce: Option<String>,
     ) -> AuthenticationInfo {
-        let rspauth = compute_rspauth(
+        let rspauth = rspauth(
             verified.algorithm,
-            &verified.ha1,
+            verified.ha1.as_bytes(),
             &verified.nonce,
             QopParams {
                 qop: verified.qop,
@@ -573,7 +570,7 @@ impl DigestServer {
         AuthenticationInfo {
             nextnonce,
             qop: Some(verified.qop),
-            rspauth: Some(rspauth),
+            rspauth: Some(rspauth.as_str().to_owned()),
             cnonce: Some(verified.cnonce.clone()),
             nc: Some(verified.nc),
         }
@@ -582,7 +579,7 @@ impl DigestServer {
 
 #[cfg(test)]
 mod tests {
-    use super::super::DigestClient;
+    use super::super::{compute_ha1, compute_ha2, compute_response, DigestClient};
     use super::*;
 
     const SECRET: [u8; 32] = [0x5a; 32];
