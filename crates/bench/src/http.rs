@@ -51,15 +51,6 @@ pub const FLOOR_MSK_MESSAGE_LEN: usize = 159;
 /// the MBMS shape (about 60 bytes, issue 12).
 pub const FLOOR_ACK_LEN: usize = 60;
 
-/// The hello+udp+commit anchor's committer gathers as the BM-SC's
-/// (`commit_gather_us`, `DEFAULT_COMMIT_GATHER_US` in
-/// crates/bmsc/src/committer.rs): after a commit of at least
-/// [`FLOOR_GATHER_MIN_ROWS`] rows it waits this long before the next one.
-const FLOOR_COMMIT_GATHER: Duration = Duration::from_micros(1000);
-
-/// The BM-SC's `GATHER_MIN_WRITES`.
-const FLOOR_GATHER_MIN_ROWS: usize = 4;
-
 /// Acknowledgements the server side of the hello+udp anchors reads per
 /// batch at most: the BM-SC's `ACK_BATCH_MAX` (crates/bmsc/src/udp.rs).
 const FLOOR_ACK_BATCH_MAX: usize = 16_384;
@@ -442,12 +433,7 @@ fn committer(
         .spawn(move || {
             let mut waiting = Vec::new();
             let mut at = 0i64;
-            // Rows of the last commit.
-            let mut last_rows = 0usize;
             while let Ok(first) = rx.recv() {
-                if last_rows >= FLOOR_GATHER_MIN_ROWS {
-                    std::thread::sleep(FLOOR_COMMIT_GATHER);
-                }
                 waiting.push(first);
                 waiting.extend(rx.try_iter());
                 let ok = (|| -> rusqlite::Result<()> {
@@ -471,7 +457,6 @@ fn committer(
                         .rows
                         .fetch_add(waiting.len() as u64, Ordering::Relaxed);
                 }
-                last_rows = waiting.len();
                 for w in waiting.drain(..) {
                     let _ = w.send(ok);
                 }
