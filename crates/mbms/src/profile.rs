@@ -93,5 +93,14 @@ pub const MAX_MSKS_PER_KEY_GROUP: usize = 2;
 /// section 7, revised: "at most once per second per MSK"; seed 004 6.4.2).
 pub const MSK_REACK_INTERVAL: core::time::Duration = core::time::Duration::from_secs(1);
 
+/// Whether a MUK the UE keeps only because its BM-SC last used it (older
+/// than the current MUK and the one before) verifies only a solicited pull.
+/// `PROFILE.md` section 7 lets an MSK message name "its current [MUK] or
+/// the one before" and lets the solicited pull fall back to "the last MUK
+/// successfully used by the BM-SC"; it does not say whether any other
+/// message may name that older MUK. The choice here: no, only the pull
+/// (`false` would let every MSK message name it).
+pub const OLDER_LAST_USED_MUK_FOR_PULL_ONLY: bool = true;
+
 /// UDP port of the UE's MIKEY listener and of the BM-SC (`PROFILE.md` section 6).
 pub const MIKEY_UDP_PORT: u16 = mikey::MIKEY_PORT;

@@ -16,7 +16,9 @@ use mikey::SrtpIdEntry;
 use crate::ids::{KeyGroupName, MskId, MskName, MtkId, MukId};
 use crate::keys::{Mtk, Muk};
 use crate::messages::{MskAck, MskEnvelope, MtkEnvelope, ProfileError, Streaming};
-use crate::profile::{MAX_MSKS_PER_KEY_GROUP, MSK_REACK_INTERVAL};
+use crate::profile::{
+    MAX_MSKS_PER_KEY_GROUP, MSK_REACK_INTERVAL, OLDER_LAST_USED_MUK_FOR_PULL_ONLY,
+};
 use store::{
     lowest_key_number, InstalledMuks, MgvState, MgvStore, MskRecord, MukRecord, StoreError,
 };
@@ -271,9 +273,10 @@ impl<S: MgvStore> MgvF<S> {
     /// Find the MUK of a message by its MUK ID (IDi, IDr; seed 004 6.5.3
     /// via clause 6.1): the BM-SC's current MUK or the one installed before
     /// it (`PROFILE.md` section 7). Only a solicited pull (Key Number 0) may
-    /// use any other MUK the UE holds, or fall back to the MUK last used
-    /// successfully by that BM-SC (seeds 002/003 6.3.2.2.4; `PROFILE.md`
-    /// section 7, revised).
+    /// use any other MUK the UE holds (as long as
+    /// [`OLDER_LAST_USED_MUK_FOR_PULL_ONLY`]), or fall back to the MUK last
+    /// used successfully by that BM-SC (seeds 002/003 6.3.2.2.4;
+    /// `PROFILE.md` section 7, revised).
     fn find_muk<'s>(
         state: &'s MgvState,
         muk_id: &MukId,
@@ -283,8 +286,10 @@ impl<S: MgvStore> MgvF<S> {
             .installed_muks
             .get(&muk_id.idi)
             .is_some_and(|i| i.names(muk_id));
-        if installed {
-            return state.muks.get(muk_id);
+        if installed || !OLDER_LAST_USED_MUK_FOR_PULL_ONLY {
+            if let Some(m) = state.muks.get(muk_id) {
+                return Some(m);
+            }
         }
         if !solicited_pull {
             return None;
