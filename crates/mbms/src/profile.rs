@@ -95,7 +95,7 @@ pub const MSK_REACK_INTERVAL: core::time::Duration = core::time::Duration::from_
 
 /// Whether a MUK the UE keeps only because its BM-SC last used it (older
 /// than the current MUK and the one before) verifies only a solicited pull.
-/// `PROFILE.md` section 7 lets an MSK message name "its current [MUK] or
+/// `PROFILE.md` section 7 lets an MSK message name "its current MUK or
 /// the one before" and lets the solicited pull fall back to "the last MUK
 /// successfully used by the BM-SC"; it does not say whether any other
 /// message may name that older MUK. The choice here: no, only the pull
