@@ -250,27 +250,11 @@ pub fn compute_ha1(
     nonce: &str,
     cnonce: &str,
 ) -> Zeroizing<String> {
+    let base = base_ha1(algorithm, username, realm, password);
     Zeroizing::new(
-        ha1(algorithm, username, realm, password, nonce, cnonce)
+        session_ha1(algorithm, base, nonce, cnonce)
             .as_str()
             .to_owned(),
-    )
-}
-
-/// [`compute_ha1`] on the stack.
-pub(crate) fn ha1(
-    algorithm: Algorithm,
-    username: &str,
-    realm: &str,
-    password: &[u8],
-    nonce: &str,
-    cnonce: &str,
-) -> HexDigest {
-    session_ha1(
-        algorithm,
-        base_ha1(algorithm, username, realm, password),
-        nonce,
-        cnonce,
     )
 }
 

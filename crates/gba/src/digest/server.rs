@@ -55,7 +55,10 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::header::{AuthenticationInfo, Authorization, Challenge};
-use super::{digest_eq, ha1, ha2, request_digest, rspauth, Algorithm, HexDigest, Qop, QopParams};
+use super::{
+    base_ha1, digest_eq, ha2, request_digest, rspauth, session_ha1, Algorithm, HexDigest, Qop,
+    QopParams,
+};
 use crate::kdf::hmac_sha256;
 
 const TS_LEN: usize = 8;
@@ -421,14 +424,9 @@ impl DigestServer {
             return Err(VerifyError::NonceSpent);
         }
 
-        let ha1 = ha1(
-            algorithm,
-            &auth.username,
-            &auth.realm,
-            password,
-            &auth.nonce,
-            cnonce,
-        );
+        // RFC 7616 3.4.2: the -sess algorithms hash the nonces into HA1.
+        let base = base_ha1(algorithm, &auth.username, &auth.realm, password);
+        let ha1 = session_ha1(algorithm, base, &auth.nonce, cnonce);
         let ha2 = ha2(
             algorithm,
             Some(qop),

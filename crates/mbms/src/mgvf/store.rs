@@ -659,14 +659,12 @@ impl FileStore {
             }
         }
         remove_leftover_tmp(&path)?;
-        let store = FileStore {
+        let mut store = FileStore {
             path,
             state: MgvState::default(),
             uncertain: false,
         };
-        store
-            .write_atomically(&store.state)?
-            .map_err(|e| io_err(&e.path)(e.source))?;
+        store.write_atomically(&MgvState::default())?;
         Ok(store)
     }
 
@@ -710,14 +708,22 @@ impl FileStore {
         &self.path
     }
 
-    fn write_atomically(&self, next: &MgvState) -> Result<Result<(), ReplaceError>, StoreError> {
+    /// Writes `next` over the file. A failure after the rename leaves the
+    /// file with `next`, not known to be durable: neither state may be
+    /// built on (a later commit over the old one could write a counter
+    /// lower than the file's; one over `next` could be lost with it), so
+    /// the store takes no commit until it is opened again.
+    fn write_atomically(&mut self, next: &MgvState) -> Result<(), StoreError> {
         let bytes = Zeroizing::new(serde_json::to_vec_pretty(&to_snapshot(next)).map_err(|e| {
             StoreError::Corrupt {
                 path: self.path.clone(),
                 why: e.to_string(),
             }
         })?);
-        Ok(replace_private_file(&self.path, &bytes))
+        replace_private_file(&self.path, &bytes).map_err(|e| {
+            self.uncertain = e.renamed;
+            io_err(&e.path)(e.source)
+        })
     }
 }
 
@@ -830,20 +836,9 @@ impl MgvStore for FileStore {
             });
         }
         self.state.check_monotonic(&next)?;
-        match self.write_atomically(&next)? {
-            Ok(()) => {
-                self.state = next;
-                Ok(())
-            }
-            Err(e) => {
-                // After the rename the file holds the new state, not known to
-                // be durable: neither state may be built on (a later commit
-                // over the old one could write a counter lower than the
-                // file's; one over the new one could be lost with it).
-                self.uncertain = e.renamed;
-                Err(io_err(&e.path)(e.source))
-            }
-        }
+        self.write_atomically(&next)?;
+        self.state = next;
+        Ok(())
     }
 }
 
