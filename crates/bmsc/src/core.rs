@@ -710,6 +710,13 @@ impl Core {
             .collect()
     }
 
+    /// Whether UE `h` (when known) is subscribed in the engine to key group
+    /// `group` of this BM-SC's key domain ([`Self::subscribed_groups`]
+    /// without collecting them).
+    fn is_subscribed(&self, h: Option<UeHandle>, group: u16) -> bool {
+        h.is_some_and(|h| self.engine.is_subscribed(h, &self.group_name(group)))
+    }
+
     /// Subscribe / unsubscribe the UE in the engine to match its services.
     fn sync_groups(&mut self, h: UeHandle, now: Timestamp) -> Result<(), CoreError> {
         let want = self.wanted_groups(h);
@@ -909,7 +916,6 @@ impl Core {
                 self.put_ue(ctx, services, now)?;
             }
         }
-        let subscribed = known.map(|h| self.subscribed_groups(h)).unwrap_or_default();
         let ue = UeId(ctx.impi.clone());
         let mut out = Vec::with_capacity(keys.len());
         let mut pending = Outcomes::default();
@@ -918,7 +924,7 @@ impl Core {
                 None => status::BAD_REQUEST,
                 Some(k) if k.key_domain != self.key_domain => status::NOT_FOUND,
                 Some(k) if !self.groups.contains_key(&k.msk_id.key_group) => status::NOT_FOUND,
-                Some(k) if !subscribed.contains(&k.msk_id.key_group) => status::FORBIDDEN,
+                Some(k) if !self.is_subscribed(known, k.msk_id.key_group) => status::FORBIDDEN,
                 Some(k) => match self.engine.request_msk(&ue, *k, now) {
                     Ok(name) => {
                         pending.deliveries.push(DeliveryRecord {

@@ -206,7 +206,7 @@ async fn handle(
         }
     };
     let target = mbms_service::digest::request_target(uri);
-    let password = keys.mrk.to_base64();
+    let password = keys.mrk.password();
     let verified = app.digest().verify(
         &auth,
         &Request {
@@ -214,7 +214,7 @@ async fn handle(
             uri: &target,
             body: &body,
         },
-        password.as_bytes(),
+        &*password,
         now,
     );
     let verified = match verified {

@@ -193,17 +193,39 @@ impl NafKey {
     }
 }
 
+/// Octets of the standard base64 of a 32-octet key (with padding).
+pub const KEY_BASE64_LEN: usize = 44;
+
 impl Mrk {
     /// Standard base64 (with padding) of the MRK: the Ua HTTP Digest password
     /// (PROFILE.md section 3).
     pub fn to_base64(&self) -> Zeroizing<String> {
-        Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(self.0))
+        let password = self.password();
+        // Base64 is ASCII.
+        Zeroizing::new(String::from_utf8_lossy(&*password).into_owned())
+    }
+
+    /// [`Self::to_base64`] as octets on the stack, for a server that checks
+    /// a request with it and forgets it.
+    pub fn password(&self) -> Zeroizing<[u8; KEY_BASE64_LEN]> {
+        let mut out = Zeroizing::new([0u8; KEY_BASE64_LEN]);
+        // 44 octets hold the base64 of 32: cannot fail.
+        let _ = base64::engine::general_purpose::STANDARD.encode_slice(self.0, &mut *out);
+        out
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mrk_password_is_its_base64() {
+        let mrk = Mrk::from([0xfb; 32]);
+        let text = base64::engine::general_purpose::STANDARD.encode([0xfb; 32]);
+        assert_eq!(&*mrk.password(), text.as_bytes());
+        assert_eq!(*mrk.to_base64(), text);
+    }
 
     #[test]
     fn debug_is_redacted() {

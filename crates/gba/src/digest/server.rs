@@ -29,6 +29,12 @@
 //! treated as stale from then on* (a low-water mark), so eviction can never
 //! re-open a replay; the client just retries with a new nonce.
 //!
+//! A nonce is known in the cache by its issue time and the first
+//! [`NONCE_ID_LEN`] octets of its MAC ([`NonceId`]): fixed-size keys, so a
+//! lookup allocates nothing. Only nonces whose MAC verified get there, and
+//! two distinct nonces of one server share an ID only by a collision of
+//! the truncated HMAC-SHA-256 (2^-64 after 2^32 nonces of one second).
+//!
 //! # Single-use nonces (Ub)
 //!
 //! With [`ServerConfig::single_use`] a nonce is good for one try: the first
@@ -65,6 +71,17 @@ const TS_LEN: usize = 8;
 const RANDOM_LEN: usize = 16;
 const MAC_LEN: usize = 32;
 const NONCE_TRAILER: usize = TS_LEN + RANDOM_LEN + MAC_LEN;
+
+/// Octets of the nonce MAC that name a nonce in the replay cache.
+pub const NONCE_ID_LEN: usize = 16;
+
+/// A nonce as the replay cache knows it: issue time and the start of its
+/// MAC (see the module documentation).
+type NonceId = (u64, [u8; NONCE_ID_LEN]);
+
+/// Nonces whose decoded form fits here are decoded on the stack (a Ua
+/// nonce is 56 octets, a Ub nonce 88); longer ones on the heap.
+const NONCE_STACK: usize = 192;
 
 /// Default nonce lifetime, 300 s (PROFILE.md section 3).
 pub const DEFAULT_NONCE_LIFETIME_SECS: u64 = 300;
@@ -187,20 +204,21 @@ pub struct NonceInfo {
 }
 
 /// A successfully verified request; pass it to
-/// [`DigestServer::authentication_info`].
-pub struct Verified {
-    username: String,
+/// [`DigestServer::authentication_info`]. It borrows the texts of the
+/// `Authorization` it was verified from.
+pub struct Verified<'a> {
+    username: &'a str,
     algorithm: Algorithm,
     qop: Qop,
     nc: u32,
-    cnonce: String,
-    nonce: String,
-    uri: String,
+    cnonce: &'a str,
+    nonce: &'a str,
+    uri: &'a str,
     ha1: HexDigest,
     nonce_info: NonceInfo,
 }
 
-impl fmt::Debug for Verified {
+impl fmt::Debug for Verified<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verified")
             .field("username", &self.username)
@@ -213,10 +231,10 @@ impl fmt::Debug for Verified {
     }
 }
 
-impl Verified {
+impl<'a> Verified<'a> {
     /// The authenticated username.
-    pub fn username(&self) -> &str {
-        &self.username
+    pub fn username(&self) -> &'a str {
+        self.username
     }
 
     /// The algorithm used.
@@ -235,18 +253,18 @@ impl Verified {
     }
 
     /// The client nonce used.
-    pub fn cnonce(&self) -> &str {
-        &self.cnonce
+    pub fn cnonce(&self) -> &'a str {
+        self.cnonce
     }
 
     /// The `uri` parameter (equal to the request-target).
-    pub fn uri(&self) -> &str {
-        &self.uri
+    pub fn uri(&self) -> &'a str {
+        self.uri
     }
 
     /// The nonce used.
-    pub fn nonce(&self) -> &str {
-        &self.nonce
+    pub fn nonce(&self) -> &'a str {
+        self.nonce
     }
 
     /// The decoded nonce (prefix and issue time).
@@ -259,8 +277,8 @@ impl Verified {
 pub struct DigestServer {
     config: ServerConfig,
     secret: Zeroizing<[u8; 32]>,
-    /// (issued_at, nonce) -> highest nc accepted.
-    seen: BTreeMap<(u64, String), u32>,
+    /// Nonce -> highest nc accepted.
+    seen: BTreeMap<NonceId, u32>,
     /// Nonces issued at or before this time are stale (after an eviction).
     low_water: Option<u64>,
 }
@@ -309,20 +327,45 @@ impl DigestServer {
     pub fn issue_nonce_with_prefix(&self, prefix: &[u8], now: u64, random: &[u8; 16]) -> String {
         let ts = now.to_be_bytes();
         let mac = hmac_sha256(&*self.secret, &[prefix, &ts, random]);
-        let mut raw = Vec::with_capacity(prefix.len() + NONCE_TRAILER);
-        raw.extend_from_slice(prefix);
-        raw.extend_from_slice(&ts);
-        raw.extend_from_slice(random);
-        raw.extend_from_slice(&mac);
-        base64::engine::general_purpose::STANDARD.encode(raw)
+        let b64 = &base64::engine::general_purpose::STANDARD;
+        let len = prefix.len() + NONCE_TRAILER;
+        if len <= NONCE_STACK {
+            // Assembled on the stack: the text is the one allocation.
+            let mut raw = [0u8; NONCE_STACK];
+            for (part, at) in [
+                (prefix, 0),
+                (&ts[..], prefix.len()),
+                (&random[..], prefix.len() + TS_LEN),
+                (&mac[..], prefix.len() + TS_LEN + RANDOM_LEN),
+            ] {
+                raw[at..at + part.len()].copy_from_slice(part);
+            }
+            return b64.encode(&raw[..len]);
+        }
+        b64.encode([prefix, &ts, random, &mac].concat())
     }
 
     /// Checks that `nonce` was issued by this server (MAC in constant time)
     /// and returns its content. Does not check expiry.
     pub fn decode_nonce(&self, nonce: &str) -> Result<NonceInfo, VerifyError> {
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(nonce)
-            .map_err(|_| VerifyError::InvalidNonce)?;
+        self.open_nonce(nonce).map(|(info, _)| info)
+    }
+
+    /// [`Self::decode_nonce`], and the nonce's ID in the replay cache.
+    /// Decoded on the stack when it fits [`NONCE_STACK`]; the prefix is
+    /// copied only when there is one (never on Ua).
+    fn open_nonce(&self, nonce: &str) -> Result<(NonceInfo, NonceId), VerifyError> {
+        let b64 = &base64::engine::general_purpose::STANDARD;
+        let mut stack = [0u8; NONCE_STACK];
+        let heap;
+        let raw: &[u8] = match b64.decode_slice(nonce, &mut stack) {
+            Ok(n) => &stack[..n],
+            Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
+                heap = b64.decode(nonce).map_err(|_| VerifyError::InvalidNonce)?;
+                &heap
+            }
+            Err(base64::DecodeSliceError::DecodeError(_)) => return Err(VerifyError::InvalidNonce),
+        };
         let split = raw
             .len()
             .checked_sub(NONCE_TRAILER)
@@ -338,10 +381,16 @@ impl DigestServer {
         if !bool::from(expected.as_slice().ct_eq(mac)) {
             return Err(VerifyError::InvalidNonce);
         }
-        Ok(NonceInfo {
-            prefix: prefix.to_vec(),
-            issued_at: u64::from_be_bytes(*ts),
-        })
+        let issued_at = u64::from_be_bytes(*ts);
+        let mut id = [0u8; NONCE_ID_LEN];
+        id.copy_from_slice(&expected[..NONCE_ID_LEN]);
+        Ok((
+            NonceInfo {
+                prefix: prefix.to_vec(),
+                issued_at,
+            },
+            (issued_at, id),
+        ))
     }
 
     /// The challenge for `nonce` with the first configured algorithm.
@@ -388,13 +437,13 @@ impl DigestServer {
     /// `auth.username` (on Ub: RES bytes, or `b""` when `auts` is present,
     /// RFC 3310 3.4; on Ua: the base64 text of the MRK). `now` is in the same
     /// seconds as the `now` given when issuing nonces.
-    pub fn verify(
+    pub fn verify<'a>(
         &mut self,
-        auth: &Authorization,
+        auth: &'a Authorization,
         request: &Request<'_>,
         password: &[u8],
         now: u64,
-    ) -> Result<Verified, VerifyError> {
+    ) -> Result<Verified<'a>, VerifyError> {
         if auth.realm != self.config.realm {
             return Err(VerifyError::RealmMismatch);
         }
@@ -419,8 +468,8 @@ impl DigestServer {
                 return Err(VerifyError::OpaqueMismatch);
             }
         }
-        let info = self.decode_nonce(&auth.nonce)?;
-        if self.config.single_use && self.is_tracked(info.issued_at, &auth.nonce, now) {
+        let (info, id) = self.open_nonce(&auth.nonce)?;
+        if self.config.single_use && self.is_tracked(id, now) {
             return Err(VerifyError::NonceSpent);
         }
 
@@ -445,7 +494,7 @@ impl DigestServer {
             if self.config.single_use && !self.is_expired(info.issued_at, now) {
                 // One try per vector (TS 33.102 6.3.2): a wrong answer
                 // spends the nonce. An expired one needs no entry.
-                self.remember(info.issued_at, &auth.nonce, u32::MAX, now);
+                self.remember(id, u32::MAX, now);
             }
             return Err(VerifyError::ResponseMismatch);
         }
@@ -453,16 +502,16 @@ impl DigestServer {
             return Err(VerifyError::StaleNonce);
         }
         let nc_mark = if self.config.single_use { u32::MAX } else { nc };
-        self.check_replay(info.issued_at, &auth.nonce, nc, nc_mark, now)?;
+        self.check_replay(id, nc, nc_mark, now)?;
 
         Ok(Verified {
-            username: auth.username.clone(),
+            username: &auth.username,
             algorithm,
             qop,
             nc,
-            cnonce: cnonce.to_owned(),
-            nonce: auth.nonce.clone(),
-            uri: auth.uri.clone(),
+            cnonce,
+            nonce: &auth.nonce,
+            uri: &auth.uri,
             ha1,
             nonce_info: info,
         })
@@ -481,19 +530,18 @@ impl DigestServer {
     }
 
     /// Whether the cache holds an entry for this nonce (after expiry).
-    fn is_tracked(&mut self, issued_at: u64, nonce: &str, now: u64) -> bool {
+    fn is_tracked(&mut self, id: NonceId, now: u64) -> bool {
         self.expire(now);
-        self.seen.contains_key(&(issued_at, nonce.to_owned()))
+        self.seen.contains_key(&id)
     }
 
     /// Records `mark` as the highest nc seen for a nonce not yet tracked,
     /// evicting the oldest entries (and raising the low-water mark) when
     /// the cache is full. Returns `false` when the nonce itself fell under
     /// the low-water mark (it is stale from now on, nothing is recorded).
-    fn remember(&mut self, issued_at: u64, nonce: &str, mark: u32, now: u64) -> bool {
+    fn remember(&mut self, id: NonceId, mark: u32, now: u64) -> bool {
         self.expire(now);
-        let key = (issued_at, nonce.to_owned());
-        if let Some(last) = self.seen.get_mut(&key) {
+        if let Some(last) = self.seen.get_mut(&id) {
             *last = (*last).max(mark);
             return true;
         }
@@ -507,10 +555,10 @@ impl DigestServer {
                 None => break,
             }
         }
-        if self.is_expired(issued_at, now) {
+        if self.is_expired(id.0, now) {
             return false;
         }
-        self.seen.insert(key, mark);
+        self.seen.insert(id, mark);
         true
     }
 
@@ -518,15 +566,13 @@ impl DigestServer {
     /// (`nc`, or `u32::MAX` to spend a single-use nonce).
     fn check_replay(
         &mut self,
-        issued_at: u64,
-        nonce: &str,
+        id: NonceId,
         nc: u32,
         mark: u32,
         now: u64,
     ) -> Result<(), VerifyError> {
         self.expire(now);
-        let key = (issued_at, nonce.to_owned());
-        if let Some(last) = self.seen.get_mut(&key) {
+        if let Some(last) = self.seen.get_mut(&id) {
             if nc <= *last {
                 return Err(VerifyError::Replay);
             }
@@ -536,7 +582,7 @@ impl DigestServer {
         if nc == 0 {
             return Err(VerifyError::Replay);
         }
-        if !self.remember(issued_at, nonce, mark, now) {
+        if !self.remember(id, mark, now) {
             // Our own nonce fell under the low-water mark.
             return Err(VerifyError::StaleNonce);
         }
@@ -549,27 +595,27 @@ impl DigestServer {
     /// `nextnonce` (e.g. from [`Self::issue_nonce`]).
     pub fn authentication_info(
         &self,
-        verified: &Verified,
+        verified: &Verified<'_>,
         response_body: &[u8],
         nextnonce: Option<String>,
     ) -> AuthenticationInfo {
         let rspauth = rspauth(
             verified.algorithm,
             verified.ha1.as_bytes(),
-            &verified.nonce,
+            verified.nonce,
             QopParams {
                 qop: verified.qop,
                 nc: verified.nc,
-                cnonce: &verified.cnonce,
+                cnonce: verified.cnonce,
             },
-            &verified.uri,
+            verified.uri,
             response_body,
         );
         AuthenticationInfo {
             nextnonce,
             qop: Some(verified.qop),
             rspauth: Some(rspauth.as_str().to_owned()),
-            cnonce: Some(verified.cnonce.clone()),
+            cnonce: Some(verified.cnonce.to_owned()),
             nc: Some(verified.nc),
         }
     }
@@ -766,6 +812,62 @@ mod tests {
         let b = c2.authorize("POST", req(b"").uri, b"", "cn").unwrap();
         s.verify(&b, &req(b""), b"password", 1000).unwrap();
         assert_eq!(s.tracked_nonces(), 1);
+    }
+
+    #[test]
+    fn nonces_too_long_for_the_stack_work_the_same() {
+        let mut s = server();
+        // 136 octets of prefix fill the stack buffer exactly; 137 and more
+        // are assembled and decoded on the heap.
+        for len in [
+            0,
+            32,
+            NONCE_STACK - NONCE_TRAILER,
+            NONCE_STACK - NONCE_TRAILER + 1,
+            400,
+        ] {
+            let prefix: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let nonce = s.issue_nonce_with_prefix(&prefix, 10, &[len as u8; 16]);
+            let info = s.decode_nonce(&nonce).unwrap();
+            assert_eq!((info.prefix.as_slice(), info.issued_at), (&prefix[..], 10));
+            let mut c = client_for(s.challenge(&nonce, false));
+            let a1 = c.authorize("POST", req(b"").uri, b"", "cn").unwrap();
+            let v = s.verify(&a1, &req(b""), b"password", 11).unwrap();
+            assert_eq!(v.nonce_info().prefix, prefix);
+            assert_eq!(
+                s.verify(&a1, &req(b""), b"password", 11).unwrap_err(),
+                VerifyError::Replay,
+                "prefix of {len} octets"
+            );
+            let mut raw = base64::engine::general_purpose::STANDARD
+                .decode(&nonce)
+                .unwrap();
+            let last = raw.len() - 1;
+            raw[last] ^= 1;
+            let bad = base64::engine::general_purpose::STANDARD.encode(&raw);
+            assert_eq!(s.decode_nonce(&bad), Err(VerifyError::InvalidNonce));
+        }
+        assert_eq!(s.tracked_nonces(), 5);
+    }
+
+    #[test]
+    fn two_nonces_of_one_second_are_tracked_apart() {
+        // The replay cache names a nonce by issue time and MAC: two nonces
+        // of the same second, one used, leave the other fresh.
+        let mut s = server();
+        let n1 = s.issue_nonce(5, &[1; 16]);
+        let n2 = s.issue_nonce(5, &[2; 16]);
+        let mut c1 = client_for(s.challenge(&n1, false));
+        let mut c2 = client_for(s.challenge(&n2, false));
+        let a1 = c1.authorize("POST", req(b"").uri, b"", "cn").unwrap();
+        let a2 = c2.authorize("POST", req(b"").uri, b"", "cn").unwrap();
+        s.verify(&a1, &req(b""), b"password", 6).unwrap();
+        s.verify(&a2, &req(b""), b"password", 6).unwrap();
+        assert_eq!(s.tracked_nonces(), 2);
+        assert_eq!(
+            s.verify(&a2, &req(b""), b"password", 6).unwrap_err(),
+            VerifyError::Replay
+        );
     }
 
     #[test]
