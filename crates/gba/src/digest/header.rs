@@ -28,7 +28,7 @@
 use core::fmt::Write as _;
 use std::borrow::Cow;
 
-use super::{format_nc, parse_nc, Algorithm, Qop};
+use super::{nc_hex, parse_nc, Algorithm, Qop};
 
 /// Errors from parsing or formatting a Digest header value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -538,7 +538,7 @@ impl Authorization {
             w.token("qop", q.as_str());
         }
         if let Some(nc) = self.nc {
-            w.token("nc", &format_nc(nc));
+            w.token("nc", core::str::from_utf8(&nc_hex(nc)).unwrap_or_default());
         }
         if let Some(c) = &self.cnonce {
             w.quoted("cnonce", c)?;
@@ -584,7 +584,7 @@ impl AuthenticationInfo {
             w.quoted("cnonce", c)?;
         }
         if let Some(nc) = self.nc {
-            w.token("nc", &format_nc(nc));
+            w.token("nc", core::str::from_utf8(&nc_hex(nc)).unwrap_or_default());
         }
         Ok(w.finish())
     }

@@ -410,7 +410,8 @@ pub(crate) fn rspauth(
 
 /// Formats a nonce count as exactly 8 lowercase hex digits (RFC 7616 3.4).
 pub fn format_nc(nc: u32) -> String {
-    format!("{nc:08x}")
+    // Hex digits are ASCII.
+    String::from_utf8_lossy(&nc_hex(nc)).into_owned()
 }
 
 /// Parses a nonce count: exactly 8 hex digits (RFC 7616 3.4).
