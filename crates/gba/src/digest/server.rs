@@ -30,7 +30,7 @@
 //! re-open a replay; the client just retries with a new nonce.
 //!
 //! A nonce is known in the cache by its issue time and the first
-//! [`NONCE_ID_LEN`] octets of its MAC ([`NonceId`]): fixed-size keys, so a
+//! [`NONCE_ID_LEN`] octets of its MAC (`NonceId`): fixed-size keys, so a
 //! lookup allocates nothing. Only nonces whose MAC verified get there, and
 //! two distinct nonces of one server share an ID only by a collision of
 //! the truncated HMAC-SHA-256 (2^-64 after 2^32 nonces of one second).
