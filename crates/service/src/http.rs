@@ -19,6 +19,11 @@
 //!
 //! Every request carries the peer address as
 //! [`axum::extract::ConnectInfo<SocketAddr>`].
+//!
+//! A client may half-close (RFC 9112 9.6): once its request is read, the
+//! request is answered to the end even if the client closed its sending
+//! side, and the connection closes after the answer. A request being
+//! answered is never cut off because the peer's EOF was seen.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -338,7 +343,17 @@ async fn connection(
     let mut builder = hyper::server::conn::http1::Builder::new();
     // The header timeout is enforced here (it must not run while a
     // keep-alive connection is idle, which has its own limit).
-    builder.keep_alive(true).header_read_timeout(None);
+    //
+    // Half-close (RFC 9112 9.6): a client may close its sending side once
+    // its request is out, and still gets the answer. hyper then does not
+    // read the socket while a request is being answered. Without it hyper
+    // reads once more to look for an EOF, which reserved a new 8 KiB read
+    // buffer per request (the body still held the old one) and cut the
+    // request off mid-answer when the client had half-closed.
+    builder
+        .keep_alive(true)
+        .half_close(true)
+        .header_read_timeout(None);
     let conn = builder.serve_connection(io, service);
     let mut conn = std::pin::pin!(conn);
     let mut stopping = *stop.borrow();

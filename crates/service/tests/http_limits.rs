@@ -52,6 +52,13 @@ impl Server {
                 }),
             )
             .route(
+                "/later",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    "later\n"
+                }),
+            )
+            .route(
                 "/peer",
                 get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
             );
@@ -302,4 +309,22 @@ async fn shutdown_lets_a_running_request_finish() {
         .await
         .expect("closed after the response");
     stop.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_half_closes_after_its_request_gets_the_answer() {
+    // RFC 9112 9.6: a client may close its sending side once the request
+    // is out. The request is served to the end (not cut when the server
+    // sees the EOF while the handler runs) and the answer sent.
+    let server = Server::start(limits()).await;
+    let mut c = server.connect().await;
+    c.write_all(b"GET /later HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    c.shutdown().await.unwrap();
+    assert_eq!(response(&mut c).await, (200, "later\n".into()));
+    until_closed(&mut c, BOUND)
+        .await
+        .expect("closed after the response");
+    server.shutdown().await;
 }
