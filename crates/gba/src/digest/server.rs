@@ -328,21 +328,18 @@ impl DigestServer {
         let ts = now.to_be_bytes();
         let mac = hmac_sha256(&*self.secret, &[prefix, &ts, random]);
         let b64 = &base64::engine::general_purpose::STANDARD;
-        let len = prefix.len() + NONCE_TRAILER;
-        if len <= NONCE_STACK {
-            // Assembled on the stack: the text is the one allocation.
-            let mut raw = [0u8; NONCE_STACK];
-            for (part, at) in [
-                (prefix, 0),
-                (&ts[..], prefix.len()),
-                (&random[..], prefix.len() + TS_LEN),
-                (&mac[..], prefix.len() + TS_LEN + RANDOM_LEN),
-            ] {
-                raw[at..at + part.len()].copy_from_slice(part);
-            }
-            return b64.encode(&raw[..len]);
+        let parts: [&[u8]; 4] = [prefix, &ts, random, &mac];
+        if prefix.len() + NONCE_TRAILER > NONCE_STACK {
+            return b64.encode(parts.concat());
         }
-        b64.encode([prefix, &ts, random, &mac].concat())
+        // Assembled on the stack: the text is the one allocation.
+        let mut raw = [0u8; NONCE_STACK];
+        let mut len = 0;
+        for part in parts {
+            raw[len..len + part.len()].copy_from_slice(part);
+            len += part.len();
+        }
+        b64.encode(&raw[..len])
     }
 
     /// Checks that `nonce` was issued by this server (MAC in constant time)
